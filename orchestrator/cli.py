@@ -1,0 +1,117 @@
+"""Entry point of the `orch` command. Thin: parse, call, print.
+
+Every user error (an OrchError, a bad option) exits 2 with one line and no traceback.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from shared.config import Settings, load_settings, redact
+from shared.errors import OrchError
+
+# (module in orchestrator.commands, attribute): registered lazily-imported but eagerly added,
+# so `orch --help` lists them all. Command modules import only click and light shared modules.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("submit", "submit"),
+    ("status", "status"),
+    ("report", "report"),
+    ("control", "cancel"),
+    ("control", "retry"),
+    ("worker", "worker"),
+    ("worker", "flower"),
+    ("models", "models"),
+    ("data", "data"),
+    ("db", "db"),
+)
+
+
+class UserError(click.ClickException):
+    """A one-line user error; exit code 2 like click's usage errors."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {redact(self.format_message())}", err=True, file=file)
+
+
+class OrchGroup(click.Group):
+    """Turns OrchError (and the services' connection errors) into one-line exit-2 errors."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OrchError as exc:
+            raise UserError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:  # services unreachable: no traceback, password hidden
+            message = connection_error_message(exc)
+            if message is None:
+                raise
+            raise UserError(message) from None
+
+
+def connection_error_message(exc: Exception) -> str | None:
+    """A one-line message for a database or broker that does not answer, else None."""
+    name = type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith("sqlalchemy") and name in ("OperationalError", "InterfaceError"):
+        return f"database unreachable: {str(exc.args[0] if exc.args else exc).splitlines()[0]}"
+    if module.startswith(("kombu", "redis", "amqp")) or name in ("ConnectionRefusedError", "OperationalError"):
+        return f"broker unreachable: {str(exc).splitlines()[0] if str(exc) else name}"
+    return None
+
+
+class Context:
+    """State on ctx.obj: the settings, loaded once."""
+
+    def __init__(self, home: str | None):
+        self._home = home
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._home)
+        return self._settings
+
+
+@click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), envvar="ORCH_HOME", default=None,
+              help="Folder for the embedded store, broker and artifacts (default ~/.orch; env ORCH_HOME).")
+@click.version_option(package_name="orch", prog_name="orch")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """orch: a job queue for deep-learning experiments.
+
+    \b
+    Quick start (embedded mode: nothing to install or start but this package):
+      orch data synth data                       # a learnable cat/dog image set
+      orch worker &                              # one worker on the CPU (or --gpus 0,1)
+      orch submit train --data data/train --val data/val --model resnet18 --epochs 3 --wait
+      orch submit ablation --data data/train --val data/val --model resnet50 \\
+          --norm bn,ln --groups 1,32 --seeds 0,1 --wait
+      orch report --study 1                      # mean ± std over seeds
+      orch submit score --job 1 --data data/test --out preds.csv --wait
+
+    Cluster mode: set ORCH_BROKER_URL=redis://HOST:6379/0 and
+    ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (then `orch db upgrade`).
+    """
+    ctx.obj = Context(home)
+
+
+def _register() -> None:
+    for module_name, attr in COMMANDS:
+        try:
+            module = importlib.import_module(f"orchestrator.commands.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"orchestrator.commands.{module_name}":
+                continue  # command not built yet
+            raise
+        main.add_command(getattr(module, attr))
+
+
+_register()

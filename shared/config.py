@@ -1,0 +1,87 @@
+"""Settings: where the store, the broker and the artifacts are. No torch, no side effects on import.
+
+Embedded (default): everything under ORCH_HOME (default ~/.orch): SQLite, kombu's filesystem
+broker and the artifacts folder. Cluster: ORCH_BROKER_URL=redis://... and
+ORCH_DATABASE_URL=postgresql+psycopg://..., artifacts on a shared path (ORCH_ARTIFACTS).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ConfigError
+
+BROKER_SCHEMES = ("filesystem", "redis", "rediss")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    broker_url: str
+    database_url: str
+    artifacts: Path
+    lease_ttl: float  # seconds without a heartbeat after which a running job is requeued
+    heartbeat: float  # seconds between a worker's heartbeats
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem:")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.artifacts / "jobs" / str(job_id)
+
+
+def load_settings(home: str | os.PathLike[str] | None = None) -> Settings:
+    """Read the settings: an explicit `home` (the --home option) wins over ORCH_HOME."""
+    home_path = Path(home or os.environ.get("ORCH_HOME") or Path.home() / ".orch").expanduser().resolve()
+    broker = os.environ.get("ORCH_BROKER_URL") or "filesystem://"
+    database = os.environ.get("ORCH_DATABASE_URL") or f"sqlite:///{home_path / 'orch.db'}"
+    check_scheme("ORCH_BROKER_URL", broker, BROKER_SCHEMES)
+    check_scheme("ORCH_DATABASE_URL", database, DATABASE_SCHEMES)
+    artifacts = Path(os.environ.get("ORCH_ARTIFACTS") or home_path / "artifacts").expanduser().resolve()
+    return Settings(
+        home=home_path,
+        broker_url=broker,
+        database_url=database,
+        artifacts=artifacts,
+        lease_ttl=_positive_float("ORCH_LEASE_TTL", 30.0),
+        heartbeat=_positive_float("ORCH_HEARTBEAT", 2.0),
+    )
+
+
+def check_scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in allowed:
+        raise ConfigError(f"{name}: scheme {scheme or '(none)'!r} is not supported; use one of {', '.join(allowed)}")
+
+
+def _positive_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be positive, got {raw!r}")
+    return value
+
+
+_PASSWORD = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs (broker and database) anywhere in `text`."""
+    return _PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

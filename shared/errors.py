@@ -1,0 +1,42 @@
+"""The exception hierarchy. Every user-facing failure is one of these, with a one-line message."""
+from __future__ import annotations
+
+
+class OrchError(Exception):
+    """Base class: the message is one line, shown to the user without a traceback."""
+
+
+class SpecError(OrchError, ValueError):
+    """A job spec that cannot be built: names the field and the allowed values."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class DataError(OrchError):
+    """A data folder or label file that cannot be used (missing, empty, corrupt...)."""
+
+
+class CheckpointError(OrchError):
+    """A checkpoint that is missing or does not match the spec or the data."""
+
+
+class NonFiniteLoss(OrchError):
+    """Training produced a NaN or infinite loss; the job stops with this reason."""
+
+
+class ConfigError(OrchError):
+    """Bad settings (URL schemes, folders)."""
+
+
+class StaleLease(OrchError):
+    """A worker whose fencing token is no longer current tried to write."""
+
+
+class JobCancelled(OrchError):
+    """The job was cancelled while it ran."""
+
+
+PERMANENT_ERRORS: tuple[type[OrchError], ...] = (SpecError, DataError, CheckpointError, NonFiniteLoss)
+"""Failures that retrying cannot fix: the job fails at once with the reason."""
