@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.complexity import BASE_WIDTH, GN_GROUPS, width_for
 from shared.errors import SpecError
 
 ResNetArch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -60,19 +61,46 @@ class ModelSpec(Spec):
 
 
 def check_model_knobs(spec: ModelSpec) -> None:
-    """Cross-field rules that need no torch. Extended by the model zoo (shared/models.py)."""
+    """Cross-field rules that need no torch, so the CLI and the worker reject the same specs.
+
+    Raises SpecError naming the field; `spec_error` keeps that field through pydantic.
+    """
     if spec.arch not in RESNET_ARCHS:
-        if spec.groups != 1 or spec.width_per_group is not None or spec.norm is not None:
-            raise ValueError(
-                f"norm, groups and width_per_group apply to the ResNet family only "
-                f"({', '.join(RESNET_ARCHS)}), not to {spec.arch}"
-            )
+        _check_other_arch(spec)
         return
-    if spec.arch not in BOTTLENECK_ARCHS and (spec.groups != 1 or spec.width_per_group not in (None, 64)):
-        raise ValueError(
-            f"groups and width_per_group need a bottleneck depth ({', '.join(BOTTLENECK_ARCHS)}); "
-            f"{spec.arch} uses basic blocks, which torchvision builds with groups=1 and width 64 only"
-        )
+    if spec.arch not in BOTTLENECK_ARCHS:
+        if spec.groups != 1:
+            raise SpecError("groups", f"groups need a bottleneck depth ({', '.join(BOTTLENECK_ARCHS)}); "
+                                      f"{spec.arch} uses basic blocks, which torchvision builds with groups=1 only")
+        if spec.width_per_group not in (None, BASE_WIDTH):
+            raise SpecError("width_per_group", f"width_per_group needs a bottleneck depth "
+                                               f"({', '.join(BOTTLENECK_ARCHS)}); {spec.arch} uses basic blocks, "
+                                               f"which torchvision builds with width 64 only")
+        return
+    try:
+        width = width_for(spec.groups, spec.width_per_group, bottleneck=True)
+    except ValueError as exc:
+        raise SpecError("groups", str(exc)) from None
+    if spec.norm == "gn" and (spec.groups * width) % GN_GROUPS:
+        # layer1's bottleneck width is the smallest channel count; later stages double it.
+        raise SpecError("norm", f"gn (GroupNorm with {GN_GROUPS} groups) needs channel counts divisible by "
+                                f"{GN_GROUPS}, but groups={spec.groups} x width_per_group={width} gives "
+                                f"{spec.groups * width} channels in layer1; use norm bn, ln or in, or a "
+                                f"width_per_group that makes groups x width a multiple of {GN_GROUPS}")
+
+
+def _check_other_arch(spec: ModelSpec) -> None:
+    """torchvision's MobileNets and ShuffleNet are built as designed: the ResNet knobs do not apply."""
+    family = ", ".join(RESNET_ARCHS)
+    if spec.norm is not None:
+        raise SpecError("norm", f"norm applies to the ResNet family only ({family}); "
+                                f"{spec.arch} keeps its own BatchNorm")
+    if spec.groups != 1:
+        raise SpecError("groups", f"groups apply to the bottleneck ResNets only ({', '.join(BOTTLENECK_ARCHS)}); "
+                                  f"{spec.arch} keeps its own grouped convolutions")
+    if spec.width_per_group is not None:
+        raise SpecError("width_per_group", f"width_per_group applies to the bottleneck ResNets only "
+                                           f"({', '.join(BOTTLENECK_ARCHS)}), not to {spec.arch}")
 
 
 class TrainSpec(Spec):
@@ -122,6 +150,10 @@ def parse(cls: type[S], data: dict[str, Any]) -> S:
 def spec_error(exc: ValidationError) -> SpecError:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "spec"
+    inner = err.get("ctx", {}).get("error")
+    if isinstance(inner, SpecError):  # a cross-field check that already names its field
+        prefix = ".".join(str(p) for p in err["loc"])
+        return SpecError(f"{prefix}.{inner.field}" if prefix else inner.field, str(inner)[len(inner.field) + 2:])
     if err["type"] == "extra_forbidden":
         return SpecError(field, "unknown field")
     msg = err["msg"].removeprefix("Value error, ")
