@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from shared.config import Settings, load_settings, redact
+from orchestrator.context import Context
+from shared.config import redact
 from shared.errors import OrchError
 
 # (module in orchestrator.commands, attribute): registered lazily-imported but eagerly added,
@@ -63,20 +64,6 @@ def connection_error_message(exc: Exception) -> str | None:
     if module.startswith(("kombu", "redis", "amqp")) or name in ("ConnectionRefusedError", "OperationalError"):
         return f"broker unreachable: {str(exc).splitlines()[0] if str(exc) else name}"
     return None
-
-
-class Context:
-    """State on ctx.obj: the settings, loaded once."""
-
-    def __init__(self, home: str | None):
-        self._home = home
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self._home)
-        return self._settings
 
 
 @click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,77 @@
+"""`orch cancel` and `orch retry`: act on one job or a whole study."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from orchestrator.context import Context, pass_context
+from shared.errors import OrchError
+from shared.store import Job, Study
+
+
+def select_jobs(obj: Context, session: Any, job_id: int | None, study_id: int | None) -> list[Job]:
+    if (job_id is None) == (study_id is None):
+        raise OrchError("give a job ID or --study S (one of them)")
+    if study_id is not None:
+        if session.get(Study, study_id) is None:
+            raise OrchError(f"--study: no study {study_id}")
+        return list(session.scalars(select(Job).where(Job.study_id == study_id).order_by(Job.id)))
+    job = session.get(Job, job_id)
+    if job is None:
+        raise OrchError(f"JOB_ID: no job {job_id}")
+    children = session.scalars(select(Job).where(Job.parent_id == job.id)).all()  # a score job's shards
+    return [job, *children]
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--study", "study_id", type=int, help="Cancel every job of this study.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def cancel(obj: Context, job_id: int | None, study_id: int | None, as_json: bool) -> None:
+    """Cancel a job or a study: queued jobs never start; running ones stop within 15 s.
+
+    \b
+    Examples:
+      orch cancel 7
+      orch cancel --study 3
+    """
+    from shared.store.jobs import request_cancel
+
+    with obj.store.session() as s:
+        outcome = request_cancel(s, select_jobs(obj, s, job_id, study_id))
+    if as_json:
+        click.echo(json.dumps(outcome))
+        return
+    for key, ids in outcome.items():
+        if ids:
+            click.echo(f"{key}: {', '.join(map(str, ids))}")
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--study", "study_id", type=int, help="Retry every failed or cancelled job of this study.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def retry(obj: Context, job_id: int | None, study_id: int | None, as_json: bool) -> None:
+    """Requeue failed or cancelled jobs; training resumes from the last checkpoint.
+
+    \b
+    Examples:
+      orch retry 7
+      orch retry --study 3
+    """
+    from shared.queue import check_broker, send_job
+    from shared.store.jobs import reset_for_retry
+
+    check_broker(obj.celery)
+    with obj.store.session() as s:
+        again = [(job.id, job.kind, job.queue) for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
+                 if job.kind != "score"]  # a score job ends when its shards do
+    for job in again:
+        send_job(obj.celery, *job)
+    ids = [job[0] for job in again]
+    click.echo(json.dumps({"job_ids": ids}) if as_json else (f"requeued: {', '.join(map(str, ids))}" if ids else "nothing to retry"))

@@ -1,0 +1,39 @@
+"""`orch db upgrade|current`: Alembic migrations (automatic for the embedded SQLite store)."""
+from __future__ import annotations
+
+import click
+
+from orchestrator.context import Context, pass_context
+from shared.config import redact
+
+
+@click.group()
+def db() -> None:
+    """Manage the store's schema (needed for PostgreSQL; SQLite upgrades itself)."""
+
+
+@db.command()
+@pass_context
+def upgrade(obj: Context) -> None:
+    """Create or upgrade the schema to the newest revision.
+
+    \b
+    Example:
+      ORCH_DATABASE_URL=postgresql+psycopg://orch@db/orch orch db upgrade
+    """
+    from shared.store.db import make_engine
+    from shared.store.db import upgrade as run_upgrade
+
+    engine = make_engine(obj.settings.database_url)
+    revision = run_upgrade(engine)
+    click.echo(f"{redact(obj.settings.database_url)}: at revision {revision}")
+
+
+@db.command()
+@pass_context
+def current(obj: Context) -> None:
+    """Print the schema revision of the configured database and the newest one."""
+    from shared.store.db import current_revision, head_revision, make_engine
+
+    engine = make_engine(obj.settings.database_url)
+    click.echo(f"current: {current_revision(engine) or 'none'}  head: {head_revision()}")

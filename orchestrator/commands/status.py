@@ -1,0 +1,86 @@
+"""`orch status [ID]`: recent jobs, or one job with its spec and epoch metrics."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from sqlalchemy import select
+
+from orchestrator.context import Context, pass_context
+from orchestrator.tables import print_table
+from shared.errors import OrchError
+from shared.store import Job
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    spec = job.spec
+    model = spec.get("model", {})
+    last = job.epochs[-1] if job.epochs else None
+    return {
+        "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
+        "model": model.get("arch") or "", "norm": model.get("norm") or "", "groups": model.get("groups", ""),
+        "seed": spec.get("seed", ""), "epoch": f"{last.epoch}/{spec.get('epochs')}" if last else "",
+        "val_acc": round(last.val_acc, 4) if last else None, "attempts": job.attempts,
+        "worker": job.worker_host or "", "error": job.error or "",
+    }
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
+               "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
+    times = {k: (v.isoformat() if v else None) for k, v in
+             (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
+    return {**job_summary(job), "spec": job.spec, "spec_hash": job.spec_hash, "parent_id": job.parent_id,
+            "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
+            **times, "epochs": epochs}
+
+
+@click.command()
+@click.argument("job_id", type=int, required=False)
+@click.option("--limit", default=30, show_default=True, help="How many recent jobs to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(obj: Context, job_id: int | None, limit: int, as_json: bool) -> None:
+    """Show recent jobs, or one job with its spec and per-epoch metrics.
+
+    \b
+    Examples:
+      orch status            # the 30 most recent jobs
+      orch status 7          # job 7: spec, epochs, error
+      orch status 7 --json
+    """
+    with obj.store.session() as s:
+        if job_id is None:
+            jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()
+            rows = [job_summary(job) for job in reversed(jobs)]
+        else:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise OrchError(f"JOB_ID: no job {job_id}")
+            detail = job_detail(job)
+    if job_id is None:
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        elif rows:
+            print_table(rows, title="jobs")
+        else:
+            click.echo("no jobs yet: orch submit train --help")
+        return
+    if as_json:
+        click.echo(json.dumps(detail, indent=2))
+        return
+    print_detail(detail)
+
+
+def print_detail(detail: dict[str, Any]) -> None:
+    for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
+        if detail.get(key) not in (None, ""):
+            click.echo(f"{key:>12}: {detail[key]}")
+    click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")
+    if detail["model_info"]:
+        click.echo(f"{'model':>12}: {json.dumps(detail['model_info'])}")
+    if detail["result"]:
+        click.echo(f"{'result':>12}: {json.dumps(detail['result'])}")
+    if detail["epochs"]:
+        print_table(detail["epochs"], title="epochs")

@@ -1,0 +1,46 @@
+"""State on ctx.obj: settings, store and Celery app, each opened on first use."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from shared.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from shared.store import Store
+
+
+class Context:
+    def __init__(self, home: str | None):
+        self._home = home
+        self._settings: Settings | None = None
+        self._store: Store | None = None
+        self._celery: Celery | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self._home)
+        return self._settings
+
+    @property
+    def store(self) -> "Store":
+        if self._store is None:
+            from shared.store import open_store
+
+            self._store = open_store(self.settings)
+        return self._store
+
+    @property
+    def celery(self) -> "Celery":
+        if self._celery is None:
+            from shared.queue import make_celery
+
+            self._celery = make_celery(self.settings)
+        return self._celery
+
+
+pass_context = click.make_pass_decorator(Context)

@@ -1,0 +1,64 @@
+"""`--wait`: follow jobs in the store until they all end, printing each change of state."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+from sqlalchemy import func, select
+
+from orchestrator.context import Context
+from shared.store import Epoch, Job
+from shared.store.jobs import is_finished
+
+POLL_S = 1.0
+
+
+def job_states(obj: Context, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """id -> status, last epoch and its val accuracy, error: one query each for jobs and epochs."""
+    with obj.store.session() as s:
+        jobs = s.scalars(select(Job).where(Job.id.in_(job_ids))).all()
+        last = dict(s.execute(select(Epoch.job_id, func.max(Epoch.epoch)).where(Epoch.job_id.in_(job_ids))
+                              .group_by(Epoch.job_id)).all())
+        accs = {(row.job_id, row.epoch): row.val_acc for row in s.scalars(
+            select(Epoch).where(Epoch.job_id.in_(job_ids), Epoch.epoch.in_(list(last.values()) or [0])))}
+    states = {}
+    for job in jobs:
+        epoch = last.get(job.id)
+        states[job.id] = {"status": job.status, "epoch": epoch, "epochs": job.spec.get("epochs"),
+                          "val_acc": accs.get((job.id, epoch)), "error": job.error, "kind": job.kind}
+    return states
+
+
+def describe_state(job_id: int, state: dict[str, Any]) -> str:
+    text = f"job {job_id}: {state['status']}"
+    if state["epoch"]:
+        text += f"  epoch {state['epoch']}/{state['epochs']}"
+        if state["val_acc"] is not None:
+            text += f"  val_acc {state['val_acc']:.4f}"
+    if state["error"] and is_finished(state["status"]) and state["status"] != "succeeded":
+        text += f"  ({state['error']})"
+    return text
+
+
+def wait_for(obj: Context, job_ids: list[int], poll: float = POLL_S) -> bool:
+    """Block until every job has ended; True if all succeeded. Ctrl-C stops waiting, not the jobs."""
+    shown: dict[int, str] = {}
+    started = time.monotonic()
+    try:
+        while True:
+            states = job_states(obj, job_ids)
+            for job_id in job_ids:
+                line = describe_state(job_id, states[job_id])
+                if shown.get(job_id) != line:
+                    click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
+                    shown[job_id] = line
+            if all(is_finished(state["status"]) for state in states.values()):
+                failed = [i for i, st in states.items() if st["status"] != "succeeded"]
+                done = len(job_ids) - len(failed)
+                click.echo(f"{done} of {len(job_ids)} jobs succeeded" + (f"; not: {failed}" if failed else ""), err=True)
+                return not failed
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        click.echo("stopped waiting; the jobs go on (orch status)", err=True)
+        return False

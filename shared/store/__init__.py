@@ -1,0 +1,8 @@
+"""The SQL store: the record of truth for studies, jobs, epochs, checkpoints and scores.
+
+SQLAlchemy 2.0 typed ORM; schema created and upgraded by Alembic (shared/store/migrations).
+"""
+from shared.store.db import Store, open_store
+from shared.store.schema import Checkpoint, Epoch, Job, JobKind, JobStatus, Score, Study
+
+__all__ = ["Store", "open_store", "Study", "Job", "JobKind", "JobStatus", "Epoch", "Checkpoint", "Score"]

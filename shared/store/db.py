@@ -1,0 +1,99 @@
+"""Opening the store: engine, sessions, SQLite pragmas and Alembic migrations."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+from shared.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Store:
+    """An engine and a session factory. Callers open sessions with `with store.session() as s:`."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # pre_ping: a PostgreSQL restart must not leave dead connections in the pool.
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                         connect_args={"connect_timeout": 5})
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets the CLI read while a worker writes; the busy timeout makes writers wait, not fail.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine) -> str:
+    """Apply every pending migration; returns the revision now current."""
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    return current_revision(engine) or "base"
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head() or "base"
+
+
+def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
+    """Open the configured store. The embedded SQLite store migrates itself; others must be current."""
+    embedded = settings.database_url.startswith("sqlite")
+    if embedded:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    if migrate if migrate is not None else embedded:
+        if current_revision(engine) != head_revision():
+            upgrade(engine)
+    elif current_revision(engine) != head_revision():
+        engine.dispose()
+        raise ConfigError("database schema is not current: run `orch db upgrade` first")
+    return Store(engine)

@@ -1,0 +1,112 @@
+"""Tables. Spec JSON is stored verbatim with its hash; workers write under a fencing token."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobKind(enum.StrEnum):
+    train = "train"
+    score = "score"  # the parent of a scoring run: assembles the CSV when its shards are done
+    score_shard = "score_shard"
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[Optional[str]] = mapped_column(String(200), unique=True)
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # the options the study was submitted with
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    jobs: Mapped[list["Job"]] = relationship(back_populates="study")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status"), Index("ix_jobs_study_hash", "study_id", "spec_hash"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[JobKind] = mapped_column(String(20))
+    status: Mapped[JobStatus] = mapped_column(String(20), default=JobStatus.queued)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    study_id: Mapped[Optional[int]] = mapped_column(ForeignKey("studies.id"))
+    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))  # score shard -> score job
+    source_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))  # score -> train job
+    shard: Mapped[Optional[int]] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(100), default="orch")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker_host: Mapped[Optional[str]] = mapped_column(String(200))
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)  # fencing token, +1 per lease taken
+    # unix seconds of the last heartbeat: plain numbers compare the same way on SQLite and PostgreSQL
+    heartbeat_at: Mapped[Optional[float]] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    model_info: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # describe(spec): params, gmacs...
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # best_val_acc, wall time, ...
+    study: Mapped[Optional[Study]] = relationship(back_populates="jobs")
+    epochs: Mapped[list["Epoch"]] = relationship(order_by="Epoch.epoch", cascade="all, delete-orphan")
+
+
+class Epoch(Base):
+    __tablename__ = "epochs"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_epochs_job_epoch"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float] = mapped_column(Float)
+    val_loss: Mapped[float] = mapped_column(Float)
+    val_acc: Mapped[float] = mapped_column(Float)
+    images_per_s: Mapped[float] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    lr: Mapped[Optional[float]] = mapped_column(Float)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)  # which attempt recorded it
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "tag", name="uq_checkpoints_job_tag"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(20))  # last | best
+    path: Mapped[str] = mapped_column(Text)
+    epoch: Mapped[int] = mapped_column(Integer)
+    val_acc: Mapped[Optional[float]] = mapped_column(Float)
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Score(Base):
+    __tablename__ = "scores"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)  # the score job
+    source_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"), index=True)
+    out: Mapped[str] = mapped_column(Text)
+    n_images: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[Optional[float]] = mapped_column(Float)
+    images_per_s: Mapped[Optional[float]] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,40 @@
+"""Build the worker's Celery app: the shared configuration plus one thin task per job kind."""
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_shutting_down
+
+from shared.config import Settings
+from shared.queue import TASK_NAMES, make_celery, send_job
+from shared.store import open_store
+from worker.supervisor import Supervisor
+
+
+def create_app(settings: Settings) -> tuple[Celery, Supervisor]:
+    app = make_celery(settings)
+    supervisor = Supervisor(
+        settings=settings,
+        store=open_store(settings),
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+        resend=lambda job_id, kind, queue: send_job(app, job_id, kind, queue),
+    )
+    for name in TASK_NAMES.values():
+        _register(app, name, supervisor)
+
+    def on_shutdown(**_: Any) -> None:
+        supervisor.shutdown.set()
+
+    worker_shutting_down.connect(on_shutdown, weak=False)
+    return app, supervisor
+
+
+def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
+    def run_job(job_id: int) -> str:
+        return supervisor.run(int(job_id))
+
+    run_job.__name__ = run_job.__qualname__ = name.replace(".", "_")
+    app.task(name=name, acks_late=True, ignore_result=True)(run_job)

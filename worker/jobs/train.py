@@ -1,0 +1,40 @@
+"""A training job: the shared engine, with each epoch and checkpoint recorded under the lease."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shared.spec import TrainSpec, parse
+from shared.store import jobs as store_jobs
+from worker.context import JobContext
+
+
+def run(ctx: JobContext) -> dict[str, Any]:
+    from shared.engine import train
+    from shared.models import describe
+
+    spec = parse(TrainSpec, ctx.spec)
+    best = {"val_acc": -1.0}
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        # train() has already written the checkpoints for this epoch when it calls back.
+        epoch = int(metrics["epoch"])
+        store_jobs.record_epoch(ctx.store, ctx.job_id, ctx.token, metrics)
+        store_jobs.record_checkpoint(ctx.store, ctx.job_id, ctx.token, "last",
+                                     str(ctx.workdir / "last.pt"), epoch, metrics.get("val_acc"))
+        if metrics["val_acc"] > best["val_acc"]:
+            best["val_acc"] = metrics["val_acc"]
+            store_jobs.record_checkpoint(ctx.store, ctx.job_id, ctx.token, "best",
+                                         str(ctx.workdir / "best.pt"), epoch, metrics["val_acc"])
+
+    result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
+                   should_stop=ctx.should_stop)
+    model = spec.model.model_copy(update={"num_classes": len(result["classes"])})
+    ctx.update(model_info=describe(model))
+    return {
+        "best_val_acc": result["best_val_acc"],
+        "best_epoch": result["best_epoch"],
+        "epochs": result["epochs"],
+        "classes": list(result["classes"]),
+        "best_checkpoint": str(Path(result["best_checkpoint"])),
+    }

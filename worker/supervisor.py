@@ -1,0 +1,152 @@
+"""The Celery task body: lease the job, run it in a spawned child, heartbeat, record the ending.
+
+Runs in the worker's task thread and never imports torch. One job at a time per worker.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+
+from shared.config import Settings, redact
+from shared.errors import StaleLease
+from shared.store import Job, JobStatus, Store
+from shared.store import jobs as store_jobs
+from worker import child
+
+log = logging.getLogger("orch.worker")
+TERM_GRACE_S = 10.0  # a cancelled child gets this long to finish its checkpoint write
+TRANSIENT_TRIES = 3
+T = TypeVar("T")
+
+
+def with_db_retries(fn: Callable[[], T], tries: int = 5) -> T:
+    """Retry a store call through a brief database outage (backoff 1, 2, 4... s)."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except StaleLease:
+            raise
+        except Exception as exc:
+            if attempt == tries - 1 or not type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
+                raise
+            log.warning("store unreachable (%s); retrying", redact(str(exc).splitlines()[0]))
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    store: Store
+    owner: str
+    resend: Callable[[int, str, str], None]
+    shutdown: threading.Event = field(default_factory=threading.Event)
+
+    def run(self, job_id: int) -> str:
+        token = with_db_retries(lambda: store_jobs.acquire_lease(self.store, job_id, self.owner, self.settings.lease_ttl))
+        if token is None:
+            log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
+            return "skipped"
+        job = self._snapshot(job_id)
+        log.info("job %s (%s): started, lease token %s", job_id, job["kind"], token)
+        for attempt in range(1, TRANSIENT_TRIES + 1):
+            outcome, reason, result = self._run_child(job, token)
+            if outcome != "transient" or attempt == TRANSIENT_TRIES:
+                break
+            log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt, TRANSIENT_TRIES - 1)
+            time.sleep(2**attempt)
+            with_db_retries(lambda: store_jobs.heartbeat(self.store, job_id, token))
+        return self._record(job, token, outcome, reason, result)
+
+    def _snapshot(self, job_id: int) -> dict[str, Any]:
+        with self.store.session() as s:
+            job = s.scalars(select(Job).where(Job.id == job_id)).one()
+            return {"id": job.id, "kind": job.kind, "spec": job.spec, "parent_id": job.parent_id,
+                    "source_job_id": job.source_job_id, "shard": job.shard, "queue": job.queue}
+
+    def _run_child(self, job: dict[str, Any], token: int) -> tuple[str, str, dict[str, Any]]:
+        mp = multiprocessing.get_context("spawn")
+        receive, send = mp.Pipe(duplex=False)
+        proc = mp.Process(target=child.main, args=(job, token, str(self.settings.home), send),
+                          name=f"orch-job-{job['id']}")
+        started = time.monotonic()
+        proc.start()
+        send.close()
+        stopped_for = self._watch(proc, job["id"], token)
+        outcome = receive.recv() if receive.poll() else None
+        receive.close()
+        if stopped_for in ("stale", "shutdown"):
+            return stopped_for, stopped_for, {}
+        if outcome is None:
+            if stopped_for == "cancel":
+                return "cancelled", "cancelled", {}
+            return "failed", f"job process died with {exit_reason(proc.exitcode)}", {}
+        kind, reason, result = outcome
+        if kind == "succeeded":
+            result = {**result, "wall_s": round(time.monotonic() - started, 2)}
+        return kind, reason, result
+
+    def _watch(self, proc: multiprocessing.process.BaseProcess, job_id: int, token: int) -> str | None:
+        """Heartbeat while the child runs; stop it on cancel, lost lease or worker shutdown."""
+        while True:
+            proc.join(self.settings.heartbeat)
+            if not proc.is_alive():
+                return None
+            reason = self._stop_reason(job_id, token)
+            if reason:
+                log.info("job %s: stopping its process (%s)", job_id, reason)
+                stop_process(proc)
+                return reason
+
+    def _stop_reason(self, job_id: int, token: int) -> str | None:
+        if self.shutdown.is_set():
+            return "shutdown"
+        try:
+            return "cancel" if store_jobs.heartbeat(self.store, job_id, token) else None
+        except StaleLease:
+            return "stale"
+        except Exception as exc:  # store briefly down: keep training, the lease TTL is the limit
+            log.warning("job %s: heartbeat failed (%s)", job_id, redact(str(exc).splitlines()[0]))
+            return None
+
+    def _record(self, job: dict[str, Any], token: int, outcome: str, reason: str, result: dict[str, Any]) -> str:
+        job_id = job["id"]
+        if outcome == "stale":
+            log.warning("job %s: lease lost to another worker; its results are theirs", job_id)
+        elif outcome == "shutdown":
+            # Give the job back and re-send it: the next worker resumes from its checkpoint.
+            if with_db_retries(lambda: store_jobs.release(self.store, job_id, token, "worker stopped; requeued")):
+                self.resend(job_id, job["kind"], job["queue"])
+        else:
+            status = {"succeeded": JobStatus.succeeded, "cancelled": JobStatus.cancelled}.get(outcome, JobStatus.failed)
+            error = None if status == JobStatus.succeeded else reason
+            if outcome == "transient":
+                error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
+            with_db_retries(lambda: store_jobs.finish(self.store, job_id, token, status, error=error, result=result))
+        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome not in ("succeeded",) else "")
+        return outcome
+
+
+def stop_process(proc: multiprocessing.process.BaseProcess) -> None:
+    """SIGTERM, a grace period for the checkpoint being written, then SIGKILL."""
+    proc.terminate()
+    proc.join(TERM_GRACE_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
+def exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        hint = " (killed: out of memory?)" if name == "SIGKILL" else " (crashed)" if name == "SIGSEGV" else ""
+        return f"{name}{hint}"
+    return f"exit code {code} and no report"

@@ -1,0 +1,98 @@
+"""Background upkeep in every worker: requeue jobs whose lease expired, prune the embedded broker."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from shared.config import Settings, redact
+from shared.queue import DEFAULT_QUEUE, broker_folders
+from shared.store import Store
+from shared.store import jobs as store_jobs
+
+log = logging.getLogger("orch.worker")
+STALE_MESSAGE_S = 300.0  # an event or reply nobody read for this long belongs to a monitor that went away
+
+
+class Sweeper(threading.Thread):
+    def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None],
+                 work_queues: tuple[str, ...] = (DEFAULT_QUEUE,)):
+        super().__init__(name="orch-sweeper", daemon=True)
+        self.settings, self.store, self.resend = settings, store, resend
+        self.work_queues = work_queues
+        self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.sweep_once()
+            self.stopping.wait(self.interval)
+
+    def sweep_once(self) -> None:
+        try:
+            for job in store_jobs.requeue_expired(self.store, self.settings.lease_ttl):
+                log.warning("job %s: lease of %s expired; requeued (attempt %d next)",
+                            job.id, job.worker_host, job.attempts + 1)
+                self.resend(job.id, job.kind, job.queue)
+            if self.settings.embedded_broker:
+                prune_broker(self.settings, self.work_queues)
+        except Exception as exc:  # a sweep must never take the worker down
+            log.warning("sweep failed: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+
+
+def prune_broker(settings: Settings, keep: tuple[str, ...], max_age: float = STALE_MESSAGE_S) -> int:
+    """Delete processed messages and unread fan-out messages older than max_age; unbind their queues.
+
+    kombu's filesystem transport never expires anything: without this, every Flower or
+    `celery events` session that ended leaves a queue that collects worker events forever.
+    """
+    folders = broker_folders(settings)
+    now = time.time()
+    removed = _remove_older(folders["processed"].iterdir(), now - 60.0)
+    stale_queues: set[str] = set()
+    for path in folders["queue"].iterdir():
+        queue = path.name.partition(".")[2].removesuffix(".msg")
+        if queue in keep or _age(path, now) < max_age:
+            continue
+        stale_queues.add(queue)
+        removed += _remove_older([path], now - max_age)
+    if stale_queues:
+        _unbind(folders["control"], stale_queues)
+    return removed
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _remove_older(paths, cutoff: float) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            if path.stat().st_mtime < cutoff:
+                os.remove(path)
+                removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _unbind(control: Path, queues: set[str]) -> None:
+    import fcntl
+    import json
+
+    for table in control.glob("*.exchange"):
+        with table.open("rb+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # the same lock kombu takes on these files
+            rows = json.loads(handle.read() or b"[]")
+            kept = [row for row in rows if row[2] not in queues]
+            if len(kept) != len(rows):
+                handle.seek(0)
+                handle.write(json.dumps(kept).encode())
+                handle.truncate()
