@@ -46,6 +46,9 @@ class OrchGroup(click.Group):
             return super().invoke(ctx)
         except OrchError as exc:
             raise UserError(str(exc)) from None
+        except click.UsageError as exc:  # one line instead of usage + hint + error
+            hint = f" (see orch {exc.ctx.command_path.partition(' ')[2]} --help)" if exc.ctx else ""
+            raise UserError(exc.format_message() + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:  # services unreachable: no traceback, password hidden

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from shared.store import Job, JobKind, Score
 
-METRICS = {"val_acc": True, "val_loss": False, "test_acc": True, "images_per_s": True}  # name -> higher is better
+from orchestrator.commands.report import METRICS
 CONFIG_KEYS = ("model", "norm", "groups", "width", "lr", "batch_size")
 
 

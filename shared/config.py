@@ -13,6 +13,7 @@ from pathlib import Path
 
 from shared.errors import ConfigError
 
+DEFAULT_QUEUE = "orch"  # the Celery queue jobs go to unless --queue names another
 BROKER_SCHEMES = ("filesystem", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 

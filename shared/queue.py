@@ -11,15 +11,10 @@ from typing import Any
 
 from celery import Celery
 
-from shared.config import Settings
-from shared.store.schema import JobKind
+from shared.config import DEFAULT_QUEUE, Settings
 
-TASK_NAMES: dict[str, str] = {
-    JobKind.train: "orch.train",
-    JobKind.score: "orch.score",
-    JobKind.score_shard: "orch.score_shard",
-}
-DEFAULT_QUEUE = "orch"
+# job kind -> task name: what Flower shows, with the job id as the only argument
+TASK_NAMES: dict[str, str] = {"train": "orch.train", "score": "orch.score", "score_shard": "orch.score_shard"}
 # The lease sweep, not the broker, recovers a crashed job; the visibility timeout only
 # restores a message the sweep could not (and the lease makes that copy a no-op).
 REDIS_VISIBILITY_TIMEOUT = 3600

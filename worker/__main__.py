@@ -5,8 +5,7 @@ import argparse
 import logging
 import socket
 
-from shared.config import load_settings
-from shared.queue import DEFAULT_QUEUE
+from shared.config import DEFAULT_QUEUE, load_settings
 from worker.app import create_app
 from worker.sweeper import Sweeper
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.config import Settings, redact
-from shared.queue import DEFAULT_QUEUE, broker_folders
+from shared.config import DEFAULT_QUEUE, Settings, redact
+from shared.queue import broker_folders
 from shared.store import Store
 from shared.store import jobs as store_jobs
 

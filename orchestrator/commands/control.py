@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import select
 
 from orchestrator.context import Context, pass_context
 from shared.errors import OrchError
-from shared.store import Job, Study
+
+if TYPE_CHECKING:
+    from shared.store import Job
 
 
-def select_jobs(obj: Context, session: Any, job_id: int | None, study_id: int | None) -> list[Job]:
+def select_jobs(obj: Context, session: Any, job_id: int | None, study_id: int | None) -> list["Job"]:
+    from sqlalchemy import select
+
+    from shared.store import Job, Study
+
     if (job_id is None) == (study_id is None):
         raise OrchError("give a job ID or --study S (one of them)")
     if study_id is not None:

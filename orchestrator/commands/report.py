@@ -5,11 +5,12 @@ import json
 
 import click
 
+# name -> higher is better; kept here so --help needs no database imports
+METRICS = {"val_acc": True, "val_loss": False, "test_acc": True, "images_per_s": True}
+
 from orchestrator.context import Context, pass_context
-from orchestrator.report import METRICS, for_display, group_over_seeds, job_rows, rank
 from orchestrator.tables import print_table, render
 from shared.errors import OrchError
-from shared.store import Study
 
 
 @click.command()
@@ -29,6 +30,9 @@ def report(obj: Context, study_id: int | None, metric: str, fmt: str, per_job: b
       orch report --study 3 --format md    # paste into a paper draft or a README
       orch report --metric test_acc --format csv > leaderboard.csv
     """
+    from orchestrator.report import for_display, group_over_seeds, job_rows, rank
+    from shared.store import Study
+
     with obj.store.session() as s:
         if study_id is not None and s.get(Study, study_id) is None:
             raise OrchError(f"--study: no study {study_id}")

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import select
 
 from orchestrator.context import Context, pass_context
 from orchestrator.tables import print_table
 from shared.errors import OrchError
-from shared.store import Job
+
+if TYPE_CHECKING:
+    from shared.store import Job
 
 
-def job_summary(job: Job) -> dict[str, Any]:
+def job_summary(job: "Job") -> dict[str, Any]:
     spec = job.spec
     model = spec.get("model", {})
     last = job.epochs[-1] if job.epochs else None
@@ -26,7 +27,7 @@ def job_summary(job: Job) -> dict[str, Any]:
     }
 
 
-def job_detail(job: Job) -> dict[str, Any]:
+def job_detail(job: "Job") -> dict[str, Any]:
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
                "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
     times = {k: (v.isoformat() if v else None) for k, v in
@@ -50,6 +51,10 @@ def status(obj: Context, job_id: int | None, limit: int, as_json: bool) -> None:
       orch status 7          # job 7: spec, epochs, error
       orch status 7 --json
     """
+    from sqlalchemy import select
+
+    from shared.store import Job
+
     with obj.store.session() as s:
         if job_id is None:
             jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()

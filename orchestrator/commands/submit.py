@@ -9,7 +9,7 @@ import click
 
 from orchestrator.context import Context, pass_context
 from orchestrator.submission import existing_path, grid_specs, parse_option, queue_jobs, train_spec_dict
-from shared.queue import DEFAULT_QUEUE
+from shared.config import DEFAULT_QUEUE
 from shared.spec import ARCHS, NORMS, PRECISIONS, TrainSpec
 
 

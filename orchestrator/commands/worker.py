@@ -10,7 +10,7 @@ import sys
 import click
 
 from orchestrator.context import Context, pass_context
-from shared.queue import DEFAULT_QUEUE
+from shared.config import DEFAULT_QUEUE
 
 
 def worker_command(obj: Context, queues: str, hostname: str, loglevel: str) -> list[str]:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The demo, end to end on the embedded default (SQLite + filesystem broker under ORCH_HOME):
+# make a data set, start a worker, run a small ablation to the end, print the leaderboard.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export ORCH_HOME="$PWD/.orch-demo"   # a fresh home each run, so the report shows this run only
+rm -rf "$ORCH_HOME" demo-data
+orch() { .venv/bin/orch "$@"; }
+
+orch data synth demo-data --train 600 --val 200 --test 200 --size 32 --seed 0
+orch worker > "$PWD/demo-worker.log" 2>&1 &
+worker=$!
+trap 'kill -INT $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
+
+orch submit ablation --data demo-data/train --val demo-data/val --model resnet18 \
+    --norm bn,ln,in --seeds 0,1 --epochs 3 --image-size 32 --batch-size 64 --lr 0.002 --wait
+orch report --study 1
+orch submit score --best-of 1 --data demo-data/test --labels demo-data/test_labels.csv \
+    --out demo-data/predictions.csv --shards 2 --wait
+orch report --metric test_acc
+head -3 demo-data/predictions.csv

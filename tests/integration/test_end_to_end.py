@@ -1,0 +1,67 @@
+"""The product end to end: a real `orch worker` subprocess runs a 2 norms x 2 groups ablation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Orch
+
+pytestmark = pytest.mark.slow
+
+ABLATION = ("--model", "resnet50", "--norm", "bn,ln", "--groups", "1,2", "--epochs", "1",
+            "--image-size", "32", "--batch-size", "32", "--seeds", "0")
+
+
+def run_ablation(orch: Orch, data: Path) -> None:
+    worker = orch.start_worker()
+    submitted = orch.run("submit", "ablation", "--data", str(data / "train"), "--val", str(data / "val"),
+                         *ABLATION, "--wait", "--json", timeout=600)
+    assert submitted.returncode == 0, submitted.stderr + worker.output()[-3000:]
+    ids = json.loads(submitted.stdout.splitlines()[0])
+    assert len(ids["job_ids"]) == 4 and ids["study_id"] >= 1
+    assert "4 of 4 jobs succeeded" in submitted.stderr
+
+    grouped = orch.json_report("--study", str(ids["study_id"]))
+    assert len(grouped) == 4
+    assert {(r["norm"], r["groups"]) for r in grouped} == {("bn", 1), ("bn", 2), ("ln", 1), ("ln", 2)}
+    assert [r["rank"] for r in grouped] == [1, 2, 3, 4]
+    means = [r["val_acc_mean"] for r in grouped]
+    assert means == sorted(means, reverse=True) and all(0.0 <= m <= 1.0 for m in means)
+    assert all(r["n"] == 1 and r["params"] > 1_000_000 and r["gmacs"] > 0 for r in grouped)
+    assert {r["width"] for r in grouped if r["groups"] == 2} == {40}  # ResNeXt Table 2 width for 2 groups
+
+    per_job = orch.json_report()
+    assert sorted(r["id"] for r in per_job) == sorted(ids["job_ids"])
+    for job_id in ids["job_ids"]:
+        detail = orch.json("status", str(job_id))
+        assert detail["status"] == "succeeded" and [e["epoch"] for e in detail["epochs"]] == [1]
+        assert Path(detail["result"]["best_checkpoint"]).is_file()
+    table = orch.run("report", "--study", str(ids["study_id"]), check=True).stdout
+    assert "±" in table and "resnet50" in table
+    worker.stop()
+    assert worker.proc.returncode is not None
+
+
+def test_ablation_on_embedded_default(orch: Orch, synth_data: Path) -> None:
+    run_ablation(orch, synth_data)
+    assert (orch.home / "orch.db").is_file() and (orch.home / "broker" / "queue").is_dir()
+
+
+def test_ablation_on_redis_and_postgres(cluster_orch: Orch, synth_data: Path) -> None:
+    run_ablation(cluster_orch, synth_data)
+    assert not (cluster_orch.home / "orch.db").exists()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["status"], ["report"], ["submit", "--help"]])
+def test_cli_does_not_import_torch(orch: Orch, args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "orchestrator", *args], env=orch.env,
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert "celery" not in imported or args != ["--help"]
+    assert not {m for m in imported if m == "torch" or m.startswith("torch.")}
+    assert "sqlalchemy" in imported or args in (["--help"], ["submit", "--help"])

@@ -1,0 +1,141 @@
+"""Reliability, proven by killing real processes: crash and resume, duplicate delivery, cancel,
+retry, a crashing job process, and a Redis restart while a job trains."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Orch, WorkerProcess
+
+pytestmark = pytest.mark.slow
+SLOW_JOB = ("--model", "resnet18", "--image-size", "32", "--batch-size", "16", "--lr", "0.002")
+
+
+def submit_train(orch: Orch, data: Path, epochs: int, *extra: str) -> int:
+    out = orch.json("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"),
+                    *SLOW_JOB, "--epochs", str(epochs), *extra)
+    return out["job_id"]
+
+
+def wait_epochs(orch: Orch, job_id: int, n: int, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        detail = orch.json("status", str(job_id))
+        if len(detail["epochs"]) >= n or detail["status"] in ("failed", "succeeded", "cancelled"):
+            return detail
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} recorded fewer than {n} epochs in {timeout}s")
+
+
+def job_processes(worker: WorkerProcess) -> list[int]:
+    """Pids of the spawned job children in the worker's process group."""
+    out = subprocess.run(["pgrep", "-g", str(worker.proc.pid), "-f", "multiprocessing.spawn"],
+                         capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+@pytest.fixture(params=["embedded", "redis-postgres"])
+def any_orch(request: pytest.FixtureRequest) -> Orch:
+    return request.getfixturevalue("orch" if request.param == "embedded" else "cluster_orch")
+
+
+def test_kill_9_mid_epoch_then_a_new_worker_resumes(any_orch: Orch, synth_data: Path) -> None:
+    orch = any_orch
+    job_id = submit_train(orch, synth_data, epochs=5)
+    first = orch.start_worker()
+    before = wait_epochs(orch, job_id, 2)
+    first.kill(signal.SIGKILL)  # the whole process group: worker and job child, mid-epoch
+    assert not job_processes(first)
+    done_before = len(orch.json("status", str(job_id))["epochs"])
+
+    restarted = time.monotonic()
+    second = orch.start_worker()
+    resumed = wait_until(lambda: orch.json("status", str(job_id))["attempts"] == 2, timeout=90)
+    recovery_s = time.monotonic() - restarted
+    detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
+    assert detail["status"] == "succeeded", detail["error"] + second.output()[-3000:]
+    epochs = [e["epoch"] for e in detail["epochs"]]
+    assert epochs == [1, 2, 3, 4, 5]  # each exactly once
+    first_attempt = [e["epoch"] for e in detail["epochs"] if e["attempt"] == 1]
+    assert len(before["epochs"]) <= len(first_attempt) <= done_before
+    assert [e["epoch"] for e in detail["epochs"] if e["attempt"] == 2] == list(range(len(first_attempt) + 1, 6))
+    assert resumed and recovery_s < 60, f"recovery took {recovery_s:.1f}s"
+    print(f"recovery started {recovery_s:.1f}s after the new worker started")
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_duplicate_delivery_of_a_running_job_is_not_run_twice(orch: Orch, synth_data: Path) -> None:
+    job_id = submit_train(orch, synth_data, epochs=3)
+    busy = orch.start_worker("--name", "busy@test")
+    wait_epochs(orch, job_id, 1)
+    idle = orch.start_worker("--name", "idle@test")
+    resend = ("from shared.config import load_settings; from shared.queue import make_celery, send_job; "
+              f"send_job(make_celery(load_settings()), {job_id}, 'train', 'orch')")
+    subprocess.run([sys.executable, "-c", resend], env=orch.env, cwd=REPO, check=True, timeout=60)
+    assert wait_until(lambda: f"job {job_id}: not taken" in idle.output(), timeout=60), idle.output()[-2000:]
+    detail = orch.wait_status(job_id, {"succeeded", "failed"})
+    assert detail["status"] == "succeeded" and detail["attempts"] == 1
+    assert [e["epoch"] for e in detail["epochs"]] == [1, 2, 3]
+    assert f"job {job_id} (train): started" in busy.output()
+    assert f"job {job_id} (train): started" not in idle.output()
+
+
+def test_cancel_a_running_job_then_retry_resumes(orch: Orch, synth_data: Path) -> None:
+    job_id = submit_train(orch, synth_data, epochs=6)
+    next_job = submit_train(orch, synth_data, epochs=1, "--seed", "1")
+    worker = orch.start_worker()
+    wait_epochs(orch, job_id, 2)
+    asked = time.monotonic()
+    assert orch.run("cancel", str(job_id), check=True).stdout.startswith("stopping")
+    detail = orch.wait_status(job_id, {"cancelled", "failed", "succeeded"}, timeout=30)
+    took = time.monotonic() - asked
+    assert detail["status"] == "cancelled" and took < 15, (detail["status"], took)
+    assert not job_processes(worker) or orch.json("status", str(next_job))["status"] != "queued"
+    assert orch.wait_status(next_job, {"succeeded", "failed"})["status"] == "succeeded"  # the worker went on
+    kept = len(orch.json("status", str(job_id))["epochs"])
+
+    assert orch.json("retry", str(job_id)) == {"job_ids": [job_id]}
+    detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
+    assert detail["status"] == "succeeded"
+    assert [e["epoch"] for e in detail["epochs"]] == list(range(1, 7))
+    assert {e["attempt"] for e in detail["epochs"] if e["epoch"] <= kept} == {1}  # resumed, not repeated
+    assert {e["attempt"] for e in detail["epochs"] if e["epoch"] > kept} == {2}
+
+
+def test_cancel_of_a_queued_job_means_it_never_starts(orch: Orch, synth_data: Path) -> None:
+    job_id = submit_train(orch, synth_data, epochs=1)
+    assert orch.json("cancel", str(job_id))["cancelled"] == [job_id]
+    after = submit_train(orch, synth_data, epochs=1, "--seed", "2")
+    worker = orch.start_worker()
+    assert orch.wait_status(after, {"succeeded", "failed"})["status"] == "succeeded"
+    detail = orch.json("status", str(job_id))
+    assert detail["status"] == "cancelled" and detail["attempts"] == 0 and detail["epochs"] == []
+    assert f"job {job_id}: not taken" in worker.output()
+
+
+def test_a_crashing_job_process_fails_the_job_not_the_worker(orch: Orch, synth_data: Path) -> None:
+    job_id = submit_train(orch, synth_data, epochs=20)
+    worker = orch.start_worker()
+    wait_epochs(orch, job_id, 1)
+    children = job_processes(worker)
+    assert len(children) == 1
+    os.kill(children[0], signal.SIGSEGV)
+    detail = orch.wait_status(job_id, {"failed", "succeeded"}, timeout=60)
+    assert detail["status"] == "failed" and "SIGSEGV" in detail["error"]
+    again = submit_train(orch, synth_data, epochs=1, "--seed", "3")
+    assert orch.wait_status(again, {"succeeded", "failed"})["status"] == "succeeded"
+    assert worker.proc.poll() is None

@@ -1,0 +1,85 @@
+"""Bad input across the commands: exit 2, one line naming the problem, the store left as it was."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Orch
+
+TRAIN = ["submit", "train", "--data", "{train}", "--val", "{val}", "--image-size", "32"]
+ABLATION = ["submit", "ablation", "--data", "{train}", "--val", "{val}", "--image-size", "32"]
+
+# (name, argv, extra env, a fragment the one-line message must contain)
+CASES = [
+    ("unknown model", TRAIN + ["--model", "resnet19"], {}, "--model"),
+    ("groups on resnet18", TRAIN + ["--model", "resnet18", "--groups", "8"], {}, "--groups"),
+    ("negative epochs", TRAIN + ["--epochs", "-1"], {}, "--epochs"),
+    ("zero batch size", TRAIN + ["--batch-size", "0"], {}, "--batch-size"),
+    ("zero learning rate", TRAIN + ["--lr", "0"], {}, "--lr"),
+    ("not a number", TRAIN + ["--lr", "fast"], {}, "--lr"),
+    ("unknown norm", TRAIN + ["--model", "resnet50", "--norm", "xn"], {}, "--norm"),
+    ("image too small", TRAIN + ["--image-size", "16"], {}, "--image-size"),
+    ("bad width", TRAIN + ["--model", "resnet50", "--width-per-group", "0"], {}, "--width-per-group"),
+    ("val fraction", TRAIN + ["--val-fraction", "1.5"], {}, "--val-fraction"),
+    ("unknown precision", TRAIN + ["--precision", "fp16"], {}, "--precision"),
+    ("unknown optimizer", TRAIN + ["--optimizer", "rmsprop"], {}, "--optimizer"),
+    ("missing folder", ["submit", "train", "--data", "/no/such/folder"], {}, "--data"),
+    ("one-class folder", ["submit", "train", "--data", "{one_class}"], {}, "one_class"),
+    ("missing pretrained file", TRAIN + ["--pretrained", "/no/such.pt"], {}, "--pretrained"),
+    ("bad grid list", ABLATION + ["--model", "resnet50", "--groups", "1,x"], {}, "--groups"),
+    ("unbuildable grid cell", ABLATION + ["--model", "resnet18,resnet50", "--groups", "1,8"], {}, "--groups"),
+    ("non-existent job", ["status", "9999"], {}, "9999"),
+    ("cancel unknown job", ["cancel", "9999"], {}, "9999"),
+    ("retry unknown study", ["retry", "--study", "77"], {}, "--study"),
+    ("report unknown study", ["report", "--study", "77"], {}, "--study"),
+    ("report unknown metric", ["report", "--metric", "f1"], {}, "--metric"),
+    ("models unknown arch", ["models", "--arch", "vgg16"], {}, "--arch"),
+    ("broker that does not answer", TRAIN, {"ORCH_BROKER_URL": "redis://127.0.0.1:1/0"}, "broker"),
+    ("unsupported broker", TRAIN, {"ORCH_BROKER_URL": "amqp://guest:secret@127.0.0.1//"}, "ORCH_BROKER_URL"),
+    ("unsupported database", ["status"], {"ORCH_DATABASE_URL": "mysql://root:secret@127.0.0.1/x"}, "ORCH_DATABASE_URL"),
+    ("database that does not answer", ["status"], {"ORCH_DATABASE_URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x"}, "database"),
+    ("bad gpu list", ["worker", "--gpus", "a,b"], {}, "--gpus"),
+    ("synth one class", ["data", "synth", "{tmp}/x", "--classes", "cat"], {}, "--classes"),
+]
+
+
+def snapshot(orch: Orch) -> tuple[str, str, list[str]]:
+    broker = sorted(p.name for p in (orch.home / "broker" / "queue").iterdir())
+    return (orch.run("status", "--json", check=True).stdout, orch.run("report", "--format", "json", check=True).stdout,
+            broker)
+
+
+@pytest.fixture
+def seeded(orch: Orch, synth_data: Path, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
+    """A store holding one queued job (no worker), so there is something that must not be lost."""
+    one_class = tmp_path / "one_class"
+    (one_class / "cat").mkdir(parents=True)
+    for image in sorted((synth_data / "val").rglob("*.*"))[:3]:
+        (one_class / "cat" / image.name).write_bytes(image.read_bytes())
+    fields = {"train": str(synth_data / "train"), "val": str(synth_data / "val"), "one_class": str(one_class),
+              "tmp": str(tmp_path)}
+    orch.json("submit", "train", "--data", fields["train"], "--val", fields["val"], "--image-size", "32", "--epochs", "1")
+    return orch, fields
+
+
+def test_bad_inputs_exit_2_with_one_line_and_change_nothing(seeded: tuple[Orch, dict[str, str]]) -> None:
+    orch, fields = seeded
+    before = snapshot(orch)
+    failures = []
+    for name, argv, env, fragment in CASES:
+        args = [a.format(**fields) for a in argv]
+        saved = orch.env
+        orch.env = {**saved, **env}
+        try:
+            proc = orch.run(*args, timeout=60)
+        finally:
+            orch.env = saved
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        ok = (proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error: ")
+              and fragment in lines[0] and "Traceback" not in proc.stderr + proc.stdout and "secret" not in proc.stderr)
+        if not ok:
+            failures.append(f"{name}: rc={proc.returncode} stderr={proc.stderr!r}")
+    assert not failures, "\n".join(failures)
+    assert snapshot(orch) == before
+    assert len(CASES) >= 20

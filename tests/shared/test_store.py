@@ -1,0 +1,114 @@
+"""The store's job lifecycle: leases, fencing, idempotent epochs, sweep, cancel and retry.
+
+Runs on the embedded SQLite store and on the local PostgreSQL.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.config import load_settings
+from shared.errors import StaleLease
+from shared.spec import ModelSpec, TrainSpec
+from shared.store import Epoch, Job, JobStatus, Store, open_store
+from shared.store import jobs as store_jobs
+from shared.store.db import make_engine, upgrade
+from tests.conftest import PG_ADMIN, need_service
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
+    if request.param == "sqlite":
+        s = open_store(load_settings(tmp_path))
+        yield s
+        s.dispose()
+        return
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    import psycopg
+
+    name = f"orch_unit_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    upgrade(engine)
+    yield Store(engine)
+    engine.dispose()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def new_job(store: Store, seed: int = 0) -> int:
+    spec = TrainSpec(model=ModelSpec(arch="resnet18"), data="/data/train", seed=seed)
+    with store.session() as s:
+        return store_jobs.add_job(s, "train", spec).id
+
+
+def status(store: Store, job_id: int) -> Job:
+    with store.session() as s:
+        return s.get(Job, job_id)
+
+
+def test_one_lease_per_job_and_stale_tokens_are_refused(store: Store) -> None:
+    job_id = new_job(store)
+    token = store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    assert token == 1
+    assert store_jobs.acquire_lease(store, job_id, "b:2", ttl=30) is None  # live lease: second delivery skips
+    assert store_jobs.heartbeat(store, job_id, token) is False
+    with pytest.raises(StaleLease):
+        store_jobs.heartbeat(store, job_id, token + 1)
+    job = status(store, job_id)
+    assert (job.status, job.attempts, job.worker_host) == ("running", 1, "a:1")
+
+
+def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> None:
+    job_id = new_job(store)
+    old = store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    time.sleep(0.3)
+    requeued = store_jobs.requeue_expired(store, ttl=0.1)
+    assert [j.id for j in requeued] == [job_id] and status(store, job_id).status == "queued"
+    new = store_jobs.acquire_lease(store, job_id, "b:2", ttl=30)
+    assert new == old + 1 and status(store, job_id).attempts == 2
+    with pytest.raises(StaleLease):
+        store_jobs.record_epoch(store, job_id, old, {"epoch": 1, "train_loss": 1, "val_loss": 1, "val_acc": 0.5,
+                                                      "images_per_s": 1, "seconds": 1})
+    assert store_jobs.finish(store, job_id, old, JobStatus.succeeded) is False
+    assert store_jobs.finish(store, job_id, new, JobStatus.succeeded) is True
+    assert status(store, job_id).status == "succeeded"
+
+
+def test_expired_running_lease_can_be_taken_directly(store: Store) -> None:
+    job_id = new_job(store)
+    store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    time.sleep(0.3)
+    assert store_jobs.acquire_lease(store, job_id, "b:2", ttl=0.1) == 2
+
+
+def test_each_epoch_is_recorded_once(store: Store) -> None:
+    job_id = new_job(store)
+    token = store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    metrics = {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "val_acc": 0.6, "images_per_s": 100.0, "seconds": 2.0}
+    assert store_jobs.record_epoch(store, job_id, token, metrics) is True
+    assert store_jobs.record_epoch(store, job_id, token, {**metrics, "val_acc": 0.1}) is False
+    with store.session() as s:
+        rows = s.query(Epoch).filter_by(job_id=job_id).all()
+    assert [(r.epoch, r.val_acc) for r in rows] == [(1, 0.6)]
+
+
+def test_cancel_and_retry_transitions(store: Store) -> None:
+    queued, running = new_job(store, seed=1), new_job(store, seed=2)
+    token = store_jobs.acquire_lease(store, running, "a:1", ttl=30)
+    with store.session() as s:
+        outcome = store_jobs.request_cancel(s, [s.get(Job, queued), s.get(Job, running)])
+    assert outcome == {"cancelled": [queued], "stopping": [running], "unchanged": []}
+    assert store_jobs.acquire_lease(store, queued, "b:2", ttl=30) is None  # a cancelled job never starts
+    assert store_jobs.heartbeat(store, running, token) is True  # the worker sees the cancel
+    store_jobs.finish(store, running, token, JobStatus.cancelled, error="cancelled")
+    with store.session() as s:
+        again = store_jobs.reset_for_retry(s, [s.get(Job, queued), s.get(Job, running)])
+        assert sorted(j.id for j in again) == sorted([queued, running])
+    assert status(store, running).status == "queued" and status(store, running).cancel_requested is False
