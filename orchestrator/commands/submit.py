@@ -129,3 +129,8 @@ def report_queued(obj: Context, job_ids: list[int], payload: dict[str, Any], *, 
 
         if not wait_for(obj, job_ids):
             raise SystemExit(1)
+
+
+from orchestrator.commands.score import score  # noqa: E402
+
+submit.add_command(score)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shared.errors import StaleLease
 from shared.spec import Spec
 from shared.store.db import Store
-from shared.store.schema import FINISHED, Checkpoint, Epoch, Job, JobKind, JobStatus, Study, utcnow
+from shared.store.schema import FINISHED, Checkpoint, Epoch, Job, JobKind, JobStatus, Score, Study, utcnow
 
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
 
@@ -169,3 +169,39 @@ def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
 
 def is_finished(status: str) -> bool:
     return status in {s.value for s in FINISHED}
+
+
+# --- scoring runs: a parent job that no worker leases until its shards are done ---
+
+def shard_jobs(store: Store, parent_id: int) -> list[Job]:
+    """The shard jobs of a score job, by shard index (detached snapshots)."""
+    with store.session() as s:
+        return list(s.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.shard)))
+
+
+def parent_status(store: Store, parent_id: int) -> str | None:
+    with store.session() as s:
+        return s.scalar(select(Job.status).where(Job.id == parent_id))
+
+
+def fail_parent(store: Store, parent_id: int, error: str) -> bool:
+    """Fail a score job whose shard failed; only while it waits (never over an assembly under lease)."""
+    with store.session() as s:
+        return s.execute(
+            update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued)
+            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
+        ).rowcount == 1
+
+
+def complete_score(store: Store, job_id: int, token: int, result: dict[str, Any], score: dict[str, Any]) -> None:
+    """Record the Score row and end the score job, in one fenced transaction: exactly once."""
+    with store.session() as s:
+        _fence(s, job_id, token)
+        row = s.scalars(select(Score).where(Score.job_id == job_id)).one_or_none()
+        if row is None:
+            s.add(Score(job_id=job_id, **score))
+        else:
+            for key, value in score.items():
+                setattr(row, key, value)
+        s.execute(update(Job).where(Job.id == job_id).values(
+            status=JobStatus.succeeded, result=result, error=None, finished_at=utcnow(), cancel_requested=False))

@@ -1,0 +1,130 @@
+"""Scoring without a model: shard slices, CSV rows, atomic assembly, the parent's outcome, the checks."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.data.layouts import Listing
+from shared.errors import DataError
+from shared.scoring import (
+    ShardState,
+    assemble,
+    check_folder_classes,
+    check_label_classes,
+    check_labels_cover,
+    check_shards,
+    count_correct,
+    format_rows,
+    header_line,
+    parent_outcome,
+    shard_slice,
+    totals,
+    write_atomic,
+)
+
+
+@pytest.mark.parametrize("n,shards", [(0, 1), (1, 1), (10, 1), (10, 3), (7, 7), (3, 5), (401, 4)])
+def test_shards_are_contiguous_balanced_and_concatenate_to_the_whole(n: int, shards: int) -> None:
+    items = list(range(n))
+    slices = [shard_slice(items, shards, i) for i in range(shards)]
+    assert sum(slices, []) == items
+    sizes = [len(s) for s in slices]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_shard_index_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        shard_slice([1, 2], 2, 2)
+
+
+def test_rows_header_and_probabilities() -> None:
+    assert format_rows([0, 2, 10], [1, 0, 1], None) == "0,1\n2,0\n10,1\n"
+    assert format_rows([3], [0], [[0.75, 0.25]]) == "3,0,0.750000,0.250000\n"
+    assert header_line(["cat", "dog"], probs=False) == "id,label\n"
+    assert header_line(["cat", "dog"], probs=True) == "id,label,prob_cat,prob_dog\n"
+
+
+def test_count_correct_only_over_labelled_ids() -> None:
+    assert count_correct([0, 1, 2, 3], [1, 1, 0, 0], {0: 1, 1: 0, 3: 0}) == (2, 3)
+    assert count_correct([0], [1], None) == (0, 0)
+
+
+def done(job_id: int, shard: int, part: Path, n: int, correct: int = 0, labelled: int = 0) -> ShardState:
+    return ShardState(job_id, shard, "running", {"part": str(part), "n": n, "correct": correct,
+                                                 "labelled": labelled, "seconds": 1.0})
+
+
+def test_assemble_concatenates_parts_in_shard_order_with_totals(tmp_path: Path) -> None:
+    a, b = tmp_path / "0.csv", tmp_path / "1.csv"
+    a.write_text("0,1\n1,0\n")
+    b.write_text("2,1\n")
+    out = tmp_path / "out" / "preds.csv"
+    result = assemble(out, [done(6, 1, b, 1, 1, 1), done(5, 0, a, 2, 1, 2)], header="id,label\n")
+    assert out.read_text() == "id,label\n0,1\n1,0\n2,1\n"
+    assert result == {"n": 3, "accuracy": 2 / 3, "labelled": 3, "images_per_s": 1.5}
+    assert not [p for p in out.parent.iterdir() if p.name != "preds.csv"]  # no temp file left
+
+
+def test_atomic_write_leaves_nothing_when_it_fails(tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    with pytest.raises(FileNotFoundError):
+        write_atomic(out, ["id,label\n", "0,1\n", tmp_path / "missing-part.csv"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_the_previous_file_when_it_fails(tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    out.write_text("old\n")
+    with pytest.raises(FileNotFoundError):
+        write_atomic(out, ["0,1\n", tmp_path / "missing-part.csv"])
+    assert out.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["preds.csv"]
+
+
+def test_assemble_refuses_missing_parts_without_writing(tmp_path: Path) -> None:
+    out = tmp_path / "preds.csv"
+    with pytest.raises(DataError, match="missing"):
+        assemble(out, [done(1, 0, tmp_path / "gone.csv", 1)], header=None)
+    assert not out.exists()
+
+
+def test_parent_outcome() -> None:
+    part = Path("/p.csv")
+    queued = ShardState(2, 1, "queued", None)
+    failed = ShardState(3, 2, "failed", {}, "DataError: corrupt")
+    assert parent_outcome([done(1, 0, part, 1), done(2, 1, part, 1)]) == ("complete", None)
+    assert parent_outcome([done(1, 0, part, 1), queued]) == ("pending", None)
+    assert parent_outcome([done(1, 0, part, 1), queued, failed]) == ("failed", "shard 2 (job 3): DataError: corrupt")
+    assert parent_outcome([]) == ("pending", None)
+
+
+def test_totals_without_labels_or_time() -> None:
+    assert totals([{"n": 4, "seconds": 0.0}]) == {"n": 4, "accuracy": None, "labelled": 0, "images_per_s": None}
+
+
+def listing(ids: list[int], classes: list[str] | None = None) -> Listing:
+    files = [Path(f"/d/{i}.jpg") for i in ids]
+    labels = [0] * len(ids) if classes else None
+    return Listing(Path("/d"), "folder" if classes else "numbered", files, labels, classes or [], ids)
+
+
+def test_checks_name_the_option() -> None:
+    with pytest.raises(DataError, match="--labels: the labels have 3 classes .* the checkpoint has 2"):
+        check_label_classes({0: 0, 1: 2}, ["cat", "dog"])
+    check_label_classes({0: 0, 1: 1}, ["cat", "dog"])
+    with pytest.raises(DataError, match="--data: the folder's classes"):
+        check_folder_classes(listing([0, 1], ["cat", "cow"]), ["cat", "dog"])
+    check_folder_classes(listing([0, 1], ["dog", "cat"]), ["cat", "dog"])
+    check_folder_classes(listing([0, 1]), ["cat", "dog"])
+    with pytest.raises(DataError, match="--shards: 3 is more than the 2 images"):
+        check_shards(3, listing([0, 1]))
+    with pytest.raises(DataError, match="--labels: none of the 2 ids"):
+        check_labels_cover({7: 0}, listing([0, 1]))
+
+
+def test_scoring_helpers_import_no_torch() -> None:
+    import subprocess
+
+    code = "import shared.scoring, sys; assert 'torch' not in sys.modules and 'PIL' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,197 @@
+"""Score shards run in-process against a real store and engine: assembly, order, redelivery, failures."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.errors import DataError, JobCancelled
+from shared.spec import ModelSpec, ScoreSpec, TrainSpec
+from shared.store import Job, JobKind, JobStatus, Score, Store, open_store
+from shared.store import jobs as store_jobs
+from worker.context import JobContext
+from worker.jobs import score as score_job
+
+CLASSES = ["cat", "dog"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from shared.data import write_synthetic
+
+    out = tmp_path_factory.mktemp("score-data")
+    write_synthetic(out, classes=CLASSES, counts={"val": 8, "test": 23}, size=32, layout="folder")
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained resnet18 at 32 px in orch's checkpoint format: scoring needs weights, not skill."""
+    import torch
+
+    from shared.engine.checkpoint import model_for, save_atomic
+
+    torch.manual_seed(0)
+    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32), data="/unused")
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_atomic({"model": model_for(spec, CLASSES).state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 1,
+                 "rng": {}, "spec": spec.model_dump(mode="json"), "classes": CLASSES, "history": [],
+                 "best_val_acc": 0.5, "best_epoch": 1}, path)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, Store]]:
+    for name in ("ORCH_DATABASE_URL", "ORCH_BROKER_URL", "ORCH_ARTIFACTS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(tmp_path / "home")
+    store = open_store(settings)
+    yield settings, store
+    store.dispose()
+
+
+def submit(store: Store, spec: ScoreSpec) -> tuple[int, list[int]]:
+    """What `orch submit score` records, without a broker."""
+    with store.session() as s:
+        parent = store_jobs.add_job(s, JobKind.score, spec)
+        shards = [store_jobs.add_job(s, JobKind.score_shard, spec, parent_id=parent.id, shard=i).id
+                  for i in range(spec.shards)]
+        return parent.id, shards
+
+
+def run_job(settings: Settings, store: Store, job_id: int) -> dict[str, Any] | None:
+    """One delivery, as the supervisor does it: lease, run, record the ending."""
+    token = store_jobs.acquire_lease(store, job_id, "test", ttl=60)
+    if token is None:
+        return None
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        ctx = JobContext(settings=settings, store=store, job_id=job.id, token=token, kind=job.kind, spec=job.spec,
+                         parent_id=job.parent_id, source_job_id=job.source_job_id, shard=job.shard,
+                         should_stop=lambda: False)
+    try:
+        result = score_job.run(ctx)
+    except Exception as exc:
+        store_jobs.finish(store, job_id, token, JobStatus.failed, error=str(exc), result={})
+        raise
+    store_jobs.finish(store, job_id, token, JobStatus.succeeded, result=result)
+    return result
+
+
+def job(store: Store, job_id: int) -> Job:
+    with store.session() as s:
+        return s.get(Job, job_id)
+
+
+def score_run(env: tuple[Settings, Store], out: Path, **fields: Any) -> tuple[int, list[int]]:
+    settings, store = env
+    parent, shards = submit(store, ScoreSpec(out=str(out), **fields))
+    for shard in shards:
+        run_job(settings, store, shard)
+    return parent, shards
+
+
+def test_sharded_equals_unsharded_in_numeric_id_order(env: tuple[Settings, Store], data: Path,
+                                                      checkpoint: Path, tmp_path: Path) -> None:
+    common = {"checkpoint": str(checkpoint), "data": str(data / "test"), "labels": str(data / "test_labels.csv")}
+    one, _ = score_run(env, tmp_path / "one.csv", **common)
+    three, shards = score_run(env, tmp_path / "three.csv", shards=3, **common)
+    text = (tmp_path / "one.csv").read_text()
+    assert text == (tmp_path / "three.csv").read_text()
+    rows = [line.split(",") for line in text.splitlines()]
+    assert [int(r[0]) for r in rows] == list(range(23))  # 10 after 9, not after 1; no header
+    assert all(r[1] in ("0", "1") and len(r) == 2 for r in rows)
+    settings, store = env
+    assert [job(store, s).status for s in shards] == ["succeeded"] * 3
+    assert sorted(p.name for p in (settings.job_dir(three) / "shards").iterdir()) == ["0.csv", "1.csv", "2.csv"]
+    with store.session() as s:
+        scores = {row.job_id: row for row in s.query(Score)}
+    assert scores[one].n_images == scores[three].n_images == 23
+    assert scores[one].accuracy == scores[three].accuracy is not None and 0.0 <= scores[one].accuracy <= 1.0
+    parent = job(store, three)
+    assert parent.status == "succeeded" and parent.result["n"] == 23 and parent.result["shards"] == 3
+
+
+def test_header_and_probabilities(env: tuple[Settings, Store], data: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    score_run(env, out, checkpoint=str(checkpoint), data=str(data / "test"), shards=2, probs=True, header=True)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "id,label,prob_cat,prob_dog" and len(lines) == 24
+    for line in lines[1:]:
+        _, label, p0, p1 = line.split(",")
+        assert abs(float(p0) + float(p1) - 1.0) < 1e-4 and int(label) == int(float(p1) > float(p0))
+
+
+def test_labelled_folder_records_its_accuracy(env: tuple[Settings, Store], data: Path, checkpoint: Path,
+                                              tmp_path: Path) -> None:
+    parent, _ = score_run(env, tmp_path / "val.csv", checkpoint=str(checkpoint), data=str(data / "val"), shards=2)
+    result = job(env[1], parent).result
+    assert result["n"] == 8 and result["labelled"] == 8 and result["accuracy"] is not None
+
+
+def test_redelivered_shard_does_not_score_again(env: tuple[Settings, Store], data: Path, checkpoint: Path,
+                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, store = env
+    parent, (first, second) = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(data / "test"),
+                                                      out=str(tmp_path / "o.csv"), shards=2))
+    run_job(settings, store, first)
+    assert run_job(settings, store, first) is None  # a finished shard is not leased again
+
+    # The second shard recorded its part, then its worker died before reporting: the job is requeued.
+    token = store_jobs.acquire_lease(store, second, "dying", ttl=60)
+    part = score_job._score_part(_ctx(settings, store, second, token), ScoreSpec.model_validate(job(store, second).spec))
+    store_jobs.update_job(store, second, token, result=part)
+    assert store_jobs.release(store, second, token, "worker died")
+
+    import shared.engine
+
+    monkeypatch.setattr(shared.engine, "score", lambda *a, **k: pytest.fail("scored a recorded shard again"))
+    run_job(settings, store, second)
+    assert job(store, parent).status == "succeeded" and len((tmp_path / "o.csv").read_text().splitlines()) == 23
+
+
+def _ctx(settings: Settings, store: Store, job_id: int, token: int) -> JobContext:
+    row = job(store, job_id)
+    return JobContext(settings=settings, store=store, job_id=job_id, token=token, kind=row.kind, spec=row.spec,
+                      parent_id=row.parent_id, source_job_id=row.source_job_id, shard=row.shard,
+                      should_stop=lambda: False)
+
+
+def test_corrupt_image_fails_the_parent_and_writes_no_csv(env: tuple[Settings, Store], data: Path,
+                                                          checkpoint: Path, tmp_path: Path) -> None:
+    settings, store = env
+    folder = tmp_path / "test"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.jpg").write_bytes((data / "test" / f"{i}.jpg").read_bytes())
+    (folder / "2.jpg").write_bytes(b"not a jpeg")  # shard 1 of 3 holds ids 2 and 3
+    out = tmp_path / "preds.csv"
+    parent, (ok, bad, late) = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(folder),
+                                                      out=str(out), shards=3))
+    run_job(settings, store, ok)
+    with pytest.raises(DataError, match="corrupt image: 2.jpg"):
+        run_job(settings, store, bad)
+    failed = job(store, parent)
+    assert failed.status == "failed" and failed.error.startswith(f"shard 1 (job {bad}): ")
+    assert "2.jpg" in failed.error and "\n" not in failed.error
+    with pytest.raises(JobCancelled):  # a sibling that starts after the failure does no work
+        run_job(settings, store, late)
+    assert not out.exists() and list(tmp_path.glob(".preds.csv*")) == []
+
+
+def test_parent_task_assembles_when_the_assembling_shard_died(env: tuple[Settings, Store], data: Path,
+                                                              checkpoint: Path, tmp_path: Path) -> None:
+    settings, store = env
+    out = tmp_path / "o.csv"
+    parent, (shard,) = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(data / "test"), out=str(out)))
+    token = store_jobs.acquire_lease(store, shard, "w", ttl=60)
+    part = score_job._score_part(_ctx(settings, store, shard, token), ScoreSpec.model_validate(job(store, shard).spec))
+    store_jobs.update_job(store, shard, token, result=part)
+    store_jobs.finish(store, shard, token, JobStatus.succeeded, result=part)
+    # the sweeper requeued the parent whose assembler died and re-sent it as an orch.score task
+    result = run_job(settings, store, parent)
+    assert result is not None and result["n"] == 23 and out.is_file()
+    assert job(store, parent).status == "succeeded"
