@@ -1,0 +1,154 @@
+"""Decode once: a folder's images, resized, as one uint8 array file under the orch home.
+
+The key is the file list with each file's size and mtime, plus the image size, so a changed,
+added or removed file makes a new cache and an unchanged folder is decoded once per image size
+for every epoch and every job of a study. The array is NHWC uint8 (`.npy`), opened memory-mapped:
+jobs that share a folder share its pages, and a batch is gathered without a DataLoader.
+Builders serialise on a lock file and publish with an atomic rename, so two processes building
+the same cache at once end with one valid file.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from shared.errors import DataError
+
+CACHE_VERSION = 1  # bump when the decode (resize, crop) changes, to leave old caches unused
+CHUNK = 64  # images per decode task: big enough to amortise, small enough to show progress
+
+
+def cache_path(files: list[Path], size: int, cache_dir: Path) -> Path:
+    digest = hashlib.sha256(f"v{CACHE_VERSION}:{size}".encode())
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError as exc:
+            raise DataError(f"{f.parent}: cannot read {f.name} ({exc.strerror or exc})") from None
+        digest.update(f"\0{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return Path(cache_dir) / f"{digest.hexdigest()[:40]}-{size}px-{len(files)}.npy"
+
+
+def load_or_build(files: list[Path], size: int, cache_dir: Path, *, folder: Path,
+                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+    """(N x size x size x 3 uint8 array, built): the cached decode of `files`, building it if needed.
+
+    DataError naming `folder` (and up to five files) if any image cannot be decoded.
+    """
+    path = cache_path(files, size, cache_dir)
+    cached = _open(path, len(files), size)
+    if cached is not None:
+        return cached, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.with_suffix(".lock")):
+        cached = _open(path, len(files), size)  # another process built it while we waited
+        if cached is not None:
+            return cached, False
+        _build(files, size, path, folder, progress)
+    built = _open(path, len(files), size)
+    if built is None:
+        raise DataError(f"{folder}: the image cache {path} was not readable after it was written")
+    return built, True
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    """One image as size x size x 3 uint8: shorter side resized to `size`, then centre-cropped."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger
+        # than `size`, which is most of the decode time for camera-sized images.
+        im.draft("RGB", (size, size))
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        if (nw, nh) != (w, h):
+            im = im.resize((nw, nh), Image.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _open(path: Path, n: int, size: int) -> np.ndarray | None:
+    """The cache at `path` memory-mapped, or None if absent or not the expected shape."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if arr.shape != (n, size, size, 3) or arr.dtype != np.uint8:
+        return None
+    return arr
+
+
+def _build(files: list[Path], size: int, path: Path, folder: Path,
+           progress: Callable[[int], None] | None) -> None:
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a builder that died; we hold the lock
+        stale.unlink(missing_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+    try:
+        bad = _decode_into(out, files, size, progress)
+        out.flush()
+    finally:
+        del out
+    if bad:
+        tmp.unlink(missing_ok=True)
+        raise DataError(corrupt_message(folder, bad))
+    os.replace(tmp, path)
+
+
+def _decode_into(out: np.ndarray, files: list[Path], size: int,
+                 progress: Callable[[int], None] | None) -> list[Path]:
+    """Decode `files` into `out` on all cores (PIL releases the GIL); return the undecodable files."""
+    def work(start: int) -> list[Path]:
+        bad = []
+        for i in range(start, min(start + CHUNK, len(files))):
+            try:
+                out[i] = decode(files[i], size)
+            except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+                bad.append(files[i])
+        return bad
+
+    bad: list[Path] = []
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start, found in zip(range(0, len(files), CHUNK), pool.map(work, range(0, len(files), CHUNK))):
+            bad += found
+            if progress:
+                progress(min(CHUNK, len(files) - start))
+    return bad
+
+
+def corrupt_message(folder: Path, bad: list[Path]) -> str:
+    names = ", ".join(_relative(p, folder) for p in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return f"{folder}: {len(bad)} corrupt image{'s' if len(bad) > 1 else ''}: {names}{more}"
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    """An exclusive lock across processes (flock); the rename alone keeps the cache valid without it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; concurrent builders then both decode, the last rename wins
+        yield
+        return
+    with lock.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,172 @@
+"""The three folder layouts users have, read without torch or decoding a single image.
+
+- folder: torchvision ImageFolder, `train/<class>/*.jpg`; classes are the sorted folder names.
+- flat: cats-vs-dogs, `cat.123.jpg`; the class is the name's prefix before the first dot,
+  classes sorted by name (cat=0, dog=1).
+- numbered: unlabelled test folders, `0.jpg`, `1.jpg`...; the id is the file stem.
+A file name whose stem holds a dot is flat, one whose stem is an integer is numbered; a folder may
+not mix them. Only JPEG and PNG files count; anything else (CSV files, .DS_Store) is ignored.
+"""
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# The val split must not depend on the training seed: every job of a study, whatever its seed,
+# is then measured on the same held-out images, so seeds vary only what they should.
+SPLIT_SEED = 1234
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The image files of one folder, in a fixed order, with labels when the layout has them."""
+
+    folder: Path
+    layout: str  # "folder" | "flat" | "numbered"
+    files: list[Path]
+    labels: list[int] | None  # index into `classes`; None for a numbered folder
+    classes: list[str]
+    ids: list[int]  # the stem for numbered folders; the position in `files` otherwise
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def scan(folder: Path) -> Listing:
+    """List `folder` in whichever layout it has; DataError if missing or without images."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    entries = sorted(folder.iterdir())
+    subdirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    images = [p for p in entries if p.is_file() and is_image(p)]
+    if subdirs and not images:
+        return _scan_class_folders(folder, subdirs)
+    if not images:
+        raise DataError(f"{folder}: no JPEG or PNG images found")
+    if all("." not in p.stem for p in images):
+        return _numbered(folder, images)
+    return _flat(folder, images)
+
+
+def scan_labelled(folder: Path) -> Listing:
+    """A training or validation folder: a labelled layout with at least two classes."""
+    listing = scan(folder)
+    if listing.labels is None:
+        raise DataError(f"{listing.folder}: numbered images carry no labels; use train/<class>/*.jpg "
+                        "or cat.123.jpg names")
+    if len(listing.classes) < 2:
+        raise DataError(f"{listing.folder}: only one class ({listing.classes[0]}); need at least two")
+    return listing
+
+
+def check_folder(path: Path, *, labelled: bool) -> None:
+    """The fast check the CLI runs at submit time: exists, holds images, two classes if labelled."""
+    if labelled:
+        scan_labelled(Path(path))
+    else:
+        scan(Path(path))
+
+
+def _scan_class_folders(folder: Path, subdirs: list[Path]) -> Listing:
+    files: list[Path] = []
+    labels: list[int] = []
+    classes = [d.name for d in subdirs]
+    for label, d in enumerate(subdirs):
+        found = sorted(p for p in d.iterdir() if p.is_file() and is_image(p))
+        if not found:
+            raise DataError(f"{folder}: class folder {d.name!r} holds no JPEG or PNG images")
+        files += found
+        labels += [label] * len(found)
+    return Listing(folder, "folder", files, labels, classes, list(range(len(files))))
+
+
+def _flat(folder: Path, images: list[Path]) -> Listing:
+    numbered = [p.name for p in images if "." not in p.stem]
+    if numbered:
+        raise DataError(f"{folder}: mixes numbered files ({numbered[0]}) with class-prefixed names "
+                        f"({next(p.name for p in images if '.' in p.stem)})")
+    prefixes = [p.name.split(".", 1)[0] for p in images]
+    classes = sorted(set(prefixes))
+    index = {c: i for i, c in enumerate(classes)}
+    return Listing(folder, "flat", images, [index[c] for c in prefixes], classes,
+                   list(range(len(images))))
+
+
+def _numbered(folder: Path, images: list[Path]) -> Listing:
+    ids: list[int] = []
+    for p in images:
+        if not p.stem.isdigit():
+            raise DataError(f"{folder}: {p.name} is not a numbered file name (expected 0.jpg, 1.jpg, ...)")
+        ids.append(int(p.stem))
+    order = sorted(range(len(images)), key=lambda i: ids[i])
+    _check_unique(folder, [ids[i] for i in order], [images[i] for i in order])
+    return Listing(folder, "numbered", [images[i] for i in order], None, [], [ids[i] for i in order])
+
+
+def _check_unique(folder: Path, ids: list[int], files: list[Path]) -> None:
+    for a, b, fa, fb in zip(ids, ids[1:], files, files[1:]):
+        if a == b:
+            raise DataError(f"{folder}: {fa.name} and {fb.name} have the same id {a}")
+
+
+def list_numbered(folder: Path) -> list[tuple[int, Path]]:
+    """(id, path) of a numbered folder in numeric id order."""
+    listing = scan(Path(folder))
+    if listing.layout != "numbered":
+        bad = next(p.name for p in listing.files if "." in p.stem) if listing.layout == "flat" \
+            else listing.classes[0] + "/"
+        raise DataError(f"{listing.folder}: {bad} is not a numbered file name (expected 0.jpg, 1.jpg, ...)")
+    return list(zip(listing.ids, listing.files))
+
+
+def split_indices(listing: Listing, fraction: float) -> tuple[list[int], list[int]]:
+    """(train, val) positions in `listing`: stratified and seeded, so every class is on both sides."""
+    rng = random.Random(SPLIT_SEED)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    labels = listing.labels or []
+    for label in range(len(listing.classes)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(members)
+        n_val = min(max(1, round(len(members) * fraction)), len(members) - 1)
+        val_idx += members[:n_val]
+        train_idx += members[n_val:]
+    if not val_idx or not train_idx:
+        raise DataError(f"{listing.folder}: too few images to split off a validation fraction of {fraction}")
+    return sorted(train_idx), sorted(val_idx)
+
+
+def read_labels_csv(path: Path) -> dict[int, int]:
+    """An `id,label` CSV (header optional) as {id: class index}."""
+    path = Path(path)
+    try:
+        with path.open(newline="") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]  # a header such as id,label
+    labels: dict[int, int] = {}
+    for line, row in enumerate(rows, start=1):
+        ident, label = _label_row(path, line, row)
+        labels[ident] = label
+    if not labels:
+        raise DataError(f"{path}: no id,label rows")
+    return labels
+
+
+def _label_row(path: Path, line: int, row: list[str]) -> tuple[int, int]:
+    try:
+        ident, label = int(row[0]), int(row[1])
+    except (ValueError, IndexError):
+        ident = label = -1
+    if ident < 0 or label < 0:
+        raise DataError(f"{path}: bad row {line} {','.join(row)!r}; expected id,label as non-negative integers")
+    return ident, label

@@ -1,0 +1,8 @@
+"""The training engine: train, score, load_for_inference. Imports torch (the worker side only)."""
+from __future__ import annotations
+
+from shared.engine.checkpoint import load_for_inference
+from shared.engine.score import score
+from shared.engine.train import train
+
+__all__ = ["train", "score", "load_for_inference"]

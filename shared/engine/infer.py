@@ -1,0 +1,57 @@
+"""Batched inference over an ImageSet: validation during training, and scoring."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.data.augment import to_input
+from shared.data.images import ImageSet
+from shared.engine.precision import Precision
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device; pinned and asynchronous on CUDA, a no-op on the CPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch
+
+
+def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
+           device: torch.device) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(positions, fp32 logits) for consecutive batches of `images`, under inference_mode."""
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            positions = np.arange(start, min(start + batch_size, len(images)))
+            batch, _ = images.batch(positions)
+            x = to_input(to_device(batch, device), channels_last=prec.channels_last)
+            with prec.autocast(device):
+                out = model(x)
+            yield positions, out.float()
+
+
+def evaluate(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
+             device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on a labelled set, with one host sync at the end."""
+    if images.labels is None:
+        raise ValueError("evaluate needs a labelled ImageSet")
+    labels = torch.from_numpy(images.labels).to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for positions, out in logits(model, images, batch_size, prec, device):
+        y = labels[positions[0]:positions[-1] + 1]
+        loss_sum += F.cross_entropy(out, y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+    n = len(images)
+    return float(loss_sum.item()) / n, float(correct.item()) / n
+
+
+def probabilities(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
+                  device: torch.device) -> np.ndarray:
+    """Softmax probabilities, n x classes float32, in the order of `images`."""
+    parts = [torch.softmax(out, dim=1).cpu() for _, out in logits(model, images, batch_size, prec, device)]
+    return torch.cat(parts).numpy()

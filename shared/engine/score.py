@@ -1,0 +1,69 @@
+"""`score(checkpoint, folder)`: batched inference over a numbered or labelled folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.config import load_settings
+from shared.data.images import ImageSet, load_listing, remap_labels
+from shared.data.layouts import Listing, scan
+from shared.engine.checkpoint import load_for_inference
+from shared.engine.infer import probabilities
+from shared.engine.precision import default_device, resolve
+from shared.errors import DataError
+
+
+def score(checkpoint: Path, folder: Path, *, batch_size: int = 256, precision: str = "auto",
+          items: list[tuple[int, Path]] | None = None, labels: dict[int, int] | None = None,
+          cache_dir: Path | None = None) -> dict[str, Any]:
+    """Predict every image of `folder` (or just `items`, a shard's (id, path) pairs).
+
+    Returns ids (numeric order for a numbered folder; positions for a labelled one), labels
+    (predicted class index), probs (n x classes float32 array), classes, accuracy (against `labels`,
+    else the folder's own labels, else None) and n.
+    """
+    model, spec, classes = load_for_inference(Path(checkpoint))
+    listing = _listing(Path(folder), items)
+    truth = listing.labels and remap_labels(listing, classes)
+    cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
+    images = load_listing(listing, spec.model.image_size, cache, labels=truth or None)
+    device = default_device()
+    prec = resolve(precision, device)
+    probs = probabilities(model.to(device), images, batch_size, prec, device)
+    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    known = labels if labels is not None else (dict(zip(images.ids, truth)) if truth else None)
+    return {"ids": list(images.ids), "labels": [int(p) for p in predicted], "probs": probs,
+            "classes": classes, "accuracy": _accuracy(images, predicted, known, len(classes)),
+            "n": len(images)}
+
+
+def _listing(folder: Path, items: list[tuple[int, Path]] | None) -> Listing:
+    """The folder's listing, or the slice `items` names (keeping the folder's labels where it has them)."""
+    full = scan(folder)
+    if items is None:
+        return full
+    ordered = sorted(items, key=lambda item: item[0])
+    ids = [i for i, _ in ordered]
+    labels = None
+    if full.labels is not None:
+        by_id = dict(zip(full.ids, full.labels))
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise DataError(f"{folder}: has no image with id {missing[0]}")
+        labels = [by_id[i] for i in ids]
+    return Listing(folder, full.layout, [Path(p) for _, p in ordered], labels, full.classes, ids)
+
+
+def _accuracy(images: ImageSet, predicted: np.ndarray, known: dict[int, int] | None,
+              n_classes: int) -> float | None:
+    if known is None:
+        return None
+    pairs = [(int(p), known[i]) for i, p in zip(images.ids, predicted) if i in known]
+    if not pairs:
+        raise DataError("labels: none of the scored ids has a label")
+    bad = next((y for _, y in pairs if not 0 <= y < n_classes), None)
+    if bad is not None:
+        raise DataError(f"labels: class index {bad} is out of range for {n_classes} classes")
+    return sum(p == y for p, y in pairs) / len(pairs)

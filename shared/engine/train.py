@@ -1,0 +1,231 @@
+"""`train(spec, workdir)`: seeded, resumable training on the decode cache.
+
+Every epoch ends with an atomic checkpoint (last.pt, and best.pt when validation accuracy
+improves) written before the epoch is reported, so a job killed at any point resumes after its
+last complete epoch and ends with the metrics of a run that was never interrupted: the model,
+optimizer, scheduler and RNG states are restored, and each epoch's data order and augmentation
+come from a generator seeded by (seed, epoch), not from whatever ran before.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared.config import load_settings
+from shared.data.augment import augment
+from shared.data.images import ImageSet, TrainData, load_train_data
+from shared.engine.checkpoint import (
+    FORMAT, checkpoint_spec, load_checkpoint, model_for, rng_state, save_atomic, set_rng_state,
+)
+from shared.engine.infer import evaluate, to_device
+from shared.engine.precision import Precision, default_device, resolve
+from shared.errors import CheckpointError, JobCancelled, NonFiniteLoss
+from shared.spec import TrainSpec
+
+LAST, BEST = "last.pt", "best.pt"
+FINITE_CHECK_EVERY = 16  # steps between loss checks: each check is one host sync on a GPU
+STEP_MILESTONES = (0.5, 0.75)  # the ResNet paper's /10 points, as fractions of training
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Run:
+    """What one training run carries from epoch to epoch."""
+
+    spec: TrainSpec
+    classes: list[str]
+    device: torch.device
+    prec: Precision
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+    def best(self) -> tuple[float, int]:
+        """(best val accuracy, its epoch); the earliest epoch wins a tie, as best.pt does."""
+        if not self.history:
+            return 0.0, 0
+        top = max(self.history, key=lambda m: (m["val_acc"], -m["epoch"]))
+        return top["val_acc"], top["epoch"]
+
+
+def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
+          cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train `spec` in `workdir`, resuming from its last.pt if there is one; see the module doc."""
+    workdir = Path(workdir)
+    cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
+    data = load_train_data(Path(spec.data), Path(spec.val) if spec.val else None, spec.val_fraction,
+                           spec.model.image_size, cache)  # every DataError comes before the model
+    workdir.mkdir(parents=True, exist_ok=True)
+    resumed = _resume_state(workdir / LAST, spec, data.classes)
+    run = _setup(spec, data, resumed)
+    for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
+        if on_epoch is not None:
+            on_epoch(dict(metrics))
+    while run.epoch < spec.epochs:
+        metrics = _epoch(run, data, run.epoch + 1, should_stop)
+        improved = metrics["val_acc"] > run.best()[0] or run.epoch == 0
+        run.history.append(metrics)
+        _write_checkpoints(run, workdir, improved)
+        if on_epoch is not None:
+            on_epoch(dict(metrics))
+    best_acc, best_epoch = run.best()
+    return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
+            "classes": list(data.classes), "last_checkpoint": str(workdir / LAST),
+            "best_checkpoint": str(workdir / BEST)}
+
+
+def _resume_state(path: Path, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if checkpoint_spec(state, path) != spec:
+        raise CheckpointError(f"{path}: was written by a different spec; train in a new folder")
+    if list(state["classes"]) != classes:
+        raise CheckpointError(f"{path}: classes {state['classes']} differ from the data's {classes}")
+    return state
+
+
+def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> Run:
+    device = default_device()
+    prec = resolve(spec.precision, device)
+    torch.manual_seed(spec.seed)
+    model = model_for(spec, data.classes).to(device)
+    if prec.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(spec, model)
+    total_steps = spec.epochs * len(_batches(np.arange(len(data.train)), spec.batch_size))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(spec.schedule, total_steps))
+    run = Run(spec, list(data.classes), device, prec, model, optimizer, scheduler)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        set_rng_state(resumed["rng"])
+        run.history = [dict(m) for m in resumed["history"]]
+    return run
+
+
+def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                               weight_decay=spec.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def _lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of the base lr at each optimizer step (the scheduler steps once per batch)."""
+    def cosine(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    def step_decay(step: int) -> float:
+        return 0.1 ** sum(step >= m * total_steps for m in STEP_MILESTONES)
+
+    return {"cosine": cosine, "step": step_decay}.get(schedule, lambda step: 1.0)
+
+
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive batches; a last batch of one image joins the one before (BatchNorm needs two)."""
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [np.concatenate(batches[-2:])]
+    return batches
+
+
+def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    lr = float(run.optimizer.param_groups[0]["lr"])
+    start = time.perf_counter()
+    train_loss = _train_epoch(run, data.train, epoch, should_stop)
+    train_seconds = time.perf_counter() - start
+    if should_stop is not None and should_stop():
+        raise JobCancelled(f"cancelled at epoch {epoch} before validation")
+    val_loss, val_acc = evaluate(run.model, data.val, run.spec.batch_size, run.prec, run.device)
+    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
+            "images_per_s": len(data.train) / train_seconds, "seconds": time.perf_counter() - start,
+            "lr": lr}
+
+
+def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[], bool] | None) -> float:
+    """One pass over `images`; returns the mean train loss. No host sync but the periodic loss check."""
+    spec, device = run.spec, run.device
+    gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(images), generator=gen).numpy()
+    run.model.train()
+    losses: list[torch.Tensor] = []
+    for step, positions in enumerate(_batches(order, spec.batch_size), start=1):
+        if should_stop is not None and should_stop():
+            raise JobCancelled(f"cancelled at epoch {epoch} step {step}")
+        batch, labels = images.batch(positions)
+        x = augment(to_device(batch, device), gen, channels_last=run.prec.channels_last)
+        with run.prec.autocast(device):
+            loss = F.cross_entropy(run.model(x).float(), to_device(labels, device),
+                                   label_smoothing=spec.label_smoothing)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        losses.append(loss.detach() * len(positions))
+        if step % FINITE_CHECK_EVERY == 0:
+            _check_finite(losses, step - FINITE_CHECK_EVERY, epoch)
+    _check_finite(losses, len(losses) - len(losses) % FINITE_CHECK_EVERY, epoch)
+    return float(torch.stack(losses).sum().item()) / len(images)
+
+
+def _check_finite(losses: list[torch.Tensor], first: int, epoch: int) -> None:
+    """NonFiniteLoss naming the first bad step among losses[first:] (step numbers are 1-based)."""
+    recent = torch.stack(losses[first:]) if losses[first:] else None
+    if recent is None or bool(torch.isfinite(recent).all()):
+        return
+    bad = int((~torch.isfinite(recent)).nonzero()[0, 0])
+    value = recent[bad].item()
+    raise NonFiniteLoss(f"train loss is {'nan' if math.isnan(value) else 'inf'} at epoch {epoch} step {first + bad + 1}")
+
+
+def _write_checkpoints(run: Run, workdir: Path, improved: bool) -> None:
+    """last.pt, and best.pt first when improved: a crash in between redoes this epoch, identically."""
+    best_acc, best_epoch = run.best()
+    state = {
+        "format": FORMAT,
+        "model": {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()},
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "epoch": run.epoch,
+        "rng": rng_state(),
+        "spec": run.spec.model_dump(mode="json"),
+        "classes": list(run.classes),
+        "history": [dict(m) for m in run.history],
+        "best_val_acc": best_acc,
+        "best_epoch": best_epoch,
+    }
+    tmp = workdir / f".next.{os.getpid()}.pt"
+    save_atomic(state, tmp)
+    if improved:
+        _publish_copy(tmp, workdir / BEST)
+    os.replace(tmp, workdir / LAST)
+
+
+def _publish_copy(src: Path, dest: Path) -> None:
+    """dest := a copy of src, atomically; a hard link when the file system has them (no second write)."""
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
