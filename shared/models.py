@@ -7,7 +7,7 @@ pretrained weights come from a local torchvision state_dict file.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set as AbstractSet
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ def _replaceable_keys(model: nn.Module, spec: ModelSpec) -> set[str]:
     return keys
 
 
-def load_pretrained(model: nn.Module, path: str, replaceable: set[str] = frozenset()) -> None:
+def load_pretrained(model: nn.Module, path: str, replaceable: AbstractSet[str] = frozenset()) -> None:
     """Load a local torchvision state_dict into `model`; keys in `replaceable` may differ in shape
     (they keep their fresh initialisation, e.g. an fc for another class count)."""
     state = _read_state_dict(path)

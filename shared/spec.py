@@ -45,7 +45,7 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """What `shared.models.build_model` builds."""
 
-    arch: ResNetArch | OtherArch = "resnet18"
+    arch: Literal[ResNetArch, OtherArch] = "resnet18"  # one Literal: errors name the field, not a union branch
     num_classes: int = Field(1000, ge=2, le=100_000)
     groups: int = Field(1, ge=1, le=256)
     width_per_group: int | None = Field(None, ge=1, le=4096)

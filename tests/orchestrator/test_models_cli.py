@@ -1,0 +1,99 @@
+"""`orch models`: the table, the JSON, the help, and one-line exit-2 errors for bad input."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import main
+from shared.spec import ARCHS
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = ["arch", "groups", "width_per_group", "norm", "params", "gmacs"]
+
+
+def orch(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real entry point in a fresh process: what a user sees, tracebacks included."""
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_table2_as_json() -> None:
+    rows = json.loads(invoke("models", "--arch", "resnet50", "--groups", "1,2,4,8,32", "--json"))
+    assert [list(row) for row in rows] == [KEYS] * 5
+    assert [(r["groups"], r["width_per_group"]) for r in rows] == [(1, 64), (2, 40), (4, 24), (8, 14), (32, 4)]
+    assert rows[0]["params"] == 25_557_032 and rows[-1]["params"] == 25_028_904  # resnext50_32x4d
+    assert all(r["gmacs"] == pytest.approx(rows[0]["gmacs"], rel=0.10) for r in rows)
+
+
+def test_table_output() -> None:
+    lines = invoke("models", "--arch", "resnet18,resnet50", "--norm", "bn,ln", "--num-classes", "10").splitlines()
+    assert lines[0].split() == KEYS
+    assert len(lines) == 1 + 4  # the cross product of 2 archs x 2 norms
+    assert lines[1].split()[:4] == ["resnet18", "1", "64", "bn"] and "11,181,642" in lines[1]
+
+
+def test_no_arch_lists_every_architecture() -> None:
+    rows = json.loads(invoke("models", "--json", "--image-size", "64"))
+    assert [r["arch"] for r in rows] == list(ARCHS)
+    assert rows[5] == {"arch": "mobilenet_v2", "groups": None, "width_per_group": None, "norm": "bn",
+                       "params": 3_504_872, "gmacs": rows[5]["gmacs"]}
+
+
+def test_knobs_without_arch_pick_the_archs_they_apply_to() -> None:
+    rows = json.loads(invoke("models", "--groups", "32", "--image-size", "32", "--json"))
+    assert [(r["arch"], r["width_per_group"]) for r in rows] == \
+        [("resnet50", 4), ("resnet101", 4), ("resnet152", 4)]
+
+
+def test_help_teaches_with_examples() -> None:
+    result = orch("models", "--help")
+    assert result.returncode == 0
+    assert "Examples:" in result.stdout and "--groups 1,2,4,8,32" in result.stdout
+
+
+def test_cli_import_loads_no_torch() -> None:
+    code = "import sys, orchestrator.cli; sys.exit('torch' in sys.modules or 'torchvision' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--arch", "resnet19"], "Error: --arch: unknown 'resnet19'; allowed: resnet18, resnet34, resnet50, "
+                             "resnet101, resnet152, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, "
+                             "shufflenet_v2_x1_0"),
+    (["--arch", "resnet50", "--norm", "bn,xx"], "Error: --norm: unknown 'xx'; allowed: bn, ln, in, gn"),
+    (["--arch", "resnet18", "--groups", "1,8"], "Error: --groups: groups need a bottleneck depth "
+                                                "(resnet50, resnet101, resnet152); resnet18 uses basic blocks"),
+    (["--arch", "resnet50", "--groups", "8,x"], "Error: --groups: 'x' is not a positive integer"),
+    (["--arch", "resnet50", "--groups", "0"], "Error: --groups: got 0: Input should be greater than or equal to 1"),
+    (["--arch", "resnet50", "--groups", "300"], "Error: --groups: got 300: Input should be less than or equal to 256"),
+    (["--arch", "resnet50", "--groups", "200"], "Error: --groups: groups=200 is too many for an automatic "
+                                                "width_per_group"),
+    (["--arch", "resnet34", "--width-per-group", "4"], "Error: --width-per-group: width_per_group needs a "
+                                                        "bottleneck depth"),
+    (["--arch", "resnet50", "--width-per-group", "0"], "Error: --width-per-group: got 0:"),
+    (["--arch", "resnet50", "--groups", "8", "--norm", "gn"], "Error: --norm: gn (GroupNorm with 32 groups) needs "
+                                                              "channel counts divisible by 32"),
+    (["--arch", "mobilenet_v2", "--norm", "ln"], "Error: --norm: norm applies to the ResNet family only"),
+    (["--arch", "shufflenet_v2_x1_0", "--groups", "2"], "Error: --groups: groups apply to the bottleneck"),
+    (["--image-size", "16"], "Error: --image-size: got 16: Input should be greater than or equal to 32"),
+    (["--num-classes", "1"], "Error: --num-classes: got 1: Input should be greater than or equal to 2"),
+    (["--stem", "tiny"], "Error: --stem: unknown 'tiny'; allowed: auto, imagenet, small"),
+])
+def test_invalid_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = orch("models", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(message)
