@@ -114,26 +114,36 @@ def orch(tmp_path: Path) -> Iterator[Orch]:
 def cluster_orch(tmp_path: Path) -> Iterator[Orch]:
     """Cluster mode on the local Redis and PostgreSQL: a fresh database and Redis db per test."""
     need_service("Redis", "127.0.0.1", 6379)
+    import redis
+
+    redis.Redis.from_url(f"{REDIS_URL}/9").flushdb()
+    yield from cluster(tmp_path, f"{REDIS_URL}/9")
+
+
+def cluster(tmp_path: Path, broker_url: str) -> Iterator[Orch]:
+    """An Orch on `broker_url` and a PostgreSQL database made for this test (dropped after it)."""
     need_service("PostgreSQL", "127.0.0.1", 5432)
     import psycopg
-    import redis
 
     name = f"orch_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    redis_db = 9
-    redis.Redis.from_url(f"{REDIS_URL}/{redis_db}").flushdb()
     home = tmp_path / "home"
     home.mkdir()
-    env = base_env(home, ORCH_BROKER_URL=f"{REDIS_URL}/{redis_db}",
-                   ORCH_DATABASE_URL=PG_ADMIN.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}")
-    orch = Orch(env, home)
+    database = PG_ADMIN.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0] + f"/{name}"
+    orch = Orch(base_env(home, ORCH_BROKER_URL=broker_url, ORCH_DATABASE_URL=database), home)
     orch.run("db", "upgrade", check=True)
     try:
         yield from _with_workers(orch)
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _with_workers(orch: Orch) -> Iterator[Orch]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Orch, WorkerProcess
+from tests.conftest import REPO, Orch, WorkerProcess, cluster, free_port, reachable
 
 pytestmark = pytest.mark.slow
 SLOW_JOB = ("--model", "resnet18", "--image-size", "32", "--batch-size", "16", "--lr", "0.002")
@@ -96,7 +96,7 @@ def test_duplicate_delivery_of_a_running_job_is_not_run_twice(orch: Orch, synth_
 
 def test_cancel_a_running_job_then_retry_resumes(orch: Orch, synth_data: Path) -> None:
     job_id = submit_train(orch, synth_data, epochs=6)
-    next_job = submit_train(orch, synth_data, epochs=1, "--seed", "1")
+    next_job = submit_train(orch, synth_data, 1, "--seed", "1")
     worker = orch.start_worker()
     wait_epochs(orch, job_id, 2)
     asked = time.monotonic()
@@ -119,7 +119,7 @@ def test_cancel_a_running_job_then_retry_resumes(orch: Orch, synth_data: Path) -
 def test_cancel_of_a_queued_job_means_it_never_starts(orch: Orch, synth_data: Path) -> None:
     job_id = submit_train(orch, synth_data, epochs=1)
     assert orch.json("cancel", str(job_id))["cancelled"] == [job_id]
-    after = submit_train(orch, synth_data, epochs=1, "--seed", "2")
+    after = submit_train(orch, synth_data, 1, "--seed", "2")
     worker = orch.start_worker()
     assert orch.wait_status(after, {"succeeded", "failed"})["status"] == "succeeded"
     detail = orch.json("status", str(job_id))
@@ -136,6 +136,45 @@ def test_a_crashing_job_process_fails_the_job_not_the_worker(orch: Orch, synth_d
     os.kill(children[0], signal.SIGSEGV)
     detail = orch.wait_status(job_id, {"failed", "succeeded"}, timeout=60)
     assert detail["status"] == "failed" and "SIGSEGV" in detail["error"]
-    again = submit_train(orch, synth_data, epochs=1, "--seed", "3")
+    again = submit_train(orch, synth_data, 1, "--seed", "3")
     assert orch.wait_status(again, {"succeeded", "failed"})["status"] == "succeeded"
     assert worker.proc.poll() is None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path):
+    """A Redis of this test's own (no persistence, like the machine's), so it can be restarted."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed")
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(tmp_path)]
+    state = {"proc": subprocess.Popen(cmd, stdout=subprocess.DEVNULL)}
+
+    def restart() -> None:
+        state["proc"].kill()
+        state["proc"].wait()
+        time.sleep(2)  # the worker notices the broker is gone
+        state["proc"] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+    assert wait_until(lambda: reachable("127.0.0.1", port), timeout=10)
+    yield f"redis://127.0.0.1:{port}/0", restart
+    state["proc"].kill()
+    state["proc"].wait()
+
+
+def test_redis_restart_while_a_job_trains(private_redis, tmp_path: Path, synth_data: Path) -> None:
+    url, restart = private_redis
+    for orch in cluster(tmp_path, url):
+        job_id = submit_train(orch, synth_data, epochs=4)
+        worker = orch.start_worker()
+        wait_epochs(orch, job_id, 1)
+        restart()
+        detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
+        assert detail["status"] == "succeeded", detail["error"]
+        assert [e["epoch"] for e in detail["epochs"]] == [1, 2, 3, 4] and detail["attempts"] == 1
+        after = submit_train(orch, synth_data, 1, "--seed", "4")  # the worker reconnected
+        assert orch.wait_status(after, {"succeeded", "failed"}, timeout=120)["status"] == "succeeded"
+        assert worker.proc.poll() is None

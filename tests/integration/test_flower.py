@@ -1,0 +1,61 @@
+"""Flower, started by `orch flower` against the test broker, lists finished tasks through its HTTP API."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import REPO, Orch, free_port
+
+pytestmark = pytest.mark.slow
+AUTH = ("admin", "s3cret-pass")
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout}s")
+
+
+@pytest.mark.parametrize("backend", ["orch", "cluster_orch"])
+def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureRequest, synth_data: Path) -> None:
+    orch: Orch = request.getfixturevalue(backend)
+    port = free_port()
+    log = open(orch.home / "flower.log", "w")
+    flower = subprocess.Popen([sys.executable, "-m", "orchestrator", "flower", "--port", str(port),
+                               "--basic-auth", ":".join(AUTH)], env=orch.env, cwd=REPO,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base)
+        assert requests.get(f"{base}/api/tasks", timeout=5).status_code == 401  # a password is required
+        orch.start_worker()
+        job = orch.json("submit", "train", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+                        "--image-size", "32", "--epochs", "1", "--batch-size", "32")["job_id"]
+        assert orch.wait_status(job, {"succeeded", "failed"})["status"] == "succeeded"
+        tasks = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tasks = requests.get(f"{base}/api/tasks", auth=AUTH, timeout=5).json()
+            if any(t.get("state") == "SUCCESS" for t in tasks.values()):
+                break
+            time.sleep(1)
+        finished = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
+        assert finished, (tasks, (orch.home / "flower.log").read_text()[-2000:])
+        assert finished[0]["name"] == "orch.train" and str(job) in str(finished[0]["args"])
+        workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
+        assert any(name.startswith("orch@") for name in workers)
+    finally:
+        os.killpg(flower.pid, signal.SIGKILL)
+        flower.wait()
