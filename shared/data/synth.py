@@ -16,17 +16,17 @@ import numpy as np
 from shared.errors import DataError
 
 SPLITS = ("train", "val", "test")
-JITTER = 0.3  # orientation jitter, as a fraction of the angle between neighbouring classes
-NOISE = 24.0  # per-pixel noise, in 0..255 units
+JITTER = 0.25  # orientation jitter, as a fraction of the angle between neighbouring classes
+NOISE = 16.0  # per-pixel noise, in 0..255 units
 MIN_CONTRAST = 120.0  # distance between the two stripe colours, in RGB units
 
 
 def check_classes(classes: list[str]) -> None:
     if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise DataError(f"classes: need at least two distinct names, got {','.join(classes)!r}")
+        raise DataError(f"--classes: need at least two distinct names, got {','.join(classes)!r}")
     bad = [c for c in classes if not c or "." in c or "/" in c or "\\" in c or c.isdigit()]
     if bad:
-        raise DataError(f"classes: {bad[0]!r} is not usable as a file-name prefix (no dots, slashes or bare numbers)")
+        raise DataError(f"--classes: {bad[0]!r} is not usable as a file-name prefix (no dots, slashes or bare numbers)")
 
 
 def render(label: int, n_classes: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -57,7 +57,7 @@ def _contrasting_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
 def _ellipse(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """A soft-edged ellipse mask in 0..1 at a random place, size and tilt."""
     cx, cy = rng.uniform(0.35, 0.65, 2) * size
-    rx, ry = rng.uniform(0.25, 0.42, 2) * size
+    rx, ry = rng.uniform(0.3, 0.45, 2) * size
     tilt = rng.uniform(0, math.pi)
     u = (x - cx) * math.cos(tilt) + (y - cy) * math.sin(tilt)
     v = -(x - cx) * math.sin(tilt) + (y - cy) * math.cos(tilt)
