@@ -4,6 +4,7 @@ Thin: parse, call `shared.data.synth`, show progress. PIL and numpy load inside 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -52,8 +53,7 @@ def synth(out: Path, classes: str, n_train: int, n_val: int, n_test: int, size: 
     counts = {"train": n_train, "val": n_val, "test": n_test}
     check_empty(out, [split for split, n in counts.items() if n])
     total = sum(counts.values())
-    stderr = click.get_text_stream("stderr")
-    with click.progressbar(length=total, label=f"writing {total} images to {out}", file=stderr) as bar:
+    with click.progressbar(length=total, label=f"writing {total} images to {out}", file=sys.stderr) as bar:
         written = write_synthetic(out, classes=names, counts=counts, size=size, layout=layout, seed=seed,
                                   progress=bar.update)
     click.echo(f"wrote {written} images ({', '.join(f'{k} {v}' for k, v in counts.items())}) "

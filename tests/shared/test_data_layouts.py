@@ -1,0 +1,121 @@
+"""The three layouts, the submit-time folder check, label CSVs and the seeded val split."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.data import check_folder, list_numbered, read_labels_csv, scan, scan_labelled, split_indices
+from shared.errors import DataError
+from tests.shared.data_helpers import write_image
+
+
+def test_image_folder_layout_sorted_classes_jpeg_and_png(tmp_path: Path) -> None:
+    for name in ("dog/b.png", "dog/a.jpg", "cat/x.JPEG", "bird/1.jpg"):
+        write_image(tmp_path / name)
+    (tmp_path / "cat" / "notes.txt").write_text("ignored")
+    (tmp_path / ".hidden").mkdir()
+    listing = scan_labelled(tmp_path)
+    assert listing.layout == "folder"
+    assert listing.classes == ["bird", "cat", "dog"]
+    assert [f.relative_to(tmp_path).as_posix() for f in listing.files] == ["bird/1.jpg", "cat/x.JPEG", "dog/a.jpg", "dog/b.png"]
+    assert listing.labels == [0, 1, 2, 2]
+    assert listing.ids == [0, 1, 2, 3]
+
+
+def test_flat_layout_label_is_prefix_before_first_dot(tmp_path: Path) -> None:
+    for name in ("dog.9.jpg", "cat.123.jpg", "cat.1.extra.png", "dog.10.png"):
+        write_image(tmp_path / name)
+    (tmp_path / "labels.csv").write_text("not an image")
+    listing = scan_labelled(tmp_path)
+    assert listing.layout == "flat"
+    assert listing.classes == ["cat", "dog"]  # sorted by name: cat=0, dog=1
+    by_name = {f.name: listing.labels[i] for i, f in enumerate(listing.files)}  # type: ignore[index]
+    assert by_name == {"cat.1.extra.png": 0, "cat.123.jpg": 0, "dog.10.png": 1, "dog.9.jpg": 1}
+
+
+def test_numbered_layout_in_numeric_order(tmp_path: Path) -> None:
+    for i in (10, 2, 0, 1):
+        write_image(tmp_path / f"{i}.{'png' if i == 2 else 'jpg'}")
+    items = list_numbered(tmp_path)
+    assert [i for i, _ in items] == [0, 1, 2, 10]
+    assert items[2][1].name == "2.png"
+    listing = scan(tmp_path)
+    assert listing.layout == "numbered" and listing.labels is None
+    check_folder(tmp_path, labelled=False)
+
+
+@pytest.mark.parametrize("names, message", [
+    (["0.jpg", "1.jpg", "abc.jpg"], "abc.jpg is not a numbered file name"),
+    (["1.jpg", "1.png"], "same id 1"),
+    (["1.jpg", "cat.2.jpg"], "mixes numbered files"),
+])
+def test_numbered_folder_errors_name_the_file(tmp_path: Path, names: list[str], message: str) -> None:
+    for name in names:
+        write_image(tmp_path / name)
+    with pytest.raises(DataError, match=message) as err:
+        list_numbered(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "no such folder"),
+    ("empty", "no JPEG or PNG images"),
+    ("one_class", "only one class"),
+    ("one_class_folder", "only one class"),
+    ("numbered", "carry no labels"),
+    ("empty_class_folder", "holds no JPEG or PNG"),
+])
+def test_check_folder_errors_are_one_line_naming_the_folder(tmp_path: Path, setup: str, message: str) -> None:
+    folder = tmp_path / "train"
+    if setup != "missing":
+        folder.mkdir()
+    if setup == "empty":
+        (folder / "readme.txt").write_text("no images here")
+    files = {"one_class": ["cat.1.jpg", "cat.2.jpg"], "one_class_folder": ["cat/1.jpg"],
+             "numbered": ["0.jpg", "1.jpg"], "empty_class_folder": ["cat/1.jpg"]}.get(setup, [])
+    for name in files:
+        write_image(folder / name)
+    if setup == "empty_class_folder":
+        (folder / "dog").mkdir()
+    with pytest.raises(DataError, match=message) as err:
+        check_folder(folder, labelled=True)
+    assert str(err.value).startswith(str(folder)) and "\n" not in str(err.value)
+
+
+def test_read_labels_csv_with_and_without_header(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("id,label\n0,1\n1,0\n\n10,1\n")
+    (tmp_path / "b.csv").write_text("3,1\n4,0\n")
+    assert read_labels_csv(tmp_path / "a.csv") == {0: 1, 1: 0, 10: 1}
+    assert read_labels_csv(tmp_path / "b.csv") == {3: 1, 4: 0}
+
+
+@pytest.mark.parametrize("text, message", [("id,label\n0,cat\n", "bad row 1"), ("id,label\n", "no id,label rows"),
+                                           ("0\n", "bad row 1"), ("id,label\n0,1\n1,-2\n", "bad row 2")])
+def test_read_labels_csv_errors(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "l.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_labels_csv(tmp_path / "l.csv")
+    with pytest.raises(DataError, match="cannot read labels"):
+        read_labels_csv(tmp_path / "missing.csv")
+
+
+def test_val_split_is_stratified_seeded_and_disjoint(tmp_path: Path) -> None:
+    for i in range(30):
+        write_image(tmp_path / f"cat.{i}.jpg", size=(4, 4))
+    for i in range(10):
+        write_image(tmp_path / f"dog.{i}.jpg", size=(4, 4))
+    listing = scan_labelled(tmp_path)
+    train, val = split_indices(listing, 0.2)
+    assert split_indices(listing, 0.2) == (train, val)
+    assert not set(train) & set(val) and len(train) + len(val) == 40
+    assert sorted(listing.labels[i] for i in val) == [0] * 6 + [1] * 2  # type: ignore[index]
+
+
+def test_shared_data_imports_no_torch() -> None:
+    code = "import sys, shared.data; shared.data.check_folder; print('torch' in sys.modules, 'PIL' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["False", "False"]

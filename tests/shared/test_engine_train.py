@@ -1,0 +1,165 @@
+"""train(): checkpoints, resume equivalence, seeding, NaN stop, cancel, and bad folders before the model."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import shared.engine.trainer as engine_train
+from shared.data import write_synthetic
+from shared.engine import load_for_inference, train
+from shared.errors import CheckpointError, DataError, JobCancelled, NonFiniteLoss
+from tests.shared.data_helpers import one_thread, tiny_spec, write_image
+
+TIMING = ("images_per_s", "seconds")
+KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("engine") / "d"
+    write_synthetic(out, classes=["cat", "dog"], counts={"train": 40, "val": 16, "test": 12}, size=32)
+    return out
+
+
+class Interrupt(Exception):
+    pass
+
+
+def metrics_only(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in history]
+
+
+def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_path: Path) -> None:
+    spec = tiny_spec(data / "train", data / "val", epochs=4, batch_size=16, schedule="step", label_smoothing=0.1)
+    whole: list[dict[str, Any]] = []
+    train(spec, tmp_path / "whole", whole.append, cache_dir=tmp_path / "cache")
+
+    def crash_after_2(m: dict[str, Any]) -> None:
+        if m["epoch"] == 2:
+            raise Interrupt  # the process dies after the epoch-2 checkpoint, before the store saw it
+    with pytest.raises(Interrupt):
+        train(spec, tmp_path / "cut", crash_after_2, cache_dir=tmp_path / "cache")
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
+
+    resumed: list[dict[str, Any]] = []
+    result = train(spec, tmp_path / "cut", resumed.append, cache_dir=tmp_path / "cache")
+    assert [m["epoch"] for m in resumed] == [1, 2, 1 + 2, 4]  # epochs 1-2 replayed from the checkpoint
+    assert metrics_only(resumed) == metrics_only(whole)  # exact: same seed and spec, same numbers
+    assert all(set(m) == KEYS for m in whole) and whole[2]["lr"] == pytest.approx(1e-4)
+    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert result["epochs"] == 4 and result["classes"] == ["cat", "dog"]
+    again: list[dict[str, Any]] = []
+    assert train(spec, tmp_path / "cut", again.append, cache_dir=tmp_path / "cache") == result
+    assert metrics_only(again) == metrics_only(whole)  # a finished job only replays
+
+
+def test_checkpoint_contents_load_weights_only_and_best(data: Path, tmp_path: Path) -> None:
+    spec = tiny_spec(data / "train", optimizer="sgd", epochs=2, val_fraction=0.25)  # val split off train
+    seen: list[dict[str, Any]] = []
+    result = train(spec, tmp_path / "w", seen.append, cache_dir=tmp_path / "cache")
+    state = torch.load(result["last_checkpoint"], weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng", "spec", "classes", "history", "best_val_acc"} <= set(state)
+    assert state["spec"] == spec.model_dump(mode="json") and state["classes"] == ["cat", "dog"]
+    assert state["history"] == seen and state["epoch"] == 2
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state["model"].values())
+    assert isinstance(state["rng"]["torch"], torch.Tensor)
+    best = torch.load(result["best_checkpoint"], weights_only=True)
+    assert best["epoch"] == result["best_epoch"] and best["best_val_acc"] == result["best_val_acc"]
+    assert result["best_val_acc"] == max(m["val_acc"] for m in seen)
+    assert not [p for p in (tmp_path / "w").iterdir() if p.name.startswith(".")]
+    model, loaded_spec, classes = load_for_inference(Path(result["best_checkpoint"]))
+    assert not model.training and loaded_spec == spec and classes == ["cat", "dog"]
+
+
+def test_bf16_run_keeps_fp32_weights(data: Path, tmp_path: Path) -> None:
+    spec = tiny_spec(data / "train", data / "val", epochs=1, precision="bf16")
+    result = train(spec, tmp_path / "w", cache_dir=tmp_path / "cache")
+    state = torch.load(result["last_checkpoint"], weights_only=True)
+    assert state["model"]["fc.weight"].dtype == torch.float32
+
+
+class NaNAfter(nn.Module):
+    """Wraps a model; its output turns NaN from the `after`-th forward pass in training."""
+
+    def __init__(self, inner: nn.Module, after: int):
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += self.training
+        out = self.inner(x)
+        return out * float("nan") if self.training and self.calls >= self.after else out
+
+
+def test_nan_loss_stops_with_epoch_and_step(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = engine_train.model_for
+    monkeypatch.setattr(engine_train, "model_for", lambda spec, classes: NaNAfter(real(spec, classes), after=4))
+    spec = tiny_spec(data / "train", data / "val", epochs=3, batch_size=16)  # 3 steps an epoch (40 images)
+    seen: list[dict[str, Any]] = []
+    with pytest.raises(NonFiniteLoss, match=r"^train loss is nan at epoch 2 step 1$"):
+        train(spec, tmp_path / "w", seen.append, cache_dir=tmp_path / "cache")
+    assert [m["epoch"] for m in seen] == [1]
+    assert torch.load(tmp_path / "w" / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_should_stop_cancels_between_steps(data: Path, tmp_path: Path) -> None:
+    polls = iter(range(100))
+    with pytest.raises(JobCancelled, match="epoch 1 step 3"):
+        train(tiny_spec(data / "train", data / "val"), tmp_path / "w", cache_dir=tmp_path / "cache",
+              should_stop=lambda: next(polls) >= 2)
+    assert not (tmp_path / "w" / "last.pt").exists()
+
+
+def test_resume_with_another_spec_is_refused(data: Path, tmp_path: Path) -> None:
+    train(tiny_spec(data / "train", data / "val", epochs=1), tmp_path / "w", cache_dir=tmp_path / "cache")
+    with pytest.raises(CheckpointError, match="different spec"):
+        train(tiny_spec(data / "train", data / "val", epochs=1, lr=0.5), tmp_path / "w", cache_dir=tmp_path / "cache")
+
+
+def bad_folder(tmp_path: Path, kind: str) -> Path:
+    folder = tmp_path / kind
+    names = {"empty": [], "one_class": ["cat.0.jpg", "cat.1.jpg"], "numbered": ["0.jpg", "1.jpg"],
+             "corrupt": ["cat.0.jpg", "dog.0.jpg", "dog.1.jpg"]}.get(kind, [])
+    if kind != "missing":
+        folder.mkdir()
+    for name in names:
+        write_image(folder / name)
+    if kind == "corrupt":
+        (folder / "dog.1.jpg").write_bytes(b"truncated")
+    return folder
+
+
+@pytest.mark.parametrize("kind, role, message", [
+    ("missing", "data", "no such folder"), ("empty", "data", "no JPEG or PNG"),
+    ("one_class", "data", "only one class"), ("numbered", "val", "carry no labels"),
+    ("corrupt", "data", "1 corrupt image: dog.1.jpg"), ("corrupt", "val", "1 corrupt image: dog.1.jpg"),
+])
+def test_bad_folders_fail_with_one_line_before_the_model_is_built(
+        data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, role: str, message: str) -> None:
+    monkeypatch.setattr(engine_train, "model_for", lambda *a: pytest.fail("built a model for bad data"))
+    folder = bad_folder(tmp_path, kind)
+    spec = tiny_spec(folder, data / "val") if role == "data" else tiny_spec(data / "train", folder)
+    with pytest.raises(DataError, match=message) as err:
+        train(spec, tmp_path / "w", cache_dir=tmp_path / "cache")
+    assert str(err.value).startswith(str(folder)) and "\n" not in str(err.value)
+    assert not (tmp_path / "w").exists()
+
+
+def test_val_folder_with_an_unknown_class(data: Path, tmp_path: Path) -> None:
+    for name in ("cat.0.jpg", "cow.0.jpg"):
+        write_image(tmp_path / "val" / name)
+    with pytest.raises(DataError, match="class 'cow' is not one of the model's classes"):
+        train(tiny_spec(data / "train", tmp_path / "val"), tmp_path / "w", cache_dir=tmp_path / "cache")
