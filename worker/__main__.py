@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     app, supervisor = create_app(settings)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    Sweeper(settings, supervisor.store, supervisor.resend, queues).start()
+    Sweeper(settings, supervisor.store, supervisor.resend).start()
     # threads pool, one slot: the task thread supervises a spawned child, so nothing forks
     # and the main thread keeps heartbeating to the broker (Flower sees the worker online).
     app.worker_main(["worker", "--pool", "threads", "--concurrency", "1", "--queues", ",".join(queues),

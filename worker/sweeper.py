@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.config import DEFAULT_QUEUE, Settings, redact
+from shared.config import Settings, redact
 from shared.queue import broker_folders
 from shared.store import Store
 from shared.store import jobs as store_jobs
@@ -18,11 +18,9 @@ STALE_MESSAGE_S = 300.0  # an event or reply nobody read for this long belongs t
 
 
 class Sweeper(threading.Thread):
-    def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None],
-                 work_queues: tuple[str, ...] = (DEFAULT_QUEUE,)):
+    def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None]):
         super().__init__(name="orch-sweeper", daemon=True)
         self.settings, self.store, self.resend = settings, store, resend
-        self.work_queues = work_queues
         self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
         self.stopping = threading.Event()
 
@@ -38,12 +36,17 @@ class Sweeper(threading.Thread):
                             job.id, job.worker_host, job.attempts + 1)
                 self.resend(job.id, job.kind, job.queue)
             if self.settings.embedded_broker:
-                prune_broker(self.settings, self.work_queues)
+                prune_broker(self.settings)
         except Exception as exc:  # a sweep must never take the worker down
             log.warning("sweep failed: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 
 
-def prune_broker(settings: Settings, keep: tuple[str, ...], max_age: float = STALE_MESSAGE_S) -> int:
+def is_monitor_queue(queue: str) -> bool:
+    """Event queues (Flower, `celery events`) and remote-control queues: never a job's queue."""
+    return queue.startswith("celeryev.") or queue.endswith(".pidbox")
+
+
+def prune_broker(settings: Settings, max_age: float = STALE_MESSAGE_S) -> int:
     """Delete processed messages and unread fan-out messages older than max_age; unbind their queues.
 
     kombu's filesystem transport never expires anything: without this, every Flower or
@@ -55,7 +58,7 @@ def prune_broker(settings: Settings, keep: tuple[str, ...], max_age: float = STA
     stale_queues: set[str] = set()
     for path in folders["queue"].iterdir():
         queue = path.name.partition(".")[2].removesuffix(".msg")
-        if queue in keep or _age(path, now) < max_age:
+        if not is_monitor_queue(queue) or _age(path, now) < max_age:
             continue
         stale_queues.add(queue)
         removed += _remove_older([path], now - max_age)

@@ -51,7 +51,7 @@ def _run_shard(ctx: JobContext) -> dict[str, Any]:
     spec = parse(ScoreSpec, ctx.spec)
     status = store_jobs.parent_status(ctx.store, parent)
     if status != JobStatus.queued:
-        raise JobCancelled(f"score job {parent} is {status}")
+        raise JobCancelled(f"score job {parent} is {status}; `orch retry {parent}` retries its failed shards")
     mine = next(s for s in _shard_states(ctx, parent) if s.job_id == ctx.job_id)
     try:
         # A redelivered shard whose part was recorded (it died before reporting) does not score again.
