@@ -1,7 +1,7 @@
 """A learnable synthetic image set, so the demo and the tests need no download.
 
 Each image is a soft ellipse of stripes on a noisy background. The class sets only the stripes'
-orientation (a texture); every colour, the ellipse's place and size, the stripes' period and phase
+orientation (a texture), mirror-symmetrically so that horizontal flips keep the class; every colour, the ellipse's place and size, the stripes' period and phase
 are drawn the same way for every class, so the mean colour says nothing about the class and a
 network must learn oriented filters, which takes a ResNet a few epochs.
 """
@@ -32,8 +32,10 @@ def check_classes(classes: list[str]) -> None:
 def render(label: int, n_classes: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """One HxWx3 uint8 image of class `label`."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-    step = math.pi / n_classes
-    theta = label * step + rng.uniform(-JITTER, JITTER) * step
+    # Class k's stripes lie at +-(k * step) from horizontal, up to vertical: a mirror image (the
+    # flip augmentation) turns +a into -a, so the class must not depend on the angle's sign.
+    step = (math.pi / 2) / (n_classes - 1)
+    theta = (label + rng.uniform(-JITTER, JITTER)) * step * rng.choice((-1.0, 1.0))
     period = size * rng.uniform(0.12, 0.22)
     phase = rng.uniform(0, 2 * math.pi)
     wave = np.sin(2 * math.pi * (x * math.cos(theta) + y * math.sin(theta)) / period + phase)

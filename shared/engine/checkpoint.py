@@ -64,13 +64,18 @@ def model_for(spec: TrainSpec, classes: list[str]) -> nn.Module:
     return build_model(spec.model.model_copy(update={"num_classes": len(classes)}))
 
 
+def without_pretrained(spec: TrainSpec) -> TrainSpec:
+    """`spec` building random weights: for a model whose weights come from a checkpoint, so the
+    pretrained file is neither read again nor needed any more."""
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"pretrained": None})})
+
+
 def load_for_inference(checkpoint: Path) -> tuple[nn.Module, TrainSpec, list[str]]:
     """(model in eval mode on the CPU, its TrainSpec, its class names) from a checkpoint file."""
     state = load_checkpoint(checkpoint)
     spec = checkpoint_spec(state, checkpoint)
     classes = [str(c) for c in state["classes"]]
-    # The weights come from the checkpoint: never read the spec's pretrained file again.
-    model = model_for(spec.model_copy(update={"model": spec.model.model_copy(update={"pretrained": None})}), classes)
+    model = model_for(without_pretrained(spec), classes)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

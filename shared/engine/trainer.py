@@ -5,6 +5,10 @@ improves) written before the epoch is reported, so a job killed at any point res
 last complete epoch and ends with the metrics of a run that was never interrupted: the model,
 optimizer, scheduler and RNG states are restored, and each epoch's data order and augmentation
 come from a generator seeded by (seed, epoch), not from whatever ran before.
+
+There is no DataLoader: images are decoded once into the memory-mapped cache, so a batch is one
+gather from it in this process (worker processes would only copy it again). On CUDA the batch is
+pinned and copied asynchronously, and augmented on the GPU.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from shared.data.augment import augment
 from shared.data.images import ImageSet, TrainData, load_train_data
 from shared.engine.checkpoint import (
     FORMAT, checkpoint_spec, load_checkpoint, model_for, rng_state, save_atomic, set_rng_state,
+    without_pretrained,
 )
 from shared.engine.infer import evaluate, to_device
 from shared.engine.precision import Precision, default_device, resolve
@@ -106,7 +111,7 @@ def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> 
     device = default_device()
     prec = resolve(spec.precision, device)
     torch.manual_seed(spec.seed)
-    model = model_for(spec, data.classes).to(device)
+    model = model_for(spec if resumed is None else without_pretrained(spec), data.classes).to(device)
     if prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(spec, model)
@@ -202,7 +207,7 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool) -> None:
     best_acc, best_epoch = run.best()
     state = {
         "format": FORMAT,
-        "model": {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "epoch": run.epoch,
