@@ -205,4 +205,12 @@ def wait_for_score(obj: Context, parent_id: int, shard_ids: list[int]) -> bool:
         outcome, reason = parent_outcome([ShardState.of(j) for j in store_jobs.shard_jobs(obj.store, parent_id)])
         if outcome == "failed" and reason:
             store_jobs.fail_parent(obj.store, parent_id, reason)
-    return wait_for(obj, [parent_id])
+    if not wait_for(obj, [parent_id]):
+        return False
+    from shared.store import Job
+
+    with obj.store.session() as s:
+        result = s.get(Job, parent_id).result or {}
+    accuracy = f"; accuracy {100 * result['accuracy']:.2f}%" if result.get("accuracy") is not None else ""
+    click.echo(f"wrote {result.get('out')}: {result.get('n')} rows{accuracy}", err=True)
+    return True

@@ -1,0 +1,65 @@
+"""Scoring end to end: a real worker trains a model, then scores the numbered test folder with it."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Orch
+
+pytestmark = pytest.mark.slow
+
+
+def submit_score(orch: Orch, *args: str) -> tuple[int, dict[str, int | list[int]]]:
+    proc = orch.run("submit", "score", *args, "--wait", "--json", timeout=300)
+    return proc.returncode, json.loads(proc.stdout.splitlines()[0]) if proc.stdout else {}
+
+
+def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> None:
+    worker = orch.start_worker()
+    trained = orch.run("submit", "train", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+                       "--model", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "32",
+                       "--wait", "--json", timeout=300)
+    assert trained.returncode == 0, trained.stderr + worker.output()[-3000:]
+    job = json.loads(trained.stdout.splitlines()[0])["job_id"]
+    test, labels = str(synth_data / "test"), str(synth_data / "test_labels.csv")
+
+    rc, one = submit_score(orch, "--job", str(job), "--data", test, "--out", str(tmp_path / "one.csv"),
+                           "--labels", labels)
+    assert rc == 0, worker.output()[-3000:]
+    lines = (tmp_path / "one.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in lines] == list(range(40))  # numeric order, no header
+    assert all(line.split(",")[1] in ("0", "1") for line in lines)
+
+    rc, two = submit_score(orch, "--job", str(job), "--data", test, "--out", str(tmp_path / "two.csv"),
+                           "--labels", labels, "--shards", "2")
+    assert rc == 0 and len(two["shard_job_ids"]) == 2
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    shards = [orch.json("status", str(i)) for i in two["shard_job_ids"]]
+    assert {s["status"] for s in shards} == {"succeeded"} and {s["parent_id"] for s in shards} == {two["job_id"]}
+    assert orch.json("status", str(two["job_id"]))["result"]["accuracy"] is not None
+
+    parent = orch.json("status", str(one["job_id"]))
+    truth = dict(line.split(",") for line in Path(labels).read_text().splitlines()[1:])
+    agree = sum(truth[i] == y for i, y in (line.split(",") for line in lines)) / 40
+    assert parent["status"] == "succeeded" and parent["result"]["accuracy"] == pytest.approx(agree)
+    row = next(r for r in orch.json_report() if r["id"] == job)
+    assert row["test_acc"] == pytest.approx(agree) and row["val_acc"] is not None
+    assert "test_acc" in orch.run("report", check=True).stdout
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(synth_data / "test", corrupt)
+    (corrupt / "7.jpg").write_bytes(b"\xff\xd8 truncated")
+    rc, failed = submit_score(orch, "--job", str(job), "--data", str(corrupt), "--out", str(tmp_path / "bad.csv"))
+    detail = orch.json("status", str(failed["job_id"]))
+    assert rc == 1 and detail["status"] == "failed" and "7.jpg" in detail["error"]
+    assert not (tmp_path / "bad.csv").exists() and not list(tmp_path.glob(".bad.csv*"))
+
+    mismatch = tmp_path / "labels3.csv"
+    mismatch.write_text("".join(f"{i},{i % 3}\n" for i in range(40)))
+    proc = orch.run("submit", "score", "--job", str(job), "--data", test, "--out", str(tmp_path / "x.csv"),
+                    "--labels", str(mismatch))
+    assert proc.returncode == 2 and "--labels: the labels have 3 classes" in proc.stderr
+    worker.stop()

@@ -1,0 +1,142 @@
+"""`orch submit score` at submit time: what it records and sends, and every input it refuses (exit 2).
+
+No worker and no torch: the training jobs and their best checkpoints are rows written straight
+into the store, as a finished `orch submit train` leaves them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import load_settings
+from shared.spec import ModelSpec, TrainSpec
+from shared.store import Checkpoint, Job, JobStatus, Study, open_store
+from shared.store import jobs as store_jobs
+from tests.conftest import Orch
+
+
+def cli(orch: Orch, *args: str) -> Any:
+    """`orch ARGS --json` in-process (the same command code as the subprocess, without its start-up)."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    result = CliRunner().invoke(main, [*args, "--json"], env=orch.env)
+    assert result.exit_code == 0, f"orch {' '.join(args)}: {result.output}"
+    return json.loads(result.stdout)
+
+
+def numbered(folder: Path, names: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_bytes(b"\xff\xd8")  # submit checks names, not pixels
+    return folder
+
+
+def add_trained(orch: Orch, tmp_path: Path, val_acc: float, study_id: int | None = None,
+                status: str = JobStatus.succeeded) -> int:
+    store = open_store(load_settings(orch.home))
+    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32), data=str(tmp_path), seed=int(val_acc * 100))
+    with store.session() as s:
+        job = store_jobs.add_job(s, "train", spec, study_id=study_id)
+        job.status, job.result = status, {"classes": ["cat", "dog"], "best_val_acc": val_acc}
+        best = tmp_path / f"job{job.id}-best.pt"
+        best.write_bytes(b"weights")
+        s.add(Checkpoint(job_id=job.id, tag="best", path=str(best), epoch=1, val_acc=val_acc))
+        job_id = job.id
+    store.dispose()
+    return job_id
+
+
+def add_study(orch: Orch, name: str) -> int:
+    store = open_store(load_settings(orch.home))
+    with store.session() as s:
+        study = Study(name=name, grid={})
+        s.add(study)
+        s.flush()
+        study_id = study.id
+    store.dispose()
+    return study_id
+
+
+@pytest.fixture
+def setup(orch: Orch, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
+    job_id = add_trained(orch, tmp_path, 0.8)
+    test = numbered(tmp_path / "test", [f"{i}.jpg" for i in range(12)])
+    (tmp_path / "labels.csv").write_text("id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(12)))
+    (tmp_path / "labels3.csv").write_text("".join(f"{i},{i % 3}\n" for i in range(12)))
+    numbered(tmp_path / "empty", [])
+    numbered(tmp_path / "named", ["0.jpg", "1.jpg", "cover.jpg"])
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    running = add_trained(orch, tmp_path, 0.9, status=JobStatus.running)
+    return orch, {"job": str(job_id), "running": str(running), "test": str(test), "tmp": str(tmp_path)}
+
+
+def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup: tuple[Orch, dict[str, str]]) -> None:
+    orch, f = setup
+    ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f["test"], "--out", f"{f['tmp']}/p.csv",
+                    "--labels", f"{f['tmp']}/labels.csv", "--shards", "3", "--probs")
+    assert set(ids) == {"job_id", "shard_job_ids"} and len(ids["shard_job_ids"]) == 3
+    parent = cli(orch, "status", str(ids["job_id"]))
+    assert parent["kind"] == "score" and parent["status"] == "queued" and parent["source_job_id"] == int(f["job"])
+    assert parent["spec"]["checkpoint"].endswith(f"job{f['job']}-best.pt") and parent["spec"]["probs"] is True
+    for index, shard_id in enumerate(ids["shard_job_ids"]):
+        shard = cli(orch, "status", str(shard_id))
+        assert (shard["kind"], shard["parent_id"], shard["spec"]) == ("score_shard", ids["job_id"], parent["spec"])
+    sent = [json.loads(p.read_text()) for p in (orch.home / "broker" / "queue").iterdir()]
+    assert sorted(m["headers"]["task"] for m in sent) == ["orch.score_shard"] * 3
+
+
+def test_best_of_picks_the_best_succeeded_job_of_the_study(setup: tuple[Orch, dict[str, str]], tmp_path: Path) -> None:
+    orch, f = setup
+    study = add_study(orch, "norms")
+    add_trained(orch, tmp_path, 0.6, study)
+    best = add_trained(orch, tmp_path, 0.7, study)
+    add_trained(orch, tmp_path, 0.95, study, status=JobStatus.failed)  # no result a user would trust... yet
+    for key in (str(study), "norms"):
+        ids = cli(orch, "submit", "score", "--best-of", key, "--data", f["test"], "--out", f"{f['tmp']}/b.csv")
+        assert cli(orch, "status", str(ids["job_id"]))["source_job_id"] == best
+
+
+BAD = [
+    ("no source", [], "exactly one of --job"),
+    ("two sources", ["--job", "{job}", "--best-of", "1"], "exactly one of --job"),
+    ("unknown job", ["--job", "999"], "--job: no training job 999"),
+    ("running job", ["--job", "{running}"], "--job: job {running} is running"),
+    ("unknown study", ["--best-of", "nope"], "--best-of: no study nope"),
+    ("not a checkpoint", ["--checkpoint", "{tmp}/bad.pt"], "--checkpoint"),
+    ("labels class count", ["--job", "{job}", "--labels", "{tmp}/labels3.csv"], "--labels: the labels have 3 classes"),
+    ("empty folder", ["--job", "{job}", "--data", "{tmp}/empty"], "no JPEG or PNG images"),
+    ("non-numeric name", ["--job", "{job}", "--data", "{tmp}/named"], "cover.jpg is not a numbered file name"),
+    ("missing folder", ["--job", "{job}", "--data", "{tmp}/nope"], "--data: no such folder"),
+    ("too many shards", ["--job", "{job}", "--shards", "13"], "--shards: 13 is more than the 12 images"),
+    ("zero shards", ["--job", "{job}", "--shards", "0"], "--shards"),
+    ("zero batch", ["--job", "{job}", "--batch-size", "0"], "--batch-size"),
+    ("out folder missing", ["--job", "{job}", "--out", "{tmp}/no/p.csv"], "--out: no such folder"),
+    ("out is a folder", ["--job", "{job}", "--out", "{tmp}"], "--out"),
+]
+
+
+def test_bad_input_exits_2_with_one_line_and_records_nothing(setup: tuple[Orch, dict[str, str]]) -> None:
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    orch, f = setup
+    before = cli(orch, "status")
+    runner = CliRunner()  # in-process: the same command and error path as `orch`, without 15 interpreter starts
+    failures = []
+    for name, extra, fragment in BAD:
+        args = ["submit", "score", "--data", f["test"], "--out", f"{f['tmp']}/p.csv", *[a.format(**f) for a in extra]]
+        result = runner.invoke(main, args, env=orch.env)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        clean_exit = result.exception is None or isinstance(result.exception, SystemExit)
+        if not (result.exit_code == 2 and len(lines) == 1 and fragment.format(**f) in lines[0] and clean_exit):
+            failures.append(f"{name}: rc={result.exit_code} stderr={result.stderr!r} exc={result.exception!r}")
+    assert not failures, "\n".join(failures)
+    assert cli(orch, "status") == before
+    queue = orch.home / "broker" / "queue"
+    assert not queue.exists() or not list(queue.iterdir())  # every check runs before the broker is touched
