@@ -17,13 +17,17 @@ def submit_score(orch: Orch, *args: str) -> tuple[int, dict[str, int | list[int]
     return proc.returncode, json.loads(proc.stdout.splitlines()[0]) if proc.stdout else {}
 
 
-def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> None:
-    worker = orch.start_worker()
-    trained = orch.run("submit", "train", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+def train_one(orch: Orch, data: Path) -> int:
+    trained = orch.run("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"),
                        "--model", "resnet18", "--image-size", "32", "--epochs", "1", "--batch-size", "32",
                        "--wait", "--json", timeout=300)
-    assert trained.returncode == 0, trained.stderr + worker.output()[-3000:]
-    job = json.loads(trained.stdout.splitlines()[0])["job_id"]
+    assert trained.returncode == 0, trained.stderr
+    return int(json.loads(trained.stdout.splitlines()[0])["job_id"])
+
+
+def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> None:
+    worker = orch.start_worker()
+    job = train_one(orch, synth_data)
     test, labels = str(synth_data / "test"), str(synth_data / "test_labels.csv")
 
     rc, one = submit_score(orch, "--job", str(job), "--data", test, "--out", str(tmp_path / "one.csv"),
@@ -49,6 +53,13 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     assert row["test_acc"] == pytest.approx(agree) and row["val_acc"] is not None
     assert "test_acc" in orch.run("report", check=True).stdout
 
+    check_failures(orch, job, synth_data, tmp_path)
+    worker.stop()
+
+
+def check_failures(orch: Orch, job: int, synth_data: Path, tmp_path: Path) -> None:
+    """A corrupt image fails the job (one line naming it, no CSV); a class-count mismatch is refused."""
+    test = str(synth_data / "test")
     corrupt = tmp_path / "corrupt"
     shutil.copytree(synth_data / "test", corrupt)
     (corrupt / "7.jpg").write_bytes(b"\xff\xd8 truncated")
@@ -62,4 +73,3 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     proc = orch.run("submit", "score", "--job", str(job), "--data", test, "--out", str(tmp_path / "x.csv"),
                     "--labels", str(mismatch))
     assert proc.returncode == 2 and "--labels: the labels have 3 classes" in proc.stderr
-    worker.stop()

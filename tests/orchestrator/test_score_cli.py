@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import load_settings
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Checkpoint, Job, JobStatus, Study, open_store
+from shared.store import Checkpoint, JobStatus, Study, open_store
 from shared.store import jobs as store_jobs
 from tests.conftest import Orch
 
@@ -83,7 +83,7 @@ def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup:
     parent = cli(orch, "status", str(ids["job_id"]))
     assert parent["kind"] == "score" and parent["status"] == "queued" and parent["source_job_id"] == int(f["job"])
     assert parent["spec"]["checkpoint"].endswith(f"job{f['job']}-best.pt") and parent["spec"]["probs"] is True
-    for index, shard_id in enumerate(ids["shard_job_ids"]):
+    for shard_id in ids["shard_job_ids"]:
         shard = cli(orch, "status", str(shard_id))
         assert (shard["kind"], shard["parent_id"], shard["spec"]) == ("score_shard", ids["job_id"], parent["spec"])
     sent = [json.loads(p.read_text()) for p in (orch.home / "broker" / "queue").iterdir()]
