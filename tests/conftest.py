@@ -98,7 +98,7 @@ class WorkerProcess:
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(ORCH_HOME=str(home), PYTHONUNBUFFERED="1", ORCH_LEASE_TTL="6", ORCH_HEARTBEAT="1", **extra)
+    env.update(ORCH_HOME=str(home), PYTHONUNBUFFERED="1", ORCH_LEASE_TTL="10", ORCH_HEARTBEAT="1", **extra)
     return env
 
 

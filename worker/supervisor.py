@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from multiprocessing.connection import Connection
 import signal
 import threading
 import time
@@ -81,8 +82,7 @@ class Supervisor:
         proc.start()
         send.close()
         stopped_for = self._watch(proc, job["id"], token)
-        outcome = receive.recv() if receive.poll() else None
-        receive.close()
+        outcome = read_outcome(receive)
         if stopped_for in ("stale", "shutdown"):
             return stopped_for, stopped_for, {}
         if outcome is None:
@@ -95,20 +95,34 @@ class Supervisor:
         return kind, reason, result
 
     def _watch(self, proc: multiprocessing.process.BaseProcess, job_id: int, token: int) -> str | None:
-        """Heartbeat while the child runs; stop it on cancel, lost lease or worker shutdown."""
+        """Heartbeat while the child runs; stop it on cancel, lost lease or worker shutdown.
+
+        Stopping is SIGTERM, a grace period for the checkpoint being written, then SIGKILL;
+        the heartbeat goes on through the grace period so the lease cannot expire meanwhile.
+        """
+        reason: str | None = None
+        kill_at = 0.0
         while True:
             proc.join(self.settings.heartbeat)
             if not proc.is_alive():
-                return None
-            reason = self._stop_reason(job_id, token)
-            if reason:
-                log.info("job %s: stopping its process (%s)", job_id, reason)
-                stop_process(proc)
                 return reason
+            if reason is None:
+                reason = self._stop_reason(job_id, token)
+                if reason:
+                    log.info("job %s: stopping its process (%s)", job_id, reason)
+                    proc.terminate()
+                    kill_at = time.monotonic() + TERM_GRACE_S
+            else:
+                if reason != "stale":
+                    self._beat(job_id, token)
+                if time.monotonic() > kill_at:
+                    proc.kill()
 
     def _stop_reason(self, job_id: int, token: int) -> str | None:
-        if self.shutdown.is_set():
-            return "shutdown"
+        return "shutdown" if self.shutdown.is_set() else self._beat(job_id, token)
+
+    def _beat(self, job_id: int, token: int) -> str | None:
+        """Heartbeat; 'cancel' when a cancel was asked for, 'stale' when the lease was lost."""
         try:
             return "cancel" if store_jobs.heartbeat(self.store, job_id, token) else None
         except StaleLease:
@@ -135,13 +149,14 @@ class Supervisor:
         return outcome
 
 
-def stop_process(proc: multiprocessing.process.BaseProcess) -> None:
-    """SIGTERM, a grace period for the checkpoint being written, then SIGKILL."""
-    proc.terminate()
-    proc.join(TERM_GRACE_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
+def read_outcome(receive: Connection) -> tuple[str, str, dict[str, Any]] | None:
+    """The child's report, or None if it died without one (the pipe then reads as closed)."""
+    try:
+        return receive.recv() if receive.poll() else None
+    except (EOFError, OSError):
+        return None
+    finally:
+        receive.close()
 
 
 def exit_reason(code: int | None) -> str:
