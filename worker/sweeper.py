@@ -35,6 +35,9 @@ class Sweeper(threading.Thread):
                 log.warning("job %s: lease of %s expired; requeued (attempt %d next)",
                             job.id, job.worker_host, job.attempts + 1)
                 self.resend(job.id, job.kind, job.queue)
+            for parent in store_jobs.settle_score_parents(self.store):
+                log.warning("score job %s: every shard ended; sent for assembly", parent.id)
+                self.resend(parent.id, parent.kind, parent.queue)
             if self.settings.embedded_broker:
                 prune_broker(self.settings)
         except Exception as exc:  # a sweep must never take the worker down

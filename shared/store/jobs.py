@@ -205,3 +205,27 @@ def complete_score(store: Store, job_id: int, token: int, result: dict[str, Any]
                 setattr(row, key, value)
         s.execute(update(Job).where(Job.id == job_id).values(
             status=JobStatus.succeeded, result=result, error=None, finished_at=utcnow(), cancel_requested=False))
+
+
+def settle_score_parents(store: Store) -> list[Job]:
+    """Score jobs whose shards have all ended but that nobody settled (the last shard's process died).
+
+    A failed or cancelled shard fails the parent here; when every shard succeeded the parent is
+    returned once (heartbeat_at marks it sent) for the caller to send as an `orch.score` task,
+    whose worker assembles the CSV.
+    """
+    to_send: list[Job] = []
+    with store.session() as s:
+        parents = s.scalars(select(Job).where(Job.kind == JobKind.score, Job.status == JobStatus.queued)).all()
+        for parent in parents:
+            shards = s.scalars(select(Job).where(Job.parent_id == parent.id)).all()
+            if not shards or not all(is_finished(shard.status) for shard in shards):
+                continue
+            failed = [shard for shard in shards if shard.status != JobStatus.succeeded]
+            if failed:
+                parent.status, parent.finished_at = JobStatus.failed, utcnow()
+                parent.error = f"shard {failed[0].shard} (job {failed[0].id}): {failed[0].error or failed[0].status}"
+            elif parent.heartbeat_at is None:
+                parent.heartbeat_at = time.time()
+                to_send.append(parent)
+    return to_send

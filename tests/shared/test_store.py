@@ -112,3 +112,25 @@ def test_cancel_and_retry_transitions(store: Store) -> None:
         again = store_jobs.reset_for_retry(s, [s.get(Job, queued), s.get(Job, running)])
         assert sorted(j.id for j in again) == sorted([queued, running])
     assert status(store, running).status == "queued" and status(store, running).cancel_requested is False
+
+
+def test_score_parents_whose_shards_ended_are_settled_once(store: Store) -> None:
+    from shared.spec import ScoreSpec
+
+    spec = ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv", shards=2)
+    with store.session() as s:
+        ok_parent = store_jobs.add_job(s, "score", spec).id
+        bad_parent = store_jobs.add_job(s, "score", spec.model_copy(update={"out": "/p.csv"})).id
+        shards = {p: [store_jobs.add_job(s, "score_shard", spec, parent_id=p, shard=i).id for i in range(2)]
+                  for p in (ok_parent, bad_parent)}
+    for parent, ids in shards.items():
+        for i, shard in enumerate(ids):
+            token = store_jobs.acquire_lease(store, shard, "a:1", ttl=30)
+            failed = parent == bad_parent and i == 1
+            store_jobs.finish(store, shard, token, JobStatus.failed if failed else JobStatus.succeeded,
+                              error="corrupt image" if failed else None)
+    sent = store_jobs.settle_score_parents(store)
+    assert [job.id for job in sent] == [ok_parent]
+    assert store_jobs.settle_score_parents(store) == []  # sent once, not on every sweep
+    assert status(store, bad_parent).status == "failed" and "corrupt image" in status(store, bad_parent).error
+    assert status(store, ok_parent).status == "queued"
