@@ -178,3 +178,16 @@ def test_redis_restart_while_a_job_trains(private_redis, tmp_path: Path, synth_d
         after = submit_train(orch, synth_data, 1, "--seed", "4")  # the worker reconnected
         assert orch.wait_status(after, {"succeeded", "failed"}, timeout=120)["status"] == "succeeded"
         assert worker.proc.poll() is None
+
+
+def test_ctrl_c_stops_the_worker_cleanly_and_requeues_its_job(orch: Orch, synth_data: Path) -> None:
+    job_id = submit_train(orch, synth_data, epochs=4)
+    first = orch.start_worker()
+    wait_epochs(orch, job_id, 1)
+    first.stop()  # SIGINT to the process group, as Ctrl-C in a terminal
+    assert first.proc.returncode == 0, first.output()[-2000:]
+    detail = orch.json("status", str(job_id))
+    assert detail["status"] == "queued" and "requeued" in detail["error"]
+    orch.start_worker()
+    detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
+    assert detail["status"] == "succeeded" and [e["epoch"] for e in detail["epochs"]] == [1, 2, 3, 4]
