@@ -78,19 +78,20 @@ def train_spec_dict(options: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-GRID_AXES: tuple[tuple[str, str, type], ...] = (
-    ("model", "--model", str), ("norm", "--norm", str), ("groups", "--groups", int),
-    ("width_per_group", "--width-per-group", int), ("lr", "--lr", float),
-    ("batch_size", "--batch-size", int), ("seed", "--seeds", int),
+# (key of the single-valued option, key of the comma-list option, its flag, item type)
+GRID_AXES: tuple[tuple[str, str, str, type], ...] = (
+    ("model", "model", "--model", str), ("norm", "norm", "--norm", str), ("groups", "groups", "--groups", int),
+    ("width_per_group", "width_per_group", "--width-per-group", int), ("lr", "lr", "--lr", float),
+    ("batch_size", "batch_size", "--batch-size", int), ("seed", "seeds", "--seeds", int),
 )
 
 
 def grid_specs(options: dict[str, Any]) -> list[TrainSpec]:
     """The cross product of the list-valued options, every cell validated; duplicates dropped."""
-    axes = [split_list(flag, options.get(name), conv) for name, flag, conv in GRID_AXES]
+    axes = [split_list(flag, options.get(listed), conv) for _, listed, flag, conv in GRID_AXES]
     specs: dict[str, TrainSpec] = {}
     for values in itertools.product(*axes):
-        cell = {**options, **{name: v for (name, _, _), v in zip(GRID_AXES, values)}}
+        cell = {**options, **{name: v for (name, _, _, _), v in zip(GRID_AXES, values)}}
         spec = parse_option(TrainSpec, train_spec_dict(cell))
         specs.setdefault(spec.spec_hash(), spec)
     return list(specs.values())

@@ -8,7 +8,7 @@ export ORCH_HOME="$PWD/.orch-demo"   # a fresh home each run, so the report show
 rm -rf "$ORCH_HOME" demo-data
 orch() { .venv/bin/orch "$@"; }
 
-orch data synth demo-data --train 600 --val 200 --test 200 --size 32 --seed 0
+orch data synth demo-data --train 400 --val 200 --test 200 --size 32 --seed 0
 orch worker > "$PWD/demo-worker.log" 2>&1 &
 worker=$!
 trap 'kill -INT $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
