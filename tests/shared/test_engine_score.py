@@ -85,7 +85,7 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     import shared.engine.precision as precision
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve("fp32", cpu).autocast_dtype is None and not resolve("fp32", cpu).channels_last
+    assert resolve("fp32", cpu).autocast_dtype is None and resolve("fp32", cpu).channels_last
     assert resolve("bf16", cpu).autocast_dtype == torch.bfloat16 and resolve("bf16", cpu).channels_last
     assert resolve("auto", cuda).name == "bf16" and resolve("fp32", cuda).channels_last
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
