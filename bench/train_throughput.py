@@ -11,8 +11,8 @@ same folder of JPEGs for 3 epochs:
 images/s counts training images over the whole wall time of each side: for orch that includes
 decoding the cache, validating and writing checkpoints after every epoch, none of which the seed
 does, so the ratio is conservative. orch's own per-epoch training rate is printed too. The two
-sides take turns epoch by epoch (seed, orch, seed, ...), so a change in the load of a shared
-machine during the run falls on both.
+sides take turns step by step in one process, so a change in the load of a shared machine during
+the run falls on both alike.
 """
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ CLASSES = ["cat", "dog"]
 
 
 class SeedLoop:
-    """The seed's training, one epoch per call, so the two sides can take turns."""
+    """The seed's training, one step per call, so that the two sides can take turns."""
 
-    def __init__(self, folder: Path, size: int):
+    def __init__(self, folder: Path, size: int, epochs: int):
         from PIL import Image
         from torch.utils.data import DataLoader, Dataset
         from torchvision import models, transforms
@@ -60,45 +60,64 @@ class SeedLoop:
         self.model = models.resnet18()
         self.model.fc = nn.Linear(self.model.fc.in_features, len(listing.classes))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
-        self.loader = DataLoader(Files(), batch_size=128, shuffle=True)
+        loader = DataLoader(Files(), batch_size=128, shuffle=True)
+        self.batches = (batch for _ in range(epochs) for batch in loader)
+        self.total = epochs * len(listing.files)
         self.images, self.seconds = 0, time.perf_counter() - started
 
-    def epoch(self) -> None:
+    def step(self) -> bool:
+        """One training step, its data loading included; False when every epoch is done."""
         started = time.perf_counter()
-        self.model.train()
-        for x, y in self.loader:
+        batch = next(self.batches, None)
+        if batch is not None:
+            x, y = batch
+            self.model.train()
             loss = nn.functional.cross_entropy(self.model(x), y)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-        self.images += len(self.loader.dataset)  # type: ignore[arg-type]
+            self.images += len(y)
         self.seconds += time.perf_counter() - started
+        return batch is not None
 
 
 def interleaved(folder: Path, size: int, epochs: int, root: Path) -> tuple[SeedLoop, float, list[dict[str, Any]]]:
-    """Seed epoch 1, orch epoch 1, seed epoch 2, ...: swings in machine load hit both sides alike.
+    """Both sides in one process, taking turns step by step: load swings on a shared machine hit both.
 
-    orch's seconds are train()'s wall time less the seed epochs run inside its epoch callback.
+    orch polls `should_stop` before each of its steps; there the seed runs steps until it has
+    trained on the same share of its images. orch's seconds are train()'s wall time less those.
     """
-    seed = SeedLoop(folder, size)
-    seed.epoch()
+    seed = SeedLoop(folder, size, epochs)
     # stem="imagenet": the seed's torchvision resnet18 has it at every size (orch's auto picks it from 65 px)
     spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=size, stem="imagenet"), data=str(folder),
                      epochs=epochs)
+    orch_total = epochs * _train_count(folder)
     history: list[dict[str, Any]] = []
-    in_callback = 0.0
+    turns: list[float] = []  # seconds the seed ran at each of orch's polls
+    epoch_start = 0
+
+    def take_turn() -> bool:
+        started = time.perf_counter()
+        while seed.images < seed.total * min(1.0, (len(turns) + 1) * spec.batch_size / orch_total) and seed.step():
+            pass
+        turns.append(time.perf_counter() - started)
+        return False
 
     def on_epoch(metrics: dict[str, Any]) -> None:
-        nonlocal in_callback
-        history.append(metrics)
-        if len(history) < epochs:
-            started = time.perf_counter()
-            seed.epoch()
-            in_callback += time.perf_counter() - started
+        nonlocal epoch_start
+        # images_per_s timed orch's steps with the seed's turns among them; the epoch's last poll
+        # comes after its steps, before validation
+        n = orch_total / epochs
+        steps_s = n / metrics["images_per_s"] - sum(turns[epoch_start:-1])
+        history.append({**metrics, "images_per_s": n / steps_s})
+        epoch_start = len(turns)
 
     started = time.perf_counter()
-    train(spec, root / "work", on_epoch, cache_dir=root / "cache")
-    return seed, time.perf_counter() - started - in_callback, history
+    train(spec, root / "work", on_epoch, cache_dir=root / "cache", should_stop=take_turn)
+    orch_seconds = time.perf_counter() - started - sum(turns)
+    while seed.step():
+        pass
+    return seed, orch_seconds, history
 
 
 def _train_count(folder: Path) -> int:
