@@ -9,9 +9,11 @@ rm -rf "$ORCH_HOME" demo-data
 orch() { .venv/bin/orch "$@"; }
 
 orch data synth demo-data --train 400 --val 200 --test 200 --size 32 --seed 0
-orch worker > "$PWD/demo-worker.log" 2>&1 &
+# Not through the function: $! must be the worker itself. SIGTERM is Celery's warm shutdown
+# (a background job of a script ignores SIGINT).
+.venv/bin/orch worker > "$PWD/demo-worker.log" 2>&1 &
 worker=$!
-trap 'kill -INT $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
+trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
 
 orch submit ablation --data demo-data/train --val demo-data/val --model resnet18 \
     --norm bn,ln,in --seeds 0,1 --epochs 3 --image-size 32 --batch-size 64 --lr 0.002 --wait
