@@ -13,8 +13,8 @@ from orchestrator.context import Context
 from shared.config import redact
 from shared.errors import OrchError
 
-# (module in orchestrator.commands, attribute): registered lazily-imported but eagerly added,
-# so `orch --help` lists them all. Command modules import only click and light shared modules.
+# (module in orchestrator.commands, attribute): all added at start so `orch --help` lists them;
+# command modules import only click and light shared modules (heavy ones inside the commands).
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("submit", "submit"),
     ("status", "status"),
@@ -95,13 +95,7 @@ def main(ctx: click.Context, home: str | None) -> None:
 
 def _register() -> None:
     for module_name, attr in COMMANDS:
-        try:
-            module = importlib.import_module(f"orchestrator.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"orchestrator.commands.{module_name}":
-                continue  # command not built yet
-            raise
-        main.add_command(getattr(module, attr))
+        main.add_command(getattr(importlib.import_module(f"orchestrator.commands.{module_name}"), attr))
 
 
 _register()
