@@ -44,7 +44,8 @@ def report(obj: Context, study_id: int | None, metric: str, fmt: str, per_job: b
     elif fmt in ("csv", "md"):
         click.echo(render(for_display(ranked, metric, grouped), fmt))
     elif not ranked:
-        click.echo("no finished epochs yet: start a worker (orch worker) and submit a job (orch submit train --help)")
+        click.echo("no epochs recorded yet: `orch status` shows queued and running jobs "
+                   "(is a worker running? `orch worker`); to start one: `orch submit train --help`")
     else:
         title = f"study {study_id}: {metric} mean ± std over seeds" if grouped else f"leaderboard by {metric}"
         print_table(for_display(ranked, metric, grouped), title=title)
