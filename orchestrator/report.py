@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from shared.store import Job, JobKind, Score
 
-from orchestrator.commands.report import METRICS
+from orchestrator.metrics import METRICS
 CONFIG_KEYS = ("model", "norm", "groups", "width", "lr", "batch_size")
 
 

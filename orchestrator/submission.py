@@ -5,7 +5,7 @@ Everything is validated before anything is written: a grid with one bad cell que
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,13 +103,6 @@ class Queued:
     skipped: list[int] = field(default_factory=list)  # cells already done or running (idempotent studies)
     study_id: int | None = None
 
-
-def describe_grid(specs: Sequence[TrainSpec]) -> str:
-    return f"{len(specs)} cell{'s' if len(specs) != 1 else ''}"
-
-
-def unique(values: Iterable[Any]) -> list[Any]:
-    return list(dict.fromkeys(values))
 
 
 def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,

@@ -5,10 +5,8 @@ import json
 
 import click
 
-# name -> higher is better; kept here so --help needs no database imports
-METRICS = {"val_acc": True, "val_loss": False, "test_acc": True, "images_per_s": True}
-
 from orchestrator.context import Context, pass_context
+from orchestrator.metrics import METRICS
 from orchestrator.tables import print_table, render
 from shared.errors import OrchError
 
