@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from shared.broker_fs import TRANSPORT_PATH
 from shared.config import DEFAULT_QUEUE, Settings
 
 # job kind -> task name: what Flower shows, with the job id as the only argument
@@ -68,6 +69,8 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         task_track_started=True,
         task_default_queue=DEFAULT_QUEUE,
+        # the embedded broker: kombu's filesystem transport with atomic sends (see broker_fs)
+        broker_transport=TRANSPORT_PATH if settings.embedded_broker else None,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits out a broker restart

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shared.broker_fs import is_temp_message
 from shared.config import Settings, redact
 from shared.queue import broker_folders
 from shared.store import Store
@@ -60,6 +61,9 @@ def prune_broker(settings: Settings, max_age: float = STALE_MESSAGE_S) -> int:
     removed = _remove_older(folders["processed"].iterdir(), now - 60.0)
     stale_queues: set[str] = set()
     for path in folders["queue"].iterdir():
+        if is_temp_message(path.name):  # a sender died between writing and renaming it
+            removed += _remove_older([path], now - max_age)
+            continue
         queue = path.name.partition(".")[2].removesuffix(".msg")
         if not is_monitor_queue(queue) or _age(path, now) < max_age:
             continue

@@ -32,9 +32,12 @@ def test_stale_event_queues_are_unbound_and_emptied_work_queues_kept(tmp_path: P
     done = folders["processed"] / "1_x.orch.msg"
     done.write_text("{}")
     os.utime(done, (time.time() - 120, time.time() - 120))
+    orphan = folders["queue"] / ".1_x.orch.msg.tmp"  # a sender killed before its rename
+    orphan.write_text("{")
+    os.utime(orphan, (time.time() - 600, time.time() - 600))
 
     removed = prune_broker(settings)
 
-    assert removed == 2 and not gone.exists() and not done.exists()
+    assert removed == 3 and not gone.exists() and not done.exists() and not orphan.exists()
     assert live.exists() and work.exists()
     assert json.loads(table.read_text()) == [["worker.#", "", "celeryev.live"]]
