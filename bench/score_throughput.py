@@ -7,58 +7,49 @@ predicted class per image, so each timing includes loading the model and decodin
 - seed: for each file in id order, PIL open, torchvision Resize/CenterCrop/ToTensor/Normalize,
   resnet18 forward at batch size 1 in fp32 under no_grad, argmax;
 - orch: `shared.engine.score` with ScoreSpec's defaults (batch size, precision auto), a cold
-  decode cache: what one `orch submit score` shard runs.
-- orch, channels_last: the same pipeline with the input in channels_last on the CPU too. `auto`
-  and `fp32` keep NCHW on a CPU without native bf16 (a training measurement, see
-  shared/engine/precision.py); for batched inference this line measures whether that still holds.
-The weights are an untrained resnet18 whose BatchNorm statistics were set on these images, so
-its predictions depend on the input (they are not all one class); agreement measures numerics
-(batching, bf16 where `auto` picks it), not skill.
+  decode cache: what one `orch submit score` shard runs. On an x86 CPU `auto` is int8
+  (shared/engine/quantize.py), and the time includes its calibration pass and fp32 check.
+- orch, fp32 and bf16: the same with --precision fp32 (what batching alone gives) and bf16.
+The network is resnet18 trained for 3 epochs on 400 other synth images at the same size (the
+bench trains it first, about a minute), so agreement measures the arithmetic on a real
+classifier: batching, and int8 or bf16 where `auto` picks them.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from shared.data import list_numbered, load_listing, scan, write_synthetic
+from shared.data import list_numbered, write_synthetic
 from shared.data.augment import MEAN, STD
 from shared.engine import load_for_inference, score
-from shared.engine.checkpoint import model_for, save_atomic
-from shared.engine.infer import probabilities
-from shared.engine.precision import default_device, resolve
+from shared.engine.precision import cpu_has_native_bf16, default_device
+from shared.engine.quantize import CALIBRATION_IMAGES
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
 
 CLASSES = ["cat", "dog"]
 
 
-def make_checkpoint(path: Path, folder: Path, size: int) -> None:
-    """resnet18 with BatchNorm statistics measured on (up to) 64 of the images, in orch's format."""
-    from shared.data.cache import decode
+def train_checkpoint(root: Path, size: int) -> tuple[Path, float]:
+    """(best checkpoint, its val accuracy): resnet18 trained by orch's engine on synth images at `size` px.
 
-    torch.manual_seed(0)
-    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=size), data=str(folder))
-    model = model_for(spec, CLASSES)
-    files = [p for _, p in list_numbered(folder)[:64]]
-    batch = torch.from_numpy(np.stack([decode(p, size) for p in files])).permute(0, 3, 1, 2).float() / 255
-    batch = (batch - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # a cumulative average over the calibration passes
-    model.train()
-    with torch.no_grad():
-        for chunk in batch.split(16):
-            model(chunk)
-    save_atomic({"model": model.state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 0, "rng": {},
-                 "spec": spec.model_dump(mode="json"), "classes": CLASSES, "history": [], "best_val_acc": 0.0,
-                 "best_epoch": 0}, path)
+    A trained network, not a random one: a random network's logits are near ties, so any change
+    of arithmetic flips its predictions, and agreement would measure noise instead of fidelity.
+    """
+    from shared.engine import train
+
+    write_synthetic(root / "train", classes=CLASSES, counts={"train": 400, "val": 100}, size=size, seed=1)
+    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=size), data=str(root / "train" / "train"),
+                     val=str(root / "train" / "val"), epochs=3, batch_size=32, lr=1e-3)
+    result = train(spec, root / "work", cache_dir=root / "train-cache")
+    return Path(result["best_checkpoint"]), float(result["best_val_acc"])
 
 
 def seed_loop(checkpoint: Path, folder: Path) -> tuple[list[int], float]:
@@ -79,23 +70,13 @@ def seed_loop(checkpoint: Path, folder: Path) -> tuple[list[int], float]:
     return predictions, time.perf_counter() - started
 
 
-def orch_scoring(checkpoint: Path, folder: Path, cache: Path) -> tuple[list[int], float]:
+def orch_scoring(checkpoint: Path, folder: Path, cache: Path,
+                 precision: str | None = None) -> tuple[dict[str, Any], float]:
     defaults = ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out="/dev/null")
     started = time.perf_counter()
-    out = score(checkpoint, folder, batch_size=defaults.batch_size, precision=defaults.precision, cache_dir=cache)
-    return list(out["labels"]), time.perf_counter() - started
-
-
-def channels_last_scoring(checkpoint: Path, folder: Path, cache: Path) -> tuple[list[int], float]:
-    """engine.score's steps with channels_last forced on: what `resolve` would pick if it chose it."""
-    defaults = ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out="/dev/null")
-    started = time.perf_counter()
-    model, spec, _ = load_for_inference(checkpoint)
-    images = load_listing(scan(folder), spec.model.image_size, cache)
-    device = default_device()
-    prec = dataclasses.replace(resolve(defaults.precision, device), channels_last=True)
-    probs = probabilities(model.to(device), images, defaults.batch_size, prec, device)
-    return [int(p) for p in probs.argmax(axis=1)], time.perf_counter() - started
+    out = score(checkpoint, folder, batch_size=defaults.batch_size, precision=precision or defaults.precision,
+                cache_dir=cache)
+    return out, time.perf_counter() - started
 
 
 def main() -> None:
@@ -106,24 +87,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="orch-score-bench-") as tmp:
         root = Path(tmp)
         write_synthetic(root / "data", classes=CLASSES, counts={"test": args.n}, size=args.size)
-        folder, checkpoint = root / "data" / "test", root / "best.pt"
-        make_checkpoint(checkpoint, folder, args.size)
+        folder = root / "data" / "test"
+        started = time.perf_counter()
+        checkpoint, val_acc = train_checkpoint(root, args.size)
+        print(f"trained resnet18 at {args.size} px for 3 epochs in {time.perf_counter() - started:.0f} s: "
+              f"val accuracy {val_acc:.1%}")
         for _, path in list_numbered(folder):
             path.read_bytes()  # both sides then read from the page cache
         seed, seed_s = seed_loop(checkpoint, folder)
         fast, fast_s = orch_scoring(checkpoint, folder, root / "cache")
-        cl, cl_s = channels_last_scoring(checkpoint, folder, root / "cache-cl")
+        fp32, fp32_s = orch_scoring(checkpoint, folder, root / "cache-fp32", precision="fp32")
+        bf16, bf16_s = orch_scoring(checkpoint, folder, root / "cache-bf16", precision="bf16")
     device = default_device()
-    prec = resolve(ScoreSpec.model_fields["precision"].default, device)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device.type}")
     print(f"data: {args.n} synth JPEGs at {args.size} px, resnet18, {len(CLASSES)} classes; "
           f"seed predicts {np.bincount(seed, minlength=len(CLASSES)).tolist()} per class")
+    if fast.get("int8_agreement") is not None:
+        print(f"int8 check on {CALIBRATION_IMAGES} calibration images: {fast['int8_agreement']:.1%} agree with fp32"
+              f"{'; fell back: ' + fast['int8_fallback'] if fast['int8_fallback'] else ''}")
     batch = ScoreSpec.model_fields["batch_size"].default
+    native = "" if device.type == "cuda" or cpu_has_native_bf16() else ", emulated on this CPU"
     line("seed (batch 1, fp32, PIL per file)", args.n, seed_s, seed_s, seed, seed)
-    line(f"orch defaults (batch {batch}, {prec.name}{', channels_last' if prec.channels_last else ', NCHW'})",
-         args.n, fast_s, seed_s, fast, seed)
-    line(f"orch, channels_last (batch {batch}, {prec.name})", args.n, cl_s, seed_s, cl, seed)
+    line(f"orch defaults (batch {batch}, {fast['precision']})", args.n, fast_s, seed_s, fast["labels"], seed)
+    line(f"orch --precision fp32 (batch {batch})", args.n, fp32_s, seed_s, fp32["labels"], seed)
+    line(f"orch --precision bf16 (batch {batch}{native})", args.n, bf16_s, seed_s, bf16["labels"], seed)
 
 
 def line(name: str, n: int, seconds: float, baseline_s: float, predicted: list[int], fp32: list[int]) -> None:

@@ -167,5 +167,9 @@ def totals(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     labelled = sum(r.get("labelled", 0) for r in results)
     correct = sum(r.get("correct", 0) for r in results)
     seconds = sum(r.get("seconds", 0.0) for r in results)
+    # what arithmetic ran: one name when every shard agreed (int8 may fall back shard by shard)
+    ran = sorted({r["precision"] for r in results if r.get("precision")})
+    fallbacks = sorted({r["int8_fallback"] for r in results if r.get("int8_fallback")})
     return {"n": n, "accuracy": correct / labelled if labelled else None,
-            "labelled": labelled, "images_per_s": n / seconds if seconds > 0 else None}
+            "labelled": labelled, "images_per_s": n / seconds if seconds > 0 else None,
+            "precision": ",".join(ran) or None, **({"int8_fallback": fallbacks[0]} if fallbacks else {})}

@@ -25,6 +25,8 @@ NORMS: tuple[str, ...] = get_args(Norm)
 Stem = Literal["auto", "imagenet", "small"]
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+ScorePrecision = Literal["auto", "fp32", "bf16", "int8"]  # int8: quantized inference on an x86 CPU
+SCORE_PRECISIONS: tuple[str, ...] = get_args(ScorePrecision)
 Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["cosine", "step", "none"]
 
@@ -129,11 +131,12 @@ class ScoreSpec(Spec):
     data: str  # absolute path of the folder to score
     out: str  # absolute path of the CSV to write
     labels: str | None = None  # an `id,label` CSV
-    batch_size: int = Field(256, ge=1, le=65_536)
+    # 64: on the CPUs measured, int8 and fp32 inference run faster at 32-64 than at 256 (cache-sized)
+    batch_size: int = Field(64, ge=1, le=65_536)
     shards: int = Field(1, ge=1, le=1024)
     probs: bool = False
     header: bool = False
-    precision: Precision = "auto"
+    precision: ScorePrecision = "auto"
 
 
 S = TypeVar("S", bound=Spec)

@@ -15,7 +15,7 @@ import click
 from orchestrator.context import Context, pass_context
 from shared.config import DEFAULT_QUEUE
 from shared.errors import CheckpointError, OrchError, SpecError
-from shared.spec import PRECISIONS
+from shared.spec import SCORE_PRECISIONS
 
 if TYPE_CHECKING:
     from shared.data import Listing
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 @click.option("--out", required=True, help="CSV to write (atomically, when every shard is done).")
 @click.option("--labels", help="An id,label CSV: the test accuracy is recorded and shown by orch report.")
 @click.option("--shards", type=int, help="Split the folder into N tasks for N workers [1].")
-@click.option("--batch-size", type=int, help="Images per forward pass [256].")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="auto: bf16 where the hardware has it [auto].")
+@click.option("--batch-size", type=int, help="Images per forward pass [64]; a GPU may like more.")
+@click.option("--precision", type=click.Choice(SCORE_PRECISIONS),
+              help="auto: bf16 on a GPU or a CPU with native bf16, else int8 on x86 CPUs (checked against "
+                   "fp32 on a sample first, fp32 if it disagrees) [auto].")
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
 @click.option("--header", is_flag=True, help="Start the CSV with a header row.")
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to.")

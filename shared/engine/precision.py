@@ -1,11 +1,12 @@
 """Numeric precision: where bf16 autocast and channels_last pay off, and where they do not.
 
 `auto` means bf16 autocast on CUDA, or on a CPU with native bf16 (AMX or AVX512-BF16), and fp32
-elsewhere: a CPU without them emulates bf16, 2.8x slower than fp32 (resnet18 training at 112 px
-on the 2-core Cascade Lake these notes were measured on: 49.5 vs 17.6 images/s). channels_last
-is used everywhere: on that CPU oneDNN's fp32 convolutions train 1.07-1.25x faster in it (64 to
-224 px) and infer 1.2-1.6x faster, measured step by step in alternation with NCHW. Weights stay
-fp32 under autocast, so checkpoints always hold fp32.
+elsewhere; scoring on an x86 CPU runs int8 instead (see quantize.py). A CPU without native
+bf16 emulates it, 2.8x slower than fp32 (resnet18 training at 112 px on the 2-core Cascade Lake
+these notes were measured on: 49.5 vs 17.6 images/s). channels_last is used everywhere: on that
+CPU oneDNN's fp32 convolutions train 1.07-1.25x faster in it (64 to 224 px) and infer 1.2-1.6x
+faster, measured step by step in alternation with NCHW. Weights stay fp32 under autocast, so
+checkpoints always hold fp32.
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from pathlib import Path
 
 import torch
 
+from shared.engine.quantize import int8_supported
+
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @dataclass(frozen=True)
 class Precision:
-    name: str  # "bf16" or "fp32": what runs
+    name: str  # "bf16", "fp32" or "int8" (scoring, quantized by quantize.py): what runs
     autocast_dtype: torch.dtype | None
     channels_last: bool
 
@@ -31,13 +34,24 @@ class Precision:
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
 
-def resolve(precision: str, device: torch.device) -> Precision:
-    """The Precision that `precision` (auto, fp32, bf16) means on `device`."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision: {precision!r} is not one of auto, fp32, bf16")
-    native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
-    if precision == "bf16" or (precision == "auto" and native_bf16):
+def resolve(precision: str, device: torch.device, *, scoring: bool = False) -> Precision:
+    """The Precision that `precision` (auto, fp32, bf16; int8 when scoring) means on `device`.
+
+    Scoring on an x86 CPU quantizes to int8 under `auto` (see quantize.py: 2.2x bf16 and 4.6x fp32
+    on an AVX512-BF16 EPYC); training, and validation during training, never do. int8 asked for
+    on a GPU runs fp32: the int8 kernels are the CPU's.
+    """
+    allowed = ("auto", "fp32", "bf16", "int8") if scoring else ("auto", "fp32", "bf16")
+    if precision not in allowed:
+        raise ValueError(f"precision: {precision!r} is not one of {', '.join(allowed)}")
+    cpu_int8 = device.type == "cpu" and int8_supported()
+    if precision == "auto":
+        native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
+        precision = "int8" if scoring and cpu_int8 else "bf16" if native_bf16 else "fp32"
+    if precision == "bf16":
         return Precision("bf16", torch.bfloat16, channels_last=True)
+    if precision == "int8" and cpu_int8:
+        return Precision("int8", None, channels_last=True)
     return Precision("fp32", None, channels_last=True)
 
 

@@ -5,43 +5,75 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from shared.config import load_settings
+from shared.data.augment import to_input
 from shared.data.images import ImageSet, load_listing, remap_labels
 from shared.data.layouts import Listing, scan
 from shared.engine.checkpoint import load_for_inference
 from shared.engine.infer import probabilities
-from shared.engine.precision import default_device, resolve
+from shared.engine.precision import Precision, default_device, resolve
+from shared.engine.quantize import calibration_positions, quantize
 from shared.errors import DataError
 
 
-def score(checkpoint: Path, folder: Path, *, batch_size: int = 256, precision: str = "auto",
+def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: str = "auto",
           items: list[tuple[int, Path]] | None = None, labels: dict[int, int] | None = None,
           cache_dir: Path | None = None) -> dict[str, Any]:
     """Predict every image of `folder` (or just `items`, a shard's (id, path) pairs).
 
     Returns ids (numeric order for a numbered folder; positions for a labelled one), labels
     (predicted class index), probs (n x classes float32 array), classes, accuracy (against `labels`,
-    else the folder's own labels, else None) and n.
+    else the folder's own labels, else None), n, and the precision that ran (with int8_agreement
+    and int8_fallback when int8 was asked for: see quantize.py).
     """
     model, spec, classes = load_for_inference(Path(checkpoint))
-    listing = _listing(Path(folder), items)
+    full = scan(Path(folder))
+    listing = _listing(full, items)
     truth = listing.labels and remap_labels(listing, classes)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     images = load_listing(listing, spec.model.image_size, cache, labels=truth or None)
     device = default_device()
-    prec = resolve(precision, device)
-    probs = probabilities(model.to(device), images, batch_size, prec, device)
+    prec = resolve(precision, device, scoring=True)
+    # if int8 fails its check: what auto would run without it, or fp32 when int8 was asked for
+    fallback = resolve("auto" if precision == "auto" else "fp32", device)
+    model, prec, int8 = _maybe_int8(model.to(device), prec, fallback, full, spec.model.image_size, cache)
+    probs = probabilities(model, images, batch_size, prec, device)
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     known = labels if labels is not None else (dict(zip(images.ids, truth)) if truth else None)
     return {"ids": list(images.ids), "labels": [int(p) for p in predicted], "probs": probs,
             "classes": classes, "accuracy": _accuracy(images, predicted, known, len(classes)),
-            "n": len(images)}
+            "n": len(images), "precision": prec.name, **int8}
 
 
-def _listing(folder: Path, items: list[tuple[int, Path]] | None) -> Listing:
+def _maybe_int8(model: nn.Module, prec: Precision, fallback: Precision, full: Listing, size: int,
+                cache: Path) -> tuple[nn.Module, Precision, dict[str, Any]]:
+    """The int8 network and its check, or the model as it is, `fallback` and why, when `prec` asks for int8."""
+    if prec.name != "int8":
+        return model, prec, {}
+    sample = _subset_listing(full, calibration_positions(len(full.files)))
+    try:
+        batch, _ = load_listing(sample, size, cache).batch(np.arange(len(sample.files)))
+    except DataError:  # a corrupt file in another shard's slice: that shard reports it, not this one
+        return model, fallback, {"int8_agreement": None, "int8_fallback": "int8: a calibration image is unreadable"}
+    result = quantize(model, to_input(batch, channels_last=prec.channels_last))
+    check = {"int8_agreement": result.agreement, "int8_fallback": result.reason}
+    if result.model is None:
+        return model, fallback, check
+    return result.model, prec, check
+
+
+def _subset_listing(full: Listing, positions: Any) -> Listing:
+    pick = [int(p) for p in positions]
+    labels = None if full.labels is None else [full.labels[p] for p in pick]
+    return Listing(full.folder, full.layout, [full.files[p] for p in pick], labels, full.classes,
+                   [full.ids[p] for p in pick])
+
+
+def _listing(full: Listing, items: list[tuple[int, Path]] | None) -> Listing:
     """The folder's listing, or the slice `items` names (keeping the folder's labels where it has them)."""
-    full = scan(folder)
+    folder = full.folder
     if items is None:
         return full
     ordered = sorted(items, key=lambda item: item[0])

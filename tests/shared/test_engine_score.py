@@ -11,6 +11,7 @@ import torch
 from shared.data import list_numbered, read_labels_csv, write_synthetic
 from shared.engine import load_for_inference, score, train
 from shared.engine.precision import resolve
+from shared.engine.quantize import int8_supported
 from shared.errors import CheckpointError
 from tests.shared.data_helpers import one_thread, tiny_spec
 
@@ -90,7 +91,50 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve("auto", cuda).name == "bf16" and resolve("fp32", cuda).channels_last
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert resolve("auto", cpu).name == "bf16"
+    assert resolve("auto", cpu, scoring=True).name == ("int8" if int8_supported() else "bf16")
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
-    assert resolve("auto", cpu).name == "fp32"
+    assert resolve("auto", cpu).name == "fp32"  # training never quantizes
+    assert resolve("auto", cpu, scoring=True).name == ("int8" if int8_supported() else "fp32")
+    assert resolve("auto", cuda, scoring=True).name == "bf16" and resolve("int8", cuda, scoring=True).name == "fp32"
     with pytest.raises(ValueError, match="precision"):
         resolve("fp16", cpu)
+    with pytest.raises(ValueError, match="precision: 'int8' is not one of auto, fp32, bf16"):
+        resolve("int8", cpu)
+
+
+needs_int8 = pytest.mark.skipif(not int8_supported(), reason="this torch has no x86 int8 backend")
+
+
+@needs_int8
+def test_int8_scoring_matches_fp32_and_says_so(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, ckpt = trained
+    fp32 = score(ckpt, data / "val", precision="fp32", cache_dir=tmp_path)
+    int8 = score(ckpt, data / "val", precision="int8", cache_dir=tmp_path)
+    assert fp32["precision"] == "fp32" and "int8_agreement" not in fp32
+    assert int8["precision"] == "int8" and int8["int8_fallback"] is None and int8["int8_agreement"] >= 0.99
+    assert int8["labels"] == fp32["labels"] and int8["accuracy"] == fp32["accuracy"]
+    assert np.abs(np.asarray(int8["probs"]) - np.asarray(fp32["probs"])).max() < 0.1  # approximate, not equal
+    items = list_numbered(data / "test")
+    whole = score(ckpt, data / "test", precision="int8", cache_dir=tmp_path)
+    part = score(ckpt, data / "test", precision="int8", items=items[5:], cache_dir=tmp_path)
+    # calibrated on the whole folder, not the shard: a shard's rows are the unsharded run's rows
+    assert np.array_equal(np.asarray(part["probs"]), np.asarray(whole["probs"])[5:])
+
+
+@needs_int8
+def test_int8_falls_back_to_fp32_with_the_reason(trained: tuple[Path, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.engine.quantize as quantize
+
+    data, ckpt = trained
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no network can pass: the check must refuse it
+    out = score(ckpt, data / "val", precision="int8", cache_dir=tmp_path)
+    assert out["precision"] == "fp32" and out["int8_agreement"] == 1.0
+    assert "int8 agreed with fp32 on 100.0% of the calibration images" in out["int8_fallback"]
+
+    class DataDependent(torch.nn.Module):  # control flow on values: FX cannot trace it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean((2, 3)) if x.sum() > 0 else -x.mean((2, 3))
+
+    refused = quantize.quantize(DataDependent(), torch.randn(4, 3, 8, 8))
+    assert refused.model is None and refused.reason.startswith("int8 unavailable for this network")

@@ -63,7 +63,7 @@ def test_assemble_concatenates_parts_in_shard_order_with_totals(tmp_path: Path) 
     out = tmp_path / "out" / "preds.csv"
     result = assemble(out, [done(6, 1, b, 1, 1, 1), done(5, 0, a, 2, 1, 2)], header="id,label\n")
     assert out.read_text() == "id,label\n0,1\n1,0\n2,1\n"
-    assert result == {"n": 3, "accuracy": 2 / 3, "labelled": 3, "images_per_s": 1.5}
+    assert result == {"n": 3, "accuracy": 2 / 3, "labelled": 3, "images_per_s": 1.5, "precision": None}
     assert not [p for p in out.parent.iterdir() if p.name != "preds.csv"]  # no temp file left
 
 
@@ -100,7 +100,16 @@ def test_parent_outcome() -> None:
 
 
 def test_totals_without_labels_or_time() -> None:
-    assert totals([{"n": 4, "seconds": 0.0}]) == {"n": 4, "accuracy": None, "labelled": 0, "images_per_s": None}
+    assert totals([{"n": 4, "seconds": 0.0}]) == {"n": 4, "accuracy": None, "labelled": 0, "images_per_s": None,
+                                                  "precision": None}
+
+
+def test_totals_name_the_precision_that_ran_and_any_int8_fallback() -> None:
+    int8 = {"n": 2, "seconds": 1.0, "precision": "int8", "int8_fallback": None}
+    assert totals([int8, int8])["precision"] == "int8" and "int8_fallback" not in totals([int8, int8])
+    fell = {"n": 2, "seconds": 1.0, "precision": "bf16", "int8_fallback": "int8 agreed with fp32 on 90.0%"}
+    mixed = totals([int8, fell])
+    assert mixed["precision"] == "bf16,int8" and mixed["int8_fallback"] == "int8 agreed with fp32 on 90.0%"
 
 
 def listing(ids: list[int], classes: list[str] | None = None) -> Listing:

@@ -89,8 +89,9 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
         out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
                     items=items, cache_dir=ctx.settings.cache_dir)
         ids, predicted, probs, classes = out["ids"], out["labels"], out["probs"], out["classes"]
+        ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback") if k in out}
     else:  # more shards than images: an empty part keeps the shard arithmetic simple
-        ids, predicted, probs, classes = [], [], [], []
+        ids, predicted, probs, classes, ran = [], [], [], [], {}
     seconds = time.perf_counter() - started
     if classes:
         _check_classes(listing, labels, classes)
@@ -99,7 +100,7 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     part.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(part, [format_rows(ids, predicted, probs if spec.probs else None)])
     return {"part": str(part), "n": len(ids), "correct": correct, "labelled": labelled,
-            "seconds": round(seconds, 3), "classes": list(classes)}
+            "seconds": round(seconds, 3), "classes": list(classes), **ran}
 
 
 def _check_classes(listing: Any, labels: dict[int, int] | None, classes: list[str]) -> None:
