@@ -144,6 +144,14 @@ def requeue_expired(store: Store, ttl: float) -> list[Job]:
     return requeued
 
 
+def awaiting_delivery(store: Store) -> list[Job]:
+    """Queued jobs that should have a task message in the broker: trains, score shards, and score
+    jobs sent for assembly (a sharded score job waits for its shards without one)."""
+    with store.session() as s:
+        return list(s.scalars(select(Job).where(
+            Job.status == JobStatus.queued, or_(Job.kind != JobKind.score, Job.heartbeat_at.is_not(None)))).all())
+
+
 def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]]:
     """Queued jobs become cancelled at once; running ones are flagged for their worker to stop."""
     outcome: dict[str, list[int]] = {"cancelled": [], "stopping": [], "unchanged": []}
