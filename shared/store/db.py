@@ -51,6 +51,26 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+@contextmanager
+def _setup_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time turns on WAL and migrates a SQLite file.
+
+    A worker and a CLI started together on a fresh home both found no schema and both ran the
+    migration: "table ... already exists" or "database is locked" (switching to WAL needs the
+    whole file). The lock sits beside the database; PostgreSQL is migrated by `orch db upgrade`.
+    """
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    path = Path(database).with_name(Path(database).name + ".setup.lock")
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
@@ -91,8 +111,9 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
         settings.home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     if migrate if migrate is not None else embedded:
-        if current_revision(engine) != head_revision():
-            upgrade(engine)
+        with _setup_lock(engine):
+            if current_revision(engine) != head_revision():
+                upgrade(engine)
     elif current_revision(engine) != head_revision():
         engine.dispose()
         raise ConfigError("database schema is not current: run `orch db upgrade` first")

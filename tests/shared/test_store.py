@@ -134,3 +134,37 @@ def test_score_parents_whose_shards_ended_are_settled_once(store: Store) -> None
     assert store_jobs.settle_score_parents(store) == []  # sent once, not on every sweep
     assert status(store, bad_parent).status == "failed" and "corrupt image" in status(store, bad_parent).error
     assert status(store, ok_parent).status == "queued"
+
+
+def _open_and_add(home: str, start_at: float, results) -> None:  # a spawned process: module level
+    import os
+
+    os.environ.pop("ORCH_DATABASE_URL", None)
+    while time.time() < start_at:  # every process reaches open_store at the same moment
+        pass
+    try:
+        store = open_store(load_settings(Path(home)))
+        with store.session() as s:
+            store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d"))
+        results.put("ok")
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def test_processes_opening_a_fresh_embedded_store_together_all_succeed(tmp_path: Path) -> None:
+    """A worker and a CLI started together on a new home: one migrates, the others wait for it."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for trial in range(3):
+        home, results = tmp_path / f"home{trial}", ctx.Queue()
+        start_at = time.time() + 4  # after the spawned interpreters have imported everything
+        procs = [ctx.Process(target=_open_and_add, args=(str(home), start_at, results)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for proc in procs:
+            proc.join(30)
+        assert outcomes == ["ok"] * 4
+        with open_store(load_settings(home)).session() as s:
+            assert len(s.query(Job).all()) == 4
