@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 @click.option("--shards", type=int, help="Split the folder into N tasks for N workers [1].")
 @click.option("--batch-size", type=int, help="Images per forward pass [64]; a GPU may like more.")
 @click.option("--precision", type=click.Choice(SCORE_PRECISIONS),
-              help="auto: bf16 on a GPU or a CPU with native bf16, else int8 on x86 CPUs (checked against "
-                   "fp32 on a sample first, fp32 if it disagrees) [auto].")
+              help="auto: int8 on an x86 CPU, checked against fp32 on 16 of the images first (if they "
+                   "disagree: bf16 where the CPU has it, else fp32); bf16 on a GPU [auto].")
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
 @click.option("--header", is_flag=True, help="Start the CSV with a header row.")
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to.")
