@@ -106,19 +106,47 @@ needs_int8 = pytest.mark.skipif(not int8_supported(), reason="this torch has no 
 
 
 @needs_int8
-def test_int8_scoring_matches_fp32_and_says_so(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_int8_quantizes_a_network_with_clear_margins() -> None:
+    """A network whose logits are far apart: int8 must run, agree fully and stay close to fp32."""
+    from shared.engine.quantize import quantize
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(2, 2)).eval()
+    conv, fc = net[0], net[4]
+    with torch.no_grad():  # channel 0 = relu(x), channel 1 = relu(-x) of input channel 0; logits 5x those
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[0, 0, 1, 1], conv.weight[1, 0, 1, 1] = 1.0, -1.0
+        fc.weight.copy_(5 * torch.eye(2))
+        fc.bias.zero_()
+    signs = torch.tensor([1.0, -1.0] * 8).view(16, 1, 1, 1)
+    batch = (signs * (1 + torch.rand(16, 3, 8, 8))).contiguous(memory_format=torch.channels_last)
+    result = quantize(net, batch)
+    assert result.model is not None and result.reason is None and result.agreement == 1.0
+    with torch.inference_mode():
+        assert torch.allclose(result.model(batch), net(batch), atol=0.2)
+
+
+@needs_int8
+def test_int8_scoring_matches_fp32_or_says_why_not(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, ckpt = trained
     fp32 = score(ckpt, data / "val", precision="fp32", cache_dir=tmp_path)
     int8 = score(ckpt, data / "val", precision="int8", cache_dir=tmp_path)
     assert fp32["precision"] == "fp32" and "int8_agreement" not in fp32
-    assert int8["precision"] == "int8" and int8["int8_fallback"] is None and int8["int8_agreement"] >= 0.99
+    # the val folder's 12 images are all calibration images: int8 runs only if it agrees on every
+    # one, and a near tie on some CPU may make it fall back instead; either way the labels match
     assert int8["labels"] == fp32["labels"] and int8["accuracy"] == fp32["accuracy"]
-    assert np.abs(np.asarray(int8["probs"]) - np.asarray(fp32["probs"])).max() < 0.1  # approximate, not equal
+    if int8["precision"] == "int8":
+        assert int8["int8_fallback"] is None and int8["int8_agreement"] == 1.0
+        assert np.abs(np.asarray(int8["probs"]) - np.asarray(fp32["probs"])).max() < 0.1
+    else:
+        assert int8["precision"] == "fp32" and "agreed with fp32" in int8["int8_fallback"]
     items = list_numbered(data / "test")
     whole = score(ckpt, data / "test", precision="int8", cache_dir=tmp_path)
     part = score(ckpt, data / "test", precision="int8", items=items[5:], cache_dir=tmp_path)
     # calibrated on the whole folder, not the shard: a shard's rows are the unsharded run's rows
-    assert np.array_equal(np.asarray(part["probs"]), np.asarray(whole["probs"])[5:])
+    assert part["precision"] == whole["precision"]
+    assert np.allclose(np.asarray(part["probs"]), np.asarray(whole["probs"])[5:], atol=1e-5)
 
 
 @needs_int8
