@@ -14,25 +14,28 @@ if TYPE_CHECKING:
     from shared.store import Job
 
 
-def job_summary(job: "Job") -> dict[str, Any]:
+def job_summary(job: "Job", shards: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One row of `orch status`; `shards` is a score job's (succeeded, total) shard count."""
     spec = job.spec
     model = spec.get("model", {})
     last = job.epochs[-1] if job.epochs else None
+    # progress: epochs for training, shards for a score job (which stays queued while they run)
+    progress = f"{last.epoch}/{spec.get('epochs')}" if last else f"{shards[0]}/{shards[1]} shards" if shards else ""
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
         "model": model.get("arch") or "", "norm": model.get("norm") or "", "groups": model.get("groups", ""),
-        "seed": spec.get("seed", ""), "epoch": f"{last.epoch}/{spec.get('epochs')}" if last else "",
+        "seed": spec.get("seed", ""), "epoch": progress,
         "val_acc": round(last.val_acc, 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host or "", "error": job.error or "",
     }
 
 
-def job_detail(job: "Job") -> dict[str, Any]:
+def job_detail(job: "Job", shards: tuple[int, int] | None = None) -> dict[str, Any]:
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
                "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
     times = {k: (v.isoformat() if v else None) for k, v in
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
-    return {**job_summary(job), "spec": job.spec, "spec_hash": job.spec_hash, "parent_id": job.parent_id,
+    return {**job_summary(job, shards), "spec": job.spec, "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
             **times, "epochs": epochs}
 
@@ -54,16 +57,18 @@ def status(obj: Context, job_id: int | None, limit: int, as_json: bool) -> None:
     from sqlalchemy import select
 
     from shared.store import Job
+    from shared.store.jobs import shard_progress
 
     with obj.store.session() as s:
         if job_id is None:
             jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()
-            rows = [job_summary(job) for job in reversed(jobs)]
+            shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
+            rows = [job_summary(job, shards.get(job.id)) for job in reversed(jobs)]
         else:
             job = s.get(Job, job_id)
             if job is None:
                 raise OrchError(f"JOB_ID: no job {job_id}")
-            detail = job_detail(job)
+            detail = job_detail(job, shard_progress(s, [job.id]).get(job.id))
     if job_id is None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))

@@ -187,6 +187,16 @@ def shard_jobs(store: Store, parent_id: int) -> list[Job]:
         return list(s.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.shard)))
 
 
+def shard_progress(session: Session, parent_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """(succeeded, total) shards of each of these score jobs."""
+    counts: dict[int, tuple[int, int]] = {}
+    rows = session.execute(select(Job.parent_id, Job.status).where(Job.parent_id.in_(list(parent_ids))))
+    for parent_id, status in rows:
+        done, total = counts.get(parent_id, (0, 0))
+        counts[parent_id] = (done + (status == JobStatus.succeeded), total + 1)
+    return counts
+
+
 def parent_status(store: Store, parent_id: int) -> str | None:
     with store.session() as s:
         return s.scalar(select(Job.status).where(Job.id == parent_id))

@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import load_settings
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Checkpoint, JobStatus, Study, open_store
+from shared.store import Checkpoint, Job, JobStatus, Study, open_store
 from shared.store import jobs as store_jobs
 from tests.conftest import Orch
 
@@ -88,6 +88,14 @@ def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup:
         assert (shard["kind"], shard["parent_id"], shard["spec"]) == ("score_shard", ids["job_id"], parent["spec"])
     sent = [json.loads(p.read_text()) for p in (orch.home / "broker" / "queue").iterdir()]
     assert sorted(m["headers"]["task"] for m in sent) == ["orch.score_shard"] * 3
+    # the parent stays queued while its shards run; status shows how many are done
+    assert parent["epoch"] == "0/3 shards"
+    store = open_store(load_settings(orch.home))
+    with store.session() as s:
+        s.get(Job, ids["shard_job_ids"][1]).status = JobStatus.succeeded
+    store.dispose()
+    listed = {row["id"]: row for row in cli(orch, "status")}
+    assert listed[ids["job_id"]]["epoch"] == "1/3 shards" and listed[ids["shard_job_ids"][0]]["epoch"] == ""
 
 
 def test_best_of_picks_the_best_succeeded_job_of_the_study(setup: tuple[Orch, dict[str, str]], tmp_path: Path) -> None:
