@@ -52,7 +52,7 @@ def _maybe_int8(model: nn.Module, prec: Precision, fallback: Precision, full: Li
     """The int8 network and its check, or the model as it is, `fallback` and why, when `prec` asks for int8."""
     if prec.name != "int8":
         return model, prec, {}
-    sample = _subset_listing(full, calibration_positions(len(full.files)))
+    sample = _listing(full, [(full.ids[p], full.files[p]) for p in calibration_positions(len(full.files))])
     try:
         batch, _ = load_listing(sample, size, cache).batch(np.arange(len(sample.files)))
     except DataError:  # a corrupt file in another shard's slice: that shard reports it, not this one
@@ -62,13 +62,6 @@ def _maybe_int8(model: nn.Module, prec: Precision, fallback: Precision, full: Li
     if result.model is None:
         return model, fallback, check
     return result.model, prec, check
-
-
-def _subset_listing(full: Listing, positions: Any) -> Listing:
-    pick = [int(p) for p in positions]
-    labels = None if full.labels is None else [full.labels[p] for p in pick]
-    return Listing(full.folder, full.layout, [full.files[p] for p in pick], labels, full.classes,
-                   [full.ids[p] for p in pick])
 
 
 def _listing(full: Listing, items: list[tuple[int, Path]] | None) -> Listing:
