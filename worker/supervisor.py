@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from multiprocessing.connection import Connection
 import signal
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 

@@ -1,9 +1,10 @@
 """A learnable synthetic image set, so the demo and the tests need no download.
 
 Each image is a soft ellipse of stripes on a noisy background. The class sets only the stripes'
-orientation (a texture), mirror-symmetrically so that horizontal flips keep the class; every colour, the ellipse's place and size, the stripes' period and phase
-are drawn the same way for every class, so the mean colour says nothing about the class and a
-network must learn oriented filters, which takes a ResNet a few epochs.
+orientation (a texture), mirror-symmetrically so that horizontal flips keep the class; every
+colour, the ellipse's place and size, the stripes' period and phase are drawn the same way for
+every class, so the mean colour says nothing about the class and a network must learn oriented
+filters, which takes a ResNet a few epochs.
 """
 from __future__ import annotations
 
