@@ -131,7 +131,7 @@ class ScoreSpec(Spec):
     data: str  # absolute path of the folder to score
     out: str  # absolute path of the CSV to write
     labels: str | None = None  # an `id,label` CSV
-    # 64: on the CPUs measured, int8 and fp32 inference run faster at 32-64 than at 256 (cache-sized)
+    # 64: on the 2-core EPYC, int8, bf16 and fp32 scoring all ran faster at 64 than at 256 (BENCHMARKS.md)
     batch_size: int = Field(64, ge=1, le=65_536)
     shards: int = Field(1, ge=1, le=1024)
     probs: bool = False
