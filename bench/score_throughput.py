@@ -17,8 +17,6 @@ classifier: batching, and int8 or bf16 where `auto` picks them.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +32,7 @@ from shared.engine.precision import cpu_has_native_bf16, default_device
 from shared.engine.quantize import CALIBRATION_IMAGES
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
 
-CLASSES = ["cat", "dog"]
+from common import CLASSES, machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
 
 
 def train_checkpoint(root: Path, size: int) -> tuple[Path, float]:
@@ -86,21 +84,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="orch-score-bench-") as tmp:
         root = Path(tmp)
-        write_synthetic(root / "data", classes=CLASSES, counts={"test": args.n}, size=args.size)
-        folder = root / "data" / "test"
+        folder = synth_jpegs(root, "test", args.n, args.size)
         started = time.perf_counter()
         checkpoint, val_acc = train_checkpoint(root, args.size)
         print(f"trained resnet18 at {args.size} px for 3 epochs in {time.perf_counter() - started:.0f} s: "
               f"val accuracy {val_acc:.1%}")
-        for _, path in list_numbered(folder):
-            path.read_bytes()  # both sides then read from the page cache
         seed, seed_s = seed_loop(checkpoint, folder)
         fast, fast_s = orch_scoring(checkpoint, folder, root / "cache")
         fp32, fp32_s = orch_scoring(checkpoint, folder, root / "cache-fp32", precision="fp32")
         bf16, bf16_s = orch_scoring(checkpoint, folder, root / "cache-bf16", precision="bf16")
     device = default_device()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device.type}")
+    print(machine_line())
     print(f"data: {args.n} synth JPEGs at {args.size} px, resnet18, {len(CLASSES)} classes; "
           f"seed predicts {np.bincount(seed, minlength=len(CLASSES)).tolist()} per class")
     if fast.get("int8_agreement") is not None:

@@ -17,8 +17,6 @@ the run falls on both alike.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +25,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from shared.data import scan_labelled, write_synthetic
+from shared.data import scan_labelled
 from shared.data.augment import MEAN, STD
 from shared.engine import train
-from shared.engine.precision import cpu_has_native_bf16, default_device, resolve
+from shared.engine.precision import default_device, resolve
 from shared.spec import ModelSpec, TrainSpec
 
-CLASSES = ["cat", "dog"]
+from common import machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
 
 
 class SeedLoop:
@@ -135,10 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="orch-train-bench-") as tmp:
         root = Path(tmp)
-        write_synthetic(root / "data", classes=CLASSES, counts={"train": args.n}, size=args.size)
-        folder = root / "data" / "train"
-        for path in folder.iterdir():
-            path.read_bytes()  # both sides then read from the page cache
+        folder = synth_jpegs(root, "train", args.n, args.size)
         seed, orch_s, history = interleaved(folder, args.size, args.epochs, root)
         orch_n = args.epochs * _train_count(folder)
     report(args, seed.images, seed.seconds, orch_n, orch_s, history)
@@ -149,8 +144,7 @@ def report(args: argparse.Namespace, seed_n: int, seed_s: float, orch_n: int, or
     device = default_device()
     prec = resolve(TrainSpec.model_fields["precision"].default, device)
     seed_rate, orch_rate = seed_n / seed_s, orch_n / orch_s
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device.type}, native bf16: {cpu_has_native_bf16()}")
+    print(machine_line())
     print(f"data: {args.n} synth JPEGs at {args.size} px, resnet18 (ImageNet stem), {args.epochs} epochs")
     print(f"seed  (PIL per item, batch 128, fp32):              {seed_rate:7.1f} images/s  ({seed_s:.1f} s)")
     print(f"orch  (batch {TrainSpec.model_fields['batch_size'].default}, {prec.name}"
