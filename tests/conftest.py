@@ -18,6 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("ORCH_TEST_REDIS", "redis://127.0.0.1:6379")
 PG_ADMIN = os.environ.get("ORCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# The Redis database the cluster tests flush and use: two suites run side by side need two numbers.
+REDIS_DB = int(os.environ.get("ORCH_TEST_REDIS_DB", "9"))
 
 
 def reachable(host: str, port: int) -> bool:
@@ -116,8 +118,8 @@ def cluster_orch(tmp_path: Path) -> Iterator[Orch]:
     need_service("Redis", "127.0.0.1", 6379)
     import redis
 
-    redis.Redis.from_url(f"{REDIS_URL}/9").flushdb()
-    yield from cluster(tmp_path, f"{REDIS_URL}/9")
+    redis.Redis.from_url(f"{REDIS_URL}/{REDIS_DB}").flushdb()
+    yield from cluster(tmp_path, f"{REDIS_URL}/{REDIS_DB}")
 
 
 def cluster(tmp_path: Path, broker_url: str) -> Iterator[Orch]:
