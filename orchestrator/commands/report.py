@@ -1,7 +1,11 @@
-"""`orch report`: the leaderboard, per job or per config over seeds."""
+"""`orch report`: the leaderboard; for a study, configs over seeds with paired statistics, charts, HTML."""
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,40 +14,138 @@ from orchestrator.metrics import METRICS
 from orchestrator.tables import print_table, render
 from shared.errors import OrchError
 
+if TYPE_CHECKING:
+    from orchestrator.analysis.study import StudyAnalysis
+
+CHART_NAMES = ("final", "curves", "groups", "pareto")
+EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
+         "(is a worker running? `orch worker`); to start one: `orch submit train --help`")
+
 
 @click.command()
-@click.option("--study", "study_id", type=int, help="One study: configs grouped over seeds, mean ± std and n.")
+@click.option("--study", "study_ref", metavar="ID|NAME", help="One study: configs over seeds, paired statistics.")
+@click.option("--job", "job_list", metavar="IDS", help="Compare these jobs (e.g. 1,2,3), one curve each.")
 @click.option("--metric", type=click.Choice(list(METRICS)), default="val_acc", show_default=True,
               help="What ranks the rows (val_loss: lower is better).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True)
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
+@click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
+              "(e.g. 'norm=bn,groups=1'); default: the best config.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one self-contained HTML page (tables, statistics, every chart inline).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write one chart to FILE.png or FILE.svg.")
+@click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws "
+              "[default: final for --study, curves for --job].")
 @pass_context
-def report(obj: Context, study_id: int | None, metric: str, fmt: str, per_job: bool) -> None:
-    """Rank training runs: best val accuracy, loss, params, GMACs, images/s, test accuracy.
+def report(obj: Context, study_ref: str | None, job_list: str | None, metric: str, fmt: str, per_job: bool,
+           baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
+    """Rank training runs; for a study, answer it: intervals, paired tests, charts.
 
     \b
     Examples:
-      orch report                          # every training job, best first
-      orch report --study 3                # an ablation: mean ± std over seeds per config
-      orch report --study 3 --format md    # paste into a paper draft or a README
+      orch report                              # every training job, best first
+      orch report --study groups               # a study by name or id: configs over seeds, verdicts
+      orch report --study 3 --baseline 'norm=bn,groups=1' --format md
+      orch report --study 3 --html report.html # one offline page with every chart
+      orch report --study 3 --plot final.png --chart curves
+      orch report --job 4,7,9 --plot curves.svg
       orch report --metric test_acc --format csv > leaderboard.csv
     """
-    from orchestrator.report import for_display, group_over_seeds, job_rows, rank
-    from shared.store import Study
+    _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart)
+    if study_ref is None and job_list is None:
+        _leaderboard(obj, metric, fmt)
+        return
+    from orchestrator.analysis.study import analyse
+    from orchestrator.studies import study_for
+    from shared.store.report_reads import training_runs
 
     with obj.store.session() as s:
-        if study_id is not None and s.get(Study, study_id) is None:
-            raise OrchError(f"--study: no study {study_id}")
-        rows = job_rows(s, study_id)
-    grouped = study_id is not None and not per_job
-    ranked = group_over_seeds(rows, metric) if grouped else rank(rows, metric)
+        study = study_for(s, study_ref) if study_ref is not None else None
+        job_ids = _job_ids(job_list) if job_list is not None else None
+        runs = training_runs(s, study.id if study else None, job_ids)
+    if per_job:
+        _leaderboard(obj, metric, fmt, study.id if study else None)
+        return
+    if not runs:
+        click.echo(EMPTY)
+        return
+    analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None)
+    if html_path or plot_path:
+        _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"))
+    else:
+        _print_analysis(analysis, fmt)
+
+
+def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, baseline: str | None,
+                   html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
+    if study_ref is not None and job_list is not None:
+        raise OrchError("--job: give --study or --job, not both")
+    selected = study_ref is not None or job_list is not None
+    for name, given in (("--html", html_path), ("--plot", plot_path), ("--baseline", baseline)):
+        if given is not None and not selected:
+            raise OrchError(f"{name}: needs --study ID|NAME or --job IDS")
+    if per_job and study_ref is None:
+        raise OrchError("--per-job: needs --study ID|NAME")
+    if chart is not None and plot_path is None:
+        raise OrchError("--chart: needs --plot FILE.png|FILE.svg")
+    if plot_path is not None and plot_path.suffix.lower() not in (".png", ".svg"):
+        raise OrchError(f"--plot: the file must end in .png or .svg, got {plot_path.name!r}")
+
+
+def _job_ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise OrchError(f"--job: expected job ids like 1,2,3, got {text!r}") from None
+    if not ids:
+        raise OrchError(f"--job: expected job ids like 1,2,3, got {text!r}")
+    return ids
+
+
+def _leaderboard(obj: Context, metric: str, fmt: str, study_id: int | None = None) -> None:
+    from orchestrator.report import for_display, job_rows, rank
+
+    with obj.store.session() as s:
+        ranked = rank(job_rows(s, study_id), metric)
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
     elif fmt in ("csv", "md"):
-        click.echo(render(for_display(ranked, metric, grouped), fmt))
+        click.echo(render(for_display(ranked), fmt))
     elif not ranked:
-        click.echo("no epochs recorded yet: `orch status` shows queued and running jobs "
-                   "(is a worker running? `orch worker`); to start one: `orch submit train --help`")
+        click.echo(EMPTY)
     else:
-        title = f"study {study_id}: {metric} mean ± std over seeds" if grouped else f"leaderboard by {metric}"
-        print_table(for_display(ranked, metric, grouped), title=title)
+        print_table(for_display(ranked), title=f"leaderboard by {metric}")
+
+
+def _print_analysis(analysis: "StudyAnalysis", fmt: str) -> None:
+    from orchestrator.analysis.rows import csv_rows, data_rows, display_rows, settings_line, study_title, verdict_lines
+
+    if fmt == "json":
+        click.echo(json.dumps(data_rows(analysis), indent=2))
+    elif fmt == "csv":
+        click.echo(render(csv_rows(analysis), "csv"))
+    elif fmt == "md":
+        click.echo(f"**{study_title(analysis)}** ({settings_line(analysis)})\n\n{render(display_rows(analysis), 'md')}\n")
+        click.echo("\n".join(f"- {line}" for line in verdict_lines(analysis)))
+    else:
+        print_table(display_rows(analysis), title=f"{study_title(analysis)}\n{settings_line(analysis)}")
+        width = shutil.get_terminal_size((100, 24)).columns
+        click.echo("\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in verdict_lines(analysis)))
+
+
+def _write_files(analysis: "StudyAnalysis", html_path: Path | None, plot_path: Path | None, chart: str) -> None:
+    from orchestrator.analysis.charts import CHARTS, save
+    from orchestrator.analysis.html import page
+
+    if plot_path is not None:
+        figure = CHARTS[chart](analysis)
+        if figure is None:
+            raise OrchError(f"--chart: this selection has no {chart} chart "
+                            f"({'its configs keep groups fixed' if chart == 'groups' else 'no GMACs recorded'})")
+        save(figure, plot_path)
+        click.echo(f"wrote {plot_path} ({chart} chart)")
+    if html_path is not None:
+        text, drawn = page(analysis)
+        html_path.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {html_path} (charts: {', '.join(drawn)})")

@@ -1,6 +1,7 @@
 """A training job: the shared engine, with each epoch and checkpoint recorded under the lease."""
 from __future__ import annotations
 
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ from worker.context import JobContext
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
+    import torch
+
     from shared.engine import train
     from shared.models import describe
 
@@ -37,4 +40,6 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
         "best_checkpoint": str(Path(result["best_checkpoint"])),
+        # what ran it: the report shows them beside the results (a worker may differ from the CLI)
+        "versions": {"orch": package_version("orch"), "torch": torch.__version__},
     }

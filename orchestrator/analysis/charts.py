@@ -1,0 +1,211 @@
+"""The report's charts, drawn with matplotlib's object API on the Agg canvas (no pyplot, no display).
+
+Each chart function takes a StudyAnalysis and returns a Figure, or None when the study does not
+have what the chart shows (a groups chart for a study that keeps groups fixed).
+"""
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.analysis.configs import short_names, show
+from orchestrator.analysis.curves import curve
+from orchestrator.analysis.study import ConfigResult, StudyAnalysis, scale_of
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+GROUPS_FIELD = "model.groups"
+CURVES = (("val_acc", "validation accuracy (%)", 100.0), ("train_loss", "training loss", 1.0))
+
+
+def new_figure(width: float, height: float, panels: int = 1) -> tuple["Figure", list["Axes"]]:
+    import matplotlib
+
+    matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
+                                "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3})
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure, list(figure.subplots(1, panels, squeeze=False)[0])
+
+
+def colours(analysis: StudyAnalysis) -> dict[str, Any]:
+    """One colour per config, in submission order, the same in every chart of the page."""
+    from matplotlib import colormaps
+
+    labels = [r.config.label for r in sorted(analysis.results, key=lambda r: r.config.runs[0].id)]
+    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: palette(i % palette.N) for i, label in enumerate(labels)}
+
+
+def final_chart(analysis: StudyAnalysis) -> "Figure":
+    """Each config's metric: the mean with its 95% interval, every seed as a dot, best at the top."""
+    scale, results = scale_of(analysis.metric), analysis.results
+    figure, (ax,) = new_figure(7.5, 1.2 + 0.42 * len(results))
+    palette, test_label = colours(analysis), "test accuracy"
+    for row, result in enumerate(results):
+        y, colour = len(results) - row, palette[result.config.label]
+        seeds = [scale.factor * v for v in result.config.by_seed(analysis.metric).values()]
+        ax.scatter(seeds, [y] * len(seeds), s=14, color=colour, alpha=0.45, zorder=2)
+        if result.summary.mean is None:
+            continue
+        mean = scale.factor * result.summary.mean
+        if result.summary.ci is not None:
+            ax.errorbar(mean, y, xerr=error_bars([result], scale.factor), fmt="none", ecolor=colour, capsize=4, lw=1.6)
+        ax.scatter([mean], [y], s=46, color=colour, edgecolor="black", linewidth=0.6, zorder=3)
+        if result.test.mean is not None:
+            ax.scatter([100 * result.test.mean], [y], marker="D", s=28, facecolor="white", edgecolor=colour,
+                       zorder=3, label=test_label)
+            test_label = None  # one legend entry for all the diamonds
+    ax.set_yticks(range(len(results), 0, -1), [_tick(r, analysis) for r in results])
+    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots")
+    ax.set_title("Final metric per config over seeds (best first)", loc="left")
+    if any(r.test.mean is not None for r in results):
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    return figure
+
+
+def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
+    mark = " (baseline)" if result is analysis.baseline else ""
+    flag = " *" if result.convergence else ""
+    return f"{result.config.label}{mark}{flag}"
+
+
+def curves_chart(analysis: StudyAnalysis) -> "Figure":
+    """Validation accuracy and training loss per epoch: the mean over seeds and a band from min to max."""
+    figure, axes = new_figure(11, 4.2, panels=2)
+    palette = colours(analysis)
+    for ax, (key, title, factor) in zip(axes, CURVES):
+        for result in analysis.results:
+            line = curve(result.config, key)
+            colour = palette[result.config.label]
+            ax.plot(line.epochs, [factor * v for v in line.mean], color=colour, marker="o", ms=3,
+                    label=result.config.label)
+            if len(result.config.runs) > 1:
+                ax.fill_between(line.epochs, [factor * v for v in line.low], [factor * v for v in line.high],
+                                color=colour, alpha=0.15, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_title(title, loc="left")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
+    figure.suptitle("Learning curves: mean over seeds, band from the lowest to the highest seed", x=0.01,
+                    ha="left", fontsize=10)
+    return figure
+
+
+def groups_chart(analysis: StudyAnalysis) -> "Figure | None":
+    """The metric against the group count (log2 axis), one line per setting of the other varying fields."""
+    if GROUPS_FIELD not in analysis.varying:
+        return None
+    scale = scale_of(analysis.metric)
+    lines = _lines_by_other_fields(analysis)
+    figure, (ax,) = new_figure(7.5, 4.4)
+    for index, (name, results) in enumerate(lines.items()):
+        results = sorted((r for r in results if r.summary.mean is not None),
+                         key=lambda r: r.config.fields[GROUPS_FIELD])
+        nudge = 2 ** (0.04 * (index - (len(lines) - 1) / 2))  # side by side, so error bars stay apart
+        xs = [r.config.fields[GROUPS_FIELD] * nudge for r in results]
+        ys = [scale.factor * r.summary.mean for r in results]  # type: ignore[operator]
+        ax.errorbar(xs, ys, yerr=error_bars(results, scale.factor), marker="o", capsize=4, label=name)
+    ax.set_xscale("log", base=2)
+    groups = sorted({r.config.fields[GROUPS_FIELD] for r in analysis.results})
+    ax.set_xticks(groups, [_group_tick(g, analysis) for g in groups])
+    ax.minorticks_off()
+    ax.set_xlabel("groups (cardinality), log2 axis, with the model's GMACs per image")
+    ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}, mean and 95% CI")
+    ax.set_title("Metric against the group count", loc="left")
+    ax.legend(fontsize=8)
+    return figure
+
+
+def _lines_by_other_fields(analysis: StudyAnalysis) -> dict[str, list[ConfigResult]]:
+    others = [k for k in analysis.varying if k != GROUPS_FIELD]
+    names = short_names(sorted({k for r in analysis.results for k in r.config.fields}))
+    lines: dict[str, list[ConfigResult]] = {}
+    for result in analysis.results:
+        name = " ".join(f"{names[k]}={show(result.config.fields.get(k))}" for k in others) or analysis.metric
+        lines.setdefault(name, []).append(result)
+    return lines
+
+
+def _group_tick(groups: int, analysis: StudyAnalysis) -> str:
+    """'8' and the GMACs of the configs with 8 groups (a range when another field changes them)."""
+    gmacs = sorted({r.config.info("gmacs") for r in analysis.results
+                    if r.config.fields[GROUPS_FIELD] == groups and r.config.info("gmacs") is not None})
+    if not gmacs:
+        return str(groups)
+    shown = f"{gmacs[0]:.2f}" if len(gmacs) == 1 else f"{gmacs[0]:.2f}-{gmacs[-1]:.2f}"
+    return f"{groups}\n{shown} GMACs"
+
+
+def error_bars(results: list[ConfigResult], factor: float) -> list[list[float]]:
+    """Distances from each mean to its interval's ends (uneven where the interval was cut at 0 or 100%)."""
+    below, above = [], []
+    for result in results:
+        mean, ci = result.summary.mean or 0.0, result.summary.ci or (result.summary.mean or 0.0,) * 2
+        below.append(factor * (mean - ci[0]))
+        above.append(factor * (ci[1] - mean))
+    return [below, above]
+
+
+def pareto_chart(analysis: StudyAnalysis) -> "Figure | None":
+    """The metric against GMACs and against parameters; the configs no other beats on both are joined."""
+    scale = scale_of(analysis.metric)
+    points = [r for r in analysis.results if r.summary.mean is not None and r.config.info("gmacs") is not None]
+    if not points:
+        return None
+    figure, axes = new_figure(11, 4.2, panels=2)
+    palette = colours(analysis)
+    for ax, (key, label, factor) in zip(axes, (("gmacs", "GMACs per image", 1.0), ("params", "parameters (M)", 1e-6))):
+        xy = [(factor * r.config.info(key), scale.factor * r.summary.mean, r) for r in points]  # type: ignore
+        for x, y, result in xy:
+            ax.scatter([x], [y], s=40, color=palette[result.config.label], label=result.config.label, zorder=3)
+        front = pareto_front([(x, y) for x, y, _ in xy], scale.higher_is_better)
+        ax.plot(*zip(*front), color="black", lw=1, ls="--", drawstyle="steps-post", label="Pareto front", zorder=2)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}")
+    axes[0].set_title("Accuracy against cost (dashed: the Pareto front)", loc="left")
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
+    return figure
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """Points that no other point beats on cost (lower x) and metric at once, by increasing cost."""
+    sign = 1.0 if higher_is_better else -1.0
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -sign * p[1])):
+        if not front or sign * y > sign * front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+CHARTS: dict[str, Callable[[StudyAnalysis], "Figure | None"]] = {
+    "final": final_chart, "curves": curves_chart, "groups": groups_chart, "pareto": pareto_chart}
+
+
+def save(figure: "Figure", path: Path) -> None:
+    """PNG or SVG by the file's suffix."""
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"unsupported chart format {fmt!r}")
+    figure.savefig(path, format=fmt, dpi=150, metadata=_no_metadata(fmt))
+
+
+def inline_svg(figure: "Figure") -> str:
+    """The figure as an <svg> element for an HTML page: no XML prolog, DOCTYPE or metadata URLs."""
+    out = io.StringIO()
+    figure.savefig(out, format="svg", metadata=_no_metadata("svg"))
+    text = out.getvalue()
+    text = text[text.index("<svg"):]
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+
+
+def _no_metadata(fmt: str) -> dict[str, Any]:
+    # a fixed file for the same data (no date), and no links to dublincore.org in the page
+    return {"Date": None, "Creator": None} if fmt == "svg" else {"Software": None}
+

@@ -1,0 +1,174 @@
+"""Configs: the runs of a study grouped by a seedless hash of their spec.
+
+Any spec field separates configs (lr, batch size, attention, a field added next year), not a
+hand-kept list of keys; a config's label names only the fields that vary within the study.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import OrchError
+from shared.store.report_reads import RunRecord
+
+SEED = "seed"
+
+
+def flatten(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"norm": "bn"}, "lr": 0.1} -> {"model.norm": "bn", "lr": 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in spec.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def config_hash(spec: dict[str, Any]) -> str:
+    """The spec's identity without its seed: runs that differ only by seed share it."""
+    seedless = {k: v for k, v in spec.items() if k != SEED}
+    return hashlib.sha256(json.dumps(seedless, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def resolved_fields(run: RunRecord) -> dict[str, Any]:
+    """The flattened spec, seed removed, with a model default (None) replaced by what was built."""
+    fields = flatten({k: v for k, v in run.spec.items() if k != SEED})
+    for key, built in run.model_info.items():
+        if fields.get(f"model.{key}", 0) is None and built is not None:
+            fields[f"model.{key}"] = built
+    return fields
+
+
+def run_value(run: RunRecord, metric: str) -> float | None:
+    """A run's result: best epoch's val_acc and its val_loss, test accuracy, mean images/s."""
+    if metric == "test_acc":
+        return run.test_acc
+    if metric == "images_per_s":
+        return statistics.fmean(e["images_per_s"] for e in run.epochs)
+    best = max(run.epochs, key=lambda e: (e["val_acc"], -e["epoch"]))
+    return best[metric]
+
+
+@dataclass
+class Config:
+    """The runs of one seedless spec; `label` is set once the whole study is known.
+
+    `submitted` holds the spec's fields as written (what separates configs); `fields` the same with
+    the model's defaults resolved (what the labels and tables show: bn, not None).
+    """
+
+    key: str
+    submitted: dict[str, Any]
+    fields: dict[str, Any]
+    runs: list[RunRecord] = field(default_factory=list)
+    label: str = ""
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        """One value per seed (two runs of the same seed, from two studies, are averaged)."""
+        values: dict[int, list[float]] = defaultdict(list)
+        for run in self.runs:
+            value = run_value(run, metric)
+            if value is not None:
+                values[int(run.spec.get(SEED, 0))].append(value)
+        return {seed: statistics.fmean(v) for seed, v in sorted(values.items())}
+
+    def info(self, key: str) -> Any:
+        """A model_info value (params, gmacs) of the config's first run that has it."""
+        return next((run.model_info[key] for run in self.runs if run.model_info.get(key) is not None), None)
+
+
+def group_runs(runs: list[RunRecord], by_job: bool = False) -> list[Config]:
+    """Configs in the order of their first run, each labelled by the fields that vary.
+
+    by_job: one config per job (comparing single jobs' curves), labelled "job N" and its fields.
+    """
+    configs: dict[str, Config] = {}
+    for run in runs:
+        key = f"job {run.id}" if by_job else config_hash(run.spec)
+        if key not in configs:
+            submitted = flatten({k: v for k, v in run.spec.items() if k != SEED})
+            configs[key] = Config(key=key, submitted=submitted, fields=resolved_fields(run))
+        configs[key].runs.append(run)
+    found = list(configs.values())
+    varying = varying_fields(found)
+    names = short_names(sorted({k for c in found for k in c.fields}))
+    for config in found:
+        parts = [config.key] if by_job else []
+        parts += [f"{names[k]}={show(config.fields.get(k))}" for k in varying]
+        config.label = " ".join(parts) or "all runs"
+    return found
+
+
+def varying_fields(configs: list[Config]) -> list[str]:
+    """Fields submitted with different values, in the spec's own order (a width that follows from
+    the group count is not one: the groups already say it)."""
+    keys = list(dict.fromkeys(k for c in configs for k in c.submitted))
+    return [k for k in keys if len({json.dumps(c.submitted.get(k), default=str) for c in configs}) > 1]
+
+
+def common_fields(configs: list[Config]) -> dict[str, Any]:
+    """Fields every config shares (the study's fixed settings), by short name."""
+    if not configs:
+        return {}
+    varying = set(varying_fields(configs))
+    names = short_names(list(configs[0].fields))
+    return {names[k]: v for k, v in configs[0].fields.items() if k not in varying}
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """model.norm -> norm, unless two fields end alike (then the dotted name stays)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (tail if last.count(tail) == 1 else k) for k, tail in zip(keys, last)}
+
+
+def show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(map(show, value))
+    return "-" if value is None else str(value)
+
+
+def find_baseline(configs: list[Config], text: str) -> Config:
+    """The one config matching 'norm=bn,groups=1' (field names short or dotted, '-' or '_')."""
+    wanted = _parse_pairs(text)
+    keys = sorted({k for c in configs for k in c.fields})
+    names = short_names(keys)
+    lookup = {**{k: k for k in keys}, **{v: k for k, v in names.items()}}
+    for name, _ in wanted:
+        if name not in lookup:
+            raise OrchError(f"--baseline: unknown field {name!r}; fields: {', '.join(sorted(set(names.values())))}")
+    matches = [c for c in configs if all(_same(c.fields.get(lookup[n]), v) for n, v in wanted)]
+    labels = "; ".join(c.label for c in configs)
+    if not matches:
+        raise OrchError(f"--baseline: no config has {text}; configs: {labels}")
+    if len(matches) > 1:
+        raise OrchError(f"--baseline: {text} matches {len(matches)} configs; name more fields: {labels}")
+    return matches[0]
+
+
+def _parse_pairs(text: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise OrchError(f"--baseline: expected FIELD=VALUE[,FIELD=VALUE...], got {text!r}")
+        pairs.append((name.strip().replace("-", "_"), value.strip()))
+    if not pairs:
+        raise OrchError(f"--baseline: expected FIELD=VALUE[,FIELD=VALUE...], got {text!r}")
+    return pairs
+
+
+def _same(value: Any, text: str) -> bool:
+    if show(value) == text:
+        return True
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and float(text) == float(value)
+    except ValueError:
+        return False

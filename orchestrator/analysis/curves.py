@@ -1,0 +1,62 @@
+"""Learning curves over seeds, and whether a config had stopped learning when its runs ended.
+
+A verdict on a config that was still improving may flip with more epochs (the demo's LayerNorm
+ends near 55% after 4 epochs and reaches 97-99% with a longer schedule), so the report says so.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from orchestrator.analysis.configs import Config
+
+# Over the last third of the epochs (at least the last step), on the mean over seeds:
+RISE = 0.01  # validation accuracy still gaining a point an epoch or more
+FALL = 0.05  # training loss still losing 5% of its value an epoch...
+FALL_ABS = 0.02  # ...and at least 0.02 an epoch (a loss near 0 halving is no sign of more to learn)
+NOT_CONVERGED = "not converged: verdict may change with more epochs"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A metric per epoch over a config's runs: the mean, and the lowest and highest seed."""
+
+    epochs: list[int]
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+
+
+def curve(config: Config, key: str) -> Curve:
+    """Each epoch that any run recorded; a run that stopped early leaves the later epochs' mean."""
+    values: dict[int, list[float]] = {}
+    for run in config.runs:
+        for epoch in run.epochs:
+            if epoch.get(key) is not None:
+                values.setdefault(int(epoch["epoch"]), []).append(float(epoch[key]))
+    epochs = sorted(values)
+    return Curve(epochs, [statistics.fmean(values[e]) for e in epochs],
+                 [min(values[e]) for e in epochs], [max(values[e]) for e in epochs])
+
+
+def convergence_note(config: Config) -> str | None:
+    """None when the last epochs look settled; else why the config may not have converged."""
+    acc, loss = curve(config, "val_acc"), curve(config, "train_loss")
+    if len(acc.epochs) < 2:
+        return f"{NOT_CONVERGED} (one epoch: no trend to judge)"
+    reasons = []
+    since = window_start(acc.epochs)
+    gain = (acc.mean[-1] - acc.mean[since]) / (acc.epochs[-1] - acc.epochs[since])
+    if gain >= RISE:
+        reasons.append(f"val_acc +{100 * gain:.1f} points an epoch since epoch {acc.epochs[since]}")
+    if len(loss.epochs) >= 2:
+        since = window_start(loss.epochs)
+        drop = (loss.mean[since] - loss.mean[-1]) / (loss.epochs[-1] - loss.epochs[since])
+        if drop >= FALL_ABS and drop >= FALL * loss.mean[since]:
+            reasons.append(f"train loss -{drop:.3f} an epoch since epoch {loss.epochs[since]}")
+    return f"{NOT_CONVERGED} ({'; '.join(reasons)})" if reasons else None
+
+
+def window_start(epochs: list[int]) -> int:
+    """Index of the first epoch of the last third of the run (at least one step before the end)."""
+    return len(epochs) - 1 - max(1, len(epochs) // 3)

@@ -1,0 +1,169 @@
+"""One self-contained HTML page: the answer in words, the tables, every chart as inline SVG.
+
+No script, no stylesheet link, no font or image from the network: the page reads the same offline
+and as an e-mail attachment.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from html import escape
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from orchestrator.analysis import charts
+from orchestrator.analysis.configs import show
+from orchestrator.analysis.rows import display_rows, verdict_lines
+from orchestrator.analysis.study import StudyAnalysis, scale_of
+from shared.store.report_reads import RunRecord
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2em auto;max-width:1100px;
+padding:0 1em;color:#1b1f24}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #d0d7de}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:3px 8px;
+text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.meta{color:#57606a}.verdicts li{margin:.2em 0}.flag{color:#9a6700}figure{margin:1em 0}
+figure svg{max-width:100%;height:auto}figcaption{color:#57606a;font-size:12px}code{background:#f6f8fa;padding:0 3px}
+"""
+CAPTIONS = {
+    "final": "Final metric per config: the mean over seeds with its 95% interval (t distribution), each seed "
+             "as a dot; a diamond marks test accuracy where the run was scored; * marks a config that had not "
+             "converged.",
+    "curves": "Learning curves: the mean over seeds per epoch, the band spans the lowest to the highest seed.",
+    "groups": "The metric against the group count (log2 axis), one line per setting of the other fields; labels "
+              "give each model's GMACs per image.",
+    "pareto": "Accuracy against GMACs and parameters: the dashed line joins the configs that no other config "
+              "beats on both cost and accuracy.",
+}
+
+
+def page(analysis: StudyAnalysis) -> tuple[str, list[str]]:
+    """The HTML text and the names of the charts it holds."""
+    figures = {name: draw(analysis) for name, draw in charts.CHARTS.items()}
+    drawn = {name: charts.inline_svg(fig) for name, fig in figures.items() if fig is not None}
+    body = [_header(analysis), _answer(analysis), _leaderboard(analysis), _comparisons(analysis),
+            _charts(drawn), _runs(analysis), _settings(analysis)]
+    title = escape(_title(analysis))
+    html = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{title}</title><style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return html, list(drawn)
+
+
+def _title(analysis: StudyAnalysis) -> str:
+    study = analysis.study
+    if study is None:
+        return "orch report: selected jobs"
+    return f"orch report: study {study.id}" + (f" ({study.name})" if study.name else "")
+
+
+def _header(analysis: StudyAnalysis) -> str:
+    runs = analysis.runs
+    started = [r.started_at for r in runs if r.started_at]
+    finished = [r.finished_at for r in runs if r.finished_at]
+    hosts = sorted({(r.worker_host or "?").rsplit(":", 1)[0] for r in runs})
+    facts = [
+        ("study created", _when(analysis.study.created_at) if analysis.study else "-"),
+        ("runs", f"{len(runs)} jobs in {len(analysis.results)} configs, first started {_when(min(started, default=None))}, "
+                 f"last finished {_when(max(finished, default=None))}"),
+        ("worker hosts", ", ".join(hosts)),
+        ("versions", _versions(runs)),
+        ("written", f"{_when(datetime.now(timezone.utc))} by orch {_package('orch')}"),
+    ]
+    items = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
+    return f"<h1>{escape(_title(analysis))}</h1>\n<table class=\"meta\">{items}</table>"
+
+
+def _answer(analysis: StudyAnalysis) -> str:
+    lines = verdict_lines(analysis)
+    flag = ' class="flag"'
+    items = "".join(f"<li{flag if 'not converged' in line else ''}>{escape(line)}</li>" for line in lines)
+    return f"<h2 id=\"answer\">The answer</h2>\n<ul class=\"verdicts\">{items}</ul>"
+
+
+def _leaderboard(analysis: StudyAnalysis) -> str:
+    rows = display_rows(analysis)
+    for row, result in zip(rows, analysis.results):
+        row["params"] = f"{result.config.info('params') / 1e6:.2f}M" if result.config.info("params") else ""
+        row["seeds"] = ",".join(map(str, sorted(result.config.by_seed(analysis.metric))))
+        row["jobs"] = ",".join(str(run.id) for run in result.config.runs)
+    return "<h2 id=\"leaderboard\">Leaderboard</h2>\n" + table(rows)
+
+
+def _comparisons(analysis: StudyAnalysis) -> str:
+    scale = scale_of(analysis.metric)
+    rows = []
+    for result in analysis.results:
+        comp = result.comparison
+        rows.append({
+            "config": result.config.label, "vs baseline": comp.outcome,
+            "difference": "" if comp.diff is None else scale.delta(comp.diff),
+            "95% CI": "" if comp.ci is None else scale.interval(*comp.ci),
+            "p": "" if comp.p is None else f"{comp.p:.3g}", "paired seeds": ",".join(map(str, comp.seeds)),
+            "seeds for 80% power": comp.seeds_needed or "", "verdict": comp.verdict})
+    base = escape(analysis.baseline.config.label)
+    return (f"<h2 id=\"comparison\">Paired comparison against {base}</h2>\n<p class=\"meta\">Differences are "
+            f"config minus baseline on each seed both have; the interval and the p-value come from the paired "
+            f"t-test; the seed count is the fewest that would detect the observed difference with 80% power "
+            f"at the 5% level.</p>\n" + table(rows))
+
+
+def _charts(drawn: dict[str, str]) -> str:
+    index = " · ".join(f"<a href=\"#chart-{name}\">{name}</a>" for name in drawn)
+    figures = "".join(f"<figure id=\"chart-{name}\" data-chart=\"{name}\">{svg}<figcaption>{escape(CAPTIONS[name])}"
+                      f"</figcaption></figure>\n" for name, svg in drawn.items())
+    return f"<h2 id=\"charts\">Charts</h2>\n<p class=\"meta\">charts: {index}</p>\n{figures}"
+
+
+def _runs(analysis: StudyAnalysis) -> str:
+    by_job = {run.id: result.config.label for result in analysis.results for run in result.config.runs}
+    rows = [_run_row(run, by_job[run.id]) for run in analysis.runs]
+    return "<h2 id=\"runs\">Runs</h2>\n" + table(rows)
+
+
+def _run_row(run: RunRecord, label: str) -> dict[str, Any]:
+    best = max(run.epochs, key=lambda e: (e["val_acc"], -e["epoch"]))
+    return {"job": run.id, "config": label, "seed": run.spec.get("seed"), "status": run.status,
+            "epochs": len(run.epochs), "best val_acc": f"{100 * best['val_acc']:.2f}%",
+            "test_acc": "" if run.test_acc is None else f"{100 * run.test_acc:.2f}%",
+            "worker": run.worker_host or "", "started": _when(run.started_at), "finished": _when(run.finished_at)}
+
+
+def _settings(analysis: StudyAnalysis) -> str:
+    common = "".join(f"<tr><th>{escape(k)}</th><td>{escape(show(v))}</td></tr>" for k, v in analysis.common.items())
+    grid = json.dumps(analysis.study.grid, indent=2, sort_keys=True, default=str) if analysis.study else "{}"
+    return (f"<h2 id=\"settings\">Settings</h2>\n<p class=\"meta\">Shared by every config:</p><table>{common}</table>"
+            f"\n<p class=\"meta\">The study as submitted:</p><pre><code>{escape(grid)}</code></pre>")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    head = "".join(f"<th>{escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(_cell(v) for v in row.values()) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"<td class=\"num\">{escape(show(value))}</td>"
+    return f"<td>{escape('' if value is None else str(value))}</td>"
+
+
+def _versions(runs: list[RunRecord]) -> str:
+    seen = sorted({f"orch {v.get('orch', '?')}, torch {v.get('torch', '?')}"
+                   for v in (run.result.get("versions") for run in runs) if v})
+    recorded = "; ".join(seen) if seen else "not recorded by these runs' workers"
+    return f"workers: {recorded}"
+
+
+def _package(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"

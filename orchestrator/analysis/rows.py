@@ -1,0 +1,131 @@
+"""A study's analysis as rows: full numbers for JSON and CSV, readable cells for the terminal and Markdown."""
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.analysis.configs import short_names, show
+from orchestrator.analysis.stats import Summary
+from orchestrator.analysis.study import ConfigResult, StudyAnalysis, scale_of
+
+# the leaderboard's headline columns, kept in every row so scripts written for them keep working;
+# the grouping itself uses the whole spec (see configs.py)
+HEADLINE = (("model", "model.arch"), ("norm", "model.norm"), ("groups", "model.groups"),
+            ("width", "model.width_per_group"), ("lr", "lr"), ("batch_size", "batch_size"))
+
+
+def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
+    """One flat row per config, best first: every statistic as a number (JSON, CSV)."""
+    metric = analysis.metric
+    names = short_names(sorted({k for r in analysis.results for k in r.config.fields}))
+    rows = []
+    for result in analysis.results:
+        config, summary, comp = result.config, result.summary, result.comparison
+        rows.append({
+            "rank": result.rank, "config": config.label,
+            **{name: config.fields.get(key) for name, key in HEADLINE},
+            "fields": {names[k]: config.fields.get(k) for k in analysis.varying},
+            f"{metric}_mean": summary.mean, f"{metric}_std": summary.std,
+            f"{metric}_ci95_low": _at(summary.ci, 0), f"{metric}_ci95_high": _at(summary.ci, 1),
+            "n": summary.n, "seeds": sorted(config.by_seed(metric)), "interval_note": summary.note or None,
+            "test_acc_mean": result.test.mean, "test_acc_n": result.test.n,
+            "params": config.info("params"), "gmacs": config.info("gmacs"),
+            "images_per_s": _mean(config.by_seed("images_per_s")),
+            "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
+            "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "paired_seeds": comp.seeds,
+            "seeds_for_80_power": comp.seeds_needed, "verdict": comp.verdict,
+            "converged": result.convergence is None, "convergence": result.convergence,
+            "job_ids": [run.id for run in config.runs], "config_hash": config.key[:12],
+        })
+    return rows
+
+
+def csv_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
+    """data_rows with lists joined and the varying fields as their own columns."""
+    rows = []
+    for row in data_rows(analysis):
+        fields = row.pop("fields")
+        flat = {**row, **{f"field_{k}": show(v) for k, v in fields.items()}}
+        rows.append({k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flat.items()})
+    return rows
+
+
+def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
+    """The terminal's and Markdown's table: narrow enough for 100 columns; verdicts go below it."""
+    scale = scale_of(analysis.metric)
+    unit = " %" if scale.factor == 100 else ""
+    rows = []
+    for result in analysis.results:
+        comp = result.comparison
+        row = {"#": result.rank, "config": result.config.label,
+               f"{analysis.metric}{unit}": _pm(result.summary, scale.factor),
+               "95% CI": _interval(result.summary, scale.factor), "n": result.summary.n,
+               f"Δ{' pts' if unit else ''}": _delta(comp.diff, comp.outcome, scale.factor),
+               "p": "" if comp.p is None else f"{comp.p:.2g}"}
+        if any(r.test.n for r in analysis.results):
+            row["test %"] = _pm(result.test, 100.0)
+        row["GMACs"] = result.config.info("gmacs")
+        row["conv"] = "yes" if result.convergence is None else "NO"
+        rows.append(row)
+    return rows
+
+
+def verdict_lines(analysis: StudyAnalysis) -> list[str]:
+    """Plain words under the table: each config against the baseline, then the convergence flags."""
+    base = analysis.baseline.config.label
+    how = "--baseline" if analysis.baseline_given else "the best config"
+    lines = [f"baseline: {base} ({how}); paired by seed, 95% intervals from the t distribution"]
+    for result in analysis.results:
+        if result is not analysis.baseline:
+            lines.append(f"{result.config.label} vs {base}: {result.comparison.verdict}")
+    for result in analysis.results:
+        if result.convergence:
+            lines.append(f"{result.config.label}: {result.convergence}")
+    notes = sorted({r.summary.note for r in analysis.results if r.summary.note})
+    lines += [f"note: {note}" for note in notes]
+    return lines
+
+
+def study_title(analysis: StudyAnalysis) -> str:
+    study = analysis.study
+    name = (f"study {study.id}" + (f" ({study.name})" if study.name else "")) if study else "selected jobs"
+    return f"{name}: {analysis.metric} mean ± std over seeds"
+
+
+def settings_line(analysis: StudyAnalysis) -> str:
+    """The headline settings every config shares (the rest are in JSON and the HTML page)."""
+    return " ".join(f"{k}={show(v)}" for k, v in analysis.common.items()
+                    if k in ("arch", "epochs", "image_size", "batch_size", "lr", "optimizer", "schedule"))
+
+
+def _digits(factor: float) -> int:
+    return 1 if factor == 100.0 else 4  # accuracy in percent; a loss as it is
+
+
+def _pm(summary: Summary, factor: float) -> str:
+    if summary.mean is None:
+        return ""
+    d = _digits(factor)
+    if summary.std is None:
+        return f"{factor * summary.mean:.{d}f}"
+    return f"{factor * summary.mean:.{d}f} ± {factor * summary.std:.{d}f}"
+
+
+def _interval(summary: Summary, factor: float) -> str:
+    if summary.ci is None:
+        return "-"
+    d = _digits(factor)
+    return f"{factor * summary.ci[0]:.{d}f}..{factor * summary.ci[1]:.{d}f}"
+
+
+def _delta(diff: float | None, outcome: str, factor: float) -> str:
+    if outcome == "baseline":
+        return "base"
+    return "-" if diff is None else f"{factor * diff:+.{_digits(factor)}f}"
+
+
+def _at(pair: tuple[float, float] | None, index: int) -> float | None:
+    return None if pair is None else pair[index]
+
+
+def _mean(values: dict[int, float]) -> float | None:
+    return sum(values.values()) / len(values) if values else None

@@ -1,0 +1,172 @@
+"""Statistics over seeds: a config's 95% interval, and a paired comparison against a baseline.
+
+Pairing by seed removes what two configs share on one seed (the same initial weights draw, the
+same data order), so the differences' spread, not each config's, decides. The t distribution and
+the noncentral t (for power) come from scipy, imported inside the functions that use them.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+LEVEL = 0.95  # the intervals' confidence
+ALPHA = 0.05  # a two-sided paired t-test's threshold for "better" or "worse"
+POWER = 0.80  # the power the seed-count estimate aims for
+MAX_SEEDS = 1000  # a difference that would need more seeds is reported as "more than" this
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a metric's differences read: accuracy in percentage points, a loss as it is."""
+
+    factor: float
+    unit: str
+    higher_is_better: bool
+    bounds: tuple[float, float] | None = None  # the metric's possible range (accuracy: 0 to 1)
+
+    def clip(self, low: float, high: float, difference: bool = False) -> tuple[float, float]:
+        """An interval cut to what the metric (or a difference of two) can be; cutting a 95% interval
+        to the parameter's range keeps its coverage."""
+        if self.bounds is None:
+            return low, high
+        span = self.bounds[1] - self.bounds[0]
+        floor, ceiling = (-span, span) if difference else self.bounds
+        return max(low, floor), min(high, ceiling)
+
+    def delta(self, value: float) -> str:
+        return f"{self.factor * value:+.2f}{self.unit}"
+
+    def interval(self, low: float, high: float) -> str:
+        return f"[{self.factor * low:+.2f}, {self.factor * high:+.2f}]{self.unit}"
+
+    def magnitude(self, value: float) -> str:
+        return f"{self.factor * abs(value):.2f}{self.unit}"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A config's metric over its seeds: mean, sample std and the t interval (None when n < 2)."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    ci: tuple[float, float] | None
+    note: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A config against the baseline, paired over the seeds both have."""
+
+    seeds: list[int]
+    diff: float | None  # mean of (config - baseline) over the common seeds
+    ci: tuple[float, float] | None
+    p: float | None
+    seeds_needed: int | None  # for 80% power at the observed difference; None: not estimable
+    outcome: str  # baseline | better | worse | no difference | unclear | not paired
+    verdict: str
+
+
+def t_quantile(df: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + LEVEL / 2, df))
+
+
+def summarize(values: list[float], scale: Scale | None = None) -> Summary:
+    n = len(values)
+    if n == 0:
+        return Summary(0, None, None, None, "no value recorded")
+    mean = statistics.fmean(values)
+    if n == 1:
+        return Summary(1, mean, None, None, "n=1: no interval from one seed")
+    std = statistics.stdev(values)
+    half = t_quantile(n - 1) * std / math.sqrt(n)
+    note = "zero variance: every seed gave the same value" if std == 0 else ""
+    ci = scale.clip(mean - half, mean + half) if scale else (mean - half, mean + half)
+    return Summary(n, mean, std, ci, note)
+
+
+def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale) -> Comparison:
+    """Paired over the seeds both configs have; a seed only one of them has is left out."""
+    seeds = sorted(set(values) & set(baseline))
+    diffs = [values[s] - baseline[s] for s in seeds]
+    n = len(diffs)
+    if n == 0:
+        return Comparison([], None, None, None, None, "not paired",
+                          "not compared: no seed in common with the baseline")
+    mean = statistics.fmean(diffs)
+    if n == 1:
+        return Comparison(seeds, mean, None, None, None, "unclear",
+                          f"{scale.delta(mean)} on the one common seed ({seeds[0]}): no interval or p-value "
+                          f"from one seed; run at least 2")
+    sd = statistics.stdev(diffs)
+    if sd == 0:
+        return _without_spread(seeds, mean, scale)
+    return _paired_t(seeds, mean, sd, scale)
+
+
+def _without_spread(seeds: list[int], mean: float, scale: Scale) -> Comparison:
+    """Every seed gave the same difference: the t statistic is undefined (0/0) or infinite."""
+    n = len(seeds)
+    if mean == 0:
+        return Comparison(seeds, 0.0, (0.0, 0.0), None, None, "no difference",
+                          f"no difference: identical on all {n} seeds (zero variance: no p-value)")
+    word = _direction(mean, scale)
+    return Comparison(seeds, mean, (mean, mean), None, None, word,
+                      f"{word} by {scale.magnitude(mean)} on every one of {n} seeds "
+                      f"(the same difference each time, zero variance: no p-value)")
+
+
+def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale) -> Comparison:
+    from scipy import stats
+
+    n = len(seeds)
+    se = sd / math.sqrt(n)
+    t = mean / se
+    p = float(2 * stats.t.sf(abs(t), n - 1))
+    half = t_quantile(n - 1) * se
+    ci = scale.clip(mean - half, mean + half, difference=True)
+    needed = seeds_for_power(abs(mean) / sd)
+    shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}, p={p:.2g}"
+    if p < ALPHA:
+        word = _direction(mean, scale)
+        return Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds")
+    return Comparison(seeds, mean, ci, p, needed, "unclear",
+                      f"no detectable difference with n={n} seeds ({shown}); {_seeds_phrase(needed, mean, scale)}")
+
+
+def _direction(mean: float, scale: Scale) -> str:
+    return "better" if (mean > 0) == scale.higher_is_better else "worse"
+
+
+def _seeds_phrase(needed: int | None, mean: float, scale: Scale) -> str:
+    if mean == 0:
+        return "the mean difference is 0: no number of seeds would tell the configs apart"
+    if needed is None:
+        return f"more than {MAX_SEEDS} seeds would be needed to detect {scale.magnitude(mean)} at 80% power"
+    return f"about {needed} seeds would detect {scale.magnitude(mean)} at 80% power"
+
+
+def paired_power(effect: float, n: int) -> float:
+    """Power of the two-sided paired t-test at level ALPHA with n pairs, for effect = |mean| / sd."""
+    from scipy import stats
+
+    df = n - 1
+    critical = stats.t.ppf(1 - ALPHA / 2, df)
+    shift = effect * math.sqrt(n)
+    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+
+
+def seeds_for_power(effect: float) -> int | None:
+    """The fewest seeds (pairs, at least 2) whose paired t-test has POWER at this effect size."""
+    if effect <= 0 or paired_power(effect, MAX_SEEDS) < POWER:
+        return None
+    low, high = 1, 2  # power grows with n: find an n that reaches it, then bisect
+    while paired_power(effect, high) < POWER:
+        low, high = high, min(2 * high, MAX_SEEDS)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if paired_power(effect, middle) >= POWER else (middle, high)
+    return high

@@ -1,0 +1,82 @@
+"""One study's answer: configs ranked by a metric, each with its interval, its paired comparison
+against the baseline and its convergence flag."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_runs, varying_fields
+from orchestrator.analysis.curves import convergence_note
+from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, summarize
+from orchestrator.metrics import METRICS
+from shared.store.report_reads import RunRecord, StudyRecord
+
+
+def scale_of(metric: str) -> Scale:
+    accuracy = metric.endswith("acc")
+    return Scale(100.0 if accuracy else 1.0, " points" if accuracy else "", METRICS[metric],
+                 (0.0, 1.0) if accuracy else None)
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    config: Config
+    rank: int
+    summary: Summary
+    comparison: Comparison
+    convergence: str | None  # None: the last epochs look settled
+    test: Summary  # test accuracy over seeds, for scored runs (n=0 when none was scored)
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    study: StudyRecord | None
+    metric: str
+    results: list[ConfigResult]  # best first
+    baseline: ConfigResult
+    baseline_given: bool  # --baseline named it (else it is the best config)
+    common: dict[str, Any]  # the settings every config shares
+    varying: list[str]  # dotted names of the fields that separate configs
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        return sorted((run for r in self.results for run in r.config.runs), key=lambda run: run.id)
+
+
+def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None,
+            baseline: str | None = None, by_job: bool = False) -> StudyAnalysis:
+    """Group (by seedless spec, or one config per job), rank and compare.
+
+    Raises OrchError for a --baseline that names no single config.
+    """
+    configs = rank_configs(group_runs(runs, by_job), metric)
+    base = find_baseline(configs, baseline) if baseline else configs[0]
+    scale = scale_of(metric)
+    base_values = base.by_seed(metric)
+    results = []
+    for rank, config in enumerate(configs, start=1):
+        values = config.by_seed(metric)
+        comparison = (_baseline_row(values) if config is base else compare(values, base_values, scale))
+        tests = list(config.by_seed("test_acc").values())
+        results.append(ConfigResult(config, rank, summarize(list(values.values()), scale), comparison,
+                                    convergence_note(config), summarize(tests, scale_of("test_acc"))))
+    return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), baseline is not None,
+                         common_fields(configs), varying_fields(configs))
+
+
+def rank_configs(configs: list[Config], metric: str) -> list[Config]:
+    """Best mean first; configs without the metric last, in their original order."""
+    higher = METRICS[metric]
+
+    def key(config: Config) -> tuple[bool, float]:
+        values = list(config.by_seed(metric).values())
+        if not values:
+            return True, 0.0
+        mean = sum(values) / len(values)
+        return False, -mean if higher else mean
+
+    return sorted(configs, key=key)
+
+
+def _baseline_row(values: dict[int, float]) -> Comparison:
+    return Comparison(sorted(values), 0.0, None, None, None, "baseline", "baseline")

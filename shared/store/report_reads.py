@@ -1,0 +1,82 @@
+"""What `orch report` reads: a study and its training runs, as plain records (no ORM objects leave).
+
+All the report's SQL is here, so the report's analysis works on plain data and tests can build
+records without a database.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from shared.store.schema import Job, JobKind, Score, Study
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    name: str | None
+    grid: dict[str, Any]
+    created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training job with at least one epoch: its spec, what it built, and its epochs in order."""
+
+    id: int
+    status: str
+    spec: dict[str, Any]
+    model_info: dict[str, Any]
+    result: dict[str, Any]
+    worker_host: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    test_acc: float | None = None  # the latest labelled scoring run of this job
+
+
+EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "images_per_s", "seconds")
+
+
+def resolve_study(session: Session, ref: str) -> StudyRecord | None:
+    """A study by id (all digits) or by name; an id wins over a name made of digits."""
+    study = session.get(Study, int(ref)) if ref.strip().isdigit() else None
+    if study is None:
+        study = session.scalars(select(Study).where(Study.name == ref.strip())).one_or_none()
+    if study is None:
+        return None
+    return StudyRecord(id=study.id, name=study.name, grid=dict(study.grid or {}), created_at=study.created_at)
+
+
+def study_names(session: Session) -> list[tuple[int, str | None]]:
+    """Every study's (id, name), for an error that lists what exists."""
+    return list(session.execute(select(Study.id, Study.name).order_by(Study.id)).tuples())
+
+
+def training_runs(session: Session, study_id: int | None = None, job_ids: list[int] | None = None) -> list[RunRecord]:
+    """Training jobs that recorded at least one epoch: all, one study's, or the listed ones, by id."""
+    query = select(Job).where(Job.kind == JobKind.train).options(selectinload(Job.epochs)).order_by(Job.id)
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    if job_ids is not None:
+        query = query.where(Job.id.in_(job_ids))
+    jobs = [job for job in session.scalars(query) if job.epochs]
+    tests = _latest_test_accuracy(session, [job.id for job in jobs])
+    return [_record(job, tests.get(job.id)) for job in jobs]
+
+
+def _latest_test_accuracy(session: Session, job_ids: list[int]) -> dict[int, float]:
+    rows = session.execute(select(Score.source_job_id, Score.accuracy).where(
+        Score.source_job_id.in_(job_ids), Score.accuracy.is_not(None)).order_by(Score.id))
+    return {job_id: acc for job_id, acc in rows}
+
+
+def _record(job: Job, test_acc: float | None) -> RunRecord:
+    epochs = [{name: getattr(e, name) for name in EPOCH_COLUMNS} for e in job.epochs]
+    return RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec), model_info=dict(job.model_info or {}),
+                     result=dict(job.result or {}), worker_host=job.worker_host, started_at=job.started_at,
+                     finished_at=job.finished_at, epochs=epochs, test_acc=test_acc)
