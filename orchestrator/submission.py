@@ -115,10 +115,11 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
     from shared.queue import check_broker, send_job
     from shared.store import Study
     from shared.store import jobs as store_jobs
+    from shared.task_label import job_label
 
     check_broker(obj.celery)
     outcome = Queued()
-    to_send: list[tuple[int, str]] = []
+    to_send: list[tuple[int, str, str]] = []
     with obj.store.session() as s:
         study = store_jobs.find_study(s, study_name) if study_name else None
         if grid is not None and study is None:
@@ -134,12 +135,12 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
             if job is None:
                 job = store_jobs.add_job(s, kind, spec, queue=queue,
                                          study_id=study.id if study is not None else None, **columns)
-            to_send.append((job.id, job.kind))
+            to_send.append((job.id, job.kind, job_label(job)))
         outcome.study_id = study.id if study is not None else None
-    outcome.job_ids = [job_id for job_id, _ in to_send]
+    outcome.job_ids = [job_id for job_id, _, _ in to_send]
     try:
-        for job_id, job_kind in to_send:
-            send_job(obj.celery, job_id, job_kind, queue)
+        for job_id, job_kind, label in to_send:
+            send_job(obj.celery, job_id, job_kind, queue, label)
     except Exception as exc:
         _mark_unsent(obj, outcome.job_ids, exc)
         raise

@@ -80,9 +80,12 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_job(app: Celery, job_id: int, kind: str, queue: str) -> None:
-    """Send the task for a job by name: the message carries the job id only."""
-    app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue,
+def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None = None) -> None:
+    """Send the task for a job by name: the message carries the job id only.
+
+    `label` (shared.task_label) is what Flower shows in place of the arguments; the worker ignores it.
+    """
+    app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, argsrepr=label,
                   retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 

@@ -11,16 +11,18 @@ from celery.signals import worker_shutting_down
 from shared.config import Settings
 from shared.queue import TASK_NAMES, make_celery, send_job
 from shared.store import open_store
+from shared.task_label import label_for
 from worker.supervisor import Supervisor
 
 
 def create_app(settings: Settings) -> tuple[Celery, Supervisor]:
     app = make_celery(settings)
+    store = open_store(settings)
     supervisor = Supervisor(
         settings=settings,
-        store=open_store(settings),
+        store=store,
         owner=f"{socket.gethostname()}:{os.getpid()}",
-        resend=lambda job_id, kind, queue: send_job(app, job_id, kind, queue),
+        resend=lambda job_id, kind, queue: send_job(app, job_id, kind, queue, label_for(store, job_id)),
     )
     for name in TASK_NAMES.values():
         _register(app, name, supervisor)

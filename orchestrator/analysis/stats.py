@@ -14,6 +14,9 @@ LEVEL = 0.95  # the intervals' confidence
 ALPHA = 0.05  # a two-sided paired t-test's threshold for "better" or "worse"
 POWER = 0.80  # the power the seed-count estimate aims for
 MAX_SEEDS = 1000  # a difference that would need more seeds is reported as "more than" this
+# A spread this small is rounding, not variation: 0.9 - 0.8 and 0.8 - 0.7 differ in the 17th digit,
+# and dividing by that spread would call an identical gain on every seed "p = 1e-16".
+ROUNDING = 1e-12
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ def summarize(values: list[float], scale: Scale | None = None) -> Summary:
     mean = statistics.fmean(values)
     if n == 1:
         return Summary(1, mean, None, None, "n=1: no interval from one seed")
-    std = statistics.stdev(values)
+    std = _spread(values)
     half = t_quantile(n - 1) * std / math.sqrt(n)
     note = "zero variance: every seed gave the same value" if std == 0 else ""
     ci = scale.clip(mean - half, mean + half) if scale else (mean - half, mean + half)
@@ -101,10 +104,16 @@ def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale) 
         return Comparison(seeds, mean, None, None, None, "unclear",
                           f"{scale.delta(mean)} on the one common seed ({seeds[0]}): no interval or p-value "
                           f"from one seed; run at least 2")
-    sd = statistics.stdev(diffs)
+    sd = _spread(diffs)
     if sd == 0:
         return _without_spread(seeds, mean, scale)
     return _paired_t(seeds, mean, sd, scale)
+
+
+def _spread(values: list[float]) -> float:
+    """The sample standard deviation, 0 when it is only floating-point rounding."""
+    sd = statistics.stdev(values)
+    return 0.0 if sd <= ROUNDING * max(1.0, max(abs(v) for v in values)) else sd
 
 
 def _without_spread(seeds: list[int], mean: float, scale: Scale) -> Comparison:

@@ -13,16 +13,16 @@ if TYPE_CHECKING:
     from shared.store import Job
 
 
-def select_jobs(obj: Context, session: Any, job_id: int | None, study_id: int | None) -> list["Job"]:
+def select_jobs(obj: Context, session: Any, job_id: int | None, study_ref: str | None) -> list["Job"]:
     from sqlalchemy import select
 
-    from shared.store import Job, Study
+    from orchestrator.studies import study_for
+    from shared.store import Job
 
-    if (job_id is None) == (study_id is None):
+    if (job_id is None) == (study_ref is None):
         raise OrchError("give a job ID or --study S (one of them)")
-    if study_id is not None:
-        if session.get(Study, study_id) is None:
-            raise OrchError(f"--study: no study {study_id}")
+    if study_ref is not None:
+        study_id = study_for(session, study_ref).id
         return list(session.scalars(select(Job).where(Job.study_id == study_id).order_by(Job.id)))
     job = session.get(Job, job_id)
     if job is None:
@@ -33,16 +33,16 @@ def select_jobs(obj: Context, session: Any, job_id: int | None, study_id: int | 
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
-@click.option("--study", "study_id", type=int, help="Cancel every job of this study.")
+@click.option("--study", "study_id", metavar="ID|NAME", help="Cancel every job of this study.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def cancel(obj: Context, job_id: int | None, study_id: int | None, as_json: bool) -> None:
+def cancel(obj: Context, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Cancel a job or a study: queued jobs never start; running ones stop within 15 s.
 
     \b
     Examples:
       orch cancel 7
-      orch cancel --study 3
+      orch cancel --study 3          # or by name: orch cancel --study groups
     """
     from shared.store.jobs import request_cancel
 
@@ -58,23 +58,25 @@ def cancel(obj: Context, job_id: int | None, study_id: int | None, as_json: bool
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
-@click.option("--study", "study_id", type=int, help="Retry every failed or cancelled job of this study.")
+@click.option("--study", "study_id", metavar="ID|NAME", help="Retry every failed or cancelled job of this study.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
-def retry(obj: Context, job_id: int | None, study_id: int | None, as_json: bool) -> None:
+def retry(obj: Context, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Requeue failed or cancelled jobs; training resumes from the last checkpoint.
 
     \b
     Examples:
       orch retry 7
-      orch retry --study 3
+      orch retry --study groups
     """
     from shared.queue import check_broker, send_job
     from shared.store.jobs import reset_for_retry
+    from shared.task_label import job_label
 
     check_broker(obj.celery)
     with obj.store.session() as s:
-        again = [(job.id, job.kind, job.queue) for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
+        again = [(job.id, job.kind, job.queue, job_label(job))
+                 for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
                  if job.kind != "score"]  # a score job ends when its shards do
     for job in again:
         send_job(obj.celery, *job)

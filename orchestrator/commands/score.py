@@ -181,16 +181,17 @@ def queue_score(obj: Context, spec: Any, *, source_job_id: int | None, queue: st
     from shared.queue import check_broker, send_job
     from shared.store import JobKind
     from shared.store.jobs import add_job
+    from shared.task_label import job_label
 
     check_broker(obj.celery)  # before anything is written: a down broker leaves the store as it was
     with obj.store.session() as s:
         parent = add_job(s, JobKind.score, spec, queue=queue, source_job_id=source_job_id)
-        shard_ids = [add_job(s, JobKind.score_shard, spec, queue=queue, parent_id=parent.id,
-                             source_job_id=source_job_id, shard=i).id for i in range(spec.shards)]
-        parent_id = parent.id
+        shards = [add_job(s, JobKind.score_shard, spec, queue=queue, parent_id=parent.id,
+                          source_job_id=source_job_id, shard=i) for i in range(spec.shards)]
+        parent_id, shard_ids, labels = parent.id, [job.id for job in shards], [job_label(job) for job in shards]
     try:
-        for job_id in shard_ids:
-            send_job(obj.celery, job_id, JobKind.score_shard, queue)
+        for job_id, label in zip(shard_ids, labels):
+            send_job(obj.celery, job_id, JobKind.score_shard, queue, label)
     except Exception as exc:
         _mark_unsent(obj, [parent_id, *shard_ids], exc)
         raise

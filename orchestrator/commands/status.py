@@ -43,9 +43,10 @@ def job_detail(job: "Job", shards: tuple[int, int] | None = None) -> dict[str, A
 @click.command()
 @click.argument("job_id", type=int, required=False)
 @click.option("--limit", default=30, show_default=True, help="How many recent jobs to list.")
+@click.option("--study", "study_ref", metavar="ID|NAME", help="Only this study's jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
-def status(obj: Context, job_id: int | None, limit: int, as_json: bool) -> None:
+def status(obj: Context, job_id: int | None, limit: int, study_ref: str | None, as_json: bool) -> None:
     """Show recent jobs, or one job with its spec and per-epoch metrics.
 
     \b
@@ -53,15 +54,20 @@ def status(obj: Context, job_id: int | None, limit: int, as_json: bool) -> None:
       orch status            # the 30 most recent jobs
       orch status 7          # job 7: spec, epochs, error
       orch status 7 --json
+      orch status --study groups   # one study's jobs, by name or id
     """
     from sqlalchemy import select
 
+    from orchestrator.studies import study_for
     from shared.store import Job
     from shared.store.jobs import shard_progress
 
     with obj.store.session() as s:
         if job_id is None:
-            jobs = s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)).all()
+            query = select(Job).order_by(Job.id.desc()).limit(limit)
+            if study_ref is not None:
+                query = query.where(Job.study_id == study_for(s, study_ref).id)
+            jobs = s.scalars(query).all()
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
             rows = [job_summary(job, shards.get(job.id)) for job in reversed(jobs)]
         else:

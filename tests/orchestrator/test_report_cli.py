@@ -1,0 +1,153 @@
+"""`orch report` on a 3-norm x 3-group x 2-seed study written straight into the store (no training):
+statistics in every format, every chart as PNG and SVG, the offline HTML page, --study by name."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Orch
+from tests.orchestrator.study_builder import Grid, build_study, open_home
+
+CHARTS = ("final", "curves", "groups", "pareto")
+
+
+@pytest.fixture
+def study(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> tuple[Orch, dict[tuple[str, int, int], int]]:
+    store = open_home(orch.home, monkeypatch)
+    jobs = build_study(store, Grid(scored={("bn", 1, 0), ("bn", 1, 1)}))
+    store.dispose()
+    return orch, jobs
+
+
+def test_json_carries_the_statistics(study: tuple[Orch, dict]) -> None:
+    orch, jobs = study
+    rows = orch.json_report("--study", "norms-groups")
+    assert len(rows) == 9 and [r["rank"] for r in rows] == list(range(1, 10))
+    assert {(r["norm"], r["groups"]) for r in rows} == {(n, g) for n in ("bn", "ln", "in") for g in (1, 2, 4)}
+    assert all(r["config"] == f"groups={r['groups']} norm={r['norm']}" for r in rows)  # only what varies
+    assert {r["width"] for r in rows if r["groups"] == 2} == {40}
+    best, bn1, ln1 = rows[0], _row(rows, "bn", 1), _row(rows, "ln", 1)
+    assert (best["norm"], best["groups"], best["vs_baseline"]) == ("bn", 4, "baseline")
+    # the builder's curves: bn g4 ends at 0.93 + 0.03 x seed, ln g1 at 0.61 + 0.02 x seed
+    assert best["val_acc_mean"] == pytest.approx(0.945) and ln1["val_acc_mean"] == pytest.approx(0.62)
+    assert ln1["diff"] == pytest.approx(-0.325) and ln1["paired_seeds"] == [0, 1]
+    assert ln1["p_value"] < 0.05 and ln1["verdict"].startswith("worse: -32.50 points")
+    assert ln1["converged"] is False and "not converged" in ln1["convergence"]
+    assert bn1["converged"] is True and bn1["test_acc_mean"] == pytest.approx(0.88) and bn1["test_acc_n"] == 2
+    assert bn1["seeds_for_80_power"] >= 2 and "no detectable difference with n=2 seeds" in bn1["verdict"]
+    assert sorted(bn1["job_ids"]) == sorted([jobs[("bn", 1, 0)], jobs[("bn", 1, 1)]])
+
+
+def _row(rows: list[dict], norm: str, groups: int) -> dict:
+    return next(r for r in rows if r["norm"] == norm and r["groups"] == groups)
+
+
+def test_baseline_option_and_other_formats(study: tuple[Orch, dict]) -> None:
+    orch, _ = study
+    rows = orch.json_report("--study", "1", "--baseline", "norm=bn,groups=1")
+    assert _row(rows, "bn", 1)["vs_baseline"] == "baseline"
+    assert _row(rows, "ln", 1)["diff"] == pytest.approx(-0.295)
+    table = list(csv.DictReader(io.StringIO(orch.run("report", "--study", "norms-groups", "--format", "csv",
+                                                     check=True).stdout)))
+    assert len(table) == 9 and {"p_value", "diff_ci95_low", "seeds_for_80_power", "verdict"} <= set(table[0])
+    md = orch.run("report", "--study", "norms-groups", "--format", "md", check=True).stdout
+    assert "| # | config |" in md and "- groups=1 norm=ln vs groups=4 norm=bn: worse" in md
+    text = orch.run("report", "--study", "norms-groups", check=True).stdout
+    table_lines = [line for line in text.splitlines() if line.startswith(("┃", "│", "┏", "└"))]
+    assert table_lines and max(len(line) for line in table_lines) <= 100
+    assert "baseline: groups=4 norm=bn (the best config)" in text and "not converged" in text
+    assert orch.json_report("--study", "norms-groups", "--per-job")[0]["id"] >= 1  # one row per job still
+
+
+def test_each_chart_as_png_and_svg(study: tuple[Orch, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.analysis.charts import CHARTS as DRAW, save
+    from orchestrator.analysis.study import analyse
+    from shared.store.report_reads import resolve_study, training_runs
+
+    orch, jobs = study
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        record = resolve_study(s, "norms-groups")
+        assert record is not None
+        analysis = analyse(training_runs(s, record.id), "val_acc", record)
+    store.dispose()
+    assert tuple(DRAW) == CHARTS
+    for chart in CHARTS:
+        figure = DRAW[chart](analysis)
+        assert figure is not None, chart
+        for suffix in (".png", ".svg"):
+            out = tmp_path / f"{chart}{suffix}"
+            save(figure, out)
+            data = out.read_bytes()
+            assert data.startswith(b"\x89PNG") if suffix == ".png" else b"<svg" in data[:2000], data[:200]
+            assert len(data) > 5000
+    out = tmp_path / "curves.png"  # the command's own path, once
+    proc = orch.run("report", "--study", "norms-groups", "--plot", str(out), "--chart", "curves", check=True)
+    assert "(curves chart)" in proc.stdout and out.read_bytes().startswith(b"\x89PNG")
+    picked = ",".join(str(jobs[k]) for k in (("bn", 1, 0), ("ln", 1, 0), ("in", 4, 1)))
+    out = tmp_path / "jobs.svg"
+    assert "(curves chart)" in orch.run("report", "--job", picked, "--plot", str(out), check=True).stdout
+    assert out.read_text().count(">job ") >= 3  # one labelled curve per job
+
+
+def test_html_is_offline_and_holds_every_chart_it_names(study: tuple[Orch, dict], tmp_path: Path) -> None:
+    orch, _ = study
+    out = tmp_path / "report.html"
+    proc = orch.run("report", "--study", "norms-groups", "--html", str(out), check=True)
+    assert "charts: final, curves, groups, pareto" in proc.stdout
+    html = out.read_text()
+    assert_offline(html)
+    named = re.search(r"charts: (.*?)</p>", html).group(1)  # type: ignore[union-attr]
+    names = re.findall(r'href="#chart-(\w+)"', named)
+    assert names == list(CHARTS)
+    for name in names:
+        figure = re.search(rf'<figure id="chart-{name}"[^>]*>(.*?)</figure>', html, re.S)
+        assert figure and figure.group(1).lstrip().startswith("<svg"), name
+    for fact in ("The answer", "Leaderboard", "Paired comparison", "Runs", "lab-gpu-1", "torch 2.14.1",
+                 "not converged: verdict may change", "88.00%", "&quot;norm&quot;: &quot;bn,ln,in&quot;"):
+        assert fact in html, fact
+
+
+def assert_offline(html: str) -> None:
+    """No URL but the SVG namespaces, no script or stylesheet to fetch."""
+    stripped = re.sub(r'xmlns(:\w+)?="http://www\.w3\.org/[^"]*"', "", html)
+    assert not re.search(r"https?://", stripped), re.search(r".{60}https?://.{60}", stripped)
+    assert not re.search(r"<script[^>]*\bsrc=", html, re.I)
+    assert not re.search(r"<link[^>]*\bhref=", html, re.I)
+    assert not re.search(r"""(src|href)=["'](?!#|data:)""", html), "a reference to a file or address"
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--study", "nope"], "--study: no study with id or name 'nope'; studies: 1 (norms-groups)"),
+    (["--study", "1", "--baseline", "norm=gn"], "--baseline: no config has norm=gn"),
+    (["--study", "1", "--plot", "x.pdf"], "--plot: the file must end in .png or .svg"),
+    (["--html", "x.html"], "--html: needs --study"),
+    (["--study", "1", "--chart", "final"], "--chart: needs --plot"),
+    (["--study", "1", "--job", "1"], "--job: give --study or --job, not both"),
+    (["--job", "1,x"], "--job: expected job ids"),
+])
+def test_bad_report_options(study: tuple[Orch, dict], args: list[str], fragment: str) -> None:
+    orch, _ = study
+    proc = orch.run("report", *args)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_groups_chart_needs_a_study_that_varies_groups(orch: Orch, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    store = open_home(orch.home, monkeypatch)
+    build_study(store, Grid(name="norms", groups=(1,), seeds=(0,), epochs=1))
+    store.dispose()
+    proc = orch.run("report", "--study", "norms", "--plot", str(tmp_path / "g.png"), "--chart", "groups")
+    assert proc.returncode == 2 and "--chart: this selection has no groups chart" in proc.stderr
+    html = tmp_path / "r.html"
+    assert "charts: final, curves, pareto" in orch.run("report", "--study", "norms", "--html", str(html),
+                                                        check=True).stdout
+    rows = orch.json_report("--study", "norms")
+    assert all(r["n"] == 1 and r["val_acc_ci95_low"] is None and "n=1" in r["interval_note"] for r in rows)
+    assert all("one epoch" in r["convergence"] for r in rows)

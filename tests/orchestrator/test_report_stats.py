@@ -1,0 +1,180 @@
+"""The report's statistics against values worked out by hand.
+
+For 2 degrees of freedom the t distribution has a closed form, F(t) = 1/2 + t / (2 sqrt(2 + t^2)),
+so the intervals and p-values of a 3-seed paired test are checked without scipy:
+  the 97.5% quantile solves t / sqrt(2 + t^2) = 0.95, t = sqrt(2 * 0.9025 / 0.0975) = 4.30265;
+  a two-sided p-value is 1 - t / sqrt(2 + t^2).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestrator.analysis.configs import Config, config_hash, find_baseline, group_runs
+from orchestrator.analysis.curves import convergence_note
+from orchestrator.analysis.stats import Scale, compare, paired_power, seeds_for_power, summarize
+from orchestrator.analysis.study import analyse
+from shared.errors import OrchError
+from shared.store.report_reads import RunRecord
+
+ACC = Scale(100.0, " points", True, (0.0, 1.0))
+LOSS = Scale(1.0, "", False)
+T2 = math.sqrt(2 * 0.9025 / 0.0975)  # the 97.5% quantile of t with 2 degrees of freedom
+
+
+def test_the_closed_form_quantile_is_the_one_used() -> None:
+    from orchestrator.analysis.stats import t_quantile
+
+    assert t_quantile(2) == pytest.approx(T2, abs=1e-9)
+    assert T2 == pytest.approx(4.302653, abs=1e-6)
+
+
+def test_three_seeds_paired_by_hand() -> None:
+    # differences 0.02, 0.04, 0.03: mean 0.03, sd 0.01, se 0.01/sqrt(3), t = 3 sqrt(3)
+    comp = compare({0: 0.52, 1: 0.54, 2: 0.53}, {0: 0.50, 1: 0.50, 2: 0.50}, ACC)
+    t = 3 * math.sqrt(3)
+    assert comp.seeds == [0, 1, 2]
+    assert comp.diff == pytest.approx(0.03)
+    half = T2 * 0.01 / math.sqrt(3)
+    assert comp.ci == pytest.approx((0.03 - half, 0.03 + half))
+    assert comp.p == pytest.approx(1 - t / math.sqrt(2 + t * t))  # 0.035099
+    assert comp.p == pytest.approx(0.035099, abs=1e-6)
+    assert comp.outcome == "better"
+    assert comp.verdict.startswith("better: +3.00 points, 95% CI [+0.52, +5.48] points, p=0.035")
+
+
+def test_lower_is_better_for_a_loss() -> None:
+    comp = compare({0: 0.52, 1: 0.54, 2: 0.53}, {0: 0.50, 1: 0.50, 2: 0.50}, LOSS)
+    assert comp.outcome == "worse" and comp.verdict.startswith("worse: +0.03")
+
+
+def test_one_config_interval_by_hand() -> None:
+    summary = summarize([0.5, 0.6, 0.7], ACC)  # mean 0.6, sd 0.1
+    half = T2 * 0.1 / math.sqrt(3)
+    assert summary.n == 3 and summary.mean == pytest.approx(0.6) and summary.std == pytest.approx(0.1)
+    assert summary.ci == pytest.approx((0.6 - half, 0.6 + half))
+    assert summary.note == ""
+
+
+def test_an_interval_is_cut_at_the_metric_range() -> None:
+    summary = summarize([0.9, 1.0, 0.95], ACC)  # mean 0.95, sd 0.05: the t interval reaches 1.074
+    assert summary.ci is not None and summary.ci[1] == 1.0
+    assert summary.ci[0] == pytest.approx(0.95 - T2 * 0.05 / math.sqrt(3))
+    assert summarize([0.9, 1.0, 0.95], LOSS).ci[1] > 1.0  # type: ignore[index]  # a loss has no ceiling
+
+
+def test_n_equals_one_has_no_interval_and_says_so() -> None:
+    summary = summarize([0.7], ACC)
+    assert (summary.n, summary.mean, summary.std, summary.ci) == (1, 0.7, None, None)
+    assert "n=1" in summary.note and "no interval" in summary.note
+    comp = compare({3: 0.7}, {3: 0.6}, ACC)
+    assert comp.seeds == [3] and comp.diff == pytest.approx(0.1)
+    assert comp.ci is None and comp.p is None and comp.seeds_needed is None
+    assert comp.outcome == "unclear" and "+10.00 points on the one common seed (3)" in comp.verdict
+    assert "no interval or p-value" in comp.verdict
+
+
+def test_unequal_seeds_pair_only_the_common_ones() -> None:
+    # the config has seeds 0, 1, 2 and the baseline 0 and 1: seed 2 is left out of the pairing
+    config, base = {0: 0.60, 1: 0.64, 2: 0.99}, {0: 0.50, 1: 0.50}
+    comp = compare(config, base, ACC)
+    assert comp.seeds == [0, 1]
+    assert comp.diff == pytest.approx(0.12)  # (0.10 + 0.14) / 2; seed 2's 0.99 would move it
+    # two pairs: sd = 0.02 sqrt(2)/2 ... = |0.10 - 0.14| / sqrt(2); df 1: quantile tan(pi * 0.475)
+    sd = 0.04 / math.sqrt(2)
+    half = math.tan(math.pi * 0.475) * sd / math.sqrt(2)
+    assert comp.ci == pytest.approx((0.12 - half, 0.12 + half))
+    t = 0.12 / (sd / math.sqrt(2))  # 6.0; with 1 degree of freedom p = 1 - 2 atan(t) / pi
+    assert comp.p == pytest.approx(1 - 2 * math.atan(t) / math.pi)
+    assert summarize(list(config.values())).n == 3  # the config's own interval keeps all its seeds
+
+
+def test_missing_seeds_leave_one_or_no_pair() -> None:
+    assert compare({0: 0.6, 2: 0.7}, {0: 0.5, 1: 0.5}, ACC).seeds == [0]
+    none = compare({2: 0.7}, {0: 0.5, 1: 0.5}, ACC)
+    assert none.seeds == [] and none.diff is None and none.outcome == "not paired"
+    assert "no seed in common" in none.verdict
+
+
+def test_a_constant_metric_divides_nothing_by_zero_and_says_so() -> None:
+    summary = summarize([1.0, 1.0, 1.0], ACC)
+    assert summary.std == 0.0 and summary.ci == (1.0, 1.0) and "zero variance" in summary.note
+    same = compare({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0}, ACC)
+    assert same.diff == 0.0 and same.p is None and same.outcome == "no difference"
+    assert "identical on all 2 seeds" in same.verdict and "zero variance" in same.verdict
+    shifted = compare({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7}, ACC)  # +0.1 on both seeds (to rounding)
+    assert shifted.p is None and shifted.outcome == "better" and "zero variance" in shifted.verdict
+
+
+def test_seeds_for_80_percent_power() -> None:
+    # G*Power's table for a two-sided paired t-test at alpha 0.05 and power 0.80:
+    # dz 0.5 -> 34 pairs (power 0.808), dz 0.8 -> 15, dz 1.0 -> 10;
+    # the normal approximation ((1.960 + 0.842) / dz)^2 + 1.96^2 / 2 gives 33.3, 14.2, 9.8
+    assert [seeds_for_power(d) for d in (0.5, 0.8, 1.0)] == [34, 15, 10]
+    assert paired_power(0.5, 34) == pytest.approx(0.8078, abs=5e-4)
+    assert paired_power(0.5, 33) < 0.80 <= paired_power(0.5, 34)
+    assert seeds_for_power(0.0) is None and seeds_for_power(0.01) is None  # beyond 1000 seeds
+
+
+def test_no_detectable_difference_names_the_seeds_that_would_detect_it() -> None:
+    # differences 0.10 and 0.02: mean 0.06, sd 0.0566, dz 1.06: between G*Power's dz 1.0 (10 pairs) and
+    # dz 1.2 (8 pairs; the normal approximation, 8.9, runs low at so few pairs)
+    comp = compare({0: 0.60, 1: 0.52}, {0: 0.50, 1: 0.50}, ACC)
+    assert comp.outcome == "unclear" and comp.seeds_needed == 10
+    assert comp.verdict.startswith("no detectable difference with n=2 seeds (+6.00 points")
+    assert f"about {comp.seeds_needed} seeds would detect 6.00 points at 80% power" in comp.verdict
+
+
+def run(job_id: int, seed: int, acc: list[float], loss: list[float] | None = None, **spec: object) -> RunRecord:
+    model = {"arch": "resnet50", "norm": spec.pop("norm", None), "groups": spec.pop("groups", 1)}
+    epochs = [{"epoch": i + 1, "train_loss": (loss or [0.3] * len(acc))[i], "val_loss": 0.4, "val_acc": a,
+               "images_per_s": 100.0, "seconds": 1.0} for i, a in enumerate(acc)]
+    return RunRecord(id=job_id, status="succeeded", spec={"model": model, "lr": 0.001, "seed": seed, **spec},
+                     model_info={"norm": "bn", "gmacs": 0.3}, result={}, worker_host="h:1", started_at=None,
+                     finished_at=None, epochs=epochs)
+
+
+def test_any_spec_field_separates_configs_and_the_label_names_only_what_varies() -> None:
+    runs = [run(1, 0, [0.5]), run(2, 1, [0.6]), run(3, 0, [0.7], lr=0.01), run(4, 0, [0.8], attention="se")]
+    configs = group_runs(runs)
+    assert [len(c.runs) for c in configs] == [2, 1, 1]  # the seeds of one spec share a config
+    assert config_hash(runs[0].spec) == config_hash(runs[1].spec) != config_hash(runs[2].spec)
+    assert [c.label for c in configs] == ["lr=0.001 attention=-", "lr=0.01 attention=-", "lr=0.001 attention=se"]
+    assert configs[0].fields["model.norm"] == "bn"  # a default resolved from what the worker built
+
+
+def test_baseline_by_fields() -> None:
+    configs = group_runs([run(1, 0, [0.5], norm="bn"), run(2, 0, [0.6], norm="ln"),
+                          run(3, 0, [0.7], norm="bn", groups=2)])
+    assert find_baseline(configs, "norm=bn,groups=1").runs[0].id == 1
+    assert find_baseline(configs, "model.norm=ln").runs[0].id == 2
+    for text, fragment in (("norm=bn", "matches 2 configs"), ("norm=gn", "no config has"),
+                           ("depth=50", "unknown field 'depth'"), ("bn", "FIELD=VALUE")):
+        with pytest.raises(OrchError, match=fragment):
+            find_baseline(configs, text)
+
+
+def test_convergence_flag() -> None:
+    def config(acc: list[float], loss: list[float]) -> Config:
+        return group_runs([run(1, 0, acc, loss)])[0]
+
+    assert convergence_note(config([0.5, 0.9, 0.92, 0.92], [0.6, 0.3, 0.2, 0.19])) is None
+    rising = convergence_note(config([0.5, 0.52, 0.53, 0.56], [0.69, 0.68, 0.68, 0.67]))
+    assert rising and rising.startswith("not converged: verdict may change with more epochs")
+    assert "val_acc +3.0 points an epoch since epoch 3" in rising
+    falling = convergence_note(config([0.9, 0.95, 0.95, 0.95], [0.6, 0.4, 0.3, 0.2]))
+    assert falling and "train loss -0.100 an epoch" in falling
+    assert convergence_note(config([1.0, 1.0, 1.0], [0.05, 0.02, 0.01])) is None  # near 0 is not "falling"
+    assert "one epoch" in (convergence_note(config([0.9], [0.3])) or "")
+
+
+def test_the_baseline_defaults_to_the_best_config() -> None:
+    runs = [run(1, 0, [0.5], norm="ln"), run(2, 1, [0.55], norm="ln"), run(3, 0, [0.9], norm="bn"),
+            run(4, 1, [0.95], norm="bn")]
+    analysis = analyse(runs, "val_acc")
+    assert analysis.baseline.config.label == "norm=bn" and analysis.baseline.rank == 1
+    worse = analysis.results[1]
+    assert worse.comparison.diff == pytest.approx(-0.4) and worse.comparison.outcome == "worse"
+    by_loss = analyse(runs, "val_loss", baseline="norm=ln")
+    assert by_loss.baseline.config.label == "norm=ln" and by_loss.baseline_given
