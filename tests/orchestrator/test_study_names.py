@@ -1,0 +1,53 @@
+"""`--study` takes a study's id or its name in status, cancel, retry (and report); task messages carry
+a readable label for monitors while the job id stays their only argument."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shared.task_label import describe
+from tests.conftest import Orch
+
+
+def queued_labels(orch: Orch) -> dict[int, str]:
+    """Job id -> the argsrepr label of each task message waiting in the embedded broker."""
+    labels = {}
+    for path in sorted((orch.home / "broker" / "queue").iterdir()):
+        message = json.loads(path.read_text())
+        headers = message["headers"]
+        body = json.loads(__import__("base64").b64decode(message["body"]))
+        assert body[0] == [int(headers["argsrepr"].split(" ")[1])] and body[1] == {}  # args: the id, nothing else
+        labels[body[0][0]] = headers["argsrepr"]
+    return labels
+
+
+def test_study_by_name_in_status_cancel_and_retry(orch: Orch, synth_data: Path) -> None:
+    submitted = orch.json("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+                          "--model", "resnet50", "--norm", "bn,ln", "--groups", "1,2", "--seeds", "0",
+                          "--image-size", "32", "--epochs", "1", "--study", "grp")
+    ids = submitted["job_ids"]
+    assert len(ids) == 4
+    labels = queued_labels(orch)
+    assert sorted(labels) == sorted(ids)
+    assert set(labels.values()) == {f"job {i} · resnet50 · {n}{g} · seed 0 · study grp" for i, (n, g) in
+                                    zip(ids, [("bn", ""), ("bn", " · groups 2"), ("ln", ""), ("ln", " · groups 2")])}
+
+    listed = orch.json("status", "--study", "grp")
+    assert sorted(row["id"] for row in listed) == sorted(ids) and {row["study"] for row in listed} == {1}
+    assert orch.json("status", "--study", "1") == listed
+    assert orch.json("cancel", "--study", "grp")["cancelled"] == ids
+    assert {row["status"] for row in orch.json("status", "--study", "grp")} == {"cancelled"}
+    assert orch.json("retry", "--study", "grp")["job_ids"] == ids
+    assert {row["status"] for row in orch.json("status", "--study", "1")} == {"queued"}
+    for args in (["status", "--study", "nope"], ["cancel", "--study", "nope"], ["retry", "--study", "nope"],
+                 ["report", "--study", "nope"]):
+        proc = orch.run(*args)
+        assert proc.returncode == 2 and "--study: no study with id or name 'nope'; studies: 1 (grp)" in proc.stderr
+
+
+def test_labels_of_each_job_kind() -> None:
+    train = {"model": {"arch": "resnet50", "norm": "bn", "groups": 8}, "seed": 1}
+    assert describe(7, "train", train, study="groups") == "job 7 · resnet50 · bn · groups 8 · seed 1 · study groups"
+    assert describe(8, "train", {"model": {"arch": "resnet18", "groups": 1}, "seed": 0}) == "job 8 · resnet18 · seed 0"
+    assert describe(9, "score", {"shards": 2}, source_job_id=7) == "job 9 · score of job 7 · 2 shards"
+    assert describe(10, "score_shard", {"shards": 2}, shard=1, parent_id=9) == "job 10 · score shard 1 of job 9"
