@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The demo, end to end on the embedded default (SQLite + filesystem broker under ORCH_HOME):
-# make a data set, start a worker, run a small ablation to the end, print the leaderboard.
+# make a data set, start a worker, run a small ablation to the end, print the leaderboard and write
+# report.html (one offline page: statistics and charts) and ablation.png (its final-metric chart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export ORCH_HOME="$PWD/.orch-demo"   # a fresh home each run, so the report shows this run only
-rm -rf "$ORCH_HOME" demo-data
+rm -rf "$ORCH_HOME" demo-data report.html ablation.png
 orch() { .venv/bin/orch "$@"; }
 
 orch data synth demo-data --train 1000 --val 200 --test 200 --size 64 --seed 0
@@ -19,9 +20,11 @@ trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null || true' EXIT
 # of the small stem's 2.2 G multiply-adds an image, so six 4-epoch runs take a few minutes on a
 # laptop CPU.
 orch submit ablation --data demo-data/train --val demo-data/val --model resnet18 --stem imagenet \
-    --norm bn,ln,in --seeds 0,1 --epochs 4 --image-size 64 --batch-size 64 --lr 0.001 --wait
-orch report --study 1
+    --norm bn,ln,in --seeds 0,1 --epochs 4 --image-size 64 --batch-size 64 --lr 0.001 --study norms --wait
+orch report --study norms
 orch submit score --best-of 1 --data demo-data/test --labels demo-data/test_labels.csv \
     --out demo-data/predictions.csv --shards 2 --wait
 orch report --metric test_acc
 head -3 demo-data/predictions.csv
+orch report --study norms --html report.html   # after scoring: test accuracy beside val accuracy
+bash scripts/docs_images.sh ablation.png         # the chart the README shows (docs/ablation.png)

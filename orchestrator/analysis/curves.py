@@ -5,6 +5,7 @@ ends near 55% after 4 epochs and reaches 97-99% with a longer schedule), so the 
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ from orchestrator.analysis.configs import Config
 RISE = 0.01  # validation accuracy still gaining a point an epoch or more
 FALL = 0.05  # training loss still losing 5% of its value an epoch...
 FALL_ABS = 0.02  # ...and at least 0.02 an epoch (a loss near 0 halving is no sign of more to learn)
+# A training loss still above this share of chance level's, ln(classes), has barely started to fall;
+# a schedule that decays the rate to 0 flattens its curve at the end without it having converged.
+NEAR_CHANCE = 0.8
 NOT_CONVERGED = "not converged: verdict may change with more epochs"
 
 
@@ -49,12 +53,27 @@ def convergence_note(config: Config) -> str | None:
     gain = (acc.mean[-1] - acc.mean[since]) / (acc.epochs[-1] - acc.epochs[since])
     if gain >= RISE:
         reasons.append(f"val_acc +{100 * gain:.1f} points an epoch since epoch {acc.epochs[since]}")
-    if len(loss.epochs) >= 2:
-        since = window_start(loss.epochs)
-        drop = (loss.mean[since] - loss.mean[-1]) / (loss.epochs[-1] - loss.epochs[since])
-        if drop >= FALL_ABS and drop >= FALL * loss.mean[since]:
-            reasons.append(f"train loss -{drop:.3f} an epoch since epoch {loss.epochs[since]}")
+    reasons += _loss_reasons(loss, _classes(config))
     return f"{NOT_CONVERGED} ({'; '.join(reasons)})" if reasons else None
+
+
+def _loss_reasons(loss: Curve, classes: int | None) -> list[str]:
+    if len(loss.epochs) < 2:
+        return []
+    reasons = []
+    since = window_start(loss.epochs)
+    drop = (loss.mean[since] - loss.mean[-1]) / (loss.epochs[-1] - loss.epochs[since])
+    if drop >= FALL_ABS and drop >= FALL * loss.mean[since]:
+        reasons.append(f"train loss -{drop:.3f} an epoch since epoch {loss.epochs[since]}")
+    if classes and classes > 1 and loss.mean[-1] >= NEAR_CHANCE * math.log(classes):
+        reasons.append(f"train loss {loss.mean[-1]:.3f} still near chance, ln({classes}) = {math.log(classes):.3f}")
+    return reasons
+
+
+def _classes(config: Config) -> int | None:
+    """The class count the worker found in the data (the spec's num_classes is only a default)."""
+    counts = [len(run.result["classes"]) for run in config.runs if run.result.get("classes")]
+    return counts[0] if counts else None
 
 
 def window_start(epochs: list[int]) -> int:

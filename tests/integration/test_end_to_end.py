@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, Orch
+from tests.orchestrator.test_report_cli import assert_offline
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +43,22 @@ def run_ablation(orch: Orch, data: Path) -> None:
         assert Path(detail["result"]["best_checkpoint"]).is_file()
     table = orch.run("report", "--study", str(ids["study_id"]), check=True).stdout
     assert "±" in table and "resnet50" in table
+    check_study_page(orch, ids["study_id"], grouped)
     worker.stop()
     assert worker.proc.returncode is not None
+
+
+def check_study_page(orch: Orch, study_id: int, grouped: list[dict]) -> None:
+    """The statistics and the HTML page on real runs: one seed each, so no interval and says so."""
+    assert {r["config"] for r in grouped} == {f"groups={g} norm={n}" for n in ("bn", "ln") for g in (1, 2)}
+    assert all(r["n"] == 1 and r["val_acc_ci95_low"] is None and "n=1" in r["interval_note"] for r in grouped)
+    assert [r["vs_baseline"] for r in grouped].count("baseline") == 1
+    assert all("one common seed (0)" in r["verdict"] for r in grouped if r["vs_baseline"] != "baseline")
+    assert all("one epoch" in r["convergence"] for r in grouped)
+    page = orch.home / "report.html"
+    out = orch.run("report", "--study", str(study_id), "--html", str(page), check=True).stdout
+    assert "charts: final, curves, groups, pareto" in out
+    assert_offline(page.read_text())
 
 
 def test_ablation_on_embedded_default(orch: Orch, synth_data: Path) -> None:

@@ -126,12 +126,14 @@ def test_no_detectable_difference_names_the_seeds_that_would_detect_it() -> None
     assert f"about {comp.seeds_needed} seeds would detect 6.00 points at 80% power" in comp.verdict
 
 
-def run(job_id: int, seed: int, acc: list[float], loss: list[float] | None = None, **spec: object) -> RunRecord:
+def run(job_id: int, seed: int, acc: list[float], loss: list[float] | None = None, classes: int = 0,
+        **spec: object) -> RunRecord:
     model = {"arch": "resnet50", "norm": spec.pop("norm", None), "groups": spec.pop("groups", 1)}
     epochs = [{"epoch": i + 1, "train_loss": (loss or [0.3] * len(acc))[i], "val_loss": 0.4, "val_acc": a,
                "images_per_s": 100.0, "seconds": 1.0} for i, a in enumerate(acc)]
     return RunRecord(id=job_id, status="succeeded", spec={"model": model, "lr": 0.001, "seed": seed, **spec},
-                     model_info={"norm": "bn", "gmacs": 0.3}, result={}, worker_host="h:1", started_at=None,
+                     model_info={"norm": "bn", "gmacs": 0.3}, result={"classes": [f"c{i}" for i in range(classes)]},
+                     worker_host="h:1", started_at=None,
                      finished_at=None, epochs=epochs)
 
 
@@ -156,8 +158,8 @@ def test_baseline_by_fields() -> None:
 
 
 def test_convergence_flag() -> None:
-    def config(acc: list[float], loss: list[float]) -> Config:
-        return group_runs([run(1, 0, acc, loss)])[0]
+    def config(acc: list[float], loss: list[float], classes: int = 0) -> Config:
+        return group_runs([run(1, 0, acc, loss, classes)])[0]
 
     assert convergence_note(config([0.5, 0.9, 0.92, 0.92], [0.6, 0.3, 0.2, 0.19])) is None
     rising = convergence_note(config([0.5, 0.52, 0.53, 0.56], [0.69, 0.68, 0.68, 0.67]))
@@ -167,6 +169,12 @@ def test_convergence_flag() -> None:
     assert falling and "train loss -0.100 an epoch" in falling
     assert convergence_note(config([1.0, 1.0, 1.0], [0.05, 0.02, 0.01])) is None  # near 0 is not "falling"
     assert "one epoch" in (convergence_note(config([0.9], [0.3])) or "")
+    # the demo's LayerNorm on 2 classes: flat at the end of a cosine schedule, but its loss has barely
+    # left chance level (ln 2 = 0.693); 0.8 x ln 2 = 0.555 is the line
+    stuck = convergence_note(config([0.5, 0.5, 0.565, 0.525], [1.525, 0.709, 0.691, 0.686], classes=2))
+    assert stuck and "train loss 0.686 still near chance, ln(2) = 0.693" in stuck
+    assert convergence_note(config([0.5, 0.8, 0.85, 0.85], [0.69, 0.6, 0.55, 0.54], classes=2)) is None
+    assert "near chance" in (convergence_note(config([0.2, 0.3, 0.3], [2.0, 1.9, 1.9], classes=10)) or "")
 
 
 def test_the_baseline_defaults_to_the_best_config() -> None:
