@@ -47,7 +47,8 @@ def final_chart(analysis: StudyAnalysis) -> "Figure":
     """Each config's metric: the mean with its 95% interval, every seed as a dot, best at the top."""
     scale, results = scale_of(analysis.metric), analysis.results
     figure, (ax,) = new_figure(7.5, 1.2 + 0.42 * len(results))
-    palette, test_label = colours(analysis), "test accuracy"
+    palette = colours(analysis)
+    test_label: str | None = "test accuracy"
     for row, result in enumerate(results):
         y, colour = len(results) - row, palette[result.config.label]
         seeds = [scale.factor * v for v in result.config.by_seed(analysis.metric).values()]
@@ -78,6 +79,8 @@ def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
 
 def curves_chart(analysis: StudyAnalysis) -> "Figure":
     """Validation accuracy and training loss per epoch: the mean over seeds and a band from min to max."""
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = new_figure(11, 4.2, panels=2)
     palette = colours(analysis)
     for ax, (key, title, factor) in zip(axes, CURVES):
@@ -91,7 +94,7 @@ def curves_chart(analysis: StudyAnalysis) -> "Figure":
                                 color=colour, alpha=0.15, linewidth=0)
         ax.set_xlabel("epoch")
         ax.set_title(title, loc="left")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
     figure.suptitle("Learning curves: mean over seeds, band from the lowest to the highest seed", x=0.01,
                     ha="left", fontsize=10)

@@ -65,8 +65,8 @@ def _header(analysis: StudyAnalysis) -> str:
     hosts = sorted({(r.worker_host or "?").rsplit(":", 1)[0] for r in runs})
     facts = [
         ("study created", _when(analysis.study.created_at) if analysis.study else "-"),
-        ("runs", f"{len(runs)} jobs in {len(analysis.results)} configs, first started {_when(min(started, default=None))}, "
-                 f"last finished {_when(max(finished, default=None))}"),
+        ("runs", f"{len(runs)} jobs in {len(analysis.results)} configs, first started "
+                 f"{_when(min(started, default=None))}, last finished {_when(max(finished, default=None))}"),
         ("worker hosts", ", ".join(hosts)),
         ("versions", _versions(runs)),
         ("written", f"{_when(datetime.now(timezone.utc))} by orch {_package('orch')}"),

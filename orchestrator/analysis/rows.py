@@ -5,7 +5,7 @@ from typing import Any
 
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.stats import Summary
-from orchestrator.analysis.study import ConfigResult, StudyAnalysis, scale_of
+from orchestrator.analysis.study import StudyAnalysis, scale_of
 
 # the leaderboard's headline columns, kept in every row so scripts written for them keep working;
 # the grouping itself uses the whole spec (see configs.py)

@@ -126,7 +126,8 @@ def _print_analysis(analysis: "StudyAnalysis", fmt: str) -> None:
     elif fmt == "csv":
         click.echo(render(csv_rows(analysis), "csv"))
     elif fmt == "md":
-        click.echo(f"**{study_title(analysis)}** ({settings_line(analysis)})\n\n{render(display_rows(analysis), 'md')}\n")
+        click.echo(f"**{study_title(analysis)}** ({settings_line(analysis)})\n")
+        click.echo(render(display_rows(analysis), "md") + "\n")
         click.echo("\n".join(f"- {line}" for line in verdict_lines(analysis)))
     else:
         print_table(display_rows(analysis), title=f"{study_title(analysis)}\n{settings_line(analysis)}")

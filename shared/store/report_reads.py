@@ -72,7 +72,7 @@ def training_runs(session: Session, study_id: int | None = None, job_ids: list[i
 def _latest_test_accuracy(session: Session, job_ids: list[int]) -> dict[int, float]:
     rows = session.execute(select(Score.source_job_id, Score.accuracy).where(
         Score.source_job_id.in_(job_ids), Score.accuracy.is_not(None)).order_by(Score.id))
-    return {job_id: acc for job_id, acc in rows}
+    return {job_id: acc for job_id, acc in rows if job_id is not None and acc is not None}
 
 
 def _record(job: Job, test_acc: float | None) -> RunRecord:

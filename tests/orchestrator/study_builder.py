@@ -46,8 +46,9 @@ def curve(norm: str, groups: int, seed: int, epochs: int) -> list[dict[str, floa
     return rows
 
 
-def build_study(store: Store, grid: Grid = Grid()) -> dict[tuple[str, int, int], int]:
+def build_study(store: Store, grid: Grid | None = None) -> dict[tuple[str, int, int], int]:
     """The study's jobs, all succeeded, keyed by (norm, groups, seed) -> job id."""
+    grid = grid or Grid()
     with store.session() as s:
         study = Study(name=grid.name, grid={"norm": ",".join(grid.norms), "groups": ",".join(map(str, grid.groups)),
                                             "seeds": ",".join(map(str, grid.seeds))})

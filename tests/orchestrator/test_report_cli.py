@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from pathlib import Path
 
@@ -65,7 +64,8 @@ def test_baseline_option_and_other_formats(study: tuple[Orch, dict]) -> None:
 
 
 def test_each_chart_as_png_and_svg(study: tuple[Orch, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.analysis.charts import CHARTS as DRAW, save
+    from orchestrator.analysis.charts import CHARTS as DRAW
+    from orchestrator.analysis.charts import save
     from orchestrator.analysis.study import analyse
     from shared.store.report_reads import resolve_study, training_runs
 
