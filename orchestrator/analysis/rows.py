@@ -82,6 +82,9 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
             lines.append(f"{result.config.label}: {result.convergence}")
     notes = sorted({r.summary.note for r in analysis.results if r.summary.note})
     lines += [f"note: {note}" for note in notes]
+    unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
+    if unfinished:
+        lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")
     return lines
 
 

@@ -186,3 +186,14 @@ def test_the_baseline_defaults_to_the_best_config() -> None:
     assert worse.comparison.diff == pytest.approx(-0.4) and worse.comparison.outcome == "worse"
     by_loss = analyse(runs, "val_loss", baseline="norm=ln")
     assert by_loss.baseline.config.label == "norm=ln" and by_loss.baseline_given
+
+
+def test_unfinished_runs_are_named_under_the_verdicts() -> None:
+    from dataclasses import replace
+
+    from orchestrator.analysis.rows import verdict_lines
+
+    runs = [run(1, 0, [0.9], norm="bn"), replace(run(2, 0, [0.5, 0.6], norm="ln"), status="running")]
+    lines = verdict_lines(analyse(runs, "val_acc"))
+    assert lines[-1] == "note: not finished, so their numbers may change or stop here: jobs 2 (running)"
+    assert "norm=ln vs norm=bn: -30.00 points on the one common seed (0)" in lines[1]
