@@ -48,7 +48,7 @@ def report(obj: Context, study_ref: str | None, job_list: str | None, metric: st
       orch report --study groups               # a study by name or id: configs over seeds, verdicts
       orch report --study 3 --baseline 'norm=bn,groups=1' --format md
       orch report --study 3 --html report.html # one offline page with every chart
-      orch report --study 3 --plot final.png --chart curves
+      orch report --study 3 --plot curves.png --chart curves
       orch report --job 4,7,9 --plot curves.svg
       orch report --metric test_acc --format csv > leaderboard.csv
     """
