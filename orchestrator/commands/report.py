@@ -68,7 +68,9 @@ def report(obj: Context, study_ref: str | None, job_list: str | None, metric: st
         _leaderboard(obj, metric, fmt, study.id if study else None)
         return
     if not runs:
-        click.echo(EMPTY)
+        if html_path or plot_path:
+            raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw yet: {EMPTY}")
+        click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, EMPTY))
         return
     analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None)
     if html_path or plot_path:
