@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo, end to end on the embedded default (SQLite + filesystem broker under ORCH_HOME):
 # make a data set, start a worker, run a small ablation to the end, print the leaderboard and write
-# report.html (one offline page: statistics and charts) and ablation.png (its final-metric chart).
+# report.html (one offline page: statistics and charts) and ablation.png (its overview chart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -45,10 +45,13 @@ def colours(analysis: StudyAnalysis) -> dict[str, Any]:
 
 def final_chart(analysis: StudyAnalysis) -> "Figure":
     """Each config's metric: the mean with its 95% interval, every seed as a dot, best at the top."""
+    figure, (ax,) = new_figure(7.5, 1.2 + 0.42 * len(analysis.results))
+    draw_final(ax, analysis, colours(analysis))
+    return figure
+
+
+def draw_final(ax: "Axes", analysis: StudyAnalysis, palette: dict[str, Any]) -> None:
     scale, results = scale_of(analysis.metric), analysis.results
-    figure, (ax,) = new_figure(7.5, 1.2 + 0.42 * len(results))
-    palette = colours(analysis)
-    test_label: str | None = "test accuracy"
     for row, result in enumerate(results):
         y, colour = len(results) - row, palette[result.config.label]
         seeds = [scale.factor * v for v in result.config.by_seed(analysis.metric).values()]
@@ -59,16 +62,14 @@ def final_chart(analysis: StudyAnalysis) -> "Figure":
         if result.summary.ci is not None:
             ax.errorbar(mean, y, xerr=error_bars([result], scale.factor), fmt="none", ecolor=colour, capsize=4, lw=1.6)
         ax.scatter([mean], [y], s=46, color=colour, edgecolor="black", linewidth=0.6, zorder=3)
-        if result.test.mean is not None:
-            ax.scatter([100 * result.test.mean], [y], marker="D", s=28, facecolor="white", edgecolor=colour,
-                       zorder=3, label=test_label)
-            test_label = None  # one legend entry for all the diamonds
+        if result.test.mean is not None:  # just below its row, so that it never hides the mean
+            ax.scatter([100 * result.test.mean], [y - 0.22], marker="D", s=26, facecolor="white", edgecolor=colour,
+                       zorder=3)
     ax.set_yticks(range(len(results), 0, -1), [_tick(r, analysis) for r in results])
-    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots")
-    ax.set_title("Final metric per config over seeds (best first)", loc="left")
-    if any(r.test.mean is not None for r in results):
-        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    return figure
+    ax.set_ylim(0.4, len(results) + 0.6)
+    tested = ", \u25c7 test accuracy" if any(r.test.mean is not None for r in results) else ""
+    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{tested}")
+    ax.set_title(f"Final {analysis.metric} per config (best first; * not converged)", loc="left")
 
 
 def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
@@ -79,25 +80,42 @@ def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
 
 def curves_chart(analysis: StudyAnalysis) -> "Figure":
     """Validation accuracy and training loss per epoch: the mean over seeds and a band from min to max."""
-    from matplotlib.ticker import MaxNLocator
-
     figure, axes = new_figure(11, 4.2, panels=2)
     palette = colours(analysis)
     for ax, (key, title, factor) in zip(axes, CURVES):
-        for result in analysis.results:
-            line = curve(result.config, key)
-            colour = palette[result.config.label]
-            ax.plot(line.epochs, [factor * v for v in line.mean], color=colour, marker="o", ms=3,
-                    label=result.config.label)
-            if len(result.config.runs) > 1:
-                ax.fill_between(line.epochs, [factor * v for v in line.low], [factor * v for v in line.high],
-                                color=colour, alpha=0.15, linewidth=0)
-        ax.set_xlabel("epoch")
+        draw_curves(ax, analysis, palette, key, factor)
         ax.set_title(title, loc="left")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
     figure.suptitle("Learning curves: mean over seeds, band from the lowest to the highest seed", x=0.01,
                     ha="left", fontsize=10)
+    return figure
+
+
+def draw_curves(ax: "Axes", analysis: StudyAnalysis, palette: dict[str, Any], key: str, factor: float) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for result in analysis.results:
+        line = curve(result.config, key)
+        colour = palette[result.config.label]
+        ax.plot(line.epochs, [factor * v for v in line.mean], color=colour, marker="o", ms=3,
+                label=result.config.label)
+        if len(result.config.runs) > 1:
+            ax.fill_between(line.epochs, [factor * v for v in line.low], [factor * v for v in line.high],
+                            color=colour, alpha=0.15, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def overview_chart(analysis: StudyAnalysis) -> "Figure":
+    """The answer at a glance (the README's picture): final metric with intervals beside the
+    validation curves that show whether each config had finished learning."""
+    figure, axes = new_figure(11, max(3.4, 1.4 + 0.42 * len(analysis.results)), panels=2)
+    palette = colours(analysis)
+    draw_final(axes[0], analysis, palette)
+    key, title, factor = CURVES[0]
+    draw_curves(axes[1], analysis, palette, key, factor)
+    axes[1].set_title(f"{title} per epoch: mean and seed range", loc="left")
+    axes[1].legend(fontsize=8, frameon=False)
     return figure
 
 
@@ -157,11 +175,14 @@ def error_bars(results: list[ConfigResult], factor: float) -> list[list[float]]:
 
 
 def pareto_chart(analysis: StudyAnalysis) -> "Figure | None":
-    """The metric against GMACs and against parameters; the configs no other beats on both are joined."""
+    """The metric against GMACs and against parameters; the configs no other beats on both are joined.
+
+    None when the configs do not differ in cost (a norm-only study): there is no front to draw.
+    """
     scale = scale_of(analysis.metric)
     points = [r for r in analysis.results if r.summary.mean is not None and r.config.info("gmacs") is not None]
-    if not points:
-        return None
+    if len({(r.config.info("gmacs"), r.config.info("params")) for r in points}) < 2:
+        return None  # every config costs the same: nothing to trade off
     figure, axes = new_figure(11, 4.2, panels=2)
     palette = colours(analysis)
     for ax, (key, label, factor) in zip(axes, (("gmacs", "GMACs per image", 1.0), ("params", "parameters (M)", 1e-6))):
@@ -189,6 +210,8 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 CHARTS: dict[str, Callable[[StudyAnalysis], "Figure | None"]] = {
     "final": final_chart, "curves": curves_chart, "groups": groups_chart, "pareto": pareto_chart}
+# --chart only: the HTML page has both of its halves already
+SINGLE_CHARTS: dict[str, Callable[[StudyAnalysis], "Figure | None"]] = {**CHARTS, "overview": overview_chart}
 
 
 def save(figure: "Figure", path: Path) -> None:

@@ -80,8 +80,11 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     for result in analysis.results:
         if result.convergence:
             lines.append(f"{result.config.label}: {result.convergence}")
-    notes = sorted({r.summary.note for r in analysis.results if r.summary.note})
-    lines += [f"note: {note}" for note in notes]
+    notes: dict[str, list[str]] = {}
+    for result in analysis.results:
+        if result.summary.note:
+            notes.setdefault(result.summary.note, []).append(result.config.label)
+    lines += [f"note: {note} ({', '.join(labels)})" for note, labels in notes.items()]
     unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")

@@ -17,7 +17,7 @@ from shared.errors import OrchError
 if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
 
-CHART_NAMES = ("final", "curves", "groups", "pareto")
+CHART_NAMES = ("final", "curves", "groups", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
 EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
          "(is a worker running? `orch worker`); to start one: `orch submit train --help`")
 
@@ -35,8 +35,8 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
               help="Write one self-contained HTML page (tables, statistics, every chart inline).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one chart to FILE.png or FILE.svg.")
-@click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws "
-              "[default: final for --study, curves for --job].")
+@click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws (overview: final "
+              "beside the validation curves) [default: final for --study, curves for --job].")
 @pass_context
 def report(obj: Context, study_ref: str | None, job_list: str | None, metric: str, fmt: str, per_job: bool,
            baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
@@ -138,14 +138,14 @@ def _print_analysis(analysis: "StudyAnalysis", fmt: str) -> None:
 
 
 def _write_files(analysis: "StudyAnalysis", html_path: Path | None, plot_path: Path | None, chart: str) -> None:
-    from orchestrator.analysis.charts import CHARTS, save
+    from orchestrator.analysis.charts import SINGLE_CHARTS, save
     from orchestrator.analysis.html import page
 
     if plot_path is not None:
-        figure = CHARTS[chart](analysis)
+        figure = SINGLE_CHARTS[chart](analysis)
         if figure is None:
-            raise OrchError(f"--chart: this selection has no {chart} chart "
-                            f"({'its configs keep groups fixed' if chart == 'groups' else 'no GMACs recorded'})")
+            why = "its configs keep groups fixed" if chart == "groups" else "its configs do not differ in GMACs"
+            raise OrchError(f"--chart: this selection has no {chart} chart ({why})")
         save(figure, plot_path)
         click.echo(f"wrote {plot_path} ({chart} chart)")
     if html_path is not None:

@@ -65,7 +65,7 @@ def test_baseline_option_and_other_formats(study: tuple[Orch, dict]) -> None:
 
 def test_each_chart_as_png_and_svg(study: tuple[Orch, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.analysis.charts import CHARTS as DRAW
-    from orchestrator.analysis.charts import save
+    from orchestrator.analysis.charts import SINGLE_CHARTS, save
     from orchestrator.analysis.study import analyse
     from shared.store.report_reads import resolve_study, training_runs
 
@@ -77,8 +77,8 @@ def test_each_chart_as_png_and_svg(study: tuple[Orch, dict], tmp_path: Path, mon
         analysis = analyse(training_runs(s, record.id), "val_acc", record)
     store.dispose()
     assert tuple(DRAW) == CHARTS
-    for chart in CHARTS:
-        figure = DRAW[chart](analysis)
+    for chart in (*CHARTS, "overview"):
+        figure = SINGLE_CHARTS[chart](analysis)
         assert figure is not None, chart
         for suffix in (".png", ".svg"):
             out = tmp_path / f"{chart}{suffix}"
@@ -146,8 +146,10 @@ def test_groups_chart_needs_a_study_that_varies_groups(orch: Orch, monkeypatch: 
     proc = orch.run("report", "--study", "norms", "--plot", str(tmp_path / "g.png"), "--chart", "groups")
     assert proc.returncode == 2 and "--chart: this selection has no groups chart" in proc.stderr
     html = tmp_path / "r.html"
-    assert "charts: final, curves, pareto" in orch.run("report", "--study", "norms", "--html", str(html),
-                                                        check=True).stdout
+    assert "charts: final, curves)" in orch.run("report", "--study", "norms", "--html", str(html),
+                                                 check=True).stdout  # one cost for all: no Pareto front
+    proc = orch.run("report", "--study", "norms", "--plot", str(tmp_path / "p.png"), "--chart", "pareto")
+    assert proc.returncode == 2 and "do not differ in GMACs" in proc.stderr
     rows = orch.json_report("--study", "norms")
     assert all(r["n"] == 1 and r["val_acc_ci95_low"] is None and "n=1" in r["interval_note"] for r in rows)
     assert all("one epoch" in r["convergence"] for r in rows)
