@@ -72,7 +72,7 @@ def train_spec_dict(options: dict[str, Any]) -> dict[str, Any]:
              "image_size": options["image_size"], "pretrained": options["pretrained"]}
     spec: dict[str, Any] = {"model": {k: v for k, v in model.items() if v is not None}}
     for name in ("data", "val", "val_fraction", "epochs", "batch_size", "lr", "optimizer", "momentum",
-                 "weight_decay", "schedule", "label_smoothing", "seed", "precision"):
+                 "weight_decay", "schedule", "label_smoothing", "seed", "precision", "compile"):
         if options.get(name) is not None:
             spec[name] = options[name]
     return spec

@@ -122,6 +122,8 @@ class TrainSpec(Spec):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     seed: int = Field(0, ge=0, le=2**31 - 1)
     precision: Precision = "auto"
+    # torch.compile the training step: pays a compile (minutes on a CPU) for faster steps on a GPU
+    compile: bool = False
 
 
 class ScoreSpec(Spec):

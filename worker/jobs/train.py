@@ -40,6 +40,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
         "best_checkpoint": str(Path(result["best_checkpoint"])),
+        "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)
         "versions": {"orch": package_version("orch"), "torch": torch.__version__},
     }
