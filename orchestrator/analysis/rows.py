@@ -61,7 +61,7 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
                "95% CI": _interval(result.summary, scale.factor), "n": result.summary.n,
                f"Δ{' pts' if unit else ''}": _delta(comp.diff, comp.outcome, scale.factor),
                "p": "" if comp.p is None else f"{comp.p:.2g}"}
-        if any(r.test.n for r in analysis.results):
+        if analysis.metric != "test_acc" and any(r.test.n for r in analysis.results):
             row["test %"] = _pm(result.test, 100.0)
         row["GMACs"] = result.config.info("gmacs")
         row["conv"] = "yes" if result.convergence is None else "NO"

@@ -97,8 +97,8 @@ def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale) 
     diffs = [values[s] - baseline[s] for s in seeds]
     n = len(diffs)
     if n == 0:
-        return Comparison([], None, None, None, None, "not paired",
-                          "not compared: no seed in common with the baseline")
+        why = "no seed in common with the baseline" if values else "no value recorded"
+        return Comparison([], None, None, None, None, "not paired", f"not compared: {why}")
     mean = statistics.fmean(diffs)
     if n == 1:
         return Comparison(seeds, mean, None, None, None, "unclear",

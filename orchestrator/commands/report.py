@@ -64,6 +64,9 @@ def report(obj: Context, study_ref: str | None, job_list: str | None, metric: st
         study = study_for(s, study_ref) if study_ref is not None else None
         job_ids = _job_ids(job_list) if job_list is not None else None
         runs = training_runs(s, study.id if study else None, job_ids)
+    missing = sorted(set(job_ids or ()) - {run.id for run in runs})
+    if missing:
+        raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
     if per_job:
         _leaderboard(obj, metric, fmt, study.id if study else None)
         return

@@ -130,6 +130,7 @@ def assert_offline(html: str) -> None:
     (["--study", "1", "--chart", "final"], "--chart: needs --plot"),
     (["--study", "1", "--job", "1"], "--job: give --study or --job, not both"),
     (["--job", "1,x"], "--job: expected job ids"),
+    (["--job", "1,99"], "--job: no training job with recorded epochs: 99"),
 ])
 def test_bad_report_options(study: tuple[Orch, dict], args: list[str], fragment: str) -> None:
     orch, _ = study

@@ -95,6 +95,7 @@ def test_missing_seeds_leave_one_or_no_pair() -> None:
     none = compare({2: 0.7}, {0: 0.5, 1: 0.5}, ACC)
     assert none.seeds == [] and none.diff is None and none.outcome == "not paired"
     assert "no seed in common" in none.verdict
+    assert compare({}, {0: 0.5}, ACC).verdict == "not compared: no value recorded"  # e.g. never scored
 
 
 def test_a_constant_metric_divides_nothing_by_zero_and_says_so() -> None:
