@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from orchestrator.context import Context
+from orchestrator.options import option_name
 from shared.config import redact
 from shared.errors import OrchError
 
@@ -48,7 +49,7 @@ class OrchGroup(click.Group):
             raise UserError(str(exc)) from None
         except click.UsageError as exc:  # one line instead of usage + hint + error
             hint = f" (see orch {exc.ctx.command_path.partition(' ')[2]} --help)" if exc.ctx else ""
-            raise UserError(exc.format_message() + hint) from None
+            raise UserError(usage_message(exc) + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:  # services unreachable: no traceback, password hidden
@@ -56,6 +57,13 @@ class OrchGroup(click.Group):
             if message is None:
                 raise
             raise UserError(message) from None
+
+
+def usage_message(exc: click.UsageError) -> str:
+    """`--lr: 'fast' is not a number`: a bad value reads like a spec error, naming the option first."""
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and exc.param:
+        return f"{option_name(exc.param)}: {exc.message}"
+    return exc.format_message()
 
 
 def connection_error_message(exc: Exception) -> str | None:

@@ -8,10 +8,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from orchestrator.fields import TRAIN_FIELDS, axis_values
+from orchestrator.metrics import METRICS
+from shared.spec import TrainSpec, read_stored
 from shared.store import Job, JobKind, Score
 
-from orchestrator.metrics import METRICS
-CONFIG_KEYS = ("model", "norm", "groups", "width", "lr", "batch_size")
+COLUMN_FOR = {"width_per_group": "width"}  # leaderboard columns named otherwise than their option
+# a config is a grid cell less its seed: the spec's grid axes, so a new axis is a new column
+CONFIG_KEYS = tuple(COLUMN_FOR.get(f.dest, f.dest) for f in TRAIN_FIELDS if f.axis and f.path != "seed")
 
 
 def job_rows(session: Session, study_id: int | None) -> list[dict[str, Any]]:
@@ -32,12 +36,10 @@ def latest_test_accuracy(session: Session, job_ids: list[int]) -> dict[int, floa
 
 def job_row(job: Job, test_acc: float | None) -> dict[str, Any]:
     best = max(job.epochs, key=lambda e: (e.val_acc, -e.epoch))
-    spec, info = job.spec, job.model_info or {}
-    model = spec.get("model", {})
+    spec, info = read_stored(TrainSpec, job.spec), job.model_info or {}
+    config = {COLUMN_FOR.get(k, k): v for k, v in axis_values(spec).items()}
     return {
-        "id": job.id, "status": job.status, "model": model.get("arch"), "norm": info.get("norm") or model.get("norm") or "bn",
-        "groups": model.get("groups", 1), "width": info.get("width_per_group") or model.get("width_per_group"),
-        "lr": spec.get("lr"), "batch_size": spec.get("batch_size"), "seed": spec.get("seed"),
+        "id": job.id, "status": job.status, **config,
         "params": info.get("params"), "gmacs": info.get("gmacs"),
         "val_acc": best.val_acc, "val_loss": best.val_loss, "test_acc": test_acc,
         "epochs": len(job.epochs), "images_per_s": statistics.fmean(e.images_per_s for e in job.epochs),
