@@ -5,6 +5,7 @@ Every user error (an OrchError, a bad option) exits 2 with one line and no trace
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from shared.errors import OrchError
 # (module in orchestrator.commands, attribute): all added at start so `orch --help` lists them;
 # command modules import only click and light shared modules (heavy ones inside the commands).
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("init", "init"),
     ("submit", "submit"),
     ("status", "status"),
     ("report", "report"),
@@ -95,10 +97,27 @@ def main(ctx: click.Context, home: str | None) -> None:
       orch report --study 1                      # mean ± std over seeds
       orch submit score --job 1 --data data/test --out preds.csv --wait
 
+    A project file saves typing: `orch init` in a data folder writes orch.toml (data, val, test,
+    image size); commands run there or below take their defaults from the nearest one, then
+    `orch submit ablation --groups 1,8,32` is a whole command.
+
     Cluster mode: set ORCH_BROKER_URL=redis://HOST:6379/0 and
-    ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (then `orch db upgrade`).
+    ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (an empty database gets the schema on
+    first use; `orch db upgrade` upgrades an older one).
     """
     ctx.obj = Context(home)
+    use_project_file(ctx)
+
+
+def use_project_file(ctx: click.Context) -> None:
+    """The nearest orch.toml upward from the working directory fills the options not given."""
+    from orchestrator.options import PROJECT_KEY
+    from orchestrator.project import default_maps, find_project, read_project
+
+    path = find_project(Path.cwd())
+    if path is not None:
+        ctx.default_map = default_maps(read_project(path))
+        ctx.meta[PROJECT_KEY] = path
 
 
 def _register() -> None:
