@@ -140,7 +140,7 @@ def _example(field: OptionField) -> str:
 def cells(fields: Sequence[OptionField], values: dict[str, Any]) -> list[dict[str, Any]]:
     """The cross product of the listed options' values: one {path: value} per cell (None: default)."""
     axes = [parse_list(f, values.get(f.dest)) if f.listed else [values.get(f.dest)] for f in fields]
-    return [dict(zip((f.path for f in fields), combo)) for combo in itertools.product(*axes)]
+    return [dict(zip((f.path for f in fields), combo, strict=True)) for combo in itertools.product(*axes)]
 
 
 def nested(flat: dict[str, Any]) -> dict[str, Any]:

@@ -27,8 +27,10 @@ def job_states(obj: Context, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     for job in jobs:
         epoch = last.get(job.id)
         spec = read_stored(SPEC_FOR_KIND[job.kind], job.spec)
-        states[job.id] = {"status": job.status, "epoch": epoch, "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
-                          "val_acc": accs.get((job.id, epoch)), "error": job.error, "kind": job.kind}
+        states[job.id] = {"status": job.status, "epoch": epoch,
+                          "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
+                          "val_acc": accs.get((job.id, epoch)) if epoch is not None else None,
+                          "error": job.error, "kind": job.kind}
     return states
 
 

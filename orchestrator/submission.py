@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS, OptionField, cells, default_arch, parse_cells
+from orchestrator.fields import GRID_FIELDS, OptionField, cells, default_arch, parse_cells
 from shared.errors import SpecError
 from shared.spec import Spec, TrainSpec
 
@@ -56,7 +56,7 @@ class Queued:
     study_id: int | None = None
 
 
-def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,
+def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,
                grid: dict[str, Any] | None = None, **columns: Any) -> Queued:
     """Record the jobs (and the study, when `grid` is given), then send their tasks.
 
@@ -64,7 +64,7 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
     With a study name seen before, only cells that are missing, failed or cancelled are queued.
     """
     from shared.queue import check_broker, send_job
-    from shared.store import Study
+    from shared.store import JobKind, Study
     from shared.store import jobs as store_jobs
 
     check_broker(obj.celery)
@@ -83,7 +83,7 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
                 outcome.skipped.append(job.id)
                 continue
             if job is None:
-                job = store_jobs.add_job(s, kind, spec, queue=queue,
+                job = store_jobs.add_job(s, JobKind(kind), spec, queue=queue,
                                          study_id=study.id if study is not None else None, **columns)
             to_send.append((job.id, job.kind))
         outcome.study_id = study.id if study is not None else None
@@ -97,7 +97,7 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
     return outcome
 
 
-def _mark_unsent(obj: "Context", job_ids: list[int], exc: Exception) -> None:
+def _mark_unsent(obj: Context, job_ids: list[int], exc: Exception) -> None:
     from sqlalchemy import update
 
     from shared.config import redact

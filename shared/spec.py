@@ -83,7 +83,7 @@ class ModelSpec(Spec):
     pretrained: str | None = Field(None, description="A local torchvision state_dict file (never downloaded).")
 
     @model_validator(mode="after")
-    def _knobs_apply(self, info: ValidationInfo) -> "ModelSpec":
+    def _knobs_apply(self, info: ValidationInfo) -> ModelSpec:
         if not is_stored(info):  # a spec read back was valid when written; a newer rule must not hide it
             check_model_knobs(self)
         return self
@@ -93,7 +93,7 @@ class ModelSpec(Spec):
         """The norm the network is built with: every architecture's own is BatchNorm."""
         return self.norm or "bn"
 
-    def as_built(self) -> "ModelSpec":
+    def as_built(self) -> ModelSpec:
         """This spec with the defaults that depend on other fields filled in, as the network is built
         (for showing; `norm` on a MobileNet, say, would not validate)."""
         return self.model_copy(update={"norm": self.norm_name, "width_per_group": self.built_width})

@@ -61,7 +61,7 @@ class Orch:
     def json_report(self, *args: str) -> list[dict[str, Any]]:
         return json.loads(self.run("report", *args, "--format", "json", check=True).stdout)
 
-    def start_worker(self, *args: str, log_name: str = "worker") -> "WorkerProcess":
+    def start_worker(self, *args: str, log_name: str = "worker") -> WorkerProcess:
         log = open(self.home / f"{log_name}-{uuid.uuid4().hex[:6]}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "worker", *args], env=self.env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -60,7 +60,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
     left = {"arch", "norm"}
     return "\n".join(
-        "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, c, w in zip(COLUMNS, line, widths)).rstrip()
+        "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, c, w in zip(COLUMNS, line, widths, strict=True)).rstrip()
         for line in cells
     )
 

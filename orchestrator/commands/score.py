@@ -79,12 +79,13 @@ def resolve_checkpoint(obj: Context, job_id: int | None, checkpoint: str | None,
             return _best_of_job(s, _best_in_study(s, best_of))
         path = existing_path("--checkpoint", checkpoint, folder=False) or ""
         owner = _job_of_checkpoint(s, path)
-    if owner is not None and (owner.result or {}).get("classes"):
-        return path, owner.id, list(owner.result["classes"])
+    classes = (owner.result or {}).get("classes") if owner is not None else None
+    if owner is not None and classes:
+        return path, owner.id, list(classes)
     return path, owner.id if owner is not None else None, classes_in_file(path)
 
 
-def _best_of_job(session: Any, job: "Job") -> tuple[str, int, list[str]]:
+def _best_of_job(session: Any, job: Job) -> tuple[str, int, list[str]]:
     from sqlalchemy import select
 
     from shared.store import Checkpoint
@@ -99,7 +100,7 @@ def _best_of_job(session: Any, job: "Job") -> tuple[str, int, list[str]]:
     return best.path, job.id, list(classes) if classes else classes_in_file(best.path)
 
 
-def _best_in_study(session: Any, study: str) -> "Job":
+def _best_in_study(session: Any, study: str) -> Job:
     """The study's succeeded training job with the best val accuracy (the lowest id on a tie)."""
     from sqlalchemy import select
 
@@ -119,7 +120,7 @@ def _best_in_study(session: Any, study: str) -> "Job":
     return max(rows, key=lambda row: (row[1], -row[0].id))[0]
 
 
-def _job_of_checkpoint(session: Any, path: str) -> "Job | None":
+def _job_of_checkpoint(session: Any, path: str) -> Job | None:
     """The training job that wrote this checkpoint file, when the store knows it."""
     from sqlalchemy import select
 
@@ -206,7 +207,8 @@ def wait_for_score(obj: Context, parent_id: int, shard_ids: list[int]) -> bool:
     from shared.store import Job
 
     with obj.store.session() as s:
-        result = s.get(Job, parent_id).result or {}
+        parent = s.get(Job, parent_id)
+        result = (parent.result if parent is not None else None) or {}
     accuracy = f"; accuracy {100 * result['accuracy']:.2f}%" if result.get("accuracy") is not None else ""
     click.echo(f"wrote {result.get('out')}: {result.get('n')} rows{accuracy}", err=True)
     return True

@@ -15,11 +15,11 @@ if TYPE_CHECKING:
     from shared.store import Job
 
 
-def typed_spec(job: "Job") -> Spec:
+def typed_spec(job: Job) -> Spec:
     return read_stored(SPEC_FOR_KIND[job.kind], job.spec)
 
 
-def job_summary(job: "Job", spec: Spec, shards: tuple[int, int] | None = None) -> dict[str, Any]:
+def job_summary(job: Job, spec: Spec, shards: tuple[int, int] | None = None) -> dict[str, Any]:
     """One row of `orch status`; `shards` is a score job's (succeeded, total) shard count."""
     train = spec if isinstance(spec, TrainSpec) else None
     last = job.epochs[-1] if job.epochs else None
@@ -34,7 +34,7 @@ def job_summary(job: "Job", spec: Spec, shards: tuple[int, int] | None = None) -
     }
 
 
-def job_detail(job: "Job", shards: tuple[int, int] | None = None) -> dict[str, Any]:
+def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any]:
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
                "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
     times = {k: (v.isoformat() if v else None) for k, v in

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from orchestrator.context import Context, pass_context
-from orchestrator.options import spec_options
 from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
+from orchestrator.options import spec_options
 from orchestrator.submission import existing_path, queue_jobs, train_specs
 from shared.config import DEFAULT_QUEUE
 

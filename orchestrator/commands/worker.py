@@ -47,7 +47,7 @@ def worker(obj: Context, queues: str, gpus: str | None, name: str | None, loglev
       orch worker --gpus 0,1,2,3       # four workers, one per GPU
       orch worker --queues big,orch    # also take jobs sent with --queue big
     """
-    obj.store  # create or check the schema once, before any worker races to
+    _ = obj.store  # create or check the schema once, before any worker races to
     base = name or f"orch@{socket.gethostname()}"
     if not gpus:
         cmd = worker_command(queues, base, loglevel)
