@@ -5,7 +5,6 @@ for the image size, write the file.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +82,8 @@ def _summary(listing: Any) -> str:
 
 def image_size(train: Path) -> int:
     """The median short side of a sample of the training images, within [32, 224]."""
+    import statistics
+
     from PIL import Image
 
     from shared.data import scan
