@@ -176,6 +176,9 @@ class TrainSpec(Spec):
                                                         "order (the val split does not depend on it).")
     precision: Precision = Field("auto", description="auto: bf16 where the hardware has it (CUDA, or a "
                                                      "CPU with AMX/AVX512-BF16), else fp32.")
+    # torch.compile the training step: pays a compile (minutes on a CPU) for faster steps on a GPU
+    compile: bool = Field(False, description="torch.compile the training step: faster steps on a GPU after a "
+                                             "compile of minutes.")
 
     def model_for_classes(self, count: int) -> ModelSpec:
         """The model for the `count` classes the data has. `orch submit` records the data's count in

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import socket
 
@@ -15,10 +16,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queues to consume")
     parser.add_argument("--hostname", default=f"orch@{socket.gethostname()}", help="Celery node name")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("ORCH_THREADS") or 0) or None,
+                        help="torch threads per job [every CPU this worker may use]")
+    parser.add_argument("--no-warm", dest="warm", action="store_false",
+                        help="spawn each job's process when the job arrives (no process kept ready)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
     settings = load_settings()
-    app, supervisor = create_app(settings)
+    app, supervisor = create_app(settings, args.threads, warm=args.warm)
+    supervisor.children.start()  # from the main thread: it outlives the child (see warm.py)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     Sweeper(settings, supervisor.store, supervisor.resend).start()
     # threads pool, one slot: the task thread supervises a spawned child, so nothing forks

@@ -12,21 +12,25 @@ from shared.config import Settings
 from shared.queue import TASK_NAMES, make_celery, send_job
 from shared.store import open_store
 from worker.supervisor import Supervisor
+from worker.warm import WarmPool
 
 
-def create_app(settings: Settings) -> tuple[Celery, Supervisor]:
+def create_app(settings: Settings, threads: int | None = None, *, warm: bool = True) -> tuple[Celery, Supervisor]:
+    """The worker's app; `threads` is each job's torch thread count (None: every CPU it may use)."""
     app = make_celery(settings)
     supervisor = Supervisor(
         settings=settings,
         store=open_store(settings),
         owner=f"{socket.gethostname()}:{os.getpid()}",
         resend=lambda job_id, kind, queue: send_job(app, job_id, kind, queue),
+        children=WarmPool(str(settings.home), threads, warm=warm),
     )
     for name in TASK_NAMES.values():
         _register(app, name, supervisor)
 
     def on_shutdown(**_: Any) -> None:
         supervisor.shutdown.set()
+        supervisor.children.close()
 
     worker_shutting_down.connect(on_shutdown, weak=False)
     return app, supervisor

@@ -3,12 +3,17 @@
 Started with the `spawn` method: the worker's parent never initialises CUDA and never forks
 after threads exist; the child's memory (and GPU memory) is returned when it exits. It dies
 with its parent (PR_SET_PDEATHSIG), and SIGTERM asks it to stop at the next step.
+
+It is started before its job is known (warm.py): it warms up (threads, imports, device, store),
+reports ready, then waits on its pipe for one job, runs it, reports the outcome and exits.
 """
 from __future__ import annotations
 
 import ctypes
 import importlib
+import os
 import signal
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,11 +48,67 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "failed", reason
 
 
-def main(job: dict[str, Any], token: int, home: str, conn: Connection) -> None:
+# What a job's code imports: loaded while the child waits, not after its job arrives.
+WARM_IMPORTS = ("torch", "torchvision.models", "shared.engine", "shared.models", "shared.data.images",
+                "worker.jobs.train", "worker.jobs.score")
+
+
+def serve(conn: Connection, home: str, threads: int | None) -> None:
+    """The child's life: warm up, say ready, take one job (EOF: the worker went away), run it."""
     die_with_parent()
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the worker, which decides
+    set_idle_priority(os.getpid(), True)  # warm up on the cycles the running job leaves
+    conn.send(("ready", warm_up(threads)))
+    try:
+        job, token = conn.recv()
+    except (EOFError, OSError):
+        return  # the worker is stopping, or replaced this child
+    set_idle_priority(os.getpid(), False)  # the worker promoted us when it took us; threads made since too
+    main(job, token, home, conn, stop)
+
+
+def warm_up(threads: int | None) -> dict[str, float]:
+    """Set the thread count, import what jobs import, initialise the device; timings in seconds.
+
+    torch sizes its thread pool to the PHYSICAL cores it detects: on a VM that shows 2 vCPUs as one
+    core with two threads it trains on 1 thread, half the machine. So the count is set explicitly:
+    `threads` (the worker's --threads), else every CPU this process may run on.
+    """
+    started = time.perf_counter()
+    count = threads or len(os.sched_getaffinity(0))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before torch loads: its pools read them
+        os.environ[name] = str(count)
+    for module in WARM_IMPORTS:
+        importlib.import_module(module)
+    imported = time.perf_counter()
+    import torch
+
+    torch.set_num_threads(count)
+    if torch.cuda.is_available():
+        torch.empty(1, device="cuda")  # creates the CUDA context now, not in the job's first step
+    return {"import_s": round(imported - started, 3), "device_s": round(time.perf_counter() - imported, 3),
+            "threads": count, "pid": os.getpid()}
+
+
+def set_idle_priority(pid: int, idle: bool) -> None:
+    """SCHED_IDLE while warming up, SCHED_OTHER for the job, for every thread of process `pid`."""
+    policy = getattr(os, "SCHED_IDLE" if idle else "SCHED_OTHER", None)
+    if policy is None:
+        return  # not Linux: the warm-up simply competes with the running job
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return  # the process is gone
+    for tid in tids:
+        try:
+            os.sched_setscheduler(int(tid), policy, os.sched_param(0))
+        except OSError:
+            pass  # a thread that ended meanwhile, or a policy this kernel refuses
+
+
+def main(job: dict[str, Any], token: int, home: str, conn: Connection, stop: dict[str, bool]) -> None:
     try:
         outcome = ("succeeded", "", _run(job, token, home, lambda: stop["requested"]))
     except BaseException as exc:  # the parent records every ending, so report them all
@@ -63,13 +124,16 @@ def _run(job: dict[str, Any], token: int, home: str, should_stop: Any) -> dict[s
     from shared.store import open_store
     from worker.context import JobContext
 
+    started = time.perf_counter()
     settings = load_settings(home)
     store = open_store(settings)
+    opened = round(time.perf_counter() - started, 3)
     try:
         ctx = JobContext(settings=settings, store=store, job_id=job["id"], token=token, kind=job["kind"],
                          spec=job["spec"], parent_id=job["parent_id"], source_job_id=job["source_job_id"],
                          shard=job["shard"], should_stop=should_stop)
         runner = importlib.import_module(RUNNERS[job["kind"]])
-        return runner.run(ctx)
+        result = runner.run(ctx)
+        return {**result, "startup": {"store_s": opened, **result.get("startup", {})}}
     finally:
         store.dispose()

@@ -5,12 +5,12 @@ Runs in the worker's task thread and never imports torch. One job at a time per 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import signal
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,7 +20,7 @@ from shared.config import Settings, redact
 from shared.errors import StaleLease
 from shared.store import Job, JobStatus, Store
 from shared.store import jobs as store_jobs
-from worker import child
+from worker.warm import WarmPool
 
 log = logging.getLogger("orch.worker")
 TERM_GRACE_S = 10.0  # a cancelled child gets this long to finish its checkpoint write
@@ -49,6 +49,7 @@ class Supervisor:
     store: Store
     owner: str
     resend: Callable[[int, str, str], None]
+    children: WarmPool
     shutdown: threading.Event = field(default_factory=threading.Event)
 
     def run(self, job_id: int) -> str:
@@ -74,15 +75,13 @@ class Supervisor:
                     "source_job_id": job.source_job_id, "shard": job.shard, "queue": job.queue}
 
     def _run_child(self, job: dict[str, Any], token: int) -> tuple[str, str, dict[str, Any]]:
-        mp = multiprocessing.get_context("spawn")
-        receive, send = mp.Pipe(duplex=False)
-        proc = mp.Process(target=child.main, args=(job, token, str(self.settings.home), send),
-                          name=f"orch-job-{job['id']}")
         started = time.monotonic()
-        proc.start()
-        send.close()
+        taken, startup = self.children.take(lambda: self._beat(job["id"], token), self.settings.heartbeat)
+        proc, conn = taken.process, taken.conn
+        conn.send((job, token))
+        startup["take_s"] = round(time.monotonic() - started, 3)
         stopped_for = self._watch(proc, job["id"], token)
-        outcome = read_outcome(receive)
+        outcome = read_outcome(conn)
         if stopped_for in ("stale", "shutdown"):
             return stopped_for, stopped_for, {}
         if outcome is None:
@@ -91,10 +90,11 @@ class Supervisor:
             return "failed", f"job process died with {exit_reason(proc.exitcode)}", {}
         kind, reason, result = outcome
         if kind == "succeeded":
-            result = {**result, "wall_s": round(time.monotonic() - started, 2)}
+            result = {**result, "wall_s": round(time.monotonic() - started, 2),
+                      "startup": {**startup, **result.get("startup", {})}}
         return kind, reason, result
 
-    def _watch(self, proc: multiprocessing.process.BaseProcess, job_id: int, token: int) -> str | None:
+    def _watch(self, proc: BaseProcess, job_id: int, token: int) -> str | None:
         """Heartbeat while the child runs; stop it on cancel, lost lease or worker shutdown.
 
         Stopping is SIGTERM, a grace period for the checkpoint being written, then SIGKILL;

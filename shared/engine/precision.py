@@ -1,7 +1,8 @@
 """Numeric precision: where bf16 autocast and channels_last pay off, and where they do not.
 
-`auto` means bf16 autocast on CUDA, or on a CPU with native bf16 (AMX or AVX512-BF16), and fp32
-elsewhere; scoring on an x86 CPU runs int8 instead (see quantize.py). A CPU without native
+`auto` means bf16 autocast on a GPU that has bf16 (Ampere and newer) or on a CPU with native bf16
+(AMX or AVX512-BF16), fp16 autocast with a gradient scaler on an older GPU, and fp32 elsewhere;
+scoring on an x86 CPU runs int8 instead (see quantize.py). A CPU without native
 bf16 emulates it, 2.8x slower than fp32 (resnet18 training at 112 px on the 2-core Cascade Lake
 these notes were measured on: 49.5 vs 17.6 images/s). channels_last is used everywhere: on that
 CPU oneDNN's fp32 convolutions train 1.07-1.25x faster in it (64 to 224 px) and infer 1.2-1.6x
@@ -24,9 +25,14 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 @dataclass(frozen=True)
 class Precision:
-    name: str  # "bf16", "fp32" or "int8" (scoring, quantized by quantize.py): what runs
+    name: str  # "bf16", "fp16" (a GPU without bf16), "fp32" or "int8" (scoring, quantize.py): what runs
     autocast_dtype: torch.dtype | None
     channels_last: bool
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        """fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none."""
+        return self.autocast_dtype == torch.float16
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[object]:
         if self.autocast_dtype is None:
@@ -46,8 +52,12 @@ def resolve(precision: str, device: torch.device, *, scoring: bool = False) -> P
         raise ValueError(f"precision: {precision!r} is not one of {', '.join(allowed)}")
     cpu_int8 = device.type == "cpu" and int8_supported()
     if precision == "auto":
-        native_bf16 = device.type == "cuda" or cpu_has_native_bf16()
-        precision = "int8" if scoring and cpu_int8 else "bf16" if native_bf16 else "fp32"
+        if device.type == "cuda":
+            precision = "bf16" if gpu_has_bf16() else "fp16"
+        else:
+            precision = "int8" if scoring and cpu_int8 else "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision == "fp16":  # only ever chosen by `auto`, on a GPU without bf16
+        return Precision("fp16", torch.float16, channels_last=True)
     if precision == "bf16":
         return Precision("bf16", torch.bfloat16, channels_last=True)
     if precision == "int8" and cpu_int8:
@@ -67,6 +77,12 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags for f in CPU_BF16_FLAGS)
+
+
+@lru_cache(maxsize=1)
+def gpu_has_bf16() -> bool:
+    """bf16 tensor cores (Ampere and newer); older GPUs get fp16 autocast with a gradient scaler."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def default_device() -> torch.device:

@@ -7,8 +7,10 @@ optimizer, scheduler and RNG states are restored, and each epoch's data order an
 come from a generator seeded by (seed, epoch), not from whatever ran before.
 
 There is no DataLoader: images are decoded once into the memory-mapped cache, so a batch is one
-gather from it in this process (worker processes would only copy it again). On CUDA the batch is
-pinned and copied asynchronously, and augmented on the GPU.
+gather from it in this process (worker processes would only copy it again). On CUDA the gather runs
+one batch ahead on a thread, the uint8 batch is copied from pinned memory asynchronously and
+augmented on the GPU (feed.py), cuDNN picks its fastest kernels (benchmark mode), and fp16 autocast
+gets a gradient scaler. `spec.compile` runs the training step through torch.compile.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from shared.engine.checkpoint import (
     FORMAT, checkpoint_spec, load_checkpoint, model_for, rng_state, save_atomic, set_rng_state,
     without_pretrained,
 )
-from shared.engine.infer import evaluate, to_device
+from shared.engine.feed import device_batches
+from shared.engine.infer import VAL_BATCH_FACTOR, evaluate
 from shared.engine.precision import Precision, default_device, resolve
 from shared.errors import CheckpointError, JobCancelled, NonFiniteLoss
 from shared.spec import TrainSpec
@@ -53,10 +56,13 @@ class Run:
     classes: list[str]
     device: torch.device
     prec: Precision
-    model: nn.Module
+    model: nn.Module  # the module whose state_dict is checkpointed
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    net: nn.Module  # what the steps call: `model`, or its torch.compile wrapper
+    scaler: torch.amp.GradScaler  # a pass-through unless fp16 autocast runs
     history: list[dict[str, Any]] = field(default_factory=list)
+    startup: dict[str, float] = field(default_factory=dict)  # seconds to data, model, first step
 
     @property
     def epoch(self) -> int:
@@ -75,11 +81,14 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     """Train `spec` in `workdir`, resuming from its last.pt if there is one; see the module doc."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
+    started = time.perf_counter()
     data = load_train_data(Path(spec.data), Path(spec.val) if spec.val else None, spec.val_fraction,
                            spec.model.image_size, cache)  # every DataError comes before the model
+    loaded = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     resumed = _resume_state(workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed)
+    run.startup = {"data_s": round(loaded - started, 3), "build_s": round(time.perf_counter() - loaded, 3)}
     for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
         if on_epoch is not None:
             on_epoch(dict(metrics))
@@ -93,7 +102,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     best_acc, best_epoch = run.best()
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
             "classes": list(data.classes), "last_checkpoint": str(workdir / LAST),
-            "best_checkpoint": str(workdir / BEST)}
+            "best_checkpoint": str(workdir / BEST), "startup": run.startup}
 
 
 def _resume_state(path: Path, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
@@ -110,6 +119,9 @@ def _resume_state(path: Path, spec: TrainSpec, classes: list[str]) -> dict[str, 
 def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> Run:
     device = default_device()
     prec = resolve(spec.precision, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes: tune each conv once
+        torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls on Ampere and newer
     torch.manual_seed(spec.seed)
     model = model_for(spec if resumed is None else without_pretrained(spec), data.classes).to(device)
     if prec.channels_last:
@@ -117,7 +129,9 @@ def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> 
     optimizer = _optimizer(spec, model)
     total_steps = spec.epochs * len(_batches(np.arange(len(data.train)), spec.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(spec.schedule, total_steps))
-    run = Run(spec, list(data.classes), device, prec, model, optimizer, scheduler)
+    net = torch.compile(model) if spec.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_grad_scaler)
+    run = Run(spec, list(data.classes), device, prec, model, optimizer, scheduler, net, scaler)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -166,7 +180,7 @@ def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool
     train_seconds = time.perf_counter() - start
     if should_stop is not None and should_stop():
         raise JobCancelled(f"cancelled at epoch {epoch} before validation")
-    val_loss, val_acc = evaluate(run.model, data.val, run.spec.batch_size, run.prec, run.device)
+    val_loss, val_acc = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device)
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
             "images_per_s": len(data.train) / train_seconds, "seconds": time.perf_counter() - start,
             "lr": lr}
@@ -179,23 +193,33 @@ def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[
     order = torch.randperm(len(images), generator=gen).numpy()
     run.model.train()
     losses: list[torch.Tensor] = []
-    for step, positions in enumerate(_batches(order, spec.batch_size), start=1):
+    batches = _batches(order, spec.batch_size)
+    step_started = time.perf_counter()
+    for step, (batch, labels) in enumerate(device_batches(images, batches, device), start=1):
         if should_stop is not None and should_stop():
             raise JobCancelled(f"cancelled at epoch {epoch} step {step}")
-        batch, labels = images.batch(positions)
-        x = augment(to_device(batch, device), gen, channels_last=run.prec.channels_last)
+        x = augment(batch, gen, channels_last=run.prec.channels_last)
         with run.prec.autocast(device):
-            loss = F.cross_entropy(run.model(x).float(), to_device(labels, device),
-                                   label_smoothing=spec.label_smoothing)
+            loss = F.cross_entropy(run.net(x).float(), labels, label_smoothing=spec.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
         run.scheduler.step()
-        losses.append(loss.detach() * len(positions))
+        losses.append(loss.detach() * len(batch))
+        if "first_step_s" not in run.startup:
+            _time_first_step(run, step_started)
         if step % FINITE_CHECK_EVERY == 0:
             _check_finite(losses, step - FINITE_CHECK_EVERY, epoch)
     _check_finite(losses, len(losses) - len(losses) % FINITE_CHECK_EVERY, epoch)
     return float(torch.stack(losses).sum().item()) / len(images)
+
+
+def _time_first_step(run: Run, started: float) -> None:
+    """The run's first step (kernel selection, allocations): one sync, once per run."""
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    run.startup["first_step_s"] = round(time.perf_counter() - started, 3)
 
 
 def _check_finite(losses: list[torch.Tensor], first: int, epoch: int) -> None:

@@ -88,7 +88,13 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve("fp32", cpu).autocast_dtype is None and resolve("fp32", cpu).channels_last
     assert resolve("bf16", cpu).autocast_dtype == torch.bfloat16 and resolve("bf16", cpu).channels_last
+    monkeypatch.setattr(precision, "gpu_has_bf16", lambda: True)
     assert resolve("auto", cuda).name == "bf16" and resolve("fp32", cuda).channels_last
+    assert not resolve("auto", cuda).needs_grad_scaler
+    monkeypatch.setattr(precision, "gpu_has_bf16", lambda: False)  # a GPU older than Ampere
+    assert resolve("auto", cuda).name == "fp16" and resolve("auto", cuda).needs_grad_scaler
+    assert resolve("auto", cuda, scoring=True).autocast_dtype == torch.float16
+    monkeypatch.setattr(precision, "gpu_has_bf16", lambda: True)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert resolve("auto", cpu).name == "bf16"
     assert resolve("auto", cpu, scoring=True).name == ("int8" if int8_supported() else "bf16")

@@ -62,7 +62,8 @@ def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert result["epochs"] == 4 and result["classes"] == ["cat", "dog"]
     again: list[dict[str, Any]] = []
-    assert train(spec, tmp_path / "cut", again.append, cache_dir=tmp_path / "cache") == result
+    replayed = train(spec, tmp_path / "cut", again.append, cache_dir=tmp_path / "cache")
+    assert {**replayed, "startup": None} == {**result, "startup": None}  # start-up timings vary by nature
     assert metrics_only(again) == metrics_only(whole)  # a finished job only replays
 
 

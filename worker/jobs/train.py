@@ -36,4 +36,5 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
         "best_checkpoint": str(Path(result["best_checkpoint"])),
+        "startup": result["startup"],
     }

@@ -1,0 +1,212 @@
+"""Efficiency: orch end to end against the hardware's own ceiling, for training and for scoring.
+
+    .venv/bin/python bench/efficiency.py                      # resnet18, 112 px, CPU or GPU
+    .venv/bin/python bench/efficiency.py --model resnet50 --size 224 --mode train
+
+For each of training and scoring, the same model, precision and batch size run two ways:
+- the ceiling: compute only, in this process: random tensors already on the device, forward +
+  backward + optimizer step (training) or forward only (scoring), no data, no checkpoints;
+  measured before and after orch's run and averaged, so a load change on a shared machine shows;
+- orch end to end, as a user runs it: a real `orch worker` (idle and warm, like one left running),
+  `orch submit` through the CLI, until the job is done: queue, start-up, decoding the JPEGs into the
+  cache, augmentation, validation after every epoch, checkpoints, the store's writes.
+images/s counts training images (epochs x the training folder) or scored images over the wall time
+from the job's submit to its end. Training sizes its folder so that one epoch takes about
+--epoch-s seconds at the ceiling's rate (the target is stated for an epoch of at least a minute).
+The seed's loop (PIL per item, a DataLoader, fp32; batch 1 for scoring) is printed for reference.
+Targets: training >= 90% of the ceiling, scoring 2,000 images >= 85%.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from shared.engine.precision import Precision, default_device, resolve
+from shared.models import build_model
+from shared.spec import ModelSpec
+
+from common import CLASSES, machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
+from harness import Orch, wall_seconds
+
+TRAIN_TARGET, SCORE_TARGET = 0.90, 0.85
+
+
+def timed_steps(step: Any, seconds: float, min_steps: int = 5, warmup: int = 3) -> float:
+    """Seconds per call of `step()` after `warmup` calls, over at least `seconds` and `min_steps` calls."""
+    for _ in range(warmup):
+        step()
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    started, calls = time.perf_counter(), 0
+    while calls < min_steps or time.perf_counter() - started < seconds:
+        step()
+        calls += 1
+    sync()
+    return (time.perf_counter() - started) / calls
+
+
+def train_ceiling(model_spec: ModelSpec, batch: int, prec: Precision, seconds: float) -> float:
+    """images/s of forward + backward + fused Adam on random device tensors: no data, no checkpoints."""
+    device = default_device()
+    model = build_model(model_spec).to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_grad_scaler)
+    size = model_spec.image_size
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, model_spec.num_classes, (batch,), device=device)
+
+    def step() -> None:
+        with prec.autocast(device):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return batch / timed_steps(step, seconds)
+
+
+def score_ceiling(checkpoint: Path, batch: int, precision: str, seconds: float) -> float:
+    """images/s of the forward pass alone on random device tensors, in the arithmetic orch's job ran."""
+    from shared.engine import load_for_inference
+    from shared.engine.quantize import quantize
+
+    device = default_device()
+    model, spec, _ = load_for_inference(checkpoint)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    size = spec.model.image_size
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    prec = resolve("fp32" if precision == "int8" else precision, device)
+    if precision == "int8":
+        quantized = quantize(model, x[:16]).model
+        model = quantized if quantized is not None else model
+
+    def step() -> None:
+        with torch.inference_mode(), prec.autocast(device):
+            model(x)
+
+    return batch / timed_steps(step, seconds)
+
+
+def orch_train(orch: Orch, data: Path, args: argparse.Namespace) -> Any:
+    out = orch.cli_json("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"),
+                        "--model", args.model, "--image-size", str(args.size), "--batch-size", str(args.batch),
+                        "--epochs", str(args.epochs), "--precision", args.precision)
+    return orch.wait_finished([out["job_id"]])[0]
+
+
+def orch_score(orch: Orch, job_id: int, folder: Path, out: Path, batch: int) -> Any:
+    submitted = orch.cli_json("submit", "score", "--job", str(job_id), "--data", str(folder), "--out", str(out),
+                              "--batch-size", str(batch))
+    return orch.wait_finished([submitted["job_id"]])[0]
+
+
+def train_split(job: Any, n_train: int) -> str:
+    """Where orch's wall time went: start-up, steps, validation, the rest (checkpoints, store, queue)."""
+    startup = (job.result or {}).get("startup", {})
+    steps = sum(n_train / e.images_per_s for e in job.epochs)
+    validation = sum(e.seconds for e in job.epochs) - steps
+    wall = wall_seconds(job)
+    into_job = startup.get("take_s", 0) + startup.get("store_s", 0) + startup.get("build_s", 0)
+    rest = wall - steps - validation - startup.get("data_s", 0) - into_job
+    return (f"steps {steps:.1f} s, validation {validation:.1f} s, decode+cache {startup.get('data_s', 0):.1f} s, "
+            f"take+store+build {into_job:.2f} s (warm child: {startup.get('warm')}), "
+            f"queue+checkpoints+store writes {rest:.1f} s")
+
+
+def report(name: str, ceiling: tuple[float, float], orch_rate: float, target: float, detail: str) -> None:
+    mean = sum(ceiling) / 2
+    print(f"{name}")
+    print(f"  ceiling (compute only)     {mean:8.1f} images/s  (before {ceiling[0]:.1f}, after {ceiling[1]:.1f})")
+    print(f"  orch end to end            {orch_rate:8.1f} images/s  ({detail})")
+    verdict = "met" if orch_rate / mean >= target else "NOT met"
+    print(f"  ratio {orch_rate / mean:.3f}  (target >= {target:.2f}: {verdict})")
+
+
+def seed_train_rate(folder: Path, size: int, steps: int) -> float:
+    from train_throughput import SeedLoop
+
+    seed = SeedLoop(folder, size, epochs=1)
+    seed.seconds = 0.0  # its set-up (building the model) is not a step
+    for _ in range(steps):
+        if not seed.step():
+            break
+    return seed.images / seed.seconds
+
+
+def run_training(orch: Orch, root: Path, args: argparse.Namespace) -> Any:
+    device = default_device()
+    prec = resolve(args.precision, device)
+    spec = ModelSpec(arch=args.model, image_size=args.size, num_classes=len(CLASSES))
+    before = train_ceiling(spec, args.batch, prec, args.ceiling_s)
+    n_train = max(args.batch * 4, math.ceil(before * args.epoch_s / args.batch) * args.batch)
+    synth_jpegs(root, "train", n_train, args.size)
+    synth_jpegs(root, "val", max(args.batch, n_train // 10), args.size, seed=1)
+    job = orch_train(orch, root / "data", args)
+    after = train_ceiling(spec, args.batch, prec, args.ceiling_s)
+    if job.status != "succeeded":
+        raise SystemExit(f"training job {job.id} {job.status}: {job.error}")
+    rate = args.epochs * n_train / wall_seconds(job)
+    print(f"training: {args.model} at {args.size} px, batch {args.batch}, {prec.name}, {n_train} training + "
+          f"{max(args.batch, n_train // 10)} validation images, {args.epochs} epochs")
+    report("", (before, after), rate, TRAIN_TARGET, f"{wall_seconds(job):.1f} s: {train_split(job, n_train)}")
+    if args.seed:
+        print(f"  seed loop (PIL per item, DataLoader batch 128, fp32): "
+              f"{seed_train_rate(root / 'data' / 'train', args.size, args.seed_steps):.1f} images/s")
+    return job
+
+
+def run_scoring(orch: Orch, root: Path, job: Any, args: argparse.Namespace) -> None:
+    from score_throughput import seed_loop
+
+    folder = synth_jpegs(root, "test", args.score_n, args.size, seed=2)
+    checkpoint = Path((job.result or {})["best_checkpoint"])
+    batch = args.score_batch
+    scored = orch_score(orch, job.id, folder, root / "preds.csv", batch)
+    if scored.status != "succeeded":
+        raise SystemExit(f"score job {scored.id} {scored.status}: {scored.error}")
+    precision = (scored.result or {}).get("precision") or "fp32"
+    before = score_ceiling(checkpoint, batch, precision, args.ceiling_s)
+    after = score_ceiling(checkpoint, batch, precision, args.ceiling_s)
+    wall = wall_seconds(scored)
+    print(f"scoring: {args.score_n} images at {args.size} px, batch {batch}, {precision}")
+    report("", (before, after), args.score_n / wall, SCORE_TARGET, f"{wall:.1f} s")
+    if args.seed:
+        subset = synth_jpegs(root / "seed", "test", min(200, args.score_n), args.size, seed=3)
+        _, seconds = seed_loop(checkpoint, subset)
+        print(f"  seed loop (batch 1, fp32, PIL per file): {min(200, args.score_n) / seconds:.1f} images/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("both", "train"), default="both")
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--size", type=int, default=112, help="pixels [112]")
+    parser.add_argument("--batch", type=int, default=64, help="training batch [64]")
+    parser.add_argument("--score-batch", type=int, default=64, help="scoring batch [64]")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epoch-s", type=float, default=65.0, help="seconds an epoch takes at the ceiling [65]")
+    parser.add_argument("--score-n", type=int, default=2000, help="images to score [2000]")
+    parser.add_argument("--ceiling-s", type=float, default=15.0, help="seconds of each ceiling measurement [15]")
+    parser.add_argument("--no-seed", dest="seed", action="store_false", help="skip the seed loops")
+    parser.add_argument("--seed-steps", type=int, default=15, help="seed training steps to time [15]")
+    parser.add_argument("--worker-args", default="", help="extra `orch worker` arguments")
+    args = parser.parse_args()
+    print(machine_line())
+    with tempfile.TemporaryDirectory(prefix="orch-efficiency-") as tmp, Orch(Path(tmp) / "home") as orch:
+        orch.start_worker(*args.worker_args.split())
+        time.sleep(5)  # let the worker's first job process finish warming up, as a worker left running has
+        job = run_training(orch, Path(tmp), args)
+        if args.mode == "both":
+            run_scoring(orch, Path(tmp), job, args)
+
+
+if __name__ == "__main__":
+    main()

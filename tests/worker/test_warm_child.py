@@ -1,0 +1,68 @@
+"""The warm child: each job runs in a fresh process that was started (and warmed up) before the job
+came, one job per process, and a ready process that dies is replaced. Real worker, real kills."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Orch, WorkerProcess
+
+pytestmark = pytest.mark.slow
+TINY = ("--model", "resnet18", "--image-size", "32", "--batch-size", "16", "--epochs", "1")
+
+
+def run_one(orch: Orch, data: Path) -> dict:
+    out = orch.json("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"), *TINY)
+    detail = orch.wait_status(out["job_id"], {"succeeded", "failed"}, timeout=300)
+    assert detail["status"] == "succeeded", detail["error"]
+    return detail["result"]["startup"]
+
+
+def ready_children(worker: WorkerProcess) -> list[int]:
+    out = subprocess.run(["pgrep", "-g", str(worker.proc.pid), "-f", "multiprocessing.spawn"],
+                         capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def wait_for_one_ready(worker: WorkerProcess, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = ready_children(worker)
+        if len(pids) == 1:
+            return pids[0]
+        time.sleep(0.2)
+    raise AssertionError(f"expected one ready job process, found {ready_children(worker)}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_each_job_runs_in_its_own_process_started_before_it(orch: Orch, synth_data: Path) -> None:
+    worker = orch.start_worker()
+    ready = wait_for_one_ready(worker)  # an idle worker keeps one job process ready
+    first = run_one(orch, synth_data)
+    assert first["pid"] == ready and first["warm"] and first["threads"] >= 1
+    assert not alive(first["pid"])  # one job per process: it exited, its memory went with it
+    second = run_one(orch, synth_data)
+    assert second["pid"] != first["pid"] and second["warm"]
+    for key in ("take_s", "store_s", "data_s", "build_s", "first_step_s", "import_s"):
+        assert second[key] >= 0.0, key
+
+
+def test_a_ready_process_that_died_is_replaced(orch: Orch, synth_data: Path) -> None:
+    worker = orch.start_worker()
+    ready = wait_for_one_ready(worker)
+    os.kill(ready, signal.SIGKILL)
+    startup = run_one(orch, synth_data)  # the job still runs, in a process started for it
+    assert startup["pid"] != ready and not startup["warm"]
+    assert "died or hung before its job" in worker.output()
