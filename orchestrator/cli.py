@@ -5,17 +5,20 @@ Every user error (an OrchError, a bad option) exits 2 with one line and no trace
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import click
 
 from orchestrator.context import Context
+from orchestrator.options import option_name
 from shared.config import redact
 from shared.errors import OrchError
 
 # (module in orchestrator.commands, attribute): all added at start so `orch --help` lists them;
 # command modules import only click and light shared modules (heavy ones inside the commands).
 COMMANDS: tuple[tuple[str, str], ...] = (
+    ("init", "init"),
     ("submit", "submit"),
     ("status", "status"),
     ("report", "report"),
@@ -48,7 +51,7 @@ class OrchGroup(click.Group):
             raise UserError(str(exc)) from None
         except click.UsageError as exc:  # one line instead of usage + hint + error
             hint = f" (see orch {exc.ctx.command_path.partition(' ')[2]} --help)" if exc.ctx else ""
-            raise UserError(exc.format_message() + hint) from None
+            raise UserError(usage_message(exc) + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:  # services unreachable: no traceback, password hidden
@@ -56,6 +59,13 @@ class OrchGroup(click.Group):
             if message is None:
                 raise
             raise UserError(message) from None
+
+
+def usage_message(exc: click.UsageError) -> str:
+    """`--lr: 'fast' is not a number`: a bad value reads like a spec error, naming the option first."""
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and exc.param:
+        return f"{option_name(exc.param)}: {exc.message}"
+    return exc.format_message()
 
 
 def connection_error_message(exc: Exception) -> str | None:
@@ -87,10 +97,27 @@ def main(ctx: click.Context, home: str | None) -> None:
       orch report --study 1                      # mean ± std over seeds
       orch submit score --job 1 --data data/test --out preds.csv --wait
 
+    A project file saves typing: `orch init` in a data folder writes orch.toml (data, val, test,
+    image size); commands run there or below take their defaults from the nearest one, then
+    `orch submit ablation --groups 1,8,32` is a whole command.
+
     Cluster mode: set ORCH_BROKER_URL=redis://HOST:6379/0 and
-    ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (then `orch db upgrade`).
+    ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (an empty database gets the schema on
+    first use; `orch db upgrade` upgrades an older one).
     """
     ctx.obj = Context(home)
+    use_project_file(ctx)
+
+
+def use_project_file(ctx: click.Context) -> None:
+    """The nearest orch.toml upward from the working directory fills the options not given."""
+    from orchestrator.options import PROJECT_KEY
+    from orchestrator.project import default_maps, find_project, read_project
+
+    path = find_project(Path.cwd())
+    if path is not None:
+        ctx.default_map = default_maps(read_project(path))
+        ctx.meta[PROJECT_KEY] = path
 
 
 def _register() -> None:

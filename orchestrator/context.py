@@ -27,7 +27,7 @@ class Context:
         return self._settings
 
     @property
-    def store(self) -> "Store":
+    def store(self) -> Store:
         if self._store is None:
             from shared.store import open_store
 
@@ -35,7 +35,7 @@ class Context:
         return self._store
 
     @property
-    def celery(self) -> "Celery":
+    def celery(self) -> Celery:
         if self._celery is None:
             from shared.queue import make_celery
 

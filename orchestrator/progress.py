@@ -8,6 +8,7 @@ import click
 from sqlalchemy import func, select
 
 from orchestrator.context import Context
+from shared.spec import SPEC_FOR_KIND, TrainSpec, read_stored
 from shared.store import Epoch, Job
 from shared.store.jobs import is_finished
 
@@ -25,8 +26,11 @@ def job_states(obj: Context, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     states = {}
     for job in jobs:
         epoch = last.get(job.id)
-        states[job.id] = {"status": job.status, "epoch": epoch, "epochs": job.spec.get("epochs"),
-                          "val_acc": accs.get((job.id, epoch)), "error": job.error, "kind": job.kind}
+        spec = read_stored(SPEC_FOR_KIND[job.kind], job.spec)
+        states[job.id] = {"status": job.status, "epoch": epoch,
+                          "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
+                          "val_acc": accs.get((job.id, epoch)) if epoch is not None else None,
+                          "error": job.error, "kind": job.kind}
     return states
 
 

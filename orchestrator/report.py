@@ -6,8 +6,18 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from orchestrator.analysis.configs import run_value
+from orchestrator.fields import axis_values
 from orchestrator.metrics import METRICS
+from shared.spec import TrainSpec, read_stored
 from shared.store.report_reads import RunRecord, training_runs
+
+COLUMN_FOR = {"width_per_group": "width"}  # leaderboard columns named otherwise than their option
+
+
+def config_columns(spec: dict[str, Any]) -> dict[str, Any]:
+    """The leaderboard's config columns: the spec's grid axes as built (so a new axis is a new column),
+    seed included."""
+    return {COLUMN_FOR.get(k, k): v for k, v in axis_values(read_stored(TrainSpec, spec)).items()}
 
 
 def job_rows(session: Session, study_id: int | None) -> list[dict[str, Any]]:
@@ -16,13 +26,9 @@ def job_rows(session: Session, study_id: int | None) -> list[dict[str, Any]]:
 
 
 def job_row(run: RunRecord) -> dict[str, Any]:
-    spec, info = run.spec, run.model_info
-    model = spec.get("model", {})
     return {
-        "id": run.id, "status": run.status, "model": model.get("arch"), "norm": info.get("norm") or model.get("norm") or "bn",
-        "groups": model.get("groups", 1), "width": info.get("width_per_group") or model.get("width_per_group"),
-        "lr": spec.get("lr"), "batch_size": spec.get("batch_size"), "seed": spec.get("seed"),
-        "params": info.get("params"), "gmacs": info.get("gmacs"),
+        "id": run.id, "status": run.status, **config_columns(run.spec),
+        "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         **{metric: run_value(run, metric) for metric in ("val_acc", "val_loss", "test_acc")},
         "epochs": len(run.epochs), "images_per_s": run_value(run, "images_per_s"),
         "wall_s": run.result.get("wall_s") or round(sum(e["seconds"] for e in run.epochs), 1),

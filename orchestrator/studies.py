@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from shared.store.report_reads import StudyRecord
 
 
-def study_for(session: "Session", ref: str) -> "StudyRecord":
+def study_for(session: Session, ref: str) -> StudyRecord:
     """The study whose id or name is `ref`, or a one-line error listing the studies there are."""
     from shared.store.report_reads import resolve_study, study_names
 

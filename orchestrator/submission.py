@@ -4,55 +4,19 @@ Everything is validated before anything is written: a grid with one bad cell que
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import click
+
+from orchestrator.fields import GRID_FIELDS, OptionField, cells, default_arch, parse_cells
 from shared.errors import SpecError
-from shared.spec import Spec, TrainSpec, parse
+from shared.spec import Spec, TrainSpec
 
 if TYPE_CHECKING:
     from orchestrator.context import Context
-
-# spec field -> the CLI option that sets it, so errors name what the user typed
-OPTION_FOR_FIELD = {
-    "model.arch": "--model", "model.norm": "--norm", "model.groups": "--groups",
-    "model.width_per_group": "--width-per-group", "model.stem": "--stem",
-    "model.image_size": "--image-size", "model.pretrained": "--pretrained", "model": "--model",
-    "val_fraction": "--val-fraction", "batch_size": "--batch-size", "label_smoothing": "--label-smoothing",
-    "weight_decay": "--weight-decay", "seed": "--seed", "data": "--data", "val": "--val",
-    "shards": "--shards", "out": "--out", "labels": "--labels", "checkpoint": "--checkpoint",
-}
-
-
-def as_option_error(exc: SpecError) -> SpecError:
-    """Rename a spec field in the message to the CLI option that sets it."""
-    option = OPTION_FOR_FIELD.get(exc.field) or "--" + exc.field.rsplit(".", 1)[-1].replace("_", "-")
-    message = str(exc).removeprefix(f"{exc.field}: ")
-    return SpecError(option, message)
-
-
-def parse_option(cls: type[Spec], data: dict[str, Any]) -> Any:
-    try:
-        return parse(cls, data)
-    except SpecError as exc:
-        raise as_option_error(exc) from None
-
-
-def split_list(option: str, raw: str | None, convert: type = str) -> list[Any]:
-    """'1,8,32' -> [1, 8, 32]; a bad item names the option."""
-    if raw is None:
-        return [None]
-    items = [item.strip() for item in str(raw).split(",") if item.strip()]
-    if not items:
-        raise SpecError(option, f"expected a comma-separated list, got {raw!r}")
-    try:
-        return [convert(item) for item in items]
-    except ValueError:
-        raise SpecError(option, f"expected a comma-separated list of {convert.__name__} values, got {raw!r}") from None
-
 
 def existing_path(option: str, raw: str | None, *, folder: bool) -> str | None:
     if raw is None:
@@ -65,36 +29,24 @@ def existing_path(option: str, raw: str | None, *, folder: bool) -> str | None:
     return str(path)
 
 
-def train_spec_dict(options: dict[str, Any]) -> dict[str, Any]:
-    """One cell's spec dict from single-valued options (None means: the spec's default)."""
-    model = {"arch": options["model"], "norm": options["norm"], "groups": options["groups"],
-             "width_per_group": options["width_per_group"], "stem": options["stem"],
-             "image_size": options["image_size"], "pretrained": options["pretrained"]}
-    spec: dict[str, Any] = {"model": {k: v for k, v in model.items() if v is not None}}
-    for name in ("data", "val", "val_fraction", "epochs", "batch_size", "lr", "optimizer", "momentum",
-                 "weight_decay", "schedule", "label_smoothing", "seed", "precision", "compile"):
-        if options.get(name) is not None:
-            spec[name] = options[name]
-    return spec
+def train_specs(options: dict[str, Any], fields: Sequence[OptionField] = GRID_FIELDS,
+                fixed: dict[str, Any] | None = None) -> list[TrainSpec]:
+    """The cross product of the listed options (one cell when none is listed), every cell validated
+    before anything is queued; duplicates dropped. `fixed` holds fields the CLI sets by path.
+
+    Groups above 1 without a model (flag or project file) use resnet50, and say so on stderr.
+    """
+    default = default_arch(fields, options)
+    if default is not None:
+        dest, arch = default
+        click.echo(f"orch: no --model given: using {arch} (the ResNeXt paper's base) for --groups above 1",
+                   err=True)
+        options = {**options, dest: arch}
+    return parse_cells(TrainSpec, fields, cells(fields, options), fixed)
 
 
-# (key of the single-valued option, key of the comma-list option, its flag, item type)
-GRID_AXES: tuple[tuple[str, str, str, type], ...] = (
-    ("model", "model", "--model", str), ("norm", "norm", "--norm", str), ("groups", "groups", "--groups", int),
-    ("width_per_group", "width_per_group", "--width-per-group", int), ("lr", "lr", "--lr", float),
-    ("batch_size", "batch_size", "--batch-size", int), ("seed", "seeds", "--seeds", int),
-)
-
-
-def grid_specs(options: dict[str, Any]) -> list[TrainSpec]:
-    """The cross product of the list-valued options, every cell validated; duplicates dropped."""
-    axes = [split_list(flag, options.get(listed), conv) for _, listed, flag, conv in GRID_AXES]
-    specs: dict[str, TrainSpec] = {}
-    for values in itertools.product(*axes):
-        cell = {**options, **{name: v for (name, _, _, _), v in zip(GRID_AXES, values)}}
-        spec = parse_option(TrainSpec, train_spec_dict(cell))
-        specs.setdefault(spec.spec_hash(), spec)
-    return list(specs.values())
+def grid_specs(options: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[TrainSpec]:
+    return train_specs(options, GRID_FIELDS, fixed)
 
 
 @dataclass
@@ -104,8 +56,7 @@ class Queued:
     study_id: int | None = None
 
 
-
-def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,
+def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,
                grid: dict[str, Any] | None = None, **columns: Any) -> Queued:
     """Record the jobs (and the study, when `grid` is given), then send their tasks.
 
@@ -113,7 +64,7 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
     With a study name seen before, only cells that are missing, failed or cancelled are queued.
     """
     from shared.queue import check_broker, send_job
-    from shared.store import Study
+    from shared.store import JobKind, Study
     from shared.store import jobs as store_jobs
     from shared.task_label import job_label
 
@@ -133,7 +84,7 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
                 outcome.skipped.append(job.id)
                 continue
             if job is None:
-                job = store_jobs.add_job(s, kind, spec, queue=queue,
+                job = store_jobs.add_job(s, JobKind(kind), spec, queue=queue,
                                          study_id=study.id if study is not None else None, **columns)
             to_send.append((job.id, job.kind, job_label(job)))
         outcome.study_id = study.id if study is not None else None
@@ -147,7 +98,7 @@ def queue_jobs(obj: "Context", specs: Sequence[Spec], *, kind: str, queue: str, 
     return outcome
 
 
-def _mark_unsent(obj: "Context", job_ids: list[int], exc: Exception) -> None:
+def _mark_unsent(obj: Context, job_ids: list[int], exc: Exception) -> None:
     from sqlalchemy import update
 
     from shared.config import redact

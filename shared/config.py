@@ -80,7 +80,10 @@ def _positive_float(name: str, default: float) -> float:
     return value
 
 
-_PASSWORD = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@]*):(?P<pw>[^@/]*)@")
+# scheme://user:password@host: the password runs to the last "@" of the URL, so one holding "/",
+# ":" or "@" (unencoded, as users paste them) is masked whole. A URL ends at whitespace or a quote.
+_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s'\"]*):"
+                       r"(?P<pw>[^\s'\"]*)@(?=[^@\s'\"]*(?:[\s'\"]|$))")
 
 
 def redact(text: str) -> str:

@@ -10,7 +10,8 @@ class SpecError(OrchError, ValueError):
     """A job spec that cannot be built: names the field and the allowed values."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field = field  # a spec field (model.groups) or, once renamed for the CLI, an option (--groups)
+        self.message = message  # the text after "field: "
         super().__init__(f"{field}: {message}")
 
 

@@ -3,6 +3,10 @@
 Unknown keys are rejected, every field is validated here, and `parse()` turns pydantic's
 multi-line errors into a one-line `SpecError` naming the field and the allowed values.
 No torch import: the CLI validates specs before anything is queued.
+
+The specs are also the CLI's source: each field's type, default, Literal values and description
+become an option of `orch submit` (orchestrator/fields.py), and a field declared with `axis()`
+is a grid axis: a comma list in `orch submit ablation` and `orch models`, one value elsewhere.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import hashlib
 import json
 from typing import Any, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from shared.complexity import BASE_WIDTH, GN_GROUPS, width_for
 from shared.errors import SpecError
@@ -29,6 +33,19 @@ ScorePrecision = Literal["auto", "fp32", "bf16", "int8"]  # int8: quantized infe
 SCORE_PRECISIONS: tuple[str, ...] = get_args(ScorePrecision)
 Optimizer = Literal["adam", "sgd"]
 Schedule = Literal["cosine", "step", "none"]
+RESNEXT_BASE = "resnet50"  # the ResNeXt paper's base: a grid over groups without a model uses it
+AXIS = "ablation_axis"  # json_schema_extra key that marks a grid axis
+STORED = {"stored": True}  # validation context of a spec read back from the store
+
+
+def axis(default: Any, **kwargs: Any) -> Any:
+    """A Field that is a grid axis: `orch submit ablation` and `orch models` take it as a comma list."""
+    return Field(default, json_schema_extra={AXIS: True}, **kwargs)
+
+
+def is_axis(info: Any) -> bool:
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(AXIS))
 
 
 class Spec(BaseModel):
@@ -47,19 +64,51 @@ class Spec(BaseModel):
 class ModelSpec(Spec):
     """What `shared.models.build_model` builds."""
 
-    arch: Literal[ResNetArch, OtherArch] = "resnet18"  # one Literal: errors name the field, not a union branch
-    num_classes: int = Field(1000, ge=2, le=100_000)
-    groups: int = Field(1, ge=1, le=256)
-    width_per_group: int | None = Field(None, ge=1, le=4096)
-    norm: Norm | None = None  # None: the architecture's own (bn for ResNets)
-    stem: Stem = "auto"
-    image_size: int = Field(224, ge=32, le=2048)
-    pretrained: str | None = None  # a local torchvision state_dict file; never downloaded
+    # one Literal: errors name the field, not a union branch
+    arch: Literal[ResNetArch, OtherArch] = axis(
+        "resnet18", description="Architecture: the ResNets of the ResNet paper's Table 1, "
+                                "torchvision's MobileNets and ShuffleNet.")
+    num_classes: int = Field(1000, ge=2, le=100_000, description="Classes of the final layer.")
+    norm: Norm | None = axis(  # None: the architecture's own (bn for ResNets)
+        None, description="Norm layers of the ResNets: bn (BatchNorm), ln (GroupNorm(1, C): LayerNorm "
+        "over C,H,W), in (InstanceNorm, affine), gn (GroupNorm(32, C)). Default: bn.")
+    groups: int = axis(1, ge=1, le=256, description="Cardinality (ResNeXt); bottleneck depths only "
+                                                    f"({', '.join(BOTTLENECK_ARCHS)}).")
+    width_per_group: int | None = axis(
+        None, ge=1, le=4096, description="Channels per group. Default: chosen to keep the groups=1 "
+        "multiply-adds, as in the ResNeXt paper's Table 2 (32x4d, 8x14d, 4x24d, 2x40d, 1x64d).")
+    stem: Stem = Field("auto", description="imagenet (7x7 stride 2 + max-pool), small (3x3 stride 1, "
+                                           "no max-pool), auto (small for images of 64 px or less).")
+    image_size: int = Field(224, ge=32, le=2048, description="Square input size in pixels (at least 32).")
+    pretrained: str | None = Field(None, description="A local torchvision state_dict file (never downloaded).")
 
     @model_validator(mode="after")
-    def _knobs_apply(self) -> "ModelSpec":
-        check_model_knobs(self)
+    def _knobs_apply(self, info: ValidationInfo) -> ModelSpec:
+        if not is_stored(info):  # a spec read back was valid when written; a newer rule must not hide it
+            check_model_knobs(self)
         return self
+
+    @property
+    def norm_name(self) -> str:
+        """The norm the network is built with: every architecture's own is BatchNorm."""
+        return self.norm or "bn"
+
+    def as_built(self) -> ModelSpec:
+        """This spec with the defaults that depend on other fields filled in, as the network is built
+        (for showing; `norm` on a MobileNet, say, would not validate)."""
+        return self.model_copy(update={"norm": self.norm_name, "width_per_group": self.built_width})
+
+    @property
+    def built_width(self) -> int | None:
+        """The width per group the network is built with; None where the knob does not apply."""
+        if self.arch not in RESNET_ARCHS:
+            return None
+        return width_for(self.groups, self.width_per_group, bottleneck=self.arch in BOTTLENECK_ARCHS)
+
+
+def is_stored(info: ValidationInfo) -> bool:
+    """True while validating a spec read back from the store (`read_stored`)."""
+    return isinstance(info.context, dict) and bool(info.context.get("stored"))
 
 
 def check_model_knobs(spec: ModelSpec) -> None:
@@ -108,37 +157,56 @@ def _check_other_arch(spec: ModelSpec) -> None:
 class TrainSpec(Spec):
     """A training job: the model plus data and optimisation settings."""
 
+    # field order is the order of `orch submit train --help`; the JSON (and the hash) sorts its keys
+    data: str = Field(description="Training folder: ImageFolder (train/<class>/*.jpg) or flat (cat.1.jpg) "
+                                  "layout.")  # stored as an absolute path
+    val: str | None = Field(None, description="Validation folder (default: split --val-fraction off --data).")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of --data held out when --val "
+                                                                 "is not given.")
     model: ModelSpec
-    data: str  # absolute path of the training folder
-    val: str | None = None  # absolute path; None: split val_fraction off `data`
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    epochs: int = Field(10, ge=1, le=100_000)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
-    optimizer: Optimizer = "adam"
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    schedule: Schedule = "cosine"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    precision: Precision = "auto"
+    epochs: int = Field(10, ge=1, le=100_000, description="Epochs.")
+    lr: float = axis(1e-3, gt=0.0, le=10.0, description="Peak learning rate.")
+    batch_size: int = axis(64, ge=1, le=65_536, description="Images per training step.")
+    optimizer: Optimizer = Field("adam", description="Optimizer (sgd uses --momentum).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="Weight decay.")
+    schedule: Schedule = Field("cosine", description="Learning-rate schedule over the steps.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing.")
+    seed: int = axis(0, ge=0, le=2**31 - 1, description="Random seed: weights, augmentation and batch "
+                                                        "order (the val split does not depend on it).")
+    precision: Precision = Field("auto", description="auto: bf16 where the hardware has it (CUDA, or a "
+                                                     "CPU with AMX/AVX512-BF16), else fp32.")
     # torch.compile the training step: pays a compile (minutes on a CPU) for faster steps on a GPU
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the training step: faster steps on a GPU after a "
+                                             "compile of minutes.")
+
+    def model_for_classes(self, count: int) -> ModelSpec:
+        """The model for the `count` classes the data has. `orch submit` records the data's count in
+        model.num_classes; specs stored before it did say 1000, so the data decides for those."""
+        if self.model.num_classes == count:
+            return self.model
+        return self.model.model_copy(update={"num_classes": count})
 
 
 class ScoreSpec(Spec):
     """A scoring job: a checkpoint applied to a numbered (or labelled) folder."""
 
-    checkpoint: str  # absolute path of a checkpoint written by train()
-    data: str  # absolute path of the folder to score
-    out: str  # absolute path of the CSV to write
-    labels: str | None = None  # an `id,label` CSV
+    checkpoint: str = Field(description="A checkpoint file written by orch.")  # absolute path
+    data: str = Field(description="Folder to score: numbered (0.jpg, 1.jpg...) or labelled.")
+    out: str = Field(description="CSV to write (atomically, when every shard is done).")
+    labels: str | None = Field(None, description="An id,label CSV: the test accuracy is recorded and "
+                                                 "shown by orch report.")
     # 64: on the 2-core EPYC, int8, bf16 and fp32 scoring all ran faster at 64 than at 256 (BENCHMARKS.md)
-    batch_size: int = Field(64, ge=1, le=65_536)
-    shards: int = Field(1, ge=1, le=1024)
-    probs: bool = False
-    header: bool = False
-    precision: ScorePrecision = "auto"
+    batch_size: int = Field(64, ge=1, le=65_536, description="Images per forward pass; a GPU may like more.")
+    shards: int = Field(1, ge=1, le=1024, description="Split the folder into N tasks for N workers.")
+    probs: bool = Field(False, description="Add one probability column per class.")
+    header: bool = Field(False, description="Start the CSV with a header row.")
+    precision: ScorePrecision = Field(
+        "auto", description="auto: int8 on an x86 CPU, checked against fp32 on 16 of the images first "
+        "(if they disagree: bf16 where the CPU has it, else fp32); bf16 on a GPU.")
+
+
+SPEC_FOR_KIND: dict[str, type[Spec]] = {"train": TrainSpec, "score": ScoreSpec, "score_shard": ScoreSpec}
 
 
 S = TypeVar("S", bound=Spec)
@@ -152,13 +220,22 @@ def parse(cls: type[S], data: dict[str, Any]) -> S:
         raise spec_error(exc) from None
 
 
+def read_stored(cls: type[S], data: dict[str, Any]) -> S:
+    """A job's spec as the store holds it, typed (SPEC_FOR_KIND[job.kind]): readers resolve defaults
+    here and nowhere else. Cross-field rules added since the job was submitted are not applied."""
+    try:
+        return cls.model_validate(data, context=STORED)
+    except ValidationError as exc:
+        raise spec_error(exc) from None
+
+
 def spec_error(exc: ValidationError) -> SpecError:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or "spec"
     inner = err.get("ctx", {}).get("error")
     if isinstance(inner, SpecError):  # a cross-field check that already names its field
         prefix = ".".join(str(p) for p in err["loc"])
-        return SpecError(f"{prefix}.{inner.field}" if prefix else inner.field, str(inner)[len(inner.field) + 2:])
+        return SpecError(f"{prefix}.{inner.field}" if prefix else inner.field, inner.message)
     if err["type"] == "extra_forbidden":
         return SpecError(field, "unknown field")
     msg = err["msg"].removeprefix("Value error, ")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 SEP = " · "
 
 
-def job_label(job: "Job") -> str:
+def job_label(job: Job) -> str:
     """The label of a job read in an open session (its study is loaded on demand)."""
     study = (job.study.name or str(job.study.id)) if job.study is not None else None
     return describe(job.id, str(job.kind), job.spec, study=study, shard=job.shard, parent_id=job.parent_id,
@@ -38,7 +38,7 @@ def describe(job_id: int, kind: str, spec: dict[str, Any], *, study: str | None 
     return SEP.join(parts)
 
 
-def label_for(store: "Store", job_id: int) -> str | None:
+def label_for(store: Store, job_id: int) -> str | None:
     """The label of a job by id (for a re-send that has only the id); None if the job is gone."""
     from shared.store import Job
 

@@ -45,8 +45,11 @@ class Orch:
     def __init__(self, env: dict[str, str], home: Path):
         self.env, self.home = env, home
 
-    def run(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], env=self.env, cwd=REPO,
+    def run(self, *args: str, timeout: float = 120, check: bool = False,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """`orch ARGS` in `cwd` (default: the repository, whose code it runs either way)."""
+        env = self.env if cwd is None else {**self.env, "PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", *args], env=env, cwd=cwd or REPO,
                               capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -58,7 +61,7 @@ class Orch:
     def json_report(self, *args: str) -> list[dict[str, Any]]:
         return json.loads(self.run("report", *args, "--format", "json", check=True).stdout)
 
-    def start_worker(self, *args: str, log_name: str = "worker") -> "WorkerProcess":
+    def start_worker(self, *args: str, log_name: str = "worker") -> WorkerProcess:
         log = open(self.home / f"{log_name}-{uuid.uuid4().hex[:6]}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "worker", *args], env=self.env, cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

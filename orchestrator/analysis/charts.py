@@ -23,7 +23,7 @@ GROUPS_FIELD = "model.groups"
 CURVES = (("val_acc", "validation accuracy (%)", 100.0), ("train_loss", "training loss", 1.0))
 
 
-def new_figure(width: float, height: float, panels: int = 1) -> tuple["Figure", list["Axes"]]:
+def new_figure(width: float, height: float, panels: int = 1) -> tuple[Figure, list[Axes]]:
     import matplotlib
 
     matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
@@ -43,14 +43,14 @@ def colours(analysis: StudyAnalysis) -> dict[str, Any]:
     return {label: palette(i % palette.N) for i, label in enumerate(labels)}
 
 
-def final_chart(analysis: StudyAnalysis) -> "Figure":
+def final_chart(analysis: StudyAnalysis) -> Figure:
     """Each config's metric: the mean with its 95% interval, every seed as a dot, best at the top."""
     figure, (ax,) = new_figure(7.5, 1.2 + 0.42 * len(analysis.results))
     draw_final(ax, analysis, colours(analysis))
     return figure
 
 
-def draw_final(ax: "Axes", analysis: StudyAnalysis, palette: dict[str, Any]) -> None:
+def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> None:
     scale, results = scale_of(analysis.metric), analysis.results
     for row, result in enumerate(results):
         y, colour = len(results) - row, palette[result.config.label]
@@ -78,11 +78,11 @@ def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
     return f"{result.config.label}{mark}{flag}"
 
 
-def curves_chart(analysis: StudyAnalysis) -> "Figure":
+def curves_chart(analysis: StudyAnalysis) -> Figure:
     """Validation accuracy and training loss per epoch: the mean over seeds and a band from min to max."""
     figure, axes = new_figure(11, 4.2, panels=2)
     palette = colours(analysis)
-    for ax, (key, title, factor) in zip(axes, CURVES):
+    for ax, (key, title, factor) in zip(axes, CURVES, strict=True):
         draw_curves(ax, analysis, palette, key, factor)
         ax.set_title(title, loc="left")
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
@@ -91,7 +91,7 @@ def curves_chart(analysis: StudyAnalysis) -> "Figure":
     return figure
 
 
-def draw_curves(ax: "Axes", analysis: StudyAnalysis, palette: dict[str, Any], key: str, factor: float) -> None:
+def draw_curves(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any], key: str, factor: float) -> None:
     from matplotlib.ticker import MaxNLocator
 
     for result in analysis.results:
@@ -106,7 +106,7 @@ def draw_curves(ax: "Axes", analysis: StudyAnalysis, palette: dict[str, Any], ke
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def overview_chart(analysis: StudyAnalysis) -> "Figure":
+def overview_chart(analysis: StudyAnalysis) -> Figure:
     """The answer at a glance (the README's picture): final metric with intervals beside the
     validation curves that show whether each config had finished learning."""
     figure, axes = new_figure(11, max(3.4, 1.4 + 0.42 * len(analysis.results)), panels=2)
@@ -119,7 +119,7 @@ def overview_chart(analysis: StudyAnalysis) -> "Figure":
     return figure
 
 
-def groups_chart(analysis: StudyAnalysis) -> "Figure | None":
+def groups_chart(analysis: StudyAnalysis) -> Figure | None:
     """The metric against the group count (log2 axis), one line per setting of the other varying fields."""
     if GROUPS_FIELD not in analysis.varying:
         return None
@@ -174,7 +174,7 @@ def error_bars(results: list[ConfigResult], factor: float) -> list[list[float]]:
     return [below, above]
 
 
-def pareto_chart(analysis: StudyAnalysis) -> "Figure | None":
+def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
     """The metric against GMACs and against parameters; the configs no other beats on both are joined.
 
     None when the configs do not differ in cost (a norm-only study): there is no front to draw.
@@ -185,12 +185,14 @@ def pareto_chart(analysis: StudyAnalysis) -> "Figure | None":
         return None  # every config costs the same: nothing to trade off
     figure, axes = new_figure(11, 4.2, panels=2)
     palette = colours(analysis)
-    for ax, (key, label, factor) in zip(axes, (("gmacs", "GMACs per image", 1.0), ("params", "parameters (M)", 1e-6))):
+    costs = (("gmacs", "GMACs per image", 1.0), ("params", "parameters (M)", 1e-6))
+    for ax, (key, label, factor) in zip(axes, costs, strict=True):
         xy = [(factor * r.config.info(key), scale.factor * r.summary.mean, r) for r in points]  # type: ignore
         for x, y, result in xy:
             ax.scatter([x], [y], s=40, color=palette[result.config.label], label=result.config.label, zorder=3)
         front = pareto_front([(x, y) for x, y, _ in xy], scale.higher_is_better)
-        ax.plot(*zip(*front), color="black", lw=1, ls="--", drawstyle="steps-post", label="Pareto front", zorder=2)
+        ax.plot([x for x, _ in front], [y for _, y in front], color="black", lw=1, ls="--", drawstyle="steps-post",
+                label="Pareto front", zorder=2)
         ax.set_xlabel(label)
         ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}")
     axes[0].set_title("Accuracy against cost (dashed: the Pareto front)", loc="left")
@@ -208,13 +210,13 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
     return front
 
 
-CHARTS: dict[str, Callable[[StudyAnalysis], "Figure | None"]] = {
+CHARTS: dict[str, Callable[[StudyAnalysis], Figure | None]] = {
     "final": final_chart, "curves": curves_chart, "groups": groups_chart, "pareto": pareto_chart}
 # --chart only: the HTML page has both of its halves already
-SINGLE_CHARTS: dict[str, Callable[[StudyAnalysis], "Figure | None"]] = {**CHARTS, "overview": overview_chart}
+SINGLE_CHARTS: dict[str, Callable[[StudyAnalysis], Figure | None]] = {**CHARTS, "overview": overview_chart}
 
 
-def save(figure: "Figure", path: Path) -> None:
+def save(figure: Figure, path: Path) -> None:
     """PNG or SVG by the file's suffix."""
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
@@ -222,7 +224,7 @@ def save(figure: "Figure", path: Path) -> None:
     figure.savefig(path, format=fmt, dpi=150, metadata=_no_metadata(fmt))
 
 
-def inline_svg(figure: "Figure") -> str:
+def inline_svg(figure: Figure) -> str:
     """The figure as an <svg> element for an HTML page: no XML prolog, DOCTYPE or metadata URLs."""
     out = io.StringIO()
     figure.savefig(out, format="svg", metadata=_no_metadata("svg"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import OrchError
+from shared.spec import TrainSpec, read_stored
 from shared.store.report_reads import RunRecord
 
 SEED = "seed"
@@ -31,18 +32,22 @@ def flatten(spec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_hash(spec: dict[str, Any]) -> str:
-    """The spec's identity without its seed: runs that differ only by seed share it."""
+    """A spec's identity without its seed (nested or flattened): runs that differ only by seed share it."""
     seedless = {k: v for k, v in spec.items() if k != SEED}
     return hashlib.sha256(json.dumps(seedless, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def resolved_fields(run: RunRecord) -> dict[str, Any]:
-    """The flattened spec, seed removed, with a model default (None) replaced by what was built."""
-    fields = flatten({k: v for k, v in run.spec.items() if k != SEED})
-    for key, built in run.model_info.items():
-        if fields.get(f"model.{key}", 0) is None and built is not None:
-            fields[f"model.{key}"] = built
-    return fields
+def spec_fields(run: RunRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's spec without its seed, read the typed way every reader fills defaults
+    (shared.spec.read_stored): as submitted (a field added since then has its default, so it splits
+    nothing), and as the network was built (norm bn rather than None), flattened."""
+    spec = read_stored(TrainSpec, run.spec)
+    built = spec.model_copy(update={"model": spec.model.as_built()})
+
+    def seedless(s: TrainSpec) -> dict[str, Any]:
+        return flatten({k: v for k, v in s.model_dump(mode="json").items() if k != SEED})
+
+    return seedless(spec), seedless(built)
 
 
 def run_value(run: RunRecord, metric: str) -> float | None:
@@ -90,10 +95,10 @@ def group_runs(runs: list[RunRecord], by_job: bool = False) -> list[Config]:
     """
     configs: dict[str, Config] = {}
     for run in runs:
-        key = f"job {run.id}" if by_job else config_hash(run.spec)
+        submitted, built = spec_fields(run)
+        key = f"job {run.id}" if by_job else config_hash(submitted)
         if key not in configs:
-            submitted = flatten({k: v for k, v in run.spec.items() if k != SEED})
-            configs[key] = Config(key=key, submitted=submitted, fields=resolved_fields(run))
+            configs[key] = Config(key=key, submitted=submitted, fields=built)
         configs[key].runs.append(run)
     found = list(configs.values())
     varying = varying_fields(found)
@@ -124,7 +129,7 @@ def common_fields(configs: list[Config]) -> dict[str, Any]:
 def short_names(keys: list[str]) -> dict[str, str]:
     """model.norm -> norm, unless two fields end alike (then the dotted name stays)."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (tail if last.count(tail) == 1 else k) for k, tail in zip(keys, last)}
+    return {k: (tail if last.count(tail) == 1 else k) for k, tail in zip(keys, last, strict=True)}
 
 
 def show(value: Any) -> str:

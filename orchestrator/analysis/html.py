@@ -6,7 +6,7 @@ and as an e-mail attachment.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -69,7 +69,7 @@ def _header(analysis: StudyAnalysis) -> str:
                  f"{_when(min(started, default=None))}, last finished {_when(max(finished, default=None))}"),
         ("worker hosts", ", ".join(hosts)),
         ("versions", _versions(runs)),
-        ("written", f"{_when(datetime.now(timezone.utc))} by orch {_package('orch')}"),
+        ("written", f"{_when(datetime.now(UTC))} by orch {_package('orch')}"),
     ]
     items = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
     return f"<h1>{escape(_title(analysis))}</h1>\n<table class=\"meta\">{items}</table>"
@@ -84,7 +84,7 @@ def _answer(analysis: StudyAnalysis) -> str:
 
 def _leaderboard(analysis: StudyAnalysis) -> str:
     rows = display_rows(analysis)
-    for row, result in zip(rows, analysis.results):
+    for row, result in zip(rows, analysis.results, strict=True):
         row["params"] = f"{result.config.info('params') / 1e6:.2f}M" if result.config.info("params") else ""
         row["seeds"] = ",".join(map(str, sorted(result.config.by_seed(analysis.metric))))
         row["jobs"] = ",".join(str(run.id) for run in result.config.runs)

@@ -6,11 +6,7 @@ from typing import Any
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.stats import Summary
 from orchestrator.analysis.study import StudyAnalysis, scale_of
-
-# the leaderboard's headline columns, kept in every row so scripts written for them keep working;
-# the grouping itself uses the whole spec (see configs.py)
-HEADLINE = (("model", "model.arch"), ("norm", "model.norm"), ("groups", "model.groups"),
-            ("width", "model.width_per_group"), ("lr", "lr"), ("batch_size", "batch_size"))
+from orchestrator.report import config_columns
 
 
 def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
@@ -22,7 +18,8 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
         config, summary, comp = result.config, result.summary, result.comparison
         rows.append({
             "rank": result.rank, "config": config.label,
-            **{name: config.fields.get(key) for name, key in HEADLINE},
+            # the leaderboard's config columns (the grid axes), as `orch report` without --study has them
+            **{k: v for k, v in config_columns(config.runs[0].spec).items() if k != "seed"},
             "fields": {names[k]: config.fields.get(k) for k in analysis.varying},
             f"{metric}_mean": summary.mean, f"{metric}_std": summary.std,
             f"{metric}_ci95_low": _at(summary.ci, 0), f"{metric}_ci95_high": _at(summary.ci, 1),

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from shared.store import Job
 
 
-def select_jobs(obj: Context, session: Any, job_id: int | None, study_ref: str | None) -> list["Job"]:
+def select_jobs(obj: Context, session: Any, job_id: int | None, study_ref: str | None) -> list[Job]:
     from sqlalchemy import select
 
     from orchestrator.studies import study_for

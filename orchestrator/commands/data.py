@@ -9,8 +9,6 @@ from pathlib import Path
 
 import click
 
-SPLIT_OPTIONS = ("train", "val", "test")
-
 
 @click.group("data")
 def data() -> None:

@@ -9,7 +9,8 @@ from shared.config import redact
 
 @click.group()
 def db() -> None:
-    """Manage the store's schema (needed for PostgreSQL; SQLite upgrades itself)."""
+    """Manage the store's schema: upgrade an existing PostgreSQL database after an orch upgrade
+    (SQLite upgrades itself; an empty PostgreSQL database gets the schema on first use)."""
 
 
 @db.command()

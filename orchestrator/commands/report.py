@@ -123,7 +123,7 @@ def _leaderboard(obj: Context, metric: str, fmt: str, study_id: int | None = Non
         print_table(for_display(ranked), title=f"leaderboard by {metric}")
 
 
-def _print_analysis(analysis: "StudyAnalysis", fmt: str) -> None:
+def _print_analysis(analysis: StudyAnalysis, fmt: str) -> None:
     from orchestrator.analysis.rows import csv_rows, data_rows, display_rows, settings_line, study_title, verdict_lines
 
     if fmt == "json":
@@ -140,7 +140,7 @@ def _print_analysis(analysis: "StudyAnalysis", fmt: str) -> None:
         click.echo("\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in verdict_lines(analysis)))
 
 
-def _write_files(analysis: "StudyAnalysis", html_path: Path | None, plot_path: Path | None, chart: str) -> None:
+def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Path | None, chart: str) -> None:
     from orchestrator.analysis.charts import SINGLE_CHARTS, save
     from orchestrator.analysis.html import page
 

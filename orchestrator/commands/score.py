@@ -13,29 +13,25 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator.context import Context, pass_context
+from orchestrator.fields import option_fields, parse_option
+from orchestrator.options import spec_options
 from shared.config import DEFAULT_QUEUE
 from shared.errors import CheckpointError, OrchError, SpecError
-from shared.spec import SCORE_PRECISIONS
+from shared.spec import ScoreSpec
 
 if TYPE_CHECKING:
     from shared.data import Listing
     from shared.store import Job
 
 
+SCORE_FIELDS = option_fields(ScoreSpec, grid=False)
+SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint file (written by orch)."}}
+
+
 @click.command()
 @click.option("--job", "job_id", type=int, help="Score this training job's best checkpoint.")
-@click.option("--checkpoint", help="Score this checkpoint file (written by orch).")
 @click.option("--best-of", help="Score the best job of this study (id or name) by val accuracy.")
-@click.option("--data", required=True, help="Folder to score: numbered (0.jpg, 1.jpg...) or labelled.")
-@click.option("--out", required=True, help="CSV to write (atomically, when every shard is done).")
-@click.option("--labels", help="An id,label CSV: the test accuracy is recorded and shown by orch report.")
-@click.option("--shards", type=int, help="Split the folder into N tasks for N workers [1].")
-@click.option("--batch-size", type=int, help="Images per forward pass [64]; a GPU may like more.")
-@click.option("--precision", type=click.Choice(SCORE_PRECISIONS),
-              help="auto: int8 on an x86 CPU, checked against fp32 on 16 of the images first (if they "
-                   "disagree: bf16 where the CPU has it, else fp32); bf16 on a GPU [auto].")
-@click.option("--probs", is_flag=True, help="Add one probability column per class.")
-@click.option("--header", is_flag=True, help="Start the CSV with a header row.")
+@spec_options(SCORE_FIELDS, SOURCE_HELP)
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
@@ -51,12 +47,10 @@ def score(obj: Context, job_id: int | None, checkpoint: str | None, best_of: str
       orch submit score --checkpoint best.pt --data data/test --out p.csv --shards 4 --probs --header
     """
     from orchestrator.commands.submit import report_queued
-    from orchestrator.submission import parse_option
-    from shared.spec import ScoreSpec
 
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     spec_dict = check_inputs(options, classes)
-    spec = parse_option(ScoreSpec, {"checkpoint": ckpt, **spec_dict})
+    spec = parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict})
     parent_id, shard_ids = queue_score(obj, spec, source_job_id=source_job_id, queue=queue)
     payload = {"job_id": parent_id, "shard_job_ids": shard_ids}
     if not as_json:
@@ -85,12 +79,13 @@ def resolve_checkpoint(obj: Context, job_id: int | None, checkpoint: str | None,
             return _best_of_job(s, _best_in_study(s, best_of))
         path = existing_path("--checkpoint", checkpoint, folder=False) or ""
         owner = _job_of_checkpoint(s, path)
-    if owner is not None and (owner.result or {}).get("classes"):
-        return path, owner.id, list(owner.result["classes"])
+    classes = (owner.result or {}).get("classes") if owner is not None else None
+    if owner is not None and classes:
+        return path, owner.id, list(classes)
     return path, owner.id if owner is not None else None, classes_in_file(path)
 
 
-def _best_of_job(session: Any, job: "Job") -> tuple[str, int, list[str]]:
+def _best_of_job(session: Any, job: Job) -> tuple[str, int, list[str]]:
     from sqlalchemy import select
 
     from shared.store import Checkpoint
@@ -105,7 +100,7 @@ def _best_of_job(session: Any, job: "Job") -> tuple[str, int, list[str]]:
     return best.path, job.id, list(classes) if classes else classes_in_file(best.path)
 
 
-def _best_in_study(session: Any, study: str) -> "Job":
+def _best_in_study(session: Any, study: str) -> Job:
     """The study's succeeded training job with the best val accuracy (the lowest id on a tie)."""
     from sqlalchemy import select
 
@@ -125,7 +120,7 @@ def _best_in_study(session: Any, study: str) -> "Job":
     return max(rows, key=lambda row: (row[1], -row[0].id))[0]
 
 
-def _job_of_checkpoint(session: Any, path: str) -> "Job | None":
+def _job_of_checkpoint(session: Any, path: str) -> Job | None:
     """The training job that wrote this checkpoint file, when the store knows it."""
     from sqlalchemy import select
 
@@ -160,9 +155,9 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> dict[str, Any]:
         check_labels_cover(labels, listing)
     check_folder_classes(listing, classes)
     check_shards(options.get("shards") or 1, listing)
-    spec = {"data": data, "out": _out_path(options["out"]), "labels": labels_path,
-            "probs": options["probs"], "header": options["header"]}
-    spec.update({k: options[k] for k in ("shards", "batch_size", "precision") if options.get(k) is not None})
+    spec = {"data": data, "out": _out_path(options["out"]), "labels": labels_path}
+    spec.update({k: options[k] for k in ("shards", "batch_size", "precision", "probs", "header")
+                 if options.get(k) is not None})
     return spec
 
 
@@ -190,7 +185,7 @@ def queue_score(obj: Context, spec: Any, *, source_job_id: int | None, queue: st
                           source_job_id=source_job_id, shard=i) for i in range(spec.shards)]
         parent_id, shard_ids, labels = parent.id, [job.id for job in shards], [job_label(job) for job in shards]
     try:
-        for job_id, label in zip(shard_ids, labels):
+        for job_id, label in zip(shard_ids, labels, strict=True):
             send_job(obj.celery, job_id, JobKind.score_shard, queue, label)
     except Exception as exc:
         _mark_unsent(obj, [parent_id, *shard_ids], exc)
@@ -213,7 +208,8 @@ def wait_for_score(obj: Context, parent_id: int, shard_ids: list[int]) -> bool:
     from shared.store import Job
 
     with obj.store.session() as s:
-        result = s.get(Job, parent_id).result or {}
+        parent = s.get(Job, parent_id)
+        result = (parent.result if parent is not None else None) or {}
     accuracy = f"; accuracy {100 * result['accuracy']:.2f}%" if result.get("accuracy") is not None else ""
     click.echo(f"wrote {result.get('out')}: {result.get('n')} rows{accuracy}", err=True)
     return True

@@ -9,33 +9,38 @@ import click
 from orchestrator.context import Context, pass_context
 from orchestrator.tables import print_table
 from shared.errors import OrchError
+from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
 
 if TYPE_CHECKING:
     from shared.store import Job
 
 
-def job_summary(job: "Job", shards: tuple[int, int] | None = None) -> dict[str, Any]:
+def typed_spec(job: Job) -> Spec:
+    return read_stored(SPEC_FOR_KIND[job.kind], job.spec)
+
+
+def job_summary(job: Job, spec: Spec, shards: tuple[int, int] | None = None) -> dict[str, Any]:
     """One row of `orch status`; `shards` is a score job's (succeeded, total) shard count."""
-    spec = job.spec
-    model = spec.get("model", {})
+    train = spec if isinstance(spec, TrainSpec) else None
     last = job.epochs[-1] if job.epochs else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
-    progress = f"{last.epoch}/{spec.get('epochs')}" if last else f"{shards[0]}/{shards[1]} shards" if shards else ""
+    progress = f"{last.epoch}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else ""
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
-        "model": model.get("arch") or "", "norm": model.get("norm") or "", "groups": model.get("groups", ""),
-        "seed": spec.get("seed", ""), "epoch": progress,
+        "model": train.model.arch if train else "", "norm": train.model.norm_name if train else "",
+        "groups": train.model.groups if train else "", "seed": train.seed if train else "", "epoch": progress,
         "val_acc": round(last.val_acc, 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host or "", "error": job.error or "",
     }
 
 
-def job_detail(job: "Job", shards: tuple[int, int] | None = None) -> dict[str, Any]:
+def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any]:
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
                "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
     times = {k: (v.isoformat() if v else None) for k, v in
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
-    return {**job_summary(job, shards), "spec": job.spec, "spec_hash": job.spec_hash, "parent_id": job.parent_id,
+    spec = typed_spec(job)
+    return {**job_summary(job, spec, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
             **times, "epochs": epochs}
 
@@ -69,7 +74,7 @@ def status(obj: Context, job_id: int | None, limit: int, study_ref: str | None, 
                 query = query.where(Job.study_id == study_for(s, study_ref).id)
             jobs = s.scalars(query).all()
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
-            rows = [job_summary(job, shards.get(job.id)) for job in reversed(jobs)]
+            rows = [job_summary(job, typed_spec(job), shards.get(job.id)) for job in reversed(jobs)]
         else:
             job = s.get(Job, job_id)
             if job is None:

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
 from orchestrator.context import Context, pass_context
-from orchestrator.submission import existing_path, grid_specs, parse_option, queue_jobs, train_spec_dict
+from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
+from orchestrator.options import spec_options
+from orchestrator.submission import existing_path, queue_jobs, train_specs
 from shared.config import DEFAULT_QUEUE
-from shared.spec import ARCHS, NORMS, PRECISIONS, TrainSpec
 
 
 @click.group()
@@ -18,40 +20,16 @@ def submit() -> None:
     """Queue jobs: a training run, an ablation grid, or a scoring run."""
 
 
-def training_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The options train and ablation share; in an ablation the grid axes take comma lists."""
-    many = " (comma list)" if listable else ""
-    num = str if listable else None
+def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """What train and ablation add to the spec's own options: where to send, and how to report."""
     options = [
-        click.option("--data", required=True, help="Training folder: ImageFolder or flat cat.1.jpg layout."),
-        click.option("--val", help="Validation folder (default: split --val-fraction off --data)."),
-        click.option("--val-fraction", type=float, help="Fraction of --data held out when --val is not given [0.2]."),
-        click.option("--model", default="resnet18", show_default=True, help=f"Architecture{many}: {', '.join(ARCHS)}."),
-        click.option("--norm", help=f"Normalisation{many}: {', '.join(NORMS)} [bn]."),
-        click.option("--groups", type=num or int, help=f"ResNeXt cardinality{many}, bottleneck depths only [1]."),
-        click.option("--width-per-group", type=num or int, help=f"Width per group{many} [chosen to keep FLOPs]."),
-        click.option("--stem", type=click.Choice(["auto", "imagenet", "small"]), help="Stem [auto: small at <= 64 px]."),
-        click.option("--epochs", type=int, help="Epochs [10]."),
-        click.option("--batch-size", type=num or int, help=f"Batch size{many} [64]."),
-        click.option("--lr", type=num or float, help=f"Learning rate{many} [0.001]."),
-        click.option("--optimizer", type=click.Choice(["adam", "sgd"]), help="Optimizer [adam]."),
-        click.option("--schedule", type=click.Choice(["cosine", "step", "none"]), help="LR schedule [cosine]."),
-        click.option("--label-smoothing", type=float, help="Label smoothing [0]."),
-        click.option("--weight-decay", type=float, help="Weight decay [0]."),
-        click.option("--image-size", type=int, help="Image size in pixels, >= 32 [224]."),
-        click.option("--precision", type=click.Choice(PRECISIONS), help="auto: bf16 where the hardware has it [auto]."),
-        click.option("--pretrained", help="A local torchvision state_dict file (never downloaded)."),
-        click.option("--compile", is_flag=True, default=None,
-                     help="torch.compile the training step: faster steps on a GPU after a compile of minutes."),
         click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to."),
         click.option("--wait", is_flag=True, help="Follow progress until every job ends; exit 0 only if all succeeded."),
         click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON."),
     ]
     if listable:
-        options.append(click.option("--seeds", default="0", show_default=True, help="Seeds (comma list)."))
-        options.append(click.option("--study", "study_name", help="Study name: submitting again queues only missing or failed cells."))
-    else:
-        options.append(click.option("--seed", type=int, help="Random seed [0]."))
+        options.append(click.option("--study", "study_name",
+                                    help="Study name: submitting again queues only missing or failed cells."))
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -61,55 +39,66 @@ def training_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
-def resolve_paths(options: dict[str, Any]) -> dict[str, Any]:
-    """Absolute paths (the worker may run elsewhere in the tree), checked before anything is queued."""
-    from shared.data import check_folder
+MODEL_HELP = {"model.arch": {"default_text": "resnet18; resnet50 when --groups asks for more than 1"}}
+
+
+def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Absolute paths (the worker may run elsewhere in the tree), checked before anything is queued;
+    and the fields the data decides: the class count the model is built for."""
+    from shared.data import scan_labelled
 
     options = dict(options)
     options["data"] = existing_path("--data", options["data"], folder=True)
     options["val"] = existing_path("--val", options.get("val"), folder=True)
     options["pretrained"] = existing_path("--pretrained", options.get("pretrained"), folder=False)
-    check_folder(options["data"], labelled=True)
+    classes = scan_labelled(Path(options["data"])).classes
     if options["val"]:
-        check_folder(options["val"], labelled=True)
-    return options
+        scan_labelled(Path(options["val"]))
+    return options, {"model.num_classes": len(classes)}
 
 
 @submit.command()
-@training_options(listable=False)
+@spec_options(TRAIN_FIELDS, MODEL_HELP)
+@command_options(listable=False)
 @pass_context
 def train(obj: Context, wait: bool, as_json: bool, queue: str, **options: Any) -> None:
-    """Queue one training job.
+    """Queue one training job. Options not given come from the nearest orch.toml (see orch init),
+    then from the spec's defaults.
 
     \b
     Examples:
       orch submit train --data data/train --val data/val --model resnet34 --epochs 10
       orch submit train --data data/train --model resnet50 --groups 32 --norm gn --wait
     """
-    spec = parse_option(TrainSpec, train_spec_dict(resolve_paths(options)))
+    options, fixed = resolve_paths(options)
+    spec = train_specs(options, TRAIN_FIELDS, fixed)[0]
     queued = queue_jobs(obj, [spec], kind="train", queue=queue)
     report_queued(obj, queued.job_ids, {"job_id": queued.job_ids[0]}, wait=wait, as_json=as_json)
 
 
 @submit.command()
-@training_options(listable=True)
+@spec_options(GRID_FIELDS, MODEL_HELP)
+@command_options(listable=True)
 @pass_context
 def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: str | None, **options: Any) -> None:
     """Queue a study: one training job per cell of the grid.
 
-    --model, --norm, --groups, --width-per-group, --lr, --batch-size and --seeds take comma
-    lists; the grid is their cross product. Every cell is checked first: a cell that cannot
-    be built (groups on resnet18, say) refuses the whole grid and queues nothing.
+    The options whose help says "Comma list" (the spec's grid axes) take comma lists; the grid
+    is their cross product. Every cell is checked first: a cell that cannot be built (groups on
+    resnet18, say) refuses the whole grid and queues nothing. Groups above 1 with no --model
+    use resnet50, the ResNeXt paper's base. Options not given come from the nearest orch.toml
+    (see orch init), then from the spec's defaults.
 
     \b
     Examples:
       orch submit ablation --data data/train --val data/val --model resnet50 \\
           --norm bn,ln,in --groups 1,8,32 --seeds 0,1,2
       orch submit ablation --data data/train --model resnet18 --lr 0.01,0.001 --study lr-sweep --wait
+      cd data && orch init && orch submit ablation --groups 1,8,32   # resnet50, data from orch.toml
       orch report --study 1
     """
-    options = resolve_paths(options)
-    specs = grid_specs(options)
+    options, fixed = resolve_paths(options)
+    specs = train_specs(options, GRID_FIELDS, fixed)
     grid = {k: v for k, v in options.items() if v is not None}
     queued = queue_jobs(obj, specs, kind="train", queue=queue, study_name=study_name, grid=grid)
     payload = {"study_id": queued.study_id, "job_ids": queued.job_ids, "skipped": queued.skipped}

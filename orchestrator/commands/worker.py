@@ -6,11 +6,15 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
 from orchestrator.context import Context, pass_context
 from shared.config import DEFAULT_QUEUE
+
+FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"  # Flower's own variable: user:password[,user:password...]
 
 
 def worker_command(queues: str, hostname: str, loglevel: str, threads: int | None) -> list[str]:
@@ -72,7 +76,7 @@ def worker(obj: Context, queues: str, gpus: str | None, threads: int | None, nam
       orch worker --queues big,orch    # also take jobs sent with --queue big
     """
     indices = gpu_indices(gpus) if gpus else []
-    obj.store  # create or check the schema once, before any worker races to
+    _ = obj.store  # create or check the schema once, before any worker races to
     base = name or f"orch@{socket.gethostname()}"
     each = threads_each(threads, max(1, len(indices)))
     if not indices:
@@ -97,20 +101,43 @@ def supervise(procs: list[subprocess.Popen[bytes]]) -> None:
     raise SystemExit(max(codes, default=0))
 
 
+def _refuse_password_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None:
+        raise click.BadParameter(f"a password on the command line is visible to every user (ps); put "
+                                 f"user:password in {FLOWER_AUTH_ENV} or a file for --basic-auth-file")
+
+
 @click.command()
 @click.option("--port", default=5555, show_default=True, help="HTTP port.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--basic-auth", envvar="FLOWER_BASIC_AUTH", help="user:password required by the web UI and API.")
+@click.option("--basic-auth-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help=f"A file holding user:password (one or more, comma-separated) for the web UI and API; "
+                   f"or set {FLOWER_AUTH_ENV}. Never on the command line, where ps shows it.")
+@click.option("--basic-auth", hidden=True, expose_value=False, callback=_refuse_password_in_argv)
 @pass_context
-def flower(obj: Context, port: int, address: str, basic_auth: str | None) -> None:
+def flower(obj: Context, port: int, address: str, basic_auth_file: Path | None) -> None:
     """Celery's Flower monitor on orch's broker: workers, tasks (orch.train[job id]) and queues.
+
+    The password comes from a file or the environment, never from the command line.
 
     \b
     Examples:
-      orch flower                      # http://127.0.0.1:5555
-      orch flower --port 8080 --address 0.0.0.0 --basic-auth admin:secret
+      orch flower                                   # http://127.0.0.1:5555
+      FLOWER_BASIC_AUTH=admin:secret orch flower --address 0.0.0.0
+      orch flower --port 8080 --basic-auth-file ~/.config/orch/flower-auth
     """
-    argv = ["flower", f"--port={port}", f"--address={address}"]
-    if basic_auth:
-        argv.append(f"--basic-auth={basic_auth}")
-    obj.celery.start(argv)
+    if basic_auth_file is not None:
+        os.environ[FLOWER_AUTH_ENV] = read_credentials(basic_auth_file)
+    # Flower reads FLOWER_BASIC_AUTH itself: the password stays out of every argv built here
+    obj.celery.start(["flower", f"--port={port}", f"--address={address}"])
+
+
+def read_credentials(path: Path) -> str:
+    """user:password pairs from a file (surrounding whitespace and blank lines ignored)."""
+    try:
+        pairs = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path} ({exc})", param_hint="--basic-auth-file") from None
+    if not pairs or not all(":" in pair for pair in pairs):
+        raise click.BadParameter(f"{path}: expected user:password", param_hint="--basic-auth-file")
+    return ",".join(pairs)

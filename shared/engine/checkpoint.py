@@ -61,7 +61,7 @@ def model_for(spec: TrainSpec, classes: list[str]) -> nn.Module:
     """The network `spec` trains, sized to the classes found in the data."""
     from shared.models import build_model
 
-    return build_model(spec.model.model_copy(update={"num_classes": len(classes)}))
+    return build_model(spec.model_for_classes(len(classes)))
 
 
 def without_pretrained(spec: TrainSpec) -> TrainSpec:

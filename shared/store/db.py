@@ -6,13 +6,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
 from shared.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SCHEMA_LOCK_KEY = 0x6F726368  # "orch": the PostgreSQL advisory lock held while the schema is created
 
 
 class Store:
@@ -57,7 +58,7 @@ def _setup_lock(engine: Engine) -> Iterator[None]:
 
     A worker and a CLI started together on a fresh home both found no schema and both ran the
     migration: "table ... already exists" or "database is locked" (switching to WAL needs the
-    whole file). The lock sits beside the database; PostgreSQL is migrated by `orch db upgrade`.
+    whole file). The lock sits beside the database; PostgreSQL takes an advisory lock in `upgrade`.
     """
     database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
     if not database or database == ":memory:":
@@ -86,6 +87,8 @@ def upgrade(engine: Engine) -> str:
 
     cfg = alembic_config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # two first users of an empty database: one migrates
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return current_revision(engine) or "base"
@@ -105,7 +108,8 @@ def head_revision() -> str:
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
-    """Open the configured store. The embedded SQLite store migrates itself; others must be current."""
+    """Open the configured store. The embedded SQLite store migrates itself; an empty PostgreSQL
+    database gets the current schema; an older one must be upgraded with `orch db upgrade`."""
     embedded = settings.database_url.startswith("sqlite")
     if embedded:
         settings.home.mkdir(parents=True, exist_ok=True)
@@ -114,7 +118,12 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
         with _setup_lock(engine):
             if current_revision(engine) != head_revision():
                 upgrade(engine)
-    elif current_revision(engine) != head_revision():
+        return Store(engine)
+    current = current_revision(engine)
+    if current is None:  # an empty database gets the current schema on first use, as SQLite does
+        current = upgrade(engine)
+    if current != head_revision():  # an older schema: upgrading it is the operator's step
         engine.dispose()
-        raise ConfigError("database schema is not current: run `orch db upgrade` first")
+        raise ConfigError(f"database schema is at revision {current}, orch needs {head_revision()}: "
+                          "run `orch db upgrade`")
     return Store(engine)

@@ -50,7 +50,7 @@ def run_ablation(orch: Orch, data: Path) -> None:
 
 def check_study_page(orch: Orch, study_id: int, grouped: list[dict]) -> None:
     """The statistics and the HTML page on real runs: one seed each, so no interval and says so."""
-    assert {r["config"] for r in grouped} == {f"groups={g} norm={n}" for n in ("bn", "ln") for g in (1, 2)}
+    assert {r["config"] for r in grouped} == {f"norm={n} groups={g}" for n in ("bn", "ln") for g in (1, 2)}
     assert all(r["n"] == 1 and r["val_acc_ci95_low"] is None and "n=1" in r["interval_note"] for r in grouped)
     assert [r["vs_baseline"] for r in grouped].count("baseline") == 1
     assert all("one common seed (0)" in r["verdict"] for r in grouped if r["vs_baseline"] != "baseline")

@@ -28,18 +28,34 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
 
+def command_lines(pid: int) -> str:
+    """The argv of `pid` and every process below it, as ps shows them."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(os.getpgid(pid))], capture_output=True, text=True)
+    assert str(pid) in out.stdout, out
+    return out.stdout
+
+
+def test_a_password_on_the_command_line_is_refused(orch: Orch) -> None:
+    proc = orch.run("flower", "--basic-auth", ":".join(AUTH), "--port", str(free_port()), timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "FLOWER_BASIC_AUTH" in lines[0] and AUTH[1] not in lines[0]
+
+
 @pytest.mark.parametrize("backend", ["orch", "cluster_orch"])
 def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureRequest, synth_data: Path) -> None:
     orch: Orch = request.getfixturevalue(backend)
     port = free_port()
     log = open(orch.home / "flower.log", "w")
+    secret = orch.home / "flower-auth"
+    secret.write_text(":".join(AUTH) + "\n")
     flower = subprocess.Popen([sys.executable, "-m", "orchestrator", "flower", "--port", str(port),
-                               "--basic-auth", ":".join(AUTH)], env=orch.env, cwd=REPO,
+                               "--basic-auth-file", str(secret)], env=orch.env, cwd=REPO,
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(base)
         assert requests.get(f"{base}/api/tasks", timeout=5).status_code == 401  # a password is required
+        assert AUTH[1] not in command_lines(flower.pid)  # what ps shows
         orch.start_worker()
         job = orch.json("submit", "train", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
                         "--image-size", "32", "--epochs", "1", "--batch-size", "32")["job_id"]

@@ -28,7 +28,7 @@ def test_json_carries_the_statistics(study: tuple[Orch, dict]) -> None:
     rows = orch.json_report("--study", "norms-groups")
     assert len(rows) == 9 and [r["rank"] for r in rows] == list(range(1, 10))
     assert {(r["norm"], r["groups"]) for r in rows} == {(n, g) for n in ("bn", "ln", "in") for g in (1, 2, 4)}
-    assert all(r["config"] == f"groups={r['groups']} norm={r['norm']}" for r in rows)  # only what varies
+    assert all(r["config"] == f"norm={r['norm']} groups={r['groups']}" for r in rows)  # what varies, in spec order
     assert {r["width"] for r in rows if r["groups"] == 2} == {40}
     best, bn1, ln1 = rows[0], _row(rows, "bn", 1), _row(rows, "ln", 1)
     assert (best["norm"], best["groups"], best["vs_baseline"]) == ("bn", 4, "baseline")
@@ -55,11 +55,11 @@ def test_baseline_option_and_other_formats(study: tuple[Orch, dict]) -> None:
                                                      check=True).stdout)))
     assert len(table) == 9 and {"p_value", "diff_ci95_low", "seeds_for_80_power", "verdict"} <= set(table[0])
     md = orch.run("report", "--study", "norms-groups", "--format", "md", check=True).stdout
-    assert "| # | config |" in md and "- groups=1 norm=ln vs groups=4 norm=bn: worse" in md
+    assert "| # | config |" in md and "- norm=ln groups=1 vs norm=bn groups=4: worse" in md
     text = orch.run("report", "--study", "norms-groups", check=True).stdout
     table_lines = [line for line in text.splitlines() if line.startswith(("┃", "│", "┏", "└"))]
     assert table_lines and max(len(line) for line in table_lines) <= 100
-    assert "baseline: groups=4 norm=bn (the best config)" in text and "not converged" in text
+    assert "baseline: norm=bn groups=4 (the best config)" in text and "not converged" in text
     assert orch.json_report("--study", "norms-groups", "--per-job")[0]["id"] >= 1  # one row per job still
 
 

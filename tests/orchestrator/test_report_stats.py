@@ -132,18 +132,23 @@ def run(job_id: int, seed: int, acc: list[float], loss: list[float] | None = Non
     model = {"arch": "resnet50", "norm": spec.pop("norm", None), "groups": spec.pop("groups", 1)}
     epochs = [{"epoch": i + 1, "train_loss": (loss or [0.3] * len(acc))[i], "val_loss": 0.4, "val_acc": a,
                "images_per_s": 100.0, "seconds": 1.0} for i, a in enumerate(acc)]
-    return RunRecord(id=job_id, status="succeeded", spec={"model": model, "lr": 0.001, "seed": seed, **spec},
+    return RunRecord(id=job_id, status="succeeded", spec={"model": model, "data": "/d", "lr": 0.001, "seed": seed,
+                                                          **spec},
                      model_info={"norm": "bn", "gmacs": 0.3}, result={"classes": [f"c{i}" for i in range(classes)]},
                      worker_host="h:1", started_at=None,
                      finished_at=None, epochs=epochs)
 
 
 def test_any_spec_field_separates_configs_and_the_label_names_only_what_varies() -> None:
-    runs = [run(1, 0, [0.5]), run(2, 1, [0.6]), run(3, 0, [0.7], lr=0.01), run(4, 0, [0.8], attention="se")]
+    # label_smoothing is no grid axis and no name the report knows: it separates configs all the same
+    runs = [run(1, 0, [0.5]), run(2, 1, [0.6]), run(3, 0, [0.7], lr=0.01), run(4, 0, [0.8], label_smoothing=0.1)]
     configs = group_runs(runs)
     assert [len(c.runs) for c in configs] == [2, 1, 1]  # the seeds of one spec share a config
     assert config_hash(runs[0].spec) == config_hash(runs[1].spec) != config_hash(runs[2].spec)
-    assert [c.label for c in configs] == ["lr=0.001 attention=-", "lr=0.01 attention=-", "lr=0.001 attention=se"]
+    assert [c.label for c in configs] == ["lr=0.001 label_smoothing=0", "lr=0.01 label_smoothing=0",
+                                          "lr=0.001 label_smoothing=0.1"]
+    # a field left out of a stored spec (submitted before the field existed) is its default: no new config
+    assert len(group_runs([run(1, 0, [0.5]), run(2, 1, [0.6], label_smoothing=0.0)])) == 1
     assert configs[0].fields["model.norm"] == "bn"  # a default resolved from what the worker built
 
 

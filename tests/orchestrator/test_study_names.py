@@ -29,8 +29,9 @@ def test_study_by_name_in_status_cancel_and_retry(orch: Orch, synth_data: Path) 
     assert len(ids) == 4
     labels = queued_labels(orch)
     assert sorted(labels) == sorted(ids)
-    assert set(labels.values()) == {f"job {i} · resnet50 · {n}{g} · seed 0 · study grp" for i, (n, g) in
-                                    zip(ids, [("bn", ""), ("bn", " · groups 2"), ("ln", ""), ("ln", " · groups 2")])}
+    cells = [("bn", ""), ("bn", " · groups 2"), ("ln", ""), ("ln", " · groups 2")]
+    assert set(labels.values()) == {f"job {i} · resnet50 · {n}{g} · seed 0 · study grp"
+                                    for i, (n, g) in zip(ids, cells, strict=True)}
 
     listed = orch.json("status", "--study", "grp")
     assert sorted(row["id"] for row in listed) == sorted(ids) and {row["study"] for row in listed} == {1}

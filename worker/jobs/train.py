@@ -32,8 +32,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop)
-    model = spec.model.model_copy(update={"num_classes": len(result["classes"])})
-    ctx.update(model_info=describe(model))
+    ctx.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
     return {
         "best_val_acc": result["best_val_acc"],
         "best_epoch": result["best_epoch"],

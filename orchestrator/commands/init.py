@@ -1,0 +1,111 @@
+"""`orch init [FOLDER]`: look at a data folder and write its orch.toml (the project's defaults).
+
+Thin: detect the layout with shared.data's scanners (no torch), read a few image headers with PIL
+for the image size, write the file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shared.errors import DataError
+
+# the folder names each split goes by, in the order they are tried
+SPLITS: dict[str, tuple[str, ...]] = {"data": ("train", "training"), "val": ("val", "valid", "validation"),
+                                      "test": ("test", "testing")}
+MAX_IMAGE_SIZE = 224  # photos larger than this train at the ResNet paper's 224
+MIN_IMAGE_SIZE = 32  # the spec's minimum
+SAMPLE = 24  # image headers read to decide the size
+LAYOUTS = {"folder": "ImageFolder (<class>/*.jpg)", "flat": "flat (cat.1.jpg)", "numbered": "numbered (0.jpg)"}
+
+
+@dataclass(frozen=True)
+class Split:
+    key: str  # data, val or test
+    folder: Path
+    summary: str  # what was found, for the file's comment
+
+
+@click.command("init")
+@click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing orch.toml.")
+def init(folder: Path, force: bool) -> None:
+    """Write FOLDER/orch.toml from what the data folder holds: the train, val and test folders,
+    their layout and the image size. Commands run in FOLDER or below take their defaults from it;
+    flags still win.
+
+    \b
+    Examples:
+      orch data synth data && cd data && orch init     # train/, val/, test/ at 64 px
+      orch init ~/datasets/cats-vs-dogs                # then, in that folder:
+      orch submit ablation --norm bn,ln --groups 1,8,32   # resnet50 with --data/--val from orch.toml
+    """
+    from orchestrator.project import PROJECT_FILE
+
+    folder = folder.expanduser().resolve()
+    target = folder / PROJECT_FILE
+    if target.exists() and not force:
+        raise click.BadParameter(f"{target} exists; pass --force to replace it", param_hint="FOLDER")
+    splits = detect_splits(folder)
+    size = image_size(folder / splits[0].folder)
+    target.write_text(project_text(splits, size))
+    click.echo(target.read_text(), nl=False)
+    click.echo(f"orch: wrote {target}", err=True)
+
+
+def detect_splits(folder: Path) -> list[Split]:
+    """The train (first), val and test folders: named subfolders, or FOLDER itself as the train set."""
+    from shared.data import scan, scan_labelled
+
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    found = []
+    for key, names in SPLITS.items():
+        sub = next((folder / name for name in names if (folder / name).is_dir()), None)
+        if sub is not None:
+            listing = scan(sub) if key == "test" else scan_labelled(sub)
+            found.append(Split(key, sub.relative_to(folder), _summary(listing)))
+    if found and found[0].key != "data":
+        raise DataError(f"{folder}: has {found[0].folder}/ but no train/ folder of labelled images")
+    if not found:  # the folder itself holds the labelled images
+        found.append(Split("data", Path("."), _summary(scan_labelled(folder))))
+    return found
+
+
+def _summary(listing: Any) -> str:
+    classes = f", {len(listing.classes)} classes" if listing.classes else ""
+    return f"{LAYOUTS[listing.layout]}{classes}, {len(listing.files)} images"
+
+
+def image_size(train: Path) -> int:
+    """The median short side of a sample of the training images, within [32, 224]."""
+    import statistics
+
+    from PIL import Image
+
+    from shared.data import scan
+
+    files = scan(train).files
+    sample = files[:: max(1, len(files) // SAMPLE)][:SAMPLE]
+    sides = []
+    for path in sample:
+        try:
+            with Image.open(path) as image:  # reads the header only
+                sides.append(min(image.size))
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable image ({exc})") from None
+    return max(MIN_IMAGE_SIZE, min(MAX_IMAGE_SIZE, int(statistics.median(sides))))
+
+
+def project_text(splits: list[Split], size: int) -> str:
+    from orchestrator.project import render_project
+
+    entries: list[tuple[str, Any, str]] = [(s.key, str(s.folder), s.summary) for s in splits]
+    entries.append(("image_size", size, "the median short side of the training images, at most 224"))
+    entries.append(("# model", "resnet18", "unset: resnet18, or resnet50 when --groups asks for more than 1"))
+    header = ("orch project file, written by `orch init`: the defaults of `orch submit` run in this folder\n"
+              "or below (flags win). Keys are `orch submit train` options; paths are relative to this file.")
+    return render_project(entries, header)

@@ -1,0 +1,114 @@
+"""click options generated from spec fields (orchestrator/fields.py), and the project file's note.
+
+Every generated option defaults to None, meaning "not given": the project file (orch.toml, through
+click's default_map) fills it next, and the spec's own default last, so defaults resolve in the
+spec and nowhere else. The help shows the spec's default and the allowed values.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from orchestrator.fields import OptionField
+
+PROJECT_KEY = "orch.project_file"  # ctx.meta: the orch.toml the command's defaults came from
+
+
+class FieldType(click.ParamType):
+    """One value of a spec field: a Literal's names, a number or text, with one-line errors."""
+
+    def __init__(self, field: OptionField):
+        self.field = field
+        self.name = field.kind.__name__
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return self.field.parse_item(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
+        return metavar(self.field)
+
+
+SHORT_CHOICES = 30  # longer lists of allowed values go into the help text, not the metavar
+
+
+def metavar(field: OptionField) -> str:
+    if field.choices and len("|".join(field.choices)) <= SHORT_CHOICES:
+        one = "|".join(field.choices)
+    else:
+        one = field.dest.upper() if field.choices else {int: "INT", float: "X"}.get(field.kind, "TEXT")
+    if field.listed:
+        return f"{one}[,...]"
+    return f"[{one}]" if "|" in one else one
+
+
+def option_help(field: OptionField, default: str | None = None) -> str:
+    """The field's description, the allowed values when the metavar cannot hold them, and the default."""
+    parts = [field.help]
+    if field.choices and "|" not in metavar(field):
+        parts.append(f"Allowed: {', '.join(field.choices)}.")
+    if field.listed:
+        parts.append("Comma list.")
+    shown = default if default is not None else _default_text(field)
+    if shown:
+        parts.append(f"[default: {shown}]")
+    return " ".join(p for p in parts if p)
+
+
+def _default_text(field: OptionField) -> str:
+    if field.default is None or field.kind is bool:
+        return ""
+    return str(field.default)
+
+
+def make_option(field: OptionField, overrides: dict[str, Any] | None = None) -> Callable[..., Any]:
+    """The click option for one field; `overrides` replaces any click setting, and its "default_text"
+    what the help shows as the default."""
+    settings = dict(overrides or {})
+    shown = settings.pop("default_text", None)
+    generated: dict[str, Any] = {"default": None, "required": field.required, "help": option_help(field, shown),
+                                 "metavar": metavar(field)}
+    if field.kind is bool and not field.listed:
+        generated.update(is_flag=True, metavar=None)
+    else:
+        generated["type"] = str if field.listed else FieldType(field)  # lists: parsed per cell (fields.cells)
+    return click.option(field.option, field.dest, **{**generated, **settings})
+
+
+def spec_options(fields: Sequence[OptionField],
+                 overrides: dict[str, dict[str, Any]] | None = None) -> Callable[[Callable[..., Any]], Any]:
+    """Add one option per field (in field order) and, when the command runs, say which values the
+    project file gave it. `overrides` is keyed by field path."""
+    def decorate(fn: Callable[..., Any]) -> Any:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            note_project_values(click.get_current_context())
+            return fn(*args, **kwargs)
+
+        for field in reversed(fields):
+            run = make_option(field, (overrides or {}).get(field.path))(run)
+        return run
+
+    return decorate
+
+
+def note_project_values(ctx: click.Context) -> None:
+    """One line on stderr naming the project file and the options it set, when it set any."""
+    taken = [p for p in ctx.command.params
+             if p.name and ctx.get_parameter_source(p.name) is ParameterSource.DEFAULT_MAP]
+    if taken:
+        names = ", ".join(max(p.opts, key=len) for p in taken)
+        click.echo(f"orch: {names} from {ctx.meta[PROJECT_KEY]}", err=True)
+
+
+def option_name(param: click.Parameter | None) -> str:
+    """How an error names a parameter: its long option, or the argument's name."""
+    if isinstance(param, click.Option) and param.opts:
+        return max(param.opts, key=len)
+    return param.human_readable_name if param is not None else "input"

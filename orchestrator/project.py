@@ -1,0 +1,75 @@
+"""orch.toml: a project's defaults, found as git finds .git (the nearest one upward from the working
+directory). Defaults layer as: the spec's own < the project file < flags.
+
+The file's keys are the options of `orch submit train` by name (data, val, image_size, model,
+epochs, ...) plus `test`, the folder `orch submit score` scores; paths are relative to the file.
+`orch init` writes one from what a data folder holds. No torch, no click.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS, OptionField
+from shared.errors import ConfigError
+
+PROJECT_FILE = "orch.toml"
+PATH_KEYS = frozenset({"data", "val", "test", "pretrained"})
+TEST_KEY = "test"  # the folder to score: `orch submit score --data`
+
+
+def find_project(start: Path) -> Path | None:
+    """The nearest orch.toml in `start` or a folder above it."""
+    for folder in (start, *start.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_project(path: Path) -> dict[str, Any]:
+    """The file's values, checked (ConfigError names the file and the key); paths made absolute."""
+    import tomllib
+
+    try:
+        values = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable TOML file ({exc})") from None
+    fields = {f.dest: f for f in TRAIN_FIELDS}
+    for key, value in values.items():
+        if key not in fields and key != TEST_KEY:
+            raise ConfigError(f"{path}: unknown key {key!r}; allowed: {', '.join([*fields, TEST_KEY])}")
+        values[key] = _checked(path, key, value, fields.get(key))
+    return values
+
+
+def _checked(path: Path, key: str, value: Any, field: OptionField | None) -> Any:
+    if key in PATH_KEYS:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a path in quotes, got {value!r}")
+        return str((path.parent / value).resolve())
+    assert field is not None  # every key but the paths is an option field (checked by the caller)
+    try:
+        return field.parse_item(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {key}: {exc}") from None
+
+
+def default_maps(values: dict[str, Any]) -> dict[str, Any]:
+    """click's default_map for the commands the file sets: submit train, ablation and score."""
+    train = {key: value for key, value in values.items() if key != TEST_KEY}
+    grid_dest = {f.path: f.dest for f in GRID_FIELDS}  # seed -> seeds
+    ablation = {grid_dest[f.path]: train[f.dest] for f in TRAIN_FIELDS if f.dest in train}
+    score = {"data": values[TEST_KEY]} if TEST_KEY in values else {}
+    return {"submit": {"train": train, "ablation": ablation, "score": score}}
+
+
+def render_project(entries: list[tuple[str, Any, str]], header: str) -> str:
+    """TOML text: one `key = value  # comment` line per entry; a key starting with '#' is a line
+    left commented out (a suggestion)."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    for key, value, comment in entries:
+        text = json.dumps(value) if isinstance(value, str) else str(value)  # JSON strings are TOML strings
+        lines.append(f"{key} = {text}" + (f"  # {comment}" if comment else ""))
+    return "\n".join(lines) + "\n"

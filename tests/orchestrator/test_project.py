@@ -1,0 +1,79 @@
+"""The project file: `orch init` in a data folder, then commands that take their defaults from orch.toml.
+
+Real `orch` subprocesses run in the data folder, as a user types them; no worker (queued is enough).
+"""
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Orch
+
+
+@pytest.fixture
+def project(synth_data: Path, tmp_path: Path) -> Path:
+    """A copy of the synthetic set (train/ val/ test/ at 32 px), so that orch.toml is written in it only."""
+    folder = tmp_path / "cats"
+    shutil.copytree(synth_data, folder)
+    return folder
+
+
+def test_init_then_the_design_card_ablation_queues_three_resnet50_cells(orch: Orch, project: Path) -> None:
+    init = orch.run("init", cwd=project, check=True)
+    written = tomllib.loads((project / "orch.toml").read_text())
+    assert written == {"data": "train", "val": "val", "test": "test", "image_size": 32}
+    assert "# model = " in init.stdout  # the model is a commented suggestion: resnet50 can follow --groups
+
+    submit = orch.run("submit", "ablation", "--groups", "1,8,32", "--json", cwd=project, check=True)
+    notes = submit.stderr.splitlines()
+    assert f"orch: --data, --val, --image-size from {project / 'orch.toml'}" in notes
+    assert any("using resnet50" in line and "ResNeXt" in line for line in notes)
+    jobs = orch.json("status")
+    assert [(j["model"], j["groups"], j["status"]) for j in jobs] == \
+        [("resnet50", 1, "queued"), ("resnet50", 8, "queued"), ("resnet50", 32, "queued")]
+    spec = orch.json("status", str(jobs[0]["id"]))["spec"]
+    assert (spec["data"], spec["val"]) == (str(project / "train"), str(project / "val"))
+    assert spec["model"]["image_size"] == 32 and spec["model"]["num_classes"] == 2  # classes from the data
+
+
+def test_flags_win_and_the_file_is_found_from_a_subfolder(orch: Orch, project: Path) -> None:
+    orch.run("init", str(project), check=True)
+    proc = orch.run("submit", "train", "--image-size", "48", "--model", "resnet18", "--json", cwd=project / "train",
+                    check=True)
+    assert proc.stderr.splitlines() == [f"orch: --data, --val from {project / 'orch.toml'}"]
+    spec = orch.json("status", str(orch.json("status")[0]["id"]))["spec"]
+    assert spec["model"]["image_size"] == 48 and spec["data"] == str(project / "train")
+
+
+def test_groups_with_a_model_in_the_file_keep_that_model(orch: Orch, project: Path) -> None:
+    (project / "orch.toml").write_text('data = "train"\nimage_size = 32\nmodel = "resnet101"\n')
+    proc = orch.run("submit", "ablation", "--groups", "1,4", "--json", cwd=project, check=True)
+    assert "resnet50" not in proc.stderr
+    assert {j["model"] for j in orch.json("status")} == {"resnet101"}
+
+
+def test_init_refuses_to_overwrite_and_a_bad_file_is_one_line(orch: Orch, project: Path) -> None:
+    orch.run("init", cwd=project, check=True)
+    again = orch.run("init", cwd=project)
+    assert again.returncode == 2 and "--force" in again.stderr
+    (project / "orch.toml").write_text('data = "train"\nepochs = "many"\n')
+    bad = orch.run("submit", "train", cwd=project)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"Error: {project / 'orch.toml'}: epochs: 'many' is not a positive integer"]
+    (project / "orch.toml").write_text('dataset = "train"\n')
+    unknown = orch.run("status", cwd=project)
+    assert unknown.returncode == 2 and "unknown key 'dataset'; allowed: data, val," in unknown.stderr
+
+
+def test_init_in_an_image_folder_without_splits(orch: Orch, project: Path) -> None:
+    train = project / "train"
+    init = orch.run("init", cwd=train, check=True)
+    assert tomllib.loads((train / "orch.toml").read_text()) == {"data": ".", "image_size": 32}
+    assert "flat (cat.1.jpg), 2 classes" in init.stdout
+    empty = project / "empty"
+    empty.mkdir()
+    refused = orch.run("init", str(empty))
+    assert refused.returncode == 2 and "no JPEG or PNG images" in refused.stderr
