@@ -121,7 +121,7 @@ def main(job: dict[str, Any], token: int, home: str, conn: Connection, stop: dic
 
 
 def _run(job: dict[str, Any], token: int, home: str, should_stop: Any) -> dict[str, Any]:
-    from shared.store import open_store
+    from shared.store import Lease, open_store
     from worker.context import JobContext
 
     started = time.perf_counter()
@@ -129,7 +129,7 @@ def _run(job: dict[str, Any], token: int, home: str, should_stop: Any) -> dict[s
     store = open_store(settings)
     opened = round(time.perf_counter() - started, 3)
     try:
-        ctx = JobContext(settings=settings, store=store, job_id=job["id"], token=token, kind=job["kind"],
+        ctx = JobContext(settings=settings, store=store, lease=Lease(store, job["id"], token), kind=job["kind"],
                          spec=job["spec"], parent_id=job["parent_id"], source_job_id=job["source_job_id"],
                          shard=job["shard"], should_stop=should_stop)
         runner = importlib.import_module(RUNNERS[job["kind"]])

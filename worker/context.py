@@ -1,4 +1,4 @@
-"""What a job's code gets in the child process: the settings, the store and its fencing token."""
+"""What a job's code gets in the child process: the settings, the store and the job's lease."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import Settings
-from shared.store import Store
-from shared.store import jobs as store_jobs
+from shared.store import Lease, Store
 
 
 @dataclass
 class JobContext:
     settings: Settings
     store: Store
-    job_id: int
-    token: int
+    lease: Lease  # every write to this job goes through it
     kind: str
     spec: dict[str, Any]
     parent_id: int | None
@@ -25,11 +23,11 @@ class JobContext:
     should_stop: Callable[[], bool]
 
     @property
+    def job_id(self) -> int:
+        return self.lease.job_id
+
+    @property
     def workdir(self) -> Path:
         path = self.settings.job_dir(self.job_id)
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    def update(self, **values: Any) -> None:
-        """A fenced write of this job's columns."""
-        store_jobs.update_job(self.store, self.job_id, self.token, **values)

@@ -9,17 +9,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from shared.config import Settings, redact
 from shared.errors import StaleLease
-from shared.store import Job, JobStatus, Store
-from shared.store import jobs as store_jobs
+from shared.store import Job, JobStatus, Lease, Store
 from worker.warm import WarmPool
 
 log = logging.getLogger("orch.worker")
@@ -53,20 +52,20 @@ class Supervisor:
     shutdown: threading.Event = field(default_factory=threading.Event)
 
     def run(self, job_id: int) -> str:
-        token = with_db_retries(lambda: store_jobs.acquire_lease(self.store, job_id, self.owner, self.settings.lease_ttl))
-        if token is None:
+        lease = with_db_retries(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
+        if lease is None:
             log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
             return "skipped"
         job = self._snapshot(job_id)
-        log.info("job %s (%s): started, lease token %s", job_id, job["kind"], token)
+        log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
         for attempt in range(1, TRANSIENT_TRIES + 1):
-            outcome, reason, result = self._run_child(job, token)
+            outcome, reason, result = self._run_child(job, lease)
             if outcome != "transient" or attempt == TRANSIENT_TRIES:
                 break
             log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt, TRANSIENT_TRIES - 1)
             time.sleep(2**attempt)
-            with_db_retries(lambda: store_jobs.heartbeat(self.store, job_id, token))
-        return self._record(job, token, outcome, reason, result)
+            with_db_retries(lease.heartbeat)
+        return self._record(job, lease, outcome, reason, result)
 
     def _snapshot(self, job_id: int) -> dict[str, Any]:
         with self.store.session() as s:
@@ -74,13 +73,13 @@ class Supervisor:
             return {"id": job.id, "kind": job.kind, "spec": job.spec, "parent_id": job.parent_id,
                     "source_job_id": job.source_job_id, "shard": job.shard, "queue": job.queue}
 
-    def _run_child(self, job: dict[str, Any], token: int) -> tuple[str, str, dict[str, Any]]:
+    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[str, str, dict[str, Any]]:
         started = time.monotonic()
-        taken, startup = self.children.take(lambda: self._beat(job["id"], token), self.settings.heartbeat)
+        taken, startup = self.children.take(lambda: self._beat(lease), self.settings.heartbeat)
         proc, conn = taken.process, taken.conn
-        conn.send((job, token))
+        conn.send((job, lease.token))
         startup["take_s"] = round(time.monotonic() - started, 3)
-        stopped_for = self._watch(proc, job["id"], token)
+        stopped_for = self._watch(proc, lease)
         outcome = read_outcome(conn)
         if stopped_for in ("stale", "shutdown"):
             return stopped_for, stopped_for, {}
@@ -94,7 +93,7 @@ class Supervisor:
                       "startup": {**startup, **result.get("startup", {})}}
         return kind, reason, result
 
-    def _watch(self, proc: BaseProcess, job_id: int, token: int) -> str | None:
+    def _watch(self, proc: BaseProcess, lease: Lease) -> str | None:
         """Heartbeat while the child runs; stop it on cancel, lost lease or worker shutdown.
 
         Stopping is SIGTERM, a grace period for the checkpoint being written, then SIGKILL;
@@ -107,44 +106,44 @@ class Supervisor:
             if not proc.is_alive():
                 return reason
             if reason is None:
-                reason = self._stop_reason(job_id, token)
+                reason = self._stop_reason(lease)
                 if reason:
-                    log.info("job %s: stopping its process (%s)", job_id, reason)
+                    log.info("job %s: stopping its process (%s)", lease.job_id, reason)
                     proc.terminate()
                     kill_at = time.monotonic() + TERM_GRACE_S
             else:
                 if reason != "stale":
-                    self._beat(job_id, token)
+                    self._beat(lease)
                 if time.monotonic() > kill_at:
                     proc.kill()
 
-    def _stop_reason(self, job_id: int, token: int) -> str | None:
-        return "shutdown" if self.shutdown.is_set() else self._beat(job_id, token)
+    def _stop_reason(self, lease: Lease) -> str | None:
+        return "shutdown" if self.shutdown.is_set() else self._beat(lease)
 
-    def _beat(self, job_id: int, token: int) -> str | None:
+    def _beat(self, lease: Lease) -> str | None:
         """Heartbeat; 'cancel' when a cancel was asked for, 'stale' when the lease was lost."""
         try:
-            return "cancel" if store_jobs.heartbeat(self.store, job_id, token) else None
+            return "cancel" if lease.heartbeat() else None
         except StaleLease:
             return "stale"
         except Exception as exc:  # store briefly down: keep training, the lease TTL is the limit
-            log.warning("job %s: heartbeat failed (%s)", job_id, redact(str(exc).splitlines()[0]))
+            log.warning("job %s: heartbeat failed (%s)", lease.job_id, redact(str(exc).splitlines()[0]))
             return None
 
-    def _record(self, job: dict[str, Any], token: int, outcome: str, reason: str, result: dict[str, Any]) -> str:
+    def _record(self, job: dict[str, Any], lease: Lease, outcome: str, reason: str, result: dict[str, Any]) -> str:
         job_id = job["id"]
         if outcome == "stale":
             log.warning("job %s: lease lost to another worker; its results are theirs", job_id)
         elif outcome == "shutdown":
             # Give the job back and re-send it: the next worker resumes from its checkpoint.
-            if with_db_retries(lambda: store_jobs.release(self.store, job_id, token, "worker stopped; requeued")):
+            if with_db_retries(lambda: lease.release("worker stopped; requeued")):
                 self.resend(job_id, job["kind"], job["queue"])
         else:
             status = {"succeeded": JobStatus.succeeded, "cancelled": JobStatus.cancelled}.get(outcome, JobStatus.failed)
             error = None if status == JobStatus.succeeded else reason
             if outcome == "transient":
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
-            with_db_retries(lambda: store_jobs.finish(self.store, job_id, token, status, error=error, result=result))
+            with_db_retries(lambda: lease.finish(status, error=error, result=result))
         log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome not in ("succeeded",) else "")
         return outcome
 

@@ -3,6 +3,7 @@
 SQLAlchemy 2.0 typed ORM; schema created and upgraded by Alembic (shared/store/migrations).
 """
 from shared.store.db import Store, open_store
+from shared.store.lease import Lease
 from shared.store.schema import Checkpoint, Epoch, Job, JobKind, JobStatus, Score, Study
 
-__all__ = ["Store", "open_store", "Study", "Job", "JobKind", "JobStatus", "Epoch", "Checkpoint", "Score"]
+__all__ = ["Store", "open_store", "Lease", "Study", "Job", "JobKind", "JobStatus", "Epoch", "Checkpoint", "Score"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.config import load_settings
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
-from shared.store import JobKind, JobStatus, Store, Study, open_store
+from shared.store import JobKind, JobStatus, Lease, Store, Study, open_store
 from shared.store import jobs as store_jobs
 
 NORM_LEVEL = {"bn": 0.90, "in": 0.80, "ln": 0.60}
@@ -71,14 +71,14 @@ def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: in
                      data="/data/train", val="/data/val", epochs=epochs, lr=lr, seed=seed)
     with store.session() as s:
         job_id = store_jobs.add_job(s, JobKind.train, spec, study_id=study_id).id
-    token = store_jobs.acquire_lease(store, job_id, "lab-gpu-1:100", ttl=30)
-    assert token is not None
-    store_jobs.update_job(store, job_id, token, model_info={
+    lease = Lease.acquire(store, job_id, "lab-gpu-1:100", ttl=30)
+    assert lease is not None
+    lease.update(model_info={
         "arch": "resnet50", "groups": groups, "width_per_group": WIDTH[groups], "norm": norm,
         "params": 23_500_000 + 100_000 * groups, "gmacs": round(0.33 + 0.01 * groups, 3)})
     for metrics in curve(norm, groups, seed, epochs):
-        store_jobs.record_epoch(store, job_id, token, metrics)
-    store_jobs.finish(store, job_id, token, JobStatus.succeeded,
+        lease.record_epoch(metrics)
+    lease.finish(JobStatus.succeeded,
                       result={"wall_s": 6.0, "versions": {"orch": "0.1.0", "torch": "2.14.1"}})
     return job_id
 
@@ -87,7 +87,7 @@ def add_score(store: Store, source_job_id: int, accuracy: float) -> None:
     spec = ScoreSpec(checkpoint="/ckpt/best.pt", data="/data/test", out=f"/out/{source_job_id}.csv")
     with store.session() as s:
         job_id = store_jobs.add_job(s, JobKind.score, spec, source_job_id=source_job_id).id
-    token = store_jobs.acquire_lease(store, job_id, "lab-gpu-1:100", ttl=30)
-    assert token is not None
-    store_jobs.complete_score(store, job_id, token, {"accuracy": accuracy}, {
+    lease = Lease.acquire(store, job_id, "lab-gpu-1:100", ttl=30)
+    assert lease is not None
+    lease.complete_score({"accuracy": accuracy}, {
         "source_job_id": source_job_id, "out": spec.out, "n_images": 40, "accuracy": accuracy, "images_per_s": 500.0})

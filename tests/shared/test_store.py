@@ -14,7 +14,7 @@ import pytest
 from shared.config import load_settings
 from shared.errors import StaleLease
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Epoch, Job, JobStatus, Store, open_store
+from shared.store import Epoch, Job, JobStatus, Lease, Store, open_store
 from shared.store import jobs as store_jobs
 from shared.store.db import make_engine, upgrade
 from tests.conftest import PG_ADMIN, need_service
@@ -55,45 +55,45 @@ def status(store: Store, job_id: int) -> Job:
 
 def test_one_lease_per_job_and_stale_tokens_are_refused(store: Store) -> None:
     job_id = new_job(store)
-    token = store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
-    assert token == 1
-    assert store_jobs.acquire_lease(store, job_id, "b:2", ttl=30) is None  # live lease: second delivery skips
-    assert store_jobs.heartbeat(store, job_id, token) is False
+    token = Lease.acquire(store, job_id, "a:1", ttl=30)
+    assert token is not None and token.token == 1
+    assert Lease.acquire(store, job_id, "b:2", ttl=30) is None  # live lease: second delivery skips
+    assert token.heartbeat() is False
     with pytest.raises(StaleLease):
-        store_jobs.heartbeat(store, job_id, token + 1)
+        Lease(store, job_id, token.token + 1).heartbeat()
     job = status(store, job_id)
     assert (job.status, job.attempts, job.worker_host) == ("running", 1, "a:1")
 
 
 def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> None:
     job_id = new_job(store)
-    old = store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    old = Lease.acquire(store, job_id, "a:1", ttl=30)
     time.sleep(0.3)
     requeued = store_jobs.requeue_expired(store, ttl=0.1)
     assert [j.id for j in requeued] == [job_id] and status(store, job_id).status == "queued"
-    new = store_jobs.acquire_lease(store, job_id, "b:2", ttl=30)
-    assert new == old + 1 and status(store, job_id).attempts == 2
+    new = Lease.acquire(store, job_id, "b:2", ttl=30)
+    assert new is not None and old is not None and new.token == old.token + 1 and status(store, job_id).attempts == 2
     with pytest.raises(StaleLease):
-        store_jobs.record_epoch(store, job_id, old, {"epoch": 1, "train_loss": 1, "val_loss": 1, "val_acc": 0.5,
+        old.record_epoch({"epoch": 1, "train_loss": 1, "val_loss": 1, "val_acc": 0.5,
                                                       "images_per_s": 1, "seconds": 1})
-    assert store_jobs.finish(store, job_id, old, JobStatus.succeeded) is False
-    assert store_jobs.finish(store, job_id, new, JobStatus.succeeded) is True
+    assert old.finish(JobStatus.succeeded) is False
+    assert new.finish(JobStatus.succeeded) is True
     assert status(store, job_id).status == "succeeded"
 
 
 def test_expired_running_lease_can_be_taken_directly(store: Store) -> None:
     job_id = new_job(store)
-    store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    Lease.acquire(store, job_id, "a:1", ttl=30)
     time.sleep(0.3)
-    assert store_jobs.acquire_lease(store, job_id, "b:2", ttl=0.1) == 2
+    assert Lease.acquire(store, job_id, "b:2", ttl=0.1) == Lease(store, job_id, 2)
 
 
 def test_each_epoch_is_recorded_once(store: Store) -> None:
     job_id = new_job(store)
-    token = store_jobs.acquire_lease(store, job_id, "a:1", ttl=30)
+    token = Lease.acquire(store, job_id, "a:1", ttl=30)
     metrics = {"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "val_acc": 0.6, "images_per_s": 100.0, "seconds": 2.0}
-    assert store_jobs.record_epoch(store, job_id, token, metrics) is True
-    assert store_jobs.record_epoch(store, job_id, token, {**metrics, "val_acc": 0.1}) is False
+    assert token.record_epoch(metrics) is True
+    assert token.record_epoch({**metrics, "val_acc": 0.1}) is False
     with store.session() as s:
         rows = s.query(Epoch).filter_by(job_id=job_id).all()
     assert [(r.epoch, r.val_acc) for r in rows] == [(1, 0.6)]
@@ -101,13 +101,13 @@ def test_each_epoch_is_recorded_once(store: Store) -> None:
 
 def test_cancel_and_retry_transitions(store: Store) -> None:
     queued, running = new_job(store, seed=1), new_job(store, seed=2)
-    token = store_jobs.acquire_lease(store, running, "a:1", ttl=30)
+    token = Lease.acquire(store, running, "a:1", ttl=30)
     with store.session() as s:
         outcome = store_jobs.request_cancel(s, [s.get(Job, queued), s.get(Job, running)])
     assert outcome == {"cancelled": [queued], "stopping": [running], "unchanged": []}
-    assert store_jobs.acquire_lease(store, queued, "b:2", ttl=30) is None  # a cancelled job never starts
-    assert store_jobs.heartbeat(store, running, token) is True  # the worker sees the cancel
-    store_jobs.finish(store, running, token, JobStatus.cancelled, error="cancelled")
+    assert Lease.acquire(store, queued, "b:2", ttl=30) is None  # a cancelled job never starts
+    assert token.heartbeat() is True  # the worker sees the cancel
+    token.finish(JobStatus.cancelled, error="cancelled")
     with store.session() as s:
         again = store_jobs.reset_for_retry(s, [s.get(Job, queued), s.get(Job, running)])
         assert sorted(j.id for j in again) == sorted([queued, running])
@@ -125,9 +125,9 @@ def test_score_parents_whose_shards_ended_are_settled_once(store: Store) -> None
                   for p in (ok_parent, bad_parent)}
     for parent, ids in shards.items():
         for i, shard in enumerate(ids):
-            token = store_jobs.acquire_lease(store, shard, "a:1", ttl=30)
+            token = Lease.acquire(store, shard, "a:1", ttl=30)
             failed = parent == bad_parent and i == 1
-            store_jobs.finish(store, shard, token, JobStatus.failed if failed else JobStatus.succeeded,
+            token.finish(JobStatus.failed if failed else JobStatus.succeeded,
                               error="corrupt image" if failed else None)
     sent = store_jobs.settle_score_parents(store)
     assert [job.id for job in sent] == [ok_parent]

@@ -10,7 +10,7 @@ import pytest
 from shared.config import Settings, load_settings
 from shared.errors import DataError, JobCancelled
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
-from shared.store import Job, JobKind, JobStatus, Score, Store, open_store
+from shared.store import Job, JobKind, JobStatus, Lease, Score, Store, open_store
 from shared.store import jobs as store_jobs
 from worker.context import JobContext
 from worker.jobs import score as score_job
@@ -64,20 +64,20 @@ def submit(store: Store, spec: ScoreSpec) -> tuple[int, list[int]]:
 
 def run_job(settings: Settings, store: Store, job_id: int) -> dict[str, Any] | None:
     """One delivery, as the supervisor does it: lease, run, record the ending."""
-    token = store_jobs.acquire_lease(store, job_id, "test", ttl=60)
-    if token is None:
+    lease = Lease.acquire(store, job_id, "test", ttl=60)
+    if lease is None:
         return None
     with store.session() as s:
         job = s.get(Job, job_id)
-        ctx = JobContext(settings=settings, store=store, job_id=job.id, token=token, kind=job.kind, spec=job.spec,
+        ctx = JobContext(settings=settings, store=store, lease=lease, kind=job.kind, spec=job.spec,
                          parent_id=job.parent_id, source_job_id=job.source_job_id, shard=job.shard,
                          should_stop=lambda: False)
     try:
         result = score_job.run(ctx)
     except Exception as exc:
-        store_jobs.finish(store, job_id, token, JobStatus.failed, error=str(exc), result={})
+        lease.finish(JobStatus.failed, error=str(exc), result={})
         raise
-    store_jobs.finish(store, job_id, token, JobStatus.succeeded, result=result)
+    lease.finish(JobStatus.succeeded, result=result)
     return result
 
 
@@ -141,10 +141,10 @@ def test_redelivered_shard_does_not_score_again(env: tuple[Settings, Store], dat
     assert run_job(settings, store, first) is None  # a finished shard is not leased again
 
     # The second shard recorded its part, then its worker died before reporting: the job is requeued.
-    token = store_jobs.acquire_lease(store, second, "dying", ttl=60)
-    part = score_job._score_part(_ctx(settings, store, second, token), ScoreSpec.model_validate(job(store, second).spec))
-    store_jobs.update_job(store, second, token, result=part)
-    assert store_jobs.release(store, second, token, "worker died")
+    lease = Lease.acquire(store, second, "dying", ttl=60)
+    part = score_job._score_part(_ctx(settings, store, lease), ScoreSpec.model_validate(job(store, second).spec))
+    lease.update(result=part)
+    assert lease.release("worker died")
 
     import shared.engine
 
@@ -153,9 +153,10 @@ def test_redelivered_shard_does_not_score_again(env: tuple[Settings, Store], dat
     assert job(store, parent).status == "succeeded" and len((tmp_path / "o.csv").read_text().splitlines()) == 23
 
 
-def _ctx(settings: Settings, store: Store, job_id: int, token: int) -> JobContext:
-    row = job(store, job_id)
-    return JobContext(settings=settings, store=store, job_id=job_id, token=token, kind=row.kind, spec=row.spec,
+def _ctx(settings: Settings, store: Store, lease: Lease | None) -> JobContext:
+    assert lease is not None
+    row = job(store, lease.job_id)
+    return JobContext(settings=settings, store=store, lease=lease, kind=row.kind, spec=row.spec,
                       parent_id=row.parent_id, source_job_id=row.source_job_id, shard=row.shard,
                       should_stop=lambda: False)
 
@@ -187,10 +188,10 @@ def test_parent_task_assembles_when_the_assembling_shard_died(env: tuple[Setting
     settings, store = env
     out = tmp_path / "o.csv"
     parent, (shard,) = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(data / "test"), out=str(out)))
-    token = store_jobs.acquire_lease(store, shard, "w", ttl=60)
-    part = score_job._score_part(_ctx(settings, store, shard, token), ScoreSpec.model_validate(job(store, shard).spec))
-    store_jobs.update_job(store, shard, token, result=part)
-    store_jobs.finish(store, shard, token, JobStatus.succeeded, result=part)
+    lease = Lease.acquire(store, shard, "w", ttl=60)
+    part = score_job._score_part(_ctx(settings, store, lease), ScoreSpec.model_validate(job(store, shard).spec))
+    lease.update(result=part)
+    lease.finish(JobStatus.succeeded, result=part)
     # the sweeper requeued the parent whose assembler died and re-sent it as an orch.score task
     result = run_job(settings, store, parent)
     assert result is not None and result["n"] == 23 and out.is_file()

@@ -49,7 +49,7 @@ def test_a_queued_job_whose_message_is_gone_is_resent_and_one_still_queued_is_no
     import worker.sweeper as sweeper
     from shared.queue import send_job
     from shared.spec import ModelSpec, TrainSpec
-    from shared.store import JobKind, open_store
+    from shared.store import JobKind, Lease, open_store
     from shared.store import jobs as store_jobs
 
     monkeypatch.delenv("ORCH_BROKER_URL", raising=False)
@@ -72,7 +72,7 @@ def test_a_queued_job_whose_message_is_gone_is_resent_and_one_still_queued_is_no
     monkeypatch.setattr(sweeper, "LOST_MESSAGE_S", 0.0)
     sweep.resend_lost_messages()
     assert resent == [ids[1]]
-    store_jobs.acquire_lease(store, ids[2], "w:1", 30)  # running jobs have no message and need none
+    Lease.acquire(store, ids[2], "w:1", 30)  # running jobs have no message and need none
     assert sweeper.job_ids_in_broker(settings) == {ids[0], ids[2]}
     for path in broker_folders(settings)["queue"].glob("*.msg"):
         path.unlink()

@@ -34,7 +34,7 @@ from shared.scoring import (
     write_atomic,
 )
 from shared.spec import ScoreSpec, parse
-from shared.store import JobStatus
+from shared.store import JobStatus, Lease
 from shared.store import jobs as store_jobs
 from worker.child import classify
 from worker.context import JobContext
@@ -56,11 +56,11 @@ def _run_shard(ctx: JobContext) -> dict[str, Any]:
     try:
         # A redelivered shard whose part was recorded (it died before reporting) does not score again.
         result = mine.result if mine.done and Path(mine.result["part"]).is_file() else _score_part(ctx, spec)
-        ctx.update(result=result)  # the fenced "part done" mark the siblings look for
+        ctx.lease.update(result=result)  # the fenced "part done" mark the siblings look for
     except BaseException as exc:
         outcome, reason = classify(exc)
         if outcome in ("failed", "cancelled"):
-            store_jobs.fail_parent(ctx.store, parent, shard_error(shard, ctx.job_id, reason))
+            ctx.lease.fail_parent(parent, shard_error(shard, ctx.job_id, reason))
         raise
     _settle_parent(ctx, parent, spec)
     return result
@@ -114,22 +114,22 @@ def _settle_parent(ctx: JobContext, parent: int, spec: ScoreSpec) -> None:
     """Fail the parent if a sibling ended without its part; assemble if this shard completed the set."""
     outcome, reason = parent_outcome(_shard_states(ctx, parent))
     if outcome == "failed" and reason:
-        store_jobs.fail_parent(ctx.store, parent, reason)
+        ctx.lease.fail_parent(parent, reason)
     if outcome != "complete":
         return
     owner = f"{socket.gethostname()}:shard-job-{ctx.job_id}"
-    token = store_jobs.acquire_lease(ctx.store, parent, owner, ctx.settings.lease_ttl)
-    if token is None:
+    lease = Lease.acquire(ctx.store, parent, owner, ctx.settings.lease_ttl)
+    if lease is None:
         return  # a sibling is assembling, or already did
     try:
-        _assemble(ctx, parent, token, spec)
+        _assemble(ctx, lease, spec)
     except StaleLease:
         return  # the parent's lease expired mid-assembly: its new holder finishes it
     except Exception as exc:
         # Fail the parent and this shard alike, so that `orch retry PARENT` re-sends this shard,
         # whose run assembles again; a parent left queued would wait for nothing.
         reason = f"assembling {spec.out}: {classify(exc)[1]}"
-        store_jobs.finish(ctx.store, parent, token, JobStatus.failed, error=reason)
+        lease.finish(JobStatus.failed, error=reason)
         raise DataError(reason) from None
 
 
@@ -139,17 +139,18 @@ def _run_parent(ctx: JobContext) -> dict[str, Any]:
     outcome, reason = parent_outcome(_shard_states(ctx, ctx.job_id))
     if outcome != "complete":
         raise DataError(reason or f"score job {ctx.job_id}: not every shard is done; retry the failed shards")
-    return _assemble(ctx, ctx.job_id, ctx.token, spec)
+    return _assemble(ctx, ctx.lease, spec)
 
 
-def _assemble(ctx: JobContext, parent_id: int, token: int, spec: ScoreSpec) -> dict[str, Any]:
-    shards = _shard_states(ctx, parent_id)
+def _assemble(ctx: JobContext, lease: Lease, spec: ScoreSpec) -> dict[str, Any]:
+    """Write --out from the shards' parts and end the score job, under the score job's own lease."""
+    shards = _shard_states(ctx, lease.job_id)
     classes = next((s.result.get("classes") for s in shards if s.result and s.result.get("classes")), [])
     header = header_line(classes, spec.probs) if spec.header else None
     totals = assemble(Path(spec.out), shards, header=header)
     result = {"out": spec.out, "shards": len(shards), "classes": classes, **totals}
     score = {"source_job_id": ctx.source_job_id, "out": spec.out, "n_images": totals["n"],
              "accuracy": totals["accuracy"], "images_per_s": totals["images_per_s"]}
-    store_jobs.complete_score(ctx.store, parent_id, token, result, score)
+    lease.complete_score(result, score)
     return result
 

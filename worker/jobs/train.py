@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from shared.spec import TrainSpec, parse
-from shared.store import jobs as store_jobs
 from worker.context import JobContext
 
 
@@ -22,17 +21,15 @@ def run(ctx: JobContext) -> dict[str, Any]:
     def on_epoch(metrics: dict[str, Any]) -> None:
         # train() has already written the checkpoints for this epoch when it calls back.
         epoch = int(metrics["epoch"])
-        store_jobs.record_epoch(ctx.store, ctx.job_id, ctx.token, metrics)
-        store_jobs.record_checkpoint(ctx.store, ctx.job_id, ctx.token, "last",
-                                     str(ctx.workdir / "last.pt"), epoch, metrics.get("val_acc"))
+        ctx.lease.record_epoch(metrics)
+        ctx.lease.record_checkpoint("last", str(ctx.workdir / "last.pt"), epoch, metrics.get("val_acc"))
         if metrics["val_acc"] > best["val_acc"]:
             best["val_acc"] = metrics["val_acc"]
-            store_jobs.record_checkpoint(ctx.store, ctx.job_id, ctx.token, "best",
-                                         str(ctx.workdir / "best.pt"), epoch, metrics["val_acc"])
+            ctx.lease.record_checkpoint("best", str(ctx.workdir / "best.pt"), epoch, metrics["val_acc"])
 
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop)
-    ctx.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
+    ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
     return {
         "best_val_acc": result["best_val_acc"],
         "best_epoch": result["best_epoch"],
