@@ -22,6 +22,7 @@ from shared.archs import (
     BOTTLENECK_ARCHS,
     NORMS,
     RESNET_ARCHS,
+    WIDTH_MULT_ARCHS,
     WIDTH_MULT_HELP,
     AliasArch,
     Attention,
@@ -107,15 +108,20 @@ class ModelSpec(Spec):
 
     @model_validator(mode="before")
     @classmethod
-    def _alias(cls, data: Any) -> Any:
-        """torchvision's shufflenet_v2_x0_5 .. x2_0 are shufflenet_v2 at that width: one config, one name."""
-        if not isinstance(data, dict) or data.get("arch") not in ARCH_ALIASES:
+    def _canonical(cls, data: Any) -> Any:
+        """One network, one spec: torchvision's shufflenet_v2_x0_5 .. x2_0 are shufflenet_v2 at that
+        width, and a width_mult of 1.0 is the default (None), so their runs share a config."""
+        if not isinstance(data, dict):
             return data
-        width = ARCH_ALIASES[data["arch"]]
-        if data.get("width_mult") not in (None, width):
-            raise SpecError("width_mult", f"{data['arch']} is shufflenet_v2 at width_mult {width}; for "
-                                          f"width_mult {data['width_mult']} use arch shufflenet_v2")
-        return {**data, "arch": "shufflenet_v2", "width_mult": width}
+        if data.get("arch") in ARCH_ALIASES:
+            width = ARCH_ALIASES[data["arch"]]
+            if data.get("width_mult") not in (None, width):
+                raise SpecError("width_mult", f"{data['arch']} is shufflenet_v2 at width_mult {width}; for "
+                                              f"width_mult {data['width_mult']} use arch shufflenet_v2")
+            data = {**data, "arch": "shufflenet_v2", "width_mult": width}
+        if data.get("width_mult") == 1.0 and data.get("arch") in WIDTH_MULT_ARCHS:
+            data = {**data, "width_mult": None}
+        return data
 
     @model_validator(mode="after")
     def _knobs_apply(self, info: ValidationInfo) -> ModelSpec:
