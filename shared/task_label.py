@@ -29,6 +29,8 @@ def describe(job_id: int, kind: str, spec: dict[str, Any], *, study: str | None 
         parts += [str(model.get("arch", "?"))]
         parts += [str(model["norm"])] if model.get("norm") else []
         parts += [f"groups {model['groups']}"] if model.get("groups", 1) != 1 else []
+        parts += [f"width {model['width_mult']:g}"] if model.get("width_mult") is not None else []
+        parts += [str(model["attention"])] if model.get("attention", "none") != "none" else []
         parts += [f"seed {spec.get('seed', 0)}"]
     elif kind == "score_shard":
         parts += [f"score shard {shard} of job {parent_id}"]
