@@ -18,6 +18,7 @@ from shared.spec import ModelSpec, Spec, TrainSpec
 
 if TYPE_CHECKING:
     from orchestrator.context import Context
+    from shared.store import Job
 
 def existing_path(option: str, raw: str | None, *, folder: bool) -> str | None:
     if raw is None:
@@ -106,7 +107,7 @@ def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, st
             study = Study(name=study_name, grid=grid)
             s.add(study)
             s.flush()
-        existing = {job.spec_hash: job for job in study.jobs} if study is not None else {}
+        existing = {stored_hash(job): job for job in study.jobs} if study is not None else {}
         for spec in specs:
             job = existing.get(spec.spec_hash())
             if job is not None and not store_jobs.reset_for_retry(s, [job]):
@@ -125,6 +126,14 @@ def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, st
         _mark_unsent(obj, outcome.job_ids, exc)
         raise
     return outcome
+
+
+def stored_hash(job: Job) -> str:
+    """A recorded job's spec hash as its spec reads today: a field added since it was submitted takes
+    its default (as every reader's does), so a study submitted again after an upgrade finds its cells."""
+    from shared.spec import SPEC_FOR_KIND, read_stored
+
+    return read_stored(SPEC_FOR_KIND[str(job.kind)], job.spec).spec_hash()
 
 
 def _mark_unsent(obj: Context, job_ids: list[int], exc: Exception) -> None:

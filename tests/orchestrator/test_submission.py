@@ -1,6 +1,7 @@
 """Grid expansion for `orch submit ablation`: the cross product, validated, before anything is queued."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -67,3 +68,33 @@ def test_ablation_warns_on_stderr_and_still_queues(orch: Orch, synth_data: Path)
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("orch: warning:")]
     assert len(warnings) == 1 and "arch=resnet152" in warnings[0] and "cheapest (arch=shufflenet_v1" in warnings[0]
     assert len(json.loads(proc.stdout)["job_ids"]) == 2
+
+
+def test_a_study_submitted_again_after_new_fields_finds_its_cells(orch: Orch, synth_data: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job recorded before attention and width_mult existed (its stored spec and hash lack them) is
+    the same cell as today's spec with their defaults: submitting the study again queues nothing."""
+    from sqlalchemy import update
+
+    from shared.spec import TrainSpec, parse
+    from shared.store import Job
+    from tests.orchestrator.study_builder import open_home
+
+    args = ("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+            "--image-size", "32", "--model", "resnet18,shufflenet_v2", "--study", "old", "--json")
+    first = json.loads(orch.run(*args, check=True).stdout)["job_ids"]
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        for job in s.query(Job).filter(Job.id.in_(first)):
+            spec = dict(job.spec)
+            model = {k: v for k, v in spec["model"].items() if k not in ("attention", "attention_reduction",
+                                                                          "width_mult")}
+            if model["arch"] == "shufflenet_v2":
+                model["arch"] = "shufflenet_v2_x1_0"  # the name it had then
+            old = {**spec, "model": model}
+            assert parse(TrainSpec, old).model.arch in ("resnet18", "shufflenet_v2")  # still a valid spec
+            s.execute(update(Job).where(Job.id == job.id).values(
+                spec=old, spec_hash=hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()))
+    store.dispose()
+    again = json.loads(orch.run(*args, check=True).stdout)
+    assert again["job_ids"] == [] and sorted(again["skipped"]) == sorted(first)
