@@ -85,7 +85,8 @@ def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: st
 
     The options whose help says "Comma list" (the spec's grid axes) take comma lists; the grid
     is their cross product. Every cell is checked first: a cell that cannot be built (groups on
-    resnet18, say) refuses the whole grid and queues nothing. Groups above 1 with no --model
+    resnet18, say) or cannot train (InstanceNorm on 1x1 maps) refuses the whole grid and queues
+    nothing; cells estimated at over 4x the cheapest cell's multiply-adds are named on stderr. Groups above 1 with no --model
     use resnet50, the ResNeXt paper's base. Options not given come from the nearest orch.toml
     (see orch init), then from the spec's defaults.
 
@@ -94,6 +95,8 @@ def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: st
       orch submit ablation --data data/train --val data/val --model resnet50 \\
           --norm bn,ln,in --groups 1,8,32 --seeds 0,1,2
       orch submit ablation --data data/train --model resnet18 --lr 0.01,0.001 --study lr-sweep --wait
+      orch submit ablation --data data/train --model resnet50 --attention none,se,cbam --seeds 0,1
+      orch submit ablation --data data/train --model shufflenet_v1 --groups 1,3,8 --width-mult 0.5,1.0
       cd data && orch init && orch submit ablation --groups 1,8,32   # resnet50, data from orch.toml
       orch report --study 1
     """
