@@ -168,3 +168,15 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed(tmp_path:
         assert outcomes == ["ok"] * 4
         with open_store(load_settings(home)).session() as s:
             assert len(s.query(Job).all()) == 4
+
+
+def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_path: Path) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from shared.store.db import MIGRATIONS, current_revision, head_revision
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    with store.engine.connect() as conn:
+        assert current_revision(store.engine) == MigrationContext.configure(conn).get_current_revision()
+    assert current_revision(make_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None
