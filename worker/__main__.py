@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     app, supervisor = create_app(settings, args.threads, warm=args.warm)
     supervisor.children.start()  # from the main thread: it outlives the child (see warm.py)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    Sweeper(settings, supervisor.store, supervisor.resend).start()
+    Sweeper(settings, supervisor.store, supervisor.resend, f"sweeper of {supervisor.owner}").start()
     # threads pool, one slot: the task thread supervises a spawned child, so nothing forks
     # and the main thread keeps heartbeating to the broker (Flower sees the worker online).
     app.worker_main(["worker", "--pool", "threads", "--concurrency", "1", "--queues", ",".join(queues),

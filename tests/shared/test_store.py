@@ -69,10 +69,11 @@ def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> 
     job_id = new_job(store)
     old = Lease.acquire(store, job_id, "a:1", ttl=30)
     time.sleep(0.3)
-    requeued = store_jobs.requeue_expired(store, ttl=0.1)
-    assert [j.id for j in requeued] == [job_id] and status(store, job_id).status == "queued"
+    requeued = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    assert [(j.job_id, j.outcome) for j in requeued] == [(job_id, "queued")]
+    assert status(store, job_id).status == "queued"
     new = Lease.acquire(store, job_id, "b:2", ttl=30)
-    assert new is not None and old is not None and new.token == old.token + 1 and status(store, job_id).attempts == 2
+    assert new is not None and old is not None and new.token == old.token + 2 and status(store, job_id).attempts == 2
     with pytest.raises(StaleLease):
         old.record_epoch({"epoch": 1, "train_loss": 1, "val_loss": 1, "val_acc": 0.5,
                                                       "images_per_s": 1, "seconds": 1})
