@@ -30,10 +30,14 @@ class Settings:
 
     @property
     def fence_after(self) -> float:
-        """Seconds without a renewed lease after which a worker stops its job's process itself: a
-        third of the TTL before anyone may take the job, so that its SIGTERM, grace and SIGKILL
-        all end before the job can run elsewhere."""
-        return self.lease_ttl * 2 / 3
+        """Seconds without a renewed lease after which a worker stops its job's process itself
+        (SIGTERM, then SIGKILL after fence_grace): both before anyone else may take the job, with
+        a tenth of the TTL to spare. The heartbeat check (3 beats per TTL) leaves 2 tries before it."""
+        return self.lease_ttl * 0.8
+
+    @property
+    def fence_grace(self) -> float:
+        return self.lease_ttl * 0.1
 
     @property
     def embedded_broker(self) -> bool:

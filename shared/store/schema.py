@@ -95,7 +95,7 @@ class Checkpoint(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     tag: Mapped[str] = mapped_column(String(20))  # last | previous (the one before last) | best
     path: Mapped[str] = mapped_column(Text)  # a file named for its epoch and its attempt's token
-    digest: Mapped[Optional[str]] = mapped_column(String(64))  # sha256 of the file as written
+    digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the file as written
     epoch: Mapped[int] = mapped_column(Integer)
     val_acc: Mapped[Optional[float]] = mapped_column(Float)
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
