@@ -13,7 +13,7 @@ from pathlib import Path
 from shared.broker_fs import is_temp_message
 from shared.config import Settings, redact
 from shared.queue import TASK_NAMES, broker_folders
-from shared.store import Store
+from shared.store import JobStatus, Lease, Store
 from shared.store import jobs as store_jobs
 
 log = logging.getLogger("orch.worker")
@@ -22,9 +22,10 @@ LOST_MESSAGE_S = 30.0  # a queued job whose task message is nowhere in the queue
 
 
 class Sweeper(threading.Thread):
-    def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None]):
+    def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None],
+                 owner: str = "sweeper"):
         super().__init__(name="orch-sweeper", daemon=True)
-        self.settings, self.store, self.resend = settings, store, resend
+        self.settings, self.store, self.resend, self.owner = settings, store, resend, owner
         self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
         self.stopping = threading.Event()
         self.missing_since: dict[int, float] = {}  # job id -> when a sweep first found no message for it
@@ -36,10 +37,7 @@ class Sweeper(threading.Thread):
 
     def sweep_once(self) -> None:
         try:
-            for job in store_jobs.requeue_expired(self.store, self.settings.lease_ttl):
-                log.warning("job %s: lease of %s expired; requeued (attempt %d next)",
-                            job.id, job.worker_host, job.attempts + 1)
-                self.resend(job.id, job.kind, job.queue)
+            self.take_expired()
             for parent in store_jobs.settle_score_parents(self.store):
                 log.warning("score job %s: every shard ended; sent for assembly", parent.id)
                 self.resend(parent.id, parent.kind, parent.queue)
@@ -49,6 +47,15 @@ class Sweeper(threading.Thread):
         except Exception as exc:  # a sweep must never take the worker down
             log.warning("sweep failed: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 
+    def take_expired(self) -> None:
+        """Jobs whose worker stopped renewing its lease: requeued and re-sent, or ended (cancelled,
+        or failed after ORCH_MAX_ATTEMPTS attempts), under a lease the sweeper takes."""
+        settings = self.settings
+        for job in Lease.take_expired(self.store, settings.lease_ttl, self.owner, settings.max_attempts):
+            log.warning("job %s: lease of %s expired after attempt %d; %s", job.job_id, job.holder,
+                        job.attempts, "requeued" if job.outcome == JobStatus.queued else job.outcome)
+            if job.outcome == JobStatus.queued:
+                self.resend(job.job_id, job.kind, job.queue)
 
     def resend_lost_messages(self) -> None:
         """Re-send queued jobs whose message has been gone from the embedded broker for LOST_MESSAGE_S.

@@ -65,7 +65,7 @@ def status(obj: Context, job_id: int | None, limit: int, study_ref: str | None, 
 
     from orchestrator.studies import study_for
     from shared.store import Job
-    from shared.store.jobs import shard_progress
+    from shared.store.jobs import job_events, shard_progress
 
     with obj.store.session() as s:
         if job_id is None:
@@ -80,6 +80,8 @@ def status(obj: Context, job_id: int | None, limit: int, study_ref: str | None, 
             if job is None:
                 raise OrchError(f"JOB_ID: no job {job_id}")
             detail = job_detail(job, shard_progress(s, [job.id]).get(job.id))
+            detail["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
+                                for e in job_events(s, job.id)]
     if job_id is None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))
@@ -105,3 +107,5 @@ def print_detail(detail: dict[str, Any]) -> None:
         click.echo(f"{'result':>12}: {json.dumps(detail['result'])}")
     if detail["epochs"]:
         print_table(detail["epochs"], title="epochs")
+    for event in detail.get("events", []):
+        click.echo(f"{event['at'][:19]} {event['kind']}: {event['message']}")

@@ -75,6 +75,9 @@ def worker(obj: Context, queues: str, gpus: str | None, threads: int | None, nam
       orch worker --threads 1          # a job trains on one CPU thread (e.g. two workers, two cores)
       orch worker --queues big,orch    # also take jobs sent with --queue big
     """
+    from shared.config import check_worker_timing
+
+    check_worker_timing(obj.settings)
     indices = gpu_indices(gpus) if gpus else []
     _ = obj.store  # create or check the schema once, before any worker races to
     base = name or f"orch@{socket.gethostname()}"

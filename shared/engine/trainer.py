@@ -1,8 +1,12 @@
 """`train(spec, workdir)`: seeded, resumable training on the decode cache.
 
-Every epoch ends with an atomic checkpoint (last.pt, and best.pt when validation accuracy
-improves) written before the epoch is reported, so a job killed at any point resumes after its
-last complete epoch and ends with the metrics of a run that was never interrupted: the model,
+Every epoch ends with an atomic checkpoint written before the epoch is reported, so a job killed at
+any point resumes after its last complete epoch and ends with the metrics of a run that was never
+interrupted. Standalone, those are last.pt (and best.pt when validation accuracy improves), and a
+run resumes from last.pt. Under a worker (`name_for` given) each epoch gets its own file, named by
+the worker for the epoch and the attempt's lease token, and the run resumes from the file the worker
+names (`resume_from`, the store's current one): a stale attempt's files never replace the current
+ones, since nothing ever looks for a file by a fixed name. The model,
 optimizer, scheduler and RNG states are restored, and each epoch's data order and augmentation
 come from a generator seeded by (seed, epoch), not from whatever ran before.
 
@@ -77,8 +81,11 @@ class Run:
 
 
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
-          cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train `spec` in `workdir`, resuming from its last.pt if there is one; see the module doc."""
+          cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
+          resume_from: Path | None = None, name_for: Callable[[int], str] | None = None) -> dict[str, Any]:
+    """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
+    workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
+    ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     started = time.perf_counter()
@@ -86,7 +93,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
                            spec.model.image_size, cache)  # every DataError comes before the model
     loaded = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    resumed = _resume_state(workdir / LAST, spec, data.classes)
+    resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed)
     run.startup = {"data_s": round(loaded - started, 3), "build_s": round(time.perf_counter() - loaded, 3)}
     for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
@@ -96,17 +103,19 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
         metrics = _epoch(run, data, run.epoch + 1, should_stop)
         improved = metrics["val_acc"] > run.best()[0] or run.epoch == 0
         run.history.append(metrics)
-        _write_checkpoints(run, workdir, improved)
+        written = _write_checkpoints(run, workdir, improved, name_for)
         if on_epoch is not None:
-            on_epoch(dict(metrics))
+            fenced = {"checkpoint": str(written), "best": improved} if name_for is not None else {}
+            on_epoch({**metrics, **fenced})
     best_acc, best_epoch = run.best()
+    fenced = name_for is not None  # the worker knows which file is the best: the store names it
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
-            "classes": list(data.classes), "last_checkpoint": str(workdir / LAST),
-            "best_checkpoint": str(workdir / BEST), "startup": run.startup}
+            "classes": list(data.classes), "last_checkpoint": None if fenced else str(workdir / LAST),
+            "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup}
 
 
-def _resume_state(path: Path, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
-    if not path.exists():
+def _resume_state(path: Path | None, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
+    if path is None or not path.exists():
         return None
     state = load_checkpoint(path)
     if checkpoint_spec(state, path) != spec:
@@ -181,6 +190,8 @@ def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool
     if should_stop is not None and should_stop():
         raise JobCancelled(f"cancelled at epoch {epoch} before validation")
     val_loss, val_acc = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device)
+    if not math.isfinite(val_loss):  # a diverged model: retrying cannot help
+        raise NonFiniteLoss(f"validation loss is {val_loss} at epoch {epoch}: the model diverged; try a lower --lr")
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
             "images_per_s": len(data.train) / train_seconds, "seconds": time.perf_counter() - start,
             "lr": lr}
@@ -232,8 +243,9 @@ def _check_finite(losses: list[torch.Tensor], first: int, epoch: int) -> None:
     raise NonFiniteLoss(f"train loss is {'nan' if math.isnan(value) else 'inf'} at epoch {epoch} step {first + bad + 1}")
 
 
-def _write_checkpoints(run: Run, workdir: Path, improved: bool) -> None:
-    """last.pt, and best.pt first when improved: a crash in between redoes this epoch, identically."""
+def _write_checkpoints(run: Run, workdir: Path, improved: bool, name_for: Callable[[int], str] | None) -> Path:
+    """The epoch's file under the worker's name for it; standalone, last.pt and best.pt first when
+    improved (a crash in between redoes this epoch, identically). Returns the file written."""
     best_acc, best_epoch = run.best()
     state = {
         "format": FORMAT,
@@ -248,11 +260,15 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool) -> None:
         "best_val_acc": best_acc,
         "best_epoch": best_epoch,
     }
+    if name_for is not None:
+        save_atomic(state, workdir / name_for(run.epoch))
+        return workdir / name_for(run.epoch)
     tmp = workdir / f".next.{os.getpid()}.pt"
     save_atomic(state, tmp)
     if improved:
         _publish_copy(tmp, workdir / BEST)
     os.replace(tmp, workdir / LAST)
+    return workdir / LAST
 
 
 def _publish_copy(src: Path, dest: Path) -> None:

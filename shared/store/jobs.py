@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from shared.spec import Spec
 from shared.store.db import Store
-from shared.store.schema import FINISHED, Job, JobKind, JobStatus, Study, utcnow
+from shared.store.schema import FINISHED, Event, Job, JobKind, JobStatus, Study, utcnow
 
 
 def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
@@ -28,23 +28,6 @@ def find_study(session: Session, name: str) -> Study | None:
     return session.scalars(select(Study).where(Study.name == name)).one_or_none()
 
 
-def requeue_expired(store: Store, ttl: float) -> list[Job]:
-    """Running jobs whose heartbeat stopped go back to queued; the caller re-sends their tasks."""
-    cutoff = time.time() - ttl
-    requeued: list[Job] = []
-    with store.session() as s:
-        stale = s.scalars(select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)).all()
-        for job in stale:
-            back = s.execute(
-                update(Job).where(Job.id == job.id, Job.lease_token == job.lease_token,
-                                  Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
-                .values(status=JobStatus.queued, error=f"lease expired on {job.worker_host}; requeued")
-            ).rowcount
-            if back == 1:
-                requeued.append(job)
-    return requeued
-
-
 def awaiting_delivery(store: Store) -> list[Job]:
     """Queued jobs that should have a task message in the broker: trains, score shards, and score
     jobs sent for assembly (a sharded score job waits for its shards without one)."""
@@ -54,18 +37,36 @@ def awaiting_delivery(store: Store) -> list[Job]:
 
 
 def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]]:
-    """Queued jobs become cancelled at once; running ones are flagged for their worker to stop."""
+    """Queued jobs become cancelled at once; running ones are flagged for their worker to stop.
+
+    Each change is an UPDATE conditioned on the status it expects, not a write of what was read: a
+    worker releasing the job at the same moment turns a flag on a running job into a queued job
+    with the flag set, which nobody would ever take. The release sees the flag and cancels; here
+    a job that became queued meanwhile is cancelled on the next round.
+    """
     outcome: dict[str, list[int]] = {"cancelled": [], "stopping": [], "unchanged": []}
     for job in jobs:
-        if job.status == JobStatus.queued:
-            job.status, job.finished_at, job.error = JobStatus.cancelled, utcnow(), "cancelled before it started"
-            outcome["cancelled"].append(job.id)
-        elif job.status == JobStatus.running:
-            job.cancel_requested = True
-            outcome["stopping"].append(job.id)
-        else:
-            outcome["unchanged"].append(job.id)
+        outcome[_cancel_one(session, job.id)].append(job.id)
+    session.expire_all()  # the caller's Job objects were changed behind the ORM's back
     return outcome
+
+
+def _cancel_one(session: Session, job_id: int) -> str:
+    for _ in range(3):  # queued -> running -> queued again within one call is as far as a race goes
+        if session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
+                status=JobStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")).rowcount:
+            return "cancelled"
+        if session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
+                           .values(cancel_requested=True)).rowcount:
+            return "stopping"
+        if session.scalar(select(Job.status).where(Job.id == job_id)) not in (JobStatus.queued, JobStatus.running):
+            return "unchanged"
+    return "unchanged"
+
+
+def job_events(session: Session, job_id: int) -> list[Event]:
+    """A job's history (takeovers, checkpoint fallbacks, self-fencing), oldest first."""
+    return list(session.scalars(select(Event).where(Event.job_id == job_id).order_by(Event.at, Event.id)))
 
 
 def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:

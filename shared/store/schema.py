@@ -93,11 +93,23 @@ class Checkpoint(Base):
     __table_args__ = (UniqueConstraint("job_id", "tag", name="uq_checkpoints_job_tag"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
-    tag: Mapped[str] = mapped_column(String(20))  # last | best
-    path: Mapped[str] = mapped_column(Text)
+    tag: Mapped[str] = mapped_column(String(20))  # last | previous (the one before last) | best
+    path: Mapped[str] = mapped_column(Text)  # a file named for its epoch and its attempt's token
+    digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the file as written
     epoch: Mapped[int] = mapped_column(Integer)
     val_acc: Mapped[Optional[float]] = mapped_column(Float)
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Event(Base):
+    """A job's history beyond its epochs: takeovers, fallbacks to an older checkpoint, self-fencing."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))  # info | warning
+    message: Mapped[str] = mapped_column(Text)
 
 
 class Score(Base):

@@ -5,8 +5,6 @@ Runs on the embedded SQLite store and on the local PostgreSQL.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,30 +14,6 @@ from shared.errors import StaleLease
 from shared.spec import ModelSpec, TrainSpec
 from shared.store import Epoch, Job, JobStatus, Lease, Store, open_store
 from shared.store import jobs as store_jobs
-from shared.store.db import make_engine, upgrade
-from tests.conftest import PG_ADMIN, need_service
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
-    if request.param == "sqlite":
-        s = open_store(load_settings(tmp_path))
-        yield s
-        s.dispose()
-        return
-    need_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
-
-    name = f"orch_unit_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    upgrade(engine)
-    yield Store(engine)
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def new_job(store: Store, seed: int = 0) -> int:
@@ -69,10 +43,11 @@ def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> 
     job_id = new_job(store)
     old = Lease.acquire(store, job_id, "a:1", ttl=30)
     time.sleep(0.3)
-    requeued = store_jobs.requeue_expired(store, ttl=0.1)
-    assert [j.id for j in requeued] == [job_id] and status(store, job_id).status == "queued"
+    requeued = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    assert [(j.job_id, j.outcome) for j in requeued] == [(job_id, "queued")]
+    assert status(store, job_id).status == "queued"
     new = Lease.acquire(store, job_id, "b:2", ttl=30)
-    assert new is not None and old is not None and new.token == old.token + 1 and status(store, job_id).attempts == 2
+    assert new is not None and old is not None and new.token == old.token + 2 and status(store, job_id).attempts == 2
     with pytest.raises(StaleLease):
         old.record_epoch({"epoch": 1, "train_loss": 1, "val_loss": 1, "val_acc": 0.5,
                                                       "images_per_s": 1, "seconds": 1})
