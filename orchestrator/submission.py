@@ -63,12 +63,14 @@ def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, st
     The broker is checked first so that an unreachable broker leaves the store untouched.
     With a study name seen before, only cells that are missing, failed or cancelled are queued.
     """
+    from shared.broker_errors import broker_boundary
     from shared.queue import check_broker, send_job
     from shared.store import JobKind, Study
     from shared.store import jobs as store_jobs
     from shared.task_label import job_label
 
-    check_broker(obj.celery)
+    with broker_boundary():
+        check_broker(obj.celery)
     outcome = Queued()
     to_send: list[tuple[int, str, str]] = []
     with obj.store.session() as s:
@@ -90,8 +92,9 @@ def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, st
         outcome.study_id = study.id if study is not None else None
     outcome.job_ids = [job_id for job_id, _, _ in to_send]
     try:
-        for job_id, job_kind, label in to_send:
-            send_job(obj.celery, job_id, job_kind, queue, label)
+        with broker_boundary():
+            for job_id, job_kind, label in to_send:
+                send_job(obj.celery, job_id, job_kind, queue, label)
     except Exception as exc:
         _mark_unsent(obj, outcome.job_ids, exc)
         raise

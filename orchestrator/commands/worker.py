@@ -26,7 +26,7 @@ def gpu_indices(gpus: str) -> list[str]:
     """`all` or `0,1,...` -> the GPU indices to start one worker each on (no torch: nvidia-smi)."""
     if gpus.strip() != "all":
         indices = [g.strip() for g in gpus.split(",") if g.strip()]
-        if not indices or not all(g.isdigit() for g in indices):
+        if not indices or not all(g.isascii() and g.isdigit() for g in indices):
             raise click.BadParameter(f"expected all or GPU indices like 0,1,2; got {gpus!r}", param_hint="--gpus")
         return indices
     try:

@@ -34,6 +34,18 @@ class JobStatus(enum.StrEnum):
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class Outcome(enum.StrEnum):
+    """How one run of a job's process ended, as the worker classifies it (worker/child.py classify)."""
+
+    succeeded = "succeeded"
+    failed = "failed"  # permanent: the job fails at once with the reason
+    cancelled = "cancelled"
+    transient = "transient"  # a service did not answer: retried a few times before it fails
+    stale = "stale"  # the lease was lost to another worker: nothing is recorded
+    shutdown = "shutdown"  # the worker is stopping: the job goes back to the queue
+    skipped = "skipped"  # not taken: finished, cancelled, or leased by a live worker
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
