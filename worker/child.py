@@ -22,7 +22,7 @@ from shared.config import load_settings, redact
 from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, JobCancelled, StaleLease
 from shared.store.schema import Outcome
 
-RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score", "score_shard": "worker.jobs.score"}
+RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score_shards", "score_shard": "worker.jobs.score_shards"}
 
 
 def die_with_parent() -> None:
@@ -60,7 +60,7 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
 
 # What a job's code imports: loaded while the child waits, not after its job arrives.
 WARM_IMPORTS = ("torch", "torchvision.models", "shared.engine", "shared.models", "shared.data.images",
-                "worker.jobs.train", "worker.jobs.score")
+                "worker.jobs.train", "worker.jobs.score_shards")
 
 
 def serve(conn: Connection, home: str, threads: int | None) -> None:

@@ -10,10 +10,12 @@ import pytest
 from shared.config import Settings, load_settings
 from shared.errors import DataError, JobCancelled
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
-from shared.store import Job, JobKind, JobStatus, Lease, Score, Store, open_store
-from shared.store import jobs as store_jobs
+from shared.data import scan
+from shared.scoring.inputs import pin
+from shared.store import Job, JobStatus, Lease, Score, Store, open_store
+from shared.store.scoring_runs import add_score_run
 from worker.context import JobContext
-from worker.jobs import score as score_job
+from worker.jobs import score_shards as score_job
 
 CLASSES = ["cat", "dog"]
 
@@ -54,12 +56,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Setti
 
 
 def submit(store: Store, spec: ScoreSpec) -> tuple[int, list[int]]:
-    """What `orch submit score` records, without a broker."""
+    """What `orch submit score` records (its inputs pinned), without a broker."""
+    spec = pin(spec, scan(Path(spec.data)))
     with store.session() as s:
-        parent = store_jobs.add_job(s, JobKind.score, spec)
-        shards = [store_jobs.add_job(s, JobKind.score_shard, spec, parent_id=parent.id, shard=i).id
-                  for i in range(spec.shards)]
-        return parent.id, shards
+        parent, shards = add_score_run(s, spec, queue="orch", source_job_id=None)
+        return parent.id, [shard.id for shard in shards]
 
 
 def run_job(settings: Settings, store: Store, job_id: int) -> dict[str, Any] | None:
