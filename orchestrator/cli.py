@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from orchestrator.context import Context
+from orchestrator.context import CliState
 from orchestrator.options import option_name
 from shared.config import redact
 from shared.errors import OrchError
@@ -90,7 +90,7 @@ def main(ctx: click.Context, home: str | None) -> None:
     ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (an empty database gets the schema on
     first use; `orch db upgrade` upgrades an older one).
     """
-    ctx.obj = Context(home)
+    ctx.obj = CliState(home)
     use_project_file(ctx)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from orchestrator.fields import option_fields, parse_option
 from orchestrator.options import spec_options
 from shared.config import DEFAULT_QUEUE
@@ -36,8 +36,8 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
-@pass_context
-def score(obj: Context, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
+@pass_state
+def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
           wait: bool, as_json: bool, **options: Any) -> None:
     """Queue a scoring run: one `id,label` row per image, in numeric id order.
 
@@ -62,7 +62,7 @@ def score(obj: Context, job_id: int | None, checkpoint: str | None, best_of: str
         raise SystemExit(1)
 
 
-def resolve_checkpoint(obj: Context, job_id: int | None, checkpoint: str | None,
+def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,
                        best_of: str | None) -> tuple[str, int | None, list[str]]:
     """(checkpoint path, the training job it came from, its class names) for exactly one source."""
     if sum(x is not None for x in (job_id, checkpoint, best_of)) != 1:
@@ -142,7 +142,7 @@ def _out_path(raw: str) -> str:
     return str(out)
 
 
-def queue_score(obj: Context, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
+def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
     """Record the parent and its shards in one transaction, then send the shards (never the parent)."""
     from orchestrator.submission import _mark_unsent
     from shared.broker_errors import broker_boundary
@@ -166,7 +166,7 @@ def queue_score(obj: Context, spec: Any, *, source_job_id: int | None, queue: st
     return parent_id, shard_ids
 
 
-def wait_for_score(obj: Context, parent_id: int, shard_ids: list[int]) -> bool:
+def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
     """Follow the shards, then the parent. Reads only: a parent whose shard failed is failed by that
     shard or by a worker's sweeper (shared/scoring/protocol.py), never by the CLI."""
     from orchestrator.progress import wait_for

@@ -4,6 +4,6 @@ SQLAlchemy 2.0 typed ORM; schema created and upgraded by Alembic (shared/store/m
 """
 from shared.store.db import Store, open_store
 from shared.store.lease import Lease
-from shared.store.schema import Checkpoint, Epoch, Job, JobKind, JobStatus, Outcome, Score, Study
+from shared.store.schema import Assembly, Checkpoint, Epoch, Job, JobKind, JobStatus, Outcome, Score, Study
 
-__all__ = ["Store", "open_store", "Lease", "Study", "Job", "JobKind", "JobStatus", "Outcome", "Epoch", "Checkpoint", "Score"]
+__all__ = ["Store", "open_store", "Lease", "Study", "Job", "JobKind", "JobStatus", "Outcome", "Assembly", "Epoch", "Checkpoint", "Score"]

@@ -26,6 +26,19 @@ def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
     return job
 
 
+def add_study(session: Session, name: str | None, grid: dict[str, Any]) -> Study:
+    study = Study(name=name, grid=grid)
+    session.add(study)
+    session.flush()
+    return study
+
+
+def fail_unsent(session: Session, job_ids: list[int], error: str) -> None:
+    """Jobs recorded but whose task could not be sent: failed with the reason (`orch retry` re-sends)."""
+    session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
+                    .values(status=JobStatus.failed, error=error))
+
+
 def find_study(session: Session, name: str) -> Study | None:
     return session.scalars(select(Study).where(Study.name == name)).one_or_none()
 

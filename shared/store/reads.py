@@ -49,7 +49,7 @@ def jobs_by_id(session: Session, job_ids: Sequence[int]) -> list[Job]:
 def last_epochs(session: Session, job_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
     """job id -> (its last recorded epoch, that epoch's val accuracy)."""
     last = dict(session.execute(select(Epoch.job_id, func.max(Epoch.epoch)).where(Epoch.job_id.in_(list(job_ids)))
-                                .group_by(Epoch.job_id)).tuples())
+                                .group_by(Epoch.job_id)).all())
     rows = session.scalars(select(Epoch).where(Epoch.job_id.in_(list(job_ids)),
                                                Epoch.epoch.in_(list(last.values()) or [0])))
     return {row.job_id: (row.epoch, row.val_acc) for row in rows if last.get(row.job_id) == row.epoch}
@@ -84,7 +84,7 @@ def best_in_study(session: Session, study_id: int) -> TrainedJob | None:
         select(Job, Checkpoint.val_acc).join(Checkpoint, Checkpoint.job_id == Job.id)
         .where(Job.study_id == study_id, Job.status == JobStatus.succeeded, Checkpoint.tag == "best",
                Checkpoint.val_acc.is_not(None))
-    ).tuples())
+    ).all())
     if not rows:
         return None
     return TrainedJob.of(session, max(rows, key=lambda row: (row[1], -row[0].id))[0])
