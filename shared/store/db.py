@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, redact
@@ -33,6 +33,12 @@ def _first_line(error: Exception) -> str:
     orig = getattr(error, "orig", None)  # the driver's own error, without SQLAlchemy's SQL dump
     text = str(orig if orig is not None else error).strip()
     return redact(text.splitlines()[0] if text else type(error).__name__)
+
+
+def updated(session: Session, statement: Executable) -> int:
+    """The rows an UPDATE changed: with the state change's condition in its WHERE clause, 1 means
+    this caller made the change and 0 that someone else got there first."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 class Store:

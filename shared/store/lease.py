@@ -18,7 +18,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import StaleLease
-from shared.store.db import Store
+from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Job, JobStatus, Score, utcnow
 
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
@@ -120,11 +120,10 @@ class Lease:
     def fail_parent(self, parent_id: int, error: str) -> bool:
         """A shard fails its waiting score job: waiting -> failed (never a run being assembled)."""
         with self.fenced() as s:
-            return s.execute(
-                update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
-                                  Job.assembly == Assembly.waiting)
-                .values(status=JobStatus.failed, assembly=Assembly.failed, error=error, finished_at=utcnow())
-            ).rowcount == 1
+            return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
+                                                Job.assembly == Assembly.waiting)
+                           .values(status=JobStatus.failed, assembly=Assembly.failed, error=error,
+                                   finished_at=utcnow())) == 1
 
     def begin_assembly(self) -> None:
         """This lease is the score job's own: waiting | sent | assembling -> assembling."""

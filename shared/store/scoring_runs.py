@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import ScoreSpec
-from shared.store.db import Store
+from shared.store.db import Store, updated
 from shared.store.jobs import add_job
 from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, utcnow
 
@@ -92,6 +92,8 @@ def shard_progress(session: Session, parent_ids: Iterable[int]) -> dict[int, tup
     counts: dict[int, tuple[int, int]] = {}
     rows = session.execute(select(Job.parent_id, Job.status).where(Job.parent_id.in_(list(parent_ids))))
     for parent_id, status in rows:
+        if parent_id is None:
+            continue
         done, total = counts.get(parent_id, (0, 0))
         counts[parent_id] = (done + (status == JobStatus.succeeded), total + 1)
     return counts
@@ -110,15 +112,14 @@ def waiting_parents(store: Store) -> list[tuple[ParentState, list[ShardState]]]:
 def mark_sent(store: Store, parent_id: int) -> bool:
     """waiting -> sent, once (a second sweeper finds it sent): the caller sends its orch.score task."""
     with store.session() as s:
-        return s.execute(update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
-                                           Job.assembly == Assembly.waiting)
-                         .values(assembly=Assembly.sent)).rowcount == 1
+        return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
+                                            Job.assembly == Assembly.waiting).values(assembly=Assembly.sent)) == 1
 
 
 def fail_waiting_parent(store: Store, parent_id: int, error: str) -> bool:
     """waiting -> failed, by the sweeper: a shard ended without its part and nobody failed the parent."""
     with store.session() as s:
-        return s.execute(update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
-                                           Job.assembly == Assembly.waiting)
-                         .values(status=JobStatus.failed, assembly=Assembly.failed, error=error,
-                                 finished_at=utcnow())).rowcount == 1
+        return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
+                                            Job.assembly == Assembly.waiting)
+                       .values(status=JobStatus.failed, assembly=Assembly.failed, error=error,
+                               finished_at=utcnow())) == 1
