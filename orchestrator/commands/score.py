@@ -2,8 +2,10 @@
 
 Everything that can be known at submit time is checked here (the checkpoint, the folder's names,
 the labels' class count, --shards against the image count), with one-line exit-2 errors; what only
-decoding can tell (a corrupt image) fails the job with its reason. The parent job is recorded but
-never sent: its shards are the tasks, and the last shard to finish assembles the CSV.
+decoding can tell (a corrupt image) fails the job with its reason. The checkpoint's sha256 and the
+folder's file list are pinned in the spec, so every shard scores exactly what was checked here.
+The parent job is recorded but never sent: its shards are the tasks, and the protocol
+(shared/scoring/protocol.py) assembles the CSV; `--wait` only reads.
 """
 from __future__ import annotations
 
