@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from shared.store import Store
 
 
-class Context:
+class CliState:
+    """What every command shares on click's `ctx.obj` (not click's own Context): the settings, and the
+    store and Celery app opened on first use, so `orch --help` opens neither."""
+
     def __init__(self, home: str | None):
         self._home = home
         self._settings: Settings | None = None
@@ -43,4 +46,4 @@ class Context:
         return self._celery
 
 
-pass_context = click.make_pass_decorator(Context)
+pass_state = click.make_pass_decorator(CliState)

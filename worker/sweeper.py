@@ -13,6 +13,7 @@ from pathlib import Path
 from shared.broker_fs import is_temp_message
 from shared.config import Settings, redact
 from shared.queue import TASK_NAMES, broker_folders
+from shared.scoring.protocol import settle_parents
 from shared.store import JobStatus, Lease, Store
 from shared.store import jobs as store_jobs
 
@@ -38,9 +39,9 @@ class Sweeper(threading.Thread):
     def sweep_once(self) -> None:
         try:
             self.take_expired()
-            for parent in store_jobs.settle_score_parents(self.store):
-                log.warning("score job %s: every shard ended; sent for assembly", parent.id)
-                self.resend(parent.id, parent.kind, parent.queue)
+            for parent in settle_parents(self.store):
+                log.warning("score job %s: every shard ended; sent for assembly", parent.job_id)
+                self.resend(parent.job_id, parent.kind, parent.queue)
             if self.settings.embedded_broker:
                 self.resend_lost_messages()
                 prune_broker(self.settings)

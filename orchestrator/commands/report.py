@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from orchestrator.metrics import METRICS
 from orchestrator.tables import print_table, render
 from shared.errors import OrchError
@@ -38,8 +38,8 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
               help="Write one chart to FILE.png or FILE.svg.")
 @click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws (overview: final "
               "beside the validation curves) [default: final for --study, curves for --job].")
-@pass_context
-def report(obj: Context, study_ref: str | None, job_list: str | None, metric: str, fmt: str, limit: int, per_job: bool,
+@pass_state
+def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: str, fmt: str, limit: int, per_job: bool,
            baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
     """Rank training runs; for a study, answer it: intervals, paired tests, charts.
 
@@ -109,7 +109,7 @@ def _job_ids(text: str) -> list[int]:
     return ids
 
 
-def _leaderboard(obj: Context, metric: str, fmt: str, limit: int, study_id: int | None = None) -> None:
+def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None) -> None:
     from orchestrator.report import for_display, leaderboard
 
     if limit < 0:

@@ -44,7 +44,8 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "images_per_s", "
 
 def resolve_study(session: Session, ref: str) -> StudyRecord | None:
     """A study by id (all digits) or by name; an id wins over a name made of digits."""
-    study = session.get(Study, int(ref)) if ref.strip().isdigit() else None
+    key = ref.strip()
+    study = session.get(Study, int(key)) if key.isascii() and key.isdigit() else None  # not '²'
     if study is None:
         study = session.scalars(select(Study).where(Study.name == ref.strip())).one_or_none()
     if study is None:
