@@ -171,26 +171,22 @@ def _out_path(raw: str) -> str:
 
 
 def queue_score(obj: Context, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
-    """Record the parent and its shards in one transaction, then send the shards (never the parent)."""
-    from orchestrator.submission import _mark_unsent
-    from shared.queue import check_broker, send_job
+    """Record the parent and its shards, and the shards' owed messages, in one transaction, then send
+    the shards (never the parent: it is sent for assembly when its shards are done)."""
+    from orchestrator.submission import send_owed
+    from shared.celery_app import check_broker
     from shared.store import JobKind
     from shared.store.jobs import add_job
-    from shared.task_label import job_label
+    from shared.store.outbox import owe
 
     check_broker(obj.celery)  # before anything is written: a down broker leaves the store as it was
     with obj.store.session() as s:
         parent = add_job(s, JobKind.score, spec, queue=queue, source_job_id=source_job_id)
         shards = [add_job(s, JobKind.score_shard, spec, queue=queue, parent_id=parent.id,
                           source_job_id=source_job_id, shard=i) for i in range(spec.shards)]
-        parent_id, shard_ids, labels = parent.id, [job.id for job in shards], [job_label(job) for job in shards]
-    try:
-        for job_id, label in zip(shard_ids, labels, strict=True):
-            send_job(obj.celery, job_id, JobKind.score_shard, queue, label)
-    except Exception as exc:
-        _mark_unsent(obj, [parent_id, *shard_ids], exc)
-        raise
-    return parent_id, shard_ids
+        parent_id, owed = parent.id, [owe(s, job) for job in shards]
+    send_owed(obj, owed)
+    return parent_id, [row.job_id for row in owed]
 
 
 def wait_for_score(obj: Context, parent_id: int, shard_ids: list[int]) -> bool:

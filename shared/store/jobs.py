@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import Spec
 from shared.store.db import Store
+from shared.store.outbox import owe
 from shared.store.schema import FINISHED, Job, JobKind, JobStatus, Study, utcnow
 
 
@@ -29,7 +30,8 @@ def find_study(session: Session, name: str) -> Study | None:
 
 
 def requeue_expired(store: Store, ttl: float) -> list[Job]:
-    """Running jobs whose heartbeat stopped go back to queued; the caller re-sends their tasks."""
+    """Running jobs whose heartbeat stopped go back to queued, each with its message owed in the
+    same transaction (the outbox); the caller sends them."""
     cutoff = time.time() - ttl
     requeued: list[Job] = []
     with store.session() as s:
@@ -41,16 +43,9 @@ def requeue_expired(store: Store, ttl: float) -> list[Job]:
                 .values(status=JobStatus.queued, error=f"lease expired on {job.worker_host}; requeued")
             ).rowcount
             if back == 1:
+                owe(s, job)
                 requeued.append(job)
     return requeued
-
-
-def awaiting_delivery(store: Store) -> list[Job]:
-    """Queued jobs that should have a task message in the broker: trains, score shards, and score
-    jobs sent for assembly (a sharded score job waits for its shards without one)."""
-    with store.session() as s:
-        return list(s.scalars(select(Job).where(
-            Job.status == JobStatus.queued, or_(Job.kind != JobKind.score, Job.heartbeat_at.is_not(None)))).all())
 
 
 def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]]:
@@ -116,7 +111,8 @@ def settle_score_parents(store: Store) -> list[Job]:
     """Score jobs whose shards have all ended but that nobody settled (the last shard's process died).
 
     A failed or cancelled shard fails the parent here; when every shard succeeded the parent is
-    returned once (heartbeat_at marks it sent) for the caller to send as an `orch.score` task,
+    returned once (heartbeat_at marks it sent, and its message is owed in the outbox) for the caller
+    to send as an `orch.score` task,
     whose worker assembles the CSV.
     """
     to_send: list[Job] = []
@@ -132,5 +128,6 @@ def settle_score_parents(store: Store) -> list[Job]:
                 parent.error = f"shard {failed[0].shard} (job {failed[0].id}): {failed[0].error or failed[0].status}"
             elif parent.heartbeat_at is None:
                 parent.heartbeat_at = time.time()
+                owe(s, parent)
                 to_send.append(parent)
     return to_send

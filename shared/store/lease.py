@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import StaleLease
+from shared.store import outbox
 from shared.store.db import Store
 from shared.store.schema import Checkpoint, Epoch, Job, JobStatus, Score, utcnow
 
@@ -105,15 +106,19 @@ class Lease:
         return self._end(values)
 
     def release(self, error: str) -> bool:
-        """Give the job back to the queue (a transient fault): it will be leased again."""
-        return self._end({"status": JobStatus.queued, "heartbeat_at": None, "error": error})
+        """Give the job back to the queue (a transient fault): it will be leased again; its message
+        is owed in the same transaction (the outbox), so a worker dying right after cannot lose it."""
+        return self._end({"status": JobStatus.queued, "heartbeat_at": None, "error": error}, owe_message=True)
 
-    def _end(self, values: dict[str, Any]) -> bool:
+    def _end(self, values: dict[str, Any], *, owe_message: bool = False) -> bool:
         with self.store.session() as s:
-            return s.execute(
+            ended = s.execute(
                 update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
                                   Job.status == JobStatus.running).values(**values)
             ).rowcount == 1
+            if ended and owe_message:
+                outbox.owe_by_id(s, self.job_id)
+            return ended
 
     def fail_parent(self, parent_id: int, error: str) -> bool:
         """A shard fails its waiting score job (never one being assembled under its own lease)."""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from shared.config import load_settings
-from shared.queue import broker_folders, make_celery
+from shared.celery_app import broker_folders, make_celery
 from worker.sweeper import prune_broker
 
 
@@ -47,7 +47,7 @@ def test_a_queued_job_whose_message_is_gone_is_resent_and_one_still_queued_is_no
         tmp_path: Path, monkeypatch) -> None:
     """A worker killed between taking a message and leasing its job: another worker's sweep re-sends it."""
     import worker.sweeper as sweeper
-    from shared.queue import send_job
+    from shared.celery_app import send_job
     from shared.spec import ModelSpec, TrainSpec
     from shared.store import JobKind, Lease, open_store
     from shared.store import jobs as store_jobs
