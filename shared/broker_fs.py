@@ -28,9 +28,9 @@ from kombu.utils.json import dumps
 from shared.config import Settings
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # kombu matches `name.partition('.')[2] == '<queue>.msg'`
-# How often a worker looks for a new message. Each poll is one listdir of the queue folder: at 0.05 s
-# an idle worker costs about 1% of a core (measured with `ps`), and a submitted job waits 25 ms for
-# the poll on average instead of 100 ms at the old 0.2 s.
+# How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
+# over 60 s, an idle worker (its relay included) used 0.53% of a core at 0.05 s, 0.38% at 0.1 s and
+# 0.25% at 0.2 s; a submitted job waits 25 ms for the poll on average instead of 100 ms.
 POLLING_INTERVAL_S = 0.05
 STALE_MESSAGE_S = 300.0  # an event or reply nobody read for this long belongs to a monitor that went away
 PROCESSED_KEEP_S = 60.0  # a taken message's file is kept this long (kombu renames it; nobody reads it)
