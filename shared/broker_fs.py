@@ -42,8 +42,9 @@ def is_temp_message(name: str) -> bool:
 
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # kombu's filesystem one
-        # the same name kombu gives (sorted by time of sending), only made visible once complete
-        name = f"{int(round(time.monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # kombu's consumer takes the first name in sorted order: priority (one digit, the lower first,
+        # as on Redis), then time of sending; the name is only made visible once the file is complete
+        name = f"{message_rank(payload)}-{int(round(time.monotonic() * 1000)):013d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         temp = os.path.join(self.data_folder_out, f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}")
         try:
@@ -56,6 +57,13 @@ class Channel(filesystem.Channel):
             except OSError:
                 pass
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+def message_rank(payload: Any) -> int:
+    try:
+        return min(9, max(0, int(payload["properties"]["priority"])))
+    except (KeyError, TypeError, ValueError):
+        return 0  # kombu's default priority
 
 
 class Transport(filesystem.Transport):

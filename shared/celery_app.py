@@ -13,7 +13,7 @@ from kombu.connection import Connection
 from kombu.exceptions import ChannelError
 
 from shared import broker_fs
-from shared.config import DEFAULT_QUEUE, Settings
+from shared.config import DEFAULT_QUEUE, PRIORITY_NEW, Settings
 
 # job kind -> task name: what Flower shows, with the job id as the only argument
 TASK_NAMES: dict[str, str] = {"train": "orch.train", "score": "orch.score", "score_shard": "orch.score_shard"}
@@ -63,12 +63,13 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None = None) -> None:
+def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None = None,
+             priority: int = PRIORITY_NEW) -> None:
     """Send the task for a job by name: the message carries the job id only.
 
     `label` (shared.task_label) is what Flower shows in place of the arguments; the worker ignores it.
     """
-    app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, argsrepr=label,
+    app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, argsrepr=label, priority=priority,
                   retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 

@@ -7,8 +7,8 @@ thread in every worker covers the rest:
   sent once it is UNSENT_GRACE_S old;
 - a sent row whose message is gone (a worker took it and died before leasing the job, a broker
   restart without persistence): the broker's queue holds fewer messages than there are queued jobs
-  with a sent row, for SUSPECT_S in a row. Queues are first in, first out, so the missing messages
-  are the oldest sends; those are re-sent. The count is kombu's (Redis LLEN, files in the queue
+  with a sent row, for SUSPECT_S in a row. Queues serve by priority, then first in, first out, so the
+  missing messages are the first in that order; those are re-sent. The count is kombu's (Redis LLEN, files in the queue
   folder); no message is read;
 - and, as a backstop for what the count cannot see, a row whose job is still queued
   RESEND_AFTER_S after its last send, then twice that, and so on.
@@ -41,7 +41,7 @@ PRUNE_EVERY = 600  # ticks
 
 def send_message(app: Celery, owed: Owed) -> None:
     """The message itself: task by name, the job id as its only argument, the label for monitors."""
-    send_job(app, owed.job_id, owed.kind, owed.queue, owed.label)
+    send_job(app, owed.job_id, owed.kind, owed.queue, owed.label, owed.priority)
 
 
 def deliver(app: Celery, store: Store, owed: Sequence[Owed]) -> None:
@@ -121,7 +121,7 @@ class Relay(threading.Thread):
         missing: list[Owed] = []
         for queue in sorted({row.queue for row in pending}):
             sent = sorted((r for r in pending if r.queue == queue and r.sent_at is not None),
-                          key=lambda r: (r.sent_at or 0.0, r.id))
+                          key=lambda r: (r.priority, r.sent_at or 0.0, r.id))  # the order of consumption
             if sent:
                 missing += sent[:max(0, len(sent) - self.queue_size(queue))]
         self.suspect_since = {row.id: self.suspect_since.get(row.id, now) for row in missing}

@@ -43,7 +43,7 @@ def requeue_expired(store: Store, ttl: float) -> list[Job]:
                 .values(status=JobStatus.queued, error=f"lease expired on {job.worker_host}; requeued")
             ).rowcount
             if back == 1:
-                owe(s, job)
+                owe(s, job, resume=True)
                 requeued.append(job)
     return requeued
 
@@ -128,6 +128,6 @@ def settle_score_parents(store: Store) -> list[Job]:
                 parent.error = f"shard {failed[0].shard} (job {failed[0].id}): {failed[0].error or failed[0].status}"
             elif parent.heartbeat_at is None:
                 parent.heartbeat_at = time.time()
-                owe(s, parent)
+                owe(s, parent, resume=True)
                 to_send.append(parent)
     return to_send

@@ -117,7 +117,7 @@ class Lease:
                                   Job.status == JobStatus.running).values(**values)
             ).rowcount == 1
             if ended and owe_message:
-                outbox.owe_by_id(s, self.job_id)
+                outbox.owe_by_id(s, self.job_id, resume=True)
             return ended
 
     def fail_parent(self, parent_id: int, error: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, delete, select, update
 from sqlalchemy.orm import Session
 
+from shared.config import PRIORITY_NEW, PRIORITY_RESUME
 from shared.store.db import Store
 from shared.store.schema import Job, JobStatus, Outbox
 
@@ -33,14 +34,17 @@ class Owed:
     created_at: float
     sent_at: float | None = None
     sends: int = 0
+    priority: int = PRIORITY_NEW
 
     @classmethod
     def of(cls, row: Outbox) -> Owed:
-        return cls(row.id, row.job_id, row.kind, row.queue, row.label, row.created_at, row.sent_at, row.sends)
+        return cls(row.id, row.job_id, row.kind, row.queue, row.label, row.created_at, row.sent_at, row.sends,
+                   row.priority)
 
 
-def owe(session: Session, job: Job) -> Owed:
-    """Record, in the caller's transaction, that `job` is owed a message (task `orch.<its kind>`).
+def owe(session: Session, job: Job, *, resume: bool = False) -> Owed:
+    """Record, in the caller's transaction, that `job` is owed a message (task `orch.<its kind>`);
+    `resume`: the job goes back to a queue it already left (a requeue, a release), ahead of new jobs.
 
     An older open row of the same job is closed: one open row per job, so a job requeued before
     the relay saw it leave `queued` is not sent twice.
@@ -51,15 +55,15 @@ def owe(session: Session, job: Job) -> Owed:
     session.execute(update(Outbox).where(Outbox.job_id == job.id, Outbox.confirmed_at.is_(None))
                     .values(confirmed_at=now))
     row = Outbox(job_id=job.id, kind=str(job.kind), queue=job.queue, label=job_label(job),
-                 created_at=now, sends=0)
+                 created_at=now, sends=0, priority=PRIORITY_RESUME if resume else PRIORITY_NEW)
     session.add(row)
     session.flush()
     return Owed.of(row)
 
 
-def owe_by_id(session: Session, job_id: int) -> Owed | None:
+def owe_by_id(session: Session, job_id: int, *, resume: bool = False) -> Owed | None:
     job = session.get(Job, job_id)
-    return owe(session, job) if job is not None else None
+    return owe(session, job, resume=resume) if job is not None else None
 
 
 def mark_sent(store: Store, owed: Iterable[Owed]) -> None:

@@ -130,5 +130,6 @@ class Outbox(Base):
     created_at: Mapped[float] = mapped_column(Float)
     sent_at: Mapped[float | None] = mapped_column(Float)  # the last send (or claim to send)
     sends: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=5)  # shared.config.PRIORITY_*: resumed jobs first
     confirmed_at: Mapped[float | None] = mapped_column(Float)  # job left queued, or a newer row replaced it
     last_error: Mapped[str | None] = mapped_column(Text)

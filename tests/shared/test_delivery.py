@@ -34,15 +34,12 @@ class Setup:
 
     def take_oldest(self) -> None:
         """What a worker killed between taking a message and leasing its job leaves behind: no message."""
-        if self.settings.embedded_broker:
-            from shared.broker_fs import broker_folders
+        with self.app.connection_for_write() as conn:
+            assert conn.default_channel.basic_get("orch", no_ack=True) is not None  # the one a worker takes
 
-            oldest = sorted(broker_folders(self.settings)["queue"].glob("*.orch.msg"))[0]
-            oldest.unlink()
-        else:
-            import redis
-
-            redis.Redis.from_url(self.settings.broker_url).rpop("orch")  # kombu LPUSHes, consumers BRPOP
+    def next_label(self) -> str:
+        with self.app.connection_for_write() as conn:
+            return str(conn.default_channel.basic_get("orch", no_ack=True).headers["argsrepr"])
 
 
 @pytest.fixture(params=["embedded", "redis"])
@@ -151,6 +148,15 @@ def test_release_requeue_and_assembly_owe_their_message_in_the_same_transaction(
     delivery.deliver_unsent(setup.app, setup.store, [released, expired])  # what the worker does next
     assert setup.size() == 2 + 2  # the two first messages are still there: nobody consumed them here
     assert all(row.sends == 1 for row in open_rows(setup.store))
+
+
+def test_a_resumed_job_goes_before_the_jobs_that_have_not_started(setup: Setup) -> None:
+    new = submit(setup, 2)
+    lease = Lease.acquire(setup.store, new[0].job_id, "w:1", 30)
+    assert lease is not None and lease.release("worker stopped; requeued")
+    delivery.deliver_unsent(setup.app, setup.store, [new[0].job_id])
+    assert setup.next_label() == new[0].label  # the release's message, sent last, is served first
+    assert setup.next_label() == new[0].label and setup.next_label() == new[1].label  # then in order
 
 
 def test_a_second_owed_message_replaces_the_open_one(setup: Setup) -> None:

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("sent_at", sa.Float(), nullable=True),
         sa.Column("sends", sa.Integer(), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("confirmed_at", sa.Float(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"]),
