@@ -40,7 +40,7 @@ class CliState:
     @property
     def celery(self) -> Celery:
         if self._celery is None:
-            from shared.queue import make_celery
+            from shared.celery_app import make_celery
 
             self._celery = make_celery(self.settings)
         return self._celery

@@ -8,11 +8,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_shutting_down
 
-from shared.broker_errors import broker_boundary
+from shared.celery_app import TASK_NAMES, make_celery
 from shared.config import Settings
-from shared.queue import TASK_NAMES, make_celery, send_job
-from shared.store import Store, open_store
-from shared.task_label import label_for
+from shared.delivery import deliver_unsent
+from shared.store import open_store
 from worker.supervisor import Supervisor
 from worker.warm import WarmPool
 
@@ -25,7 +24,8 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
         settings=settings,
         store=store,
         owner=f"{socket.gethostname()}:{os.getpid()}",
-        resend=lambda job_id, kind, queue: resend(app, store, job_id, kind, queue),
+        # the message a release owes is in the outbox already: send it now (the relay covers a failure)
+        resend=lambda job_id, _kind, _queue: deliver_unsent(app, store, [job_id]),
         children=WarmPool(str(settings.home), threads, warm=warm),
     )
     for name in TASK_NAMES.values():
@@ -37,11 +37,6 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
 
     worker_shutting_down.connect(on_shutdown, weak=False)
     return app, supervisor
-
-
-def resend(app: Celery, store: Store, job_id: int, kind: str, queue: str) -> None:
-    with broker_boundary():
-        send_job(app, job_id, kind, queue, label_for(store, job_id))
 
 
 def _register(app: Celery, name: str, supervisor: Supervisor) -> None:

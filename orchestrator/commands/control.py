@@ -66,19 +66,17 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
       orch retry 7
       orch retry --study groups
     """
+    from orchestrator.submission import send_owed
     from shared.broker_errors import broker_boundary
-    from shared.queue import check_broker, send_job
+    from shared.celery_app import check_broker
     from shared.store.jobs import reset_for_retry
-    from shared.task_label import job_label
+    from shared.store.outbox import owe
 
     with broker_boundary():
         check_broker(obj.celery)
     with obj.store.session() as s:
-        again = [(job.id, job.kind, job.queue, job_label(job))
-                 for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
-                 if job.kind != "score"]  # a score job ends when its shards do
-    with broker_boundary():
-        for job in again:
-            send_job(obj.celery, *job)
-    ids = [job[0] for job in again]
+        owed = [owe(s, job) for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
+                if job.kind != "score"]  # a score job ends when its shards do
+    send_owed(obj, owed)
+    ids = [row.job_id for row in owed]
     click.echo(json.dumps({"job_ids": ids}) if as_json else (f"requeued: {', '.join(map(str, ids))}" if ids else "nothing to retry"))

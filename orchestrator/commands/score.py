@@ -145,27 +145,21 @@ def _out_path(raw: str) -> str:
 
 
 def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
-    """Record the parent and its shards in one transaction, then send the shards (never the parent)."""
-    from orchestrator.submission import _mark_unsent
+    """Record the parent and its shards, and the shards' owed messages, in one transaction, then send
+    the shards (never the parent: it is sent for assembly when its shards are done)."""
+    from orchestrator.submission import send_owed
     from shared.broker_errors import broker_boundary
-    from shared.queue import check_broker, send_job
-    from shared.store import JobKind
+    from shared.celery_app import check_broker
+    from shared.store.outbox import owe
     from shared.store.scoring_runs import add_score_run
-    from shared.task_label import job_label
 
     with broker_boundary():  # before anything is written: a down broker leaves the store as it was
         check_broker(obj.celery)
     with obj.store.session() as s:
         parent, shards = add_score_run(s, spec, queue=queue, source_job_id=source_job_id)
-        parent_id, shard_ids, labels = parent.id, [job.id for job in shards], [job_label(job) for job in shards]
-    try:
-        with broker_boundary():
-            for job_id, label in zip(shard_ids, labels, strict=True):
-                send_job(obj.celery, job_id, JobKind.score_shard, queue, label)
-    except Exception as exc:
-        _mark_unsent(obj, [parent_id, *shard_ids], exc)
-        raise
-    return parent_id, shard_ids
+        parent_id, owed = parent.id, [owe(s, job) for job in shards]
+    send_owed(obj, owed)
+    return parent_id, [row.job_id for row in owed]
 
 
 def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:

@@ -6,15 +6,13 @@ that takes a `Session` runs in the caller's transaction; one that takes a `Store
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import Spec
-from shared.store.db import Store
 from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, utcnow
 
 
@@ -33,23 +31,12 @@ def add_study(session: Session, name: str | None, grid: dict[str, Any]) -> Study
     return study
 
 
-def fail_unsent(session: Session, job_ids: list[int], error: str) -> None:
-    """Jobs recorded but whose task could not be sent: failed with the reason (`orch retry` re-sends)."""
-    session.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.queued)
-                    .values(status=JobStatus.failed, error=error))
 
 
 def find_study(session: Session, name: str) -> Study | None:
     return session.scalars(select(Study).where(Study.name == name)).one_or_none()
 
 
-def awaiting_delivery(store: Store) -> list[Job]:
-    """Queued jobs that should have a task message in the broker: trains, score shards, and score
-    jobs sent for assembly (a score job waiting for its shards has none)."""
-    sent = (Assembly.sent, Assembly.assembling)
-    with store.session() as s:
-        return list(s.scalars(select(Job).where(
-            Job.status == JobStatus.queued, or_(Job.kind != JobKind.score, Job.assembly.in_(sent)))).all())
 
 
 def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]]:

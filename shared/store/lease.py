@@ -22,6 +22,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease
+from shared.store import outbox
 from shared.store.clock import db_now
 from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
@@ -146,6 +147,8 @@ class Lease:
                                              .where(Job.id == self.job_id)).one()
                 status, values = _after_attempt(cause, attempts, bool(cancel), max_attempts)
                 s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
+                if status == JobStatus.queued:  # its message is owed in this transaction (the outbox)
+                    outbox.owe_by_id(s, self.job_id, resume=True)
                 return status
         except StaleLease:
             return None

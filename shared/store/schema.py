@@ -145,3 +145,26 @@ class Score(Base):
     accuracy: Mapped[Optional[float]] = mapped_column(Float)
     images_per_s: Mapped[Optional[float]] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Outbox(Base):
+    """A broker message that a state change owes, recorded in that change's own transaction.
+
+    Whoever made the change sends it after the commit and marks it sent; the relay in every worker
+    (shared/delivery.py) sends what nobody sent and re-sends what was lost. A row is confirmed when
+    its job leaves `queued` (a worker leased it, it was cancelled...): the message did its work.
+    Times are unix seconds, as heartbeat_at.
+    """
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_open", "confirmed_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # the task to send: orch.<kind>
+    queue: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str | None] = mapped_column(Text)  # the message's argsrepr (shared.task_label)
+    created_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float | None] = mapped_column(Float)  # the last send (or claim to send)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=5)  # shared.config.PRIORITY_*: resumed jobs first
+    confirmed_at: Mapped[float | None] = mapped_column(Float)  # job left queued, or a newer row replaced it
+    last_error: Mapped[str | None] = mapped_column(Text)

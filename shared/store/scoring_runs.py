@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from shared.spec import ScoreSpec
 from shared.store.db import Store, updated
 from shared.store.jobs import add_job
+from shared.store.outbox import owe_by_id
 from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, utcnow
 
 
@@ -110,10 +111,14 @@ def waiting_parents(store: Store) -> list[tuple[ParentState, list[ShardState]]]:
 
 
 def mark_sent(store: Store, parent_id: int) -> bool:
-    """waiting -> sent, once (a second sweeper finds it sent): the caller sends its orch.score task."""
+    """waiting -> sent, once (a second sweeper finds it sent), with its orch.score message owed in the
+    same transaction (the outbox): the caller sends it, the relay if the caller cannot."""
     with store.session() as s:
-        return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
+        sent = updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
                                             Job.assembly == Assembly.waiting).values(assembly=Assembly.sent)) == 1
+        if sent:
+            owe_by_id(s, parent_id, resume=True)
+        return sent
 
 
 def fail_waiting_parent(store: Store, parent_id: int, error: str) -> bool:
