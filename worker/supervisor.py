@@ -181,6 +181,8 @@ class Supervisor:
         """The store is back before the TTL ran out: give the job back now rather than after it.
         Not counted against ORCH_MAX_ATTEMPTS: the store, not the job, was at fault."""
         try:
+            lease.add_event("warning", f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s "
+                                       "and stopped the job's process")
             self._requeue(job, lease, lease.requeue("worker lost the store; stopped its job"))
         except Exception as exc:  # still unreachable: another worker's sweeper requeues it after the TTL
             log.warning("job %s: could not requeue it (%s)", job["id"], redact(str(exc).splitlines()[0]))
