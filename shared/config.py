@@ -14,6 +14,10 @@ from pathlib import Path
 from shared.errors import ConfigError
 
 DEFAULT_QUEUE = "orch"  # the Celery queue jobs go to unless --queue names another
+# Message priorities, the lower served first (kombu's Redis lists; the embedded broker's file names sort the
+# same way). A job resuming after a crash or a worker stop goes before jobs that have not started yet, so
+# a lost worker costs its job the lease TTL, not a wait behind the whole queue.
+PRIORITY_RESUME, PRIORITY_NEW = 0, 5
 BROKER_SCHEMES = ("filesystem", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 

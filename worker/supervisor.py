@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 
 from shared.config import Settings, redact
-from shared.errors import StaleLease
+from shared.errors import StaleLease, StoreUnavailable
 from shared.store import Job, JobStatus, Lease, Store
 from worker.warm import WarmPool
 
@@ -28,16 +28,14 @@ T = TypeVar("T")
 
 
 def with_db_retries(fn: Callable[[], T], tries: int = 5) -> T:
-    """Retry a store call through a brief database outage (backoff 1, 2, 4... s)."""
+    """Retry a store call through a brief database outage (StoreUnavailable; backoff 1, 2, 4... s)."""
     for attempt in range(tries):
         try:
             return fn()
-        except StaleLease:
-            raise
-        except Exception as exc:
-            if attempt == tries - 1 or not type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
+        except StoreUnavailable as exc:
+            if attempt == tries - 1:
                 raise
-            log.warning("store unreachable (%s); retrying", redact(str(exc).splitlines()[0]))
+            log.warning("%s; retrying", exc)
             time.sleep(2**attempt)
     raise AssertionError("unreachable")
 

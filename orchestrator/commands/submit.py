@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
 from orchestrator.options import spec_options
 from orchestrator.submission import existing_path, queue_jobs, train_specs
@@ -60,8 +60,8 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 @submit.command()
 @spec_options(TRAIN_FIELDS, MODEL_HELP)
 @command_options(listable=False)
-@pass_context
-def train(obj: Context, wait: bool, as_json: bool, queue: str, **options: Any) -> None:
+@pass_state
+def train(obj: CliState, wait: bool, as_json: bool, queue: str, **options: Any) -> None:
     """Queue one training job. Options not given come from the nearest orch.toml (see orch init),
     then from the spec's defaults.
 
@@ -79,8 +79,8 @@ def train(obj: Context, wait: bool, as_json: bool, queue: str, **options: Any) -
 @submit.command()
 @spec_options(GRID_FIELDS, MODEL_HELP)
 @command_options(listable=True)
-@pass_context
-def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: str | None, **options: Any) -> None:
+@pass_state
+def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: str | None, **options: Any) -> None:
     """Queue a study: one training job per cell of the grid.
 
     The options whose help says "Comma list" (the spec's grid axes) take comma lists; the grid
@@ -108,7 +108,7 @@ def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: st
     report_queued(obj, queued.job_ids, payload, wait=wait, as_json=as_json)
 
 
-def report_queued(obj: Context, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool) -> None:
+def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool) -> None:
     """Print what was queued; with --wait follow it and exit 1 unless every job succeeded."""
     if as_json:
         click.echo(json.dumps(payload))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.atomic import atomic_path
 from shared.errors import DataError
 
 CACHE_VERSION = 1  # bump when the decode (resize, crop) changes, to leave old caches unused
@@ -91,17 +92,15 @@ def _build(files: list[Path], size: int, path: Path, folder: Path,
            progress: Callable[[int], None] | None) -> None:
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a builder that died; we hold the lock
         stale.unlink(missing_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
-    try:
-        bad = _decode_into(out, files, size, progress)
-        out.flush()
-    finally:
-        del out
-    if bad:
-        tmp.unlink(missing_ok=True)
-        raise DataError(corrupt_message(folder, bad))
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=False) as tmp:  # a cache: a crash costs a rebuild, not data
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+        try:
+            bad = _decode_into(out, files, size, progress)
+            out.flush()
+        finally:
+            del out
+        if bad:
+            raise DataError(corrupt_message(folder, bad))
 
 
 def _decode_into(out: np.ndarray, files: list[Path], size: int,
@@ -118,7 +117,7 @@ def _decode_into(out: np.ndarray, files: list[Path], size: int,
 
     bad: list[Path] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for start, found in zip(range(0, len(files), CHUNK), pool.map(work, range(0, len(files), CHUNK))):
+        for start, found in zip(range(0, len(files), CHUNK), pool.map(work, range(0, len(files), CHUNK)), strict=True):
             bad += found
             if progress:
                 progress(min(CHUNK, len(files) - start))

@@ -32,11 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.atomic import atomic_path
 from shared.config import load_settings
 from shared.data.augment import augment
 from shared.data.images import ImageSet, TrainData, load_train_data
 from shared.engine.checkpoint import (
-    FORMAT, checkpoint_spec, load_checkpoint, model_for, rng_state, save_atomic, set_rng_state,
+    FORMAT,
+    checkpoint_spec,
+    load_checkpoint,
+    model_for,
+    save_atomic,
+    rng_state,
+    set_rng_state,
     without_pretrained,
 )
 from shared.engine.feed import device_batches
@@ -260,23 +267,20 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool, name_for: Callab
         "best_val_acc": best_acc,
         "best_epoch": best_epoch,
     }
-    if name_for is not None:
+    if name_for is not None:  # fenced files: the store's row says which one is current
         save_atomic(state, workdir / name_for(run.epoch))
         return workdir / name_for(run.epoch)
-    tmp = workdir / f".next.{os.getpid()}.pt"
-    save_atomic(state, tmp)
-    if improved:
-        _publish_copy(tmp, workdir / BEST)
-    os.replace(tmp, workdir / LAST)
+    with atomic_path(workdir / LAST) as tmp:  # renamed to last.pt after best.pt is published
+        torch.save(state, tmp)
+        if improved:
+            _publish_copy(tmp, workdir / BEST)
     return workdir / LAST
 
 
 def _publish_copy(src: Path, dest: Path) -> None:
     """dest := a copy of src, atomically; a hard link when the file system has them (no second write)."""
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)

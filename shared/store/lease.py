@@ -22,9 +22,10 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease
+from shared.store import outbox
 from shared.store.clock import db_now
-from shared.store.db import Store
-from shared.store.schema import Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
+from shared.store.db import Store, updated
+from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
 
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
 
@@ -146,6 +147,8 @@ class Lease:
                                              .where(Job.id == self.job_id)).one()
                 status, values = _after_attempt(cause, attempts, bool(cancel), max_attempts)
                 s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
+                if status == JobStatus.queued:  # its message is owed in this transaction (the outbox)
+                    outbox.owe_by_id(s, self.job_id, resume=True)
                 return status
         except StaleLease:
             return None
@@ -181,16 +184,28 @@ class Lease:
                 expired.append(Expired(job_id, str(kind), queue, holder, attempts, outcome))
         return expired
 
+    # --- a scoring run (the protocol: shared/scoring/protocol.py) ---
+
     def fail_parent(self, parent_id: int, error: str) -> bool:
-        """A shard fails its waiting score job (never one being assembled under its own lease)."""
+        """A shard fails its waiting score job: waiting -> failed (never a run being assembled)."""
         with self.fenced() as s:
-            return s.execute(
-                update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued)
-                .values(status=JobStatus.failed, error=error, finished_at=utcnow())
-            ).rowcount == 1
+            return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
+                                                Job.assembly == Assembly.waiting)
+                           .values(status=JobStatus.failed, assembly=Assembly.failed, error=error,
+                                   finished_at=utcnow())) == 1
+
+    def begin_assembly(self) -> None:
+        """This lease is the score job's own: waiting | sent | assembling -> assembling."""
+        with self.fenced() as s:
+            s.execute(update(Job).where(Job.id == self.job_id).values(assembly=Assembly.assembling))
+
+    def fail_assembly(self, error: str) -> bool:
+        """assembling -> failed: the score job fails and --out stays as it was."""
+        return self._end({"status": JobStatus.failed, "assembly": Assembly.failed, "error": error,
+                          "finished_at": utcnow(), "cancel_requested": False})
 
     def complete_score(self, result: dict[str, Any], score: dict[str, Any]) -> None:
-        """Record the Score row and end the score job, in one fenced transaction: exactly once."""
+        """assembling -> done: the Score row and the score job's end, in one fenced transaction: exactly once."""
         with self.fenced() as s:
             row = s.scalars(select(Score).where(Score.job_id == self.job_id)).one_or_none()
             if row is None:
@@ -199,8 +214,8 @@ class Lease:
                 for key, value in score.items():
                     setattr(row, key, value)
             s.execute(update(Job).where(Job.id == self.job_id).values(
-                status=JobStatus.succeeded, result=result, error=None, finished_at=utcnow(),
-                cancel_requested=False))
+                status=JobStatus.succeeded, assembly=Assembly.done, result=result, error=None,
+                finished_at=utcnow(), cancel_requested=False))
 
 
 @dataclass(frozen=True)

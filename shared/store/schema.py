@@ -34,6 +34,28 @@ class JobStatus(enum.StrEnum):
 FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class Assembly(enum.StrEnum):
+    """Where a scoring run's parent job stands with its CSV (the state machine: shared/scoring/protocol.py)."""
+
+    waiting = "waiting"  # its shards run; it has no task message
+    sent = "sent"  # every shard succeeded but none assembled: an orch.score task was sent for it
+    assembling = "assembling"  # a lease holder writes --out (re-sent if that holder dies)
+    done = "done"  # --out written and the Score recorded: the parent succeeded
+    failed = "failed"  # a shard or the assembly failed: the parent failed, --out untouched
+
+
+class Outcome(enum.StrEnum):
+    """How one run of a job's process ended, as the worker classifies it (worker/child.py classify)."""
+
+    succeeded = "succeeded"
+    failed = "failed"  # permanent: the job fails at once with the reason
+    cancelled = "cancelled"
+    transient = "transient"  # a service did not answer: retried a few times before it fails
+    stale = "stale"  # the lease was lost to another worker: nothing is recorded
+    shutdown = "shutdown"  # the worker is stopping: the job goes back to the queue
+    skipped = "skipped"  # not taken: finished, cancelled, or leased by a live worker
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -68,6 +90,7 @@ class Job(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     model_info: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # describe(spec): params, gmacs...
     result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # best_val_acc, wall time, ...
+    assembly: Mapped[Optional[Assembly]] = mapped_column(String(20))  # a scoring run's parent only
     study: Mapped[Optional[Study]] = relationship(back_populates="jobs")
     epochs: Mapped[list["Epoch"]] = relationship(order_by="Epoch.epoch", cascade="all, delete-orphan")
 
@@ -122,3 +145,26 @@ class Score(Base):
     accuracy: Mapped[Optional[float]] = mapped_column(Float)
     images_per_s: Mapped[Optional[float]] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Outbox(Base):
+    """A broker message that a state change owes, recorded in that change's own transaction.
+
+    Whoever made the change sends it after the commit and marks it sent; the relay in every worker
+    (shared/delivery.py) sends what nobody sent and re-sends what was lost. A row is confirmed when
+    its job leaves `queued` (a worker leased it, it was cancelled...): the message did its work.
+    Times are unix seconds, as heartbeat_at.
+    """
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_open", "confirmed_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # the task to send: orch.<kind>
+    queue: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str | None] = mapped_column(Text)  # the message's argsrepr (shared.task_label)
+    created_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float | None] = mapped_column(Float)  # the last send (or claim to send)
+    sends: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=5)  # shared.config.PRIORITY_*: resumed jobs first
+    confirmed_at: Mapped[float | None] = mapped_column(Float)  # job left queued, or a newer row replaced it
+    last_error: Mapped[str | None] = mapped_column(Text)

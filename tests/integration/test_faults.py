@@ -90,7 +90,7 @@ def test_duplicate_delivery_of_a_running_job_is_not_run_twice(orch: Orch, synth_
     busy = orch.start_worker("--name", "busy@test")
     wait_epochs(orch, job_id, 1)
     idle = orch.start_worker("--name", "idle@test")
-    resend = ("from shared.config import load_settings; from shared.queue import make_celery, send_job; "
+    resend = ("from shared.config import load_settings; from shared.celery_app import make_celery, send_job; "
               f"send_job(make_celery(load_settings()), {job_id}, 'train', 'orch')")
     subprocess.run([sys.executable, "-c", resend], env=orch.env, cwd=REPO, check=True, timeout=60)
     assert wait_until(lambda: f"job {job_id}: not taken" in idle.output(), timeout=60), idle.output()[-2000:]

@@ -15,6 +15,7 @@ from shared.errors import NonFiniteLoss, StaleLease
 from shared.spec import ScoreSpec
 from shared.store import Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store
 from shared.store import jobs as store_jobs
+from shared.store import reads
 from tests.shared.test_store import new_job, status
 
 METRICS = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_acc": 0.5, "images_per_s": 1.0, "seconds": 1.0}
@@ -104,7 +105,7 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     job = status(store, job_id)
     assert job.status == "failed" and "lease of w:2 expired" in job.error and "after 2 attempts" in job.error
     with store.session() as s:
-        events = [e.message for e in store_jobs.job_events(s, job_id)]
+        events = [e.message for e in reads.job_events(s, job_id)]
     assert len(events) == 2 and "taken over by sweeper" in events[0]
 
 

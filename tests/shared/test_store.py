@@ -90,25 +90,31 @@ def test_cancel_and_retry_transitions(store: Store) -> None:
 
 
 def test_score_parents_whose_shards_ended_are_settled_once(store: Store) -> None:
+    from shared.scoring.protocol import settle_parents
     from shared.spec import ScoreSpec
+    from shared.store import Assembly
+    from shared.store.scoring_runs import add_score_run
 
     spec = ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv", shards=2)
     with store.session() as s:
-        ok_parent = store_jobs.add_job(s, "score", spec).id
-        bad_parent = store_jobs.add_job(s, "score", spec.model_copy(update={"out": "/p.csv"})).id
-        shards = {p: [store_jobs.add_job(s, "score_shard", spec, parent_id=p, shard=i).id for i in range(2)]
-                  for p in (ok_parent, bad_parent)}
+        ok, ok_shards = add_score_run(s, spec, queue="orch", source_job_id=None)
+        bad, bad_shards = add_score_run(s, spec.model_copy(update={"out": "/p.csv"}), queue="orch", source_job_id=None)
+        ok_parent, bad_parent = ok.id, bad.id
+        shards = {ok_parent: [j.id for j in ok_shards], bad_parent: [j.id for j in bad_shards]}
     for parent, ids in shards.items():
         for i, shard in enumerate(ids):
             token = Lease.acquire(store, shard, "a:1", ttl=30)
             failed = parent == bad_parent and i == 1
+            if not failed:
+                token.update(result={"part": f"/parts/{i}.csv"})
             token.finish(JobStatus.failed if failed else JobStatus.succeeded,
                               error="corrupt image" if failed else None)
-    sent = store_jobs.settle_score_parents(store)
-    assert [job.id for job in sent] == [ok_parent]
-    assert store_jobs.settle_score_parents(store) == []  # sent once, not on every sweep
+    sent = settle_parents(store)
+    assert [parent.job_id for parent in sent] == [ok_parent]
+    assert settle_parents(store) == []  # sent once, not on every sweep
     assert status(store, bad_parent).status == "failed" and "corrupt image" in status(store, bad_parent).error
-    assert status(store, ok_parent).status == "queued"
+    assert status(store, bad_parent).assembly == Assembly.failed
+    assert status(store, ok_parent).status == "queued" and status(store, ok_parent).assembly == Assembly.sent
 
 
 def _open_and_add(home: str, start_at: float, results) -> None:  # a spawned process: module level
@@ -143,3 +149,15 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed(tmp_path:
         assert outcomes == ["ok"] * 4
         with open_store(load_settings(home)).session() as s:
             assert len(s.query(Job).all()) == 4
+
+
+def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_path: Path) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from shared.store.db import MIGRATIONS, current_revision, head_revision, make_engine
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    with store.engine.connect() as conn:
+        assert current_revision(store.engine) == MigrationContext.configure(conn).get_current_revision()
+    assert current_revision(make_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None

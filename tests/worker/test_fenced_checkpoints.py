@@ -15,6 +15,7 @@ from shared.config import Settings, load_settings
 from shared.errors import JobCancelled, StaleLease
 from shared.store import Epoch, Job, Lease, Store, open_store
 from shared.store import jobs as store_jobs
+from shared.store import reads
 from tests.shared.data_helpers import one_thread, tiny_spec
 from worker import checkpoints
 from worker.context import JobContext
@@ -106,7 +107,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     assert result["epochs"] == 4
     with store.session() as s:
         epochs = [(e.epoch, e.attempt) for e in s.query(Epoch).filter_by(job_id=job_id).order_by(Epoch.epoch)]
-        history = [e.message for e in store_jobs.job_events(s, job_id)]
+        history = [e.message for e in reads.job_events(s, job_id)]
     assert epochs == [(1, 1), (2, 1), (3, 1), (4, 2)]  # epoch 3 was redone but recorded once
     assert any("checkpoint of epoch 3" in m and "digest" in m for m in history), history
     final = current_files(store, job_id)
