@@ -144,6 +144,9 @@ class Supervisor:
             log.warning("job %s: heartbeat failed (%s)", lease.job_id, redact(str(exc).splitlines()[0]))
             return None
         self.renewed_at = asked
+        took = time.monotonic() - asked
+        if took > self.settings.heartbeat:  # the fence counts from the last beat that got through
+            log.warning("job %s: a heartbeat took %.1f s", lease.job_id, took)
         return "cancel" if cancel else None
 
     def _record(self, job: dict[str, Any], lease: Lease, outcome: str, reason: str, result: dict[str, Any]) -> str:
@@ -173,9 +176,12 @@ class Supervisor:
             self.resend(job["id"], job["kind"], job["queue"])
 
     def _after_fence(self, job: dict[str, Any], lease: Lease) -> None:
-        """The store is back before the TTL ran out: give the job back now rather than after it."""
+        """The store is back before the TTL ran out: give the job back now rather than after it.
+        Not counted against ORCH_MAX_ATTEMPTS: the store, not the job, was at fault."""
         try:
-            self._requeue(job, lease, lease.requeue("worker lost the store; stopped its job", self.settings.max_attempts))
+            lease.add_event("warning", f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s "
+                                       "and stopped the job's process")
+            self._requeue(job, lease, lease.requeue("worker lost the store; stopped its job"))
         except Exception as exc:  # still unreachable: another worker's sweeper requeues it after the TTL
             log.warning("job %s: could not requeue it (%s)", job["id"], redact(str(exc).splitlines()[0]))
 
