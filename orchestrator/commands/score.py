@@ -49,7 +49,7 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
       orch submit score --best-of 3 --data data/test --out preds.csv --labels test_labels.csv
       orch submit score --checkpoint best.pt --data data/test --out p.csv --shards 4 --probs --header
     """
-    from orchestrator.commands.submit import report_queued
+    from orchestrator.progress import report_queued
 
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     spec_dict, listing = check_inputs(options, classes)
