@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from shared.config import Settings, redact
 from shared.errors import StaleLease, StoreUnavailable
-from shared.store import Job, JobStatus, Lease, Store
+from shared.store import Job, JobStatus, Lease, Outcome, Store
 from worker.warm import WarmPool
 
 log = logging.getLogger("orch.worker")
@@ -49,16 +49,16 @@ class Supervisor:
     children: WarmPool
     shutdown: threading.Event = field(default_factory=threading.Event)
 
-    def run(self, job_id: int) -> str:
+    def run(self, job_id: int) -> Outcome:
         lease = with_db_retries(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
         if lease is None:
             log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
-            return "skipped"
+            return Outcome.skipped
         job = self._snapshot(job_id)
         log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
         for attempt in range(1, TRANSIENT_TRIES + 1):
             outcome, reason, result = self._run_child(job, lease)
-            if outcome != "transient" or attempt == TRANSIENT_TRIES:
+            if outcome != Outcome.transient or attempt == TRANSIENT_TRIES:
                 break
             log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt, TRANSIENT_TRIES - 1)
             time.sleep(2**attempt)
@@ -71,7 +71,7 @@ class Supervisor:
             return {"id": job.id, "kind": job.kind, "spec": job.spec, "parent_id": job.parent_id,
                     "source_job_id": job.source_job_id, "shard": job.shard, "queue": job.queue}
 
-    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[str, str, dict[str, Any]]:
+    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[Outcome, str, dict[str, Any]]:
         started = time.monotonic()
         taken, startup = self.children.take(lambda: self._beat(lease), self.settings.heartbeat)
         proc, conn = taken.process, taken.conn
@@ -80,13 +80,14 @@ class Supervisor:
         stopped_for = self._watch(proc, lease)
         outcome = read_outcome(conn)
         if stopped_for in ("stale", "shutdown"):
-            return stopped_for, stopped_for, {}
+            return Outcome(stopped_for), stopped_for, {}
         if outcome is None:
             if stopped_for == "cancel":
-                return "cancelled", "cancelled", {}
-            return "failed", f"job process died with {exit_reason(proc.exitcode)}", {}
+                return Outcome.cancelled, "cancelled", {}
+            return Outcome.failed, f"job process died with {exit_reason(proc.exitcode)}", {}
         kind, reason, result = outcome
-        if kind == "succeeded":
+        kind = Outcome(kind)
+        if kind == Outcome.succeeded:
             result = {**result, "wall_s": round(time.monotonic() - started, 2),
                       "startup": {**startup, **result.get("startup", {})}}
         return kind, reason, result
@@ -128,21 +129,22 @@ class Supervisor:
             log.warning("job %s: heartbeat failed (%s)", lease.job_id, redact(str(exc).splitlines()[0]))
             return None
 
-    def _record(self, job: dict[str, Any], lease: Lease, outcome: str, reason: str, result: dict[str, Any]) -> str:
+    def _record(self, job: dict[str, Any], lease: Lease, outcome: Outcome, reason: str,
+                result: dict[str, Any]) -> Outcome:
         job_id = job["id"]
-        if outcome == "stale":
+        if outcome == Outcome.stale:
             log.warning("job %s: lease lost to another worker; its results are theirs", job_id)
-        elif outcome == "shutdown":
+        elif outcome == Outcome.shutdown:
             # Give the job back and re-send it: the next worker resumes from its checkpoint.
             if with_db_retries(lambda: lease.release("worker stopped; requeued")):
                 self.resend(job_id, job["kind"], job["queue"])
         else:
-            status = {"succeeded": JobStatus.succeeded, "cancelled": JobStatus.cancelled}.get(outcome, JobStatus.failed)
+            status = outcome.job_status
             error = None if status == JobStatus.succeeded else reason
-            if outcome == "transient":
+            if outcome == Outcome.transient:
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
             with_db_retries(lambda: lease.finish(status, error=error, result=result))
-        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome not in ("succeeded",) else "")
+        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
         return outcome
 
 

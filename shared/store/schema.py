@@ -55,6 +55,12 @@ class Outcome(enum.StrEnum):
     shutdown = "shutdown"  # the worker is stopping: the job goes back to the queue
     skipped = "skipped"  # not taken: finished, cancelled, or leased by a live worker
 
+    @property
+    def job_status(self) -> JobStatus:
+        """The status a job ends with after this outcome (transient: after its last retry)."""
+        return {Outcome.succeeded: JobStatus.succeeded, Outcome.cancelled: JobStatus.cancelled}.get(
+            self, JobStatus.failed)
+
 
 class Study(Base):
     __tablename__ = "studies"
