@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.spec import Spec
 from shared.store.db import Store
-from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, utcnow
+from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, check_moves, utcnow
 
 
 def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
@@ -75,6 +75,9 @@ def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]
     for job in jobs:
         if job.status == JobStatus.queued:
             job.status, job.finished_at, job.error = JobStatus.cancelled, utcnow(), "cancelled before it started"
+            if job.kind == JobKind.score:  # a scoring run's parent: its CSV will not be written
+                check_moves([job.assembly], Assembly.failed)
+                job.assembly = Assembly.failed
             outcome["cancelled"].append(job.id)
         elif job.status == JobStatus.running:
             job.cancel_requested = True
@@ -91,6 +94,7 @@ def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
     for job in again:
         job.status, job.error, job.cancel_requested, job.finished_at = JobStatus.queued, None, False, None
         if job.kind == JobKind.score:
+            check_moves([job.assembly], Assembly.waiting)
             job.assembly = Assembly.waiting
     return again
 
