@@ -1,6 +1,7 @@
 """`--wait`: follow jobs in the store until they all end, printing each change of state."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -61,3 +62,14 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S) -> bool:
     except KeyboardInterrupt:
         click.echo("stopped waiting; the jobs go on (orch status)", err=True)
         return False
+
+
+def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool) -> None:
+    """Print what was queued; with --wait follow it and exit 1 unless every job succeeded."""
+    if as_json:
+        click.echo(json.dumps(payload))
+    else:
+        for job_id in job_ids:
+            click.echo(f"queued job {job_id}")
+    if wait and job_ids and not wait_for(obj, job_ids):
+        raise SystemExit(1)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from shared.config import Settings, redact
 from shared.errors import StaleLease, StoreUnavailable
-from shared.store import Job, JobStatus, Lease, Store
+from shared.store import Job, JobStatus, Lease, Outcome, Store
 from worker.warm import WarmPool
 
 log = logging.getLogger("orch.worker")
@@ -50,18 +50,18 @@ class Supervisor:
     shutdown: threading.Event = field(default_factory=threading.Event)
     renewed_at: float = field(default_factory=time.monotonic)  # the last heartbeat that succeeded
 
-    def run(self, job_id: int) -> str:
+    def run(self, job_id: int) -> Outcome:
         asked = time.monotonic()  # the acquire stamps the lease after this instant
         lease = with_db_retries(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
         if lease is None:
             log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
-            return "skipped"
+            return Outcome.skipped
         self.renewed_at = asked
         job = self._snapshot(job_id)
         log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
         for attempt in range(1, TRANSIENT_TRIES + 1):
             outcome, reason, result = self._run_child(job, lease)
-            if outcome != "transient" or attempt == TRANSIENT_TRIES:
+            if outcome != Outcome.transient or attempt == TRANSIENT_TRIES:
                 break
             log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt, TRANSIENT_TRIES - 1)
             time.sleep(2**attempt)
@@ -74,7 +74,7 @@ class Supervisor:
             return {"id": job.id, "kind": job.kind, "spec": job.spec, "parent_id": job.parent_id,
                     "source_job_id": job.source_job_id, "shard": job.shard, "queue": job.queue}
 
-    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[str, str, dict[str, Any]]:
+    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[Outcome, str, dict[str, Any]]:
         started = time.monotonic()
         taken, startup = self.children.take(lambda: self._beat(lease), self.settings.heartbeat)
         proc, conn = taken.process, taken.conn
@@ -82,18 +82,19 @@ class Supervisor:
         startup["take_s"] = round(time.monotonic() - started, 3)
         stopped_for, outcome = self._watch(proc, conn, lease)
         if stopped_for in ("stale", "shutdown", "fenced"):
-            return stopped_for, stopped_for, {}
+            return Outcome(stopped_for), stopped_for, {}
         if outcome is None:
             if stopped_for == "cancel":
-                return "cancelled", "cancelled", {}
-            return "crashed", f"job process died with {exit_reason(proc.exitcode)}", {}
+                return Outcome.cancelled, "cancelled", {}
+            return Outcome.crashed, f"job process died with {exit_reason(proc.exitcode)}", {}
         kind, reason, result = outcome
-        if kind == "succeeded":
+        kind = Outcome(kind)
+        if kind == Outcome.succeeded:
             result = {**result, "wall_s": round(time.monotonic() - started, 2),
                       "startup": {**startup, **result.get("startup", {})}}
         return kind, reason, result
 
-    def _watch(self, proc: BaseProcess, conn: Connection, lease: Lease) -> tuple[str | None, Outcome | None]:
+    def _watch(self, proc: BaseProcess, conn: Connection, lease: Lease) -> tuple[str | None, ChildReport | None]:
         """Heartbeat while the child runs and read its report as soon as it comes (a report larger
         than the pipe's buffer blocks the child until it is read); stop the child on cancel, lost
         lease or worker shutdown, and let the fence stop it when the lease is not renewed in time.
@@ -149,24 +150,25 @@ class Supervisor:
             log.warning("job %s: a heartbeat took %.1f s", lease.job_id, took)
         return "cancel" if cancel else None
 
-    def _record(self, job: dict[str, Any], lease: Lease, outcome: str, reason: str, result: dict[str, Any]) -> str:
+    def _record(self, job: dict[str, Any], lease: Lease, outcome: Outcome, reason: str,
+                result: dict[str, Any]) -> Outcome:
         job_id = job["id"]
-        if outcome == "stale":
+        if outcome == Outcome.stale:
             log.warning("job %s: lease lost to another worker; its results are theirs", job_id)
-        elif outcome == "shutdown":
+        elif outcome == Outcome.shutdown:
             # Give the job back and re-send it: the next worker resumes from its checkpoint.
             self._requeue(job, lease, with_db_retries(lambda: lease.requeue("worker stopped; requeued")))
-        elif outcome == "crashed":  # maybe this job kills its process every time: ORCH_MAX_ATTEMPTS
+        elif outcome == Outcome.crashed:  # maybe this job kills its process every time: ORCH_MAX_ATTEMPTS
             self._requeue(job, lease, with_db_retries(lambda: lease.requeue(reason, self.settings.max_attempts)))
-        elif outcome == "fenced":
+        elif outcome == Outcome.fenced:
             self._after_fence(job, lease)
         else:
-            status = {"succeeded": JobStatus.succeeded, "cancelled": JobStatus.cancelled}.get(outcome, JobStatus.failed)
+            status = outcome.job_status
             error = None if status == JobStatus.succeeded else reason
-            if outcome == "transient":
+            if outcome == Outcome.transient:
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
             with_db_retries(lambda: lease.finish(status, error=error, result=result))
-        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome not in ("succeeded",) else "")
+        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
         return outcome
 
     def _requeue(self, job: dict[str, Any], lease: Lease, status: JobStatus | None) -> None:
@@ -186,7 +188,7 @@ class Supervisor:
             log.warning("job %s: could not requeue it (%s)", job["id"], redact(str(exc).splitlines()[0]))
 
 
-Outcome = tuple[str, str, dict[str, Any]]  # (succeeded | failed | cancelled | stale | transient, reason, result)
+ChildReport = tuple[str, str, dict[str, Any]]  # (an Outcome's value, reason, result), as the child sends it
 
 
 class Report:
@@ -194,7 +196,7 @@ class Report:
 
     def __init__(self, conn: Connection):
         self.conn = conn
-        self.outcome: Outcome | None = None
+        self.outcome: ChildReport | None = None
         self.closed = False
 
     def wait(self, proc: BaseProcess, timeout: float) -> None:

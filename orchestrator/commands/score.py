@@ -49,7 +49,7 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
       orch submit score --best-of 3 --data data/test --out preds.csv --labels test_labels.csv
       orch submit score --checkpoint best.pt --data data/test --out p.csv --shards 4 --probs --header
     """
-    from orchestrator.commands.submit import report_queued
+    from orchestrator.progress import report_queued
 
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     spec_dict, listing = check_inputs(options, classes)
@@ -71,7 +71,6 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
         raise OrchError("give exactly one of --job ID, --checkpoint FILE, --best-of STUDY")
     from orchestrator.submission import existing_path
     from shared.store import reads
-    from shared.store.report_reads import resolve_study
 
     with obj.store.session() as s:
         if job_id is not None:
@@ -80,18 +79,25 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
                 raise SpecError("--job", f"no training job {job_id}")
             return _best_of_job(trained)
         if best_of is not None:
-            study = resolve_study(s, best_of)
-            if study is None:
-                raise SpecError("--best-of", f"no study {best_of}")
-            best = reads.best_in_study(s, study.id)
-            if best is None:
-                raise SpecError("--best-of", f"study {study.id} has no succeeded training job with a val accuracy yet")
-            return _best_of_job(best)
+            return _best_of_job(_best_in_study(s, best_of))
         path = existing_path("--checkpoint", checkpoint, folder=False) or ""
         owner = reads.job_of_checkpoint(s, path)
     if owner is not None and owner.classes:
         return path, owner.id, owner.classes
     return path, owner.id if owner is not None else None, classes_in_file(path)
+
+
+def _best_in_study(session: Any, ref: str) -> TrainedJob:
+    from shared.store import reads
+    from shared.store.report_reads import resolve_study
+
+    study = resolve_study(session, ref)
+    if study is None:
+        raise SpecError("--best-of", f"no study {ref}")
+    best = reads.best_in_study(session, study.id)
+    if best is None:
+        raise SpecError("--best-of", f"study {study.id} has no succeeded training job with a val accuracy yet")
+    return best
 
 
 def _best_of_job(job: TrainedJob) -> tuple[str, int, list[str]]:

@@ -3,7 +3,8 @@
 `orch submit score` pins the inputs (shared/scoring/inputs.py), records the parent (never sent) and
 its shards, and sends the shards. Each shard scores its slice into a part file and records it (a
 fenced write on its own lease). The parent's `assembly` column (shared/store/schema.py Assembly)
-says where the CSV stands; every move below is one conditional UPDATE, so two movers never both win:
+says where the CSV stands; every move below is one conditional UPDATE whose condition comes from the
+table of allowed moves (shared/store/schema.py ASSEMBLY_MOVES), so two movers never both win:
 
     waiting    -> assembling  the shard that completes the set takes the parent's lease (take_assembly)
     waiting    -> sent        the sweeper finds every shard succeeded and nobody assembling: it sends
@@ -15,6 +16,7 @@ says where the CSV stands; every move below is one conditional UPDATE, so two mo
                               transaction (assemble_run)
     assembling -> failed      an assembly check failed; --out is left as it was
     assembling -> assembling  its lease holder died: the sweeper requeues and re-sends the parent
+    any but done -> failed    `orch cancel PARENT` (shared/store/jobs.py request_cancel)
     failed     -> waiting     `orch retry PARENT` (shared/store/jobs.py reset_for_retry)
 
 The CLI only observes (`observe`). Store reads and the writes no lease covers: shared/store/scoring_runs.py;
@@ -37,15 +39,6 @@ from shared.store.db import Store
 from shared.store.lease import Lease
 from shared.store.schema import Assembly, JobStatus
 from shared.store.scoring_runs import ParentState, ShardState
-
-# Each state and the states it may move to (the table the docstring draws).
-TRANSITIONS: dict[Assembly, frozenset[Assembly]] = {
-    Assembly.waiting: frozenset({Assembly.assembling, Assembly.sent, Assembly.failed}),
-    Assembly.sent: frozenset({Assembly.assembling, Assembly.failed}),
-    Assembly.assembling: frozenset({Assembly.done, Assembly.failed, Assembly.assembling}),
-    Assembly.failed: frozenset({Assembly.waiting}),
-    Assembly.done: frozenset(),
-}
 
 
 class Verdict(enum.StrEnum):

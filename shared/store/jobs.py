@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import Spec
-from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, utcnow
+from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, check_moves, utcnow
 
 
 def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
@@ -54,10 +54,19 @@ def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]
     return outcome
 
 
+def _fail_assembly(session: Session, job_id: int) -> None:
+    """A cancelled scoring run's parent: its CSV will not be written (the protocol's move to failed)."""
+    sources = [Assembly.waiting, Assembly.sent]
+    check_moves(sources, Assembly.failed)
+    session.execute(update(Job).where(Job.id == job_id, Job.kind == JobKind.score, Job.assembly.in_(sources))
+                    .values(assembly=Assembly.failed))
+
+
 def _cancel_one(session: Session, job_id: int) -> str:
     for _ in range(3):  # queued -> running -> queued again within one call is as far as a race goes
         if session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
                 status=JobStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")).rowcount:
+            _fail_assembly(session, job_id)
             return "cancelled"
         if session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
                            .values(cancel_requested=True)).rowcount:
@@ -74,6 +83,7 @@ def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
     for job in again:
         job.status, job.error, job.cancel_requested, job.finished_at = JobStatus.queued, None, False, None
         if job.kind == JobKind.score:
+            check_moves([job.assembly], Assembly.waiting)
             job.assembly = Assembly.waiting
     return again
 

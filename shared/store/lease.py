@@ -26,6 +26,7 @@ from shared.store import outbox
 from shared.store.clock import db_now
 from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
+from shared.store.scoring_runs import move_assembly
 
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
 
@@ -189,20 +190,22 @@ class Lease:
     def fail_parent(self, parent_id: int, error: str) -> bool:
         """A shard fails its waiting score job: waiting -> failed (never a run being assembled)."""
         with self.fenced() as s:
-            return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
-                                                Job.assembly == Assembly.waiting)
-                           .values(status=JobStatus.failed, assembly=Assembly.failed, error=error,
-                                   finished_at=utcnow())) == 1
+            return updated(s, move_assembly(parent_id, Assembly.failed, [Assembly.waiting], status=JobStatus.failed,
+                                            error=error, finished_at=utcnow()).where(Job.status == JobStatus.queued)) == 1
 
     def begin_assembly(self) -> None:
         """This lease is the score job's own: waiting | sent | assembling -> assembling."""
         with self.fenced() as s:
-            s.execute(update(Job).where(Job.id == self.job_id).values(assembly=Assembly.assembling))
+            moving = [Assembly.waiting, Assembly.sent, Assembly.assembling]
+            if updated(s, move_assembly(self.job_id, Assembly.assembling, moving)) != 1:
+                raise StaleLease(f"score job {self.job_id}: its run ended; nothing to assemble")
 
     def fail_assembly(self, error: str) -> bool:
         """assembling -> failed: the score job fails and --out stays as it was."""
-        return self._end({"status": JobStatus.failed, "assembly": Assembly.failed, "error": error,
-                          "finished_at": utcnow(), "cancel_requested": False})
+        with self.store.session() as s:
+            return updated(s, move_assembly(self.job_id, Assembly.failed, [Assembly.assembling], status=JobStatus.failed,
+                                            error=error, finished_at=utcnow(), cancel_requested=False)
+                           .where(Job.lease_token == self.token, Job.status == JobStatus.running)) == 1
 
     def complete_score(self, result: dict[str, Any], score: dict[str, Any]) -> None:
         """assembling -> done: the Score row and the score job's end, in one fenced transaction: exactly once."""
@@ -213,9 +216,10 @@ class Lease:
             else:
                 for key, value in score.items():
                     setattr(row, key, value)
-            s.execute(update(Job).where(Job.id == self.job_id).values(
-                status=JobStatus.succeeded, assembly=Assembly.done, result=result, error=None,
-                finished_at=utcnow(), cancel_requested=False))
+            done = move_assembly(self.job_id, Assembly.done, [Assembly.assembling], status=JobStatus.succeeded,
+                                 result=result, error=None, finished_at=utcnow(), cancel_requested=False)
+            if updated(s, done) != 1:  # raising rolls the Score row back too
+                raise StaleLease(f"score job {self.job_id}: not being assembled any more")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -41,7 +42,25 @@ class Assembly(enum.StrEnum):
     sent = "sent"  # every shard succeeded but none assembled: an orch.score task was sent for it
     assembling = "assembling"  # a lease holder writes --out (re-sent if that holder dies)
     done = "done"  # --out written and the Score recorded: the parent succeeded
-    failed = "failed"  # a shard or the assembly failed: the parent failed, --out untouched
+    failed = "failed"  # a shard or the assembly failed, or the run was cancelled: --out untouched
+
+
+# The state machine's moves: each state -> the states it may move to. Every UPDATE of the column is
+# built from this table (shared/store/scoring_runs.py move_assembly); who moves when: protocol.py.
+ASSEMBLY_MOVES: dict[Assembly, frozenset[Assembly]] = {
+    Assembly.waiting: frozenset({Assembly.assembling, Assembly.sent, Assembly.failed}),
+    Assembly.sent: frozenset({Assembly.assembling, Assembly.failed}),
+    Assembly.assembling: frozenset({Assembly.assembling, Assembly.done, Assembly.failed}),
+    Assembly.failed: frozenset({Assembly.waiting}),
+    Assembly.done: frozenset(),
+}
+
+
+def check_moves(sources: Iterable[Assembly | str | None], to: Assembly) -> None:
+    """ValueError unless every one of `sources` may move to `to`."""
+    illegal = [s for s in sources if s is None or to not in ASSEMBLY_MOVES[Assembly(s)]]
+    if illegal:
+        raise ValueError(f"assembly: {illegal[0]} -> {to} is not a move of the scoring protocol")
 
 
 class Outcome(enum.StrEnum):
@@ -53,7 +72,15 @@ class Outcome(enum.StrEnum):
     transient = "transient"  # a service did not answer: retried a few times before it fails
     stale = "stale"  # the lease was lost to another worker: nothing is recorded
     shutdown = "shutdown"  # the worker is stopping: the job goes back to the queue
+    crashed = "crashed"  # the job's process died without a report: requeued until ORCH_MAX_ATTEMPTS
+    fenced = "fenced"  # the worker could not renew its lease and stopped the job itself: requeued
     skipped = "skipped"  # not taken: finished, cancelled, or leased by a live worker
+
+    @property
+    def job_status(self) -> JobStatus:
+        """The status a job ends with after this outcome (transient: after its last retry)."""
+        return {Outcome.succeeded: JobStatus.succeeded, Outcome.cancelled: JobStatus.cancelled}.get(
+            self, JobStatus.failed)
 
 
 class Study(Base):

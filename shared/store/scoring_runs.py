@@ -13,14 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import ScoreSpec
 from shared.store.db import Store, updated
 from shared.store.jobs import add_job
 from shared.store.outbox import owe_by_id
-from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, utcnow
+from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, check_moves, utcnow
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,15 @@ class ParentState:
     result: dict[str, Any] | None
     kind: str = JobKind.score
     queue: str = "orch"
+
+
+def move_assembly(parent_id: int, to: Assembly, sources: Iterable[Assembly], **values: Any) -> Update:
+    """The UPDATE that moves a parent from one of `sources` to `to` (setting `values` too); its WHERE
+    clause holds the move's condition, so of two movers one changes the row. ValueError for a move
+    that is not in the protocol's table."""
+    sources = tuple(sources)
+    check_moves(sources, to)
+    return update(Job).where(Job.id == parent_id, Job.assembly.in_(sources)).values(assembly=to, **values)
 
 
 def add_score_run(session: Session, spec: ScoreSpec, *, queue: str, source_job_id: int | None) -> tuple[Job, list[Job]]:
@@ -114,8 +123,8 @@ def mark_sent(store: Store, parent_id: int) -> bool:
     """waiting -> sent, once (a second sweeper finds it sent), with its orch.score message owed in the
     same transaction (the outbox): the caller sends it, the relay if the caller cannot."""
     with store.session() as s:
-        sent = updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
-                                            Job.assembly == Assembly.waiting).values(assembly=Assembly.sent)) == 1
+        sent = updated(s, move_assembly(parent_id, Assembly.sent, [Assembly.waiting])
+                       .where(Job.status == JobStatus.queued)) == 1
         if sent:
             owe_by_id(s, parent_id, resume=True)
         return sent
@@ -124,7 +133,5 @@ def mark_sent(store: Store, parent_id: int) -> bool:
 def fail_waiting_parent(store: Store, parent_id: int, error: str) -> bool:
     """waiting -> failed, by the sweeper: a shard ended without its part and nobody failed the parent."""
     with store.session() as s:
-        return updated(s, update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued,
-                                            Job.assembly == Assembly.waiting)
-                       .values(status=JobStatus.failed, assembly=Assembly.failed, error=error,
-                               finished_at=utcnow())) == 1
+        return updated(s, move_assembly(parent_id, Assembly.failed, [Assembly.waiting], status=JobStatus.failed,
+                                        error=error, finished_at=utcnow()).where(Job.status == JobStatus.queued)) == 1

@@ -12,7 +12,7 @@ import pytest
 from shared.config import load_settings
 from shared.errors import StaleLease
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Epoch, Job, JobStatus, Lease, Store, open_store
+from shared.store import Epoch, Job, JobStatus, Lease, Score, Store, open_store
 from shared.store import jobs as store_jobs
 
 
@@ -161,3 +161,30 @@ def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_pat
     with store.engine.connect() as conn:
         assert current_revision(store.engine) == MigrationContext.configure(conn).get_current_revision()
     assert current_revision(make_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None
+
+
+def test_the_assembly_state_moves_only_as_the_protocol_table_allows(store: Store) -> None:
+    from shared.spec import ScoreSpec
+    from shared.store import Assembly
+    from shared.store.scoring_runs import add_score_run, move_assembly
+
+    with pytest.raises(ValueError, match="done -> waiting is not a move"):
+        move_assembly(1, Assembly.waiting, [Assembly.done])
+    spec = ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv")
+    with store.session() as s:
+        parent_id = add_score_run(s, spec, queue="orch", source_job_id=None)[0].id
+    with store.session() as s:  # cancel a waiting run: its CSV will not be written
+        store_jobs.request_cancel(s, [s.get(Job, parent_id)])
+    assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("cancelled", "failed")
+    with store.session() as s:
+        store_jobs.reset_for_retry(s, [s.get(Job, parent_id)])
+    assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("queued", "waiting")
+    lease = Lease.acquire(store, parent_id, "a:1", ttl=30)
+    assert lease is not None
+    with pytest.raises(StaleLease):  # waiting, not assembling: nothing recorded
+        lease.complete_score({"n": 0}, {"out": "/o.csv", "n_images": 0})
+    lease.begin_assembly()
+    lease.complete_score({"n": 0}, {"out": "/o.csv", "n_images": 0})
+    assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("succeeded", "done")
+    with store.session() as s:
+        assert s.query(Score).filter_by(job_id=parent_id).count() == 1

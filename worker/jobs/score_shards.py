@@ -66,7 +66,6 @@ def _parent_of(ctx: JobContext) -> int:
 def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     """Check the pinned inputs, score this shard's slice and write its part file (atomically)."""
     from shared.data import read_labels_csv
-    from shared.engine import score
 
     inputs = pinned(spec, ctx.job_id)
     listing = scan(Path(spec.data))
@@ -75,13 +74,7 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     items = shard_slice(listing_items(listing), spec.shards, ctx.shard or 0)
     labels = read_labels_csv(Path(spec.labels)) if spec.labels else None
     started = time.perf_counter()
-    if items:
-        out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
-                    items=items, cache_dir=ctx.settings.cache_dir)
-        ids, predicted, probs, classes = out["ids"], out["labels"], out["probs"], out["classes"]
-        ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback") if k in out}
-    else:  # more shards than images: an empty part keeps the shard arithmetic simple
-        ids, predicted, probs, classes, ran = [], [], [], [], {}
+    ids, predicted, probs, classes, ran = _predict(ctx, spec, items)
     seconds = time.perf_counter() - started
     if classes:
         _check_classes(listing, labels, classes)
@@ -91,6 +84,18 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     write_atomic(part, [format_rows(ids, predicted, probs if spec.probs else None)])
     return {"part": str(part), "n": len(ids), "correct": correct, "labelled": labelled,
             "seconds": round(seconds, 3), "classes": list(classes), **ran}
+
+
+def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]]) -> tuple[Any, ...]:
+    """(ids, predicted labels, probabilities, classes, what ran) for this shard's (id, file) items."""
+    from shared.engine import score
+
+    if not items:  # more shards than images: an empty part keeps the shard arithmetic simple
+        return [], [], [], [], {}
+    out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
+                items=items, cache_dir=ctx.settings.cache_dir)
+    ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback") if k in out}
+    return out["ids"], out["labels"], out["probs"], out["classes"], ran
 
 
 def _check_classes(listing: Any, labels: dict[int, int] | None, classes: list[str]) -> None:
