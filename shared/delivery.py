@@ -34,7 +34,8 @@ log = logging.getLogger("orch.delivery")
 RELAY_INTERVAL_S = 1.0
 UNSENT_GRACE_S = 3.0  # the sender itself sends within milliseconds of its commit; after this, the relay does
 SUSPECT_S = 5.0  # missing from the broker this long (skips the moment between a worker's take and its lease)
-RESEND_AFTER_S = 120.0
+# the backstop: the count finds a lost message in seconds, while a job may rightly wait its turn for hours
+RESEND_AFTER_S = 600.0
 RESEND_MAX_S = 3600.0
 PRUNE_EVERY = 600  # ticks
 
