@@ -109,6 +109,7 @@ class Kill:
     job_id: int
     attempts: int  # the job's attempts when its worker was killed
     back_after: float | None = None  # seconds until it ran again
+    requeued_after: float | None = None  # seconds until its lease was found expired and its message owed
 
 
 @dataclass
@@ -219,13 +220,19 @@ class Run:
         return time.monotonic() - started
 
     def note_recoveries(self, store: Any) -> None:
+        from sqlalchemy import func, select
+
         from shared.store import Job
+        from shared.store.schema import Outbox
 
         with store.session() as s:
             for kill in (k for k in self.kills if k.back_after is None):
                 job = s.get(Job, kill.job_id)
                 if job is not None and job.attempts > kill.attempts and job.started_at is not None:
                     kill.back_after = max(0.0, job.started_at.timestamp() - kill.at)
+                    owed = s.scalar(select(func.min(Outbox.created_at)).where(
+                        Outbox.job_id == kill.job_id, Outbox.created_at > kill.at))
+                    kill.requeued_after = owed - kill.at if owed is not None else None
 
 
 def jobs_of_worker(store: Any, pid: int) -> list[tuple[int, int]]:
@@ -258,6 +265,7 @@ def summarize(run: Run, store: Any, wall_s: float) -> dict[str, Any]:
     jobs = study_jobs(store)
     statuses = [job.status for job in jobs]
     recoveries = sorted(k.back_after for k in run.kills if k.back_after is not None)
+    requeued = sorted(k.requeued_after for k in run.kills if k.requeued_after is not None)
     mismatched, digest_checked = checkpoint_mismatches(store, [job.id for job in jobs])
     out = {
         "mode": "cluster (Redis + PostgreSQL)" if run.services else "embedded (SQLite + filesystem broker)",
@@ -269,6 +277,7 @@ def summarize(run: Run, store: Any, wall_s: float) -> dict[str, Any]:
         "kills_with_a_running_job": len(run.kills), "recovered": len(recoveries),
         "recovery_p50_s": round(statistics.median(recoveries), 1) if recoveries else None,
         "recovery_p95_s": round(_p95(recoveries), 1) if recoveries else None,
+        "requeue_p50_s": round(statistics.median(requeued), 1) if requeued else None,
         "events": dict(sorted(run.events.items())),
     }
     out["targets_met"] = targets_met(out, run.args)
@@ -316,13 +325,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep it (worker logs, the store)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-chaos-")))
+        tmp = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-chaos-")))
+        tmp.mkdir(parents=True, exist_ok=True)
         services = stack.enter_context(cluster_services(tmp)) if args.cluster else None
         env = {**(services.env if services else {}), "ORCH_LEASE_TTL": str(args.ttl)}
         orch = Orch(tmp / "home", env=env)

@@ -34,7 +34,8 @@ log = logging.getLogger("orch.delivery")
 RELAY_INTERVAL_S = 1.0
 UNSENT_GRACE_S = 3.0  # the sender itself sends within milliseconds of its commit; after this, the relay does
 SUSPECT_S = 5.0  # missing from the broker this long (skips the moment between a worker's take and its lease)
-RESEND_AFTER_S = 120.0
+# the backstop: the count finds a lost message in seconds, while a job may rightly wait its turn for hours
+RESEND_AFTER_S = 600.0
 RESEND_MAX_S = 3600.0
 PRUNE_EVERY = 600  # ticks
 
@@ -78,16 +79,21 @@ class Relay(threading.Thread):
         super().__init__(name="orch-relay", daemon=True)
         self.app, self.store, self.interval = app, store, interval
         self.stopping = threading.Event()
-        self.suspect_since: dict[int, float] = {}  # outbox row id -> when its message was first found missing
+        self.suspect_since: dict[tuple[int, int], float] = {}  # (row id, sends) -> first found missing
         self._conn: Connection | None = None
         self._ticks = 0
+        self._last_error: str | None = None
 
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
                 self.tick()
+                self._last_error = None
             except Exception as exc:  # the relay must never take the worker down
-                log.warning("relay: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                line = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                if line != self._last_error:  # once per outage, not once a second
+                    log.warning("relay: %s (trying again every %.0f s)", line, self.interval)
+                self._last_error = line
                 self._drop_connection()
             self.stopping.wait(self.interval)
         self._drop_connection()
@@ -124,8 +130,11 @@ class Relay(threading.Thread):
                           key=lambda r: (r.priority, r.sent_at or 0.0, r.id))  # the order of consumption
             if sent:
                 missing += sent[:max(0, len(sent) - self.queue_size(queue))]
-        self.suspect_since = {row.id: self.suspect_since.get(row.id, now) for row in missing}
-        return [row for row in missing if now - self.suspect_since[row.id] >= SUSPECT_S]
+        # keyed by the send too: after a re-send (by any relay) a row's suspicion starts again, or a
+        # worker's take of another message a moment later would make this one look missing at once
+        self.suspect_since = {(row.id, row.sends): self.suspect_since.get((row.id, row.sends), now)
+                              for row in missing}
+        return [row for row in missing if now - self.suspect_since[(row.id, row.sends)] >= SUSPECT_S]
 
     def queue_size(self, queue: str) -> int:
         if self._conn is None:

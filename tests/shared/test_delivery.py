@@ -106,6 +106,14 @@ def test_a_message_taken_by_a_worker_that_died_before_its_lease_is_resent(setup:
 def test_a_broker_that_lost_every_message_gets_them_all_again(setup: Setup) -> None:
     """A Redis restarted without persistence (here: its queue emptied), or a wiped broker folder."""
     submit(setup, 3)
+    empty_broker(setup)
+    relay = delivery.Relay(setup.app, setup.store)
+    now = time.time()
+    relay.tick(now)
+    assert relay.tick(now + delivery.SUSPECT_S) == 3 and setup.size() == 3
+
+
+def empty_broker(setup: Setup) -> None:
     if setup.settings.embedded_broker:
         from shared.broker_fs import broker_folders
 
@@ -115,10 +123,21 @@ def test_a_broker_that_lost_every_message_gets_them_all_again(setup: Setup) -> N
         import redis
 
         redis.Redis.from_url(setup.settings.broker_url).flushdb()
-    relay = delivery.Relay(setup.app, setup.store)
+
+
+def test_after_one_relay_resent_the_lost_messages_another_does_not_send_them_again(setup: Setup) -> None:
+    """Seen in the chaos bench: a relay that had suspected a row since the outage re-sent it again the
+    moment a worker took another message, although a sibling relay had just re-sent it."""
+    submit(setup, 3)
+    empty_broker(setup)
+    first, second = delivery.Relay(setup.app, setup.store), delivery.Relay(setup.app, setup.store)
     now = time.time()
-    relay.tick(now)
-    assert relay.tick(now + delivery.SUSPECT_S) == 3 and setup.size() == 3
+    first.tick(now)
+    second.tick(now)
+    assert first.tick(now + delivery.SUSPECT_S) == 3
+    setup.take_oldest()  # a worker takes one, and has not leased its job yet
+    assert second.tick(now + delivery.SUSPECT_S + 1) == 0
+    assert setup.size() == 2
 
 
 def test_leased_and_cancelled_jobs_confirm_their_rows_and_are_not_resent(setup: Setup) -> None:
