@@ -4,6 +4,7 @@ Everything is validated before anything is written: a grid with one bad cell que
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import click
 
 from orchestrator.fields import GRID_FIELDS, OptionField, cells, default_arch, parse_cells
 from shared.errors import SpecError
-from shared.spec import Spec, TrainSpec
+from shared.spec import ModelSpec, Spec, TrainSpec
 
 if TYPE_CHECKING:
     from orchestrator.context import CliState
@@ -47,6 +48,34 @@ def train_specs(options: dict[str, Any], fields: Sequence[OptionField] = GRID_FI
 
 def grid_specs(options: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[TrainSpec]:
     return train_specs(options, GRID_FIELDS, fixed)
+
+
+SLOW_FACTOR = 4  # a cell estimated at more than this many times the cheapest cell's multiply-adds is named
+
+
+def slow_cells_warning(specs: Sequence[TrainSpec]) -> str | None:
+    """One line naming the grid's cells whose models cost over SLOW_FACTOR x the cheapest's multiply-adds
+    per image (estimated without torch): their jobs will take about that much longer. None if none do."""
+    from shared.archs import estimate_macs
+
+    costs = {key: estimate_macs(model) for key, model in _model_labels(specs).items()}
+    cheapest = min(costs, key=lambda key: costs[key])
+    slow = sorted((key for key in costs if costs[key] > SLOW_FACTOR * costs[cheapest]), key=lambda key: -costs[key])
+    if not slow:
+        return None
+    named = ", ".join(f"{key} ({costs[key] / 1e9:.3g} GMACs, {costs[key] / costs[cheapest]:.0f}x)" for key in slow)
+    return (f"orch: warning: {len(slow)} of {len(costs)} models are estimated at over {SLOW_FACTOR}x the multiply-adds "
+            f"of the cheapest ({cheapest}: {costs[cheapest] / 1e9:.3g} GMACs per image), so their jobs will take "
+            f"that much longer: {named}")
+
+
+def _model_labels(specs: Sequence[TrainSpec]) -> dict[str, ModelSpec]:
+    """The grid's distinct models, each labelled by the model fields that vary ("arch=resnet50 groups=8")."""
+    models = {spec.model.spec_hash(): spec.model for spec in specs}
+    dumps = [model.model_dump(mode="json") for model in models.values()]
+    varying = [key for key in dumps[0] if len({json.dumps(d[key]) for d in dumps}) > 1]
+    return {" ".join(f"{key}={d[key]}" for key in varying) or "the model": model
+            for d, model in zip(dumps, models.values(), strict=True)}
 
 
 @dataclass

@@ -16,16 +16,31 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from shared.complexity import BASE_WIDTH, GN_GROUPS, width_for
+from shared.archs import (
+    ARCH_ALIASES,
+    ARCHS,
+    BOTTLENECK_ARCHS,
+    NORMS,
+    RESNET_ARCHS,
+    WIDTH_MULT_ARCHS,
+    WIDTH_MULT_HELP,
+    AliasArch,
+    Attention,
+    Norm,
+    OtherArch,
+    ResNetArch,
+    built_width_mult,
+    check_model_knobs,
+    check_trainable,
+)
+from shared.complexity import width_for
 from shared.errors import SpecError
 
-ResNetArch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
-OtherArch = Literal["mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "shufflenet_v2_x1_0"]
-ARCHS: tuple[str, ...] = get_args(ResNetArch) + get_args(OtherArch)
-RESNET_ARCHS: tuple[str, ...] = get_args(ResNetArch)
-BOTTLENECK_ARCHS: tuple[str, ...] = ("resnet50", "resnet101", "resnet152")
-Norm = Literal["bn", "ln", "in", "gn"]
-NORMS: tuple[str, ...] = get_args(Norm)
+# the architecture names are re-exported: callers know them as shared.spec's
+__all__ = ["ARCHS", "AXIS", "BOTTLENECK_ARCHS", "NORMS", "PRECISIONS", "RESNET_ARCHS", "RESNEXT_BASE",
+           "SCORE_PRECISIONS", "SPEC_FOR_KIND", "STORED", "ModelSpec", "ScoreSpec", "Spec", "TrainSpec", "axis",
+           "is_axis", "is_stored", "parse", "read_stored", "spec_error"]
+
 Stem = Literal["auto", "imagenet", "small"]
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -65,22 +80,48 @@ class ModelSpec(Spec):
     """What `shared.models.build_model` builds."""
 
     # one Literal: errors name the field, not a union branch
-    arch: Literal[ResNetArch, OtherArch] = axis(
-        "resnet18", description="Architecture: the ResNets of the ResNet paper's Table 1, "
-                                "torchvision's MobileNets and ShuffleNet.")
+    arch: Literal[ResNetArch, OtherArch, AliasArch] = axis(
+        "resnet18", description="Architecture: the ResNets of the ResNet paper's Table 1, ShuffleNet v1 as in "
+        "its paper's Table 1, torchvision's MobileNets and ShuffleNet v2 (shufflenet_v2_x0_5 .. x2_0 are "
+        "shufflenet_v2 at that --width-mult).")
     num_classes: int = Field(1000, ge=2, le=100_000, description="Classes of the final layer.")
-    norm: Norm | None = axis(  # None: the architecture's own (bn for ResNets)
-        None, description="Norm layers of the ResNets: bn (BatchNorm), ln (GroupNorm(1, C): LayerNorm "
-        "over C,H,W), in (InstanceNorm, affine), gn (GroupNorm(32, C)). Default: bn.")
-    groups: int = axis(1, ge=1, le=256, description="Cardinality (ResNeXt); bottleneck depths only "
-                                                    f"({', '.join(BOTTLENECK_ARCHS)}).")
+    norm: Norm | None = axis(  # None: the architecture's own (BatchNorm everywhere)
+        None, description="Norm layers: bn (BatchNorm), ln (GroupNorm(1, C): LayerNorm over C,H,W), in "
+        "(InstanceNorm, affine), gn (GroupNorm(32, C)). ResNets and shufflenet_v1 take all four, the "
+        "MobileNets bn, ln or in, shufflenet_v2 bn only. Default: bn.")
+    groups: int = axis(1, ge=1, le=256, description="Cardinality (ResNeXt) on the bottleneck depths "
+                       f"({', '.join(BOTTLENECK_ARCHS)}); shufflenet_v1's group count (1, 2, 3, 4, 8).")
     width_per_group: int | None = axis(
         None, ge=1, le=4096, description="Channels per group. Default: chosen to keep the groups=1 "
         "multiply-adds, as in the ResNeXt paper's Table 2 (32x4d, 8x14d, 4x24d, 2x40d, 1x64d).")
+    width_mult: float | None = axis(
+        None, gt=0.0, le=4.0, description=f"Width multiplier: {WIDTH_MULT_HELP}. Default: 1.0.")
+    attention: Attention = axis(
+        "none", description="Attention on each residual branch of the ResNets, before the addition: se "
+        "(squeeze-and-excitation) or cbam (channel, then 7x7 spatial attention).")
+    attention_reduction: int = axis(16, ge=1, le=1024, description="Reduction ratio of the se/cbam MLP "
+                                                                   "(channels / R hidden units).")
     stem: Stem = Field("auto", description="imagenet (7x7 stride 2 + max-pool), small (3x3 stride 1, "
                                            "no max-pool), auto (small for images of 64 px or less).")
     image_size: int = Field(224, ge=32, le=2048, description="Square input size in pixels (at least 32).")
     pretrained: str | None = Field(None, description="A local torchvision state_dict file (never downloaded).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _canonical(cls, data: Any) -> Any:
+        """One network, one spec: torchvision's shufflenet_v2_x0_5 .. x2_0 are shufflenet_v2 at that
+        width, and a width_mult of 1.0 is the default (None), so their runs share a config."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("arch") in ARCH_ALIASES:
+            width = ARCH_ALIASES[data["arch"]]
+            if data.get("width_mult") not in (None, width):
+                raise SpecError("width_mult", f"{data['arch']} is shufflenet_v2 at width_mult {width}; for "
+                                              f"width_mult {data['width_mult']} use arch shufflenet_v2")
+            data = {**data, "arch": "shufflenet_v2", "width_mult": width}
+        if data.get("width_mult") == 1.0 and data.get("arch") in WIDTH_MULT_ARCHS:
+            data = {**data, "width_mult": None}
+        return data
 
     @model_validator(mode="after")
     def _knobs_apply(self, info: ValidationInfo) -> ModelSpec:
@@ -94,9 +135,12 @@ class ModelSpec(Spec):
         return self.norm or "bn"
 
     def as_built(self) -> ModelSpec:
-        """This spec with the defaults that depend on other fields filled in, as the network is built
-        (for showing; `norm` on a MobileNet, say, would not validate)."""
-        return self.model_copy(update={"norm": self.norm_name, "width_per_group": self.built_width})
+        """This spec with the defaults that depend on other fields filled in, as the network is built,
+        and the knobs that do not apply (a reduction without attention) empty; for showing only."""
+        return self.model_copy(update={
+            "norm": self.norm_name, "width_per_group": self.built_width,
+            "width_mult": built_width_mult(self.arch, self.width_mult),
+            "attention_reduction": None if self.attention == "none" else self.attention_reduction})
 
     @property
     def built_width(self) -> int | None:
@@ -109,49 +153,6 @@ class ModelSpec(Spec):
 def is_stored(info: ValidationInfo) -> bool:
     """True while validating a spec read back from the store (`read_stored`)."""
     return isinstance(info.context, dict) and bool(info.context.get("stored"))
-
-
-def check_model_knobs(spec: ModelSpec) -> None:
-    """Cross-field rules that need no torch, so the CLI and the worker reject the same specs.
-
-    Raises SpecError naming the field; `spec_error` keeps that field through pydantic.
-    """
-    if spec.arch not in RESNET_ARCHS:
-        _check_other_arch(spec)
-        return
-    if spec.arch not in BOTTLENECK_ARCHS:
-        if spec.groups != 1:
-            raise SpecError("groups", f"groups need a bottleneck depth ({', '.join(BOTTLENECK_ARCHS)}); "
-                                      f"{spec.arch} uses basic blocks, which torchvision builds with groups=1 only")
-        if spec.width_per_group not in (None, BASE_WIDTH):
-            raise SpecError("width_per_group", f"width_per_group needs a bottleneck depth "
-                                               f"({', '.join(BOTTLENECK_ARCHS)}); {spec.arch} uses basic blocks, "
-                                               f"which torchvision builds with width 64 only")
-        return
-    try:
-        width = width_for(spec.groups, spec.width_per_group, bottleneck=True)
-    except ValueError as exc:
-        raise SpecError("groups", str(exc)) from None
-    if spec.norm == "gn" and (spec.groups * width) % GN_GROUPS:
-        # layer1's bottleneck width is the smallest channel count; later stages double it.
-        raise SpecError("norm", f"gn (GroupNorm with {GN_GROUPS} groups) needs channel counts divisible by "
-                                f"{GN_GROUPS}, but groups={spec.groups} x width_per_group={width} gives "
-                                f"{spec.groups * width} channels in layer1; use norm bn, ln or in, or a "
-                                f"width_per_group that makes groups x width a multiple of {GN_GROUPS}")
-
-
-def _check_other_arch(spec: ModelSpec) -> None:
-    """torchvision's MobileNets and ShuffleNet are built as designed: the ResNet knobs do not apply."""
-    family = ", ".join(RESNET_ARCHS)
-    if spec.norm is not None:
-        raise SpecError("norm", f"norm applies to the ResNet family only ({family}); "
-                                f"{spec.arch} keeps its own BatchNorm")
-    if spec.groups != 1:
-        raise SpecError("groups", f"groups apply to the bottleneck ResNets only ({', '.join(BOTTLENECK_ARCHS)}); "
-                                  f"{spec.arch} keeps its own grouped convolutions")
-    if spec.width_per_group is not None:
-        raise SpecError("width_per_group", f"width_per_group applies to the bottleneck ResNets only "
-                                           f"({', '.join(BOTTLENECK_ARCHS)}), not to {spec.arch}")
 
 
 class TrainSpec(Spec):
@@ -179,6 +180,12 @@ class TrainSpec(Spec):
     # torch.compile the training step: pays a compile (minutes on a CPU) for faster steps on a GPU
     compile: bool = Field(False, description="torch.compile the training step: faster steps on a GPU after a "
                                              "compile of minutes.")
+
+    @model_validator(mode="after")
+    def _trainable(self, info: ValidationInfo) -> TrainSpec:
+        if not is_stored(info):
+            check_trainable(self)
+        return self
 
     def model_for_classes(self, count: int) -> ModelSpec:
         """The model for the `count` classes the data has. `orch submit` records the data's count in

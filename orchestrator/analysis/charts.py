@@ -1,7 +1,8 @@
 """The report's charts, drawn with matplotlib's object API on the Agg canvas (no pyplot, no display).
 
 Each chart function takes a StudyAnalysis and returns a Figure, or None when the study does not
-have what the chart shows (a groups chart for a study that keeps groups fixed).
+have what the chart shows (a groups chart for a study that keeps groups fixed, a width chart for one
+that keeps the width multiplier fixed).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 GROUPS_FIELD = "model.groups"
+WIDTH_FIELD = "model.width_mult"
 CURVES = (("val_acc", "validation accuracy (%)", 100.0), ("train_loss", "training loss", 1.0))
 
 
@@ -120,32 +122,43 @@ def overview_chart(analysis: StudyAnalysis) -> Figure:
 
 
 def groups_chart(analysis: StudyAnalysis) -> Figure | None:
-    """The metric against the group count (log2 axis), one line per setting of the other varying fields."""
-    if GROUPS_FIELD not in analysis.varying:
+    """The metric against the group count (ResNeXt's cardinality, ShuffleNet v1's groups)."""
+    return axis_chart(analysis, GROUPS_FIELD, "groups (cardinality; ShuffleNet's group count)", "the group count")
+
+
+def width_chart(analysis: StudyAnalysis) -> Figure | None:
+    """The metric against the width multiplier of the mobile nets."""
+    return axis_chart(analysis, WIDTH_FIELD, "width multiplier", "the width multiplier")
+
+
+def axis_chart(analysis: StudyAnalysis, field: str, label: str, title: str) -> Figure | None:
+    """The metric against a numeric axis (log2), one line per setting of the other varying fields;
+    None unless the study varies that axis."""
+    if field not in analysis.varying:
         return None
     scale = scale_of(analysis.metric)
-    lines = _lines_by_other_fields(analysis)
+    lines = _lines_by_other_fields(analysis, field)
     figure, (ax,) = new_figure(7.5, 4.4)
     for index, (name, results) in enumerate(lines.items()):
-        results = sorted((r for r in results if r.summary.mean is not None),
-                         key=lambda r: r.config.fields[GROUPS_FIELD])
+        results = sorted((r for r in results if r.summary.mean is not None and r.config.fields.get(field) is not None),
+                         key=lambda r: r.config.fields[field])
         nudge = 2 ** (0.04 * (index - (len(lines) - 1) / 2))  # side by side, so error bars stay apart
-        xs = [r.config.fields[GROUPS_FIELD] * nudge for r in results]
+        xs = [r.config.fields[field] * nudge for r in results]
         ys = [scale.factor * r.summary.mean for r in results]  # type: ignore[operator]
         ax.errorbar(xs, ys, yerr=error_bars(results, scale.factor), marker="o", capsize=4, label=name)
     ax.set_xscale("log", base=2)
-    groups = sorted({r.config.fields[GROUPS_FIELD] for r in analysis.results})
-    ax.set_xticks(groups, [_group_tick(g, analysis) for g in groups])
+    values = sorted({r.config.fields[field] for r in analysis.results if r.config.fields.get(field) is not None})
+    ax.set_xticks(values, [_axis_tick(v, field, analysis) for v in values])
     ax.minorticks_off()
-    ax.set_xlabel("groups (cardinality), log2 axis, with the model's GMACs per image")
+    ax.set_xlabel(f"{label}, log2 axis, with the model's GMACs per image")
     ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}, mean and 95% CI")
-    ax.set_title("Metric against the group count", loc="left")
+    ax.set_title(f"Metric against {title}", loc="left")
     ax.legend(fontsize=8)
     return figure
 
 
-def _lines_by_other_fields(analysis: StudyAnalysis) -> dict[str, list[ConfigResult]]:
-    others = [k for k in analysis.varying if k != GROUPS_FIELD]
+def _lines_by_other_fields(analysis: StudyAnalysis, field: str) -> dict[str, list[ConfigResult]]:
+    others = [k for k in analysis.varying if k != field]
     names = short_names(sorted({k for r in analysis.results for k in r.config.fields}))
     lines: dict[str, list[ConfigResult]] = {}
     for result in analysis.results:
@@ -154,14 +167,14 @@ def _lines_by_other_fields(analysis: StudyAnalysis) -> dict[str, list[ConfigResu
     return lines
 
 
-def _group_tick(groups: int, analysis: StudyAnalysis) -> str:
-    """'8' and the GMACs of the configs with 8 groups (a range when another field changes them)."""
+def _axis_tick(value: float, field: str, analysis: StudyAnalysis) -> str:
+    """'8' and the GMACs of the configs at 8 (a range when another field changes them)."""
     gmacs = sorted({r.config.info("gmacs") for r in analysis.results
-                    if r.config.fields[GROUPS_FIELD] == groups and r.config.info("gmacs") is not None})
+                    if r.config.fields.get(field) == value and r.config.info("gmacs") is not None})
     if not gmacs:
-        return str(groups)
+        return show(value)
     shown = f"{gmacs[0]:.2f}" if len(gmacs) == 1 else f"{gmacs[0]:.2f}-{gmacs[-1]:.2f}"
-    return f"{groups}\n{shown} GMACs"
+    return f"{show(value)}\n{shown} GMACs"
 
 
 def error_bars(results: list[ConfigResult], factor: float) -> list[list[float]]:
@@ -211,7 +224,7 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
 
 
 CHARTS: dict[str, Callable[[StudyAnalysis], Figure | None]] = {
-    "final": final_chart, "curves": curves_chart, "groups": groups_chart, "pareto": pareto_chart}
+    "final": final_chart, "curves": curves_chart, "groups": groups_chart, "width": width_chart, "pareto": pareto_chart}
 # --chart only: the HTML page has both of its halves already
 SINGLE_CHARTS: dict[str, Callable[[StudyAnalysis], Figure | None]] = {**CHARTS, "overview": overview_chart}
 

@@ -33,6 +33,8 @@ CAPTIONS = {
     "curves": "Learning curves: the mean over seeds per epoch, the band spans the lowest to the highest seed.",
     "groups": "The metric against the group count (log2 axis), one line per setting of the other fields; labels "
               "give each model's GMACs per image.",
+    "width": "The metric against the width multiplier (log2 axis), one line per setting of the other fields; "
+             "labels give each model's GMACs per image.",
     "pareto": "Accuracy against GMACs and parameters: the dashed line joins the configs that no other config "
               "beats on both cost and accuracy.",
 }

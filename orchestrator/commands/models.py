@@ -12,12 +12,16 @@ import click
 
 from orchestrator.fields import cells, option_fields, parse_cells
 from orchestrator.options import spec_options
-from shared.spec import ARCHS, BOTTLENECK_ARCHS, RESNET_ARCHS, ModelSpec
+from shared.errors import SpecError
+from shared.spec import ARCHS, RESNEXT_BASE, ModelSpec
 
-COLUMNS = ("arch", "groups", "width_per_group", "norm", "params", "gmacs")
+# shared.models.counting.DESCRIBE_KEYS, without importing torch
+COLUMNS = ("arch", "groups", "width_per_group", "width_mult", "attention", "norm", "params", "gmacs")
 FIELDS = option_fields(ModelSpec, grid=True, exclude=("pretrained",))  # the axes take comma lists
-OVERRIDES = {"arch": {"default_text": "every architecture; only the ResNets the knobs apply to when "
-                                      "--groups, --width-per-group or --norm is given"}}
+# options that only some architectures take: without --arch, they pick the architectures
+KNOBS = ("groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm")
+OVERRIDES = {"arch": {"default_text": "every architecture; with --groups, --width-mult, --attention, --norm... "
+                                      "only those that take every value given"}}
 
 
 @click.command("models")
@@ -36,7 +40,9 @@ def models(as_json: bool, **options: Any) -> None:
       orch models --arch resnet50 --groups 1,2,4,8,32   # the ResNeXt paper's Table 2
       orch models --arch resnet50 --groups 32 --width-per-group 4   # resnext50_32x4d
       orch models --arch resnet18,resnet34 --norm bn,ln,in,gn --image-size 32
-      orch models --arch mobilenet_v2 --num-classes 2 --json
+      orch models --arch resnet50 --attention none,se,cbam    # the CBAM paper's ImageNet table
+      orch models --arch shufflenet_v1 --groups 1,2,3,4,8     # the ShuffleNet paper's Table 1
+      orch models --arch mobilenet_v2 --width-mult 0.5,1.0,1.4 --num-classes 2 --json
     """
     specs = build_specs(options)
     from shared.models import describe  # torch: only once the input is known to be good
@@ -46,19 +52,33 @@ def models(as_json: bool, **options: Any) -> None:
 
 
 def build_specs(options: dict[str, Any]) -> list[ModelSpec]:
-    """Validate every combination of the option lists; SpecError names the option at fault."""
-    if options.get("arch") is None:  # knobs without --arch: the architectures they apply to
-        knobs = {name for name in ("groups", "width_per_group", "norm") if options.get(name) is not None}
-        archs = BOTTLENECK_ARCHS if knobs & {"groups", "width_per_group"} else RESNET_ARCHS if knobs else ARCHS
-        options = {**options, "arch": ",".join(archs)}
-    return parse_cells(ModelSpec, FIELDS, cells(FIELDS, options))
+    """Validate every combination of the option lists; SpecError names the option at fault.
+
+    Without --arch: every architecture, or with knobs given, those that take every value given
+    (--groups 8: the bottleneck ResNets and shufflenet_v1); if none does, resnet50's error says why.
+    """
+    if options.get("arch") is not None:
+        return parse_cells(ModelSpec, FIELDS, cells(FIELDS, options))
+    knobs = any(options.get(name) is not None for name in KNOBS)
+    specs: list[ModelSpec] = []
+    errors: dict[str, SpecError] = {}
+    for arch in ARCHS:
+        try:
+            specs += parse_cells(ModelSpec, FIELDS, cells(FIELDS, {**options, "arch": arch}))
+        except SpecError as exc:
+            if not knobs:  # a bad image size, say: wrong for every architecture
+                raise
+            errors[arch] = exc
+    if not specs:
+        raise errors[RESNEXT_BASE]
+    return specs
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain aligned columns (numbers right-aligned): readable, greppable, no terminal tricks."""
     cells = [list(COLUMNS)] + [[_cell(key, row[key]) for key in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    left = {"arch", "norm"}
+    left = {"arch", "attention", "norm"}
     return "\n".join(
         "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, c, w in zip(COLUMNS, line, widths, strict=True)).rstrip()
         for line in cells

@@ -17,7 +17,7 @@ from shared.errors import OrchError
 if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
 
-CHART_NAMES = ("final", "curves", "groups", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
+CHART_NAMES = ("final", "curves", "groups", "width", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
 EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
          "(is a worker running? `orch worker`); to start one: `orch submit train --help`")
 
@@ -152,7 +152,8 @@ def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Pat
     if plot_path is not None:
         figure = SINGLE_CHARTS[chart](analysis)
         if figure is None:
-            why = "its configs keep groups fixed" if chart == "groups" else "its configs do not differ in GMACs"
+            why = {"groups": "its configs keep groups fixed", "width": "its configs keep the width multiplier fixed"}.get(
+                chart, "its configs do not differ in GMACs")
             raise OrchError(f"--chart: this selection has no {chart} chart ({why})")
         save(figure, plot_path)
         click.echo(f"wrote {plot_path} ({chart} chart)")

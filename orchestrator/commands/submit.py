@@ -11,7 +11,7 @@ from orchestrator.commands.score import score
 from orchestrator.context import CliState, pass_state
 from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
 from orchestrator.options import spec_options
-from orchestrator.submission import existing_path, queue_jobs, train_specs
+from orchestrator.submission import existing_path, queue_jobs, slow_cells_warning, train_specs
 from shared.config import DEFAULT_QUEUE
 
 
@@ -101,6 +101,9 @@ def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: s
     """
     options, fixed = resolve_paths(options)
     specs = train_specs(options, GRID_FIELDS, fixed)
+    warning = slow_cells_warning(specs)
+    if warning:
+        click.echo(warning, err=True)
     grid = {k: v for k, v in options.items() if v is not None}
     queued = queue_jobs(obj, specs, kind="train", queue=queue, study_name=study_name, grid=grid)
     payload = {"study_id": queued.study_id, "job_ids": queued.job_ids, "skipped": queued.skipped}

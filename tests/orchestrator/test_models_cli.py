@@ -13,7 +13,7 @@ from orchestrator.cli import main
 from shared.spec import ARCHS
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["arch", "groups", "width_per_group", "norm", "params", "gmacs"]
+KEYS = ["arch", "groups", "width_per_group", "width_mult", "attention", "norm", "params", "gmacs"]
 
 
 def orch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -40,20 +40,34 @@ def test_table_output() -> None:
     lines = invoke("models", "--arch", "resnet18,resnet50", "--norm", "bn,ln", "--num-classes", "10").splitlines()
     assert lines[0].split() == KEYS
     assert len(lines) == 1 + 4  # the cross product of 2 archs x 2 norms
-    assert lines[1].split()[:4] == ["resnet18", "1", "64", "bn"] and "11,181,642" in lines[1]
+    assert lines[1].split()[:6] == ["resnet18", "1", "64", "-", "none", "bn"] and "11,181,642" in lines[1]
 
 
 def test_no_arch_lists_every_architecture() -> None:
     rows = json.loads(invoke("models", "--json", "--image-size", "64"))
     assert [r["arch"] for r in rows] == list(ARCHS)
-    assert rows[5] == {"arch": "mobilenet_v2", "groups": None, "width_per_group": None, "norm": "bn",
-                       "params": 3_504_872, "gmacs": rows[5]["gmacs"]}
+    assert rows[5] == {"arch": "mobilenet_v2", "groups": None, "width_per_group": None, "width_mult": 1.0,
+                       "attention": None, "norm": "bn", "params": 3_504_872, "gmacs": rows[5]["gmacs"]}
 
 
 def test_knobs_without_arch_pick_the_archs_they_apply_to() -> None:
     rows = json.loads(invoke("models", "--groups", "32", "--image-size", "32", "--json"))
     assert [(r["arch"], r["width_per_group"]) for r in rows] == \
         [("resnet50", 4), ("resnet101", 4), ("resnet152", 4)]
+    rows = json.loads(invoke("models", "--groups", "8", "--image-size", "32", "--json"))
+    assert [r["arch"] for r in rows] == ["resnet50", "resnet101", "resnet152", "shufflenet_v1"]
+    rows = json.loads(invoke("models", "--width-mult", "0.5,1.5", "--image-size", "32", "--json"))
+    assert [(r["arch"], r["width_mult"]) for r in rows] == [  # mobilenet_v2 stops at 1.4
+        ("shufflenet_v1", 0.5), ("shufflenet_v1", 1.5), ("shufflenet_v2", 0.5), ("shufflenet_v2", 1.5)]
+
+
+def test_next_weeks_models_as_json() -> None:
+    """The README's model section: the papers' tables in one command each."""
+    rows = json.loads(invoke("models", "--arch", "resnet50", "--attention", "none,se,cbam", "--json"))
+    assert [(r["attention"], r["params"], r["gmacs"]) for r in rows] == [
+        ("none", 25_557_032, 3.858), ("se", 28_088_024, 3.86), ("cbam", 28_089_624, 3.864)]
+    rows = json.loads(invoke("models", "--arch", "shufflenet_v1", "--groups", "1,2,3,4,8", "--json"))
+    assert [round(r["gmacs"] * 1000) for r in rows] == [143, 141, 137, 134, 138]  # Table 1: 143/140/137/133/137
 
 
 def test_help_teaches_with_examples() -> None:
@@ -70,7 +84,8 @@ def test_cli_import_loads_no_torch() -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--arch", "resnet19"], "Error: --arch: unknown 'resnet19'; allowed: resnet18, resnet34, resnet50, "
                              "resnet101, resnet152, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, "
-                             "shufflenet_v2_x1_0"),
+                             "shufflenet_v1, shufflenet_v2, shufflenet_v2_x0_5, shufflenet_v2_x1_0, "
+                             "shufflenet_v2_x1_5, shufflenet_v2_x2_0"),
     (["--arch", "resnet50", "--norm", "bn,xx"], "Error: --norm: unknown 'xx'; allowed: bn, ln, in, gn"),
     (["--arch", "resnet18", "--groups", "1,8"], "Error: --groups: groups need a bottleneck depth "
                                                 "(resnet50, resnet101, resnet152); resnet18 uses basic blocks"),
@@ -84,8 +99,22 @@ def test_cli_import_loads_no_torch() -> None:
     (["--arch", "resnet50", "--width-per-group", "0"], "Error: --width-per-group: got 0:"),
     (["--arch", "resnet50", "--groups", "8", "--norm", "gn"], "Error: --norm: gn (GroupNorm with 32 groups) needs "
                                                               "channel counts divisible by 32"),
-    (["--arch", "mobilenet_v2", "--norm", "ln"], "Error: --norm: norm applies to the ResNet family only"),
+    (["--arch", "mobilenet_v2", "--norm", "gn"], "Error: --norm: mobilenet_v2 takes norm bn, ln, in: gn (GroupNorm "
+                                                 "with 32 groups) cannot split its 16- and 24-channel layers"),
     (["--arch", "shufflenet_v2_x1_0", "--groups", "2"], "Error: --groups: groups apply to the bottleneck"),
+    (["--arch", "shufflenet_v2", "--width-mult", "0.5,0.75"], "Error: --width-mult: shufflenet_v2 is defined for "
+                                                              "width_mult 0.5, 1.0, 1.5, 2.0 (torchvision's), got 0.75"),
+    (["--arch", "shufflenet_v2", "--norm", "ln"], "Error: --norm: shufflenet_v2 takes norm bn: torchvision builds it "
+                                                  "with BatchNorm only"),
+    (["--arch", "mobilenet_v2", "--groups", "1,2"], "Error: --groups: groups apply to the bottleneck ResNets "
+                                                    "(resnet50, resnet101, resnet152) and shufflenet_v1 (1, 2, 3, 4, 8)"),
+    (["--arch", "mobilenet_v3_small", "--attention", "none,se"], "Error: --attention: attention se or cbam applies to "
+                                                                 "the ResNet family"),
+    (["--arch", "shufflenet_v1", "--groups", "1,6"], "Error: --groups: shufflenet_v1 is defined for groups 1, 2, 3, 4, "
+                                                     "8 (the ShuffleNet paper's Table 1), got 6"),
+    (["--arch", "resnet50", "--attention", "sk"], "Error: --attention: unknown 'sk'; allowed: none, se, cbam"),
+    (["--norm", "in", "--stem", "imagenet", "--image-size", "32"], "Error: --norm: in (InstanceNorm) would see one "
+                                                                   "value per channel: resnet50 at --image-size 32"),
     (["--image-size", "16"], "Error: --image-size: got 16: Input should be greater than or equal to 32"),
     (["--num-classes", "1"], "Error: --num-classes: got 1: Input should be greater than or equal to 2"),
     (["--stem", "tiny"], "Error: --stem: unknown 'tiny'; allowed: auto, imagenet, small"),

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import Orch
 from tests.orchestrator.study_builder import Grid, build_study, open_home
 
-CHARTS = ("final", "curves", "groups", "pareto")
+CHARTS = ("final", "curves", "groups", "pareto")  # what a norms x groups study draws (not "width")
 
 
 @pytest.fixture
@@ -94,7 +94,8 @@ def test_each_chart_as_png_and_svg(study: tuple[Orch, dict], tmp_path: Path, mon
         assert record is not None
         analysis = analyse(training_runs(s, record.id), "val_acc", record)
     store.dispose()
-    assert tuple(DRAW) == CHARTS
+    assert tuple(DRAW) == ("final", "curves", "groups", "width", "pareto")
+    assert SINGLE_CHARTS["width"](analysis) is None  # the width multiplier does not vary here
     for chart in (*CHARTS, "overview"):
         figure = SINGLE_CHARTS[chart](analysis)
         assert figure is not None, chart
@@ -165,6 +166,8 @@ def test_groups_chart_needs_a_study_that_varies_groups(orch: Orch, monkeypatch: 
     store.dispose()
     proc = orch.run("report", "--study", "norms", "--plot", str(tmp_path / "g.png"), "--chart", "groups")
     assert proc.returncode == 2 and "--chart: this selection has no groups chart" in proc.stderr
+    proc = orch.run("report", "--study", "norms", "--plot", str(tmp_path / "w.png"), "--chart", "width")
+    assert proc.returncode == 2 and "no width chart (its configs keep the width multiplier fixed)" in proc.stderr
     html = tmp_path / "r.html"
     assert "charts: final, curves)" in orch.run("report", "--study", "norms", "--html", str(html),
                                                  check=True).stdout  # one cost for all: no Pareto front

@@ -1,10 +1,14 @@
 """Grid expansion for `orch submit ablation`: the cross product, validated, before anything is queued."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from orchestrator.submission import grid_specs
+from orchestrator.submission import grid_specs, slow_cells_warning
 from shared.errors import SpecError
+from tests.conftest import Orch
 
 BASE = {"data": "/d/train", "val": "/d/val", "model": "resnet50", "image_size": 32, "stem": None,
         "pretrained": None, "epochs": 1}
@@ -28,3 +32,38 @@ def test_one_unbuildable_cell_refuses_the_grid_naming_the_option() -> None:
         grid_specs({**BASE, "model": "resnet50,resnet18", "groups": "1,8", "seeds": "0"})
     with pytest.raises(SpecError, match=r"^--seeds: .*'0,x'"):
         grid_specs({**BASE, "seeds": "0,x"})
+
+
+def test_cells_that_cannot_train_refuse_the_grid() -> None:
+    with pytest.raises(SpecError, match=r"^--norm: in \(InstanceNorm\) would see one value per channel: resnet50 "
+                                        r"at --image-size 32 with the imagenet stem ends in 1x1 maps"):
+        grid_specs({**BASE, "norm": "bn,in", "stem": "imagenet"})
+    with pytest.raises(SpecError, match=r"^--batch-size: 1 with bn"):
+        grid_specs({**BASE, "batch_size": "1,8", "stem": "imagenet"})
+    assert len(grid_specs({**BASE, "norm": "bn,in", "batch_size": "1,8"})) == 4  # small stem: 4x4 maps
+
+
+def test_new_axes_make_cells() -> None:
+    specs = grid_specs({**BASE, "attention": "none,se,cbam", "seeds": "0,1"})
+    assert {(s.model.attention, s.seed) for s in specs} == {(a, seed) for a in ("none", "se", "cbam") for seed in (0, 1)}
+    specs = grid_specs({**BASE, "model": "shufflenet_v1", "groups": "1,3,8", "width_mult": "0.5,1.0"})
+    assert len(specs) == 6 and {s.model.arch for s in specs} == {"shufflenet_v1"}
+
+
+def test_slow_cells_are_named_in_one_line() -> None:
+    line = slow_cells_warning(grid_specs({**BASE, "model": "mobilenet_v3_small,resnet50,resnet152", "seeds": "0,1"}))
+    assert line is not None and "\n" not in line
+    assert line.startswith("orch: warning: 2 of 3 models are estimated at over 4x the multiply-adds of the cheapest "
+                           "(arch=mobilenet_v3_small")
+    assert "arch=resnet152 (" in line and "arch=resnet50 (" in line
+    # attention costs under 1%, and ShuffleNet v1 keeps its complexity across group counts: no warning
+    assert slow_cells_warning(grid_specs({**BASE, "attention": "none,se,cbam"})) is None
+    assert slow_cells_warning(grid_specs({**BASE, "model": "shufflenet_v1", "groups": "1,3,8"})) is None
+
+
+def test_ablation_warns_on_stderr_and_still_queues(orch: Orch, synth_data: Path) -> None:
+    proc = orch.run("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+                    "--image-size", "32", "--model", "shufflenet_v1,resnet152", "--json", check=True)
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("orch: warning:")]
+    assert len(warnings) == 1 and "arch=resnet152" in warnings[0] and "cheapest (arch=shufflenet_v1" in warnings[0]
+    assert len(json.loads(proc.stdout)["job_ids"]) == 2

@@ -188,3 +188,24 @@ def test_val_folder_with_an_unknown_class(data: Path, tmp_path: Path) -> None:
         write_image(tmp_path / "val" / name)
     with pytest.raises(DataError, match="class 'cow' is not one of the model's classes"):
         train(tiny_spec(data / "train", tmp_path / "val"), tmp_path / "w", cache_dir=tmp_path / "cache")
+
+
+def test_a_last_batch_of_one_joins_the_batch_before(tmp_path: Path) -> None:
+    """resnet18 at 32 px with the ImageNet stem ends in 1x1 maps: a batch of one image would give
+    BatchNorm one value per channel, so 17 images at batch 16 train as one batch of 17."""
+    out = tmp_path / "d"
+    write_synthetic(out, classes=["cat", "dog"], counts={"train": 17, "val": 4}, size=32)
+    assert [len(b) for b in engine_train._batches(torch.arange(17).numpy(), 16)] == [17]
+    assert [len(b) for b in engine_train._batches(torch.arange(18).numpy(), 16)] == [16, 2]
+    result = train(tiny_spec(out / "train", out / "val", epochs=1, batch_size=16), tmp_path / "run")
+    assert result["epochs"] == 1
+
+
+def test_a_batch_of_one_at_1x1_maps_is_refused_before_training(data: Path) -> None:
+    from shared.errors import SpecError
+    from shared.spec import TrainSpec, parse
+
+    spec = {"data": str(data / "train"), "batch_size": 1, "model": {"arch": "resnet18", "image_size": 32}}
+    with pytest.raises(SpecError, match="^batch_size: 1 with bn .* one value per channel"):
+        parse(TrainSpec, {**spec, "model": {**spec["model"], "stem": "imagenet"}})
+    assert parse(TrainSpec, spec).batch_size == 1  # the small stem: 4x4 maps, 16 values per channel

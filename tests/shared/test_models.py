@@ -15,7 +15,7 @@ from shared.spec import ARCHS, BOTTLENECK_ARCHS, NORMS, RESNET_ARCHS, ModelSpec,
 
 # The ResNet paper's Table 1: multiply-adds (its "FLOPs") at 224x224.
 PAPER_GMACS = {"resnet18": 1.8, "resnet34": 3.6, "resnet50": 3.8, "resnet101": 7.6, "resnet152": 11.3}
-# torchvision's own parameter counts (its model docs) with 1000 classes.
+# torchvision's own parameter counts (its model docs) with 1000 classes, by torchvision's builder name.
 TORCHVISION_PARAMS = {
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808, "mobilenet_v2": 3_504_872,
@@ -45,11 +45,12 @@ def test_gmacs_match_the_resnet_paper(arch: str) -> None:
     assert gmacs == pytest.approx(PAPER_GMACS[arch], rel=0.03)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_params_equal_torchvision(arch: str) -> None:
+@pytest.mark.parametrize("builder", TORCHVISION_PARAMS)
+def test_params_equal_torchvision(builder: str) -> None:
     with torch.device("meta"):
-        reference = n_params(getattr(tvm, arch)(weights=None))
-    assert describe(ModelSpec(arch=arch))["params"] == reference == TORCHVISION_PARAMS[arch]
+        reference = n_params(getattr(tvm, builder)(weights=None))
+    # torchvision's shufflenet_v2_x1_0 is accepted under its own name and is shufflenet_v2 at width 1.0
+    assert describe(ModelSpec(arch=builder))["params"] == reference == TORCHVISION_PARAMS[builder]
 
 
 def test_resnet50_32x4d_is_torchvision_resnext50() -> None:
@@ -77,7 +78,8 @@ def test_width_rule_and_override() -> None:
 
 def test_describe_has_exactly_the_documented_keys() -> None:
     row = describe(ModelSpec(arch="mobilenet_v3_small", num_classes=10, image_size=64))
-    assert list(row) == ["arch", "groups", "width_per_group", "norm", "params", "gmacs"]
+    assert list(row) == ["arch", "groups", "width_per_group", "width_mult", "attention", "norm", "params", "gmacs"]
+    assert (row["groups"], row["width_mult"], row["attention"]) == (None, None, None)  # knobs it does not take
     assert isinstance(row["params"], int) and isinstance(row["gmacs"], float)
     assert json.loads(json.dumps(row)) == row
 
@@ -169,8 +171,9 @@ def test_other_archs_train_a_step_at_32px(arch: str, stem: str) -> None:
     ({"arch": "resnet50", "groups": 8, "norm": "gn"}, "norm", "divisible by 32"),
     ({"arch": "resnet50", "groups": 256}, "groups", "at most 167"),
     ({"arch": "resnet50", "width_per_group": 0}, "width_per_group", "greater than or equal to 1"),
-    ({"arch": "mobilenet_v2", "norm": "ln"}, "norm", "ResNet family only"),
-    ({"arch": "shufflenet_v2_x1_0", "groups": 2}, "groups", "bottleneck ResNets only"),
+    ({"arch": "mobilenet_v2", "norm": "gn"}, "norm", "mobilenet_v2 takes norm bn, ln, in"),
+    ({"arch": "shufflenet_v2_x1_0", "groups": 2}, "groups", "bottleneck ResNets (resnet50, resnet101, resnet152) "
+                                                            "and shufflenet_v1 (1, 2, 3, 4, 8)"),
     ({"arch": "resnet18", "image_size": 16}, "image_size", "greater than or equal to 32"),
 ])
 def test_invalid_specs_name_the_field(fields: dict, field: str, words: str) -> None:
