@@ -86,7 +86,7 @@ def write_synthetic(out: Path, *, classes: list[str], counts: dict[str, int], si
     for code, split in enumerate(SPLITS):
         labels = _balanced_labels(counts.get(split, 0), len(classes), seed, code)
         paths = [_path(out, split, layout, classes[y], i) for i, y in enumerate(labels)]
-        for i, (label, path) in enumerate(zip(labels, paths)):
+        for i, (label, path) in enumerate(zip(labels, paths, strict=True)):
             rng = np.random.default_rng([seed, code, i])
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(render(label, len(classes), size, rng)).save(path, quality=92)

@@ -41,8 +41,8 @@ from shared.engine.checkpoint import (
     checkpoint_spec,
     load_checkpoint,
     model_for,
-    save_atomic,
     rng_state,
+    save_atomic,
     set_rng_state,
     without_pretrained,
 )

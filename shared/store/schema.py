@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -86,10 +86,10 @@ class Outcome(enum.StrEnum):
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[Optional[str]] = mapped_column(String(200), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200), unique=True)
     grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # the options the study was submitted with
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    jobs: Mapped[list["Job"]] = relationship(back_populates="study")
+    jobs: Mapped[list[Job]] = relationship(back_populates="study")
 
 
 class Job(Base):
@@ -100,26 +100,26 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(String(20), default=JobStatus.queued)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_hash: Mapped[str] = mapped_column(String(64))
-    study_id: Mapped[Optional[int]] = mapped_column(ForeignKey("studies.id"))
-    parent_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))  # score shard -> score job
-    source_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"))  # score -> train job
-    shard: Mapped[Optional[int]] = mapped_column(Integer)
+    study_id: Mapped[int | None] = mapped_column(ForeignKey("studies.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))  # score shard -> score job
+    source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))  # score -> train job
+    shard: Mapped[int | None] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String(100), default="orch")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    worker_host: Mapped[Optional[str]] = mapped_column(String(200))
+    worker_host: Mapped[str | None] = mapped_column(String(200))
     lease_token: Mapped[int] = mapped_column(Integer, default=0)  # fencing token, +1 per lease taken
     # unix seconds of the last heartbeat: plain numbers compare the same way on SQLite and PostgreSQL
-    heartbeat_at: Mapped[Optional[float]] = mapped_column(Float)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
-    error: Mapped[Optional[str]] = mapped_column(Text)
-    model_info: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # describe(spec): params, gmacs...
-    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # best_val_acc, wall time, ...
-    assembly: Mapped[Optional[Assembly]] = mapped_column(String(20))  # a scoring run's parent only
-    study: Mapped[Optional[Study]] = relationship(back_populates="jobs")
-    epochs: Mapped[list["Epoch"]] = relationship(order_by="Epoch.epoch", cascade="all, delete-orphan")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    model_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # describe(spec): params, gmacs...
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # best_val_acc, wall time, ...
+    assembly: Mapped[Assembly | None] = mapped_column(String(20))  # a scoring run's parent only
+    study: Mapped[Study | None] = relationship(back_populates="jobs")
+    epochs: Mapped[list[Epoch]] = relationship(order_by="Epoch.epoch", cascade="all, delete-orphan")
 
 
 class Epoch(Base):
@@ -133,7 +133,7 @@ class Epoch(Base):
     val_acc: Mapped[float] = mapped_column(Float)
     images_per_s: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
-    lr: Mapped[Optional[float]] = mapped_column(Float)
+    lr: Mapped[float | None] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer, default=1)  # which attempt recorded it
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -147,7 +147,7 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(Text)  # a file named for its epoch and its attempt's token
     digest: Mapped[str | None] = mapped_column(String(64))  # sha256 of the file as written
     epoch: Mapped[int] = mapped_column(Integer)
-    val_acc: Mapped[Optional[float]] = mapped_column(Float)
+    val_acc: Mapped[float | None] = mapped_column(Float)
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -166,11 +166,11 @@ class Score(Base):
     __tablename__ = "scores"
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)  # the score job
-    source_job_id: Mapped[Optional[int]] = mapped_column(ForeignKey("jobs.id"), index=True)
+    source_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     out: Mapped[str] = mapped_column(Text)
     n_images: Mapped[int] = mapped_column(Integer)
-    accuracy: Mapped[Optional[float]] = mapped_column(Float)
-    images_per_s: Mapped[Optional[float]] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    images_per_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -13,9 +13,8 @@ from sqlalchemy import func, select
 
 from shared.errors import NonFiniteLoss, StaleLease
 from shared.spec import ScoreSpec
-from shared.store import Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store
+from shared.store import Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store, reads
 from shared.store import jobs as store_jobs
-from shared.store import reads
 from tests.shared.test_store import new_job, status
 
 METRICS = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_acc": 0.5, "images_per_s": 1.0, "seconds": 1.0}

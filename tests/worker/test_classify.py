@@ -43,8 +43,8 @@ def test_a_database_that_does_not_answer_is_store_unavailable_with_the_password_
 
 def test_a_broker_that_does_not_answer_is_broker_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared.broker_errors import broker_boundary
-    from shared.config import load_settings
     from shared.celery_app import check_broker, make_celery
+    from shared.config import load_settings
 
     monkeypatch.setenv("ORCH_BROKER_URL", "redis://:s3cret@127.0.0.1:1/0")
     app = make_celery(load_settings(tmp_path / "home"))
