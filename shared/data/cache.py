@@ -62,25 +62,26 @@ def decode(path: Path, size: int) -> np.ndarray:
     """One image as size x size x 3 uint8: shorter side resized to `size`, then centre-cropped."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(path) as source:
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger
         # than `size`, which is most of the decode time for camera-sized images.
-        im.draft("RGB", (size, size))
-        im = im.convert("RGB")
+        source.draft("RGB", (size, size))
+        im = source.convert("RGB")
         w, h = im.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
         if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BILINEAR)
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2
         im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8)
+        pixels: np.ndarray = np.asarray(im, dtype=np.uint8)
+        return pixels
 
 
 def _open(path: Path, n: int, size: int) -> np.ndarray | None:
     """The cache at `path` memory-mapped, or None if absent or not the expected shape."""
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr: np.ndarray = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return None
     if arr.shape != (n, size, size, 3) or arr.dtype != np.uint8:

@@ -39,7 +39,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not an orch checkpoint (missing {', '.join(missing)})")
-    return state
+    checked: dict[str, Any] = state
+    return checked
 
 
 def checkpoint_spec(state: dict[str, Any], path: Path) -> TrainSpec:

@@ -144,7 +144,7 @@ def head_revision() -> str:
     heads = sorted(revisions - parents)
     if len(heads) != 1:
         raise ConfigError(f"orch's migrations have {len(heads)} heads ({', '.join(heads)}): a broken install")
-    return heads[0]
+    return str(heads[0])
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:

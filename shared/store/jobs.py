@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import Spec
+from shared.store.db import updated
 from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, check_moves, utcnow
 
 
@@ -64,12 +65,12 @@ def _fail_assembly(session: Session, job_id: int) -> None:
 
 def _cancel_one(session: Session, job_id: int) -> str:
     for _ in range(3):  # queued -> running -> queued again within one call is as far as a race goes
-        if session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
-                status=JobStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")).rowcount:
+        if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
+                status=JobStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")):
             _fail_assembly(session, job_id)
             return "cancelled"
-        if session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
-                           .values(cancel_requested=True)).rowcount:
+        if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
+                   .values(cancel_requested=True)):
             return "stopping"
         if session.scalar(select(Job.status).where(Job.id == job_id)) not in (JobStatus.queued, JobStatus.running):
             return "unchanged"

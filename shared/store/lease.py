@@ -52,22 +52,17 @@ class Lease:
             token = s.scalar(select(Job.lease_token).where(Job.id == job_id))
             if token is None:
                 return None
-            taken = s.execute(
-                update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
-                    status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
-                    heartbeat_at=db_now(), worker_host=owner, error=None, started_at=utcnow())
-            ).rowcount
+            taken = updated(s, update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
+                status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
+                heartbeat_at=db_now(), worker_host=owner, error=None, started_at=utcnow()))
         return cls(store, job_id, token + 1) if taken == 1 else None
 
     @contextmanager
     def fenced(self) -> Iterator[Session]:
         """A transaction that first renews the heartbeat, or raises StaleLease if the token is stale."""
         with self.store.session() as s:
-            fresh = s.execute(
-                update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
-                                  Job.status == JobStatus.running)
-                .values(heartbeat_at=db_now())
-            ).rowcount
+            fresh = updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
+                                                 Job.status == JobStatus.running).values(heartbeat_at=db_now()))
             if fresh != 1:
                 raise StaleLease(f"job {self.job_id}: lease token {self.token} is no longer current")
             yield s
@@ -156,10 +151,8 @@ class Lease:
 
     def _end(self, values: dict[str, Any]) -> bool:
         with self.store.session() as s:
-            return s.execute(
-                update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
-                                  Job.status == JobStatus.running).values(**values)
-            ).rowcount == 1
+            return updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
+                                                Job.status == JobStatus.running).values(**values)) == 1
 
     @classmethod
     def take_expired(cls, store: Store, ttl: float, owner: str, max_attempts: int) -> list[Expired]:
@@ -171,10 +164,9 @@ class Lease:
         expired: list[Expired] = []
         for job_id, token, kind, queue, holder, attempts in rows:
             with store.session() as s:
-                taken = s.execute(update(Job).where(
+                taken = updated(s, update(Job).where(
                     Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.running,
-                    Job.heartbeat_at < db_now() - ttl).values(lease_token=token + 1, heartbeat_at=db_now())
-                ).rowcount == 1
+                    Job.heartbeat_at < db_now() - ttl).values(lease_token=token + 1, heartbeat_at=db_now())) == 1
             if not taken:
                 continue  # renewed meanwhile, or another sweeper was first
             lease = cls(store, job_id, token + 1)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from shared.config import PRIORITY_NEW, PRIORITY_RESUME
-from shared.store.db import Store
+from shared.store.db import Store, updated
 from shared.store.schema import Job, JobStatus, Outbox
 
 KEEP_CONFIRMED_S = 86400.0  # confirmed rows are history for a day (the chaos bench counts sends), then go
@@ -79,9 +78,9 @@ def mark_sent(store: Store, owed: Iterable[Owed]) -> None:
 def claim(store: Store, owed: Owed) -> bool:
     """Take the right to (re-)send this row now: of several relays seeing it due, exactly one gets it."""
     with store.session() as s:
-        return rowcount(s.execute(
-            update(Outbox).where(Outbox.id == owed.id, Outbox.sends == owed.sends, Outbox.confirmed_at.is_(None))
-            .values(sent_at=time.time(), sends=Outbox.sends + 1))) == 1
+        return updated(s, update(Outbox).where(Outbox.id == owed.id, Outbox.sends == owed.sends,
+                                               Outbox.confirmed_at.is_(None))
+                       .values(sent_at=time.time(), sends=Outbox.sends + 1)) == 1
 
 
 def unclaim(store: Store, owed: Owed, error: str) -> None:
@@ -115,9 +114,4 @@ def unsent(store: Store, job_ids: Iterable[int]) -> list[Owed]:
 
 def prune(store: Store, keep_s: float = KEEP_CONFIRMED_S) -> int:
     with store.session() as s:
-        return rowcount(s.execute(delete(Outbox).where(Outbox.confirmed_at < time.time() - keep_s)))
-
-
-def rowcount(result: Result[Any]) -> int:
-    """The rows an UPDATE or DELETE matched (typed: `execute` is declared to return a plain Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
+        return updated(s, delete(Outbox).where(Outbox.confirmed_at < time.time() - keep_s))
