@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from shared.errors import NonFiniteLoss, StaleLease
 from shared.spec import ScoreSpec
-from shared.store import Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store, reads
+from shared.store import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store, reads
 from shared.store import jobs as store_jobs
 from tests.shared.test_store import new_job, status
 
@@ -32,9 +32,10 @@ WRITES: list[tuple[str, Callable[[Lease, int], Any]]] = [
     ("requeue", lambda lease, _: lease.requeue("crashed", max_attempts=3)),
     ("finish", lambda lease, _: lease.finish(JobStatus.succeeded, result={"best_val_acc": 1.0})),
     ("parent_failure", lambda lease, parent: lease.fail_parent(parent, "shard failed")),
-    ("complete_score", lambda lease, _: lease.complete_score({"accuracy": 1.0},
-                                                             {"out": "/o.csv", "n_images": 3})),
+    ("assembly", lambda lease, _: (lease.begin_assembly(), lease.complete_score(
+        {"accuracy": 1.0}, {"out": "/o.csv", "n_images": 3}))),
 ]
+ASSEMBLING = {"assembly"}  # writes a score job's own lease makes (the others: any job's)
 
 FLAGGED = {"release", "requeue", "finish"}
 
@@ -59,6 +60,14 @@ def expire(store: Store, job_id: int) -> Lease:
     return old
 
 
+def job_for(store: Store, name: str, seed: int = 0) -> int:
+    if name not in ASSEMBLING:
+        return new_job(store, seed=seed)
+    with store.session() as s:
+        spec = ScoreSpec(checkpoint="/c.pt", data="/d", out=f"/o{seed}.csv")
+        return store_jobs.add_job(s, "score", spec, assembly=Assembly.waiting).id
+
+
 def score_parent(store: Store) -> int:
     with store.session() as s:
         return store_jobs.add_job(s, "score", ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv", shards=2)).id
@@ -68,7 +77,7 @@ def score_parent(store: Store) -> int:
 @pytest.mark.parametrize("successor", ["sweeper", "worker"])
 def test_each_write_is_refused_once_the_token_is_stale(store: Store, name: str, write: Callable[[Lease, int], Any],
                                                        successor: str) -> None:
-    job_id, parent_id = new_job(store), score_parent(store)
+    job_id, parent_id = job_for(store, name), score_parent(store)
     old = expire(store, job_id)
     if successor == "worker":  # and another worker leased it again: running, under token + 2
         assert Lease.acquire(store, job_id, "next:2", ttl=30) is not None
@@ -85,7 +94,7 @@ def test_each_write_is_refused_once_the_token_is_stale(store: Store, name: str, 
 def test_the_same_writes_are_accepted_under_the_current_token(store: Store) -> None:
     """The control for the test above: with a live lease each write goes through."""
     for name, write in WRITES:
-        job_id, parent_id = new_job(store, seed=len(name)), score_parent(store)
+        job_id, parent_id = job_for(store, name, seed=len(name)), score_parent(store)
         lease = Lease.acquire(store, job_id, "w:1", ttl=30)
         assert lease is not None
         result = write(lease, parent_id)
