@@ -13,9 +13,8 @@ import pytest
 
 from shared.config import Settings, load_settings
 from shared.errors import JobCancelled, StaleLease
-from shared.store import Epoch, Job, Lease, Store, open_store
+from shared.store import Epoch, Job, Lease, Store, open_store, reads
 from shared.store import jobs as store_jobs
-from shared.store import reads
 from tests.shared.data_helpers import one_thread, tiny_spec
 from worker import checkpoints
 from worker.context import JobContext
