@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
 import signal
 import time
@@ -144,6 +145,8 @@ def _run(job: dict[str, Any], token: int, home: str, should_stop: Any) -> dict[s
                          shard=job["shard"], should_stop=should_stop)
         runner = importlib.import_module(RUNNERS[job["kind"]])
         result = runner.run(ctx)
-        return {**result, "startup": {"store_s": opened, **result.get("startup", {})}}
+        # JSON only, as the store keeps it: a str subclass such as torch.__version__ (TorchVersion)
+        # would make the supervisor import torch to unpickle it, stalling its heartbeats for seconds.
+        return json.loads(json.dumps({**result, "startup": {"store_s": opened, **result.get("startup", {})}}))
     finally:
         store.dispose()

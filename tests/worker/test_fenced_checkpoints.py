@@ -116,3 +116,22 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     # the newest two and the best are kept; every older file of this job is gone
     kept = {p.name for p in settings.job_dir(job_id).glob("ckpt-*.pt")}
     assert kept == {Path(path).name for path, _ in final.values()}
+
+
+def test_a_train_jobs_report_unpickles_without_torch(home: tuple[Settings, Store], synth_data: Path) -> None:
+    """Before: the report held torch.__version__, a TorchVersion: unpickling it imported torch in the
+    supervisor, whose heartbeats stalled for seconds (enough for its fence to stop a finished job)."""
+    import pickle
+    import pickletools
+
+    from worker import child
+
+    settings, store = home
+    job_id = submit(store, synth_data, epochs=1)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    with store.session() as s:
+        spec = s.get(Job, job_id).spec
+    job = {"id": job_id, "kind": "train", "spec": spec, "parent_id": None, "source_job_id": None, "shard": None}
+    result = child._run(job, lease.token, str(settings.home), lambda: False)
+    classes = [op.name for op, _, _ in pickletools.genops(pickle.dumps(result)) if "GLOBAL" in op.name]
+    assert classes == [] and result["versions"]["torch"]  # plain JSON: nothing to import

@@ -48,5 +48,5 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)
-        "versions": {"orch": package_version("orch"), "torch": torch.__version__},
+        "versions": {"orch": package_version("orch"), "torch": str(torch.__version__)},
     }
