@@ -66,6 +66,7 @@ def built_width_mult(arch: str, width_mult: float | None) -> float | None:
 def check_model_knobs(spec: ModelSpec) -> None:
     """Every cross-field rule of a model spec; the first broken one raises SpecError."""
     _check_groups(spec)
+    _check_width_per_group(spec)
     _check_width_mult(spec)
     _check_norm(spec)
     _check_attention(spec)
@@ -89,13 +90,17 @@ def _check_groups(spec: ModelSpec) -> None:
         raise SpecError("groups", f"groups apply to the bottleneck ResNets ({_listed(BOTTLENECK_ARCHS)}) and "
                                   f"shufflenet_v1 ({_listed(SHUFFLENET_V1_GROUPS)}); {spec.arch} keeps its own "
                                   "depthwise convolutions")
+
+
+def _check_width_per_group(spec: ModelSpec) -> None:
     if spec.width_per_group is None or spec.arch in BOTTLENECK_ARCHS:
         return
     if spec.arch in RESNET_ARCHS and spec.width_per_group == BASE_WIDTH:
         return
-    where = (f"{spec.arch} uses basic blocks, which torchvision builds with width 64 only"
-             if spec.arch in RESNET_ARCHS else f"{spec.arch} has --width-mult instead"
-             if spec.arch in WIDTH_MULT_ARCHS else f"not to {spec.arch}")
+    if spec.arch in RESNET_ARCHS:
+        where = f"{spec.arch} uses basic blocks, which torchvision builds with width 64 only"
+    else:
+        where = f"{spec.arch} has --width-mult instead" if spec.arch in WIDTH_MULT_ARCHS else f"not to {spec.arch}"
     raise SpecError("width_per_group", f"width_per_group needs a bottleneck depth ({_listed(BOTTLENECK_ARCHS)}); "
                                        f"{where}")
 
@@ -127,8 +132,12 @@ def _check_norm(spec: ModelSpec) -> None:
         why = ("torchvision builds it with BatchNorm only (no norm_layer)" if spec.arch == "shufflenet_v2" else
                f"gn (GroupNorm with {GN_GROUPS} groups) cannot split its 16- and 24-channel layers")
         raise SpecError("norm", f"{spec.arch} takes norm {_listed(allowed)}: {why}")
-    if spec.norm != "gn":
-        return
+    if spec.norm == "gn":
+        _check_group_norm(spec)
+
+
+def _check_group_norm(spec: ModelSpec) -> None:
+    """GroupNorm(32, C) needs every normalised channel count divisible by 32."""
     if spec.arch == "shufflenet_v1":
         width = spec.width_mult or 1.0
         bad = next((c for c in shufflenet_v1_norm_channels(spec.groups, width) if c % GN_GROUPS), None)
