@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import CLASSES, machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
+from harness import Orch, wall_seconds
 
 from shared.engine.precision import Precision, default_device, resolve
 from shared.models import build_model
 from shared.spec import ModelSpec
-
-from common import CLASSES, machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
-from harness import Orch, wall_seconds
 
 TRAIN_TARGET, SCORE_TARGET = 0.90, 0.85
 

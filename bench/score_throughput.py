@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import CLASSES, machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
 
 from shared.data import list_numbered, write_synthetic
 from shared.data.augment import MEAN, STD
@@ -31,8 +32,6 @@ from shared.engine import load_for_inference, score
 from shared.engine.precision import cpu_has_native_bf16, default_device
 from shared.engine.quantize import CALIBRATION_IMAGES
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
-
-from common import CLASSES, machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
 
 
 def train_checkpoint(root: Path, size: int) -> tuple[Path, float]:
@@ -109,7 +108,7 @@ def main() -> None:
 
 
 def line(name: str, n: int, seconds: float, baseline_s: float, predicted: list[int], fp32: list[int]) -> None:
-    agree = sum(a == b for a, b in zip(predicted, fp32))
+    agree = sum(a == b for a, b in zip(predicted, fp32, strict=True))
     print(f"{name:42s} {n / seconds:7.1f} images/s  {seconds:6.1f} s  {baseline_s / seconds:5.2f}x  "
           f"agree with fp32 {agree}/{len(fp32)} ({100 * agree / len(fp32):.2f}%)")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
 from torch import nn
 
 from shared.data import scan_labelled
@@ -30,8 +31,6 @@ from shared.data.augment import MEAN, STD
 from shared.engine import train
 from shared.engine.precision import default_device, resolve
 from shared.spec import ModelSpec, TrainSpec
-
-from common import machine_line, synth_jpegs  # bench/ is on sys.path when run as a script
 
 
 class SeedLoop:

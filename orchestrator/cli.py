@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from orchestrator.context import Context
+from orchestrator.context import CliState
 from orchestrator.options import option_name
 from shared.config import redact
 from shared.errors import OrchError
@@ -42,7 +42,8 @@ class UserError(click.ClickException):
 
 
 class OrchGroup(click.Group):
-    """Turns OrchError (and the services' connection errors) into one-line exit-2 errors."""
+    """Turns OrchError into one-line exit-2 errors: a bad input, and a database or broker that does not
+    answer (StoreUnavailable, BrokerUnavailable: the store and the senders raise them by type)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -54,11 +55,6 @@ class OrchGroup(click.Group):
             raise UserError(usage_message(exc) + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
-        except Exception as exc:  # services unreachable: no traceback, password hidden
-            message = connection_error_message(exc)
-            if message is None:
-                raise
-            raise UserError(message) from None
 
 
 def usage_message(exc: click.UsageError) -> str:
@@ -66,17 +62,6 @@ def usage_message(exc: click.UsageError) -> str:
     if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and exc.param:
         return f"{option_name(exc.param)}: {exc.message}"
     return exc.format_message()
-
-
-def connection_error_message(exc: Exception) -> str | None:
-    """A one-line message for a database or broker that does not answer, else None."""
-    name = type(exc).__name__
-    module = type(exc).__module__
-    if module.startswith("sqlalchemy") and name in ("OperationalError", "InterfaceError"):
-        return f"database unreachable: {str(exc.args[0] if exc.args else exc).splitlines()[0]}"
-    if module.startswith(("kombu", "redis", "amqp")) or name in ("ConnectionRefusedError", "OperationalError"):
-        return f"broker unreachable: {str(exc).splitlines()[0] if str(exc) else name}"
-    return None
 
 
 @click.group(cls=OrchGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +90,7 @@ def main(ctx: click.Context, home: str | None) -> None:
     ORCH_DATABASE_URL=postgresql+psycopg://USER@HOST/DB (an empty database gets the schema on
     first use; `orch db upgrade` upgrades an older one).
     """
-    ctx.obj = Context(home)
+    ctx.obj = CliState(home)
     use_project_file(ctx)
 
 

@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from shared.store import Store
 
 
-class Context:
+class CliState:
+    """What every command shares on click's `ctx.obj` (not click's own Context): the settings, and the
+    store and Celery app opened on first use, so `orch --help` opens neither."""
+
     def __init__(self, home: str | None):
         self._home = home
         self._settings: Settings | None = None
@@ -37,10 +40,10 @@ class Context:
     @property
     def celery(self) -> Celery:
         if self._celery is None:
-            from shared.queue import make_celery
+            from shared.celery_app import make_celery
 
             self._celery = make_celery(self.settings)
         return self._celery
 
 
-pass_context = click.make_pass_decorator(Context)
+pass_state = click.make_pass_decorator(CliState)

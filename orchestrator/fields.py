@@ -23,6 +23,7 @@ from shared.spec import RESNEXT_BASE, Spec, TrainSpec, is_axis, parse
 OPTION_NAMES: dict[str, str | None] = {
     "model.arch": "--model",  # orch submit names the model by its architecture
     "model.num_classes": None,  # orch submit takes it from the data's classes
+    "inputs": None,  # orch submit score pins the checkpoint and the folder it found
 }
 # a grid axis whose comma list reads better in the plural
 LIST_NAMES: dict[str, str] = {"seed": "--seeds"}
@@ -93,11 +94,11 @@ def _walk(cls: type[BaseModel], prefix: str, grid: bool) -> Iterable[OptionField
     for name, info in cls.model_fields.items():
         path = prefix + name
         annotation = _without_none(info.annotation)
-        if isinstance(annotation, type) and issubclass(annotation, Spec):
-            yield from _walk(annotation, path + ".", grid)
-            continue
         option = OPTION_NAMES.get(path, "--" + name.replace("_", "-"))
         if option is None:
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, Spec):
+            yield from _walk(annotation, path + ".", grid)
             continue
         if get_origin(annotation) is not Literal and annotation not in SCALARS:
             raise TypeError(f"{cls.__name__}.{name}: no option type for {annotation!r}; give it a "

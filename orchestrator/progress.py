@@ -1,36 +1,32 @@
 """`--wait`: follow jobs in the store until they all end, printing each change of state."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import click
-from sqlalchemy import func, select
 
-from orchestrator.context import Context
+from orchestrator.context import CliState
 from shared.spec import SPEC_FOR_KIND, TrainSpec, read_stored
-from shared.store import Epoch, Job
+from shared.store import reads
 from shared.store.jobs import is_finished
 
 POLL_S = 1.0
 
 
-def job_states(obj: Context, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     """id -> status, last epoch and its val accuracy, error: one query each for jobs and epochs."""
     with obj.store.session() as s:
-        jobs = s.scalars(select(Job).where(Job.id.in_(job_ids))).all()
-        last = dict(s.execute(select(Epoch.job_id, func.max(Epoch.epoch)).where(Epoch.job_id.in_(job_ids))
-                              .group_by(Epoch.job_id)).all())
-        accs = {(row.job_id, row.epoch): row.val_acc for row in s.scalars(
-            select(Epoch).where(Epoch.job_id.in_(job_ids), Epoch.epoch.in_(list(last.values()) or [0])))}
+        jobs = reads.jobs_by_id(s, job_ids)
+        last = reads.last_epochs(s, job_ids)
     states = {}
     for job in jobs:
-        epoch = last.get(job.id)
+        epoch, val_acc = last.get(job.id, (None, None))
         spec = read_stored(SPEC_FOR_KIND[job.kind], job.spec)
         states[job.id] = {"status": job.status, "epoch": epoch,
                           "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
-                          "val_acc": accs.get((job.id, epoch)) if epoch is not None else None,
-                          "error": job.error, "kind": job.kind}
+                          "val_acc": val_acc, "error": job.error, "kind": job.kind}
     return states
 
 
@@ -45,7 +41,7 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
     return text
 
 
-def wait_for(obj: Context, job_ids: list[int], poll: float = POLL_S) -> bool:
+def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S) -> bool:
     """Block until every job has ended; True if all succeeded. Ctrl-C stops waiting, not the jobs."""
     shown: dict[int, str] = {}
     started = time.monotonic()
@@ -66,3 +62,14 @@ def wait_for(obj: Context, job_ids: list[int], poll: float = POLL_S) -> bool:
     except KeyboardInterrupt:
         click.echo("stopped waiting; the jobs go on (orch status)", err=True)
         return False
+
+
+def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool) -> None:
+    """Print what was queued; with --wait follow it and exit 1 unless every job succeeded."""
+    if as_json:
+        click.echo(json.dumps(payload))
+    else:
+        for job_id in job_ids:
+            click.echo(f"queued job {job_id}")
+    if wait and job_ids and not wait_for(obj, job_ids):
+        raise SystemExit(1)

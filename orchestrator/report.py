@@ -5,11 +5,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator.analysis.configs import run_value
 from orchestrator.fields import axis_values
 from orchestrator.metrics import METRICS
 from shared.spec import TrainSpec, read_stored
-from shared.store.report_reads import RunRecord, training_runs
+from shared.store.report_reads import LeaderboardEntry, RunRecord, jobs_by_id, leaderboard_entries
 
 COLUMN_FOR = {"width_per_group": "width"}  # leaderboard columns named otherwise than their option
 
@@ -20,28 +19,35 @@ def config_columns(spec: dict[str, Any]) -> dict[str, Any]:
     return {COLUMN_FOR.get(k, k): v for k, v in axis_values(read_stored(TrainSpec, spec)).items()}
 
 
-def job_rows(session: Session, study_id: int | None) -> list[dict[str, Any]]:
-    """Training jobs with at least one recorded epoch, with their best epoch and test accuracy."""
-    return [job_row(run) for run in training_runs(session, study_id)]
+def leaderboard(session: Session, study_id: int | None, metric: str, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The `limit` best training runs (0: all), ranked by `metric`, and how many runs there are.
+
+    Ranking needs only each run's numbers, which the store reduces in SQL; the config columns
+    (a typed spec per row) are built for the rows shown.
+    """
+    entries = rank(leaderboard_entries(session, study_id), metric)
+    shown = entries[:limit] if limit else entries
+    records = jobs_by_id(session, [entry.id for entry in shown])
+    return [{"rank": place, **job_row(records[entry.id], entry)} for place, entry in enumerate(shown, 1)], len(entries)
 
 
-def job_row(run: RunRecord) -> dict[str, Any]:
+def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
     return {
         "id": run.id, "status": run.status, **config_columns(run.spec),
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
-        **{metric: run_value(run, metric) for metric in ("val_acc", "val_loss", "test_acc")},
-        "epochs": len(run.epochs), "images_per_s": run_value(run, "images_per_s"),
-        "wall_s": run.result.get("wall_s") or round(sum(e["seconds"] for e in run.epochs), 1),
+        "val_acc": entry.val_acc, "val_loss": entry.val_loss, "test_acc": entry.test_acc,
+        "epochs": entry.epochs, "images_per_s": entry.images_per_s,
+        "wall_s": run.result.get("wall_s") or round(entry.seconds, 1),
     }
 
 
-def rank(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Best first; rows without the metric last."""
+def rank(entries: list[LeaderboardEntry], metric: str) -> list[LeaderboardEntry]:
+    """Best first; runs without the metric last."""
     higher = METRICS[metric]
-    present = [r for r in rows if r.get(metric) is not None]
-    missing = [r for r in rows if r.get(metric) is None]
-    present.sort(key=lambda r: r[metric], reverse=higher)
-    return [{"rank": i, **row} for i, row in enumerate(present + missing, start=1)]
+    present = [e for e in entries if getattr(e, metric) is not None]
+    missing = [e for e in entries if getattr(e, metric) is None]
+    present.sort(key=lambda e: getattr(e, metric), reverse=higher)
+    return present + missing
 
 
 def for_display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

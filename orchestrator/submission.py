@@ -17,7 +17,7 @@ from shared.errors import SpecError
 from shared.spec import ModelSpec, Spec, TrainSpec
 
 if TYPE_CHECKING:
-    from orchestrator.context import Context
+    from orchestrator.context import CliState
     from shared.store import Job
 
 def existing_path(option: str, raw: str | None, *, folder: bool) -> str | None:
@@ -86,27 +86,27 @@ class Queued:
     study_id: int | None = None
 
 
-def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,
+def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, study_name: str | None = None,
                grid: dict[str, Any] | None = None, **columns: Any) -> Queued:
-    """Record the jobs (and the study, when `grid` is given), then send their tasks.
+    """Record the jobs (and the study, when `grid` is given) with their owed messages, then send them.
 
     The broker is checked first so that an unreachable broker leaves the store untouched.
     With a study name seen before, only cells that are missing, failed or cancelled are queued.
     """
-    from shared.queue import check_broker, send_job
-    from shared.store import JobKind, Study
+    from shared.broker_errors import broker_boundary
+    from shared.celery_app import check_broker
+    from shared.store import JobKind
     from shared.store import jobs as store_jobs
-    from shared.task_label import job_label
+    from shared.store.outbox import owe
 
-    check_broker(obj.celery)
+    with broker_boundary():
+        check_broker(obj.celery)
     outcome = Queued()
-    to_send: list[tuple[int, str, str]] = []
+    owed = []
     with obj.store.session() as s:
         study = store_jobs.find_study(s, study_name) if study_name else None
         if grid is not None and study is None:
-            study = Study(name=study_name, grid=grid)
-            s.add(study)
-            s.flush()
+            study = store_jobs.add_study(s, study_name, grid)
         existing = {stored_hash(job): job for job in study.jobs} if study is not None else {}
         for spec in specs:
             job = existing.get(spec.spec_hash())
@@ -116,15 +116,10 @@ def queue_jobs(obj: Context, specs: Sequence[Spec], *, kind: str, queue: str, st
             if job is None:
                 job = store_jobs.add_job(s, JobKind(kind), spec, queue=queue,
                                          study_id=study.id if study is not None else None, **columns)
-            to_send.append((job.id, job.kind, job_label(job)))
+            owed.append(owe(s, job))
         outcome.study_id = study.id if study is not None else None
-    outcome.job_ids = [job_id for job_id, _, _ in to_send]
-    try:
-        for job_id, job_kind, label in to_send:
-            send_job(obj.celery, job_id, job_kind, queue, label)
-    except Exception as exc:
-        _mark_unsent(obj, outcome.job_ids, exc)
-        raise
+    outcome.job_ids = [row.job_id for row in owed]
+    send_owed(obj, owed)
     return outcome
 
 
@@ -136,13 +131,12 @@ def stored_hash(job: Job) -> str:
     return read_stored(SPEC_FOR_KIND[str(job.kind)], job.spec).spec_hash()
 
 
-def _mark_unsent(obj: Context, job_ids: list[int], exc: Exception) -> None:
-    from sqlalchemy import update
+def send_owed(obj: CliState, owed: Sequence[Any]) -> None:
+    """Send the messages just committed; if the broker fails now, a worker's relay sends them."""
+    from shared.delivery import deliver_or_defer
 
-    from shared.config import redact
-    from shared.store import Job, JobStatus
-
-    with obj.store.session() as s:
-        s.execute(update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.queued).values(
-            status=JobStatus.failed, error=redact(f"could not be queued: {exc}".splitlines()[0])))
-
+    error = deliver_or_defer(obj.celery, obj.store, owed)
+    if error:
+        ids = ", ".join(str(row.job_id) for row in owed)
+        click.echo(f"orch: the broker failed while sending ({error}); job(s) {ids} are recorded and a "
+                   "worker will send them when the broker answers", err=True)

@@ -4,6 +4,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# Linters first (seconds): ruff (pyflakes, isort, bugbear, pyupgrade) and mypy, strict on shared/.
+.venv/bin/ruff check . || exit 1
+.venv/bin/mypy shared worker orchestrator || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then

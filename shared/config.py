@@ -14,6 +14,10 @@ from pathlib import Path
 from shared.errors import ConfigError
 
 DEFAULT_QUEUE = "orch"  # the Celery queue jobs go to unless --queue names another
+# Message priorities, the lower served first (kombu's Redis lists; the embedded broker's file names sort the
+# same way). A job resuming after a crash or a worker stop goes before jobs that have not started yet, so
+# a lost worker costs its job the lease TTL, not a wait behind the whole queue.
+PRIORITY_RESUME, PRIORITY_NEW = 0, 5
 BROKER_SCHEMES = ("filesystem", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
@@ -26,6 +30,18 @@ class Settings:
     artifacts: Path
     lease_ttl: float  # seconds without a heartbeat after which a running job is requeued
     heartbeat: float  # seconds between a worker's heartbeats
+    max_attempts: int = 3  # crashed attempts (worker lost, job process died) before a job fails
+
+    @property
+    def fence_after(self) -> float:
+        """Seconds without a renewed lease after which a worker stops its job's process itself
+        (SIGTERM, then SIGKILL after fence_grace): both before anyone else may take the job, with
+        a tenth of the TTL to spare. The heartbeat check (3 beats per TTL) leaves 2 tries before it."""
+        return self.lease_ttl * 0.8
+
+    @property
+    def fence_grace(self) -> float:
+        return self.lease_ttl * 0.1
 
     @property
     def embedded_broker(self) -> bool:
@@ -58,7 +74,15 @@ def load_settings(home: str | os.PathLike[str] | None = None) -> Settings:
         artifacts=artifacts,
         lease_ttl=_positive_float("ORCH_LEASE_TTL", 30.0),
         heartbeat=_positive_float("ORCH_HEARTBEAT", 2.0),
+        max_attempts=_positive_int("ORCH_MAX_ATTEMPTS", 3),
     )
+
+
+def check_worker_timing(settings: Settings) -> None:
+    """A worker must renew its lease several times per TTL, or one slow beat would lose it."""
+    if settings.heartbeat * 3 > settings.lease_ttl:
+        raise ConfigError(f"ORCH_HEARTBEAT: {settings.heartbeat:g} s is not well below ORCH_LEASE_TTL "
+                          f"({settings.lease_ttl:g} s); use at most a third of it")
 
 
 def check_scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
@@ -77,6 +101,16 @@ def _positive_float(name: str, default: float) -> float:
         raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name}: must be positive, got {raw!r}")
+    return value
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = int(raw) if re.fullmatch(r"\s*[0-9]+\s*", raw) else 0
+    if value < 1:
+        raise ConfigError(f"{name}: expected a whole number of at least 1, got {raw!r}")
     return value
 
 

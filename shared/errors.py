@@ -31,6 +31,19 @@ class ConfigError(OrchError):
     """Bad settings (URL schemes, folders)."""
 
 
+class Unavailable(OrchError):
+    """A service did not answer (refused, dropped, timed out): transient, worth a retry."""
+
+
+class StoreUnavailable(Unavailable):
+    """The database did not answer: raised by the store (shared/store/db.py) for the driver's
+    connection errors, so no caller needs to know SQLAlchemy's or psycopg's exception types."""
+
+
+class BrokerUnavailable(Unavailable):
+    """The broker did not answer: raised where a message is sent (shared/broker_errors.py)."""
+
+
 class StaleLease(OrchError):
     """A worker whose fencing token is no longer current tried to write."""
 
@@ -41,3 +54,5 @@ class JobCancelled(OrchError):
 
 PERMANENT_ERRORS: tuple[type[OrchError], ...] = (SpecError, DataError, CheckpointError, NonFiniteLoss)
 """Failures that retrying cannot fix: the job fails at once with the reason."""
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (Unavailable,)
+"""Failures a retry may fix: a job is retried a few times before it fails."""

@@ -195,6 +195,20 @@ class TrainSpec(Spec):
         return self.model.model_copy(update={"num_classes": count})
 
 
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class ScoreInputs(Spec):
+    """What a scoring run was submitted against, pinned by `orch submit score` (shared/scoring/inputs.py):
+    a shard that finds another checkpoint or folder fails the run, and the assembly checks the CSV holds
+    exactly the pinned ids. Digests and a count, not the names: a folder may hold 100,000 images."""
+
+    checkpoint_sha256: str = Field(pattern=SHA256)
+    files: int = Field(ge=1)  # images in the folder
+    files_sha256: str = Field(pattern=SHA256)  # over (id, relative name, size) in id order
+    ids_sha256: str = Field(pattern=SHA256)  # over the ids in order: what the CSV's id column must be
+
+
 class ScoreSpec(Spec):
     """A scoring job: a checkpoint applied to a numbered (or labelled) folder."""
 
@@ -211,6 +225,8 @@ class ScoreSpec(Spec):
     precision: ScorePrecision = Field(
         "auto", description="auto: int8 on an x86 CPU, checked against fp32 on 16 of the images first "
         "(if they disagree: bf16 where the CPU has it, else fp32); bf16 on a GPU.")
+    # set by `orch submit score`, never by hand; None only in specs stored before inputs were pinned
+    inputs: ScoreInputs | None = None
 
 
 SPEC_FOR_KIND: dict[str, type[Spec]] = {"train": TrainSpec, "score": ScoreSpec, "score_shard": ScoreSpec}

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import socket
+import sys
 
-from shared.config import DEFAULT_QUEUE, load_settings
+from shared.config import DEFAULT_QUEUE, check_worker_timing, load_settings
+from shared.delivery import Relay
+from shared.errors import ConfigError
 from worker.app import create_app
 from worker.sweeper import Sweeper
 
@@ -22,11 +25,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="spawn each job's process when the job arrives (no process kept ready)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
-    settings = load_settings()
+    try:
+        settings = load_settings()
+        check_worker_timing(settings)
+    except ConfigError as exc:  # one line and exit 2, like the CLI's user errors
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     app, supervisor = create_app(settings, args.threads, warm=args.warm)
     supervisor.children.start()  # from the main thread: it outlives the child (see warm.py)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    Sweeper(settings, supervisor.store, supervisor.resend).start()
+    Sweeper(settings, supervisor.store, supervisor.resend, f"sweeper of {supervisor.owner}").start()
+    Relay(app, supervisor.store).start()  # sends what the outbox owes, re-sends what was lost
     # threads pool, one slot: the task thread supervises a spawned child, so nothing forks
     # and the main thread keeps heartbeating to the broker (Flower sees the worker online).
     app.worker_main(["worker", "--pool", "threads", "--concurrency", "1", "--queues", ",".join(queues),

@@ -8,10 +8,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_shutting_down
 
+from shared.celery_app import TASK_NAMES, make_celery
 from shared.config import Settings
-from shared.queue import TASK_NAMES, make_celery, send_job
+from shared.delivery import deliver_unsent
 from shared.store import open_store
-from shared.task_label import label_for
 from worker.supervisor import Supervisor
 from worker.warm import WarmPool
 
@@ -24,7 +24,8 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
         settings=settings,
         store=store,
         owner=f"{socket.gethostname()}:{os.getpid()}",
-        resend=lambda job_id, kind, queue: send_job(app, job_id, kind, queue, label_for(store, job_id)),
+        # the message a release owes is in the outbox already: send it now (the relay covers a failure)
+        resend=lambda job_id, _kind, _queue: deliver_unsent(app, store, [job_id]),
         children=WarmPool(str(settings.home), threads, warm=warm),
     )
     for name in TASK_NAMES.values():

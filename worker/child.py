@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
 import signal
 import time
@@ -19,9 +20,10 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shared.config import load_settings, redact
-from shared.errors import PERMANENT_ERRORS, JobCancelled, StaleLease
+from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, JobCancelled, StaleLease
+from shared.store.schema import Outcome
 
-RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score", "score_shard": "worker.jobs.score"}
+RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score_shards", "score_shard": "worker.jobs.score_shards"}
 
 
 def die_with_parent() -> None:
@@ -33,24 +35,33 @@ def die_with_parent() -> None:
         pass  # not Linux: the parent's shutdown still terminates the child
 
 
-def classify(exc: BaseException) -> tuple[str, str]:
-    """(outcome, one-line reason): permanent failures fail at once, transient ones are retried."""
+def classify(exc: BaseException) -> tuple[Outcome, str]:
+    """(outcome, one-line reason), by the exception's type: permanent failures fail at once,
+    transient ones (a service that did not answer, an I/O hiccup) are retried.
+
+    The store raises StoreUnavailable and the senders BrokerUnavailable for their connection errors,
+    so no driver's exception types are needed here. A file we may not read (PermissionError) is
+    permanent: retrying does not grant the permission.
+    """
     reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
     if isinstance(exc, JobCancelled):
-        return "cancelled", "cancelled"
+        return Outcome.cancelled, "cancelled"
     if isinstance(exc, StaleLease):
-        return "stale", reason
+        return Outcome.stale, reason
     if isinstance(exc, PERMANENT_ERRORS):
-        return "failed", str(exc).splitlines()[0]
-    module = type(exc).__module__
-    if isinstance(exc, (OSError, TimeoutError)) or module.startswith(("sqlalchemy", "psycopg", "sqlite3")):
-        return "transient", reason
-    return "failed", reason
+        return Outcome.failed, str(exc).splitlines()[0]
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return Outcome.transient, redact(str(exc).splitlines()[0])
+    if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return Outcome.failed, reason
+    if isinstance(exc, (OSError, TimeoutError)):
+        return Outcome.transient, reason
+    return Outcome.failed, reason
 
 
 # What a job's code imports: loaded while the child waits, not after its job arrives.
 WARM_IMPORTS = ("torch", "torchvision.models", "shared.engine", "shared.models", "shared.data.images",
-                "worker.jobs.train", "worker.jobs.score")
+                "worker.jobs.train", "worker.jobs.score_shards")
 
 
 def serve(conn: Connection, home: str, threads: int | None) -> None:
@@ -110,10 +121,10 @@ def set_idle_priority(pid: int, idle: bool) -> None:
 
 def main(job: dict[str, Any], token: int, home: str, conn: Connection, stop: dict[str, bool]) -> None:
     try:
-        outcome = ("succeeded", "", _run(job, token, home, lambda: stop["requested"]))
+        outcome = (Outcome.succeeded, "", _run(job, token, home, lambda: stop["requested"]))
     except BaseException as exc:  # the parent records every ending, so report them all
         kind, reason = classify(exc)
-        if kind == "failed" and not isinstance(exc, PERMANENT_ERRORS):
+        if kind == Outcome.failed and not isinstance(exc, PERMANENT_ERRORS):
             traceback.print_exc()  # an unexpected error: the worker log keeps the traceback
         outcome = (kind, reason, {})
     conn.send(outcome)
@@ -134,6 +145,8 @@ def _run(job: dict[str, Any], token: int, home: str, should_stop: Any) -> dict[s
                          shard=job["shard"], should_stop=should_stop)
         runner = importlib.import_module(RUNNERS[job["kind"]])
         result = runner.run(ctx)
-        return {**result, "startup": {"store_s": opened, **result.get("startup", {})}}
+        # JSON only, as the store keeps it: a str subclass such as torch.__version__ (TorchVersion)
+        # would make the supervisor import torch to unpickle it, stalling its heartbeats for seconds.
+        return json.loads(json.dumps({**result, "startup": {"store_s": opened, **result.get("startup", {})}}))
     finally:
         store.dispose()

@@ -10,15 +10,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from shared.config import Settings, redact
-from shared.errors import StaleLease
-from shared.store import Job, JobStatus, Lease, Store
+from shared.errors import StaleLease, StoreUnavailable
+from shared.store import Job, JobStatus, Lease, Outcome, Store
 from worker.warm import WarmPool
 
 log = logging.getLogger("orch.worker")
@@ -28,16 +28,14 @@ T = TypeVar("T")
 
 
 def with_db_retries(fn: Callable[[], T], tries: int = 5) -> T:
-    """Retry a store call through a brief database outage (backoff 1, 2, 4... s)."""
+    """Retry a store call through a brief database outage (StoreUnavailable; backoff 1, 2, 4... s)."""
     for attempt in range(tries):
         try:
             return fn()
-        except StaleLease:
-            raise
-        except Exception as exc:
-            if attempt == tries - 1 or not type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
+        except StoreUnavailable as exc:
+            if attempt == tries - 1:
                 raise
-            log.warning("store unreachable (%s); retrying", redact(str(exc).splitlines()[0]))
+            log.warning("%s; retrying", exc)
             time.sleep(2**attempt)
     raise AssertionError("unreachable")
 
@@ -50,21 +48,24 @@ class Supervisor:
     resend: Callable[[int, str, str], None]
     children: WarmPool
     shutdown: threading.Event = field(default_factory=threading.Event)
+    renewed_at: float = field(default_factory=time.monotonic)  # the last heartbeat that succeeded
 
-    def run(self, job_id: int) -> str:
+    def run(self, job_id: int) -> Outcome:
+        asked = time.monotonic()  # the acquire stamps the lease after this instant
         lease = with_db_retries(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
         if lease is None:
             log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
-            return "skipped"
+            return Outcome.skipped
+        self.renewed_at = asked
         job = self._snapshot(job_id)
         log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
         for attempt in range(1, TRANSIENT_TRIES + 1):
             outcome, reason, result = self._run_child(job, lease)
-            if outcome != "transient" or attempt == TRANSIENT_TRIES:
+            if outcome != Outcome.transient or attempt == TRANSIENT_TRIES:
                 break
             log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt, TRANSIENT_TRIES - 1)
             time.sleep(2**attempt)
-            with_db_retries(lease.heartbeat)
+            self._beat(lease)
         return self._record(job, lease, outcome, reason, result)
 
     def _snapshot(self, job_id: int) -> dict[str, Any]:
@@ -73,89 +74,171 @@ class Supervisor:
             return {"id": job.id, "kind": job.kind, "spec": job.spec, "parent_id": job.parent_id,
                     "source_job_id": job.source_job_id, "shard": job.shard, "queue": job.queue}
 
-    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[str, str, dict[str, Any]]:
+    def _run_child(self, job: dict[str, Any], lease: Lease) -> tuple[Outcome, str, dict[str, Any]]:
         started = time.monotonic()
         taken, startup = self.children.take(lambda: self._beat(lease), self.settings.heartbeat)
         proc, conn = taken.process, taken.conn
         conn.send((job, lease.token))
         startup["take_s"] = round(time.monotonic() - started, 3)
-        stopped_for = self._watch(proc, lease)
-        outcome = read_outcome(conn)
-        if stopped_for in ("stale", "shutdown"):
-            return stopped_for, stopped_for, {}
+        stopped_for, outcome = self._watch(proc, conn, lease)
+        if stopped_for in ("stale", "shutdown", "fenced"):
+            return Outcome(stopped_for), stopped_for, {}
         if outcome is None:
             if stopped_for == "cancel":
-                return "cancelled", "cancelled", {}
-            return "failed", f"job process died with {exit_reason(proc.exitcode)}", {}
+                return Outcome.cancelled, "cancelled", {}
+            return Outcome.crashed, f"job process died with {exit_reason(proc.exitcode)}", {}
         kind, reason, result = outcome
-        if kind == "succeeded":
+        kind = Outcome(kind)
+        if kind == Outcome.succeeded:
             result = {**result, "wall_s": round(time.monotonic() - started, 2),
                       "startup": {**startup, **result.get("startup", {})}}
         return kind, reason, result
 
-    def _watch(self, proc: BaseProcess, lease: Lease) -> str | None:
-        """Heartbeat while the child runs; stop it on cancel, lost lease or worker shutdown.
+    def _watch(self, proc: BaseProcess, conn: Connection, lease: Lease) -> tuple[str | None, ChildReport | None]:
+        """Heartbeat while the child runs and read its report as soon as it comes (a report larger
+        than the pipe's buffer blocks the child until it is read); stop the child on cancel, lost
+        lease or worker shutdown, and let the fence stop it when the lease is not renewed in time.
 
         Stopping is SIGTERM, a grace period for the checkpoint being written, then SIGKILL;
         the heartbeat goes on through the grace period so the lease cannot expire meanwhile.
         """
         reason: str | None = None
         kill_at = 0.0
-        while True:
-            proc.join(self.settings.heartbeat)
-            if not proc.is_alive():
-                return reason
-            if reason is None:
-                reason = self._stop_reason(lease)
-                if reason:
-                    log.info("job %s: stopping its process (%s)", lease.job_id, reason)
-                    proc.terminate()
-                    kill_at = time.monotonic() + TERM_GRACE_S
-            else:
-                if reason != "stale":
-                    self._beat(lease)
-                if time.monotonic() > kill_at:
-                    proc.kill()
+        report = Report(conn)
+        fence = SelfFence(proc, lambda: self.renewed_at, self.settings.fence_after,
+                           self.settings.fence_grace)
+        fence.start()
+        try:
+            while True:
+                report.wait(proc, self.settings.heartbeat)
+                if not proc.is_alive():
+                    return ("fenced" if fence.fired.is_set() else reason), report.outcome
+                if reason is None:
+                    reason = self._stop_reason(lease)
+                    if reason:
+                        log.info("job %s: stopping its process (%s)", lease.job_id, reason)
+                        proc.terminate()
+                        kill_at = time.monotonic() + TERM_GRACE_S
+                else:
+                    if reason != "stale":
+                        self._beat(lease)
+                    if time.monotonic() > kill_at:
+                        proc.kill()
+        finally:
+            fence.stop()
 
     def _stop_reason(self, lease: Lease) -> str | None:
         return "shutdown" if self.shutdown.is_set() else self._beat(lease)
 
     def _beat(self, lease: Lease) -> str | None:
-        """Heartbeat; 'cancel' when a cancel was asked for, 'stale' when the lease was lost."""
+        """Heartbeat; 'cancel' when a cancel was asked for, 'stale' when the lease was lost.
+
+        A store error is logged and the job goes on: the fence (SelfFence) stops the child when
+        the lease has not been renewed for too long, before anyone else may take the job.
+        """
+        asked = time.monotonic()  # the database stamped the lease after this instant, not before
         try:
-            return "cancel" if lease.heartbeat() else None
+            cancel = lease.heartbeat()
         except StaleLease:
             return "stale"
-        except Exception as exc:  # store briefly down: keep training, the lease TTL is the limit
+        except Exception as exc:
             log.warning("job %s: heartbeat failed (%s)", lease.job_id, redact(str(exc).splitlines()[0]))
             return None
+        self.renewed_at = asked
+        took = time.monotonic() - asked
+        if took > self.settings.heartbeat:  # the fence counts from the last beat that got through
+            log.warning("job %s: a heartbeat took %.1f s", lease.job_id, took)
+        return "cancel" if cancel else None
 
-    def _record(self, job: dict[str, Any], lease: Lease, outcome: str, reason: str, result: dict[str, Any]) -> str:
+    def _record(self, job: dict[str, Any], lease: Lease, outcome: Outcome, reason: str,
+                result: dict[str, Any]) -> Outcome:
         job_id = job["id"]
-        if outcome == "stale":
+        if outcome == Outcome.stale:
             log.warning("job %s: lease lost to another worker; its results are theirs", job_id)
-        elif outcome == "shutdown":
+        elif outcome == Outcome.shutdown:
             # Give the job back and re-send it: the next worker resumes from its checkpoint.
-            if with_db_retries(lambda: lease.release("worker stopped; requeued")):
-                self.resend(job_id, job["kind"], job["queue"])
+            self._requeue(job, lease, with_db_retries(lambda: lease.requeue("worker stopped; requeued")))
+        elif outcome == Outcome.crashed:  # maybe this job kills its process every time: ORCH_MAX_ATTEMPTS
+            self._requeue(job, lease, with_db_retries(lambda: lease.requeue(reason, self.settings.max_attempts)))
+        elif outcome == Outcome.fenced:
+            self._after_fence(job, lease)
         else:
-            status = {"succeeded": JobStatus.succeeded, "cancelled": JobStatus.cancelled}.get(outcome, JobStatus.failed)
+            status = outcome.job_status
             error = None if status == JobStatus.succeeded else reason
-            if outcome == "transient":
+            if outcome == Outcome.transient:
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
             with_db_retries(lambda: lease.finish(status, error=error, result=result))
-        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome not in ("succeeded",) else "")
+        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
         return outcome
 
+    def _requeue(self, job: dict[str, Any], lease: Lease, status: JobStatus | None) -> None:
+        """Re-send a job given back to the queue (not one that ended: cancelled, or out of attempts)."""
+        log.info("job %s: attempt ended; job %s", job["id"], status or "taken by another worker meanwhile")
+        if status == JobStatus.queued:
+            self.resend(job["id"], job["kind"], job["queue"])
 
-def read_outcome(receive: Connection) -> tuple[str, str, dict[str, Any]] | None:
-    """The child's report, or None if it died without one (the pipe then reads as closed)."""
-    try:
-        return receive.recv() if receive.poll() else None
-    except (EOFError, OSError):
-        return None
-    finally:
-        receive.close()
+    def _after_fence(self, job: dict[str, Any], lease: Lease) -> None:
+        """The store is back before the TTL ran out: give the job back now rather than after it.
+        Not counted against ORCH_MAX_ATTEMPTS: the store, not the job, was at fault."""
+        try:
+            lease.add_event("warning", f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s "
+                                       "and stopped the job's process")
+            self._requeue(job, lease, lease.requeue("worker lost the store; stopped its job"))
+        except Exception as exc:  # still unreachable: another worker's sweeper requeues it after the TTL
+            log.warning("job %s: could not requeue it (%s)", job["id"], redact(str(exc).splitlines()[0]))
+
+
+ChildReport = tuple[str, str, dict[str, Any]]  # (an Outcome's value, reason, result), as the child sends it
+
+
+class Report:
+    """The child's report on its pipe, read while the child runs: it sends it just before exiting."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.outcome: ChildReport | None = None
+        self.closed = False
+
+    def wait(self, proc: BaseProcess, timeout: float) -> None:
+        """Up to `timeout` seconds for the report (or the child's end); reads it when it comes."""
+        if self.closed:
+            proc.join(timeout)
+            return
+        if not self.conn.poll(timeout):
+            return
+        try:
+            self.outcome = self.conn.recv()
+        except (EOFError, OSError):
+            pass  # the child died without a report: the pipe reads as closed
+        self.closed = True
+        self.conn.close()
+        proc.join(timeout)  # it exits right after its report
+
+
+class SelfFence(threading.Thread):
+    """Stops the job's process (SIGTERM, then SIGKILL after `grace`) once the lease has not been
+    renewed for `after` seconds: a worker that lost the store must not go on training while the
+    sweeper of another worker hands the job on. `after` + `grace` stays below the lease TTL."""
+
+    def __init__(self, proc: BaseProcess, renewed_at: Callable[[], float], after: float, grace: float):
+        super().__init__(name="orch-fence", daemon=True)
+        self.proc, self.renewed_at, self.after, self.grace = proc, renewed_at, after, grace
+        self.fired, self.done = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(min(0.2, self.after / 10)):
+            silent = time.monotonic() - self.renewed_at()
+            if silent > self.after and self.proc.is_alive():
+                log.error("lease not renewed for %.1f s: stopping the job's process before another worker "
+                          "may take the job", silent)
+                self.fired.set()
+                self.proc.terminate()
+                if not wait([self.proc.sentinel], self.grace):  # no reaping here: the task thread joins
+                    self.proc.kill()
+                return
+
+    def stop(self) -> None:
+        self.done.set()
 
 
 def exit_reason(code: int | None) -> str:

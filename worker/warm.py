@@ -37,7 +37,7 @@ class WarmChild:
     spawned_at: float = field(default_factory=time.monotonic)
     warmup: dict[str, float] = field(default_factory=dict)  # the child's own timings, once ready
 
-    def wait_ready(self, tick: Callable[[], None], interval: float, timeout: float = READY_TIMEOUT_S) -> bool:
+    def wait_ready(self, tick: Callable[[], object], interval: float, timeout: float = READY_TIMEOUT_S) -> bool:
         """Block until the child reports ready, calling `tick()` (the job's heartbeat) every
         `interval` seconds meanwhile; False if the child died or hung first."""
         deadline = time.monotonic() + timeout
@@ -82,7 +82,7 @@ class WarmPool:
         if self.warm and self.ready is None:
             self.ready = spawn(self.home, self.threads)
 
-    def take(self, tick: Callable[[], None], interval: float) -> tuple[WarmChild, dict[str, Any]]:
+    def take(self, tick: Callable[[], object], interval: float) -> tuple[WarmChild, dict[str, Any]]:
         """A ready child for a job, and how it came to be ready (for the job's start-up split).
 
         A child still warming up (a busy CPU gives it only idle cycles) is waited for, with `tick()`
@@ -90,11 +90,8 @@ class WarmPool:
         """
         waited = time.monotonic()
         candidate, self.ready = self.ready, None
-        if candidate is not None:  # a job waits for it now: no longer only the CPU's idle cycles
-            child.set_idle_priority(candidate.process.pid, False)
-        # is_alive too: a child killed after it said ready leaves its "ready" in the pipe
-        warm = candidate is not None and candidate.wait_ready(tick, interval) and candidate.process.is_alive()
-        if not warm:
+        warm = candidate is not None and self._ready_in_time(candidate, tick, interval)
+        if candidate is None or not warm:
             if candidate is not None:
                 log.warning("the warm job process died or hung before its job; starting a fresh one")
                 candidate.discard()
@@ -106,6 +103,13 @@ class WarmPool:
         if self.warm:
             self.ready = spawn(self.home, self.threads)  # the next job's, warming at idle priority
         return candidate, startup
+
+    @staticmethod
+    def _ready_in_time(candidate: WarmChild, tick: Callable[[], object], interval: float) -> bool:
+        if candidate.process.pid is not None:  # a job waits for it now: no longer only idle cycles
+            child.set_idle_priority(candidate.process.pid, False)
+        # is_alive too: a child killed after it said ready leaves its "ready" in the pipe
+        return candidate.wait_ready(tick, interval) and candidate.process.is_alive()
 
     def close(self) -> None:
         if self.ready is not None:

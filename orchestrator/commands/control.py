@@ -6,37 +6,34 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from shared.errors import OrchError
 
 if TYPE_CHECKING:
     from shared.store import Job
 
 
-def select_jobs(obj: Context, session: Any, job_id: int | None, study_ref: str | None) -> list[Job]:
-    from sqlalchemy import select
-
+def select_jobs(obj: CliState, session: Any, job_id: int | None, study_ref: str | None) -> list[Job]:
+    """The jobs a command acts on: one job with its children (a score job's shards), or a study's."""
     from orchestrator.studies import study_for
-    from shared.store import Job
+    from shared.store import reads
 
     if (job_id is None) == (study_ref is None):
         raise OrchError("give a job ID or --study S (one of them)")
     if study_ref is not None:
-        study_id = study_for(session, study_ref).id
-        return list(session.scalars(select(Job).where(Job.study_id == study_id).order_by(Job.id)))
-    job = session.get(Job, job_id)
-    if job is None:
+        return reads.study_jobs(session, study_for(session, study_ref).id)
+    jobs = reads.with_children(session, job_id or 0)
+    if not jobs:
         raise OrchError(f"JOB_ID: no job {job_id}")
-    children = session.scalars(select(Job).where(Job.parent_id == job.id)).all()  # a score job's shards
-    return [job, *children]
+    return jobs
 
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
 @click.option("--study", "study_id", metavar="ID|NAME", help="Cancel every job of this study.")
 @click.option("--json", "as_json", is_flag=True)
-@pass_context
-def cancel(obj: Context, job_id: int | None, study_id: str | None, as_json: bool) -> None:
+@pass_state
+def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Cancel a job or a study: queued jobs never start; running ones stop within 15 s.
 
     \b
@@ -60,8 +57,8 @@ def cancel(obj: Context, job_id: int | None, study_id: str | None, as_json: bool
 @click.argument("job_id", type=int, required=False)
 @click.option("--study", "study_id", metavar="ID|NAME", help="Retry every failed or cancelled job of this study.")
 @click.option("--json", "as_json", is_flag=True)
-@pass_context
-def retry(obj: Context, job_id: int | None, study_id: str | None, as_json: bool) -> None:
+@pass_state
+def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Requeue failed or cancelled jobs; training resumes from the last checkpoint.
 
     \b
@@ -69,16 +66,17 @@ def retry(obj: Context, job_id: int | None, study_id: str | None, as_json: bool)
       orch retry 7
       orch retry --study groups
     """
-    from shared.queue import check_broker, send_job
+    from orchestrator.submission import send_owed
+    from shared.broker_errors import broker_boundary
+    from shared.celery_app import check_broker
     from shared.store.jobs import reset_for_retry
-    from shared.task_label import job_label
+    from shared.store.outbox import owe
 
-    check_broker(obj.celery)
+    with broker_boundary():
+        check_broker(obj.celery)
     with obj.store.session() as s:
-        again = [(job.id, job.kind, job.queue, job_label(job))
-                 for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
-                 if job.kind != "score"]  # a score job ends when its shards do
-    for job in again:
-        send_job(obj.celery, *job)
-    ids = [job[0] for job in again]
+        owed = [owe(s, job) for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
+                if job.kind != "score"]  # a score job ends when its shards do
+    send_owed(obj, owed)
+    ids = [row.job_id for row in owed]
     click.echo(json.dumps({"job_ids": ids}) if as_json else (f"requeued: {', '.join(map(str, ids))}" if ids else "nothing to retry"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from shared.config import redact
 
 
@@ -14,8 +14,8 @@ def db() -> None:
 
 
 @db.command()
-@pass_context
-def upgrade(obj: Context) -> None:
+@pass_state
+def upgrade(obj: CliState) -> None:
     """Create or upgrade the schema to the newest revision.
 
     \b
@@ -31,8 +31,8 @@ def upgrade(obj: Context) -> None:
 
 
 @db.command()
-@pass_context
-def current(obj: Context) -> None:
+@pass_state
+def current(obj: CliState) -> None:
     """Print the schema revision of the configured database and the newest one."""
     from shared.store.db import current_revision, head_revision, make_engine
 

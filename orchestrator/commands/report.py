@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from orchestrator.metrics import METRICS
 from orchestrator.tables import print_table, render
 from shared.errors import OrchError
@@ -28,6 +28,7 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--metric", type=click.Choice(list(METRICS)), default="val_acc", show_default=True,
               help="What ranks the rows (val_loss: lower is better).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True)
+@click.option("--limit", default=30, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
               "(e.g. 'norm=bn,groups=1'); default: the best config.")
@@ -37,14 +38,14 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
               help="Write one chart to FILE.png or FILE.svg.")
 @click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws (overview: final "
               "beside the validation curves) [default: final for --study, curves for --job].")
-@pass_context
-def report(obj: Context, study_ref: str | None, job_list: str | None, metric: str, fmt: str, per_job: bool,
+@pass_state
+def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: str, fmt: str, limit: int, per_job: bool,
            baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
     """Rank training runs; for a study, answer it: intervals, paired tests, charts.
 
     \b
     Examples:
-      orch report                              # every training job, best first
+      orch report                              # the 30 best training jobs (--limit 0: all)
       orch report --study groups               # a study by name or id: configs over seeds, verdicts
       orch report --study 3 --baseline 'norm=bn,groups=1' --format md
       orch report --study 3 --html report.html # one offline page with every chart
@@ -54,7 +55,7 @@ def report(obj: Context, study_ref: str | None, job_list: str | None, metric: st
     """
     _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart)
     if study_ref is None and job_list is None:
-        _leaderboard(obj, metric, fmt)
+        _leaderboard(obj, metric, fmt, limit)
         return
     from orchestrator.analysis.study import analyse
     from orchestrator.studies import study_for
@@ -68,7 +69,7 @@ def report(obj: Context, study_ref: str | None, job_list: str | None, metric: st
     if missing:
         raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
     if per_job:
-        _leaderboard(obj, metric, fmt, study.id if study else None)
+        _leaderboard(obj, metric, fmt, limit, study.id if study else None)
         return
     if not runs:
         if html_path or plot_path:
@@ -108,11 +109,13 @@ def _job_ids(text: str) -> list[int]:
     return ids
 
 
-def _leaderboard(obj: Context, metric: str, fmt: str, study_id: int | None = None) -> None:
-    from orchestrator.report import for_display, job_rows, rank
+def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None) -> None:
+    from orchestrator.report import for_display, leaderboard
 
+    if limit < 0:
+        raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
     with obj.store.session() as s:
-        ranked = rank(job_rows(s, study_id), metric)
+        ranked, total = leaderboard(s, study_id, metric, limit)
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
     elif fmt in ("csv", "md"):
@@ -121,6 +124,8 @@ def _leaderboard(obj: Context, metric: str, fmt: str, study_id: int | None = Non
         click.echo(EMPTY)
     else:
         print_table(for_display(ranked), title=f"leaderboard by {metric}")
+        if total > len(ranked):
+            click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
 
 
 def _print_analysis(analysis: StudyAnalysis, fmt: str) -> None:

@@ -2,8 +2,10 @@
 
 Everything that can be known at submit time is checked here (the checkpoint, the folder's names,
 the labels' class count, --shards against the image count), with one-line exit-2 errors; what only
-decoding can tell (a corrupt image) fails the job with its reason. The parent job is recorded but
-never sent: its shards are the tasks, and the last shard to finish assembles the CSV.
+decoding can tell (a corrupt image) fails the job with its reason. The checkpoint's sha256 and the
+folder's file list are pinned in the spec, so every shard scores exactly what was checked here.
+The parent job is recorded but never sent: its shards are the tasks, and the protocol
+(shared/scoring/protocol.py) assembles the CSV; `--wait` only reads.
 """
 from __future__ import annotations
 
@@ -12,16 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from orchestrator.fields import option_fields, parse_option
 from orchestrator.options import spec_options
 from shared.config import DEFAULT_QUEUE
 from shared.errors import CheckpointError, OrchError, SpecError
+from shared.scoring.inputs import pin
 from shared.spec import ScoreSpec
 
 if TYPE_CHECKING:
     from shared.data import Listing
-    from shared.store import Job
+    from shared.store.reads import TrainedJob
 
 
 SCORE_FIELDS = option_fields(ScoreSpec, grid=False)
@@ -35,8 +38,8 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
-@pass_context
-def score(obj: Context, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
+@pass_state
+def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
           wait: bool, as_json: bool, **options: Any) -> None:
     """Queue a scoring run: one `id,label` row per image, in numeric id order.
 
@@ -46,11 +49,11 @@ def score(obj: Context, job_id: int | None, checkpoint: str | None, best_of: str
       orch submit score --best-of 3 --data data/test --out preds.csv --labels test_labels.csv
       orch submit score --checkpoint best.pt --data data/test --out p.csv --shards 4 --probs --header
     """
-    from orchestrator.commands.submit import report_queued
+    from orchestrator.progress import report_queued
 
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
-    spec_dict = check_inputs(options, classes)
-    spec = parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict})
+    spec_dict, listing = check_inputs(options, classes)
+    spec = pin(parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict}), listing)
     parent_id, shard_ids = queue_score(obj, spec, source_job_id=source_job_id, queue=queue)
     payload = {"job_id": parent_id, "shard_job_ids": shard_ids}
     if not as_json:
@@ -61,73 +64,49 @@ def score(obj: Context, job_id: int | None, checkpoint: str | None, best_of: str
         raise SystemExit(1)
 
 
-def resolve_checkpoint(obj: Context, job_id: int | None, checkpoint: str | None,
+def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,
                        best_of: str | None) -> tuple[str, int | None, list[str]]:
     """(checkpoint path, the training job it came from, its class names) for exactly one source."""
     if sum(x is not None for x in (job_id, checkpoint, best_of)) != 1:
         raise OrchError("give exactly one of --job ID, --checkpoint FILE, --best-of STUDY")
     from orchestrator.submission import existing_path
-    from shared.store import Job
+    from shared.store import reads
 
     with obj.store.session() as s:
         if job_id is not None:
-            job = s.get(Job, job_id)
-            if job is None or job.kind != "train":
+            trained = reads.training_job(s, job_id)
+            if trained is None:
                 raise SpecError("--job", f"no training job {job_id}")
-            return _best_of_job(s, job)
+            return _best_of_job(trained)
         if best_of is not None:
-            return _best_of_job(s, _best_in_study(s, best_of))
+            return _best_of_job(_best_in_study(s, best_of))
         path = existing_path("--checkpoint", checkpoint, folder=False) or ""
-        owner = _job_of_checkpoint(s, path)
-    classes = (owner.result or {}).get("classes") if owner is not None else None
-    if owner is not None and classes:
-        return path, owner.id, list(classes)
+        owner = reads.job_of_checkpoint(s, path)
+    if owner is not None and owner.classes:
+        return path, owner.id, owner.classes
     return path, owner.id if owner is not None else None, classes_in_file(path)
 
 
-def _best_of_job(session: Any, job: Job) -> tuple[str, int, list[str]]:
-    from sqlalchemy import select
+def _best_in_study(session: Any, ref: str) -> TrainedJob:
+    from shared.store import reads
+    from shared.store.report_reads import resolve_study
 
-    from shared.store import Checkpoint
+    study = resolve_study(session, ref)
+    if study is None:
+        raise SpecError("--best-of", f"no study {ref}")
+    best = reads.best_in_study(session, study.id)
+    if best is None:
+        raise SpecError("--best-of", f"study {study.id} has no succeeded training job with a val accuracy yet")
+    return best
 
+
+def _best_of_job(job: TrainedJob) -> tuple[str, int, list[str]]:
     if job.status in ("queued", "running"):
         raise SpecError("--job", f"job {job.id} is {job.status}: its best checkpoint may still change; "
                                  "wait for it to end, or pass --checkpoint FILE")
-    best = session.scalars(select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.tag == "best")).one_or_none()
-    if best is None or not Path(best.path).is_file():
+    if job.best is None or not Path(job.best).is_file():
         raise SpecError("--job", f"job {job.id} has no best checkpoint (status {job.status})")
-    classes = (job.result or {}).get("classes")
-    return best.path, job.id, list(classes) if classes else classes_in_file(best.path)
-
-
-def _best_in_study(session: Any, study: str) -> Job:
-    """The study's succeeded training job with the best val accuracy (the lowest id on a tie)."""
-    from sqlalchemy import select
-
-    from shared.store import Checkpoint, Job, Study
-    from shared.store.jobs import find_study
-
-    found = session.get(Study, int(study)) if study.isdigit() else find_study(session, study)
-    if found is None:
-        raise SpecError("--best-of", f"no study {study}")
-    rows = session.execute(
-        select(Job, Checkpoint.val_acc).join(Checkpoint, Checkpoint.job_id == Job.id)
-        .where(Job.study_id == found.id, Job.status == "succeeded", Checkpoint.tag == "best",
-               Checkpoint.val_acc.is_not(None))
-    ).all()
-    if not rows:
-        raise SpecError("--best-of", f"study {found.id} has no succeeded training job with a val accuracy yet")
-    return max(rows, key=lambda row: (row[1], -row[0].id))[0]
-
-
-def _job_of_checkpoint(session: Any, path: str) -> Job | None:
-    """The training job that wrote this checkpoint file, when the store knows it."""
-    from sqlalchemy import select
-
-    from shared.store import Checkpoint, Job
-
-    job_id = session.scalar(select(Checkpoint.job_id).where(Checkpoint.path == path).limit(1))
-    return session.get(Job, job_id) if job_id is not None else None
+    return job.best, job.id, job.classes or classes_in_file(job.best)
 
 
 def classes_in_file(path: str) -> list[str]:
@@ -140,11 +119,12 @@ def classes_in_file(path: str) -> list[str]:
         raise SpecError("--checkpoint", str(exc)) from None
 
 
-def check_inputs(options: dict[str, Any], classes: list[str]) -> dict[str, Any]:
-    """The spec fields, with every problem the folder and labels can show without decoding."""
+def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str, Any], Listing]:
+    """The spec fields and the folder's listing, with every problem the folder and labels can show
+    without decoding."""
     from orchestrator.submission import existing_path
     from shared.data import read_labels_csv, scan
-    from shared.scoring import check_folder_classes, check_label_classes, check_labels_cover, check_shards
+    from shared.scoring.inputs import check_folder_classes, check_label_classes, check_labels_cover, check_shards
 
     data = existing_path("--data", options["data"], folder=True) or ""
     listing: Listing = scan(Path(data))  # empty folder, non-numeric name, mixed layouts
@@ -158,7 +138,7 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> dict[str, Any]:
     spec = {"data": data, "out": _out_path(options["out"]), "labels": labels_path}
     spec.update({k: options[k] for k in ("shards", "batch_size", "precision", "probs", "header")
                  if options.get(k) is not None})
-    return spec
+    return spec, listing
 
 
 def _out_path(raw: str) -> str:
@@ -170,46 +150,40 @@ def _out_path(raw: str) -> str:
     return str(out)
 
 
-def queue_score(obj: Context, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
-    """Record the parent and its shards in one transaction, then send the shards (never the parent)."""
-    from orchestrator.submission import _mark_unsent
-    from shared.queue import check_broker, send_job
-    from shared.store import JobKind
-    from shared.store.jobs import add_job
-    from shared.task_label import job_label
+def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
+    """Record the parent and its shards, and the shards' owed messages, in one transaction, then send
+    the shards (never the parent: it is sent for assembly when its shards are done)."""
+    from orchestrator.submission import send_owed
+    from shared.broker_errors import broker_boundary
+    from shared.celery_app import check_broker
+    from shared.store.outbox import owe
+    from shared.store.scoring_runs import add_score_run
 
-    check_broker(obj.celery)  # before anything is written: a down broker leaves the store as it was
+    with broker_boundary():  # before anything is written: a down broker leaves the store as it was
+        check_broker(obj.celery)
     with obj.store.session() as s:
-        parent = add_job(s, JobKind.score, spec, queue=queue, source_job_id=source_job_id)
-        shards = [add_job(s, JobKind.score_shard, spec, queue=queue, parent_id=parent.id,
-                          source_job_id=source_job_id, shard=i) for i in range(spec.shards)]
-        parent_id, shard_ids, labels = parent.id, [job.id for job in shards], [job_label(job) for job in shards]
-    try:
-        for job_id, label in zip(shard_ids, labels, strict=True):
-            send_job(obj.celery, job_id, JobKind.score_shard, queue, label)
-    except Exception as exc:
-        _mark_unsent(obj, [parent_id, *shard_ids], exc)
-        raise
-    return parent_id, shard_ids
+        parent, shards = add_score_run(s, spec, queue=queue, source_job_id=source_job_id)
+        parent_id, owed = parent.id, [owe(s, job) for job in shards]
+    send_owed(obj, owed)
+    return parent_id, [row.job_id for row in owed]
 
 
-def wait_for_score(obj: Context, parent_id: int, shard_ids: list[int]) -> bool:
-    """Follow the shards, then the parent; a parent whose shard died unreported is failed here."""
+def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
+    """Follow the shards, then the parent. Reads only: a parent whose shard failed is failed by that
+    shard or by a worker's sweeper (shared/scoring/protocol.py), never by the CLI."""
     from orchestrator.progress import wait_for
-    from shared.scoring import ShardState, parent_outcome
-    from shared.store import jobs as store_jobs
+    from shared.scoring.protocol import Verdict, observe
 
-    if not wait_for(obj, shard_ids):
-        outcome, reason = parent_outcome([ShardState.of(j) for j in store_jobs.shard_jobs(obj.store, parent_id)])
-        if outcome == "failed" and reason:
-            store_jobs.fail_parent(obj.store, parent_id, reason)
+    shards_ok = wait_for(obj, shard_ids)
+    parent, verdict, reason = observe(obj.store, parent_id)
+    if not shards_ok and verdict != Verdict.complete:  # a shard failed, or Ctrl-C
+        if verdict == Verdict.failed:
+            click.echo(f"score job {parent_id}: {reason}; no CSV written", err=True)
+        return False
     if not wait_for(obj, [parent_id]):
         return False
-    from shared.store import Job
-
-    with obj.store.session() as s:
-        parent = s.get(Job, parent_id)
-        result = (parent.result if parent is not None else None) or {}
+    parent, _, _ = observe(obj.store, parent_id)
+    result = (parent.result if parent is not None else None) or {}
     accuracy = f"; accuracy {100 * result['accuracy']:.2f}%" if result.get("accuracy") is not None else ""
     click.echo(f"wrote {result.get('out')}: {result.get('n')} rows{accuracy}", err=True)
     return True

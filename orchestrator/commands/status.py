@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from orchestrator.tables import print_table
 from shared.errors import OrchError
 from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
@@ -42,7 +42,7 @@ def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any
     spec = typed_spec(job)
     return {**job_summary(job, spec, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
-            **times, "epochs": epochs}
+            **times, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
 
 
 @click.command()
@@ -50,8 +50,8 @@ def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any
 @click.option("--limit", default=30, show_default=True, help="How many recent jobs to list.")
 @click.option("--study", "study_ref", metavar="ID|NAME", help="Only this study's jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_context
-def status(obj: Context, job_id: int | None, limit: int, study_ref: str | None, as_json: bool) -> None:
+@pass_state
+def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None, as_json: bool) -> None:
     """Show recent jobs, or one job with its spec and per-epoch metrics.
 
     \b
@@ -61,25 +61,22 @@ def status(obj: Context, job_id: int | None, limit: int, study_ref: str | None, 
       orch status 7 --json
       orch status --study groups   # one study's jobs, by name or id
     """
-    from sqlalchemy import select
-
     from orchestrator.studies import study_for
-    from shared.store import Job
-    from shared.store.jobs import shard_progress
+    from shared.store import reads
+    from shared.store.scoring_runs import shard_progress
 
     with obj.store.session() as s:
         if job_id is None:
-            query = select(Job).order_by(Job.id.desc()).limit(limit)
-            if study_ref is not None:
-                query = query.where(Job.study_id == study_for(s, study_ref).id)
-            jobs = s.scalars(query).all()
+            jobs = reads.recent_jobs(s, limit, study_for(s, study_ref).id if study_ref is not None else None)
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
-            rows = [job_summary(job, typed_spec(job), shards.get(job.id)) for job in reversed(jobs)]
+            rows = [job_summary(job, typed_spec(job), shards.get(job.id)) for job in jobs]
         else:
-            job = s.get(Job, job_id)
+            job = reads.job(s, job_id)
             if job is None:
                 raise OrchError(f"JOB_ID: no job {job_id}")
             detail = job_detail(job, shard_progress(s, [job.id]).get(job.id))
+            detail["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
+                                for e in reads.job_events(s, job.id)]
     if job_id is None:
         if as_json:
             click.echo(json.dumps(rows, indent=2))
@@ -105,3 +102,5 @@ def print_detail(detail: dict[str, Any]) -> None:
         click.echo(f"{'result':>12}: {json.dumps(detail['result'])}")
     if detail["epochs"]:
         print_table(detail["epochs"], title="epochs")
+    for event in detail.get("events", []):
+        click.echo(f"{event['at'][:19]} {event['kind']}: {event['message']}")

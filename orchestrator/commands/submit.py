@@ -1,14 +1,14 @@
 """`orch submit train|ablation|score`: validate, record, send by name; --wait follows progress."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.commands.score import score
+from orchestrator.context import CliState, pass_state
 from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
 from orchestrator.options import spec_options
 from orchestrator.submission import existing_path, queue_jobs, slow_cells_warning, train_specs
@@ -60,8 +60,8 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 @submit.command()
 @spec_options(TRAIN_FIELDS, MODEL_HELP)
 @command_options(listable=False)
-@pass_context
-def train(obj: Context, wait: bool, as_json: bool, queue: str, **options: Any) -> None:
+@pass_state
+def train(obj: CliState, wait: bool, as_json: bool, queue: str, **options: Any) -> None:
     """Queue one training job. Options not given come from the nearest orch.toml (see orch init),
     then from the spec's defaults.
 
@@ -73,14 +73,16 @@ def train(obj: Context, wait: bool, as_json: bool, queue: str, **options: Any) -
     options, fixed = resolve_paths(options)
     spec = train_specs(options, TRAIN_FIELDS, fixed)[0]
     queued = queue_jobs(obj, [spec], kind="train", queue=queue)
+    from orchestrator.progress import report_queued
+
     report_queued(obj, queued.job_ids, {"job_id": queued.job_ids[0]}, wait=wait, as_json=as_json)
 
 
 @submit.command()
 @spec_options(GRID_FIELDS, MODEL_HELP)
 @command_options(listable=True)
-@pass_context
-def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: str | None, **options: Any) -> None:
+@pass_state
+def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: str | None, **options: Any) -> None:
     """Queue a study: one training job per cell of the grid.
 
     The options whose help says "Comma list" (the spec's grid axes) take comma lists; the grid
@@ -111,23 +113,9 @@ def ablation(obj: Context, wait: bool, as_json: bool, queue: str, study_name: st
     if not as_json:
         skipped = f"; {len(queued.skipped)} cells already done or running" if queued.skipped else ""
         click.echo(f"study {queued.study_id}: queued {len(queued.job_ids)} of {len(specs)} cells{skipped}", err=True)
+    from orchestrator.progress import report_queued
+
     report_queued(obj, queued.job_ids, payload, wait=wait, as_json=as_json)
 
-
-def report_queued(obj: Context, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool) -> None:
-    """Print what was queued; with --wait follow it and exit 1 unless every job succeeded."""
-    if as_json:
-        click.echo(json.dumps(payload))
-    else:
-        for job_id in job_ids:
-            click.echo(f"queued job {job_id}")
-    if wait and job_ids:
-        from orchestrator.progress import wait_for
-
-        if not wait_for(obj, job_ids):
-            raise SystemExit(1)
-
-
-from orchestrator.commands.score import score  # noqa: E402
 
 submit.add_command(score)

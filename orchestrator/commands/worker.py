@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from orchestrator.context import Context, pass_context
+from orchestrator.context import CliState, pass_state
 from shared.config import DEFAULT_QUEUE
 
 FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"  # Flower's own variable: user:password[,user:password...]
@@ -26,7 +26,7 @@ def gpu_indices(gpus: str) -> list[str]:
     """`all` or `0,1,...` -> the GPU indices to start one worker each on (no torch: nvidia-smi)."""
     if gpus.strip() != "all":
         indices = [g.strip() for g in gpus.split(",") if g.strip()]
-        if not indices or not all(g.isdigit() for g in indices):
+        if not indices or not all(g.isascii() and g.isdigit() for g in indices):
             raise click.BadParameter(f"expected all or GPU indices like 0,1,2; got {gpus!r}", param_hint="--gpus")
         return indices
     try:
@@ -43,7 +43,7 @@ def threads_each(threads: int | None, workers: int) -> int:
     return threads or max(1, len(os.sched_getaffinity(0)) // workers)
 
 
-def worker_env(obj: Context, gpu: str | None) -> dict[str, str]:
+def worker_env(obj: CliState, gpu: str | None) -> dict[str, str]:
     env = dict(os.environ, ORCH_HOME=str(obj.settings.home))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -58,8 +58,8 @@ def worker_env(obj: Context, gpu: str | None) -> dict[str, str]:
                                                         "shared out over the workers this command starts].")
 @click.option("--name", default=None, help="Node name prefix [orch@HOST].")
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-@pass_context
-def worker(obj: Context, queues: str, gpus: str | None, threads: int | None, name: str | None, loglevel: str) -> None:
+@pass_state
+def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, name: str | None, loglevel: str) -> None:
     """Run jobs: a Celery worker that runs one job at a time, each in a fresh child process.
 
     Without --gpus it trains on the GPU if there is one, else on the CPU. A killed worker
@@ -75,6 +75,9 @@ def worker(obj: Context, queues: str, gpus: str | None, threads: int | None, nam
       orch worker --threads 1          # a job trains on one CPU thread (e.g. two workers, two cores)
       orch worker --queues big,orch    # also take jobs sent with --queue big
     """
+    from shared.config import check_worker_timing
+
+    check_worker_timing(obj.settings)
     indices = gpu_indices(gpus) if gpus else []
     _ = obj.store  # create or check the schema once, before any worker races to
     base = name or f"orch@{socket.gethostname()}"
@@ -114,8 +117,8 @@ def _refuse_password_in_argv(ctx: click.Context, param: click.Parameter, value: 
               help=f"A file holding user:password (one or more, comma-separated) for the web UI and API; "
                    f"or set {FLOWER_AUTH_ENV}. Never on the command line, where ps shows it.")
 @click.option("--basic-auth", hidden=True, expose_value=False, callback=_refuse_password_in_argv)
-@pass_context
-def flower(obj: Context, port: int, address: str, basic_auth_file: Path | None) -> None:
+@pass_state
+def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None) -> None:
     """Celery's Flower monitor on orch's broker: workers, tasks (orch.train[job id]) and queues.
 
     The password comes from a file or the environment, never from the command line.

@@ -68,6 +68,6 @@ def resized_crop_flip(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor
 def _normalise(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """x in 0..255 -> (x/255 - mean)/std, as one multiply-add."""
     scale = torch.tensor([1 / (255 * s) for s in STD], device=x.device).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD)], device=x.device).view(1, 3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(MEAN, STD, strict=True)], device=x.device).view(1, 3, 1, 1)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return torch.addcmul(shift, x, scale).contiguous(memory_format=fmt)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.atomic import atomic_path
 from shared.errors import DataError
 
 CACHE_VERSION = 1  # bump when the decode (resize, crop) changes, to leave old caches unused
@@ -61,25 +62,26 @@ def decode(path: Path, size: int) -> np.ndarray:
     """One image as size x size x 3 uint8: shorter side resized to `size`, then centre-cropped."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(path) as source:
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger
         # than `size`, which is most of the decode time for camera-sized images.
-        im.draft("RGB", (size, size))
-        im = im.convert("RGB")
+        source.draft("RGB", (size, size))
+        im = source.convert("RGB")
         w, h = im.size
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
         if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.BILINEAR)
+            im = im.resize((nw, nh), Image.Resampling.BILINEAR)
         left, top = (nw - size) // 2, (nh - size) // 2
         im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8)
+        pixels: np.ndarray = np.asarray(im, dtype=np.uint8)
+        return pixels
 
 
 def _open(path: Path, n: int, size: int) -> np.ndarray | None:
     """The cache at `path` memory-mapped, or None if absent or not the expected shape."""
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr: np.ndarray = np.load(path, mmap_mode="r")
     except (OSError, ValueError):
         return None
     if arr.shape != (n, size, size, 3) or arr.dtype != np.uint8:
@@ -91,17 +93,15 @@ def _build(files: list[Path], size: int, path: Path, folder: Path,
            progress: Callable[[int], None] | None) -> None:
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a builder that died; we hold the lock
         stale.unlink(missing_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
-    try:
-        bad = _decode_into(out, files, size, progress)
-        out.flush()
-    finally:
-        del out
-    if bad:
-        tmp.unlink(missing_ok=True)
-        raise DataError(corrupt_message(folder, bad))
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=False) as tmp:  # a cache: a crash costs a rebuild, not data
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+        try:
+            bad = _decode_into(out, files, size, progress)
+            out.flush()
+        finally:
+            del out
+        if bad:
+            raise DataError(corrupt_message(folder, bad))
 
 
 def _decode_into(out: np.ndarray, files: list[Path], size: int,
@@ -118,7 +118,7 @@ def _decode_into(out: np.ndarray, files: list[Path], size: int,
 
     bad: list[Path] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for start, found in zip(range(0, len(files), CHUNK), pool.map(work, range(0, len(files), CHUNK))):
+        for start, found in zip(range(0, len(files), CHUNK), pool.map(work, range(0, len(files), CHUNK)), strict=True):
             bad += found
             if progress:
                 progress(min(CHUNK, len(files) - start))

@@ -39,8 +39,16 @@ def is_image(path: Path) -> bool:
 
 
 def scan(folder: Path) -> Listing:
-    """List `folder` in whichever layout it has; DataError if missing or without images."""
+    """List `folder` in whichever layout it has; DataError if missing, unreadable or without images."""
     folder = Path(folder)
+    try:
+        return _scan(folder)
+    except OSError as exc:  # a folder we may not list: permanent, retrying does not grant permission
+        where = exc.filename or folder
+        raise DataError(f"{where}: cannot list ({exc.strerror or type(exc).__name__})") from None
+
+
+def _scan(folder: Path) -> Listing:
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
     entries = sorted(folder.iterdir())
@@ -102,7 +110,7 @@ def _flat(folder: Path, images: list[Path]) -> Listing:
 def _numbered(folder: Path, images: list[Path]) -> Listing:
     ids: list[int] = []
     for p in images:
-        if not p.stem.isdigit():
+        if not is_number(p.stem):
             raise DataError(f"{folder}: {p.name} is not a numbered file name (expected 0.jpg, 1.jpg, ...)")
         ids.append(int(p.stem))
     order = sorted(range(len(images)), key=lambda i: ids[i])
@@ -110,8 +118,13 @@ def _numbered(folder: Path, images: list[Path]) -> Listing:
     return Listing(folder, "numbered", [images[i] for i in order], None, [], [ids[i] for i in order])
 
 
+def is_number(text: str) -> bool:
+    """0-9 only: str.isdigit also takes '²' (which int() refuses) and '٣' (which int() reads as 3)."""
+    return text.isascii() and text.isdigit()
+
+
 def _check_unique(folder: Path, ids: list[int], files: list[Path]) -> None:
-    for a, b, fa, fb in zip(ids, ids[1:], files, files[1:]):
+    for a, b, fa, fb in zip(ids, ids[1:], files, files[1:], strict=False):
         if a == b:
             raise DataError(f"{folder}: {fa.name} and {fb.name} have the same id {a}")
 
@@ -123,7 +136,7 @@ def list_numbered(folder: Path) -> list[tuple[int, Path]]:
         bad = next(p.name for p in listing.files if "." in p.stem) if listing.layout == "flat" \
             else listing.classes[0] + "/"
         raise DataError(f"{listing.folder}: {bad} is not a numbered file name (expected 0.jpg, 1.jpg, ...)")
-    return list(zip(listing.ids, listing.files))
+    return list(zip(listing.ids, listing.files, strict=True))
 
 
 def split_indices(listing: Listing, fraction: float) -> tuple[list[int], list[int]]:
@@ -151,7 +164,7 @@ def read_labels_csv(path: Path) -> dict[int, int]:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
-    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+    if rows and not is_number(rows[0][0].strip().lstrip("-")):
         rows = rows[1:]  # a header such as id,label
     labels: dict[int, int] = {}
     for line, row in enumerate(rows, start=1):

@@ -46,7 +46,8 @@ def render(label: int, n_classes: int, size: int, rng: np.random.Generator) -> n
     mask = _ellipse(x, y, size, rng)[..., None]
     img = bg * (1 - mask) + (c1 * stripes + c2 * (1 - stripes)) * mask
     img += rng.normal(0.0, NOISE, img.shape).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    image: np.ndarray = np.clip(img, 0, 255).astype(np.uint8)
+    return image
 
 
 def _contrasting_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,8 @@ def _ellipse(x: np.ndarray, y: np.ndarray, size: int, rng: np.random.Generator) 
     u = (x - cx) * math.cos(tilt) + (y - cy) * math.sin(tilt)
     v = -(x - cx) * math.sin(tilt) + (y - cy) * math.cos(tilt)
     dist = np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
-    return np.clip((1.0 - dist) * min(rx, ry) + 0.5, 0.0, 1.0)
+    mask: np.ndarray = np.clip((1.0 - dist) * min(rx, ry) + 0.5, 0.0, 1.0)
+    return mask
 
 
 def write_synthetic(out: Path, *, classes: list[str], counts: dict[str, int], size: int = 64,
@@ -86,7 +88,7 @@ def write_synthetic(out: Path, *, classes: list[str], counts: dict[str, int], si
     for code, split in enumerate(SPLITS):
         labels = _balanced_labels(counts.get(split, 0), len(classes), seed, code)
         paths = [_path(out, split, layout, classes[y], i) for i, y in enumerate(labels)]
-        for i, (label, path) in enumerate(zip(labels, paths)):
+        for i, (label, path) in enumerate(zip(labels, paths, strict=True)):
             rng = np.random.default_rng([seed, code, i])
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(render(label, len(classes), size, rng)).save(path, quality=92)

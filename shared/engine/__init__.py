@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from shared.engine.checkpoint import load_for_inference
-from shared.engine.scorer import score
+from shared.engine.predict import score
 from shared.engine.trainer import train
 
 __all__ = ["train", "score", "load_for_inference"]

@@ -6,7 +6,6 @@ best_val_acc, best_epoch.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from shared.atomic import atomic_write
 from shared.errors import CheckpointError
 from shared.spec import TrainSpec
 
@@ -23,16 +23,8 @@ REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "spec", "classes"
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """torch.save to a temp file in the same folder, fsync, rename: a reader sees old or new, never half."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with tmp.open("wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -47,7 +39,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not an orch checkpoint (missing {', '.join(missing)})")
-    return state
+    checked: dict[str, Any] = state
+    return checked
 
 
 def checkpoint_spec(state: dict[str, Any], path: Path) -> TrainSpec:

@@ -24,7 +24,7 @@ def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
     model.eval()
     spans = [np.arange(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
     with torch.inference_mode():
-        for positions, (batch, _) in zip(spans, device_batches(images, spans, device)):
+        for positions, (batch, _) in zip(spans, device_batches(images, spans, device), strict=True):
             x = to_input(batch, channels_last=prec.channels_last)
             with prec.autocast(device):
                 out = model(x)

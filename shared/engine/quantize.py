@@ -75,9 +75,9 @@ def _convert(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, to
     torch.backends.quantized.engine = "x86"
     # min/max rather than the default histogram observer: a third of the calibration time, and
     # the agreement check above decides whether the ranges were good enough
-    qconfig = QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8),
-                      weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8,
-                                                                qscheme=torch.per_channel_symmetric))
+    qconfig = QConfig(  # type: ignore[no-untyped-call]  # torch ships QConfig unannotated
+        activation=MinMaxObserver.with_args(dtype=torch.quint8),
+        weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric))
     prepared = prepare_fx(copy.deepcopy(model).eval(), QConfigMapping().set_global(qconfig),
                           (calibration[:1],))
     with torch.no_grad():

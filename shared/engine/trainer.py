@@ -1,8 +1,12 @@
 """`train(spec, workdir)`: seeded, resumable training on the decode cache.
 
-Every epoch ends with an atomic checkpoint (last.pt, and best.pt when validation accuracy
-improves) written before the epoch is reported, so a job killed at any point resumes after its
-last complete epoch and ends with the metrics of a run that was never interrupted: the model,
+Every epoch ends with an atomic checkpoint written before the epoch is reported, so a job killed at
+any point resumes after its last complete epoch and ends with the metrics of a run that was never
+interrupted. Standalone, those are last.pt (and best.pt when validation accuracy improves), and a
+run resumes from last.pt. Under a worker (`name_for` given) each epoch gets its own file, named by
+the worker for the epoch and the attempt's lease token, and the run resumes from the file the worker
+names (`resume_from`, the store's current one): a stale attempt's files never replace the current
+ones, since nothing ever looks for a file by a fixed name. The model,
 optimizer, scheduler and RNG states are restored, and each epoch's data order and augmentation
 come from a generator seeded by (seed, epoch), not from whatever ran before.
 
@@ -28,11 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.atomic import atomic_path
 from shared.config import load_settings
 from shared.data.augment import augment
 from shared.data.images import ImageSet, TrainData, load_train_data
 from shared.engine.checkpoint import (
-    FORMAT, checkpoint_spec, load_checkpoint, model_for, rng_state, save_atomic, set_rng_state,
+    FORMAT,
+    checkpoint_spec,
+    load_checkpoint,
+    model_for,
+    rng_state,
+    save_atomic,
+    set_rng_state,
     without_pretrained,
 )
 from shared.engine.feed import device_batches
@@ -77,8 +88,11 @@ class Run:
 
 
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
-          cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Train `spec` in `workdir`, resuming from its last.pt if there is one; see the module doc."""
+          cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
+          resume_from: Path | None = None, name_for: Callable[[int], str] | None = None) -> dict[str, Any]:
+    """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
+    workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
+    ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     started = time.perf_counter()
@@ -86,7 +100,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
                            spec.model.image_size, cache)  # every DataError comes before the model
     loaded = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    resumed = _resume_state(workdir / LAST, spec, data.classes)
+    resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed)
     run.startup = {"data_s": round(loaded - started, 3), "build_s": round(time.perf_counter() - loaded, 3)}
     for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
@@ -96,17 +110,19 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
         metrics = _epoch(run, data, run.epoch + 1, should_stop)
         improved = metrics["val_acc"] > run.best()[0] or run.epoch == 0
         run.history.append(metrics)
-        _write_checkpoints(run, workdir, improved)
+        written = _write_checkpoints(run, workdir, improved, name_for)
         if on_epoch is not None:
-            on_epoch(dict(metrics))
+            files = {"checkpoint": str(written), "best": improved} if name_for is not None else {}
+            on_epoch({**metrics, **files})
     best_acc, best_epoch = run.best()
+    fenced = name_for is not None  # the worker knows which file is the best: the store names it
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
-            "classes": list(data.classes), "last_checkpoint": str(workdir / LAST),
-            "best_checkpoint": str(workdir / BEST), "startup": run.startup}
+            "classes": list(data.classes), "last_checkpoint": None if fenced else str(workdir / LAST),
+            "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup}
 
 
-def _resume_state(path: Path, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
-    if not path.exists():
+def _resume_state(path: Path | None, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
+    if path is None or not path.exists():
         return None
     state = load_checkpoint(path)
     if checkpoint_spec(state, path) != spec:
@@ -129,7 +145,7 @@ def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> 
     optimizer = _optimizer(spec, model)
     total_steps = spec.epochs * len(_batches(np.arange(len(data.train)), spec.batch_size))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(spec.schedule, total_steps))
-    net = torch.compile(model) if spec.compile else model
+    net: nn.Module = torch.compile(model) if spec.compile else model  # type: ignore[assignment]
     scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_grad_scaler)
     run = Run(spec, list(data.classes), device, prec, model, optimizer, scheduler, net, scaler)
     if resumed is not None:
@@ -144,6 +160,8 @@ def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> 
 def _optimizer(spec: TrainSpec, model: nn.Module) -> torch.optim.Optimizer:
     """Adam or SGD, fused (one kernel for all parameters) where this torch and device have it:
     a resnet18 Adam step takes 11 instead of 15 ms on the CPU, ~2% of a training step."""
+    cls: type[torch.optim.Optimizer]
+    options: dict[str, Any]
     if spec.optimizer == "sgd":
         cls, options = torch.optim.SGD, {"momentum": spec.momentum}
     else:
@@ -181,6 +199,8 @@ def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool
     if should_stop is not None and should_stop():
         raise JobCancelled(f"cancelled at epoch {epoch} before validation")
     val_loss, val_acc = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device)
+    if not math.isfinite(val_loss):  # a diverged model: retrying cannot help
+        raise NonFiniteLoss(f"validation loss is {val_loss} at epoch {epoch}: the model diverged; try a lower --lr")
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
             "images_per_s": len(data.train) / train_seconds, "seconds": time.perf_counter() - start,
             "lr": lr}
@@ -200,9 +220,10 @@ def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[
             raise JobCancelled(f"cancelled at epoch {epoch} step {step}")
         x = augment(batch, gen, channels_last=run.prec.channels_last)
         with run.prec.autocast(device):
+            assert labels is not None  # a training batch always has its labels (only scoring's may not)
             loss = F.cross_entropy(run.net(x).float(), labels, label_smoothing=spec.label_smoothing)
         run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
+        run.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.scheduler.step()
@@ -232,8 +253,9 @@ def _check_finite(losses: list[torch.Tensor], first: int, epoch: int) -> None:
     raise NonFiniteLoss(f"train loss is {'nan' if math.isnan(value) else 'inf'} at epoch {epoch} step {first + bad + 1}")
 
 
-def _write_checkpoints(run: Run, workdir: Path, improved: bool) -> None:
-    """last.pt, and best.pt first when improved: a crash in between redoes this epoch, identically."""
+def _write_checkpoints(run: Run, workdir: Path, improved: bool, name_for: Callable[[int], str] | None) -> Path:
+    """The epoch's file under the worker's name for it; standalone, last.pt and best.pt first when
+    improved (a crash in between redoes this epoch, identically). Returns the file written."""
     best_acc, best_epoch = run.best()
     state = {
         "format": FORMAT,
@@ -248,19 +270,20 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool) -> None:
         "best_val_acc": best_acc,
         "best_epoch": best_epoch,
     }
-    tmp = workdir / f".next.{os.getpid()}.pt"
-    save_atomic(state, tmp)
-    if improved:
-        _publish_copy(tmp, workdir / BEST)
-    os.replace(tmp, workdir / LAST)
+    if name_for is not None:  # fenced files: the store's row says which one is current
+        save_atomic(state, workdir / name_for(run.epoch))
+        return workdir / name_for(run.epoch)
+    with atomic_path(workdir / LAST) as tmp:  # renamed to last.pt after best.pt is published
+        torch.save(state, tmp)
+        if improved:
+            _publish_copy(tmp, workdir / BEST)
+    return workdir / LAST
 
 
 def _publish_copy(src: Path, dest: Path) -> None:
     """dest := a copy of src, atomically; a hard link when the file system has them (no second write)."""
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)

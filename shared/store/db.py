@@ -1,19 +1,45 @@
 """Opening the store: engine, sessions, SQLite pragmas and Alembic migrations."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, exc, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.config import Settings
-from shared.errors import ConfigError
+from shared.config import Settings, redact
+from shared.errors import ConfigError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA_LOCK_KEY = 0x6F726368  # "orch": the PostgreSQL advisory lock held while the schema is created
+# What the driver raises when the database does not answer (refused, dropped, locked, pool timed
+# out): SQLAlchemy wraps sqlite3's and psycopg's errors in these.
+UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """The store's boundary: a database that does not answer becomes StoreUnavailable (one line,
+    password hidden); other errors (a constraint, a bug) pass through as they are."""
+    try:
+        yield
+    except UNAVAILABLE as error:
+        raise StoreUnavailable(f"database unreachable: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    orig = getattr(error, "orig", None)  # the driver's own error, without SQLAlchemy's SQL dump
+    text = str(orig if orig is not None else error).strip()
+    return redact(text.splitlines()[0] if text else type(error).__name__)
+
+
+def updated(session: Session, statement: Executable) -> int:
+    """The rows an UPDATE changed: with the state change's condition in its WHERE clause, 1 means
+    this caller made the change and 0 that someone else got there first."""
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount
 
 
 class Store:
@@ -25,8 +51,9 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
-        with self._sessions() as session, session.begin():
+        """A session whose transaction commits on success and rolls back on error; a database
+        that does not answer raises StoreUnavailable."""
+        with store_errors(), self._sessions() as session, session.begin():
             yield session
 
     def dispose(self) -> None:
@@ -86,7 +113,7 @@ def upgrade(engine: Engine) -> str:
     from alembic import command
 
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
+    with store_errors(), engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # two first users of an empty database: one migrates
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         cfg.attributes["connection"] = conn
@@ -94,22 +121,41 @@ def upgrade(engine: Engine) -> str:
     return current_revision(engine) or "base"
 
 
-def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+# Every command opens the store and compares these two; importing alembic for that costs 0.15-0.3 s
+# per command, so both are read without it (tests check them against alembic's own answers).
+REVISION_LINE = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?([\w.-]+|None)['\"]?", re.M)
 
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision in alembic's own table, or None for an empty database."""
+    with store_errors(), engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head() or "base"
+    """The one revision no other migration names as its parent."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict((key, value) for key, value in REVISION_LINE.findall(path.read_text()))
+        revisions.add(found["revision"])
+        parents.add(found.get("down_revision", "None"))
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise ConfigError(f"orch's migrations have {len(heads)} heads ({', '.join(heads)}): a broken install")
+    return str(heads[0])
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
     """Open the configured store. The embedded SQLite store migrates itself; an empty PostgreSQL
-    database gets the current schema; an older one must be upgraded with `orch db upgrade`."""
+    database gets the current schema; an older one must be upgraded with `orch db upgrade`.
+    StoreUnavailable if the database does not answer."""
+    with store_errors():
+        return _open(settings, migrate)
+
+
+def _open(settings: Settings, migrate: bool | None) -> Store:
     embedded = settings.database_url.startswith("sqlite")
     if embedded:
         settings.home.mkdir(parents=True, exist_ok=True)

@@ -1,19 +1,20 @@
-"""Job lifecycle in the store outside a lease: submit, sweep, cancel, retry, and scoring runs' reads.
+"""Job lifecycle in the store outside a lease: submit, sweep, cancel, retry.
 
-A worker's writes to a job it runs go through `shared.store.lease.Lease`.
+A worker's writes to a job it runs go through `shared.store.lease.Lease`; a scoring run's own reads
+and writes are in `shared.store.scoring_runs`. Session convention (every store module): a function
+that takes a `Session` runs in the caller's transaction; one that takes a `Store` opens its own.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.spec import Spec
-from shared.store.db import Store
-from shared.store.schema import FINISHED, Job, JobKind, JobStatus, Study, utcnow
+from shared.store.db import updated
+from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, check_moves, utcnow
 
 
 def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
@@ -24,113 +25,69 @@ def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
     return job
 
 
+def add_study(session: Session, name: str | None, grid: dict[str, Any]) -> Study:
+    study = Study(name=name, grid=grid)
+    session.add(study)
+    session.flush()
+    return study
+
+
+
+
 def find_study(session: Session, name: str) -> Study | None:
     return session.scalars(select(Study).where(Study.name == name)).one_or_none()
 
 
-def requeue_expired(store: Store, ttl: float) -> list[Job]:
-    """Running jobs whose heartbeat stopped go back to queued; the caller re-sends their tasks."""
-    cutoff = time.time() - ttl
-    requeued: list[Job] = []
-    with store.session() as s:
-        stale = s.scalars(select(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff)).all()
-        for job in stale:
-            back = s.execute(
-                update(Job).where(Job.id == job.id, Job.lease_token == job.lease_token,
-                                  Job.status == JobStatus.running, Job.heartbeat_at < cutoff)
-                .values(status=JobStatus.queued, error=f"lease expired on {job.worker_host}; requeued")
-            ).rowcount
-            if back == 1:
-                requeued.append(job)
-    return requeued
-
-
-def awaiting_delivery(store: Store) -> list[Job]:
-    """Queued jobs that should have a task message in the broker: trains, score shards, and score
-    jobs sent for assembly (a sharded score job waits for its shards without one)."""
-    with store.session() as s:
-        return list(s.scalars(select(Job).where(
-            Job.status == JobStatus.queued, or_(Job.kind != JobKind.score, Job.heartbeat_at.is_not(None)))).all())
 
 
 def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]]:
-    """Queued jobs become cancelled at once; running ones are flagged for their worker to stop."""
+    """Queued jobs become cancelled at once; running ones are flagged for their worker to stop.
+
+    Each change is an UPDATE conditioned on the status it expects, not a write of what was read: a
+    worker releasing the job at the same moment turns a flag on a running job into a queued job
+    with the flag set, which nobody would ever take. The release sees the flag and cancels; here
+    a job that became queued meanwhile is cancelled on the next round.
+    """
     outcome: dict[str, list[int]] = {"cancelled": [], "stopping": [], "unchanged": []}
     for job in jobs:
-        if job.status == JobStatus.queued:
-            job.status, job.finished_at, job.error = JobStatus.cancelled, utcnow(), "cancelled before it started"
-            outcome["cancelled"].append(job.id)
-        elif job.status == JobStatus.running:
-            job.cancel_requested = True
-            outcome["stopping"].append(job.id)
-        else:
-            outcome["unchanged"].append(job.id)
+        outcome[_cancel_one(session, job.id)].append(job.id)
+    session.expire_all()  # the caller's Job objects were changed behind the ORM's back
     return outcome
 
 
+def _fail_assembly(session: Session, job_id: int) -> None:
+    """A cancelled scoring run's parent: its CSV will not be written (the protocol's move to failed)."""
+    sources = [Assembly.waiting, Assembly.sent]
+    check_moves(sources, Assembly.failed)
+    session.execute(update(Job).where(Job.id == job_id, Job.kind == JobKind.score, Job.assembly.in_(sources))
+                    .values(assembly=Assembly.failed))
+
+
+def _cancel_one(session: Session, job_id: int) -> str:
+    for _ in range(3):  # queued -> running -> queued again within one call is as far as a race goes
+        if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
+                status=JobStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")):
+            _fail_assembly(session, job_id)
+            return "cancelled"
+        if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
+                   .values(cancel_requested=True)):
+            return "stopping"
+        if session.scalar(select(Job.status).where(Job.id == job_id)) not in (JobStatus.queued, JobStatus.running):
+            return "unchanged"
+    return "unchanged"
+
+
 def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
-    """Failed or cancelled jobs go back to queued (their checkpoints stay, so training resumes)."""
+    """Failed or cancelled jobs go back to queued (their checkpoints stay, so training resumes; a
+    scoring run's parent waits for its shards again)."""
     again = [job for job in jobs if job.status in (JobStatus.failed, JobStatus.cancelled)]
     for job in again:
         job.status, job.error, job.cancel_requested, job.finished_at = JobStatus.queued, None, False, None
+        if job.kind == JobKind.score:
+            check_moves([job.assembly], Assembly.waiting)
+            job.assembly = Assembly.waiting
     return again
 
 
 def is_finished(status: str) -> bool:
     return status in {s.value for s in FINISHED}
-
-
-# --- scoring runs: a parent job that no worker leases until its shards are done ---
-
-def shard_jobs(store: Store, parent_id: int) -> list[Job]:
-    """The shard jobs of a score job, by shard index (detached snapshots)."""
-    with store.session() as s:
-        return list(s.scalars(select(Job).where(Job.parent_id == parent_id).order_by(Job.shard)))
-
-
-def shard_progress(session: Session, parent_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
-    """(succeeded, total) shards of each of these score jobs."""
-    counts: dict[int, tuple[int, int]] = {}
-    rows = session.execute(select(Job.parent_id, Job.status).where(Job.parent_id.in_(list(parent_ids))))
-    for parent_id, status in rows:
-        done, total = counts.get(parent_id, (0, 0))
-        counts[parent_id] = (done + (status == JobStatus.succeeded), total + 1)
-    return counts
-
-
-def parent_status(store: Store, parent_id: int) -> str | None:
-    with store.session() as s:
-        return s.scalar(select(Job.status).where(Job.id == parent_id))
-
-
-def fail_parent(store: Store, parent_id: int, error: str) -> bool:
-    """Fail a score job whose shard failed; only while it waits (never over an assembly under lease)."""
-    with store.session() as s:
-        return s.execute(
-            update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued)
-            .values(status=JobStatus.failed, error=error, finished_at=utcnow())
-        ).rowcount == 1
-
-
-def settle_score_parents(store: Store) -> list[Job]:
-    """Score jobs whose shards have all ended but that nobody settled (the last shard's process died).
-
-    A failed or cancelled shard fails the parent here; when every shard succeeded the parent is
-    returned once (heartbeat_at marks it sent) for the caller to send as an `orch.score` task,
-    whose worker assembles the CSV.
-    """
-    to_send: list[Job] = []
-    with store.session() as s:
-        parents = s.scalars(select(Job).where(Job.kind == JobKind.score, Job.status == JobStatus.queued)).all()
-        for parent in parents:
-            shards = s.scalars(select(Job).where(Job.parent_id == parent.id)).all()
-            if not shards or not all(is_finished(shard.status) for shard in shards):
-                continue
-            failed = [shard for shard in shards if shard.status != JobStatus.succeeded]
-            if failed:
-                parent.status, parent.finished_at = JobStatus.failed, utcnow()
-                parent.error = f"shard {failed[0].shard} (job {failed[0].id}): {failed[0].error or failed[0].status}"
-            elif parent.heartbeat_at is None:
-                parent.heartbeat_at = time.time()
-                to_send.append(parent)
-    return to_send

@@ -5,10 +5,14 @@ to a job goes through its lease, and each one is a single transaction whose firs
 that the token is still the job's current one: once the lease expired and another worker took the
 job (token + 1), every write of the old holder is refused with StaleLease, so a zombie worker can
 never overwrite its successor's results. CLI readers never write through a lease.
+
+Lease times are the database's clock (clock.db_now), never a host's. The sweeper takes an expired
+lease too (`take_expired`: token + 1, then requeue or end the job), so a holder that lost its lease
+is refused from that moment on, not only once another worker has leased the job again.
 """
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,9 +21,12 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.errors import StaleLease
-from shared.store.db import Store
-from shared.store.schema import Checkpoint, Epoch, Job, JobStatus, Score, utcnow
+from shared.errors import NonFiniteLoss, StaleLease
+from shared.store import outbox
+from shared.store.clock import db_now
+from shared.store.db import Store, updated
+from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
+from shared.store.scoring_runs import move_assembly
 
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
 
@@ -37,31 +44,25 @@ class Lease:
         One UPDATE with the conditions in its WHERE clause: of two deliveries racing for the
         same job, exactly one matches a row.
         """
-        now = time.time()
         takeable = or_(
             and_(Job.status == JobStatus.queued, Job.cancel_requested.is_(False)),
-            and_(Job.status == JobStatus.running, Job.heartbeat_at < now - ttl),
+            and_(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl),
         )
         with store.session() as s:
             token = s.scalar(select(Job.lease_token).where(Job.id == job_id))
             if token is None:
                 return None
-            taken = s.execute(
-                update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
-                    status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
-                    heartbeat_at=now, worker_host=owner, error=None, started_at=utcnow())
-            ).rowcount
+            taken = updated(s, update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
+                status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
+                heartbeat_at=db_now(), worker_host=owner, error=None, started_at=utcnow()))
         return cls(store, job_id, token + 1) if taken == 1 else None
 
     @contextmanager
     def fenced(self) -> Iterator[Session]:
         """A transaction that first renews the heartbeat, or raises StaleLease if the token is stale."""
         with self.store.session() as s:
-            fresh = s.execute(
-                update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
-                                  Job.status == JobStatus.running)
-                .values(heartbeat_at=time.time())
-            ).rowcount
+            fresh = updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
+                                                 Job.status == JobStatus.running).values(heartbeat_at=db_now()))
             if fresh != 1:
                 raise StaleLease(f"job {self.job_id}: lease token {self.token} is no longer current")
             yield s
@@ -75,21 +76,44 @@ class Lease:
         """Record one epoch's metrics once: a repeat of an epoch already recorded is ignored."""
         with self.fenced() as s:
             epoch = int(metrics["epoch"])
+            values = {k: float(metrics[k]) for k in EPOCH_FIELDS if metrics.get(k) is not None}
+            bad = [f"{k} is {v}" for k, v in values.items() if not math.isfinite(v)]
+            if bad:  # SQLite stores NaN as NULL: a NOT NULL error that would look transient
+                raise NonFiniteLoss(f"epoch {epoch}: {', '.join(bad)}")
             if s.scalar(select(Epoch.id).where(Epoch.job_id == self.job_id, Epoch.epoch == epoch)) is not None:
                 return False
             attempt = s.scalar(select(Job.attempts).where(Job.id == self.job_id)) or 1
-            values = {k: float(metrics[k]) for k in EPOCH_FIELDS if metrics.get(k) is not None}
             s.add(Epoch(job_id=self.job_id, epoch=epoch, attempt=attempt, **values))
         return True
 
-    def record_checkpoint(self, tag: str, path: str, epoch: int, val_acc: float | None) -> None:
+    def record_checkpoint(self, tag: str, path: str, epoch: int, val_acc: float | None,
+                          digest: str | None = None) -> None:
         with self.fenced() as s:
-            row = s.scalars(select(Checkpoint).where(Checkpoint.job_id == self.job_id,
-                                                     Checkpoint.tag == tag)).one_or_none()
-            if row is None:
-                s.add(Checkpoint(job_id=self.job_id, tag=tag, path=path, epoch=epoch, val_acc=val_acc))
-            else:
-                row.path, row.epoch, row.val_acc, row.written_at = path, epoch, val_acc, utcnow()
+            _put_checkpoint(s, self.job_id, tag, path=path, epoch=epoch, val_acc=val_acc, digest=digest)
+
+    def advance_checkpoint(self, path: str, epoch: int, val_acc: float | None, digest: str, *,
+                           best: bool) -> None:
+        """`path` becomes the current (last) checkpoint, the one it replaces the previous one, and
+        the best one too when `best`: one fenced transaction, so a stale attempt's file never
+        becomes current."""
+        with self.fenced() as s:
+            rows = {r.tag: r for r in s.scalars(select(Checkpoint).where(Checkpoint.job_id == self.job_id))}
+            last = rows.get("last")
+            if last is not None and last.path != path:
+                _put_checkpoint(s, self.job_id, "previous", path=last.path, epoch=last.epoch,
+                                val_acc=last.val_acc, digest=last.digest)
+            for tag in ("last", "best") if best else ("last",):
+                _put_checkpoint(s, self.job_id, tag, path=path, epoch=epoch, val_acc=val_acc, digest=digest)
+
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        """The store's current checkpoint rows of this job by tag (last, previous, best): a read."""
+        with self.store.session() as s:
+            return {r.tag: r for r in s.scalars(select(Checkpoint).where(Checkpoint.job_id == self.job_id))}
+
+    def add_event(self, kind: str, message: str) -> None:
+        """A line in the job's history (`orch status ID`), written under the lease like the rest."""
+        with self.fenced() as s:
+            s.add(Event(job_id=self.job_id, kind=kind, message=message))
 
     def update(self, **values: Any) -> None:
         """A fenced update of the job's own columns (model_info, result)."""
@@ -105,26 +129,78 @@ class Lease:
         return self._end(values)
 
     def release(self, error: str) -> bool:
-        """Give the job back to the queue (a transient fault): it will be leased again."""
-        return self._end({"status": JobStatus.queued, "heartbeat_at": None, "error": error})
+        """Give the job back to the queue (a transient fault): it will be leased again, unless a
+        cancel came meanwhile (then it ends cancelled). False if the token was stale."""
+        return self.requeue(error) is not None
+
+    def requeue(self, cause: str, max_attempts: int | None = None) -> JobStatus | None:
+        """End this attempt: the job goes back to `queued`; `cancelled` if a cancel was asked (a
+        queued job with cancel_requested would never be taken again); `failed` with `cause` once
+        it had max_attempts attempts. None (nothing written) if the token was stale."""
+        try:
+            with self.fenced() as s:  # its UPDATE comes first: the row is ours until commit
+                attempts, cancel = s.execute(select(Job.attempts, Job.cancel_requested)
+                                             .where(Job.id == self.job_id)).one()
+                status, values = _after_attempt(cause, attempts, bool(cancel), max_attempts)
+                s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
+                if status == JobStatus.queued:  # its message is owed in this transaction (the outbox)
+                    outbox.owe_by_id(s, self.job_id, resume=True)
+                return status
+        except StaleLease:
+            return None
 
     def _end(self, values: dict[str, Any]) -> bool:
         with self.store.session() as s:
-            return s.execute(
-                update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
-                                  Job.status == JobStatus.running).values(**values)
-            ).rowcount == 1
+            return updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
+                                                Job.status == JobStatus.running).values(**values)) == 1
+
+    @classmethod
+    def take_expired(cls, store: Store, ttl: float, owner: str, max_attempts: int) -> list[Expired]:
+        """The sweeper's takeover of every lease that expired: token + 1 (the old holder's writes
+        are refused from now on), an event in the job's history, then `requeue`."""
+        with store.session() as s:
+            rows = s.execute(select(Job.id, Job.lease_token, Job.kind, Job.queue, Job.worker_host, Job.attempts)
+                             .where(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl)).all()
+        expired: list[Expired] = []
+        for job_id, token, kind, queue, holder, attempts in rows:
+            with store.session() as s:
+                taken = updated(s, update(Job).where(
+                    Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.running,
+                    Job.heartbeat_at < db_now() - ttl).values(lease_token=token + 1, heartbeat_at=db_now())) == 1
+            if not taken:
+                continue  # renewed meanwhile, or another sweeper was first
+            lease = cls(store, job_id, token + 1)
+            cause = f"lease of {holder} expired (no heartbeat for {ttl:g} s)"
+            lease.add_event("warning", f"{cause}; taken over by {owner} after attempt {attempts}")
+            outcome = lease.requeue(cause, max_attempts)
+            if outcome is not None:
+                expired.append(Expired(job_id, str(kind), queue, holder, attempts, outcome))
+        return expired
+
+    # --- a scoring run (the protocol: shared/scoring/protocol.py) ---
 
     def fail_parent(self, parent_id: int, error: str) -> bool:
-        """A shard fails its waiting score job (never one being assembled under its own lease)."""
+        """A shard fails its waiting score job: waiting -> failed (never a run being assembled)."""
         with self.fenced() as s:
-            return s.execute(
-                update(Job).where(Job.id == parent_id, Job.status == JobStatus.queued)
-                .values(status=JobStatus.failed, error=error, finished_at=utcnow())
-            ).rowcount == 1
+            return updated(s, move_assembly(parent_id, Assembly.failed, [Assembly.waiting], status=JobStatus.failed,
+                                            error=error, finished_at=utcnow()).where(Job.status == JobStatus.queued)) == 1
+
+    def begin_assembly(self) -> None:
+        """This lease is the score job's own: waiting | sent | assembling -> assembling."""
+        with self.fenced() as s:
+            moving = [Assembly.waiting, Assembly.sent, Assembly.assembling]
+            if updated(s, move_assembly(self.job_id, Assembly.assembling, moving)) != 1:
+                raise StaleLease(f"score job {self.job_id}: its run ended; nothing to assemble")
+
+    def fail_assembly(self, error: str) -> bool:
+        """assembling -> failed: the score job fails and --out stays as it was."""
+        with self.store.session() as s:
+            return updated(s, move_assembly(self.job_id, Assembly.failed, [Assembly.assembling], status=JobStatus.failed,
+                                            error=error, finished_at=utcnow(), cancel_requested=False)
+                           .where(Job.lease_token == self.token, Job.status == JobStatus.running)) == 1
 
     def complete_score(self, result: dict[str, Any], score: dict[str, Any]) -> None:
-        """Record the Score row and end the score job, in one fenced transaction: exactly once."""
+        """assembling -> done: the Score row and the score job's end, in one fenced transaction: exactly once."""
         with self.fenced() as s:
             row = s.scalars(select(Score).where(Score.job_id == self.job_id)).one_or_none()
             if row is None:
@@ -132,6 +208,40 @@ class Lease:
             else:
                 for key, value in score.items():
                     setattr(row, key, value)
-            s.execute(update(Job).where(Job.id == self.job_id).values(
-                status=JobStatus.succeeded, result=result, error=None, finished_at=utcnow(),
-                cancel_requested=False))
+            done = move_assembly(self.job_id, Assembly.done, [Assembly.assembling], status=JobStatus.succeeded,
+                                 result=result, error=None, finished_at=utcnow(), cancel_requested=False)
+            if updated(s, done) != 1:  # raising rolls the Score row back too
+                raise StaleLease(f"score job {self.job_id}: not being assembled any more")
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A job whose lease the sweeper took: `outcome` queued means its task must be re-sent."""
+
+    job_id: int
+    kind: str
+    queue: str
+    holder: str | None
+    attempts: int
+    outcome: JobStatus
+
+
+def _after_attempt(cause: str, attempts: int, cancel: bool,
+                   max_attempts: int | None) -> tuple[JobStatus, dict[str, Any]]:
+    if cancel:
+        return JobStatus.cancelled, {"finished_at": utcnow(), "cancel_requested": False,
+                                     "error": f"cancelled ({cause})"}
+    if max_attempts is not None and attempts >= max_attempts:
+        return JobStatus.failed, {"finished_at": utcnow(),
+                                  "error": f"{cause}; gave up after {attempts} attempts (ORCH_MAX_ATTEMPTS)"}
+    return JobStatus.queued, {"heartbeat_at": None, "error": cause}
+
+
+def _put_checkpoint(s: Session, job_id: int, tag: str, **values: Any) -> None:
+    row = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.tag == tag)).one_or_none()
+    if row is None:
+        s.add(Checkpoint(job_id=job_id, tag=tag, **values))
+        return
+    for key, value in values.items():
+        setattr(row, key, value)
+    row.written_at = utcnow()

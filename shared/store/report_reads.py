@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from shared.store.schema import Job, JobKind, Score, Study
+from shared.store.schema import Epoch, Job, JobKind, Score, Study
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "images_per_s", "
 
 def resolve_study(session: Session, ref: str) -> StudyRecord | None:
     """A study by id (all digits) or by name; an id wins over a name made of digits."""
-    study = session.get(Study, int(ref)) if ref.strip().isdigit() else None
+    key = ref.strip()
+    study = session.get(Study, int(key)) if key.isascii() and key.isdigit() else None  # not '²'
     if study is None:
         study = session.scalars(select(Study).where(Study.name == ref.strip())).one_or_none()
     if study is None:
@@ -80,3 +81,46 @@ def _record(job: Job, test_acc: float | None) -> RunRecord:
     return RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec), model_info=dict(job.model_info or {}),
                      result=dict(job.result or {}), worker_host=job.worker_host, started_at=job.started_at,
                      finished_at=job.finished_at, epochs=epochs, test_acc=test_acc)
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    """A training run as the leaderboard ranks it: its best epoch and its epochs' totals, without the curve."""
+
+    id: int
+    val_acc: float
+    val_loss: float  # at the best epoch
+    images_per_s: float  # the mean over epochs
+    epochs: int
+    seconds: float
+    test_acc: float | None
+
+
+def leaderboard_entries(session: Session, study_id: int | None = None) -> list[LeaderboardEntry]:
+    """Every training run with an epoch, reduced in SQL (a lab's store holds 10^5 epoch rows or more).
+
+    The best epoch is the highest val_acc, the earliest on a tie: the same rule as
+    orchestrator.analysis.configs.run_value, which applies it to a study's full curves.
+    """
+    ordered = func.row_number().over(partition_by=Epoch.job_id, order_by=(Epoch.val_acc.desc(), Epoch.epoch))
+    best = select(Epoch.job_id, Epoch.val_acc, Epoch.val_loss, ordered.label("place")).subquery()
+    totals = (select(Epoch.job_id, func.count().label("n"), func.avg(Epoch.images_per_s).label("ips"),
+                     func.sum(Epoch.seconds).label("seconds")).group_by(Epoch.job_id).subquery())
+    query = (select(best.c.job_id, best.c.val_acc, best.c.val_loss, totals.c.ips, totals.c.n, totals.c.seconds)
+             .join(totals, totals.c.job_id == best.c.job_id).join(Job, Job.id == best.c.job_id)
+             .where(best.c.place == 1, Job.kind == JobKind.train).order_by(best.c.job_id))
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    rows = session.execute(query).all()
+    tests = _latest_test_accuracy(session, [row[0] for row in rows]) if rows else {}
+    return [LeaderboardEntry(job_id, acc, loss, float(ips), int(n), float(secs), tests.get(job_id))
+            for job_id, acc, loss, ips, n, secs in rows]
+
+
+def jobs_by_id(session: Session, job_ids: list[int]) -> dict[int, RunRecord]:
+    """The listed jobs' records without their epochs (what a leaderboard row shows beside the numbers)."""
+    jobs = session.scalars(select(Job).where(Job.id.in_(job_ids)))
+    return {job.id: RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec),
+                              model_info=dict(job.model_info or {}), result=dict(job.result or {}),
+                              worker_host=job.worker_host, started_at=job.started_at, finished_at=job.finished_at)
+            for job in jobs}

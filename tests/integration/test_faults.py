@@ -90,7 +90,7 @@ def test_duplicate_delivery_of_a_running_job_is_not_run_twice(orch: Orch, synth_
     busy = orch.start_worker("--name", "busy@test")
     wait_epochs(orch, job_id, 1)
     idle = orch.start_worker("--name", "idle@test")
-    resend = ("from shared.config import load_settings; from shared.queue import make_celery, send_job; "
+    resend = ("from shared.config import load_settings; from shared.celery_app import make_celery, send_job; "
               f"send_job(make_celery(load_settings()), {job_id}, 'train', 'orch')")
     subprocess.run([sys.executable, "-c", resend], env=orch.env, cwd=REPO, check=True, timeout=60)
     assert wait_until(lambda: f"job {job_id}: not taken" in idle.output(), timeout=60), idle.output()[-2000:]
@@ -136,14 +136,22 @@ def test_cancel_of_a_queued_job_means_it_never_starts(orch: Orch, synth_data: Pa
 
 
 def test_a_crashing_job_process_fails_the_job_not_the_worker(orch: Orch, synth_data: Path) -> None:
+    """A crash is retried (it may be the machine's fault) until ORCH_MAX_ATTEMPTS, then the job
+    fails with its cause: a job that kills its process every time is not requeued forever."""
+    orch.env = {**orch.env, "ORCH_MAX_ATTEMPTS": "2"}
     job_id = submit_train(orch, synth_data, epochs=20)
     worker = orch.start_worker()
     wait_epochs(orch, job_id, 1)
     children = job_processes(worker)
     assert len(children) == 2  # the job's process, and the next job's, started and waiting (warm)
     os.kill(oldest_job_process(worker), signal.SIGSEGV)
+    assert wait_until(lambda: (lambda d: (d["status"], d["attempts"]))(orch.json("status", str(job_id)))
+                      == ("running", 2), timeout=60)
+    assert wait_until(lambda: len(job_processes(worker)) == 2, timeout=60)  # taken, and the next one warming
+    time.sleep(1)
+    os.kill(oldest_job_process(worker), signal.SIGSEGV)
     detail = orch.wait_status(job_id, {"failed", "succeeded"}, timeout=60)
-    assert detail["status"] == "failed" and "SIGSEGV" in detail["error"]
+    assert detail["status"] == "failed" and "SIGSEGV" in detail["error"] and "after 2 attempts" in detail["error"]
     again = submit_train(orch, synth_data, 1, "--seed", "3")
     assert orch.wait_status(again, {"succeeded", "failed"})["status"] == "succeeded"
     assert worker.proc.poll() is None

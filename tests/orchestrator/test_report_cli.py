@@ -42,6 +42,24 @@ def test_json_carries_the_statistics(study: tuple[Orch, dict]) -> None:
     assert sorted(bn1["job_ids"]) == sorted([jobs[("bn", 1, 0)], jobs[("bn", 1, 1)]])
 
 
+def test_leaderboard_ranks_every_run_and_shows_the_limit(study: tuple[Orch, dict]) -> None:
+    orch, jobs = study
+    every = orch.json_report("--limit", "0")
+    assert len(every) == len(jobs) == 18 and [r["rank"] for r in every] == list(range(1, 19))
+    accs = [r["val_acc"] for r in every]
+    assert accs == sorted(accs, reverse=True)
+    best = every[0]  # bn g4 seed 1 settles at 0.96 from its second epoch on
+    assert (best["norm"], best["groups"], best["seed"], best["epochs"]) == ("bn", 4, 1, 3)
+    assert best["val_acc"] == pytest.approx(0.96)
+    assert orch.json_report("--limit", "5") == every[:5]
+    scored = [r for r in every if r["test_acc"] is not None]
+    assert {(r["norm"], r["groups"]) for r in scored} == {("bn", 1)}
+    by_loss = orch.json_report("--metric", "val_loss", "--limit", "3")
+    assert [r["val_loss"] for r in by_loss] == sorted(r["val_loss"] for r in every)[:3]
+    table = orch.run("report", "--limit", "4")
+    assert table.returncode == 0 and "the best 4 of 18 runs" in table.stderr
+
+
 def _row(rows: list[dict], norm: str, groups: int) -> dict:
     return next(r for r in rows if r["norm"] == norm and r["groups"] == groups)
 
@@ -132,6 +150,7 @@ def assert_offline(html: str) -> None:
     (["--study", "1", "--job", "1"], "--job: give --study or --job, not both"),
     (["--job", "1,x"], "--job: expected job ids"),
     (["--job", "1,99"], "--job: no training job with recorded epochs: 99"),
+    (["--limit", "-1"], "--limit: must be 0 (all) or more, got -1"),
 ])
 def test_bad_report_options(study: tuple[Orch, dict], args: list[str], fragment: str) -> None:
     orch, _ = study

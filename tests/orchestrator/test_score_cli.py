@@ -5,6 +5,7 @@ into the store, as a finished `orch submit train` leaves them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,10 @@ def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup:
     parent = cli(orch, "status", str(ids["job_id"]))
     assert parent["kind"] == "score" and parent["status"] == "queued" and parent["source_job_id"] == int(f["job"])
     assert parent["spec"]["checkpoint"].endswith(f"job{f['job']}-best.pt") and parent["spec"]["probs"] is True
+    # the inputs are pinned: the checkpoint's bytes and the folder's 12 files, for every shard to check
+    pins = parent["spec"]["inputs"]
+    assert pins["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest() and pins["files"] == 12
+    assert parent["assembly"] == "waiting"
     for shard_id in ids["shard_job_ids"]:
         shard = cli(orch, "status", str(shard_id))
         assert (shard["kind"], shard["parent_id"], shard["spec"]) == ("score_shard", ids["job_id"], parent["spec"])
@@ -148,3 +153,26 @@ def test_bad_input_exits_2_with_one_line_and_records_nothing(setup: tuple[Orch, 
     assert cli(orch, "status") == before
     queue = orch.home / "broker" / "queue"
     assert not queue.exists() or not list(queue.iterdir())  # every check runs before the broker is touched
+
+
+def test_wait_only_reads_the_store(setup: tuple[Orch, dict[str, str]]) -> None:
+    """A shard that died failed (as its worker records it): --wait reports the run failed and exits,
+    and leaves the parent to the protocol (the worker's sweeper fails it), writing nothing."""
+    from orchestrator.commands.score import wait_for_score
+    from orchestrator.context import CliState
+
+    orch, f = setup
+    ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f["test"], "--out", f"{f['tmp']}/w.csv",
+              "--shards", "2")
+    parent, shards = ids["job_id"], ids["shard_job_ids"]
+    store = open_store(load_settings(orch.home))
+    with store.session() as s:
+        for shard, status in zip(shards, (JobStatus.failed, JobStatus.succeeded), strict=True):
+            s.get(Job, shard).status, s.get(Job, shard).error = status, "job process died with SIGKILL"
+    before = cli(orch, "status", str(parent))
+    state = CliState(str(orch.home))
+    assert wait_for_score(state, parent, shards) is False
+    after = cli(orch, "status", str(parent))
+    assert after == before and after["status"] == "queued" and after["assembly"] == "waiting"
+    state.store.dispose()
+    store.dispose()

@@ -1,17 +1,23 @@
-"""The embedded broker never hands a consumer a half-written message.
+"""The embedded broker never hands a consumer a half-written message, and its janitor empties the
+queues of monitors that went away.
 
 kombu's stock filesystem transport creates the message file before writing it; a consumer that
 polls in between takes an empty file and the message is lost (35 of 3000 in a tight loop here).
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
+import time
 from pathlib import Path
 
 from kombu import Connection
 from kombu.transport.filesystem import Transport as StockTransport
 
-from shared.broker_fs import Transport
+from shared.broker_fs import Transport, broker_folders, prune_broker
+from shared.celery_app import make_celery
+from shared.config import load_settings
 
 SENDS = 3000
 
@@ -73,3 +79,35 @@ def test_the_stock_transport_loses_messages_to_the_same_race(tmp_path: Path) -> 
         import pytest
         pytest.skip("kombu's stock transport did not lose a message this time")
     assert got < SENDS
+
+
+def write_message(folder: Path, queue: str, age_s: float) -> Path:
+    path = folder / f"{int(time.monotonic() * 1000)}_{os.urandom(4).hex()}.{queue}.msg"
+    path.write_text("{}")
+    old = time.time() - age_s
+    os.utime(path, (old, old))
+    return path
+
+
+def test_stale_event_queues_are_unbound_and_emptied_work_queues_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ORCH_BROKER_URL", raising=False)
+    settings = load_settings(tmp_path)
+    make_celery(settings)  # creates the broker folders
+    folders = broker_folders(settings)
+    table = folders["control"] / "celeryev.exchange"
+    table.write_text(json.dumps([["worker.#", "", "celeryev.gone"], ["worker.#", "", "celeryev.live"]]))
+    gone = write_message(folders["queue"], "celeryev.gone", age_s=600)
+    live = write_message(folders["queue"], "celeryev.live", age_s=5)
+    work = write_message(folders["queue"], "orch", age_s=3600)  # a job nobody took yet: never pruned
+    done = folders["processed"] / "1_x.orch.msg"
+    done.write_text("{}")
+    os.utime(done, (time.time() - 120, time.time() - 120))
+    orphan = folders["queue"] / ".1_x.orch.msg.tmp"  # a sender killed before its rename
+    orphan.write_text("{")
+    os.utime(orphan, (time.time() - 600, time.time() - 600))
+
+    removed = prune_broker(settings)
+
+    assert removed == 3 and not gone.exists() and not done.exists() and not orphan.exists()
+    assert live.exists() and work.exists()
+    assert json.loads(table.read_text()) == [["worker.#", "", "celeryev.live"]]

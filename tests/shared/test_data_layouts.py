@@ -119,3 +119,33 @@ def test_shared_data_imports_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("name", ["².jpg", "٣.jpg", "1².png"])
+def test_a_non_ascii_digit_name_in_a_numbered_folder_is_a_clear_error(tmp_path: Path, name: str) -> None:
+    """str.isdigit() is true for '²' (int() refuses it: a traceback) and '٣' (int() reads 3)."""
+    for i in range(3):
+        write_image(tmp_path / f"{i}.jpg")
+    write_image(tmp_path / name)
+    with pytest.raises(DataError, match=f"{name} is not a numbered file name") as err:
+        scan(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_we_may_not_list_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A permission error on the data is permanent: a DataError with one line, not an OSError to retry.
+
+    (Tests may run as root, for whom chmod 000 denies nothing: the refusal is simulated.)
+    """
+    write_image(tmp_path / "0.jpg")
+    real = Path.iterdir
+
+    def refuse(self: Path):  # type: ignore[no-untyped-def]
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(DataError, match="cannot list \\(Permission denied\\)") as err:
+        scan(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)

@@ -43,7 +43,7 @@ def test_numbered_folder_in_id_order_with_and_without_labels(trained: tuple[Path
     assert out["labels"] == [int(i) for i in probs.argmax(1)] and out["classes"] == ["cat", "dog"]
     labels = read_labels_csv(data / "test_labels.csv")
     scored = score(ckpt, data / "test", cache_dir=tmp_path, labels=labels)
-    expected = np.mean([p == labels[i] for i, p in zip(scored["ids"], scored["labels"])])
+    expected = np.mean([p == labels[i] for i, p in zip(scored["ids"], scored["labels"], strict=True)])
     assert scored["accuracy"] == pytest.approx(expected)
     assert np.allclose(scored["probs"], probs, atol=1e-5)  # batch size does not change the answer
 

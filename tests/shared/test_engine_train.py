@@ -116,6 +116,30 @@ def test_nan_loss_stops_with_epoch_and_step(data: Path, tmp_path: Path, monkeypa
     assert torch.load(tmp_path / "w" / "last.pt", weights_only=True)["epoch"] == 1
 
 
+class NaNInEval(nn.Module):
+    """Wraps a model; training is fine, but every validation output is NaN (a diverged head)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        return out if self.training else out * float("nan")
+
+
+def test_nan_validation_loss_fails_with_one_clear_line(data: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the NaN reached the store, where SQLite made it a NOT NULL error, retried forever."""
+    real = engine_train.model_for
+    monkeypatch.setattr(engine_train, "model_for", lambda spec, classes: NaNInEval(real(spec, classes)))
+    seen: list[dict[str, Any]] = []
+    with pytest.raises(NonFiniteLoss, match=r"^validation loss is nan at epoch 1: the model diverged; try a lower --lr$"):
+        train(tiny_spec(data / "train", data / "val", epochs=2), tmp_path / "w", seen.append,
+              cache_dir=tmp_path / "cache")
+    assert seen == []
+
+
 def test_should_stop_cancels_between_steps(data: Path, tmp_path: Path) -> None:
     polls = iter(range(100))
     with pytest.raises(JobCancelled, match="epoch 1 step 3"):

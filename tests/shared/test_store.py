@@ -5,8 +5,6 @@ Runs on the embedded SQLite store and on the local PostgreSQL.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,32 +12,8 @@ import pytest
 from shared.config import load_settings
 from shared.errors import StaleLease
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Epoch, Job, JobStatus, Lease, Store, open_store
+from shared.store import Epoch, Job, JobStatus, Lease, Score, Store, open_store
 from shared.store import jobs as store_jobs
-from shared.store.db import make_engine, upgrade
-from tests.conftest import PG_ADMIN, need_service
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
-    monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
-    if request.param == "sqlite":
-        s = open_store(load_settings(tmp_path))
-        yield s
-        s.dispose()
-        return
-    need_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg
-
-    name = f"orch_unit_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    upgrade(engine)
-    yield Store(engine)
-    engine.dispose()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def new_job(store: Store, seed: int = 0) -> int:
@@ -69,10 +43,11 @@ def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> 
     job_id = new_job(store)
     old = Lease.acquire(store, job_id, "a:1", ttl=30)
     time.sleep(0.3)
-    requeued = store_jobs.requeue_expired(store, ttl=0.1)
-    assert [j.id for j in requeued] == [job_id] and status(store, job_id).status == "queued"
+    requeued = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    assert [(j.job_id, j.outcome) for j in requeued] == [(job_id, "queued")]
+    assert status(store, job_id).status == "queued"
     new = Lease.acquire(store, job_id, "b:2", ttl=30)
-    assert new is not None and old is not None and new.token == old.token + 1 and status(store, job_id).attempts == 2
+    assert new is not None and old is not None and new.token == old.token + 2 and status(store, job_id).attempts == 2
     with pytest.raises(StaleLease):
         old.record_epoch({"epoch": 1, "train_loss": 1, "val_loss": 1, "val_acc": 0.5,
                                                       "images_per_s": 1, "seconds": 1})
@@ -115,25 +90,31 @@ def test_cancel_and_retry_transitions(store: Store) -> None:
 
 
 def test_score_parents_whose_shards_ended_are_settled_once(store: Store) -> None:
+    from shared.scoring.protocol import settle_parents
     from shared.spec import ScoreSpec
+    from shared.store import Assembly
+    from shared.store.scoring_runs import add_score_run
 
     spec = ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv", shards=2)
     with store.session() as s:
-        ok_parent = store_jobs.add_job(s, "score", spec).id
-        bad_parent = store_jobs.add_job(s, "score", spec.model_copy(update={"out": "/p.csv"})).id
-        shards = {p: [store_jobs.add_job(s, "score_shard", spec, parent_id=p, shard=i).id for i in range(2)]
-                  for p in (ok_parent, bad_parent)}
+        ok, ok_shards = add_score_run(s, spec, queue="orch", source_job_id=None)
+        bad, bad_shards = add_score_run(s, spec.model_copy(update={"out": "/p.csv"}), queue="orch", source_job_id=None)
+        ok_parent, bad_parent = ok.id, bad.id
+        shards = {ok_parent: [j.id for j in ok_shards], bad_parent: [j.id for j in bad_shards]}
     for parent, ids in shards.items():
         for i, shard in enumerate(ids):
             token = Lease.acquire(store, shard, "a:1", ttl=30)
             failed = parent == bad_parent and i == 1
+            if not failed:
+                token.update(result={"part": f"/parts/{i}.csv"})
             token.finish(JobStatus.failed if failed else JobStatus.succeeded,
                               error="corrupt image" if failed else None)
-    sent = store_jobs.settle_score_parents(store)
-    assert [job.id for job in sent] == [ok_parent]
-    assert store_jobs.settle_score_parents(store) == []  # sent once, not on every sweep
+    sent = settle_parents(store)
+    assert [parent.job_id for parent in sent] == [ok_parent]
+    assert settle_parents(store) == []  # sent once, not on every sweep
     assert status(store, bad_parent).status == "failed" and "corrupt image" in status(store, bad_parent).error
-    assert status(store, ok_parent).status == "queued"
+    assert status(store, bad_parent).assembly == Assembly.failed
+    assert status(store, ok_parent).status == "queued" and status(store, ok_parent).assembly == Assembly.sent
 
 
 def _open_and_add(home: str, start_at: float, results) -> None:  # a spawned process: module level
@@ -168,3 +149,42 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed(tmp_path:
         assert outcomes == ["ok"] * 4
         with open_store(load_settings(home)).session() as s:
             assert len(s.query(Job).all()) == 4
+
+
+def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_path: Path) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from shared.store.db import MIGRATIONS, current_revision, head_revision, make_engine
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    with store.engine.connect() as conn:
+        assert current_revision(store.engine) == MigrationContext.configure(conn).get_current_revision()
+    assert current_revision(make_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None
+
+
+def test_the_assembly_state_moves_only_as_the_protocol_table_allows(store: Store) -> None:
+    from shared.spec import ScoreSpec
+    from shared.store import Assembly
+    from shared.store.scoring_runs import add_score_run, move_assembly
+
+    with pytest.raises(ValueError, match="done -> waiting is not a move"):
+        move_assembly(1, Assembly.waiting, [Assembly.done])
+    spec = ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv")
+    with store.session() as s:
+        parent_id = add_score_run(s, spec, queue="orch", source_job_id=None)[0].id
+    with store.session() as s:  # cancel a waiting run: its CSV will not be written
+        store_jobs.request_cancel(s, [s.get(Job, parent_id)])
+    assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("cancelled", "failed")
+    with store.session() as s:
+        store_jobs.reset_for_retry(s, [s.get(Job, parent_id)])
+    assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("queued", "waiting")
+    lease = Lease.acquire(store, parent_id, "a:1", ttl=30)
+    assert lease is not None
+    with pytest.raises(StaleLease):  # waiting, not assembling: nothing recorded
+        lease.complete_score({"n": 0}, {"out": "/o.csv", "n_images": 0})
+    lease.begin_assembly()
+    lease.complete_score({"n": 0}, {"out": "/o.csv", "n_images": 0})
+    assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("succeeded", "done")
+    with store.session() as s:
+        assert s.query(Score).filter_by(job_id=parent_id).count() == 1

@@ -8,21 +8,9 @@ import pytest
 
 from shared.data.layouts import Listing
 from shared.errors import DataError
-from shared.scoring import (
-    ShardState,
-    assemble,
-    check_folder_classes,
-    check_label_classes,
-    check_labels_cover,
-    check_shards,
-    count_correct,
-    format_rows,
-    header_line,
-    parent_outcome,
-    shard_slice,
-    totals,
-    write_atomic,
-)
+from shared.scoring.csv_parts import count_correct, format_rows, header_line, shard_slice, totals, write_atomic
+from shared.scoring.inputs import check_folder_classes, check_label_classes, check_labels_cover, check_shards
+from shared.scoring.protocol import ShardState, assemble, verdict
 
 
 @pytest.mark.parametrize("n,shards", [(0, 1), (1, 1), (10, 1), (10, 3), (7, 7), (3, 5), (401, 4)])
@@ -89,14 +77,14 @@ def test_assemble_refuses_missing_parts_without_writing(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_parent_outcome() -> None:
+def test_verdict() -> None:
     part = Path("/p.csv")
     queued = ShardState(2, 1, "queued", None)
     failed = ShardState(3, 2, "failed", {}, "DataError: corrupt")
-    assert parent_outcome([done(1, 0, part, 1), done(2, 1, part, 1)]) == ("complete", None)
-    assert parent_outcome([done(1, 0, part, 1), queued]) == ("pending", None)
-    assert parent_outcome([done(1, 0, part, 1), queued, failed]) == ("failed", "shard 2 (job 3): DataError: corrupt")
-    assert parent_outcome([]) == ("pending", None)
+    assert verdict([done(1, 0, part, 1), done(2, 1, part, 1)]) == ("complete", None)
+    assert verdict([done(1, 0, part, 1), queued]) == ("pending", None)
+    assert verdict([done(1, 0, part, 1), queued, failed]) == ("failed", "shard 2 (job 3): DataError: corrupt")
+    assert verdict([]) == ("pending", None)
 
 
 def test_totals_without_labels_or_time() -> None:
@@ -135,5 +123,6 @@ def test_checks_name_the_option() -> None:
 def test_scoring_helpers_import_no_torch() -> None:
     import subprocess
 
-    code = "import shared.scoring, sys; assert 'torch' not in sys.modules and 'PIL' not in sys.modules"
+    code = ("import shared.scoring.protocol, shared.scoring.inputs, sys; "
+            "assert 'torch' not in sys.modules and 'PIL' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from shared.config import Settings, load_settings
+from shared.data import scan
 from shared.errors import DataError, JobCancelled
+from shared.scoring.inputs import pin
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
-from shared.store import Job, JobKind, JobStatus, Lease, Score, Store, open_store
-from shared.store import jobs as store_jobs
+from shared.store import Job, JobStatus, Lease, Score, Store, open_store
+from shared.store.scoring_runs import add_score_run
 from worker.context import JobContext
-from worker.jobs import score as score_job
+from worker.jobs import score_shards as score_job
 
 CLASSES = ["cat", "dog"]
 
@@ -54,12 +56,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Setti
 
 
 def submit(store: Store, spec: ScoreSpec) -> tuple[int, list[int]]:
-    """What `orch submit score` records, without a broker."""
+    """What `orch submit score` records (its inputs pinned), without a broker."""
+    spec = pin(spec, scan(Path(spec.data)))
     with store.session() as s:
-        parent = store_jobs.add_job(s, JobKind.score, spec)
-        shards = [store_jobs.add_job(s, JobKind.score_shard, spec, parent_id=parent.id, shard=i).id
-                  for i in range(spec.shards)]
-        return parent.id, shards
+        parent, shards = add_score_run(s, spec, queue="orch", source_job_id=None)
+        return parent.id, [shard.id for shard in shards]
 
 
 def run_job(settings: Settings, store: Store, job_id: int) -> dict[str, Any] | None:
@@ -113,6 +114,7 @@ def test_sharded_equals_unsharded_in_numeric_id_order(env: tuple[Settings, Store
     assert scores[one].accuracy == scores[three].accuracy is not None and 0.0 <= scores[one].accuracy <= 1.0
     parent = job(store, three)
     assert parent.status == "succeeded" and parent.result["n"] == 23 and parent.result["shards"] == 3
+    assert parent.assembly == "done"
 
 
 def test_header_and_probabilities(env: tuple[Settings, Store], data: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -177,6 +179,7 @@ def test_corrupt_image_fails_the_parent_and_writes_no_csv(env: tuple[Settings, S
         run_job(settings, store, bad)
     failed = job(store, parent)
     assert failed.status == "failed" and failed.error.startswith(f"shard 1 (job {bad}): ")
+    assert failed.assembly == "failed"
     assert "2.jpg" in failed.error and "\n" not in failed.error
     with pytest.raises(JobCancelled):  # a sibling that starts after the failure does no work
         run_job(settings, store, late)
@@ -196,3 +199,97 @@ def test_parent_task_assembles_when_the_assembling_shard_died(env: tuple[Setting
     result = run_job(settings, store, parent)
     assert result is not None and result["n"] == 23 and out.is_file()
     assert job(store, parent).status == "succeeded"
+
+
+def copy_images(data: Path, folder: Path, n: int) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"{i}.jpg").write_bytes((data / "test" / f"{i}.jpg").read_bytes())
+    return folder
+
+
+def run_fails(env: tuple[Settings, Store], parent: int, shard: int, error: type[Exception], message: str) -> str:
+    """The shard fails with `message` (one line), and so does its parent, which writes no CSV."""
+    settings, store = env
+    with pytest.raises(error, match=message):
+        run_job(settings, store, shard)
+    failed = job(store, parent)
+    assert failed.status == "failed" and failed.assembly == "failed" and "\n" not in failed.error
+    assert message.split(":")[0] in failed.error
+    return failed.error
+
+
+@pytest.mark.parametrize("change", ["added", "resized"])
+def test_a_folder_that_changed_after_submit_fails_the_run(env: tuple[Settings, Store], data: Path, checkpoint: Path,
+                                                          tmp_path: Path, change: str) -> None:
+    folder = copy_images(data, tmp_path / "test", 6)
+    out = tmp_path / "o.csv"
+    parent, (first, _) = submit(env[1], ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out=str(out), shards=2))
+    if change == "added":  # a file added between submit and the shard: 7 rows where 6 were pinned
+        (folder / "6.jpg").write_bytes((data / "test" / "6.jpg").read_bytes())
+        message = "--data: .* holds 7 images now but 6 when the run was submitted"
+    else:  # the same names, another image
+        (folder / "2.jpg").write_bytes((data / "test" / "9.jpg").read_bytes() + b"\0")
+        message = "--data: .* changed since the run was submitted"
+    run_fails(env, parent, first, DataError, message)
+    assert not out.exists()
+
+
+def test_a_checkpoint_that_changed_after_submit_fails_the_run(env: tuple[Settings, Store], data: Path,
+                                                              checkpoint: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "best.pt"
+    mine.write_bytes(checkpoint.read_bytes())
+    parent, (shard,) = submit(env[1], ScoreSpec(checkpoint=str(mine), data=str(data / "test"), out=str(tmp_path / "o.csv")))
+    mine.write_bytes(checkpoint.read_bytes() + b"retrained")  # another training run rewrote the file
+    from shared.errors import CheckpointError
+
+    run_fails(env, parent, shard, CheckpointError, "--checkpoint: .* changed since the run was submitted")
+
+
+def test_a_spec_without_pinned_inputs_is_refused(env: tuple[Settings, Store], data: Path, checkpoint: Path,
+                                                 tmp_path: Path) -> None:
+    settings, store = env
+    spec = ScoreSpec(checkpoint=str(checkpoint), data=str(data / "test"), out=str(tmp_path / "o.csv"))
+    with store.session() as s:  # as a job stored before inputs were pinned
+        parent, (shard,) = add_score_run(s, spec, queue="orch", source_job_id=None)
+        parent_id, shard_id = parent.id, shard.id
+    run_fails(env, parent_id, shard_id, DataError, "submitted before orch pinned scoring inputs")
+
+
+def fake_parts(env: tuple[Settings, Store], shards: list[int], rows: list[str]) -> None:
+    """Shards that recorded these part files and succeeded, without a model."""
+    settings, store = env
+    for shard, text in zip(shards, rows, strict=True):
+        part = settings.job_dir(shard) / "part.csv"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text(text)
+        lease = Lease.acquire(store, shard, "w", ttl=60)
+        assert lease is not None
+        lease.update(result={"part": str(part), "n": text.count("\n"), "seconds": 1.0})
+        lease.finish(JobStatus.succeeded, result={"part": str(part)})
+
+
+@pytest.mark.parametrize("rows, message", [
+    (["0,1\n1,0\n2,1\n", "2,1\n3,0\n4,0\n5,1\n"], "7 rows but the folder had 6 images"),
+    (["0,1\n1,0\n2,1\n", "2,1\n3,0\n4,0\n"], "id 2 appears 2 times"),
+    (["0,1\n1,0\n2,1\n", "3,0\n4,0\n9,1\n"], "not the folder's ids at submit"),
+])
+def test_assembly_checks_every_pinned_id_appears_once(env: tuple[Settings, Store], data: Path, checkpoint: Path,
+                                                      tmp_path: Path, rows: list[str], message: str) -> None:
+    """The parent's own orch.score task (sent by the sweeper) assembles parts that do not add up: it
+    fails with one line, and --out is not written."""
+    settings, store = env
+    out = tmp_path / "o.csv"
+    folder = copy_images(data, tmp_path / "test", 6)
+    parent, shards = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out=str(out), shards=2))
+    fake_parts(env, shards, rows)
+    with pytest.raises(DataError, match=message):
+        run_job(settings, store, parent)
+    failed = job(store, parent)
+    assert failed.status == "failed" and failed.assembly == "failed" and message in failed.error
+    assert not out.exists()
+    fake_parts_ok = ["0,1\n1,0\n2,1\n", "3,0\n4,0\n5,1\n"]  # the same run with sound parts assembles
+    parent, shards = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out=str(out), shards=2))
+    fake_parts(env, shards, fake_parts_ok)
+    assert run_job(settings, store, parent) is not None and out.read_text() == "".join(fake_parts_ok)
+    assert job(store, parent).assembly == "done"

@@ -20,7 +20,7 @@ def run_one(orch: Orch, data: Path) -> dict:
     out = orch.json("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"), *TINY)
     detail = orch.wait_status(out["job_id"], {"succeeded", "failed"}, timeout=300)
     assert detail["status"] == "succeeded", detail["error"]
-    return detail["result"]["startup"]
+    return {**detail["result"]["startup"], "attempts": detail["attempts"]}
 
 
 def ready_children(worker: WorkerProcess) -> list[int]:
@@ -64,5 +64,8 @@ def test_a_ready_process_that_died_is_replaced(orch: Orch, synth_data: Path) -> 
     ready = wait_for_one_ready(worker)
     os.kill(ready, signal.SIGKILL)
     startup = run_one(orch, synth_data)  # the job still runs, in a process started for it
-    assert startup["pid"] != ready and not startup["warm"]
+    assert startup["pid"] != ready
+    # the attempt that found the dead process ran in a fresh one; on a CPU so loaded that the worker
+    # fenced that attempt (no heartbeat for 0.8 TTL), the next attempt may take the new warm process
+    assert not startup["warm"] or startup["attempts"] > 1, worker.output()[-3000:]
     assert "died or hung before its job" in worker.output()

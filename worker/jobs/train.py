@@ -1,11 +1,15 @@
-"""A training job: the shared engine, with each epoch and checkpoint recorded under the lease."""
+"""A training job: the shared engine, with each epoch and checkpoint recorded under the lease.
+
+Checkpoint files are fenced (worker/checkpoints.py): this attempt writes files named for its token,
+resumes from the file the store names, and records each new file as current in a fenced write.
+"""
 from __future__ import annotations
 
 from importlib.metadata import version as package_version
-from pathlib import Path
 from typing import Any
 
 from shared.spec import TrainSpec, parse
+from worker import checkpoints
 from worker.context import JobContext
 
 
@@ -16,27 +20,33 @@ def run(ctx: JobContext) -> dict[str, Any]:
     from shared.models import describe
 
     spec = parse(TrainSpec, ctx.spec)
-    best = {"val_acc": -1.0}
+    resume_from, broken = checkpoints.resume_point(ctx.lease)
 
     def on_epoch(metrics: dict[str, Any]) -> None:
-        # train() has already written the checkpoints for this epoch when it calls back.
-        epoch = int(metrics["epoch"])
+        # train() has already written this epoch's file when it calls back; a replayed epoch
+        # (one the resumed checkpoint holds) has none.
         ctx.lease.record_epoch(metrics)
-        ctx.lease.record_checkpoint("last", str(ctx.workdir / "last.pt"), epoch, metrics.get("val_acc"))
-        if metrics["val_acc"] > best["val_acc"]:
-            best["val_acc"] = metrics["val_acc"]
-            ctx.lease.record_checkpoint("best", str(ctx.workdir / "best.pt"), epoch, metrics["val_acc"])
+        path = metrics.get("checkpoint")
+        if path is None:
+            return
+        best_row = ctx.lease.checkpoints().get("best")
+        best = bool(metrics["best"]) or best_row is None or best_row.path in broken
+        ctx.lease.advance_checkpoint(path, int(metrics["epoch"]), metrics.get("val_acc"),
+                                     checkpoints.digest(path), best=best)
+        checkpoints.prune(ctx.lease, ctx.workdir)
 
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
-                   should_stop=ctx.should_stop)
+                   should_stop=ctx.should_stop, resume_from=resume_from,
+                   name_for=checkpoints.file_name(ctx.lease.token))
     ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
+    best = ctx.lease.checkpoints()["best"]
     return {
         "best_val_acc": result["best_val_acc"],
         "best_epoch": result["best_epoch"],
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
-        "best_checkpoint": str(Path(result["best_checkpoint"])),
+        "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)
-        "versions": {"orch": package_version("orch"), "torch": torch.__version__},
+        "versions": {"orch": package_version("orch"), "torch": str(torch.__version__)},
     }

@@ -6,13 +6,14 @@ store (not the broker) guarantees it never runs twice.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from kombu.connection import Connection
+from kombu.exceptions import ChannelError
 
-from shared.broker_fs import TRANSPORT_PATH
-from shared.config import DEFAULT_QUEUE, Settings
+from shared import broker_fs
+from shared.config import DEFAULT_QUEUE, PRIORITY_NEW, Settings
 
 # job kind -> task name: what Flower shows, with the job id as the only argument
 TASK_NAMES: dict[str, str] = {"train": "orch.train", "score": "orch.score", "score_shard": "orch.score_shard"}
@@ -21,27 +22,9 @@ TASK_NAMES: dict[str, str] = {"train": "orch.train", "score": "orch.score", "sco
 REDIS_VISIBILITY_TIMEOUT = 3600
 
 
-def broker_folders(settings: Settings) -> dict[str, Path]:
-    root = settings.broker_folder
-    return {"queue": root / "queue", "processed": root / "processed", "control": root / "control"}
-
-
 def transport_options(settings: Settings) -> dict[str, Any]:
     if settings.embedded_broker:
-        folders = broker_folders(settings)
-        for folder in folders.values():
-            folder.mkdir(parents=True, exist_ok=True)
-        return {
-            "data_folder_in": str(folders["queue"]),
-            "data_folder_out": str(folders["queue"]),
-            # processed files are renamed inside the broker folder (one filesystem, so the
-            # rename is atomic and two workers cannot both take one message); the janitor
-            # deletes them.
-            "store_processed": True,
-            "processed_folder": str(folders["processed"]),
-            "control_folder": str(folders["control"]),
-            "polling_interval": 0.2,
-        }
+        return broker_fs.transport_options(settings)
     return {
         "visibility_timeout": REDIS_VISIBILITY_TIMEOUT,
         "unacked_restore_interval": 10,
@@ -70,7 +53,7 @@ def make_celery(settings: Settings) -> Celery:
         task_track_started=True,
         task_default_queue=DEFAULT_QUEUE,
         # the embedded broker: kombu's filesystem transport with atomic sends (see broker_fs)
-        broker_transport=TRANSPORT_PATH if settings.embedded_broker else None,
+        broker_transport=broker_fs.TRANSPORT_PATH if settings.embedded_broker else None,
         broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits out a broker restart
@@ -80,12 +63,13 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None = None) -> None:
+def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None = None,
+             priority: int = PRIORITY_NEW) -> None:
     """Send the task for a job by name: the message carries the job id only.
 
     `label` (shared.task_label) is what Flower shows in place of the arguments; the worker ignores it.
     """
-    app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, argsrepr=label,
+    app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, argsrepr=label, priority=priority,
                   retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 
@@ -93,3 +77,16 @@ def check_broker(app: Celery, timeout: float = 3.0) -> None:
     """Raise if the broker does not answer, before anything is written to the store."""
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=timeout)
+
+
+def queue_size(conn: Connection, queue: str) -> int:
+    """How many messages wait in `queue` (not those a worker took and has not acked), on any broker.
+
+    kombu's own count (a Redis LLEN, a count of the queue folder's files): the relay compares it with
+    the jobs that should have a message there, without reading any message.
+    """
+    try:
+        declared = conn.default_channel.queue_declare(queue=queue, passive=True)  # type: ignore[no-untyped-call]
+        return int(declared.message_count)
+    except ChannelError:  # Redis deletes an empty list: no such queue means nothing waits in it
+        return 0

@@ -1,4 +1,4 @@
-"""`score(checkpoint, folder)`: batched inference over a numbered or labelled folder."""
+"""`score(checkpoint, folder)`: a scoring run's model inference, batched over a numbered or labelled folder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,7 +41,7 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     model, prec, int8 = _maybe_int8(model.to(device), prec, fallback, full, spec.model.image_size, cache)
     probs = probabilities(model, images, batch_size, prec, device)
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
-    known = labels if labels is not None else (dict(zip(images.ids, truth)) if truth else None)
+    known = labels if labels is not None else (dict(zip(images.ids, truth, strict=True)) if truth else None)
     return {"ids": list(images.ids), "labels": [int(p) for p in predicted], "probs": probs,
             "classes": classes, "accuracy": _accuracy(images, predicted, known, len(classes)),
             "n": len(images), "precision": prec.name, **int8}
@@ -73,7 +73,7 @@ def _listing(full: Listing, items: list[tuple[int, Path]] | None) -> Listing:
     ids = [i for i, _ in ordered]
     labels = None
     if full.labels is not None:
-        by_id = dict(zip(full.ids, full.labels))
+        by_id = dict(zip(full.ids, full.labels, strict=True))
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise DataError(f"{folder}: has no image with id {missing[0]}")
@@ -85,7 +85,7 @@ def _accuracy(images: ImageSet, predicted: np.ndarray, known: dict[int, int] | N
               n_classes: int) -> float | None:
     if known is None:
         return None
-    pairs = [(int(p), known[i]) for i, p in zip(images.ids, predicted) if i in known]
+    pairs = [(int(p), known[i]) for i, p in zip(images.ids, predicted, strict=True) if i in known]
     if not pairs:
         raise DataError("labels: none of the scored ids has a label")
     bad = next((y for _, y in pairs if not 0 <= y < n_classes), None)

@@ -1,0 +1,54 @@
+"""Writing a file so that a reader sees the old file or the whole new one, never a part.
+
+The one temp-file-and-rename of the project: the temp file sits beside the target (one file
+system, so the rename is atomic), is named `.<name>.<pid>.tmp` (hidden, and unique per process
+so that two writers never share one), is fsynced before the rename, and is removed when the
+write fails, leaving the previous file as it was.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(path: Path) -> Path:
+    """The temp file `atomic_path` uses for `path` in this process."""
+    return path.parent / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}"
+
+
+@contextmanager
+def atomic_path(path: Path | str, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temp path to fill (by any means: a library that wants a file name, a hard link);
+    on success it replaces `path`, on an exception it is removed."""
+    path = Path(path)
+    tmp = temp_path(path)
+    tmp.unlink(missing_ok=True)  # left by a dead process that had this pid
+    try:
+        yield tmp
+        if fsync:
+            _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path: Path | str, mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
+    """`with atomic_write(p, "w") as fh: fh.write(...)`: `p` changes only if the block succeeds."""
+    with atomic_path(path, fsync=False) as tmp, tmp.open(mode, **open_args) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

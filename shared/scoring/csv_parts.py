@@ -1,0 +1,115 @@
+"""A scoring run's CSV without torch: shard slices, rows, part files, the row checks and the totals.
+
+Shard i scores a contiguous run of the folder's ids in numeric order, so the final CSV is the
+shards' part files concatenated in shard order.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from shared.atomic import atomic_write
+from shared.data.layouts import Listing
+from shared.errors import DataError
+
+T = TypeVar("T")
+PROB_DIGITS = 6
+
+
+def shard_slice(items: Sequence[T], shards: int, index: int) -> list[T]:
+    """Shard `index` of `shards`: a contiguous, balanced run, so shards concatenate in order."""
+    if not 0 <= index < shards:
+        raise ValueError(f"shard index {index} is not in 0..{shards - 1}")
+    n = len(items)
+    return list(items[index * n // shards:(index + 1) * n // shards])
+
+
+def listing_items(listing: Listing) -> list[tuple[int, Path]]:
+    """(id, file) pairs in id order: stems for a numbered folder, positions for a labelled one."""
+    return sorted(zip(listing.ids, listing.files, strict=True), key=lambda item: item[0])
+
+
+def ids_digest(ids: Iterable[int]) -> str:
+    """sha256 of the ids in order: pinned at submit, recomputed from the assembled CSV."""
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def truth_for(listing: Listing, classes: Sequence[str], labels: dict[int, int] | None) -> dict[int, int] | None:
+    """id -> true class index (the checkpoint's): from the labels CSV, else the folder's own labels."""
+    if labels is not None:
+        return labels
+    if listing.labels is None:
+        return None
+    index = {c: i for i, c in enumerate(classes)}
+    return {i: index[listing.classes[y]] for i, y in zip(listing.ids, listing.labels, strict=True)}
+
+
+def count_correct(ids: Sequence[int], predicted: Sequence[int], truth: dict[int, int] | None) -> tuple[int, int]:
+    """(correct, labelled) over the ids that have a true label."""
+    if truth is None:
+        return 0, 0
+    pairs = [(p, truth[i]) for i, p in zip(ids, predicted, strict=True) if i in truth]
+    return sum(p == y for p, y in pairs), len(pairs)
+
+
+def header_line(classes: Sequence[str], probs: bool) -> str:
+    return "id,label" + "".join(f",prob_{c}" for c in classes if probs) + "\n"
+
+
+def format_rows(ids: Sequence[int], labels: Sequence[int], probs: Iterable[Sequence[float]] | None) -> str:
+    """CSV rows `id,label[,p0,p1...]`, one per image, in the order given."""
+    if probs is None:
+        return "".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True))
+    return "".join(f"{i},{y}," + ",".join(f"{p:.{PROB_DIGITS}f}" for p in row) + "\n"
+                   for i, y, row in zip(ids, labels, probs, strict=True))
+
+
+def write_atomic(path: Path, parts: Iterable[str | Path]) -> None:
+    """Write strings and the contents of files to `path` atomically (shared.atomic): a reader, or a
+    failure half-way, never leaves a partial file at `path`."""
+    with atomic_write(path, "w", newline="") as out:
+        for part in parts:
+            out.write(part if isinstance(part, str) else Path(part).read_text())
+
+
+def part_path(parent_dir: Path, shard: int) -> Path:
+    return Path(parent_dir) / "shards" / f"{shard}.csv"
+
+
+def check_rows(texts: Sequence[str], files: int, ids_sha256: str) -> None:
+    """The parts hold every pinned id exactly once, in order: `files` rows whose ids hash to `ids_sha256`."""
+    ids = [_row_id(line) for text in texts for line in text.splitlines() if line]
+    if len(ids) != files:
+        raise DataError(f"assembly: the shards wrote {len(ids)} rows but the folder had {files} images "
+                        "at submit; retry the run")
+    twice = [i for i, n in Counter(ids).items() if n > 1]
+    if twice:
+        raise DataError(f"assembly: id {twice[0]} appears {Counter(ids)[twice[0]]} times in the shards' "
+                        "parts; retry the run")
+    if ids_digest(ids) != ids_sha256:
+        raise DataError("assembly: the shards' ids are not the folder's ids at submit (or not in "
+                        "numeric order); retry the run")
+
+
+def _row_id(line: str) -> int:
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        raise DataError(f"assembly: a part holds a row that is not id,label...: {line[:40]!r}") from None
+
+
+def totals(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """n, accuracy over every labelled image, and images/s per worker (n over summed shard time)."""
+    n = sum(r.get("n", 0) for r in results)
+    labelled = sum(r.get("labelled", 0) for r in results)
+    correct = sum(r.get("correct", 0) for r in results)
+    seconds = sum(r.get("seconds", 0.0) for r in results)
+    # what arithmetic ran: one name when every shard agreed (int8 may fall back shard by shard)
+    ran = sorted({r["precision"] for r in results if r.get("precision")})
+    fallbacks = sorted({r["int8_fallback"] for r in results if r.get("int8_fallback")})
+    return {"n": n, "accuracy": correct / labelled if labelled else None,
+            "labelled": labelled, "images_per_s": n / seconds if seconds > 0 else None,
+            "precision": ",".join(ran) or None, **({"int8_fallback": fallbacks[0]} if fallbacks else {})}

@@ -1,0 +1,103 @@
+"""What a scoring run reads, checked and pinned: the same checks in the CLI (at submit) and in a shard.
+
+`pin` records the checkpoint's sha256 and a digest of the folder's (id, name, size) list in the
+spec at submit; `verify_folder` and `verify_checkpoint` refuse, in a shard, inputs that are not
+those any more, so one CSV never mixes two folders or two models.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.data.layouts import Listing
+from shared.errors import CheckpointError, DataError
+from shared.scoring.csv_parts import ids_digest, listing_items
+from shared.spec import ScoreInputs, ScoreSpec
+
+CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with Path(path).open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CheckpointError(f"--checkpoint: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+    return digest.hexdigest()
+
+
+def folder_digest(listing: Listing) -> tuple[int, str, str]:
+    """(image count, sha256 over (id, relative name, size) in id order, sha256 of the ids)."""
+    digest = hashlib.sha256()
+    items = listing_items(listing)
+    try:
+        for ident, path in items:
+            digest.update(f"{ident}\t{path.relative_to(listing.folder).as_posix()}\t{path.stat().st_size}\n".encode())
+    except OSError as exc:
+        raise DataError(f"--data: cannot read {exc.filename} ({exc.strerror or type(exc).__name__})") from None
+    return len(items), digest.hexdigest(), ids_digest(i for i, _ in items)
+
+
+def pin(spec: ScoreSpec, listing: Listing) -> ScoreSpec:
+    """`spec` with its inputs pinned: the checkpoint's bytes and the folder's file list as they are now."""
+    count, files_sha256, ids_sha256 = folder_digest(listing)
+    inputs = ScoreInputs(checkpoint_sha256=file_sha256(Path(spec.checkpoint)), files=count,
+                         files_sha256=files_sha256, ids_sha256=ids_sha256)
+    return spec.model_copy(update={"inputs": inputs})
+
+
+def pinned(spec: ScoreSpec, job_id: int) -> ScoreInputs:
+    if spec.inputs is None:
+        raise DataError(f"score job {job_id} was submitted before orch pinned scoring inputs; submit it again")
+    return spec.inputs
+
+
+def verify_folder(spec: ScoreSpec, listing: Listing, inputs: ScoreInputs) -> None:
+    """DataError (one line) if the folder is not the one pinned at submit."""
+    count, files_sha256, _ = folder_digest(listing)
+    if count != inputs.files:
+        raise DataError(f"--data: {spec.data} holds {count} images now but {inputs.files} when the run was "
+                        "submitted; the run is refused, submit it again")
+    if files_sha256 != inputs.files_sha256:
+        raise DataError(f"--data: {spec.data} changed since the run was submitted (file names or sizes "
+                        "differ); the run is refused, submit it again")
+
+
+def verify_checkpoint(spec: ScoreSpec, inputs: ScoreInputs) -> None:
+    """CheckpointError (one line) if the checkpoint file is not the one pinned at submit."""
+    found = file_sha256(Path(spec.checkpoint))
+    if found != inputs.checkpoint_sha256:
+        raise CheckpointError(f"--checkpoint: {spec.checkpoint} changed since the run was submitted "
+                              f"(sha256 {found[:12]}, pinned {inputs.checkpoint_sha256[:12]}); "
+                              "the run is refused, submit it again")
+
+
+def check_shards(shards: int, listing: Listing) -> None:
+    if shards > len(listing.files):
+        raise DataError(f"--shards: {shards} is more than the {len(listing.files)} images in {listing.folder}; "
+                        f"use 1 to {len(listing.files)}")
+
+
+def check_label_classes(labels: dict[int, int], classes: Sequence[str]) -> None:
+    """An id,label CSV must use the checkpoint's class indices: 0..N-1 for its N classes."""
+    count = max(labels.values()) + 1
+    if count != len(classes):
+        raise DataError(f"--labels: the labels have {count} classes (0..{count - 1}) but the checkpoint has "
+                        f"{len(classes)} ({', '.join(classes)}); score with a checkpoint trained on the same classes")
+
+
+def check_folder_classes(listing: Listing, classes: Sequence[str]) -> None:
+    """A labelled folder's class names must be the checkpoint's."""
+    if listing.labels is None:
+        return
+    if sorted(listing.classes) != sorted(classes):
+        raise DataError(f"--data: the folder's classes ({', '.join(listing.classes)}) are not the checkpoint's "
+                        f"({', '.join(classes)}); score with a checkpoint trained on the same classes")
+
+
+def check_labels_cover(labels: dict[int, int], listing: Listing) -> None:
+    if not any(i in labels for i in listing.ids):
+        raise DataError(f"--labels: none of the {len(listing.ids)} ids in {listing.folder} has a label")

@@ -1,0 +1,102 @@
+"""The CLI's reads of jobs, studies and checkpoints: every query the commands run lives here.
+
+Session convention (every store module): a function that takes a `Session` runs in the caller's
+transaction (the commands open one per command, so the rows it returns stay loaded while they
+print them); one that takes a `Store` opens and closes its own. The writes beside these: jobs.py
+(submit, cancel, retry, sweep), scoring_runs.py, lease.py (a worker's); the report's reads:
+report_reads.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared.store.schema import Checkpoint, Epoch, Event, Job, JobKind, JobStatus
+
+
+def job(session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> list[Job]:
+    """The newest `limit` jobs (of one study), oldest first."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    return list(reversed(session.scalars(query).all()))
+
+
+def study_jobs(session: Session, study_id: int) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.study_id == study_id).order_by(Job.id)))
+
+
+def with_children(session: Session, job_id: int) -> list[Job]:
+    """A job and the jobs under it (a score job's shards); [] if there is no such job."""
+    found = session.get(Job, job_id)
+    if found is None:
+        return []
+    return [found, *session.scalars(select(Job).where(Job.parent_id == found.id).order_by(Job.id))]
+
+
+def jobs_by_id(session: Session, job_ids: Sequence[int]) -> list[Job]:
+    return list(session.scalars(select(Job).where(Job.id.in_(list(job_ids)))))
+
+
+def last_epochs(session: Session, job_ids: Sequence[int]) -> dict[int, tuple[int, float]]:
+    """job id -> (its last recorded epoch, that epoch's val accuracy)."""
+    last = dict(session.execute(select(Epoch.job_id, func.max(Epoch.epoch)).where(Epoch.job_id.in_(list(job_ids)))
+                                .group_by(Epoch.job_id)).all())
+    rows = session.scalars(select(Epoch).where(Epoch.job_id.in_(list(job_ids)),
+                                               Epoch.epoch.in_(list(last.values()) or [0])))
+    return {row.job_id: (row.epoch, row.val_acc) for row in rows if last.get(row.job_id) == row.epoch}
+
+
+# --- where a scoring run's checkpoint comes from (orch submit score --job | --best-of | --checkpoint) ---
+
+@dataclass(frozen=True)
+class TrainedJob:
+    """A training job as a checkpoint source: its status, best checkpoint file and class names."""
+
+    id: int
+    status: str
+    best: str | None  # the best checkpoint's path, as the store records it
+    classes: list[str] | None
+
+    @classmethod
+    def of(cls, session: Session, row: Job) -> TrainedJob:
+        best = session.scalar(select(Checkpoint.path).where(Checkpoint.job_id == row.id, Checkpoint.tag == "best"))
+        classes = (row.result or {}).get("classes")
+        return cls(row.id, str(row.status), best, [str(c) for c in classes] if classes else None)
+
+
+def training_job(session: Session, job_id: int) -> TrainedJob | None:
+    row = session.get(Job, job_id)
+    return TrainedJob.of(session, row) if row is not None and row.kind == JobKind.train else None
+
+
+def best_in_study(session: Session, study_id: int) -> TrainedJob | None:
+    """The study's succeeded training job with the best val accuracy (the lowest id on a tie)."""
+    rows: list[Any] = list(session.execute(
+        select(Job, Checkpoint.val_acc).join(Checkpoint, Checkpoint.job_id == Job.id)
+        .where(Job.study_id == study_id, Job.status == JobStatus.succeeded, Checkpoint.tag == "best",
+               Checkpoint.val_acc.is_not(None))
+    ).all())
+    if not rows:
+        return None
+    return TrainedJob.of(session, max(rows, key=lambda row: (row[1], -row[0].id))[0])
+
+
+def job_of_checkpoint(session: Session, path: str) -> TrainedJob | None:
+    """The training job that wrote this checkpoint file, when the store knows it."""
+    job_id = session.scalar(select(Checkpoint.job_id).where(Checkpoint.path == path).limit(1))
+    row = session.get(Job, job_id) if job_id is not None else None
+    return TrainedJob.of(session, row) if row is not None else None
+
+
+def job_events(session: Session, job_id: int) -> list[Event]:
+    """A job's history (takeovers, checkpoint fallbacks, self-fencing), oldest first."""
+    return list(session.scalars(select(Event).where(Event.job_id == job_id).order_by(Event.at, Event.id)))

@@ -1,0 +1,32 @@
+"""The chaos bench, small: workers and submit CLIs killed at random instants, and every job of the study
+still ends succeeded, once, with checkpoints that agree with the store (bench/chaos.py, issue 9)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_small_study_survives_killed_workers_and_clis(tmp_path: Path) -> None:
+    out = tmp_path / "chaos.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    proc = subprocess.run([sys.executable, "-m", "bench.chaos", "--jobs", "4", "--epochs", "1", "--worker-kills", "2",
+                           "--cli-kills", "2", "--ttl", "10", "--kill-gap", "8", "15", "--timeout", "420",
+                           "--json", str(out), "--keep", str(tmp_path / "run")],
+                          env={**env, "PYTHONPATH": str(REPO)}, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.is_file(), proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert (result["succeeded"], result["failed"], result["lost"]) == (4, 0, 0), result
+    assert result["stale_attempt_epochs"] == 0 and result["checkpoint_mismatches"] == 0, result
+    assert result["events"].get("submit killed between commit and send") == 1, result
+    assert result["events"].get("worker killed", 0) + result["events"].get("worker killed (idle)", 0) == 2, result
+    assert result["recovered"] == result["kills_with_a_running_job"], result
+    assert proc.returncode == 0 and result["targets_met"], result

@@ -1,0 +1,67 @@
+"""Every job ends and none runs twice, with real workers: a worker that loses the store stops its
+job's process before anyone may take the job over, and a cancel that meets a worker's stop ends the
+job cancelled instead of leaving it queued forever."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Orch
+from tests.integration.test_faults import oldest_job_process, submit_train, wait_epochs, wait_until
+
+pytestmark = pytest.mark.slow
+TTL = 20.0  # a loaded test machine can starve a worker for seconds: that too would fence it
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie (dead, not yet reaped) counts as gone
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_a_worker_that_loses_the_store_stops_its_job_before_the_lease_expires(orch: Orch, synth_data: Path) -> None:
+    """Before: the heartbeat swallowed the store's errors and the job went on training after the
+    TTL, while another worker's sweeper could hand the job to someone else."""
+    job_id = submit_train(orch, synth_data, epochs=4)
+    orch.env = {**orch.env, "ORCH_LEASE_TTL": str(TTL)}
+    worker = orch.start_worker()
+    wait_epochs(orch, job_id, 1)
+    child = oldest_job_process(worker)
+    db = sqlite3.connect(orch.home / "orch.db", timeout=60, isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")  # the store stops taking writes: every heartbeat now blocks
+    lost_at = time.monotonic()
+    try:
+        stopped = wait_until(lambda: not alive(child), timeout=TTL + 5)
+        stopped_after = time.monotonic() - lost_at
+    finally:
+        time.sleep(max(0.0, lost_at + TTL + 2 - time.monotonic()))  # past the TTL: the lease expired
+        db.execute("ROLLBACK")
+        db.close()
+    assert stopped and stopped_after < TTL, f"the job's process ran {stopped_after:.1f} s without a lease"
+    detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
+    assert detail["status"] == "succeeded", detail["error"] + worker.output()[-3000:]
+    assert [e["epoch"] for e in detail["epochs"]] == [1, 2, 3, 4]  # each once: nothing ran twice
+    assert detail["attempts"] >= 2 and "stopping the job's process" in worker.output()
+    assert any("could not renew its lease" in e["message"] for e in detail["events"]), detail["events"]
+    assert "could not renew its lease" in orch.run("status", str(job_id), check=True).stdout
+
+
+def test_a_cancel_that_meets_a_worker_stop_ends_the_job_cancelled(orch: Orch, synth_data: Path) -> None:
+    """Before: the stopping worker released the job to `queued` with cancel_requested set; no worker
+    would take it, it was re-sent every 30 s forever and `orch retry` said there was nothing to retry."""
+    job_id = submit_train(orch, synth_data, epochs=6)
+    orch.env = {**orch.env, "ORCH_HEARTBEAT": "3"}  # the stop, not a heartbeat, sees the job first
+    worker = orch.start_worker()
+    wait_epochs(orch, job_id, 1)
+    assert orch.json("cancel", str(job_id))["stopping"] == [job_id]
+    worker.stop()  # Ctrl-C right after: the worker stops and gives its job back
+    detail = orch.wait_status(job_id, {"cancelled", "queued", "failed", "succeeded"}, timeout=60)
+    assert detail["status"] == "cancelled", (detail["status"], detail["error"], worker.output()[-2000:])
+    assert orch.json("retry", str(job_id)) == {"job_ids": [job_id]}  # and it can be retried

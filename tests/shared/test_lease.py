@@ -1,0 +1,176 @@
+"""The lease is the one write path: once its token is stale, every write it offers is refused.
+
+Runs on the embedded SQLite store and on the local PostgreSQL (the `store` fixture of test_store).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.errors import NonFiniteLoss, StaleLease
+from shared.spec import ScoreSpec
+from shared.store import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store, reads
+from shared.store import jobs as store_jobs
+from tests.shared.test_store import new_job, status
+
+METRICS = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_acc": 0.5, "images_per_s": 1.0, "seconds": 1.0}
+
+# Each write a lease offers, as (name, call); a refused write raises StaleLease, except the endings
+# (FLAGGED), which return False or None instead: a worker that lost its lease just stops.
+WRITES: list[tuple[str, Callable[[Lease, int], Any]]] = [
+    ("heartbeat", lambda lease, _: lease.heartbeat()),
+    ("epoch", lambda lease, _: lease.record_epoch(METRICS)),
+    ("checkpoint", lambda lease, _: lease.record_checkpoint("best", "/x/ckpt-e1-t1.pt", 1, 0.5, "ab")),
+    ("advance_checkpoint", lambda lease, _: lease.advance_checkpoint("/x/ckpt-e1-t1.pt", 1, 0.5, "ab", best=True)),
+    ("event", lambda lease, _: lease.add_event("warning", "from a zombie")),
+    ("update", lambda lease, _: lease.update(result={"part": [1, 2]})),
+    ("release", lambda lease, _: lease.release("worker stopped")),
+    ("requeue", lambda lease, _: lease.requeue("crashed", max_attempts=3)),
+    ("finish", lambda lease, _: lease.finish(JobStatus.succeeded, result={"best_val_acc": 1.0})),
+    ("parent_failure", lambda lease, parent: lease.fail_parent(parent, "shard failed")),
+    ("assembly", lambda lease, _: (lease.begin_assembly(), lease.complete_score(
+        {"accuracy": 1.0}, {"out": "/o.csv", "n_images": 3}))),
+]
+ASSEMBLING = {"assembly"}  # writes a score job's own lease makes (the others: any job's)
+
+FLAGGED = {"release", "requeue", "finish"}
+
+
+def footprint(store: Store, job_id: int, parent_id: int) -> tuple[Any, ...]:
+    """Everything a write of the job's holder could change."""
+    with store.session() as s:
+        job, parent = s.get(Job, job_id), s.get(Job, parent_id)
+        counts = tuple(s.scalar(select(func.count()).select_from(table).where(table.job_id == job_id))
+                       for table in (Epoch, Checkpoint, Event, Score))
+        return (job.status, job.result, job.error, job.lease_token, job.heartbeat_at, job.cancel_requested,
+                parent.status, *counts)
+
+
+def expire(store: Store, job_id: int) -> Lease:
+    """A running job whose holder stopped beating; the sweeper takes its lease. Returns the old lease."""
+    old = Lease.acquire(store, job_id, "zombie:1", ttl=30)
+    assert old is not None
+    time.sleep(0.3)
+    taken = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    assert [(t.job_id, t.outcome) for t in taken] == [(job_id, JobStatus.queued)]
+    return old
+
+
+def job_for(store: Store, name: str, seed: int = 0) -> int:
+    if name not in ASSEMBLING:
+        return new_job(store, seed=seed)
+    with store.session() as s:
+        spec = ScoreSpec(checkpoint="/c.pt", data="/d", out=f"/o{seed}.csv")
+        return store_jobs.add_job(s, "score", spec, assembly=Assembly.waiting).id
+
+
+def score_parent(store: Store) -> int:
+    with store.session() as s:
+        return store_jobs.add_job(s, "score", ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv", shards=2)).id
+
+
+@pytest.mark.parametrize("name,write", WRITES, ids=[name for name, _ in WRITES])
+@pytest.mark.parametrize("successor", ["sweeper", "worker"])
+def test_each_write_is_refused_once_the_token_is_stale(store: Store, name: str, write: Callable[[Lease, int], Any],
+                                                       successor: str) -> None:
+    job_id, parent_id = job_for(store, name), score_parent(store)
+    old = expire(store, job_id)
+    if successor == "worker":  # and another worker leased it again: running, under token + 2
+        assert Lease.acquire(store, job_id, "next:2", ttl=30) is not None
+    before = footprint(store, job_id, parent_id)
+    try:
+        result = write(old, parent_id)
+        refused = name in FLAGGED and result in (False, None)
+    except StaleLease:
+        refused = name not in FLAGGED
+    assert refused, f"{name} was not refused as it should be under a stale token"
+    assert footprint(store, job_id, parent_id) == before
+
+
+def test_the_same_writes_are_accepted_under_the_current_token(store: Store) -> None:
+    """The control for the test above: with a live lease each write goes through."""
+    for name, write in WRITES:
+        job_id, parent_id = job_for(store, name, seed=len(name)), score_parent(store)
+        lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+        assert lease is not None
+        result = write(lease, parent_id)
+        assert name not in FLAGGED or result not in (False, None), name
+
+
+def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(store: Store) -> None:
+    """A job that kills its worker every time is not requeued forever."""
+    job_id = new_job(store)
+    for attempt in (1, 2):
+        assert Lease.acquire(store, job_id, f"w:{attempt}", ttl=30) is not None
+        time.sleep(0.3)
+        (taken,) = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=2)
+        assert taken.attempts == attempt
+    assert taken.outcome == JobStatus.failed
+    job = status(store, job_id)
+    assert job.status == "failed" and "lease of w:2 expired" in job.error and "after 2 attempts" in job.error
+    with store.session() as s:
+        events = [e.message for e in reads.job_events(s, job_id)]
+    assert len(events) == 2 and "taken over by sweeper" in events[0]
+
+
+def test_a_crashed_attempt_counts_too(store: Store) -> None:
+    job_id = new_job(store)
+    outcomes = []
+    for _ in range(3):
+        lease = Lease.acquire(store, job_id, "w", ttl=30)
+        assert lease is not None
+        outcomes.append(lease.requeue("job process died with SIGKILL", max_attempts=3))
+    assert outcomes == ["queued", "queued", "failed"]
+    assert "SIGKILL" in status(store, job_id).error and Lease.acquire(store, job_id, "w", ttl=30) is None
+
+
+@pytest.mark.parametrize("ending", ["release", "sweeper"])
+def test_a_cancel_that_meets_a_release_or_requeue_ends_the_job_cancelled(store: Store, ending: str) -> None:
+    """Before: the job went back to queued with cancel_requested set, and nobody ever took it."""
+    job_id = new_job(store)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    with store.session() as s:
+        assert store_jobs.request_cancel(s, [s.get(Job, job_id)])["stopping"] == [job_id]
+    if ending == "release":
+        assert lease.release("worker stopped; requeued")
+    else:
+        time.sleep(0.3)
+        assert [t.outcome for t in Lease.take_expired(store, 0.1, "sweeper", 3)] == [JobStatus.cancelled]
+    job = status(store, job_id)
+    assert (job.status, job.cancel_requested) == ("cancelled", False) and job.finished_at is not None
+
+
+def test_a_cancel_that_read_a_running_job_which_was_released_meanwhile_cancels_it(store: Store) -> None:
+    job_id = new_job(store)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    with store.session() as s:
+        seen = s.get(Job, job_id)
+        assert seen.status == "running"
+        assert lease.release("worker stopped; requeued")  # between the CLI's read and its write
+        assert store_jobs.request_cancel(s, [seen])["cancelled"] == [job_id]
+    assert status(store, job_id).status == "cancelled"
+
+
+def test_lease_times_come_from_the_database_clock(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose clock runs an hour ahead neither expires others' leases nor keeps its own forever."""
+    from shared.store.clock import read_now
+
+    job_id = new_job(store)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    assert lease is not None
+    with store.session() as s:
+        beat, now = status(store, job_id).heartbeat_at, read_now(s)
+    assert abs(beat - now) < 5 and abs(now - real()) < 5
+    assert Lease.take_expired(store, ttl=30, owner="sweeper", max_attempts=3) == []
+
+
+def test_a_non_finite_metric_is_refused_with_one_clear_line(store: Store) -> None:
+    lease = Lease.acquire(store, new_job(store), "w:1", ttl=30)
+    with pytest.raises(NonFiniteLoss, match="epoch 1: val_loss is nan"):
+        lease.record_epoch({**METRICS, "val_loss": float("nan")})

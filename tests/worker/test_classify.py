@@ -1,0 +1,60 @@
+"""Errors are classified by their type where they arise: permanent ones fail the job at once, a
+service that does not answer is retried; the store and the senders raise our types for them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.exc import IntegrityError
+
+from shared.errors import BrokerUnavailable, DataError, JobCancelled, SpecError, StaleLease, StoreUnavailable
+from shared.store import Outcome
+from shared.store.db import Store
+from worker.child import classify
+
+
+@pytest.mark.parametrize("exc, outcome", [
+    (DataError("x: corrupt image"), Outcome.failed),
+    (SpecError("lr", "too big"), Outcome.failed),
+    (JobCancelled("stop"), Outcome.cancelled),
+    (StaleLease("token 3"), Outcome.stale),
+    (StoreUnavailable("database unreachable: refused"), Outcome.transient),
+    (BrokerUnavailable("broker unreachable: refused"), Outcome.transient),
+    (ConnectionResetError(104, "reset"), Outcome.transient),
+    # a permission error on the data: retrying does not grant the permission
+    (PermissionError(13, "Permission denied", "/data/test/3.jpg"), Outcome.failed),
+    # a constraint the store refused (a NaN in a NOT NULL column) is not an outage
+    (IntegrityError("INSERT ...", {}, Exception("NOT NULL constraint failed: epochs.val_loss")), Outcome.failed),
+    (ValueError("a bug"), Outcome.failed),
+])
+def test_classify_by_type(exc: BaseException, outcome: Outcome) -> None:
+    kind, reason = classify(exc)
+    assert kind is outcome and "\n" not in reason
+
+
+def test_a_database_that_does_not_answer_is_store_unavailable_with_the_password_hidden() -> None:
+    store = Store(create_engine("postgresql+psycopg://orch:s3cret@127.0.0.1:1/x", connect_args={"connect_timeout": 2}))
+    with pytest.raises(StoreUnavailable, match="database unreachable") as err, store.session() as s:
+        s.connection()
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+    assert classify(err.value)[0] is Outcome.transient
+
+
+def test_a_broker_that_does_not_answer_is_broker_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.broker_errors import broker_boundary
+    from shared.celery_app import check_broker, make_celery
+    from shared.config import load_settings
+
+    monkeypatch.setenv("ORCH_BROKER_URL", "redis://:s3cret@127.0.0.1:1/0")
+    app = make_celery(load_settings(tmp_path / "home"))
+    with pytest.raises(BrokerUnavailable, match="broker unreachable") as err, broker_boundary():
+        check_broker(app, timeout=1.0)
+    assert "s3cret" not in str(err.value)
+
+
+def test_other_errors_pass_the_boundaries_unchanged() -> None:
+    from shared.broker_errors import broker_boundary
+
+    with pytest.raises(KeyError), broker_boundary():
+        raise KeyError("not a connection error")

@@ -1,0 +1,113 @@
+"""The supervisor against real spawned job processes: a report of any size reaches it, and a child
+that dies without one is requeued until ORCH_MAX_ATTEMPTS, then fails with its cause."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.spec import ModelSpec, TrainSpec
+from shared.store import Job, Store, open_store
+from shared.store import jobs as store_jobs
+from worker.supervisor import Supervisor
+from worker.warm import WarmChild
+
+CLASSES = 20_000  # their names make a report of ~300 kB: the pipe holds 64 kB
+
+
+def report_like_a_job(conn: Connection, classes: int) -> None:
+    """What worker.child does once its job is done: one report on the pipe, then exit."""
+    conn.recv()  # (job, token)
+    conn.send(("succeeded", "", {"classes": [f"class-{i:05d}" for i in range(classes)], "startup": {}}))
+    conn.close()
+
+
+def die_like_a_crash(conn: Connection, _classes: int) -> None:
+    conn.recv()
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class OneChild:
+    """A WarmPool stand-in that hands out freshly spawned processes running `target`."""
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.spawned: list[multiprocessing.process.BaseProcess] = []
+
+    def take(self, tick: Any, interval: float) -> tuple[WarmChild, dict[str, Any]]:
+        mp = multiprocessing.get_context("spawn")
+        parent, child = mp.Pipe(duplex=True)
+        proc = mp.Process(target=self.target, args=(child, CLASSES))
+        proc.start()
+        self.spawned.append(proc)
+        child.close()
+        return WarmChild(proc, parent), {"warm": False}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, Store]]:
+    for name in ("ORCH_DATABASE_URL", "ORCH_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ORCH_LEASE_TTL", "6")
+    monkeypatch.setenv("ORCH_HEARTBEAT", "0.5")
+    monkeypatch.setenv("ORCH_MAX_ATTEMPTS", "2")
+    settings = load_settings(tmp_path / "home")
+    store = open_store(settings)
+    yield settings, store
+    store.dispose()
+
+
+def supervisor(settings: Settings, store: Store, target: Any, sent: list[int]) -> Supervisor:
+    return Supervisor(settings=settings, store=store, owner="test:1", resend=lambda i, k, q: sent.append(i),
+                      children=OneChild(target))  # type: ignore[arg-type]
+
+
+def new_job(store: Store) -> int:
+    with store.session() as s:
+        return store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d")).id
+
+
+def run_with_timeout(sup: Supervisor, job_id: int, timeout: float) -> list[str]:
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(sup.run(job_id)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():  # a hung supervisor: free its child, so the test fails instead of hanging
+        for proc in sup.children.spawned:  # type: ignore[attr-defined]
+            proc.kill()
+        thread.join(30)
+    return outcome
+
+
+def test_a_report_bigger_than_the_pipe_buffer_reaches_the_supervisor(home: tuple[Settings, Store]) -> None:
+    """Before: the supervisor joined the child before reading, the child blocked in send: the job
+    stayed running forever with a live heartbeat."""
+    settings, store = home
+    job_id = new_job(store)
+    outcome = run_with_timeout(supervisor(settings, store, report_like_a_job, []), job_id, timeout=90)
+    assert outcome == ["succeeded"]
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert job.status == "succeeded" and len(job.result["classes"]) == CLASSES
+
+
+def test_a_crashing_job_process_is_retried_then_fails_with_its_cause(home: tuple[Settings, Store]) -> None:
+    settings, store = home
+    job_id, sent = new_job(store), []
+    sup = supervisor(settings, store, die_like_a_crash, sent)
+    assert run_with_timeout(sup, job_id, timeout=90) == ["crashed"]
+    with store.session() as s:
+        assert (s.get(Job, job_id).status, sent) == ("queued", [job_id])  # attempt 1 of 2: re-sent
+    assert run_with_timeout(sup, job_id, timeout=90) == ["crashed"]
+    with store.session() as s:
+        job = s.get(Job, job_id)
+    assert job.status == "failed" and "SIGSEGV" in job.error and "after 2 attempts" in job.error
+    assert sent == [job_id] and job.attempts == 2
