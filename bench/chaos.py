@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-chaos-")))
         tmp.mkdir(parents=True, exist_ok=True)
         services = stack.enter_context(cluster_services(tmp)) if args.cluster else None
-        env = {**(services.env if services else {}), "ORCH_LEASE_TTL": str(args.ttl)}
+        # the driver's kills are crashes to a worker: enough attempts that they alone never exhaust
+        # ORCH_MAX_ATTEMPTS (a random victim can be the same job's worker several times)
+        env = {**(services.env if services else {}), "ORCH_LEASE_TTL": str(args.ttl),
+               "ORCH_MAX_ATTEMPTS": str(args.worker_kills + 2)}
         orch = Orch(tmp / "home", env=env)
         if services is not None:
             orch.cli("db", "upgrade")
