@@ -25,9 +25,10 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+from shared.atomic import TEMP_SUFFIX, atomic_path
 from shared.config import Settings
 
-TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"  # kombu matches `name.partition('.')[2] == '<queue>.msg'`
+TEMP_PREFIX = "."  # atomic_path's temp names start so; kombu matches `name.partition('.')[2] == '<queue>.msg'`
 # How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
 # over 60 s, an idle worker (its relay included) used 0.53% of a core at 0.05 s, 0.38% at 0.1 s and
 # 0.25% at 0.2 s; a submitted job waits 25 ms for the poll on average instead of 100 ms.
@@ -46,16 +47,10 @@ class Channel(filesystem.Channel):
         # as on Redis), then time of sending; the name is only made visible once the file is complete
         name = f"{message_rank(payload)}-{int(round(time.monotonic() * 1000)):013d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
-        temp = os.path.join(self.data_folder_out, f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}")
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(str_to_bytes(dumps(payload)))  # type: ignore[no-untyped-call]
-            os.rename(temp, final)
+        try:  # the temp file is `.<name>.<pid>.tmp` beside it: hidden, and no queue's name matches it
+            with atomic_path(final, fsync=False) as temp:  # no fsync: a message is not a checkpoint
+                temp.write_bytes(str_to_bytes(dumps(payload)))  # type: ignore[no-untyped-call]
         except OSError as exc:
-            try:
-                os.remove(temp)
-            except OSError:
-                pass
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
 
