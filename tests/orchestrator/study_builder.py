@@ -12,6 +12,7 @@ from shared.config import load_settings
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
 from shared.store import JobKind, JobStatus, Lease, Store, Study, open_store
 from shared.store import jobs as store_jobs
+from shared.store.scoring_runs import add_score_run
 
 NORM_LEVEL = {"bn": 0.90, "in": 0.80, "ln": 0.60}
 SEED_EFFECT = {"bn": 0.01, "in": 0.03, "ln": 0.02}  # per seed and per doubling of groups: spread to pair
@@ -85,9 +86,10 @@ def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: in
 
 def add_score(store: Store, source_job_id: int, accuracy: float) -> None:
     spec = ScoreSpec(checkpoint="/ckpt/best.pt", data="/data/test", out=f"/out/{source_job_id}.csv")
-    with store.session() as s:
-        job_id = store_jobs.add_job(s, JobKind.score, spec, source_job_id=source_job_id).id
+    with store.session() as s:  # a scoring run as the protocol records it, its one shard done
+        job_id = add_score_run(s, spec, queue="orch", source_job_id=source_job_id)[0].id
     lease = Lease.acquire(store, job_id, "lab-gpu-1:100", ttl=30)
     assert lease is not None
+    lease.begin_assembly()
     lease.complete_score({"accuracy": accuracy}, {
         "source_job_id": source_job_id, "out": spec.out, "n_images": 40, "accuracy": accuracy, "images_per_s": 500.0})
