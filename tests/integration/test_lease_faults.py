@@ -49,8 +49,12 @@ def test_a_worker_that_loses_the_store_stops_its_job_before_the_lease_expires(or
     assert detail["status"] == "succeeded", detail["error"] + worker.output()[-3000:]
     assert [e["epoch"] for e in detail["epochs"]] == [1, 2, 3, 4]  # each once: nothing ran twice
     assert detail["attempts"] >= 2 and "stopping the job's process" in worker.output()
-    assert any("could not renew its lease" in e["message"] for e in detail["events"]), detail["events"]
-    assert "could not renew its lease" in orch.run("status", str(job_id), check=True).stdout
+    # the history says why the attempt ended: the fenced worker's own event, or, when the store came
+    # back after the TTL and the worker's sweeper took the expired lease first, the takeover's
+    said = ("could not renew its lease", "expired (no heartbeat")
+    assert any(any(words in e["message"] for words in said) for e in detail["events"]), detail["events"]
+    shown = orch.run("status", str(job_id), check=True).stdout
+    assert any(words in shown for words in said), shown
 
 
 def test_a_cancel_that_meets_a_worker_stop_ends_the_job_cancelled(orch: Orch, synth_data: Path) -> None:
