@@ -16,6 +16,11 @@ from typing import IO, Any
 TEMP_SUFFIX = ".tmp"
 
 
+def is_temp_name(name: str) -> bool:
+    """A name `atomic_path` gives its temp files (hidden, ending in .tmp): a half-written file."""
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
 def temp_path(path: Path) -> Path:
     """The temp file `atomic_path` uses for `path` in this process."""
     return path.parent / f".{path.name}.{os.getpid()}{TEMP_SUFFIX}"

@@ -25,10 +25,9 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-from shared.atomic import TEMP_SUFFIX, atomic_path
+from shared.atomic import atomic_path, is_temp_name
 from shared.config import Settings
 
-TEMP_PREFIX = "."  # atomic_path's temp names start so; kombu matches `name.partition('.')[2] == '<queue>.msg'`
 # How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
 # over 60 s, an idle worker (its relay included) used 0.53% of a core at 0.05 s, 0.38% at 0.1 s and
 # 0.25% at 0.2 s; a submitted job waits 25 ms for the poll on average instead of 100 ms.
@@ -38,7 +37,9 @@ PROCESSED_KEEP_S = 60.0  # a taken message's file is kept this long (kombu renam
 
 
 def is_temp_message(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+    """A message still being written (atomic_path's temp name: kombu matches only
+    `name.partition('.')[2] == '<queue>.msg'`, which a leading dot never does)."""
+    return is_temp_name(name)
 
 
 class Channel(filesystem.Channel):

@@ -26,7 +26,7 @@ from shared.store import outbox
 from shared.store.clock import db_now
 from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
-from shared.store.scoring_runs import move_assembly
+from shared.store.scoring_runs import fail_waiting, move_assembly
 
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
 
@@ -182,8 +182,7 @@ class Lease:
     def fail_parent(self, parent_id: int, error: str) -> bool:
         """A shard fails its waiting score job: waiting -> failed (never a run being assembled)."""
         with self.fenced() as s:
-            return updated(s, move_assembly(parent_id, Assembly.failed, [Assembly.waiting], status=JobStatus.failed,
-                                            error=error, finished_at=utcnow()).where(Job.status == JobStatus.queued)) == 1
+            return updated(s, fail_waiting(parent_id, error)) == 1
 
     def begin_assembly(self) -> None:
         """This lease is the score job's own: waiting | sent | assembling -> assembling."""

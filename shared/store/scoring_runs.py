@@ -130,8 +130,13 @@ def mark_sent(store: Store, parent_id: int) -> bool:
         return sent
 
 
+def fail_waiting(parent_id: int, error: str) -> Update:
+    """The UPDATE that fails a run still waiting for its shards: waiting -> failed (never one being assembled)."""
+    return move_assembly(parent_id, Assembly.failed, [Assembly.waiting], status=JobStatus.failed,
+                         error=error, finished_at=utcnow()).where(Job.status == JobStatus.queued)
+
+
 def fail_waiting_parent(store: Store, parent_id: int, error: str) -> bool:
     """waiting -> failed, by the sweeper: a shard ended without its part and nobody failed the parent."""
     with store.session() as s:
-        return updated(s, move_assembly(parent_id, Assembly.failed, [Assembly.waiting], status=JobStatus.failed,
-                                        error=error, finished_at=utcnow()).where(Job.status == JobStatus.queued)) == 1
+        return updated(s, fail_waiting(parent_id, error)) == 1
