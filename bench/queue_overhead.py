@@ -120,7 +120,9 @@ def study_part(root: Path, args: argparse.Namespace) -> None:
     n_train = max(args.batch, round(rate * args.job_s / args.batch) * args.batch)
     data = root / "study"
     synth_jpegs(data, "train", n_train, args.size)
-    synth_jpegs(data, "val", max(args.batch, n_train // 10), args.size, seed=1)
+    # a tenth for validation, as in efficiency.py; not a whole batch: where the ceiling is slow
+    # (fp32 on AVX2: 128 training images make 20 s) a batch would be half the training set
+    synth_jpegs(data, "val", max(8, n_train // 10), args.size, seed=1)
     print(f"study: {args.study_jobs} jobs of 1 epoch, resnet18 at {args.size} px, {n_train} training images "
           f"(about {args.job_s:.0f} s at the ceiling's {rate:.1f} images/s)")
     for workers in (1, 2):

@@ -100,7 +100,7 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
     from shared.store.outbox import owe
 
     with broker_boundary():
-        check_broker(obj.celery)
+        check_broker(obj.celery, queues=[queue])
     outcome = Queued()
     owed = []
     with obj.store.session() as s:

@@ -6,6 +6,7 @@ store (not the broker) guarantees it never runs twice.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -73,10 +74,20 @@ def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None 
                   retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 
-def check_broker(app: Celery, timeout: float = 3.0) -> None:
-    """Raise if the broker does not answer, before anything is written to the store."""
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=timeout)
+def check_broker(app: Celery, timeout: float = 3.0, queues: Sequence[str] = ()) -> None:
+    """Raise if the broker does not answer, before anything is written to the store.
+
+    It also readies the send that follows, so that a job's message leaves within milliseconds of
+    its row's commit (the dispatch latency counts from the insert): the connection is the producer
+    pool's, kept open for the send, `queues` are declared on it (kombu remembers that per
+    connection), and Celery's result-backend lookup (entry points: 50-100 ms on a first send) is
+    done now. Together these were 100 ms between the commit and the send on Redis.
+    """
+    app.backend  # noqa: B018  # the lookup is the point: send_task would do it after the commit
+    with app.producer_or_acquire() as producer:
+        producer.connection.ensure_connection(max_retries=1, timeout=timeout)
+        for queue in queues:
+            producer.maybe_declare(app.amqp.queues[queue])
 
 
 def queue_size(conn: Connection, queue: str) -> int:

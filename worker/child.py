@@ -99,6 +99,10 @@ def warm_up(threads: int | None) -> dict[str, float]:
     torch.set_num_threads(count)
     if torch.cuda.is_available():
         torch.empty(1, device="cuda")  # creates the CUDA context now, not in the job's first step
+    else:
+        from shared.engine.quantize import warm_up as warm_up_int8
+
+        warm_up_int8()  # CPU scoring runs int8: its converter's first call imports what it needs
     return {"import_s": round(imported - started, 3), "device_s": round(time.perf_counter() - imported, 3),
             "threads": count, "pid": os.getpid()}
 

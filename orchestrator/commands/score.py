@@ -160,7 +160,7 @@ def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: s
     from shared.store.scoring_runs import add_score_run
 
     with broker_boundary():  # before anything is written: a down broker leaves the store as it was
-        check_broker(obj.celery)
+        check_broker(obj.celery, queues=[queue])
     with obj.store.session() as s:
         parent, shards = add_score_run(s, spec, queue=queue, source_job_id=source_job_id)
         parent_id, owed = parent.id, [owe(s, job) for job in shards]

@@ -57,12 +57,23 @@ def resized_crop_flip(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - w)  # crop centre in grid coords, crop inside
     cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - h)
     sign = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = w * sign, cx
-    theta[:, 1, 1], theta[:, 1, 2] = h, cy
     x = batch.permute(0, 3, 1, 2).float()
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    grid = _crop_grid(w * sign, cx, h, cy, batch.shape[1], batch.shape[2]).to(x.device)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _crop_grid(sx: torch.Tensor, cx: torch.Tensor, sy: torch.Tensor, cy: torch.Tensor,
+               height: int, width: int) -> torch.Tensor:
+    """affine_grid's (N, H, W, 2) sampling grid for the axis-aligned maps x' = sx*x + cx, y' = sy*y + cy
+    (align_corners=False). A crop has no rotation, so each row of the grid repeats one x vector and
+    each column one y vector: a broadcast add, where affine_grid multiplies every pixel by a 2x3
+    matrix (40 against 8 ms for resnet18's batch of 64 at 112 px on a 2-core CPU, of a ~2 s step)."""
+    n = sx.shape[0]
+    base_x = (torch.arange(width, dtype=torch.float32) * 2 + 1) / width - 1  # pixel centres in [-1, 1]
+    base_y = (torch.arange(height, dtype=torch.float32) * 2 + 1) / height - 1
+    xs = torch.stack((sx[:, None] * base_x + cx[:, None], torch.zeros(n, width)), dim=-1)  # (N, W, 2): (x', 0)
+    ys = torch.stack((torch.zeros(n, height), sy[:, None] * base_y + cy[:, None]), dim=-1)  # (N, H, 2): (0, y')
+    return xs[:, None] + ys[:, :, None]  # one broadcast add writes the whole grid
 
 
 def _normalise(x: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -20,8 +20,9 @@ from shared.errors import DataError
 
 def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: str = "auto",
           items: list[tuple[int, Path]] | None = None, labels: dict[int, int] | None = None,
-          cache_dir: Path | None = None) -> dict[str, Any]:
-    """Predict every image of `folder` (or just `items`, a shard's (id, path) pairs).
+          cache_dir: Path | None = None, listing: Listing | None = None) -> dict[str, Any]:
+    """Predict every image of `folder` (or just `items`, a shard's (id, path) pairs); `listing` is
+    the folder's scan when the caller has it already (a shard scans it to check the pinned inputs).
 
     Returns ids (numeric order for a numbered folder; positions for a labelled one), labels
     (predicted class index), probs (n x classes float32 array), classes, accuracy (against `labels`,
@@ -29,11 +30,11 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     and int8_fallback when int8 was asked for: see quantize.py).
     """
     model, spec, classes = load_for_inference(Path(checkpoint))
-    full = scan(Path(folder))
-    listing = _listing(full, items)
-    truth = listing.labels and remap_labels(listing, classes)
+    full = listing if listing is not None else scan(Path(folder))
+    part = _listing(full, items)
+    truth = part.labels and remap_labels(part, classes)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
-    images = load_listing(listing, spec.model.image_size, cache, labels=truth or None)
+    images = load_listing(part, spec.model.image_size, cache, labels=truth or None)
     device = default_device()
     prec = resolve(precision, device, scoring=True)
     # if int8 fails its check: what auto would run without it, or fp32 when int8 was asked for

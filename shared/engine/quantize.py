@@ -39,6 +39,15 @@ def int8_supported() -> bool:
     return "x86" in torch.backends.quantized.supported_engines
 
 
+def warm_up() -> None:
+    """Convert a tiny network once, where int8 can run: the first conversion in a process imports
+    some 480 modules (torch.fx passes, networkx...), half a second that a warm job process spends
+    before its job, not the scoring job after it arrives."""
+    if int8_supported():
+        tiny = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
+        quantize(tiny, torch.randn(2, 3, 8, 8))
+
+
 def calibration_positions(n: int, k: int = CALIBRATION_IMAGES) -> np.ndarray:
     """k positions spread evenly over n images (a folder sorted by class gives every class a share)."""
     return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(np.int64))

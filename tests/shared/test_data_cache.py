@@ -115,3 +115,18 @@ def test_augment_shapes_formats_and_seeding() -> None:
     assert plain.is_contiguous() and abs(float(plain[0, 0, 0, 0]) - (1 - 0.485) / 0.229) < 1e-5
     crops = resized_crop_flip(torch.randint(0, 256, (3, 96, 96, 3), dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert crops.shape == (3, 3, 96, 96) and 0 <= float(crops.min()) and float(crops.max()) <= 255
+
+
+def test_the_crop_grid_is_affine_grids_for_a_scale_and_shift() -> None:
+    """The random resized crop builds its sampling grid by broadcasting; it must be the grid that
+    torch's affine_grid gives for the same scale-and-shift matrix, mirrored crops included."""
+    from shared.data.augment import _crop_grid
+
+    gen = torch.Generator().manual_seed(3)
+    sx, sy = torch.rand(5, generator=gen) * 2 - 1, torch.rand(5, generator=gen)  # sx < 0: a mirror
+    cx, cy = torch.rand(5, generator=gen) - 0.5, torch.rand(5, generator=gen) - 0.5
+    theta = torch.zeros(5, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
+    for height, width in ((96, 96), (40, 72)):
+        expected = torch.nn.functional.affine_grid(theta, [5, 3, height, width], align_corners=False)
+        assert torch.allclose(_crop_grid(sx, cx, sy, cy, height, width), expected, atol=1e-6)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.data import scan
+from shared.data import Listing, scan
 from shared.errors import DataError, StaleLease
 from shared.scoring import protocol
 from shared.scoring.csv_parts import (
@@ -74,7 +74,7 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     items = shard_slice(listing_items(listing), spec.shards, ctx.shard or 0)
     labels = read_labels_csv(Path(spec.labels)) if spec.labels else None
     started = time.perf_counter()
-    ids, predicted, probs, classes, ran = _predict(ctx, spec, items)
+    ids, predicted, probs, classes, ran = _predict(ctx, spec, items, listing)
     seconds = time.perf_counter() - started
     if classes:
         _check_classes(listing, labels, classes)
@@ -86,14 +86,14 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
             "seconds": round(seconds, 3), "classes": list(classes), **ran}
 
 
-def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]]) -> tuple[Any, ...]:
+def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]], listing: Listing) -> tuple[Any, ...]:
     """(ids, predicted labels, probabilities, classes, what ran) for this shard's (id, file) items."""
     from shared.engine import score
 
     if not items:  # more shards than images: an empty part keeps the shard arithmetic simple
         return [], [], [], [], {}
     out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
-                items=items, cache_dir=ctx.settings.cache_dir)
+                items=items, cache_dir=ctx.settings.cache_dir, listing=listing)
     ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback") if k in out}
     return out["ids"], out["labels"], out["probs"], out["classes"], ran
 
