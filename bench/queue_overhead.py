@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -70,6 +71,16 @@ def submit(orch: Orch, data: Path, size: int, batch: int) -> int:
                         "--model", "resnet18", "--image-size", str(size), "--batch-size", str(batch),
                         "--epochs", "1")
     return int(out["job_id"])
+
+
+def submit_study(orch: Orch, data: Path, args: argparse.Namespace) -> list[int]:
+    """The study as a user submits one: one `orch submit ablation`, a cell per seed (24 separate
+    submits would be 24 CLI start-ups on the CPUs the first jobs train on)."""
+    seeds = ",".join(str(seed) for seed in range(args.study_jobs))
+    out = orch.cli("submit", "ablation", "--data", str(data / "train"), "--val", str(data / "val"),
+                   "--model", "resnet18", "--image-size", str(args.size), "--batch-size", str(args.batch),
+                   "--epochs", "1", "--seeds", seeds, "--json")
+    return [int(i) for i in json.loads(out.splitlines()[0])["job_ids"]]
 
 
 def dispatch_latencies(orch: Orch, data: Path, jobs: int) -> list[float]:
@@ -132,7 +143,7 @@ def study_part(root: Path, args: argparse.Namespace) -> None:
                 orch.start_worker("--threads", str(threads))
             time.sleep(5)  # warm job processes, as workers left running have
             started = time.time()
-            ids = [submit(orch, data / "data", args.size, args.batch) for _ in range(args.study_jobs)]
+            ids = submit_study(orch, data / "data", args)
             jobs = orch.wait_finished(ids, poll=0.5)
         summarize(jobs, workers, n_train, started)
 
