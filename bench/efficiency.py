@@ -97,7 +97,7 @@ def orch_train(orch: Orch, data: Path, args: argparse.Namespace) -> Any:
     out = orch.cli_json("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"),
                         "--model", args.model, "--image-size", str(args.size), "--batch-size", str(args.batch),
                         "--epochs", str(args.epochs), "--precision", args.precision)
-    return orch.wait_finished([out["job_id"]])[0]
+    return orch.wait_finished([out["job_id"]], poll=1.0)[0]  # a gentle poll: the job has both cores
 
 
 def orch_score(orch: Orch, job_id: int, folder: Path, out: Path, batch: int) -> Any:

@@ -121,8 +121,8 @@ def warm_up(threads: int | None) -> dict[str, float]:
 def warm_up_while_idle(conn: Connection) -> None:
     """What only some jobs need, done after "ready" and only while no job waits for this process:
     CPU scoring runs int8, whose converter imports some 480 modules on its first call (0.5 s).
-    A child warming behind a busy job (a study's next cell) gets its job before reaching this, and
-    a training job is not made to wait for a scoring job's imports."""
+    A child warming behind a busy job (a study's next cell) usually has its job before it gets
+    here and skips this; a job that arrives during it waits for the rest (under a second)."""
     import torch
 
     if conn.poll(0) or torch.cuda.is_available():
