@@ -1,5 +1,5 @@
 """`orch report`'s analysis: configs grouped over seeds, statistics, convergence, charts, the HTML page.
 
-Nothing here is imported by `orch --help`, `status` or `submit`; scipy and matplotlib are imported
-inside the functions that compute or draw.
+Nothing here is imported by `orch --help`, `status` or `submit`; matplotlib is imported inside the
+functions that draw. The t distributions are pure Python (tdist.py): scipy is for the tests only.
 """
