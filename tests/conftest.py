@@ -100,6 +100,21 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def job_processes(self, oldest: bool = False) -> list[int]:
+        """Pids of its live job processes (named orch-job; the fork server is orch-forkserver), or only
+        the oldest: the running job's, since the next job's is started when a job takes its own."""
+        out = subprocess.run(["pgrep", *(["-o"] if oldest else []), "-g", str(self.proc.pid), "-x", "orch-job"],
+                             capture_output=True, text=True).stdout
+        return [pid for pid in map(int, out.split()) if running(pid)]
+
+
+def running(pid: int) -> bool:
+    """Alive: a zombie (dead, not yet reaped by whoever inherited it) is not."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}

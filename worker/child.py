@@ -1,11 +1,12 @@
-"""The spawned child that does one job's work.
+"""The job process: the child that does one job's work, named `orch-job` in ps and top.
 
-Started with the `spawn` method: the worker's parent never initialises CUDA and never forks
-after threads exist; the child's memory (and GPU memory) is returned when it exits. It dies
-with its parent (PR_SET_PDEATHSIG), and SIGTERM asks it to stop at the next step.
+Forked by the worker's fork server (warm.py, fork_server.py), which has imported torch and the
+engine but never initialised CUDA: the worker itself never forks after threads exist, and the
+child's memory (and GPU memory) is returned when it exits. It dies with its parent, the server
+(PR_SET_PDEATHSIG), which dies with the worker; SIGTERM asks it to stop at the next step.
 
-It is started before its job is known (warm.py): it warms up (threads, imports, device, store),
-reports ready, then waits on its pipe for one job, runs it, reports the outcome and exits.
+It is started before its job is known (warm.py): it warms up (threads, device), reports ready,
+then waits on its pipe for one job, runs it, reports the outcome and exits.
 """
 from __future__ import annotations
 
@@ -30,11 +31,19 @@ RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score_shards", "s
 
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the worker)."""
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; not Linux: the parent's shutdown still ends the child
+
+
+def set_process_name(name: str) -> None:
+    """The name ps, top and pgrep show (15 bytes at most): a forked process keeps its parent's."""
+    _prctl(15, ctypes.c_char_p(name.encode()[:15]))  # PR_SET_NAME
+
+
+def _prctl(option: int, arg: Any) -> None:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg)
     except OSError:
-        pass  # not Linux: the parent's shutdown still terminates the child
+        pass  # not Linux
 
 
 def classify(exc: BaseException) -> tuple[Outcome, str]:
@@ -61,20 +70,24 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     return Outcome.failed, reason
 
 
-# What a job's code imports: loaded while the child waits, not after its job arrives.
+# What a job's code imports: loaded by the fork server once, not by each job after it arrives.
 WARM_IMPORTS = ("torch", "torchvision.models", "shared.engine", "shared.models", "shared.data.images",
                 "worker.jobs.train", "worker.jobs.score_shards")
 
 
-def serve(conn: Connection, home: str, threads: int | None) -> None:
-    """The child's life: warm up, say ready, take one job (EOF: the worker went away), run it."""
+def serve(conn: Connection, home: str, threads: int | None, environ: dict[str, str]) -> None:
+    """The child's life: warm up, say ready, take one job (EOF: the worker went away), run it.
+
+    `environ` is the worker's environment now: the fork server's is the one it started with."""
     die_with_parent()
+    set_process_name("orch-job")
+    os.environ.clear()
+    os.environ.update(environ)
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the worker, which decides
     set_idle_priority(os.getpid(), True)  # warm up on the cycles the running job leaves
     conn.send(("ready", warm_up(threads)))
-    warm_up_while_idle(conn)
     try:
         job, token = conn.recv()
     except (EOFError, OSError):
@@ -96,40 +109,33 @@ def exit_now() -> None:
 
 
 def warm_up(threads: int | None) -> dict[str, float]:
-    """Set the thread count, import what jobs import, initialise the device; timings in seconds.
+    """Set the thread count, import what jobs import (the fork server did: a spawned process must),
+    reseed, initialise the device; timings in seconds.
 
     torch sizes its thread pool to the PHYSICAL cores it detects: on a VM that shows 2 vCPUs as one
     core with two threads it trains on 1 thread, half the machine. So the count is set explicitly:
     `threads` (the worker's --threads), else every CPU this process may run on.
     """
     started = time.perf_counter()
+    preloaded = "torch" in sys.modules  # forked from the fork server, which imported it
     count = threads or len(os.sched_getaffinity(0))
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before torch loads: its pools read them
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # for a torch not loaded yet: its pools read them
         os.environ[name] = str(count)
     for module in WARM_IMPORTS:
         importlib.import_module(module)
     imported = time.perf_counter()
+    import numpy as np
     import torch
 
     torch.set_num_threads(count)
+    # Every child of the server would start from the server's random state (Python's own `random`
+    # reseeds itself after a fork; numpy and torch do not): seed them as a fresh process would.
+    torch.seed()
+    np.random.seed()
     if torch.cuda.is_available():
         torch.empty(1, device="cuda")  # creates the CUDA context now, not in the job's first step
     return {"import_s": round(imported - started, 3), "device_s": round(time.perf_counter() - imported, 3),
-            "threads": count, "pid": os.getpid()}
-
-
-def warm_up_while_idle(conn: Connection) -> None:
-    """What only some jobs need, done after "ready" and only while no job waits for this process:
-    CPU scoring runs int8, whose converter imports some 480 modules on its first call (0.5 s).
-    A child warming behind a busy job (a study's next cell) usually has its job before it gets
-    here and skips this; a job that arrives during it waits for the rest (under a second)."""
-    import torch
-
-    if conn.poll(0) or torch.cuda.is_available():
-        return
-    from shared.engine.quantize import warm_up as warm_up_int8
-
-    warm_up_int8()
+            "threads": count, "pid": os.getpid(), "preloaded": preloaded}
 
 
 def set_idle_priority(pid: int, idle: bool) -> None:

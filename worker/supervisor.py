@@ -51,6 +51,9 @@ class Supervisor:
     renewed_at: float = field(default_factory=time.monotonic)  # the last heartbeat that succeeded
 
     def run(self, job_id: int) -> Outcome:
+        if self.shutdown.is_set():  # a message taken while stopping: the relay re-sends what is not taken
+            log.info("job %s: not taken (this worker is stopping)", job_id)
+            return Outcome.skipped
         asked = time.monotonic()  # the acquire stamps the lease after this instant
         lease = with_db_retries(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
         if lease is None:
@@ -80,6 +83,7 @@ class Supervisor:
         proc, conn = taken.process, taken.conn
         conn.send((job, lease.token))
         startup["take_s"] = round(time.monotonic() - started, 3)
+        self.children.refill()  # after the send: the job starts without waiting for its successor
         stopped_for, outcome = self._watch(proc, conn, lease)
         if stopped_for in ("stale", "shutdown", "fenced"):
             return Outcome(stopped_for), stopped_for, {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Orch, WorkerProcess, cluster, free_port, reachable
+from tests.conftest import REPO, Orch, cluster, free_port, reachable
 
 pytestmark = pytest.mark.slow
 SLOW_JOB = ("--model", "resnet18", "--image-size", "32", "--batch-size", "16", "--lr", "0.002")
@@ -33,20 +33,6 @@ def wait_epochs(orch: Orch, job_id: int, n: int, timeout: float = 240) -> dict:
     raise AssertionError(f"job {job_id} recorded fewer than {n} epochs in {timeout}s")
 
 
-def job_processes(worker: WorkerProcess) -> list[int]:
-    """Pids of the spawned job children in the worker's process group."""
-    out = subprocess.run(["pgrep", "-g", str(worker.proc.pid), "-f", "multiprocessing.spawn"],
-                         capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
-
-
-def oldest_job_process(worker: WorkerProcess) -> int:
-    """The running job's process: the ready one for the next job was spawned when this one was taken."""
-    out = subprocess.run(["pgrep", "-o", "-g", str(worker.proc.pid), "-f", "multiprocessing.spawn"],
-                         capture_output=True, text=True).stdout
-    return int(out.split()[0])
-
-
 @pytest.fixture(params=["embedded", "redis-postgres"])
 def any_orch(request: pytest.FixtureRequest) -> Orch:
     return request.getfixturevalue("orch" if request.param == "embedded" else "cluster_orch")
@@ -58,7 +44,7 @@ def test_kill_9_mid_epoch_then_a_new_worker_resumes(any_orch: Orch, synth_data: 
     first = orch.start_worker()
     before = wait_epochs(orch, job_id, 2)
     first.kill(signal.SIGKILL)  # the whole process group: worker and job child, mid-epoch
-    assert not job_processes(first)
+    assert wait_until(lambda: not first.job_processes(), timeout=10)  # dying ones may take a moment
     done_before = len(orch.json("status", str(job_id))["epochs"])
 
     restarted = time.monotonic()
@@ -106,13 +92,13 @@ def test_cancel_a_running_job_then_retry_resumes(orch: Orch, synth_data: Path) -
     next_job = submit_train(orch, synth_data, 1, "--seed", "1")
     worker = orch.start_worker()
     wait_epochs(orch, job_id, 2)
-    running = oldest_job_process(worker)
+    running = worker.job_processes(oldest=True)[0]
     asked = time.monotonic()
     assert orch.run("cancel", str(job_id), check=True).stdout.startswith("stopping")
     detail = orch.wait_status(job_id, {"cancelled", "failed", "succeeded"}, timeout=30)
     took = time.monotonic() - asked
     assert detail["status"] == "cancelled" and took < 15, (detail["status"], took)
-    assert running not in job_processes(worker)  # exactly that job's process was stopped
+    assert running not in worker.job_processes()  # exactly that job's process was stopped
     assert orch.wait_status(next_job, {"succeeded", "failed"})["status"] == "succeeded"  # the worker went on
     kept = len(orch.json("status", str(job_id))["epochs"])
 
@@ -142,14 +128,14 @@ def test_a_crashing_job_process_fails_the_job_not_the_worker(orch: Orch, synth_d
     job_id = submit_train(orch, synth_data, epochs=20)
     worker = orch.start_worker()
     wait_epochs(orch, job_id, 1)
-    children = job_processes(worker)
+    children = worker.job_processes()
     assert len(children) == 2  # the job's process, and the next job's, started and waiting (warm)
-    os.kill(oldest_job_process(worker), signal.SIGSEGV)
+    os.kill(worker.job_processes(oldest=True)[0], signal.SIGSEGV)
     assert wait_until(lambda: (lambda d: (d["status"], d["attempts"]))(orch.json("status", str(job_id)))
                       == ("running", 2), timeout=60)
-    assert wait_until(lambda: len(job_processes(worker)) == 2, timeout=60)  # taken, and the next one warming
+    assert wait_until(lambda: len(worker.job_processes()) == 2, timeout=60)  # taken, and the next one warming
     time.sleep(1)
-    os.kill(oldest_job_process(worker), signal.SIGSEGV)
+    os.kill(worker.job_processes(oldest=True)[0], signal.SIGSEGV)
     detail = orch.wait_status(job_id, {"failed", "succeeded"}, timeout=60)
     assert detail["status"] == "failed" and "SIGSEGV" in detail["error"] and "after 2 attempts" in detail["error"]
     again = submit_train(orch, synth_data, 1, "--seed", "3")

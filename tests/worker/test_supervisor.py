@@ -51,6 +51,9 @@ class OneChild:
         child.close()
         return WarmChild(proc, parent), {"warm": False}
 
+    def refill(self) -> None:
+        pass  # nothing kept ready: take() starts each one
+
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, Store]]:

@@ -1,5 +1,6 @@
 """The warm child: each job runs in a fresh process that was started (and warmed up) before the job
-came, one job per process, and a ready process that dies is replaced. Real worker, real kills."""
+came, forked from a server that imported torch once, one job per process; a ready process that dies
+is replaced, and a killed worker takes its job processes and server with it. Real worker, real kills."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Orch, WorkerProcess
+from tests.conftest import Orch, WorkerProcess, running
 
 pytestmark = pytest.mark.slow
 TINY = ("--model", "resnet18", "--image-size", "32", "--batch-size", "16", "--epochs", "1")
@@ -23,28 +24,14 @@ def run_one(orch: Orch, data: Path) -> dict:
     return {**detail["result"]["startup"], "attempts": detail["attempts"]}
 
 
-def ready_children(worker: WorkerProcess) -> list[int]:
-    out = subprocess.run(["pgrep", "-g", str(worker.proc.pid), "-f", "multiprocessing.spawn"],
-                         capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
-
-
 def wait_for_one_ready(worker: WorkerProcess, timeout: float = 60) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        pids = ready_children(worker)
+        pids = worker.job_processes()
         if len(pids) == 1:
             return pids[0]
         time.sleep(0.2)
-    raise AssertionError(f"expected one ready job process, found {ready_children(worker)}")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
+    raise AssertionError(f"expected one ready job process, found {worker.job_processes()}")
 
 
 def test_each_job_runs_in_its_own_process_started_before_it(orch: Orch, synth_data: Path) -> None:
@@ -52,7 +39,8 @@ def test_each_job_runs_in_its_own_process_started_before_it(orch: Orch, synth_da
     ready = wait_for_one_ready(worker)  # an idle worker keeps one job process ready
     first = run_one(orch, synth_data)
     assert first["pid"] == ready and first["warm"] and first["threads"] >= 1
-    assert not alive(first["pid"])  # one job per process: it exited, its memory went with it
+    assert first["preloaded"]  # forked with torch imported: it did not import it itself
+    assert not running(first["pid"])  # one job per process: it exited, its memory went with it
     second = run_one(orch, synth_data)
     assert second["pid"] != first["pid"] and second["warm"]
     for key in ("take_s", "store_s", "data_s", "build_s", "first_step_s", "import_s"):
@@ -69,3 +57,22 @@ def test_a_ready_process_that_died_is_replaced(orch: Orch, synth_data: Path) -> 
     # fenced that attempt (no heartbeat for 0.8 TTL), the next attempt may take the new warm process
     assert not startup["warm"] or startup["attempts"] > 1, worker.output()[-3000:]
     assert "died or hung before its job" in worker.output()
+
+
+def test_a_killed_worker_takes_its_job_processes_and_fork_server_with_it(orch: Orch, synth_data: Path) -> None:
+    out = orch.json("submit", "train", "--data", str(synth_data / "train"), *TINY[:-1], "50")
+    worker = orch.start_worker()
+    assert orch.wait_status(out["job_id"], {"running"}, timeout=120)["status"] == "running"
+    deadline = time.monotonic() + 60
+    while len(worker.job_processes()) < 2 and time.monotonic() < deadline:  # the job's, and the next one's
+        time.sleep(0.2)
+    server = subprocess.run(["pgrep", "-g", str(worker.proc.pid), "-x", "orch-forkserver"],
+                            capture_output=True, text=True).stdout.split()
+    started = [*worker.job_processes(), *map(int, server)]
+    assert len(started) == 3, started
+    os.kill(worker.proc.pid, signal.SIGKILL)  # the worker alone, not its process group
+    worker.proc.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while any(map(running, started)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in started if running(pid)], "a job process or the fork server outlived its worker"
