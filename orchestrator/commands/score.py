@@ -153,19 +153,19 @@ def _out_path(raw: str) -> str:
 def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
     """Record the parent and its shards, and the shards' owed messages, in one transaction, then send
     the shards (never the parent: it is sent for assembly when its shards are done)."""
-    from orchestrator.submission import send_owed
-    from shared.broker_errors import broker_boundary
-    from shared.celery_app import check_broker
+    from orchestrator.submission import record_and_send
     from shared.store.outbox import owe
     from shared.store.scoring_runs import add_score_run
 
-    with broker_boundary():  # before anything is written: a down broker leaves the store as it was
-        check_broker(obj.celery, queues=[queue])
-    with obj.store.session() as s:
+    parent_ids = []
+
+    def record(s: Any) -> list[Any]:
         parent, shards = add_score_run(s, spec, queue=queue, source_job_id=source_job_id)
-        parent_id, owed = parent.id, [owe(s, job) for job in shards]
-    send_owed(obj, owed)
-    return parent_id, [row.job_id for row in owed]
+        parent_ids.append(parent.id)
+        return [owe(s, job) for job in shards]
+
+    owed = record_and_send(obj, queue, record)
+    return parent_ids[0], [row.job_id for row in owed]
 
 
 def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:

@@ -41,8 +41,8 @@ def int8_supported() -> bool:
 
 def warm_up() -> None:
     """Convert a tiny network once, where int8 can run: the first conversion in a process imports
-    some 480 modules (torch.fx passes, networkx...), half a second that a warm job process spends
-    before its job, not the scoring job after it arrives."""
+    some 480 modules (torch.fx passes, networkx...), half a second that the worker's fork server
+    spends once (worker/fork_server.py), not every scoring job after it arrives."""
     if int8_supported():
         tiny = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()
         quantize(tiny, torch.randn(2, 3, 8, 8))
