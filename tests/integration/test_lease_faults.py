@@ -3,27 +3,17 @@ job's process before anyone may take the job over, and a cancel that meets a wor
 job cancelled instead of leaving it queued forever."""
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Orch
-from tests.integration.test_faults import oldest_job_process, submit_train, wait_epochs, wait_until
+from tests.conftest import Orch, running
+from tests.integration.test_faults import submit_train, wait_epochs, wait_until
 
 pytestmark = pytest.mark.slow
 TTL = 20.0  # a loaded test machine can starve a worker for seconds: that too would fence it
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie (dead, not yet reaped) counts as gone
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_a_worker_that_loses_the_store_stops_its_job_before_the_lease_expires(orch: Orch, synth_data: Path) -> None:
@@ -33,12 +23,12 @@ def test_a_worker_that_loses_the_store_stops_its_job_before_the_lease_expires(or
     orch.env = {**orch.env, "ORCH_LEASE_TTL": str(TTL)}
     worker = orch.start_worker()
     wait_epochs(orch, job_id, 1)
-    child = oldest_job_process(worker)
+    child = worker.job_processes(oldest=True)[0]
     db = sqlite3.connect(orch.home / "orch.db", timeout=60, isolation_level=None)
     db.execute("BEGIN EXCLUSIVE")  # the store stops taking writes: every heartbeat now blocks
     lost_at = time.monotonic()
     try:
-        stopped = wait_until(lambda: not alive(child), timeout=TTL + 5)
+        stopped = wait_until(lambda: not running(child), timeout=TTL + 5)
         stopped_after = time.monotonic() - lost_at
     finally:
         time.sleep(max(0.0, lost_at + TTL + 2 - time.monotonic()))  # past the TTL: the lease expired
