@@ -109,8 +109,9 @@ def exit_now() -> None:
 
 
 def warm_up(threads: int | None) -> dict[str, float]:
-    """Set the thread count, import what jobs import (the fork server did: a spawned process must),
-    reseed, initialise the device; timings in seconds.
+    """Set the thread count, import what jobs import (no-ops when forked from the fork server; a
+    module its preload could not import is imported here), reseed, initialise the device; timings
+    in seconds.
 
     torch sizes its thread pool to the PHYSICAL cores it detects: on a VM that shows 2 vCPUs as one
     core with two threads it trains on 1 thread, half the machine. So the count is set explicitly:
