@@ -100,10 +100,10 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def job_processes(self, oldest: bool = False) -> list[int]:
-        """Pids of its live job processes (named orch-job; the fork server is orch-forkserver), or only
-        the oldest: the running job's, since the next job's is started when a job takes its own."""
-        out = subprocess.run(["pgrep", *(["-o"] if oldest else []), "-g", str(self.proc.pid), "-x", "orch-job"],
+    def job_processes(self, oldest: bool = False, name: str = "orch-job") -> list[int]:
+        """Pids of its live job processes (or, by `name`, its orch-forkserver), or only the oldest:
+        the running job's, since the next job's is started when a job takes its own."""
+        out = subprocess.run(["pgrep", *(["-o"] if oldest else []), "-g", str(self.proc.pid), "-x", name],
                              capture_output=True, text=True).stdout
         return [pid for pid in map(int, out.split()) if running(pid)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -66,9 +65,7 @@ def test_a_killed_worker_takes_its_job_processes_and_fork_server_with_it(orch: O
     deadline = time.monotonic() + 60
     while len(worker.job_processes()) < 2 and time.monotonic() < deadline:  # the job's, and the next one's
         time.sleep(0.2)
-    server = subprocess.run(["pgrep", "-g", str(worker.proc.pid), "-x", "orch-forkserver"],
-                            capture_output=True, text=True).stdout.split()
-    started = [*worker.job_processes(), *map(int, server)]
+    started = [*worker.job_processes(), *worker.job_processes(name="orch-forkserver")]
     assert len(started) == 3, started
     os.kill(worker.proc.pid, signal.SIGKILL)  # the worker alone, not its process group
     worker.proc.wait(timeout=30)
