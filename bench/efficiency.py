@@ -120,6 +120,26 @@ def train_split(job: Any, n_train: int) -> str:
             f"queue+checkpoints+store writes {rest:.1f} s")
 
 
+def score_split(orch: Orch, scored: Any) -> str:
+    """Where a one-shard score's wall time went, from the shard's own timings."""
+    from sqlalchemy import select
+
+    from shared.store import Job
+
+    store = orch.store()
+    try:
+        with store.session() as s:
+            shards = list(s.scalars(select(Job).where(Job.parent_id == scored.id)))
+    finally:
+        store.dispose()
+    if len(shards) != 1:
+        return f"{len(shards)} shards"
+    laps = (shards[0].result or {}).get("timings", {})
+    inside = sum(laps.values())
+    return (", ".join(f"{name[:-2]} {seconds:.2f}" for name, seconds in laps.items())
+            + f", the rest (queue, input checks, part file, assembly) {wall_seconds(scored) - inside:.2f} s")
+
+
 def report(name: str, ceiling: tuple[float, float], orch_rate: float, target: float, detail: str) -> None:
     mean = sum(ceiling) / 2
     print(f"{name}")
@@ -180,7 +200,7 @@ def run_scoring(orch: Orch, root: Path, job: Any, args: argparse.Namespace) -> N
     after = score_ceiling(checkpoint, batch, precision, args.ceiling_s)
     wall = wall_seconds(scored)
     print(f"scoring: {args.score_n} images at {args.size} px, batch {batch}, {precision}")
-    report("", (before, after), args.score_n / wall, SCORE_TARGET, f"{wall:.1f} s")
+    report("", (before, after), args.score_n / wall, SCORE_TARGET, f"{wall:.1f} s: {score_split(orch, scored)}")
     if args.seed:
         subset = synth_jpegs(root / "seed", "test", min(200, args.score_n), args.size, seed=3)
         _, seconds = seed_loop(checkpoint, subset)

@@ -114,7 +114,7 @@ def classes_in_file(path: str) -> list[str]:
     from shared.engine.checkpoint import load_checkpoint
 
     try:
-        return [str(c) for c in load_checkpoint(Path(path))["classes"]]
+        return [str(c) for c in load_checkpoint(Path(path), mmap=True)["classes"]]
     except CheckpointError as exc:
         raise SpecError("--checkpoint", str(exc)) from None
 

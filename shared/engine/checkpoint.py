@@ -27,13 +27,18 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         torch.save(state, fh)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint dict, on the CPU; CheckpointError if missing, unreadable or incomplete."""
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A checkpoint dict, on the CPU; CheckpointError if missing, unreadable or incomplete.
+
+    mmap: the tensors are mapped from the file, read only when touched, for a reader that needs part
+    of it: inference needs the model's weights, not the optimizer's two moments (twice their size).
+    They stay backed by the file, so copy what is kept (`load_for_inference` does).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
@@ -65,16 +70,30 @@ def without_pretrained(spec: TrainSpec) -> TrainSpec:
 
 def load_for_inference(checkpoint: Path) -> tuple[nn.Module, TrainSpec, list[str]]:
     """(model in eval mode on the CPU, its TrainSpec, its class names) from a checkpoint file."""
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint, mmap=True)
     spec = checkpoint_spec(state, checkpoint)
     classes = [str(c) for c in state["classes"]]
-    model = model_for(without_pretrained(spec), classes)
+    # copies out of the mapping: a file rewritten in place while the job runs must not reach its weights
+    weights = {name: tensor.clone() for name, tensor in state["model"].items()}
     try:
-        model.load_state_dict(state["model"])
+        model = _with_weights(without_pretrained(spec), classes, weights)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise CheckpointError(f"{checkpoint}: weights do not match its spec ({first})") from None
     return model.eval(), spec, classes
+
+
+def _with_weights(spec: TrainSpec, classes: list[str], weights: dict[str, torch.Tensor]) -> nn.Module:
+    """The network with `weights` as its tensors. Built on the meta device, so its random initialisation,
+    which the weights replace, is skipped (0.2 s for resnet18); a network with a tensor the checkpoint
+    does not hold (a buffer that is not saved) is built for real instead, and that tensor initialised."""
+    with torch.device("meta"):
+        model = model_for(spec, classes)
+    model.load_state_dict(weights, assign=True)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        model = model_for(spec, classes)
+        model.load_state_dict(weights)
+    return model
 
 
 def rng_state() -> dict[str, Any]:

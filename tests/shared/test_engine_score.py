@@ -82,6 +82,31 @@ def test_load_for_inference_errors(trained: tuple[Path, Path], tmp_path: Path) -
         load_for_inference(tmp_path / "other.pt")
 
 
+def test_load_for_inference_holds_the_checkpoints_weights_and_no_placeholder(
+        trained: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The network is built on the meta device and given the checkpoint's tensors; where it has a
+    tensor the checkpoint does not hold (a buffer that is not saved), it is built for real instead."""
+    import shared.engine.checkpoint as checkpoint
+
+    _, ckpt = trained
+    saved = torch.load(ckpt, weights_only=True)["model"]
+    model, _, _ = load_for_inference(ckpt)
+    loaded = model.state_dict()
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+    real = checkpoint.model_for
+
+    def with_a_constant(spec: object, classes: list[str]) -> torch.nn.Module:
+        net = real(spec, classes)  # type: ignore[arg-type]
+        net.register_buffer("constant", torch.full((3,), 7.0), persistent=False)
+        return net
+
+    monkeypatch.setattr(checkpoint, "model_for", with_a_constant)
+    model, _, _ = load_for_inference(ckpt)
+    assert torch.equal(model.constant, torch.full((3,), 7.0))
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+
+
 def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     import shared.engine.precision as precision
 
