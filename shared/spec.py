@@ -177,9 +177,10 @@ class TrainSpec(Spec):
                                                         "order (the val split does not depend on it).")
     precision: Precision = Field("auto", description="auto: bf16 where the hardware has it (CUDA, or a "
                                                      "CPU with AMX/AVX512-BF16), else fp32.")
-    # torch.compile the training step: pays a compile (minutes on a CPU) for faster steps on a GPU
+    # torch.compile the training step: pays a compile for faster steps on a GPU. On a 2-core AVX2 CPU
+    # (bench/compile_cpu.py, BENCHMARKS.md) resnet18's compile took 90 s and its steps were no faster.
     compile: bool = Field(False, description="torch.compile the training step: faster steps on a GPU after a "
-                                             "compile of minutes.")
+                                             "compile of minutes (on a CPU measured no faster).")
 
     @model_validator(mode="after")
     def _trainable(self, info: ValidationInfo) -> TrainSpec:
