@@ -104,7 +104,7 @@ def orch_train(orch: Orch, data: Path, args: argparse.Namespace) -> Any:
 def orch_score(orch: Orch, job_id: int, folder: Path, out: Path, batch: int) -> Any:
     submitted = orch.cli_json("submit", "score", "--job", str(job_id), "--data", str(folder), "--out", str(out),
                               "--batch-size", str(batch))
-    return orch.wait_finished([submitted["job_id"]])[0]
+    return orch.wait_finished([submitted["job_id"]], poll=1.0)[0]  # gentle: the poll is a process of its own
 
 
 def train_split(job: Any, n_train: int) -> str:
