@@ -19,6 +19,7 @@ Targets: training >= 90% of the ceiling, scoring 2,000 images >= 85%.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import tempfile
 import time
@@ -84,7 +85,7 @@ def score_ceiling(checkpoint: Path, batch: int, precision: str, seconds: float) 
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     prec = resolve("fp32" if precision == "int8" else precision, device)
     if precision == "int8":
-        quantized = quantize(model, x[:16]).model
+        quantized = quantize(copy.deepcopy(model), x[:16]).model  # it converts without a copy
         model = quantized if quantized is not None else model
 
     def step() -> None:
