@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
-from orchestrator.fields import OptionField
+if TYPE_CHECKING:  # the CLI's entry point imports this module for PROJECT_KEY: no specs at start-up
+    from orchestrator.fields import OptionField
 
 PROJECT_KEY = "orch.project_file"  # ctx.meta: the orch.toml the command's defaults came from
 

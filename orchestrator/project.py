@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS, OptionField
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from orchestrator.fields import OptionField
 
 PROJECT_FILE = "orch.toml"
 PATH_KEYS = frozenset({"data", "val", "test", "pretrained"})
@@ -31,6 +33,9 @@ def find_project(start: Path) -> Path | None:
 def read_project(path: Path) -> dict[str, Any]:
     """The file's values, checked (ConfigError names the file and the key); paths made absolute."""
     import tomllib
+
+    # here, not at the top: every command looks for a project file, and the fields load the specs
+    from orchestrator.fields import TRAIN_FIELDS
 
     try:
         values = tomllib.loads(path.read_text())
@@ -58,6 +63,8 @@ def _checked(path: Path, key: str, value: Any, field: OptionField | None) -> Any
 
 def default_maps(values: dict[str, Any]) -> dict[str, Any]:
     """click's default_map for the commands the file sets: submit train, ablation and score."""
+    from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
+
     train = {key: value for key, value in values.items() if key != TEST_KEY}
     grid_dest = {f.path: f.dest for f in GRID_FIELDS}  # seed -> seeds
     ablation = {grid_dest[f.path]: train[f.dest] for f in TRAIN_FIELDS if f.dest in train}

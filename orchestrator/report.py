@@ -20,15 +20,15 @@ def config_columns(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def leaderboard(session: Session, study_id: int | None, metric: str, limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The `limit` best training runs (0: all), ranked by `metric`, and how many runs there are.
+    """The `limit` best training runs (0: all), ranked by `metric` (METRICS: best first, the lowest job id
+    on a tie, runs without it last), and how many runs there are.
 
-    Ranking needs only each run's numbers, which the store reduces in SQL; the config columns
-    (a typed spec per row) are built for the rows shown.
+    Ranking needs only each run's numbers, which the store reduces, ranks and cuts in SQL; the config
+    columns (a typed spec per row) are built for the rows shown.
     """
-    entries = rank(leaderboard_entries(session, study_id), metric)
-    shown = entries[:limit] if limit else entries
+    shown, total = leaderboard_entries(session, study_id, metric=metric, descending=METRICS[metric], limit=limit)
     records = jobs_by_id(session, [entry.id for entry in shown])
-    return [{"rank": place, **job_row(records[entry.id], entry)} for place, entry in enumerate(shown, 1)], len(entries)
+    return [{"rank": place, **job_row(records[entry.id], entry)} for place, entry in enumerate(shown, 1)], total
 
 
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
@@ -39,15 +39,6 @@ def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
         "epochs": entry.epochs, "images_per_s": entry.images_per_s,
         "wall_s": run.result.get("wall_s") or round(entry.seconds, 1),
     }
-
-
-def rank(entries: list[LeaderboardEntry], metric: str) -> list[LeaderboardEntry]:
-    """Best first; runs without the metric last."""
-    higher = METRICS[metric]
-    present = [e for e in entries if getattr(e, metric) is not None]
-    missing = [e for e in entries if getattr(e, metric) is None]
-    present.sort(key=lambda e: getattr(e, metric), reverse=higher)
-    return present + missing
 
 
 def for_display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

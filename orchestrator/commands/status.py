@@ -19,17 +19,18 @@ def typed_spec(job: Job) -> Spec:
     return read_stored(SPEC_FOR_KIND[job.kind], job.spec)
 
 
-def job_summary(job: Job, spec: Spec, shards: tuple[int, int] | None = None) -> dict[str, Any]:
-    """One row of `orch status`; `shards` is a score job's (succeeded, total) shard count."""
+def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
+                shards: tuple[int, int] | None = None) -> dict[str, Any]:
+    """One row of `orch status`; `last` is the job's last (epoch, val_acc), `shards` a score job's
+    (succeeded, total) shard count."""
     train = spec if isinstance(spec, TrainSpec) else None
-    last = job.epochs[-1] if job.epochs else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
-    progress = f"{last.epoch}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else ""
+    progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else ""
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
         "model": train.model.arch if train else "", "norm": train.model.norm_name if train else "",
         "groups": train.model.groups if train else "", "seed": train.seed if train else "", "epoch": progress,
-        "val_acc": round(last.val_acc, 4) if last else None, "attempts": job.attempts,
+        "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host or "", "error": job.error or "",
     }
 
@@ -40,7 +41,8 @@ def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any
     times = {k: (v.isoformat() if v else None) for k, v in
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
     spec = typed_spec(job)
-    return {**job_summary(job, spec, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
+    last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
+    return {**job_summary(job, spec, last, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
             **times, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
 
@@ -69,7 +71,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         if job_id is None:
             jobs = reads.recent_jobs(s, limit, study_for(s, study_ref).id if study_ref is not None else None)
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
-            rows = [job_summary(job, typed_spec(job), shards.get(job.id)) for job in jobs]
+            # one query for every row's last epoch: job.epochs here cost a query per row (30 round trips)
+            last = reads.last_epochs(s, [job.id for job in jobs])
+            rows = [job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id)) for job in jobs]
         else:
             job = reads.job(s, job_id)
             if job is None:

@@ -60,6 +60,28 @@ def test_leaderboard_ranks_every_run_and_shows_the_limit(study: tuple[Orch, dict
     assert table.returncode == 0 and "the best 4 of 18 runs" in table.stderr
 
 
+@pytest.mark.parametrize("metric", ["val_acc", "val_loss", "test_acc", "images_per_s"])
+def test_the_store_ranks_and_cuts_the_leaderboard_as_a_sort_would(study: tuple[Orch, dict], metric: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranked in SQL (orch report reads the shown rows only): best first, the lowest id on a tie, runs
+    without the metric (no test score) last, and --limit cuts that order."""
+    from orchestrator.metrics import METRICS
+    from orchestrator.report import leaderboard
+
+    orch, jobs = study
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        every, total = leaderboard(s, None, metric, 0)
+        top, top_total = leaderboard(s, None, metric, 5)
+        study_rows, study_total = leaderboard(s, 1, metric, 3)
+    store.dispose()
+    sign = -1 if METRICS[metric] else 1
+    expected = sorted(every, key=lambda r: (r[metric] is None, sign * (r[metric] or 0), r["id"]))
+    assert [r["id"] for r in every] == [r["id"] for r in expected] and total == top_total == len(jobs)
+    assert [r["rank"] for r in every] == list(range(1, len(jobs) + 1))
+    assert top == every[:5] and study_rows == every[:3] and study_total == len(jobs)  # the one study holds all
+
+
 def _row(rows: list[dict], norm: str, groups: int) -> dict:
     return next(r for r in rows if r["norm"] == norm and r["groups"] == groups)
 
