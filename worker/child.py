@@ -10,6 +10,7 @@ then waits on its pipe for one job, runs it, reports the outcome and exits.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import logging
@@ -23,10 +24,26 @@ from typing import Any
 
 from shared.config import load_settings, redact
 from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, JobCancelled, StaleLease
-from shared.process import die_with_parent, set_process_name
 from shared.store.schema import Outcome
 
 RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score_shards", "score_shard": "worker.jobs.score_shards"}
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (kill -9 of the worker)."""
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; not Linux: the parent's shutdown still ends the child
+
+
+def set_process_name(name: str) -> None:
+    """The name ps, top and pgrep show (15 bytes at most): a forked process keeps its parent's."""
+    _prctl(15, ctypes.c_char_p(name.encode()[:15]))  # PR_SET_NAME
+
+
+def _prctl(option: int, arg: Any) -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg)
+    except OSError:
+        pass  # not Linux
 
 
 def classify(exc: BaseException) -> tuple[Outcome, str]:

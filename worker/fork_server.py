@@ -15,8 +15,7 @@ import importlib
 import logging
 import signal
 
-from shared.process import die_with_parent, set_process_name
-from worker.child import WARM_IMPORTS
+from worker.child import WARM_IMPORTS, die_with_parent, set_process_name
 
 die_with_parent()  # the worker's kill -9 ends this server, and so (their own death signal) its children
 set_process_name("orch-forkserver")

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import multiprocessing
 import os
-import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,45 +64,6 @@ def load_or_build(files: list[Path], size: int, cache_dir: Path, *, folder: Path
     if built is None:
         raise DataError(f"{folder}: the image cache {path} was not readable after it was written")
     return built, True
-
-
-@contextlib.contextmanager
-def built_beside(files: list[Path], size: int, cache_dir: Path, *, folder: Path) -> Iterator[None]:
-    """Decode `files` into their cache in a forked process while the body runs; wait for it after.
-
-    For a body that leaves a core idle: the int8 conversion is Python on one thread. Decoding on
-    threads of the same process beside it was 15% slower than one after the other (both take the
-    GIL: the conversion throughout, the decoders between images); a forked process shares no GIL.
-    The process only fills the cache: the caller's own `load_or_build` afterwards maps it, or,
-    where the process could not build it (a corrupt file), decodes and reports the error itself.
-    """
-    if "fork" not in multiprocessing.get_all_start_methods() or _open(cache_path(files, size, cache_dir),
-                                                                     len(files), size) is not None:
-        yield  # no fork on this platform, or nothing to decode
-        return
-    process = multiprocessing.get_context("fork").Process(
-        target=_build_for_parent, args=(files, size, cache_dir, folder), name="orch-decode", daemon=True)
-    process.start()
-    try:
-        yield
-    except BaseException:
-        process.terminate()  # the caller gives up; the lock dies with the process, a stale tmp is swept later
-        raise
-    finally:
-        process.join()
-
-
-def _build_for_parent(files: list[Path], size: int, cache_dir: Path, folder: Path) -> None:
-    """The forked decoder: dies with the job that forked it, ignores the job's own signal handlers."""
-    from shared.process import die_with_parent, set_process_name
-
-    die_with_parent()
-    set_process_name("orch-decode")
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the job's handler only sets a flag in its own memory
-    try:
-        load_or_build(files, size, cache_dir, folder=folder)
-    except DataError:
-        os._exit(1)  # the parent decodes again and reports which files
 
 
 def decode(path: Path, size: int) -> np.ndarray:

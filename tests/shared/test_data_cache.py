@@ -1,7 +1,6 @@
 """The decode cache (built once, reused, rebuilt on change, concurrent builders) and augmentation."""
 from __future__ import annotations
 
-import multiprocessing
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import torch
 
 from shared.data import load_or_build, scan, write_synthetic
 from shared.data.augment import augment, crop_flip, resized_crop_flip, to_input
-from shared.data.cache import built_beside, decode
+from shared.data.cache import decode
 from shared.errors import DataError
 from tests.shared.data_helpers import write_image
 
@@ -36,40 +35,6 @@ def test_built_once_then_reused_and_rebuilt_when_a_file_changes(tmp_path: Path) 
     changed, built = load_or_build(files, 16, cache, folder=tmp_path)
     assert built and not np.array_equal(changed[3], first[3]) and np.array_equal(changed[4], first[4])
     assert not list(cache.glob(".*.tmp"))
-
-
-def test_built_beside_fills_the_cache_from_another_process(tmp_path: Path) -> None:
-    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 20}, size=24)
-    files = scan(tmp_path / "d" / "train").files
-    cache = tmp_path / "cache"
-    with built_beside(files, 16, cache, folder=tmp_path):
-        pass
-    beside, built = load_or_build(files, 16, cache, folder=tmp_path)
-    assert not built  # the forked process built it: this load only maps it
-    alone, _ = load_or_build(files, 16, tmp_path / "cache2", folder=tmp_path)
-    assert np.array_equal(beside, alone)
-
-
-def test_built_beside_leaves_a_corrupt_file_to_the_callers_own_load(tmp_path: Path) -> None:
-    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 6}, size=24)
-    files = scan(tmp_path / "d" / "train").files
-    files[2].write_bytes(b"not an image")
-    with built_beside(files, 16, tmp_path / "cache", folder=tmp_path / "d"):
-        pass
-    assert not list((tmp_path / "cache").glob("*.npy"))
-    with pytest.raises(DataError, match=r"1 corrupt image: train/"):
-        load_or_build(files, 16, tmp_path / "cache", folder=tmp_path / "d")
-
-
-def test_built_beside_ends_its_process_when_the_body_fails(tmp_path: Path) -> None:
-    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 6}, size=24)
-    files = scan(tmp_path / "d" / "train").files
-    before = set(multiprocessing.active_children())
-    with pytest.raises(RuntimeError, match="conversion failed"), built_beside(files, 16, tmp_path / "c", folder=tmp_path):
-        [decoder] = set(multiprocessing.active_children()) - before
-        assert decoder.name == "orch-decode"
-        raise RuntimeError("conversion failed")
-    assert not decoder.is_alive() and decoder.exitcode is not None
 
 
 def test_decode_resizes_the_shorter_side_and_centre_crops(tmp_path: Path) -> None:
