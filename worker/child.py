@@ -72,7 +72,8 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
 
 # What a job's code imports: loaded by the fork server once, not by each job after it arrives.
 WARM_IMPORTS = ("torch", "torchvision.models", "shared.engine", "shared.models", "shared.data.images",
-                "worker.jobs.train", "worker.jobs.score_shards")
+                "worker.jobs.train", "worker.jobs.score_shards",
+                "numpy.ma")  # np.unique's first call imports it: 24 ms of a scoring job's int8 calibration
 
 
 def serve(conn: Connection, home: str, threads: int | None, environ: dict[str, str]) -> None:

