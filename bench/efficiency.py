@@ -121,8 +121,8 @@ def train_split(job: Any, n_train: int) -> str:
             f"queue+checkpoints+store writes {rest:.1f} s")
 
 
-def score_split(orch: Orch, scored: Any) -> str:
-    """Where a one-shard score's wall time went, from the shard's own timings."""
+def shard_timings(orch: Orch, scored: Any) -> dict[str, float]:
+    """A one-shard score's stage timings (empty for another shard count)."""
     from sqlalchemy import select
 
     from shared.store import Job
@@ -133,9 +133,14 @@ def score_split(orch: Orch, scored: Any) -> str:
             shards = list(s.scalars(select(Job).where(Job.parent_id == scored.id)))
     finally:
         store.dispose()
-    if len(shards) != 1:
-        return f"{len(shards)} shards"
-    laps = (shards[0].result or {}).get("timings", {})
+    return dict((shards[0].result or {}).get("timings", {})) if len(shards) == 1 else {}
+
+
+def score_split(orch: Orch, scored: Any) -> str:
+    """Where a one-shard score's wall time went, from the shard's own timings."""
+    laps = shard_timings(orch, scored)
+    if not laps:
+        return "not one shard"
     inside = sum(laps.values())
     return (", ".join(f"{name[:-2]} {seconds:.2f}" for name, seconds in laps.items())
             + f", the rest (queue, input checks, part file, assembly) {wall_seconds(scored) - inside:.2f} s")
@@ -193,15 +198,23 @@ def run_scoring(orch: Orch, root: Path, job: Any, args: argparse.Namespace) -> N
     folder = synth_jpegs(root, "test", args.score_n, args.size, seed=2)
     checkpoint = Path((job.result or {})["best_checkpoint"])
     batch = args.score_batch
+    # the ceiling before and after the job, as for training: a machine whose speed drifts shows
+    expected = resolve("auto", default_device(), scoring=True).name
+    before = score_ceiling(checkpoint, batch, expected, args.ceiling_s)
     scored = orch_score(orch, job.id, folder, root / "preds.csv", batch)
     if scored.status != "succeeded":
         raise SystemExit(f"score job {scored.id} {scored.status}: {scored.error}")
     precision = (scored.result or {}).get("precision") or "fp32"
-    before = score_ceiling(checkpoint, batch, precision, args.ceiling_s)
+    if precision != expected:  # int8 fell back: the job ran another arithmetic than measured before
+        before = score_ceiling(checkpoint, batch, precision, args.ceiling_s)
     after = score_ceiling(checkpoint, batch, precision, args.ceiling_s)
     wall = wall_seconds(scored)
     print(f"scoring: {args.score_n} images at {args.size} px, batch {batch}, {precision}")
     report("", (before, after), args.score_n / wall, SCORE_TARGET, f"{wall:.1f} s: {score_split(orch, scored)}")
+    infer_s = shard_timings(orch, scored).get("infer_s")
+    if infer_s:  # the same forward passes as the ceiling: far below it, the machine slowed during the job
+        print(f"  the job's own inference: {args.score_n / infer_s:.1f} images/s, "
+              f"{args.score_n / infer_s / ((before + after) / 2):.0%} of the ceiling")
     if args.seed:
         subset = synth_jpegs(root / "seed", "test", min(200, args.score_n), args.size, seed=3)
         _, seconds = seed_loop(checkpoint, subset)
