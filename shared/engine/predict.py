@@ -32,7 +32,8 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     Returns ids (numeric order for a numbered folder; positions for a labelled one), labels
     (predicted class index), probs (n x classes float32 array), classes, accuracy (against `labels`,
     else the folder's own labels, else None), n, the precision that ran (with int8_agreement
-    and int8_fallback when int8 was asked for: see quantize.py), and timings (seconds of each stage).
+    and int8_fallback when int8 was asked for: see quantize.py), and timings (seconds of each stage:
+    load_s, decode_s, int8_s, verify_s with `before_inference`, infer_s).
     """
     clock = Stopwatch()
     model, spec, classes = load_for_inference(Path(checkpoint))
@@ -56,6 +57,7 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     clock.lap("int8_s")
     if before_inference is not None:
         before_inference()
+        clock.lap("verify_s")  # waiting for the caller's check (a shard's checkpoint hash), not inference
     probs = probabilities(model, images, batch_size, prec, device)
     clock.lap("infer_s")
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)

@@ -63,7 +63,7 @@ def quantize(model: nn.Module, calibration: torch.Tensor) -> Int8Result:
         with warnings.catch_warnings():
             # torch.ao.quantization warns that it moves to torchao; it is still what ships with torch
             warnings.simplefilter("ignore")
-            quantized, reference = _convert(model, calibration)
+            quantized, reference = convert(model, calibration)
             with torch.inference_mode():
                 predicted = quantized(calibration).argmax(1)
     except Exception as exc:  # an op without an int8 kernel, a torch without the module: fp32 it is
@@ -76,8 +76,10 @@ def quantize(model: nn.Module, calibration: torch.Tensor) -> Int8Result:
     return Int8Result(quantized, agreement, None)
 
 
-def _convert(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
-    """(int8 network, fp32 logits of the calibration batch from the observing pass)."""
+def convert(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """(int8 network, fp32 logits of the calibration batch from the observing pass), unchecked: `quantize`
+    is the checked path; this one serves a speed measurement, which needs the int8 network whatever
+    its agreement (bench/efficiency.py's ceiling, calibrated on random tensors)."""
     from torch.ao.quantization import QConfig, QConfigMapping
     from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx

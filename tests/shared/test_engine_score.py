@@ -1,6 +1,7 @@
 """score() and load_for_inference(): order, accuracy, shards, batching; precision resolution."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def test_a_shard_scores_only_its_items(trained: tuple[Path, Path], tmp_path: Pat
     part = score(ckpt, data / "test", items=[items[7], items[2], items[11]], cache_dir=tmp_path)
     assert part["ids"] == [2, 7, 11]
     assert np.allclose(part["probs"], np.asarray(whole["probs"])[[2, 7, 11]], atol=1e-5)
+
+
+def test_the_callers_check_is_timed_apart_from_inference(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A shard's wait for its checkpoint hash (before_inference) is its own lap, not inference time."""
+    data, ckpt = trained
+    calls: list[float] = []
+    out = score(ckpt, data / "test", cache_dir=tmp_path, precision="fp32",
+                before_inference=lambda: calls.append(time.sleep(0.3) or time.perf_counter()))
+    laps = out["timings"]
+    assert calls and list(laps) == ["load_s", "decode_s", "int8_s", "verify_s", "infer_s"]
+    assert laps["verify_s"] >= 0.3 > laps["infer_s"]
+    assert "verify_s" not in score(ckpt, data / "test", cache_dir=tmp_path, precision="fp32")["timings"]
 
 
 def test_a_labelled_folder_reports_accuracy(trained: tuple[Path, Path], tmp_path: Path) -> None:
