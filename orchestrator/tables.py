@@ -17,14 +17,17 @@ def _cell(value: Any) -> str:
 
 
 def print_table(rows: Sequence[dict[str, Any]], title: str = "") -> None:
+    """The rows as a terminal table, without the columns that are empty in every row (a leaderboard of
+    ResNets has no width_mult): they only squeeze the others. --format csv, md and json keep them all."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title or None, show_lines=False)
-    for key in (rows[0].keys() if rows else []):
+    keys = [key for key in (rows[0].keys() if rows else []) if any(_cell(row.get(key)) for row in rows)]
+    for key in keys:
         table.add_column(key, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(v) for v in row.values()))
+        table.add_row(*(_cell(row.get(key)) for key in keys))
     Console(width=200 if not _is_tty() else None).print(table)
 
 
