@@ -104,7 +104,34 @@ def print_detail(detail: dict[str, Any]) -> None:
         click.echo(f"{'model':>12}: {json.dumps(detail['model_info'])}")
     if detail["result"]:
         click.echo(f"{'result':>12}: {json.dumps(detail['result'])}")
+        stages = stage_line(detail["result"])
+        if stages:
+            click.echo(f"{'stages':>12}: {stages}")
     if detail["epochs"]:
         print_table(detail["epochs"], title="epochs")
     for event in detail.get("events", []):
         click.echo(f"{event['at'][:19]} {event['kind']}: {event['message']}")
+
+
+# result key -> {its stage: the name shown}, in order: a job's start-up, then a scoring shard's own stages
+STAGES = {"startup": {"take_s": "take", "store_s": "store", "data_s": "data", "build_s": "build",
+                      "first_step_s": "first step"},
+          "timings": {"load_s": "load", "decode_s": "decode", "int8_s": "int8", "verify_s": "verify",
+                      "infer_s": "inference"}}
+
+
+def stage_line(result: dict[str, Any]) -> str:
+    """Where a job's time went, in seconds, from the numbers its result JSON holds: a training job's
+    start-up to its first step, a scoring shard's start-up and stages; "" for a job without them."""
+    laps = {name: result[key][stage] for key, names in STAGES.items() if isinstance(result.get(key), dict)
+            for stage, name in names.items() if isinstance(result[key].get(stage), int | float)}
+    if not laps:
+        return ""
+    text = ", ".join(f"{name} {seconds:.2f}" for name, seconds in laps.items())
+    startup = result.get("startup") or {}
+    waited = startup.get("wait_ready_s") or 0
+    process = ("a job process started for it" if not startup.get("warm") else
+               f"a warm job process, ready {waited:.2f} s after the job was taken" if waited >= 0.01 else
+               "a warm job process")
+    to = " to the first step" if "first step" in laps else ""
+    return f"{sum(laps.values()):.2f} s{to} ({text}; {process})"
