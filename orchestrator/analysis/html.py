@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from html import escape
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from orchestrator.analysis import charts
@@ -16,6 +15,7 @@ from orchestrator.analysis.configs import show
 from orchestrator.analysis.rows import display_rows, verdict_lines
 from orchestrator.analysis.study import StudyAnalysis, scale_of
 from shared.store.report_reads import RunRecord
+from shared.versions import installed_version
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2em auto;max-width:1100px;
@@ -71,7 +71,7 @@ def _header(analysis: StudyAnalysis) -> str:
                  f"{_when(min(started, default=None))}, last finished {_when(max(finished, default=None))}"),
         ("worker hosts", ", ".join(hosts)),
         ("versions", _versions(runs)),
-        ("written", f"{_when(datetime.now(UTC))} by orch {_package('orch')}"),
+        ("written", f"{_when(datetime.now(UTC))} by orch {installed_version('orch')}"),
     ]
     items = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in facts)
     return f"<h1>{escape(_title(analysis))}</h1>\n<table class=\"meta\">{items}</table>"
@@ -158,13 +158,6 @@ def _versions(runs: list[RunRecord]) -> str:
                    for v in (run.result.get("versions") for run in runs) if v})
     recorded = "; ".join(seen) if seen else "not recorded by these runs' workers"
     return f"workers: {recorded}"
-
-
-def _package(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "?"
 
 
 def _when(moment: datetime | None) -> str:

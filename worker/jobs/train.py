@@ -5,10 +5,10 @@ resumes from the file the store names, and records each new file as current in a
 """
 from __future__ import annotations
 
-from importlib.metadata import version as package_version
 from typing import Any
 
 from shared.spec import TrainSpec, parse
+from shared.versions import installed_version
 from worker import checkpoints
 from worker.context import JobContext
 
@@ -48,5 +48,5 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)
-        "versions": {"orch": package_version("orch"), "torch": str(torch.__version__)},
+        "versions": {"orch": installed_version("orch"), "torch": str(torch.__version__)},
     }
