@@ -75,6 +75,8 @@ def main() -> None:
     except PackageNotFoundError as exc:
         raise SystemExit(f"{exc.args[0]} is not installed here: run `bash scripts/setup.sh` first") from None
     args.dest.mkdir(parents=True, exist_ok=True)
+    for stale in args.dest.glob("*.whl"):  # two versions of one package there stop the whole --no-index install
+        stale.unlink()
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
                     "--python-version", args.python_version, "--implementation", "cp", *platforms,
