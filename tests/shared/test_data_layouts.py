@@ -1,6 +1,7 @@
 """The three layouts, the submit-time folder check, label CSVs and the seeded val split."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,14 +139,14 @@ def test_a_folder_we_may_not_list_is_a_data_error(tmp_path: Path, monkeypatch: p
     (Tests may run as root, for whom chmod 000 denies nothing: the refusal is simulated.)
     """
     write_image(tmp_path / "0.jpg")
-    real = Path.iterdir
+    real = os.scandir
 
-    def refuse(self: Path):  # type: ignore[no-untyped-def]
-        if self == tmp_path:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def refuse(path):  # type: ignore[no-untyped-def]
+        if Path(path) == tmp_path:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
 
-    monkeypatch.setattr(Path, "iterdir", refuse)
+    monkeypatch.setattr(os, "scandir", refuse)
     with pytest.raises(DataError, match="cannot list \\(Permission denied\\)") as err:
         scan(tmp_path)
     assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
