@@ -37,6 +37,22 @@ def test_built_once_then_reused_and_rebuilt_when_a_file_changes(tmp_path: Path) 
     assert not list(cache.glob(".*.tmp"))
 
 
+def test_every_chunk_lands_at_its_images_rows_of_a_plain_npy_file(tmp_path: Path) -> None:
+    """The builders write their chunks into the file at offsets of their own (pwrite): across chunk
+    boundaries and a short last chunk, row i is file i decoded, and the file is an ordinary .npy."""
+    from shared.data.cache import CHUNK
+
+    n = 2 * CHUNK + 5
+    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": n}, size=12)
+    files = scan(tmp_path / "d" / "train").files
+    arr, built = load_or_build(files, 10, tmp_path / "cache", folder=tmp_path)
+    assert built and arr.shape == (n, 10, 10, 3)
+    for i in (0, CHUNK - 1, CHUNK, 2 * CHUNK, n - 1):
+        assert np.array_equal(arr[i], decode(files[i], 10)), i
+    [npy] = (tmp_path / "cache").glob("*.npy")
+    assert np.array_equal(np.load(npy), np.stack([decode(f, 10) for f in files]))
+
+
 def test_decode_resizes_the_shorter_side_and_centre_crops(tmp_path: Path) -> None:
     from PIL import Image
 
