@@ -53,6 +53,28 @@ def test_every_chunk_lands_at_its_images_rows_of_a_plain_npy_file(tmp_path: Path
     assert np.array_equal(np.load(npy), np.stack([decode(f, 10) for f in files]))
 
 
+def test_a_full_disk_is_an_error_to_retry_and_leaves_no_half_written_cache(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file write that fails (ENOSPC) raises OSError, which a job retries; a write through a memory
+    mapping would have killed the process with SIGBUS instead. Nothing half-written is left behind."""
+    import errno
+    import os
+
+    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 10}, size=12)
+    files = scan(tmp_path / "d" / "train").files
+
+    def full(fd: int, data: object, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(OSError, match="No space left"):
+        load_or_build(files, 10, tmp_path / "cache", folder=tmp_path)
+    assert not list((tmp_path / "cache").glob("*.npy")) and not list((tmp_path / "cache").glob(".*.tmp"))
+    monkeypatch.undo()
+    _, built = load_or_build(files, 10, tmp_path / "cache", folder=tmp_path)
+    assert built
+
+
 def test_decode_resizes_the_shorter_side_and_centre_crops(tmp_path: Path) -> None:
     from PIL import Image
 
