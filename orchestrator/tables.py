@@ -12,7 +12,9 @@ def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # 4 significant digits, but never an exponent for a count-like value: a GPU's 12,345.6
+        # images/s reads 12346, not 1.235e+04 (a learning rate of 1e-05 keeps its exponent)
+        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return str(value)
 
 
