@@ -140,24 +140,21 @@ def _build(files: list[Path], size: int, path: Path, folder: Path,
             np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
             header = fh.tell()
             fh.truncate(header + len(files) * size * size * 3)
-        fd = os.open(tmp, os.O_WRONLY)
-        try:
-            bad = _decode_into(fd, header, files, size, progress)
-        finally:
-            os.close(fd)
+        bad = _decode_into(tmp, header, files, size, progress)
         if bad:
             raise DataError(corrupt_message(folder, bad))
 
 
-def _decode_into(fd: int, offset: int, files: list[Path], size: int,
+def _decode_into(path: Path, offset: int, files: list[Path], size: int,
                  progress: Callable[[int], None] | None) -> list[Path]:
-    """Decode `files` into the open file `fd` from byte `offset` on, as consecutive size x size x 3
-    images, on all cores (simplejpeg, PIL and pwrite release the GIL); return the undecodable files.
+    """Decode `files` into the file at `path` from byte `offset` on, as consecutive size x size x 3
+    images, on all cores (simplejpeg, PIL and file writes release the GIL); return the undecodable files.
 
-    Each task decodes its chunk into a buffer of its own and writes it with one pwrite. Filling a
-    memory-mapped file instead faults its pages in one at a time, each a page-cache allocation on the
-    file system: 2,000 112-px JPEGs took 0.21-0.22 s that way and 0.15-0.16 s this way, 20,000 took
-    1.8-2.1 s against 1.4-1.8 s (2-core EPYC, ext4; BENCHMARKS.md, eighth session)."""
+    Each task decodes its chunk into a buffer of its own and writes it at the chunk's offset with one
+    write. Filling a memory-mapped file instead faults its pages in one at a time, each a page-cache
+    allocation on the file system: 2,000 112-px JPEGs took 0.21-0.22 s that way and 0.15-0.16 s this
+    way, 20,000 took 1.8-2.1 s against 1.4-1.8 s (2-core EPYC, ext4; BENCHMARKS.md, eighth session).
+    And a full disk is an OSError to retry, where a write through a mapping is a SIGBUS."""
     per_image = size * size * 3
 
     def work(start: int) -> list[Path]:
@@ -168,7 +165,7 @@ def _decode_into(fd: int, offset: int, files: list[Path], size: int,
                 chunk[i] = decode(file, size)
             except Exception:  # PIL raises OSError, SyntaxError, ValueError... for broken files
                 bad.append(file)
-        _write_all(fd, chunk.data.cast("B"), offset + start * per_image)
+        write_at(path, offset + start * per_image, chunk.data)
         return bad
 
     bad: list[Path] = []
@@ -180,11 +177,12 @@ def _decode_into(fd: int, offset: int, files: list[Path], size: int,
     return bad
 
 
-def _write_all(fd: int, data: memoryview, offset: int) -> None:
-    """pwrite until all of `data` is written (a regular file takes it in one call; the loop is POSIX's rule)."""
-    while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
+def write_at(path: Path, offset: int, data: memoryview) -> None:
+    """Write `data` into the existing file at `path` from byte `offset` on (a handle of its own per
+    call: the builder threads share no file position; os.pwrite would do the same, but not on Windows)."""
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(data)
 
 
 def corrupt_message(folder: Path, bad: list[Path]) -> str:

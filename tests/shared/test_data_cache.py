@@ -38,7 +38,7 @@ def test_built_once_then_reused_and_rebuilt_when_a_file_changes(tmp_path: Path) 
 
 
 def test_every_chunk_lands_at_its_images_rows_of_a_plain_npy_file(tmp_path: Path) -> None:
-    """The builders write their chunks into the file at offsets of their own (pwrite): across chunk
+    """The builders write their chunks into the file at offsets of their own: across chunk
     boundaries and a short last chunk, row i is file i decoded, and the file is an ordinary .npy."""
     from shared.data.cache import CHUNK
 
@@ -63,10 +63,10 @@ def test_a_full_disk_is_an_error_to_retry_and_leaves_no_half_written_cache(tmp_p
     write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 10}, size=12)
     files = scan(tmp_path / "d" / "train").files
 
-    def full(fd: int, data: object, offset: int) -> int:
+    def full(path: Path, offset: int, data: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(os, "pwrite", full)
+    monkeypatch.setattr("shared.data.cache.write_at", full)
     with pytest.raises(OSError, match="No space left"):
         load_or_build(files, 10, tmp_path / "cache", folder=tmp_path)
     assert not list((tmp_path / "cache").glob("*.npy")) and not list((tmp_path / "cache").glob(".*.tmp"))
