@@ -45,8 +45,11 @@ def is_temp_message(name: str) -> bool:
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]  # kombu's filesystem one
         # kombu's consumer takes the first name in sorted order: priority (one digit, the lower first,
-        # as on Redis), then time of sending; the name is only made visible once the file is complete
-        name = f"{message_rank(payload)}-{int(round(time.monotonic() * 1000)):013d}_{uuid.uuid4()}.{queue}.msg"
+        # as on Redis), then time of sending; the name is only made visible once the file is complete.
+        # The time is in nanoseconds: a study's cells are sent within a millisecond, and a millisecond
+        # stamp left their order to the uuid. It is the wall clock: a monotonic one restarts at a
+        # reboot (the messages sent after it would overtake those waiting) and differs per machine.
+        name = f"{message_rank(payload)}-{time.time_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         try:  # the temp file is `.<name>.<pid>.tmp` beside it: hidden, and no queue's name matches it
             with atomic_path(final, fsync=False) as temp:  # no fsync: a message is not a checkpoint
