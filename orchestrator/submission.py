@@ -8,13 +8,11 @@ import gc
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchestrator.fields import GRID_FIELDS, OptionField, cells, default_arch, parse_cells
-from shared.errors import SpecError
 from shared.spec import ModelSpec, Spec, TrainSpec
 
 if TYPE_CHECKING:
@@ -23,17 +21,6 @@ if TYPE_CHECKING:
     from orchestrator.context import CliState
     from shared.store import Job
     from shared.store.outbox import Owed
-
-def existing_path(option: str, raw: str | None, *, folder: bool) -> str | None:
-    if raw is None:
-        return None
-    path = Path(raw).expanduser().resolve()
-    if folder and not path.is_dir():
-        raise SpecError(option, f"no such folder: {raw}")
-    if not folder and not path.is_file():
-        raise SpecError(option, f"no such file: {raw}")
-    return str(path)
-
 
 def train_specs(options: dict[str, Any], fields: Sequence[OptionField] = GRID_FIELDS,
                 fixed: dict[str, Any] | None = None) -> list[TrainSpec]:

@@ -97,6 +97,11 @@ def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, b
         raise OrchError("--chart: needs --plot FILE.png|FILE.svg")
     if plot_path is not None and plot_path.suffix.lower() not in (".png", ".svg"):
         raise OrchError(f"--plot: the file must end in .png or .svg, got {plot_path.name!r}")
+    from orchestrator.paths import output_path
+
+    for name, path, example in (("--html", html_path, "report.html"), ("--plot", plot_path, "final.png")):
+        if path is not None:
+            output_path(name, path, example)  # before the store is read: a one-line error, not a traceback
 
 
 def _job_ids(text: str) -> list[int]:

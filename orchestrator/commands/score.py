@@ -49,8 +49,10 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
       orch submit score --best-of 3 --data data/test --out preds.csv --labels test_labels.csv
       orch submit score --checkpoint best.pt --data data/test --out p.csv --shards 4 --probs --header
     """
+    from orchestrator.paths import require_given
     from orchestrator.progress import report_queued
 
+    require_given("--data", options["data"], folder=True)  # before the checkpoint is looked for
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     spec_dict, listing = check_inputs(options, classes)
     spec = pin(parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict}), listing)
@@ -69,7 +71,7 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
     """(checkpoint path, the training job it came from, its class names) for exactly one source."""
     if sum(x is not None for x in (job_id, checkpoint, best_of)) != 1:
         raise OrchError("give exactly one of --job ID, --checkpoint FILE, --best-of STUDY")
-    from orchestrator.submission import existing_path
+    from orchestrator.paths import existing_path
     from shared.store import reads
 
     with obj.store.session() as s:
@@ -122,11 +124,11 @@ def classes_in_file(path: str) -> list[str]:
 def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str, Any], Listing]:
     """The spec fields and the folder's listing, with every problem the folder and labels can show
     without decoding."""
-    from orchestrator.submission import existing_path
+    from orchestrator.paths import existing_path, output_path
     from shared.data import read_labels_csv, scan
     from shared.scoring.inputs import check_folder_classes, check_label_classes, check_labels_cover, check_shards
 
-    data = existing_path("--data", options["data"], folder=True) or ""
+    data = existing_path("--data", options["data"], folder=True, required=True) or ""
     listing: Listing = scan(Path(data))  # empty folder, non-numeric name, mixed layouts
     labels_path = existing_path("--labels", options.get("labels"), folder=False)
     if labels_path:
@@ -135,19 +137,10 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
         check_labels_cover(labels, listing)
     check_folder_classes(listing, classes)
     check_shards(options.get("shards") or 1, listing)
-    spec = {"data": data, "out": _out_path(options["out"]), "labels": labels_path}
+    spec = {"data": data, "out": str(output_path("--out", options["out"], "preds.csv")), "labels": labels_path}
     spec.update({k: options[k] for k in ("shards", "batch_size", "precision", "probs", "header")
                  if options.get(k) is not None})
     return spec, listing
-
-
-def _out_path(raw: str) -> str:
-    out = Path(raw).expanduser().resolve()
-    if out.is_dir():
-        raise SpecError("--out", f"{raw} is a folder; give a file name such as {Path(raw) / 'preds.csv'}")
-    if not out.parent.is_dir():
-        raise SpecError("--out", f"no such folder: {out.parent}")
-    return str(out)
 
 
 def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:

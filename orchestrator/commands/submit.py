@@ -11,7 +11,8 @@ from orchestrator.commands.score import score
 from orchestrator.context import CliState, pass_state
 from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
 from orchestrator.options import spec_options
-from orchestrator.submission import existing_path, queue_jobs, slow_cells_warning, train_specs
+from orchestrator.paths import existing_path
+from orchestrator.submission import queue_jobs, slow_cells_warning, train_specs
 from shared.config import DEFAULT_QUEUE
 
 
@@ -48,7 +49,7 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     from shared.data import scan_labelled
 
     options = dict(options)
-    options["data"] = existing_path("--data", options["data"], folder=True)
+    options["data"] = existing_path("--data", options["data"], folder=True, required=True)
     options["val"] = existing_path("--val", options.get("val"), folder=True)
     options["pretrained"] = existing_path("--pretrained", options.get("pretrained"), folder=False)
     classes = scan_labelled(Path(options["data"])).classes

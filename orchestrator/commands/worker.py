@@ -23,19 +23,25 @@ def worker_command(queues: str, hostname: str, loglevel: str, threads: int | Non
 
 
 def gpu_indices(gpus: str) -> list[str]:
-    """`all` or `0,1,...` -> the GPU indices to start one worker each on (no torch: nvidia-smi)."""
+    """`all` or `0,1,...` -> the GPU indices to start one worker each on, each one this machine has
+    (no torch: nvidia-smi lists them)."""
+    wanted = None
     if gpus.strip() != "all":
-        indices = [g.strip() for g in gpus.split(",") if g.strip()]
-        if not indices or not all(g.isascii() and g.isdigit() for g in indices):
+        wanted = [g.strip() for g in gpus.split(",") if g.strip()]
+        if not wanted or not all(g.isascii() and g.isdigit() for g in wanted):
             raise click.BadParameter(f"expected all or GPU indices like 0,1,2; got {gpus!r}", param_hint="--gpus")
-        return indices
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        raise click.BadParameter("all: no NVIDIA GPU found (nvidia-smi did not answer); "
+        raise click.BadParameter(f"{gpus}: no NVIDIA GPU found (nvidia-smi did not answer); "
                                  "leave --gpus out to run on the CPU", param_hint="--gpus") from None
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    present = [line.strip() for line in out.splitlines() if line.strip()]
+    missing = [g for g in wanted or [] if g not in present]
+    if missing:
+        raise click.BadParameter(f"no GPU {missing[0]} on this machine (it has {','.join(present) or 'none'})",
+                                 param_hint="--gpus")
+    return wanted or present
 
 
 def threads_each(threads: int | None, workers: int) -> int:

@@ -158,7 +158,11 @@ def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
 def _open(settings: Settings, migrate: bool | None) -> Store:
     embedded = settings.database_url.startswith("sqlite")
     if embedded:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a home on a path that cannot hold it: the user's setting, not a retry
+            raise ConfigError(f"--home / ORCH_HOME: cannot create {settings.home} "
+                              f"({exc.strerror or type(exc).__name__})") from None
     engine = make_engine(settings.database_url)
     if migrate if migrate is not None else embedded:
         with _setup_lock(engine):

@@ -52,6 +52,12 @@ CASES = [
     ("unsupported database", ["status"], {"ORCH_DATABASE_URL": "mysql://root:secret@127.0.0.1/x"}, "ORCH_DATABASE_URL"),
     ("database that does not answer", ["status"], {"ORCH_DATABASE_URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x"}, "database"),
     ("bad gpu list", ["worker", "--gpus", "a,b"], {}, "--gpus"),
+    ("a GPU index where there is no GPU", ["worker", "--gpus", "0"], {"PATH": "/nonexistent"}, "--gpus: 0: no NVIDIA GPU"),
+    ("no --data and no orch.toml", ["submit", "train", "--epochs", "1"], {}, "--data: required"),
+    ("score without --data", ["submit", "score", "--job", "1", "--out", "{tmp}/p.csv"], {}, "--data: required"),
+    ("a page into a missing folder", ["report", "--job", "1", "--html", "/no/such/dir/r.html"], {}, "--html: no such folder"),
+    ("a chart into a missing folder", ["report", "--job", "1", "--plot", "/no/such/dir/c.png"], {}, "--plot: no such folder"),
+    ("a home that cannot be made", ["--home", "/proc/no/such", "status"], {}, "--home / ORCH_HOME: cannot create"),
     ("synth one class", ["data", "synth", "{tmp}/x", "--classes", "cat"], {}, "--classes"),
 ]
 

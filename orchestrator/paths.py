@@ -1,0 +1,39 @@
+"""The paths a command is given, checked before anything is queued or computed: one-line errors
+that name the option, never a traceback from a write that fails later."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.errors import SpecError
+
+
+def existing_path(option: str, raw: str | None, *, folder: bool, required: bool = False) -> str | None:
+    """`raw` as an absolute path that exists; None when not given, unless `required` (the help marks
+    such an option required, but click cannot enforce it: an orch.toml may give it instead)."""
+    if raw is None:
+        if required:
+            require_given(option, raw, folder=folder)
+        return None
+    path = Path(raw).expanduser().resolve()
+    if folder and not path.is_dir():
+        raise SpecError(option, f"no such folder: {raw}")
+    if not folder and not path.is_file():
+        raise SpecError(option, f"no such file: {raw}")
+    return str(path)
+
+
+def require_given(option: str, raw: str | None, *, folder: bool) -> None:
+    """SpecError unless `raw` was given (on the command line or by an orch.toml)."""
+    if raw is None:
+        raise SpecError(option, f"required: give {option} {'FOLDER' if folder else 'FILE'}, or run "
+                                "`orch init` in the data folder to write an orch.toml that gives it")
+
+
+def output_path(option: str, raw: str | Path, example: str) -> Path:
+    """`raw` as an absolute path a file can be written to: not a folder, in a folder that exists."""
+    out = Path(raw).expanduser().resolve()
+    if out.is_dir():
+        raise SpecError(option, f"{raw} is a folder; give a file name such as {Path(raw) / example}")
+    if not out.parent.is_dir():
+        raise SpecError(option, f"no such folder: {out.parent}")
+    return out
