@@ -85,11 +85,12 @@ def main(ctx: click.Context, home: str | None) -> None:
 
     \b
     Quick start (embedded mode: nothing to install or start but this package):
-      orch data synth data                       # a learnable cat/dog image set
+      orch data synth data                       # a learnable cat/dog image set at 64 px
       orch worker &                              # one worker on the CPU (or --gpus 0,1)
-      orch submit train --data data/train --val data/val --model resnet18 --epochs 3 --wait
-      orch submit ablation --data data/train --val data/val --model resnet50 \\
-          --norm bn,ln --groups 1,32 --seeds 0,1 --wait
+      orch submit train --data data/train --val data/val --model resnet18 --image-size 64 \\
+          --epochs 3 --wait                      # (--image-size: the default is ImageNet's 224)
+      orch submit ablation --data data/train --val data/val --model resnet50 --image-size 64 \\
+          --norm bn,ln --groups 1,32 --seeds 0,1 --epochs 2 --wait
       orch report --study 1                      # mean ± std over seeds
       orch submit score --job 1 --data data/test --out preds.csv --wait
 

@@ -105,7 +105,7 @@ def draw_curves(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any], key:
             ax.fill_between(line.epochs, [factor * v for v in line.low], [factor * v for v in line.high],
                             color=colour, alpha=0.15, linewidth=0)
     ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: one tick, not 0.945...
 
 
 def overview_chart(analysis: StudyAnalysis) -> Figure:
@@ -192,6 +192,8 @@ def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
 
     None when the configs do not differ in cost (a norm-only study): there is no front to draw.
     """
+    from matplotlib.ticker import MaxNLocator
+
     scale = scale_of(analysis.metric)
     points = [r for r in analysis.results if r.summary.mean is not None and r.config.info("gmacs") is not None]
     if len({(r.config.info("gmacs"), r.config.info("params")) for r in points}) < 2:
@@ -204,8 +206,10 @@ def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
         for x, y, result in xy:
             ax.scatter([x], [y], s=40, color=palette[result.config.label], label=result.config.label, zorder=3)
         front = pareto_front([(x, y) for x, y, _ in xy], scale.higher_is_better)
+        # ringed points as well as the dashed steps: a front of one point draws no line
         ax.plot([x for x, _ in front], [y for _, y in front], color="black", lw=1, ls="--", drawstyle="steps-post",
-                label="Pareto front", zorder=2)
+                marker="o", ms=11, mfc="none", label="Pareto front", zorder=2)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # costs 0.002 apart: long labels that ran together
         ax.set_xlabel(label)
         ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}")
     axes[0].set_title("Accuracy against cost (dashed: the Pareto front)", loc="left")

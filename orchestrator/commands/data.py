@@ -36,7 +36,9 @@ def synth(out: Path, classes: str, n_train: int, n_val: int, n_test: int, size: 
     OUT/test_labels.csv (id,label; label is the class index, classes in sorted order).
 
     Classes differ by the orientation of a striped texture, not by colour, so a ResNet needs a
-    few epochs to pass 95% validation accuracy. Deterministic by --seed.
+    few epochs to learn them: at the defaults, resnet18 with BatchNorm passes 95% validation
+    accuracy within 4 epochs (the README's demo); smaller or smaller-pixel sets take longer.
+    Deterministic by --seed.
 
     \b
     Examples:

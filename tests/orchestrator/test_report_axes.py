@@ -54,3 +54,20 @@ def test_torchvisions_shufflenet_name_is_the_same_config() -> None:
     configs = group_runs([run(1, 0, 0.5, arch="shufflenet_v2_x1_0"), run(2, 1, 0.6, arch="shufflenet_v2")])
     assert len(configs) == 1 and configs[0].fields["model.width_mult"] == 1.0
     assert config_columns({"model": {"arch": "shufflenet_v2_x1_0"}, "data": "/d"})["model"] == "shufflenet_v2"
+
+
+def test_a_one_epoch_study_has_whole_epoch_ticks_and_a_one_point_front_is_drawn() -> None:
+    """The curves of a one-epoch study had ticks at 0.945, 0.960...; a front of one config (the other
+    costs more for the same accuracy) was in the legend with nothing drawn."""
+    from orchestrator.analysis.charts import curves_chart, pareto_chart
+
+    runs = [run(i + 1, 0, 0.5, gmacs=g, arch="resnet50", groups=k) for i, (k, g) in enumerate(((1, 1.222), (8, 1.224)))]
+    analysis = analyse(runs, "val_acc")
+    for ax in curves_chart(analysis).axes:
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1.0]
+    figure = pareto_chart(analysis)
+    assert figure is not None
+    front = [line for line in figure.axes[0].get_lines() if line.get_label() == "Pareto front"]
+    assert len(front) == 1 and list(front[0].get_xdata()) == [1.222] and front[0].get_marker() == "o"
+    assert len(figure.axes[0].get_xticks()) <= 6
