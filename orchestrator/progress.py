@@ -64,12 +64,15 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S) -> bool:
         return False
 
 
-def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool) -> None:
-    """Print what was queued; with --wait follow it and exit 1 unless every job succeeded."""
+def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool,
+                  also_follow: list[int] | None = None) -> None:
+    """Print what was queued; with --wait follow it, and the jobs of `also_follow` (a study's cells
+    submitted before and still running or done), and exit 1 unless every one of them succeeded."""
     if as_json:
         click.echo(json.dumps(payload))
     else:
         for job_id in job_ids:
             click.echo(f"queued job {job_id}")
-    if wait and job_ids and not wait_for(obj, job_ids):
+    followed = sorted({*job_ids, *(also_follow or [])})
+    if wait and followed and not wait_for(obj, followed):
         raise SystemExit(1)

@@ -116,7 +116,8 @@ def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: s
         click.echo(f"study {queued.study_id}: queued {len(queued.job_ids)} of {len(specs)} cells{skipped}", err=True)
     from orchestrator.progress import report_queued
 
-    report_queued(obj, queued.job_ids, payload, wait=wait, as_json=as_json)
+    # --wait follows the study to its end: the cells queued now and those already done or running
+    report_queued(obj, queued.job_ids, payload, wait=wait, as_json=as_json, also_follow=queued.skipped)
 
 
 submit.add_command(score)

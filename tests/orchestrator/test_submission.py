@@ -98,3 +98,27 @@ def test_a_study_submitted_again_after_new_fields_finds_its_cells(orch: Orch, sy
     store.dispose()
     again = json.loads(orch.run(*args, check=True).stdout)
     assert again["job_ids"] == [] and sorted(again["skipped"]) == sorted(first)
+
+
+def test_wait_on_a_resubmitted_study_follows_the_cells_it_did_not_queue(orch: Orch, synth_data: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--wait` said "queued 0 of 2 cells; 2 already done or running" and exited 0 at once, while they ran."""
+    import subprocess
+
+    from sqlalchemy import update
+
+    from shared.store import Job, JobStatus
+    from tests.orchestrator.study_builder import open_home
+
+    args = ("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+            "--image-size", "32", "--seeds", "0,1", "--study", "again")
+    first = json.loads(orch.run(*args, "--json", check=True).stdout)["job_ids"]
+    with pytest.raises(subprocess.TimeoutExpired):  # no worker: the queued cells do not end, and --wait waits
+        orch.run(*args, "--wait", timeout=8)
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id.in_(first)).values(status=JobStatus.succeeded))
+    store.dispose()
+    proc = orch.run(*args, "--wait", timeout=60)
+    assert proc.returncode == 0 and "2 of 2 jobs succeeded" in proc.stderr
+    assert all(f"job {i}: succeeded" in proc.stderr for i in first)
