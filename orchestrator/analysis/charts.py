@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.curves import curve
 from orchestrator.analysis.study import ConfigResult, StudyAnalysis, scale_of
+from orchestrator.metrics import metric_title
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -71,7 +72,7 @@ def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> No
     ax.set_ylim(0.4, len(results) + 0.6)
     tested = ", \u25c7 test accuracy" if any(r.test.mean is not None for r in results) else ""
     ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{tested}")
-    ax.set_title(f"Final {analysis.metric} per config (best first; * not converged)", loc="left")
+    ax.set_title(f"{metric_title(analysis.metric)} per config (best first; * not converged)", loc="left")
 
 
 def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.stats import Summary
 from orchestrator.analysis.study import StudyAnalysis, scale_of
+from orchestrator.metrics import metric_title
 from orchestrator.report import config_columns
 
 
@@ -91,7 +92,7 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
 def study_title(analysis: StudyAnalysis) -> str:
     study = analysis.study
     name = (f"study {study.id}" + (f" ({study.name})" if study.name else "")) if study else "selected jobs"
-    return f"{name}: {analysis.metric} mean ± std over seeds"
+    return f"{name}: {metric_title(analysis.metric)} mean ± std over seeds"
 
 
 def settings_line(analysis: StudyAnalysis) -> str:

@@ -71,3 +71,14 @@ def test_a_one_epoch_study_has_whole_epoch_ticks_and_a_one_point_front_is_drawn(
     front = [line for line in figure.axes[0].get_lines() if line.get_label() == "Pareto front"]
     assert len(front) == 1 and list(front[0].get_xdata()) == [1.222] and front[0].get_marker() == "o"
     assert len(figure.axes[0].get_xticks()) <= 6
+
+
+def test_titles_say_which_of_a_runs_values_the_metric_is() -> None:
+    """A run's best epoch is not its last: the report said 'val_acc', the chart 'Final val_acc'."""
+    from orchestrator.analysis.charts import final_chart
+    from orchestrator.analysis.rows import study_title
+
+    runs = [run(i + 1, i, 0.5 + 0.1 * i, arch="resnet18") for i in range(2)]
+    analysis = analyse(runs, "val_acc")
+    assert study_title(analysis) == "selected jobs: val_acc (best epoch) mean ± std over seeds"
+    assert final_chart(analysis).axes[0].get_title(loc="left").startswith("val_acc (best epoch) per config")
