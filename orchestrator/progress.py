@@ -35,7 +35,7 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
     if state["epoch"]:
         text += f"  epoch {state['epoch']}/{state['epochs']}"
         if state["val_acc"] is not None:
-            text += f"  val_acc {state['val_acc']:.4f}"
+            text += f"  val_acc {100 * state['val_acc']:.2f}%"  # as the tables show it
     if state["error"] and is_finished(state["status"]) and state["status"] != "succeeded":
         text += f"  ({state['error']})"
     return text

@@ -39,25 +39,3 @@ def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
         "epochs": entry.epochs, "images_per_s": entry.images_per_s,
         "wall_s": run.result.get("wall_s") or round(entry.seconds, 1),
     }
-
-
-# leaderboard columns shown with a fixed number of decimals, so that a column reads down evenly
-# (244.0 under 256.1, not 244)
-DECIMALS = {"val_loss": 4, "gmacs": 3, "images_per_s": 1, "wall_s": 1}
-
-
-def for_display(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table cells: percentages with 2 decimals, parameters in millions, numbers to fixed decimals."""
-    shown = []
-    for row in rows:
-        row = dict(row)
-        if row.get("params"):
-            row["params"] = f"{row['params'] / 1e6:.2f}M"
-        for key in ("val_acc", "test_acc"):
-            if row.get(key) is not None:
-                row[key] = f"{100 * row[key]:.2f}%"
-        for key, places in DECIMALS.items():
-            if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool):
-                row[key] = f"{row[key]:.{places}f}"
-        shown.append(row)
-    return shown

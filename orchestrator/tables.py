@@ -18,19 +18,69 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(rows: Sequence[dict[str, Any]], title: str = "") -> None:
+# how the tables show numbers, the same in every command: a column reads down evenly (244.0 under
+# 256.1, not 244) and an accuracy is a percentage wherever it appears
+PERCENT = ("val_acc", "test_acc")
+DECIMALS = {"train_loss": 4, "val_loss": 4, "gmacs": 3, "images_per_s": 1, "wall_s": 1, "seconds": 1}
+
+
+def for_display(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table cells: accuracies as percentages with 2 decimals, parameters in millions, other numbers
+    to fixed decimals (csv and md take these too; json keeps the raw numbers)."""
+    shown = []
+    for row in rows:
+        row = dict(row)
+        if row.get("params"):
+            row["params"] = f"{row['params'] / 1e6:.2f}M"
+        for key in PERCENT:
+            if _is_number(row.get(key)):
+                row[key] = f"{100 * row[key]:.2f}%"
+        for key, places in DECIMALS.items():
+            if _is_number(row.get(key)):
+                row[key] = f"{row[key]:.{places}f}"
+        shown.append(row)
+    return shown
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Sequence[str] = ()) -> None:
     """The rows as a terminal table, without the columns that are empty in every row (a leaderboard of
-    ResNets has no width_mult): they only squeeze the others. --format csv, md and json keep them all."""
+    ResNets has no width_mult): they only squeeze the others. --format csv, md and json keep them all.
+
+    In a terminal too narrow for the table, the columns of `drop_first` are left out, in that order,
+    until it fits (rich would fold every cell instead: 'succ/eede/d'), and a line on stderr says which."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title or None, show_lines=False)
+    console = Console(width=200 if not _is_tty() else None)
     keys = [key for key in (rows[0].keys() if rows else []) if any(_cell(row.get(key)) for row in rows)]
-    for key in keys:
-        table.add_column(key, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key in keys))
-    Console(width=200 if not _is_tty() else None).print(table)
+    dropped: list[str] = []
+
+    def build() -> Table:
+        table = Table(title=title or None, show_lines=False)
+        shown = [key for key in keys if key not in dropped]
+        for key in shown:
+            table.add_column(key, overflow="fold")
+        for row in rows:
+            table.add_row(*(_cell(row.get(key)) for key in shown))
+        return table
+
+    def fits(table: Table) -> bool:  # measured unbounded: rich clamps a measurement to the console's width
+        return console.measure(table, options=console.options.update_width(100_000)).maximum <= console.width
+
+    table = build()
+    for key in (k for k in drop_first if k in keys):
+        if fits(table):
+            break
+        dropped.append(key)
+        table = build()
+    console.print(table)
+    if dropped:
+        Console(stderr=True).print(f"[dim]narrow terminal, not shown: {', '.join(dropped)} (--json shows all)[/dim]",
+                                   highlight=False)
 
 
 def _is_tty() -> bool:

@@ -11,8 +11,13 @@ import click
 
 from orchestrator.context import CliState, pass_state
 from orchestrator.metrics import METRICS
-from orchestrator.tables import print_table, render
+from orchestrator.tables import for_display, print_table, render
 from shared.errors import OrchError
+
+# the leaderboard's columns a narrow terminal leaves out, the first first: what ranks a run
+# (rank, id, model, the config's own fields, val_acc, test_acc) stays
+LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "status", "epochs", "val_loss", "batch_size", "lr", "params",
+                          "gmacs", "attention", "width", "seed")
 
 if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
@@ -115,7 +120,7 @@ def _job_ids(text: str) -> list[int]:
 
 
 def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None) -> None:
-    from orchestrator.report import for_display, leaderboard
+    from orchestrator.report import leaderboard
 
     if limit < 0:
         raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
@@ -128,7 +133,7 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     elif not ranked:
         click.echo(EMPTY)
     else:
-        print_table(for_display(ranked), title=f"leaderboard by {metric}")
+        print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=LEADERBOARD_DROP_FIRST)
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator.context import CliState, pass_state
-from orchestrator.tables import print_table
+from orchestrator.tables import for_display, print_table
 from shared.errors import OrchError
 from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
 
@@ -85,7 +85,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         elif rows:
-            print_table(rows, title="jobs")
+            print_table(for_display(rows), title="jobs", drop_first=("worker", "attempts", "kind", "study", "seed"))
         else:
             click.echo("no jobs yet: orch submit train --help")
         return
@@ -108,7 +108,7 @@ def print_detail(detail: dict[str, Any]) -> None:
         if stages:
             click.echo(f"{'stages':>12}: {stages}")
     if detail["epochs"]:
-        print_table(detail["epochs"], title="epochs")
+        print_table(for_display(detail["epochs"]), title="epochs")
     for event in detail.get("events", []):
         click.echo(f"{event['at'][:19]} {event['kind']}: {event['message']}")
 

@@ -29,7 +29,7 @@ def test_a_large_float_has_no_exponent_and_a_small_one_keeps_four_digits() -> No
 
 
 def test_leaderboard_numbers_have_fixed_decimals_down_a_column() -> None:
-    from orchestrator.report import for_display
+    from orchestrator.tables import for_display
 
     rows = for_display([{"images_per_s": 244.0, "wall_s": 22.5, "gmacs": 0.148, "val_loss": 0.0001, "params": 11_180_000},
                         {"images_per_s": 256.125, "wall_s": 21.43, "gmacs": 2, "val_loss": None, "params": None}])
@@ -37,3 +37,22 @@ def test_leaderboard_numbers_have_fixed_decimals_down_a_column() -> None:
     assert [r["wall_s"] for r in rows] == ["22.5", "21.4"]
     assert [r["gmacs"] for r in rows] == ["0.148", "2.000"]
     assert [r["val_loss"] for r in rows] == ["0.0001", None] and rows[0]["params"] == "11.18M"
+
+
+def test_a_narrow_terminal_leaves_out_the_columns_named_first(capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 80 columns rich folded every cell of a wide table ('succ/eede/d'); now the least useful
+    columns go, in the order given, until the table fits, and stderr says which."""
+    monkeypatch.setattr("orchestrator.tables._is_tty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "46")
+    rows = [{"id": 1, "status": "succeeded", "worker": "lab-gpu-1.example.org:12345", "attempts": 1,
+             "model": "resnet50", "val_acc": "83.00%"}]
+    print_table(rows, title="jobs", drop_first=("worker", "attempts", "model"))
+    out, err = capsys.readouterr()
+    assert "succeeded" in out and "83.00%" in out and "resnet50" in out  # fits once worker and attempts went
+    assert "worker" not in out and "attempts" not in out
+    assert "not shown: worker, attempts" in err
+    monkeypatch.setenv("COLUMNS", "200")
+    print_table(rows, title="jobs", drop_first=("worker", "attempts", "model"))
+    out, err = capsys.readouterr()
+    assert "lab-gpu-1.example.org:12345" in out and err == ""
