@@ -70,7 +70,7 @@ def _scalar(kind: type, text: str) -> Any:
     if kind is int:
         digits = text.removeprefix("-")
         if not (digits.isascii() and digits.isdigit()):  # isdigit alone takes '²', which int() refuses
-            raise ValueError(f"{text!r} is not a positive integer")
+            raise ValueError(f"{text!r} is not a whole number")
         return int(text)
     if kind is float:
         try:

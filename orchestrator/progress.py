@@ -41,8 +41,9 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
     return text
 
 
-def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S) -> bool:
-    """Block until every job has ended; True if all succeeded. Ctrl-C stops waiting, not the jobs."""
+def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: bool = True) -> bool:
+    """Block until every job has ended; True if all succeeded. Ctrl-C stops waiting, not the jobs.
+    `summary`: end with the 'N of M jobs succeeded' line."""
     shown: dict[int, str] = {}
     started = time.monotonic()
     try:
@@ -56,7 +57,9 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S) -> bool:
             if all(is_finished(state["status"]) for state in states.values()):
                 failed = [i for i, st in states.items() if st["status"] != "succeeded"]
                 done = len(job_ids) - len(failed)
-                click.echo(f"{done} of {len(job_ids)} jobs succeeded" + (f"; not: {failed}" if failed else ""), err=True)
+                if summary:
+                    click.echo(f"{done} of {len(job_ids)} jobs succeeded" + (f"; not: {failed}" if failed else ""),
+                               err=True)
                 return not failed
             time.sleep(poll)
     except KeyboardInterrupt:

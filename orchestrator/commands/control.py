@@ -31,7 +31,8 @@ def select_jobs(obj: CliState, session: Any, job_id: int | None, study_ref: str 
 @click.command()
 @click.argument("job_id", type=int, required=False)
 @click.option("--study", "study_id", metavar="ID|NAME", help="Cancel every job of this study.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"cancelled": [...], "stopping": [...], "unchanged": [...]}: job ids by what happened.')
 @pass_state
 def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Cancel a job or a study: queued jobs never start; running ones stop within 15 s.
@@ -48,15 +49,17 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
     if as_json:
         click.echo(json.dumps(outcome))
         return
+    meaning = {"cancelled": "cancelled", "stopping": "stopping (a job that ends before it stops keeps its result)",
+               "unchanged": "unchanged (already ended)"}
     for key, ids in outcome.items():
         if ids:
-            click.echo(f"{key}: {', '.join(map(str, ids))}")
+            click.echo(f"{meaning.get(key, key)}: {', '.join(map(str, ids))}")
 
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
 @click.option("--study", "study_id", metavar="ID|NAME", help="Retry every failed or cancelled job of this study.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"job_ids": [...]}: the jobs requeued.')
 @pass_state
 def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Requeue failed or cancelled jobs; training resumes from the last checkpoint.

@@ -32,7 +32,8 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--job", "job_list", metavar="IDS", help="Compare these jobs (e.g. 1,2,3), one curve each.")
 @click.option("--metric", type=click.Choice(list(METRICS)), default="val_acc", show_default=True,
               help="What ranks the rows (val_loss: lower is better).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True,
+              help="table for the terminal; json, csv or md (every column) for scripts and notes.")
 @click.option("--limit", default=30, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "

@@ -55,15 +55,33 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
     require_given("--data", options["data"], folder=True)  # before the checkpoint is looked for
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     spec_dict, listing = check_inputs(options, classes)
+    if source_job_id is not None:
+        warn_if_trained_on(obj, source_job_id, spec_dict["data"])
     spec = pin(parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict}), listing)
     parent_id, shard_ids = queue_score(obj, spec, source_job_id=source_job_id, queue=queue)
     payload = {"job_id": parent_id, "shard_job_ids": shard_ids}
     if not as_json:
-        click.echo(f"score job {parent_id}: {len(shard_ids)} shard{'s' if len(shard_ids) > 1 else ''} "
-                   f"(jobs {', '.join(map(str, shard_ids))})", err=True)
+        plural = "s" if len(shard_ids) > 1 else ""
+        click.echo(f"score job {parent_id}: {len(shard_ids)} shard{plural} (job{plural} {', '.join(map(str, shard_ids))})",
+                   err=True)
     report_queued(obj, [parent_id], payload, wait=False, as_json=as_json)
     if wait and not wait_for_score(obj, parent_id, shard_ids):
         raise SystemExit(1)
+
+
+def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> None:
+    """A note on stderr when the scored folder is one the model saw in training: its accuracy is then
+    no test accuracy, though the report shows it as test_acc beside the others (scoring a training set
+    has its uses: finding mislabelled images)."""
+    from shared.store import reads
+
+    with obj.store.session() as s:
+        job = reads.job(s, job_id)
+        spec = dict(job.spec) if job is not None else {}
+    for field, role in (("data", "training"), ("val", "validation")):
+        if spec.get(field) and Path(spec[field]).resolve() == Path(data).resolve():
+            click.echo(f"orch: note: {data} is job {job_id}'s {role} folder: the accuracy scored on it is not a "
+                       "held-out test accuracy, though reports show it as test_acc", err=True)
 
 
 def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,
@@ -173,7 +191,7 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
         if verdict == Verdict.failed:
             click.echo(f"score job {parent_id}: {reason}; no CSV written", err=True)
         return False
-    if not wait_for(obj, [parent_id]):
+    if not wait_for(obj, [parent_id], summary=False):  # the shards' line said how many succeeded
         return False
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}

@@ -89,7 +89,7 @@ def test_cli_import_loads_no_torch() -> None:
     (["--arch", "resnet50", "--norm", "bn,xx"], "Error: --norm: unknown 'xx'; allowed: bn, ln, in, gn"),
     (["--arch", "resnet18", "--groups", "1,8"], "Error: --groups: groups need a bottleneck depth "
                                                 "(resnet50, resnet101, resnet152); resnet18 uses basic blocks"),
-    (["--arch", "resnet50", "--groups", "8,x"], "Error: --groups: 'x' is not a positive integer"),
+    (["--arch", "resnet50", "--groups", "8,x"], "Error: --groups: 'x' is not a whole number"),
     (["--arch", "resnet50", "--groups", "0"], "Error: --groups: got 0: Input should be greater than or equal to 1"),
     (["--arch", "resnet50", "--groups", "300"], "Error: --groups: got 300: Input should be less than or equal to 256"),
     (["--arch", "resnet50", "--groups", "200"], "Error: --groups: groups=200 is too many for an automatic "

@@ -62,7 +62,7 @@ def test_init_refuses_to_overwrite_and_a_bad_file_is_one_line(orch: Orch, projec
     (project / "orch.toml").write_text('data = "train"\nepochs = "many"\n')
     bad = orch.run("submit", "train", cwd=project)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        f"Error: {project / 'orch.toml'}: epochs: 'many' is not a positive integer"]
+        f"Error: {project / 'orch.toml'}: epochs: 'many' is not a whole number"]
     (project / "orch.toml").write_text('dataset = "train"\n')
     unknown = orch.run("status", cwd=project)
     assert unknown.returncode == 2 and "unknown key 'dataset'; allowed: data, val," in unknown.stderr

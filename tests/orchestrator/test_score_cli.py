@@ -176,3 +176,20 @@ def test_wait_only_reads_the_store(setup: tuple[Orch, dict[str, str]]) -> None:
     assert after == before and after["status"] == "queued" and after["assembly"] == "waiting"
     state.store.dispose()
     store.dispose()
+
+
+def test_scoring_a_jobs_own_training_or_validation_folder_says_it_is_no_test(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The helper's walk-through scored job 2's training folder and the report showed it as test_acc."""
+    from orchestrator.commands.score import warn_if_trained_on
+    from orchestrator.context import CliState
+    from tests.orchestrator.study_builder import add_run, open_home
+
+    store = open_home(tmp_path / "home", monkeypatch)
+    job_id = add_run(store, None, "bn", 1, 0, 1)  # its spec: data /data/train, val /data/val
+    store.dispose()
+    state = CliState(str(tmp_path / "home"))
+    for folder, role in (("/data/train", "training"), ("/data/val", "validation"), ("/data/test", None)):
+        warn_if_trained_on(state, job_id, folder)
+        err = capsys.readouterr().err
+        assert (f"is job {job_id}'s {role} folder" in err) if role else err == ""
