@@ -262,8 +262,17 @@ def spec_error(exc: ValidationError) -> SpecError:
         return SpecError(f"{prefix}.{inner.field}" if prefix else inner.field, inner.message)
     if err["type"] == "extra_forbidden":
         return SpecError(field, "unknown field")
-    msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
+    bound = BOUNDS.get(err["type"])
+    if bound is not None:  # pydantic's "Input should be greater than or equal to 1", in plain words
+        words, key = bound
+        return SpecError(field, f"must be {words} {err['ctx'][key]}, got {value!r}")
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] != "value_error" and not isinstance(value, dict):
         msg = f"got {value!r}: {msg}"
     return SpecError(field, msg)
+
+
+# pydantic's error types for Field(ge=..., gt=..., le=..., lt=...): (the words, the ctx key of the bound)
+BOUNDS = {"greater_than_equal": ("at least", "ge"), "greater_than": ("more than", "gt"),
+          "less_than_equal": ("at most", "le"), "less_than": ("less than", "lt")}

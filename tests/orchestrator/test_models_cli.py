@@ -90,13 +90,13 @@ def test_cli_import_loads_no_torch() -> None:
     (["--arch", "resnet18", "--groups", "1,8"], "Error: --groups: groups need a bottleneck depth "
                                                 "(resnet50, resnet101, resnet152); resnet18 uses basic blocks"),
     (["--arch", "resnet50", "--groups", "8,x"], "Error: --groups: 'x' is not a whole number"),
-    (["--arch", "resnet50", "--groups", "0"], "Error: --groups: got 0: Input should be greater than or equal to 1"),
-    (["--arch", "resnet50", "--groups", "300"], "Error: --groups: got 300: Input should be less than or equal to 256"),
+    (["--arch", "resnet50", "--groups", "0"], "Error: --groups: must be at least 1, got 0"),
+    (["--arch", "resnet50", "--groups", "300"], "Error: --groups: must be at most 256, got 300"),
     (["--arch", "resnet50", "--groups", "200"], "Error: --groups: groups=200 is too many for an automatic "
                                                 "width_per_group"),
     (["--arch", "resnet34", "--width-per-group", "4"], "Error: --width-per-group: width_per_group needs a "
                                                         "bottleneck depth"),
-    (["--arch", "resnet50", "--width-per-group", "0"], "Error: --width-per-group: got 0:"),
+    (["--arch", "resnet50", "--width-per-group", "0"], "Error: --width-per-group: must be at least 1, got 0"),
     (["--arch", "resnet50", "--groups", "8", "--norm", "gn"], "Error: --norm: gn (GroupNorm with 32 groups) needs "
                                                               "channel counts divisible by 32"),
     (["--arch", "mobilenet_v2", "--norm", "gn"], "Error: --norm: mobilenet_v2 takes norm bn, ln, in: gn (GroupNorm "
@@ -115,8 +115,8 @@ def test_cli_import_loads_no_torch() -> None:
     (["--arch", "resnet50", "--attention", "sk"], "Error: --attention: unknown 'sk'; allowed: none, se, cbam"),
     (["--norm", "in", "--stem", "imagenet", "--image-size", "32"], "Error: --norm: in (InstanceNorm) would see one "
                                                                    "value per channel: resnet50 at --image-size 32"),
-    (["--image-size", "16"], "Error: --image-size: got 16: Input should be greater than or equal to 32"),
-    (["--num-classes", "1"], "Error: --num-classes: got 1: Input should be greater than or equal to 2"),
+    (["--image-size", "16"], "Error: --image-size: must be at least 32, got 16"),
+    (["--num-classes", "1"], "Error: --num-classes: must be at least 2, got 1"),
     (["--stem", "tiny"], "Error: --stem: unknown 'tiny'; allowed: auto, imagenet, small"),
 ])
 def test_invalid_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

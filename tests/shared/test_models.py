@@ -170,11 +170,11 @@ def test_other_archs_train_a_step_at_32px(arch: str, stem: str) -> None:
     ({"arch": "resnet50", "norm": "xx"}, "norm", "'bn', 'ln', 'in' or 'gn'"),
     ({"arch": "resnet50", "groups": 8, "norm": "gn"}, "norm", "divisible by 32"),
     ({"arch": "resnet50", "groups": 256}, "groups", "at most 167"),
-    ({"arch": "resnet50", "width_per_group": 0}, "width_per_group", "greater than or equal to 1"),
+    ({"arch": "resnet50", "width_per_group": 0}, "width_per_group", "must be at least 1, got 0"),
     ({"arch": "mobilenet_v2", "norm": "gn"}, "norm", "mobilenet_v2 takes norm bn, ln, in"),
     ({"arch": "shufflenet_v2_x1_0", "groups": 2}, "groups", "bottleneck ResNets (resnet50, resnet101, resnet152) "
                                                             "and shufflenet_v1 (1, 2, 3, 4, 8)"),
-    ({"arch": "resnet18", "image_size": 16}, "image_size", "greater than or equal to 32"),
+    ({"arch": "resnet18", "image_size": 16}, "image_size", "must be at least 32, got 16"),
 ])
 def test_invalid_specs_name_the_field(fields: dict, field: str, words: str) -> None:
     with pytest.raises(SpecError) as info:
