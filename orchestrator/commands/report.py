@@ -85,7 +85,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
     analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None)
     if html_path or plot_path:
         _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"))
-    else:
+    if not (html_path or plot_path) or fmt != "table":  # --format csv beside --html: both, as asked
         _print_analysis(analysis, fmt)
 
 
@@ -167,8 +167,8 @@ def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Pat
                 chart, "its configs do not differ in GMACs")
             raise OrchError(f"--chart: this selection has no {chart} chart ({why})")
         save(figure, plot_path)
-        click.echo(f"wrote {plot_path} ({chart} chart)")
+        click.echo(f"wrote {plot_path} ({chart} chart)", err=True)  # stdout: --format output only
     if html_path is not None:
         text, drawn = page(analysis)
         html_path.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {html_path} (charts: {', '.join(drawn)})")
+        click.echo(f"wrote {html_path} (charts: {', '.join(drawn)})", err=True)

@@ -56,7 +56,7 @@ def check_study_page(orch: Orch, study_id: int, grouped: list[dict]) -> None:
     assert all("one common seed (0)" in r["verdict"] for r in grouped if r["vs_baseline"] != "baseline")
     assert all("one epoch" in r["convergence"] for r in grouped)
     page = orch.home / "report.html"
-    out = orch.run("report", "--study", str(study_id), "--html", str(page), check=True).stdout
+    out = orch.run("report", "--study", str(study_id), "--html", str(page), check=True).stderr
     assert "charts: final, curves, groups, pareto" in out
     assert_offline(page.read_text())
 

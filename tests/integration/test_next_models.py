@@ -51,5 +51,5 @@ def test_attention_and_shufflenet_groups_are_configs_on_the_report(orch: Orch, s
     assert sorted(r["config"] for r in rows) == ["groups=1", "groups=3", "groups=8"]
     assert all(r["model"] == "shufflenet_v1" and r["width_mult"] == 1.0 and r["gmacs"] > 0 for r in rows)
     page = orch.home / "shuffle.html"
-    assert "charts: final, curves, groups" in orch.run("report", "--study", "shuffle", "--html", str(page), check=True).stdout
+    assert "charts: final, curves, groups" in orch.run("report", "--study", "shuffle", "--html", str(page), check=True).stderr
     worker.stop()

@@ -53,7 +53,7 @@ def test_chromium_renders_every_chart(orch: Orch, monkeypatch: pytest.MonkeyPatc
     build_study(store, Grid(scored={("bn", 1, 0)}))
     store.dispose()
     page = tmp_path / "report.html"
-    written = orch.run("report", "--study", "norms-groups", "--html", str(page), check=True).stdout
+    written = orch.run("report", "--study", "norms-groups", "--html", str(page), check=True).stderr
     names = re.search(r"charts: (.*)\)", written).group(1).split(", ")  # type: ignore[union-attr]
     assert names == ["final", "curves", "groups", "pareto"]
 

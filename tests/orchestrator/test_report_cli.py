@@ -129,10 +129,10 @@ def test_each_chart_as_png_and_svg(study: tuple[Orch, dict], tmp_path: Path, mon
             assert len(data) > 5000
     out = tmp_path / "curves.png"  # the command's own path, once
     proc = orch.run("report", "--study", "norms-groups", "--plot", str(out), "--chart", "curves", check=True)
-    assert "(curves chart)" in proc.stdout and out.read_bytes().startswith(b"\x89PNG")
+    assert "(curves chart)" in proc.stderr and out.read_bytes().startswith(b"\x89PNG")
     picked = ",".join(str(jobs[k]) for k in (("bn", 1, 0), ("ln", 1, 0), ("in", 4, 1)))
     out = tmp_path / "jobs.svg"
-    assert "(curves chart)" in orch.run("report", "--job", picked, "--plot", str(out), check=True).stdout
+    assert "(curves chart)" in orch.run("report", "--job", picked, "--plot", str(out), check=True).stderr
     assert out.read_text().count(">job ") >= 3  # one labelled curve per job
 
 
@@ -140,7 +140,7 @@ def test_html_is_offline_and_holds_every_chart_it_names(study: tuple[Orch, dict]
     orch, _ = study
     out = tmp_path / "report.html"
     proc = orch.run("report", "--study", "norms-groups", "--html", str(out), check=True)
-    assert "charts: final, curves, groups, pareto" in proc.stdout
+    assert "charts: final, curves, groups, pareto" in proc.stderr
     html = out.read_text()
     assert_offline(html)
     named = re.search(r"charts: (.*?)</p>", html).group(1)  # type: ignore[union-attr]
@@ -192,9 +192,20 @@ def test_groups_chart_needs_a_study_that_varies_groups(orch: Orch, monkeypatch: 
     assert proc.returncode == 2 and "no width chart (its configs keep the width multiplier fixed)" in proc.stderr
     html = tmp_path / "r.html"
     assert "charts: final, curves)" in orch.run("report", "--study", "norms", "--html", str(html),
-                                                 check=True).stdout  # one cost for all: no Pareto front
+                                                 check=True).stderr  # one cost for all: no Pareto front
     proc = orch.run("report", "--study", "norms", "--plot", str(tmp_path / "p.png"), "--chart", "pareto")
     assert proc.returncode == 2 and "do not differ in GMACs" in proc.stderr
     rows = orch.json_report("--study", "norms")
     assert all(r["n"] == 1 and r["val_acc_ci95_low"] is None and "n=1" in r["interval_note"] for r in rows)
     assert all("one epoch" in r["convergence"] for r in rows)
+
+
+def test_format_beside_html_prints_the_format_and_stdout_holds_only_it(study: tuple[Orch, dict], tmp_path: Path) -> None:
+    """`--format csv --html r.html` wrote the page and ignored --format; 'wrote ...' went to stdout,
+    into a redirected CSV."""
+    orch, _ = study
+    proc = orch.run("report", "--study", "norms-groups", "--format", "csv", "--html", str(tmp_path / "r.html"), check=True)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 9 and (tmp_path / "r.html").is_file() and "wrote" in proc.stderr
+    plain = orch.run("report", "--study", "norms-groups", "--plot", str(tmp_path / "f.png"), check=True)
+    assert plain.stdout == "" and "wrote" in plain.stderr  # the default table format: the file only, as before
