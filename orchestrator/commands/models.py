@@ -49,6 +49,12 @@ def models(as_json: bool, **options: Any) -> None:
 
     rows = [describe(spec) for spec in specs]
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
+    if not as_json and any(row["arch"] in BOTTLENECK_RESNETS for row in rows):
+        click.echo("note: bottleneck ResNets stride on the first 1x1 of a downsampling block, as in the ResNet "
+                   "paper (resnet50: 3.86 GMACs at 224 px); torchvision's v1.5 strides on the 3x3 (4.09)", err=True)
+
+
+BOTTLENECK_RESNETS = ("resnet50", "resnet101", "resnet152")
 
 
 def build_specs(options: dict[str, Any]) -> list[ModelSpec]:
