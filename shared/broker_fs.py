@@ -68,6 +68,12 @@ def message_rank(payload: Any) -> int:
 class Transport(filesystem.Transport):
     Channel = Channel
 
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # no hostname: folders have none, and kombu warns "No hostname was supplied. Reverting to
+        # default 'localhost'" at every worker start when the transport's defaults name one
+        return {"port": self.default_port}
+
 
 TRANSPORT_PATH = f"{__name__}:Transport"
 
