@@ -22,6 +22,16 @@ def worker_command(queues: str, hostname: str, loglevel: str, threads: int | Non
     return cmd + (["--threads", str(threads)] if threads else [])
 
 
+def node_name(name: str | None, pid: int | None = None, gpu: str | None = None) -> str:
+    """The worker's Celery node name: `name`, else orch-PID@HOST (the pid, kept by execve: two workers
+    on one machine named alike were one node to Flower, DuplicateNodenameWarning, and to Celery's remote
+    control); with a GPU, PREFIX-gpuN@HOST for each."""
+    if gpu is None:
+        return name or f"orch-{pid}@{socket.gethostname()}"
+    user, _, host = (name or "orch").partition("@")
+    return f"{user}-gpu{gpu}@{host or socket.gethostname()}"
+
+
 def gpu_indices(gpus: str) -> list[str]:
     """`all` or `0,1,...` -> the GPU indices to start one worker each on, each one this machine has
     (no torch: nvidia-smi lists them)."""
@@ -62,7 +72,8 @@ def worker_env(obj: CliState, gpu: str | None) -> dict[str, str]:
                              "CUDA_VISIBLE_DEVICES.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads each job trains with [this machine's CPUs, "
                                                         "shared out over the workers this command starts].")
-@click.option("--name", default=None, help="Node name prefix [orch@HOST].")
+@click.option("--name", default=None, help="Node name [orch-PID@HOST; with --gpus, orch-gpuN@HOST]: unique per "
+                                           "worker, as Celery and Flower need.")
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @pass_state
 def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, name: str | None, loglevel: str) -> None:
@@ -86,14 +97,12 @@ def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, na
     check_worker_timing(obj.settings)
     indices = gpu_indices(gpus) if gpus else []
     _ = obj.store  # create or check the schema once, before any worker races to
-    base = name or f"orch@{socket.gethostname()}"
     each = threads_each(threads, max(1, len(indices)))
     if not indices:
-        cmd = worker_command(queues, base, loglevel, each)
+        cmd = worker_command(queues, node_name(name, os.getpid()), loglevel, each)
         os.execve(sys.executable, cmd, worker_env(obj, None))
-    user, _, host = base.partition("@")
-    procs = [subprocess.Popen(worker_command(queues, f"{user}-gpu{g}@{host or socket.gethostname()}", loglevel, each),
-                              env=worker_env(obj, g)) for g in indices]
+    procs = [subprocess.Popen(worker_command(queues, node_name(name, gpu=g), loglevel, each), env=worker_env(obj, g))
+             for g in indices]
     supervise(procs)
 
 

@@ -73,7 +73,7 @@ def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureReques
         # what a monitor shows in place of the arguments (the message's argsrepr; the worker reads the id)
         assert finished[0]["args"] == f"job {job} · resnet18 · seed 0", finished[0]["args"]
         workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
-        assert any(name.startswith("orch@") for name in workers)
+        assert any(name.startswith("orch-") for name in workers)
     finally:
         os.killpg(flower.pid, signal.SIGKILL)
         flower.wait()
