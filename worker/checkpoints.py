@@ -19,6 +19,8 @@ from shared.store import Lease
 
 log = logging.getLogger("orch.worker")
 FILE = re.compile(r"ckpt-e(?P<epoch>\d+)-t(?P<token>\d+)\.pt")
+# a checkpoint being written (shared/atomic.py's temp name): left behind by an attempt killed mid-write
+TEMP = re.compile(r"\.ckpt-e\d+-t(?P<token>\d+)\.pt\.\d+\.tmp")
 RESUME_ORDER = ("last", "previous")  # the newest first; a corrupt newest resumes from the one before
 
 
@@ -69,12 +71,18 @@ def resume_point(lease: Lease) -> tuple[Path | None, set[str]]:
 
 def prune(lease: Lease, folder: Path) -> list[Path]:
     """Delete this job's checkpoint files that are not current, of this attempt or earlier ones
-    (never a later token's: a successor's file may not be recorded yet). Returns those deleted."""
+    (never a later token's: a successor's file may not be recorded yet), and the half-written files
+    of earlier attempts (a kill -9 mid-write left 100 MB of one). Returns those deleted."""
     keep = {Path(row.path).name for row in lease.checkpoints().values()}
     deleted = []
     for path in folder.glob("ckpt-e*-t*.pt"):
         match = FILE.fullmatch(path.name)
         if match and int(match["token"]) <= lease.token and path.name not in keep:
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    for path in folder.glob(".ckpt-e*-t*.pt.*.tmp"):
+        match = TEMP.fullmatch(path.name)
+        if match and int(match["token"]) < lease.token:  # an earlier attempt's: it writes no more
             path.unlink(missing_ok=True)
             deleted.append(path)
     return deleted

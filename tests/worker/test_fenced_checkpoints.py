@@ -100,6 +100,9 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     assert "-e3-" in rows["last"][0] and "-e2-" in rows["previous"][0]
     newest = Path(rows["last"][0])
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a torn write, a bad disk
+    # and epoch 4's file half written when the process was killed (atomic_path's temp name)
+    killed_mid_write = settings.job_dir(job_id) / f".ckpt-e4-t{first.token}.pt.99999.tmp"
+    killed_mid_write.write_bytes(b"\0" * 1000)
 
     second = take_over(store, job_id, "w:2")
     result = run_attempt(settings, store, second)
@@ -116,6 +119,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     # the newest two and the best are kept; every older file of this job is gone
     kept = {p.name for p in settings.job_dir(job_id).glob("ckpt-*.pt")}
     assert kept == {Path(path).name for path, _ in final.values()}
+    assert not killed_mid_write.exists()  # 100 MB each, for resnet18, left by every kill mid-write
 
 
 def test_a_train_jobs_report_unpickles_without_torch(home: tuple[Settings, Store], synth_data: Path) -> None:
