@@ -88,10 +88,10 @@ def serve(conn: Connection, home: str, threads: int | None, environ: dict[str, s
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("requested", True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the worker, which decides
     set_idle_priority(os.getpid(), True)  # warm up on the cycles the running job leaves
-    conn.send(("ready", warm_up(threads)))
     try:
+        conn.send(("ready", warm_up(threads)))
         job, token = conn.recv()
-    except (EOFError, OSError):
+    except (EOFError, OSError):  # BrokenPipeError included: it went away while we warmed up
         return  # the worker is stopping, or replaced this child
     set_idle_priority(os.getpid(), False)  # the worker promoted us when it took us; threads made since too
     main(job, token, home, conn, stop)
