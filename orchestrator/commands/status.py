@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -35,6 +36,14 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     }
 
 
+def heartbeat_line(age_s: float, lease_ttl: float) -> str:
+    """How long ago the running job's worker last said it was alive, and what happens if it is gone."""
+    if age_s <= lease_ttl:
+        return f"{age_s:.0f} s ago"
+    return (f"{age_s:.0f} s ago: its worker is not answering (the lease is {lease_ttl:.0f} s); a live worker's "
+            "sweeper takes the job over and it resumes from its last checkpoint")
+
+
 def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any]:
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
                "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
@@ -42,9 +51,10 @@ def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
     spec = typed_spec(job)
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
+    beat = round(time.time() - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
     return {**job_summary(job, spec, last, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
-            **times, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
+            **times, "heartbeat_age_s": beat, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
 
 
 @click.command()
@@ -92,13 +102,15 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
-    print_detail(detail)
+    print_detail(detail, obj.settings.lease_ttl)
 
 
-def print_detail(detail: dict[str, Any]) -> None:
+def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
     for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
         if detail.get(key) not in (None, ""):
             click.echo(f"{key:>12}: {detail[key]}")
+    if detail.get("heartbeat_age_s") is not None:
+        click.echo(f"{'heartbeat':>12}: {heartbeat_line(detail['heartbeat_age_s'], lease_ttl)}")
     click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")
     if detail["model_info"]:
         click.echo(f"{'model':>12}: {json.dumps(detail['model_info'])}")

@@ -23,3 +23,26 @@ def test_a_scoring_shards_stages_after_its_start_up() -> None:
 def test_nothing_for_a_result_without_stages() -> None:
     assert stage_line({"out": "p.csv", "n": 200}) == ""
     assert stage_line({"startup": {"warm": False, "take_s": 4.0}}) == "4.00 s (take 4.00; a job process started for it)"
+
+
+def test_a_running_jobs_heartbeat_says_when_its_worker_stopped_answering(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """After a kill -9, `orch status ID` said 'running' for the lease's 30 s with nothing to tell the
+    worker was gone; now its heartbeat's age says so, and what happens next."""
+    import time
+
+    from sqlalchemy import update
+
+    from orchestrator.commands.status import heartbeat_line, job_detail
+    from shared.store import Job
+    from tests.orchestrator.study_builder import add_run, open_home
+
+    assert heartbeat_line(3.2, 30) == "3 s ago"
+    assert heartbeat_line(41.0, 30).startswith("41 s ago: its worker is not answering (the lease is 30 s)")
+    store = open_home(tmp_path / "home", monkeypatch)
+    job_id = add_run(store, None, "bn", 1, 0, 1)
+    with store.session() as s:  # the job as a killed worker leaves it: running, its last beat 41 s ago
+        s.execute(update(Job).where(Job.id == job_id).values(status="running", heartbeat_at=time.time() - 41))
+    with store.session() as s:
+        detail = job_detail(s.get(Job, job_id))
+    assert 40 < detail["heartbeat_age_s"] < 50
+    store.dispose()
