@@ -78,8 +78,19 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
     with broker_boundary():
         check_broker(obj.celery)
     with obj.store.session() as s:
-        owed = [owe(s, job) for job in reset_for_retry(s, select_jobs(obj, s, job_id, study_id))
+        selected = select_jobs(obj, s, job_id, study_id)
+        states = {job.id: str(job.status) for job in selected}
+        owed = [owe(s, job) for job in reset_for_retry(s, selected)
                 if job.kind != "score"]  # a score job ends when its shards do
     send_owed(obj, owed)
     ids = [row.job_id for row in owed]
-    click.echo(json.dumps({"job_ids": ids}) if as_json else (f"requeued: {', '.join(map(str, ids))}" if ids else "nothing to retry"))
+    if as_json:
+        click.echo(json.dumps({"job_ids": ids}))
+    elif ids:
+        click.echo(f"requeued: {', '.join(map(str, ids))}")
+    else:  # say why: only failed or cancelled jobs are retried
+        by_state: dict[str, list[int]] = {}
+        for job, state in sorted(states.items()):
+            by_state.setdefault(state, []).append(job)
+        found = "; ".join(f"{state}: {', '.join(map(str, jobs))}" for state, jobs in by_state.items())
+        click.echo(f"nothing to retry: only failed or cancelled jobs are ({found})")

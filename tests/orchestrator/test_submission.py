@@ -122,3 +122,10 @@ def test_wait_on_a_resubmitted_study_follows_the_cells_it_did_not_queue(orch: Or
     proc = orch.run(*args, "--wait", timeout=60)
     assert proc.returncode == 0 and "2 of 2 jobs succeeded" in proc.stderr
     assert all(f"job {i}: succeeded" in proc.stderr for i in first)
+
+
+def test_retry_says_why_there_is_nothing_to_retry(orch: Orch, synth_data: Path) -> None:
+    """It printed 'nothing to retry' for a queued job, without saying it was queued."""
+    job = orch.json("submit", "train", "--data", str(synth_data / "train"), "--image-size", "32")["job_id"]
+    out = orch.run("retry", str(job), check=True).stdout.strip()
+    assert out == f"nothing to retry: only failed or cancelled jobs are (queued: {job})"
