@@ -65,12 +65,13 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         return
     from orchestrator.analysis.study import analyse
     from orchestrator.studies import study_for
-    from shared.store.report_reads import training_runs
+    from shared.store.report_reads import runs_without_epochs, training_runs
 
     with obj.store.session() as s:
         study = study_for(s, study_ref) if study_ref is not None else None
         job_ids = _job_ids(job_list) if job_list is not None else None
         runs = training_runs(s, study.id if study else None, job_ids)
+        absent = runs_without_epochs(s, study.id) if study is not None else []
     missing = sorted(set(job_ids or ()) - {run.id for run in runs})
     if missing:
         raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
@@ -87,6 +88,9 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"))
     if not (html_path or plot_path) or fmt != "table":  # --format csv beside --html: both, as asked
         _print_analysis(analysis, fmt)
+    if absent:  # a cell cancelled before its first epoch was simply missing from the statistics
+        listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
+        click.echo(f"note: not in these statistics, no epoch recorded: jobs {listed}", err=True)
 
 
 def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, baseline: str | None,

@@ -73,6 +73,15 @@ def training_runs(session: Session, study_id: int | None = None, job_ids: list[i
     return [_record(job, epochs[job.id], tests.get(job.id)) for job in jobs if job.id in epochs]
 
 
+def runs_without_epochs(session: Session, study_id: int) -> list[tuple[int, str]]:
+    """(id, status) of the study's training jobs that recorded no epoch (queued, cancelled or failed
+    before their first): absent from the statistics, so a report names them."""
+    has_epoch = select(Epoch.job_id).where(Epoch.job_id == Job.id).exists()
+    rows = session.execute(select(Job.id, Job.status).where(Job.kind == JobKind.train, Job.study_id == study_id,
+                                                             ~has_epoch).order_by(Job.id))
+    return [(job_id, str(status)) for job_id, status in rows]
+
+
 def _latest_test_accuracy(session: Session, *, study_id: int | None = None,
                           job_ids: list[int] | None = None) -> dict[int, float]:
     """The latest scored test accuracy of each training job (of one study, of the listed jobs, or of

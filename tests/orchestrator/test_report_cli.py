@@ -209,3 +209,25 @@ def test_format_beside_html_prints_the_format_and_stdout_holds_only_it(study: tu
     assert len(rows) == 9 and (tmp_path / "r.html").is_file() and "wrote" in proc.stderr
     plain = orch.run("report", "--study", "norms-groups", "--plot", str(tmp_path / "f.png"), check=True)
     assert plain.stdout == "" and "wrote" in plain.stderr  # the default table format: the file only, as before
+
+
+def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study whose gn cells were cancelled before their first epoch reported its bn runs as 'all
+    runs', with nothing to say that gn was asked for."""
+    from sqlalchemy import update
+
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import Job, JobStatus, Study
+    from shared.store import jobs as store_jobs
+
+    store = open_home(orch.home, monkeypatch)
+    build_study(store, Grid(name="gn", norms=("bn",), groups=(1,)))
+    with store.session() as s:
+        study_id = s.query(Study).filter_by(name="gn").one().id
+        spec = TrainSpec(model=ModelSpec(arch="resnet50", norm="gn", image_size=32, num_classes=2), data="/data/train")
+        cancelled = store_jobs.add_job(s, "train", spec, study_id=study_id).id
+        s.execute(update(Job).where(Job.id == cancelled).values(status=JobStatus.cancelled))
+    store.dispose()
+    proc = orch.run("report", "--study", "gn", check=True)
+    assert f"note: not in these statistics, no epoch recorded: jobs {cancelled} (cancelled)" in proc.stderr
+    assert "not in these" not in orch.run("report", "--study", "gn", "--format", "json", check=True).stdout  # stderr
