@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.spec import Spec
 from shared.store.db import updated
-from shared.store.schema import FINISHED, Assembly, Job, JobKind, JobStatus, Study, check_moves, utcnow
+from shared.store.schema import FINISHED, Assembly, Event, Job, JobKind, JobStatus, Study, check_moves, utcnow
 
 
 def add_job(session: Session, kind: JobKind, spec: Spec, **columns: Any) -> Job:
@@ -50,9 +50,16 @@ def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]
     """
     outcome: dict[str, list[int]] = {"cancelled": [], "stopping": [], "unchanged": []}
     for job in jobs:
-        outcome[_cancel_one(session, job.id)].append(job.id)
+        result = _cancel_one(session, job.id)
+        outcome[result].append(job.id)
+        if result in CANCEL_EVENTS:  # the job's history says who stopped it (`orch status ID`)
+            session.add(Event(job_id=job.id, kind="info", message=CANCEL_EVENTS[result]))
     session.expire_all()  # the caller's Job objects were changed behind the ORM's back
     return outcome
+
+
+CANCEL_EVENTS = {"cancelled": "cancelled by orch cancel while queued: it never starts",
+                 "stopping": "orch cancel asked its worker to stop it"}
 
 
 def _fail_assembly(session: Session, job_id: int) -> None:
@@ -82,6 +89,8 @@ def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
     scoring run's parent waits for its shards again)."""
     again = [job for job in jobs if job.status in (JobStatus.failed, JobStatus.cancelled)]
     for job in again:
+        session.add(Event(job_id=job.id, kind="info", message=f"requeued ({job.status} after "
+                                                              f"{job.attempts} attempt{'s' if job.attempts != 1 else ''})"))
         job.status, job.error, job.cancel_requested, job.finished_at = JobStatus.queued, None, False, None
         if job.kind == JobKind.score:
             check_moves([job.assembly], Assembly.waiting)

@@ -133,16 +133,20 @@ class Lease:
         cancel came meanwhile (then it ends cancelled). False if the token was stale."""
         return self.requeue(error) is not None
 
-    def requeue(self, cause: str, max_attempts: int | None = None) -> JobStatus | None:
+    def requeue(self, cause: str, max_attempts: int | None = None, *, event: bool = True) -> JobStatus | None:
         """End this attempt: the job goes back to `queued`; `cancelled` if a cancel was asked (a
         queued job with cancel_requested would never be taken again); `failed` with `cause` once
-        it had max_attempts attempts. None (nothing written) if the token was stale."""
+        it had max_attempts attempts. None (nothing written) if the token was stale. `event`: a line
+        in the job's history (the sweeper writes its own)."""
         try:
             with self.fenced() as s:  # its UPDATE comes first: the row is ours until commit
                 attempts, cancel = s.execute(select(Job.attempts, Job.cancel_requested)
                                              .where(Job.id == self.job_id)).one()
                 status, values = _after_attempt(cause, attempts, bool(cancel), max_attempts)
                 s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
+                if event:
+                    s.add(Event(job_id=self.job_id, kind="info", message=f"attempt {attempts} ended ({cause}): "
+                                                                        f"the job is {status}"))
                 if status == JobStatus.queued:  # its message is owed in this transaction (the outbox)
                     outbox.owe_by_id(s, self.job_id, resume=True)
                 return status
@@ -172,7 +176,7 @@ class Lease:
             lease = cls(store, job_id, token + 1)
             cause = f"lease of {holder} expired (no heartbeat for {ttl:g} s)"
             lease.add_event("warning", f"{cause}; taken over by {owner} after attempt {attempts}")
-            outcome = lease.requeue(cause, max_attempts)
+            outcome = lease.requeue(cause, max_attempts, event=False)
             if outcome is not None:
                 expired.append(Expired(job_id, str(kind), queue, holder, attempts, outcome))
         return expired

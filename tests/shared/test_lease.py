@@ -174,3 +174,29 @@ def test_a_non_finite_metric_is_refused_with_one_clear_line(store: Store) -> Non
     lease = Lease.acquire(store, new_job(store), "w:1", ttl=30)
     with pytest.raises(NonFiniteLoss, match="epoch 1: val_loss is nan"):
         lease.record_epoch({**METRICS, "val_loss": float("nan")})
+
+
+def test_cancel_retry_and_a_worker_stopping_leave_lines_in_the_jobs_history(store: Store) -> None:
+    """Only the sweeper's takeover was recorded: a job cancelled, retried and handed back at a
+    worker's Ctrl-C had no history at all in `orch status ID`."""
+    queued, running = new_job(store), new_job(store)
+    lease = Lease.acquire(store, running, "w:1", ttl=30)
+    assert lease is not None
+    assert lease.requeue("worker stopped; requeued") == JobStatus.queued  # Ctrl-C: handed back
+    lease = Lease.acquire(store, running, "w:2", ttl=30)
+    assert lease is not None
+    with store.session() as s:
+        jobs = list(s.scalars(select(Job).where(Job.id.in_([queued, running])).order_by(Job.id)))
+        assert store_jobs.request_cancel(s, jobs) == {"cancelled": [queued], "stopping": [running], "unchanged": []}
+    assert lease.requeue("cancelled by its worker") == JobStatus.cancelled
+    with store.session() as s:
+        jobs = list(s.scalars(select(Job).where(Job.id.in_([queued, running])).order_by(Job.id)))
+        assert [j.id for j in store_jobs.reset_for_retry(s, jobs)] == [queued, running]
+    with store.session() as s:
+        first = [e.message for e in reads.job_events(s, queued)]
+        second = [e.message for e in reads.job_events(s, running)]
+    assert first == ["cancelled by orch cancel while queued: it never starts", "requeued (cancelled after 0 attempts)"]
+    assert second == ["attempt 1 ended (worker stopped; requeued): the job is queued",
+                      "orch cancel asked its worker to stop it",
+                      "attempt 2 ended (cancelled by its worker): the job is cancelled",
+                      "requeued (cancelled after 2 attempts)"]
