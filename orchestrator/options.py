@@ -39,11 +39,17 @@ class FieldType(click.ParamType):
 SHORT_CHOICES = 30  # longer lists of allowed values go into the help text, not the metavar
 
 
+# the text fields that are paths: their metavar says which kind ('--data TEXT' said nothing)
+PATH_METAVARS = {"data": "FOLDER", "val": "FOLDER", "pretrained": "FILE", "checkpoint": "FILE", "out": "FILE",
+                 "labels": "FILE"}
+
+
 def metavar(field: OptionField) -> str:
     if field.choices and len("|".join(field.choices)) <= SHORT_CHOICES:
         one = "|".join(field.choices)
     else:
-        one = field.dest.upper() if field.choices else {int: "INT", float: "X"}.get(field.kind, "TEXT")
+        path = PATH_METAVARS.get(field.path.rsplit(".", 1)[-1]) if field.kind is str else None
+        one = field.dest.upper() if field.choices else path or {int: "INT", float: "X"}.get(field.kind, "TEXT")
     if field.listed:
         return f"{one}[,...]"
     return f"[{one}]" if "|" in one else one

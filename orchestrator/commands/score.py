@@ -33,9 +33,9 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 
 @click.command()
 @click.option("--job", "job_id", type=int, help="Score this training job's best checkpoint.")
-@click.option("--best-of", help="Score the best job of this study (id or name) by val accuracy.")
+@click.option("--best-of", metavar="ID|NAME", help="Score the best job of this study (id or name) by val accuracy.")
 @spec_options(SCORE_FIELDS, SOURCE_HELP)
-@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to.")
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", help="Celery queue to send to.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
 @pass_state

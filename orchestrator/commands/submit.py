@@ -24,12 +24,12 @@ def submit() -> None:
 def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """What train and ablation add to the spec's own options: where to send, and how to report."""
     options = [
-        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Celery queue to send to."),
+        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", help="Celery queue to send to."),
         click.option("--wait", is_flag=True, help="Follow progress until every job ends; exit 0 only if all succeeded."),
         click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON."),
     ]
     if listable:
-        options.append(click.option("--study", "study_name",
+        options.append(click.option("--study", "study_name", metavar="NAME",
                                     help="Study name: submitting again queues only missing or failed cells."))
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
