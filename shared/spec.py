@@ -95,7 +95,8 @@ class ModelSpec(Spec):
         None, ge=1, le=4096, description="Channels per group. Default: chosen to keep the groups=1 "
         "multiply-adds, as in the ResNeXt paper's Table 2 (32x4d, 8x14d, 4x24d, 2x40d, 1x64d).")
     width_mult: float | None = axis(
-        None, gt=0.0, le=4.0, description=f"Width multiplier: {WIDTH_MULT_HELP}. Default: 1.0.")
+        None, gt=0.0, le=4.0, description="Width multiplier of the MobileNets and ShuffleNets (not the "
+        f"ResNets): {WIDTH_MULT_HELP}. Default: 1.0.")
     attention: Attention = axis(
         "none", description="Attention on each residual branch of the ResNets, before the addition: se "
         "(squeeze-and-excitation) or cbam (channel, then 7x7 spatial attention).")
