@@ -26,7 +26,7 @@ DECIMALS = {"train_loss": 4, "val_loss": 4, "gmacs": 3, "images_per_s": 1, "wall
 
 def for_display(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Table cells: accuracies as percentages with 2 decimals, parameters in millions, other numbers
-    to fixed decimals (csv and md take these too; json keeps the raw numbers)."""
+    to fixed decimals (md takes these too; csv and json keep the numbers, for scripts)."""
     shown = []
     for row in rows:
         row = dict(row)

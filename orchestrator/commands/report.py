@@ -133,7 +133,9 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         ranked, total = leaderboard(s, study_id, metric, limit)
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
-    elif fmt in ("csv", "md"):
+    elif fmt == "csv":  # numbers for a script (0.8333, 11169858), as the study's CSV has them
+        click.echo(render(ranked, fmt))
+    elif fmt == "md":
         click.echo(render(for_display(ranked), fmt))
     elif not ranked:
         click.echo(EMPTY)

@@ -30,7 +30,11 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
         "model": train.model.arch if train else "", "norm": train.model.norm_name if train else "",
-        "groups": train.model.groups if train else "", "seed": train.seed if train else "", "epoch": progress,
+        "groups": train.model.groups if train else "",
+        # the newer axes, empty (so the table leaves them out) where a job keeps their default
+        "attention": train.model.attention if train and train.model.attention != "none" else None,
+        "width_mult": train.model.width_mult if train else None,
+        "seed": train.seed if train else "", "epoch": progress,
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host or "", "error": job.error or "",
     }
@@ -95,7 +99,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         elif rows:
-            print_table(for_display(rows), title="jobs", drop_first=("worker", "attempts", "kind", "study", "seed"))
+            # the last epoch's val_acc (progress), where the leaderboard ranks by the best epoch's
+            shown = [{("last val_acc" if k == "val_acc" else k): v for k, v in row.items()} for row in for_display(rows)]
+            print_table(shown, title="jobs", drop_first=("worker", "attempts", "kind", "study", "seed"))
         else:
             click.echo("no jobs yet: orch submit train --help")
         return

@@ -231,3 +231,12 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
     proc = orch.run("report", "--study", "gn", check=True)
     assert f"note: not in these statistics, no epoch recorded: jobs {cancelled} (cancelled)" in proc.stderr
     assert "not in these" not in orch.run("report", "--study", "gn", "--format", "json", check=True).stdout  # stderr
+
+
+def test_the_leaderboards_csv_holds_numbers_a_script_can_read(study: tuple[Orch, dict]) -> None:
+    """It held the table's display strings ('63.33%', '0.91M'), where the study's CSV had numbers."""
+    orch, _ = study
+    rows = list(csv.DictReader(io.StringIO(orch.run("report", "--format", "csv", check=True).stdout)))
+    assert rows and all(0 <= float(r["val_acc"]) <= 1 and int(r["params"]) > 1_000_000 for r in rows)
+    md = orch.run("report", "--format", "md", check=True).stdout
+    assert "%" in md and "M |" in md  # Markdown is for people: the table's formats
