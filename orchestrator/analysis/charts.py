@@ -174,7 +174,8 @@ def _axis_tick(value: float, field: str, analysis: StudyAnalysis) -> str:
                     if r.config.fields.get(field) == value and r.config.info("gmacs") is not None})
     if not gmacs:
         return show(value)
-    shown = f"{gmacs[0]:.2f}" if len(gmacs) == 1 else f"{gmacs[0]:.2f}-{gmacs[-1]:.2f}"
+    # 3 significant digits: a ShuffleNet at 32 px costs 0.008 GMACs, which 2 decimals showed as 0.01
+    shown = f"{gmacs[0]:.3g}" if len(gmacs) == 1 else f"{gmacs[0]:.3g}-{gmacs[-1]:.3g}"
     return f"{show(value)}\n{shown} GMACs"
 
 

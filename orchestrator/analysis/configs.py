@@ -153,8 +153,9 @@ def find_baseline(configs: list[Config], text: str) -> Config:
     labels = "; ".join(c.label for c in configs)
     if not matches:
         raise OrchError(f"--baseline: no config has {text}; configs: {labels}")
-    if len(matches) > 1:
-        raise OrchError(f"--baseline: {text} matches {len(matches)} configs; name more fields: {labels}")
+    if len(matches) > 1:  # the ones it matched, to choose between (not every config)
+        raise OrchError(f"--baseline: {text} matches {len(matches)} configs; name more fields: "
+                        f"{'; '.join(c.label for c in matches)}")
     return matches[0]
 
 

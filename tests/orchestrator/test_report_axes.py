@@ -39,7 +39,7 @@ def test_width_mult_draws_its_own_chart() -> None:
     figure = width_chart(analysis)
     assert figure is not None and groups_chart(analysis) is None
     ticks = [t.get_text() for t in figure.axes[0].get_xticklabels()]
-    assert ticks == ["0.5\n0.10 GMACs", "1\n0.30 GMACs", "1.4\n0.58 GMACs"]
+    assert ticks == ["0.5\n0.1 GMACs", "1\n0.3 GMACs", "1.4\n0.58 GMACs"]
 
 
 def test_shufflenet_groups_draw_the_groups_chart() -> None:

@@ -161,6 +161,9 @@ def test_baseline_by_fields() -> None:
                            ("depth=50", "unknown field 'depth'"), ("bn", "FIELD=VALUE")):
         with pytest.raises(OrchError, match=fragment):
             find_baseline(configs, text)
+    with pytest.raises(OrchError) as err:  # it listed every config, not the two it matched
+        find_baseline(configs, "norm=bn")
+    assert "ln" not in str(err.value).split("name more fields:")[1]
 
 
 def test_convergence_flag() -> None:
