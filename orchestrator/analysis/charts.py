@@ -124,7 +124,10 @@ def overview_chart(analysis: StudyAnalysis) -> Figure:
 
 def groups_chart(analysis: StudyAnalysis) -> Figure | None:
     """The metric against the group count (ResNeXt's cardinality, ShuffleNet v1's groups)."""
-    return axis_chart(analysis, GROUPS_FIELD, "groups (cardinality; ShuffleNet's group count)", "the group count")
+    archs = {r.config.fields.get("model.arch") for r in analysis.results}
+    meaning = ("ShuffleNet v1's group count" if archs == {"shufflenet_v1"} else
+               "cardinality" if "shufflenet_v1" not in archs else "cardinality; ShuffleNet v1's group count")
+    return axis_chart(analysis, GROUPS_FIELD, f"groups ({meaning})", "the group count")
 
 
 def width_chart(analysis: StudyAnalysis) -> Figure | None:

@@ -82,3 +82,15 @@ def test_titles_say_which_of_a_runs_values_the_metric_is() -> None:
     analysis = analyse(runs, "val_acc")
     assert study_title(analysis) == "selected jobs: val_acc (best epoch) mean ± std over seeds"
     assert final_chart(analysis).axes[0].get_title(loc="left").startswith("val_acc (best epoch) per config")
+
+
+def test_the_groups_axis_is_named_for_the_models_in_the_study() -> None:
+    """A resnet50 study's groups chart said 'ShuffleNet's group count'."""
+    def label(arch: str) -> str:
+        runs = [run(i + 1, 0, 0.5 + 0.1 * i, arch=arch, groups=g) for i, g in enumerate((1, 8))]
+        figure = groups_chart(analyse(runs, "val_acc"))
+        assert figure is not None
+        return str(figure.axes[0].get_xlabel())
+
+    assert label("resnet50").startswith("groups (cardinality),")
+    assert label("shufflenet_v1").startswith("groups (ShuffleNet v1's group count),")
