@@ -72,7 +72,8 @@ def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> No
     ax.set_ylim(0.4, len(results) + 0.6)
     tested = ", \u25c7 test accuracy" if any(r.test.mean is not None for r in results) else ""
     ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{tested}")
-    ax.set_title(f"{metric_title(analysis.metric)} per config (best first; * not converged)", loc="left")
+    # two lines: in the overview, one ran into the curves' title beside it
+    ax.set_title(f"{metric_title(analysis.metric)} per config\n(best first; * not converged)", loc="left")
 
 
 def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
@@ -117,7 +118,7 @@ def overview_chart(analysis: StudyAnalysis) -> Figure:
     draw_final(axes[0], analysis, palette)
     key, title, factor = CURVES[0]
     draw_curves(axes[1], analysis, palette, key, factor)
-    axes[1].set_title(f"{title} per epoch: mean and seed range", loc="left")
+    axes[1].set_title(f"{title} per epoch\n(mean and seed range)", loc="left")
     axes[1].legend(fontsize=8, frameon=False)
     return figure
 
