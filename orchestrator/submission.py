@@ -66,8 +66,10 @@ def _model_labels(specs: Sequence[TrainSpec]) -> dict[str, ModelSpec]:
     models = {spec.model.spec_hash(): spec.model for spec in specs}
     dumps = [model.model_dump(mode="json") for model in models.values()]
     varying = [key for key in dumps[0] if len({json.dumps(d[key]) for d in dumps}) > 1]
+    # named by the values as built (width_mult 1.0, not the None a default is stored as)
+    built = [model.as_built().model_dump(mode="json") for model in models.values()]
     return {" ".join(f"{key}={d[key]}" for key in varying) or "the model": model
-            for d, model in zip(dumps, models.values(), strict=True)}
+            for d, model in zip(built, models.values(), strict=True)}
 
 
 @dataclass

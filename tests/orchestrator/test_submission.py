@@ -129,3 +129,13 @@ def test_retry_says_why_there_is_nothing_to_retry(orch: Orch, synth_data: Path) 
     job = orch.json("submit", "train", "--data", str(synth_data / "train"), "--image-size", "32")["job_id"]
     out = orch.run("retry", str(job), check=True).stdout.strip()
     assert out == f"nothing to retry: only failed or cancelled jobs are (queued: {job})"
+
+
+def test_the_cost_warning_names_a_default_by_its_value() -> None:
+    """It named the cell submitted as --width-mult 1.0 'width_mult=None' (a default is stored as None)."""
+    from shared.spec import ModelSpec, TrainSpec
+
+    specs = [TrainSpec(model=ModelSpec(arch="shufflenet_v1", groups=g, width_mult=w, image_size=32, num_classes=2),
+                       data="/d") for g in (1, 3, 8) for w in (0.5, 1.0)]
+    warning = slow_cells_warning(specs)
+    assert warning is not None and "groups=1 width_mult=1.0 (" in warning and "None" not in warning
