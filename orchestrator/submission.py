@@ -96,6 +96,8 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
         study = store_jobs.find_study(s, study_name) if study_name else None
         if grid is not None and study is None:
             study = store_jobs.add_study(s, study_name, grid)
+        elif grid is not None and study is not None:  # extended: the page's "as submitted" shows every value
+            study.grid = merged_grid(study.grid, grid)
         existing = {stored_hash(job): job for job in study.jobs} if study is not None else {}
         for spec in specs:
             job = existing.get(spec.spec_hash())
@@ -111,6 +113,19 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
 
     outcome.job_ids = [row.job_id for row in record_and_send(obj, queue, record)]
     return outcome
+
+
+def merged_grid(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """A study's options over its submissions: each option's comma list with the values of both, in
+    the order first given (`--width-mult 0.5,1.0`, then `0.5,1.0,1.4`: 0.5,1.0,1.4)."""
+    merged = dict(before)
+    for key, value in now.items():
+        if key not in merged or merged[key] == value:
+            merged[key] = value
+            continue
+        items = [str(x).strip() for x in (*str(merged[key]).split(","), *str(value).split(","))]
+        merged[key] = ",".join(dict.fromkeys(x for x in items if x))
+    return merged
 
 
 def record_and_send(obj: CliState, queue: str, record: Callable[[Session], list[Owed]]) -> list[Owed]:

@@ -139,3 +139,14 @@ def test_the_cost_warning_names_a_default_by_its_value() -> None:
                        data="/d") for g in (1, 3, 8) for w in (0.5, 1.0)]
     warning = slow_cells_warning(specs)
     assert warning is not None and "groups=1 width_mult=1.0 (" in warning and "None" not in warning
+
+
+def test_an_extended_studys_options_hold_every_value_submitted() -> None:
+    """The HTML's 'study as submitted' kept the first submission's width_mult 0.5,1.0 after 1.4 was added."""
+    from orchestrator.submission import merged_grid
+
+    first = {"width_mult": "0.5,1.0", "epochs": 2, "data": "/d"}
+    assert merged_grid(first, {"width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1"}) == {
+        "width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1"}
+    assert merged_grid(first, {"width_mult": "1.4", "epochs": 3, "data": "/d"})["width_mult"] == "0.5,1.0,1.4"
+    assert merged_grid({"epochs": 2}, {"epochs": 3}) == {"epochs": "2,3"}
