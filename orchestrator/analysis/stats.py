@@ -89,7 +89,12 @@ def summarize(values: list[float], scale: Scale | None = None) -> Summary:
     half = t_quantile(n - 1) * std / math.sqrt(n)
     note = "zero variance: every seed gave the same value" if std == 0 else ""
     ci = scale.clip(mean - half, mean + half) if scale else (mean - half, mean + half)
+    if ci != (mean - half, mean + half):  # said, or it reads as an interval that really ends there
+        note = note or CUT
     return Summary(n, mean, std, ci, note)
+
+
+CUT = "the 95% interval is cut at what the metric can be (0 to 100%)"
 
 
 def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale) -> Comparison:
@@ -137,7 +142,8 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale) -> Compari
     half = t_quantile(n - 1) * se
     ci = scale.clip(mean - half, mean + half, difference=True)
     needed = seeds_for_power(abs(mean) / sd)
-    shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}, p={p:.2g}"
+    cut = " (cut at the largest difference possible)" if ci != (mean - half, mean + half) else ""
+    shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}, p={p:.2g}"
     if p < ALPHA:
         word = _direction(mean, scale)
         return Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds")

@@ -206,3 +206,15 @@ def test_unfinished_runs_are_named_under_the_verdicts() -> None:
     lines = verdict_lines(analyse(runs, "val_acc"))
     assert lines[-1] == "note: not finished, so their numbers may change or stop here: jobs 2 (running)"
     assert "norm=ln vs norm=bn: -30.00 points on the one common seed (0)" in lines[1]
+
+
+def test_an_interval_cut_at_the_metrics_range_says_so() -> None:
+    """'95% CI [-100.00, +100.00]' read as a real interval; the t interval was [-110.9, +100.9]."""
+    from orchestrator.analysis.stats import CUT, compare, summarize
+    from orchestrator.analysis.study import scale_of
+
+    accuracy = scale_of("val_acc")
+    assert summarize([0.5, 0.95], accuracy).note == CUT  # mean 0.725 +- 2.86: cut at 0 and 1
+    assert summarize([0.70, 0.72], accuracy).note == ""
+    wide = compare({0: 0.5, 1: 0.6}, {0: 0.95, 1: 0.4}, accuracy)
+    assert "(cut at the largest difference possible)" in wide.verdict
