@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from orchestrator.fields import OptionField
 
 PROJECT_FILE = "orch.toml"
-PATH_KEYS = frozenset({"data", "val", "test", "pretrained"})
+PATH_KEYS = frozenset({"data", "val", "test", "test_labels", "pretrained"})
 TEST_KEY = "test"  # the folder to score: `orch submit score --data`
+TEST_LABELS_KEY = "test_labels"  # its id,label CSV: `orch submit score --labels`
+SCORE_KEYS = {TEST_KEY: "data", TEST_LABELS_KEY: "labels"}  # the keys only `orch submit score` takes
 
 
 def find_project(start: Path) -> Path | None:
@@ -43,8 +45,8 @@ def read_project(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a readable TOML file ({exc})") from None
     fields = {f.dest: f for f in TRAIN_FIELDS}
     for key, value in values.items():
-        if key not in fields and key != TEST_KEY:
-            raise ConfigError(f"{path}: unknown key {key!r}; allowed: {', '.join([*fields, TEST_KEY])}")
+        if key not in fields and key not in SCORE_KEYS:
+            raise ConfigError(f"{path}: unknown key {key!r}; allowed: {', '.join([*fields, *SCORE_KEYS])}")
         values[key] = _checked(path, key, value, fields.get(key))
     return values
 
@@ -65,10 +67,10 @@ def default_maps(values: dict[str, Any]) -> dict[str, Any]:
     """click's default_map for the commands the file sets: submit train, ablation and score."""
     from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
 
-    train = {key: value for key, value in values.items() if key != TEST_KEY}
+    train = {key: value for key, value in values.items() if key not in SCORE_KEYS}
     grid_dest = {f.path: f.dest for f in GRID_FIELDS}  # seed -> seeds
     ablation = {grid_dest[f.path]: train[f.dest] for f in TRAIN_FIELDS if f.dest in train}
-    score = {"data": values[TEST_KEY]} if TEST_KEY in values else {}
+    score = {option: values[key] for key, option in SCORE_KEYS.items() if key in values}
     return {"submit": {"train": train, "ablation": ablation, "score": score}}
 
 

@@ -29,6 +29,9 @@ class Split:
     summary: str  # what was found, for the file's comment
 
 
+TEST_LABELS = "test_labels.csv"  # what `orch data synth` writes beside test/
+
+
 @click.command("init")
 @click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Replace an existing orch.toml.")
@@ -51,7 +54,8 @@ def init(folder: Path, force: bool) -> None:
         raise click.BadParameter(f"{target} exists; pass --force to replace it", param_hint="FOLDER")
     splits = detect_splits(folder)
     size = image_size(folder / splits[0].folder)
-    target.write_text(project_text(splits, size))
+    labels = TEST_LABELS if any(s.key == "test" for s in splits) and (folder / TEST_LABELS).is_file() else None
+    target.write_text(project_text(splits, size, labels))
     click.echo(target.read_text(), nl=False)
     click.echo(f"orch: wrote {target}", err=True)
 
@@ -100,10 +104,12 @@ def image_size(train: Path) -> int:
     return max(MIN_IMAGE_SIZE, min(MAX_IMAGE_SIZE, int(statistics.median(sides))))
 
 
-def project_text(splits: list[Split], size: int) -> str:
+def project_text(splits: list[Split], size: int, labels: str | None = None) -> str:
     from orchestrator.project import render_project
 
     entries: list[tuple[str, Any, str]] = [(s.key, str(s.folder), s.summary) for s in splits]
+    if labels is not None:  # `orch data synth` writes it beside test/: scoring then records a test accuracy
+        entries.append(("test_labels", labels, "id,label of the test images: submit score records the test accuracy"))
     entries.append(("image_size", size, "the median short side of the training images, at most 224"))
     entries.append(("# model", "resnet18", "unset: resnet18, or resnet50 when --groups asks for more than 1"))
     header = ("orch project file, written by `orch init`: the defaults of `orch submit` run in this folder\n"

@@ -24,7 +24,7 @@ def project(synth_data: Path, tmp_path: Path) -> Path:
 def test_init_then_the_design_card_ablation_queues_three_resnet50_cells(orch: Orch, project: Path) -> None:
     init = orch.run("init", cwd=project, check=True)
     written = tomllib.loads((project / "orch.toml").read_text())
-    assert written == {"data": "train", "val": "val", "test": "test", "image_size": 32}
+    assert written == {"data": "train", "val": "val", "test": "test", "test_labels": "test_labels.csv", "image_size": 32}
     assert "# model = " in init.stdout  # the model is a commented suggestion: resnet50 can follow --groups
 
     submit = orch.run("submit", "ablation", "--groups", "1,8,32", "--json", cwd=project, check=True)
@@ -77,3 +77,17 @@ def test_init_in_an_image_folder_without_splits(orch: Orch, project: Path) -> No
     empty.mkdir()
     refused = orch.run("init", str(empty))
     assert refused.returncode == 2 and "no JPEG or PNG images" in refused.stderr
+
+
+def test_scoring_from_the_project_folder_takes_the_test_labels_too(orch: Orch, project: Path, tmp_path: Path) -> None:
+    """orch init left test_labels.csv out: `submit score` from the data folder recorded no test accuracy."""
+    from tests.shared.data_helpers import write_untrained_checkpoint
+
+    orch.run("init", cwd=project, check=True)
+    checkpoint = write_untrained_checkpoint(tmp_path / "best.pt", ["cat", "dog"])
+    submit = orch.run("submit", "score", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.csv"), "--json",
+                      cwd=project, check=True)
+    assert f"orch: --data, --labels from {project / 'orch.toml'}" in submit.stderr.splitlines()
+    job = orch.json("status")[0]["id"]
+    spec_stored = orch.json("status", str(job))["spec"]
+    assert (spec_stored["data"], spec_stored["labels"]) == (str(project / "test"), str(project / "test_labels.csv"))

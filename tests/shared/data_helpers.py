@@ -46,3 +46,17 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def write_untrained_checkpoint(path: Path, classes: list[str], image_size: int = 32) -> Path:
+    """An untrained resnet18 in orch's checkpoint format: scoring needs weights, not skill."""
+    import torch
+
+    from shared.engine.checkpoint import model_for, save_atomic
+
+    torch.manual_seed(0)
+    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=image_size), data="/unused")
+    save_atomic({"model": model_for(spec, classes).state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 1,
+                 "rng": {}, "spec": spec.model_dump(mode="json"), "classes": classes, "history": [],
+                 "best_val_acc": 0.5, "best_epoch": 1}, path)
+    return path

@@ -11,7 +11,7 @@ from shared.config import Settings, load_settings
 from shared.data import scan
 from shared.errors import DataError, JobCancelled
 from shared.scoring.inputs import pin
-from shared.spec import ModelSpec, ScoreSpec, TrainSpec
+from shared.spec import ScoreSpec
 from shared.store import Job, JobStatus, Lease, Score, Store, open_store
 from shared.store.scoring_runs import add_score_run
 from worker.context import JobContext
@@ -32,17 +32,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained resnet18 at 32 px in orch's checkpoint format: scoring needs weights, not skill."""
-    import torch
+    from tests.shared.data_helpers import write_untrained_checkpoint
 
-    from shared.engine.checkpoint import model_for, save_atomic
-
-    torch.manual_seed(0)
-    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32), data="/unused")
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_atomic({"model": model_for(spec, CLASSES).state_dict(), "optimizer": {}, "scheduler": {}, "epoch": 1,
-                 "rng": {}, "spec": spec.model_dump(mode="json"), "classes": CLASSES, "history": [],
-                 "best_val_acc": 0.5, "best_epoch": 1}, path)
-    return path
+    return write_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", CLASSES)
 
 
 @pytest.fixture
