@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -48,14 +47,16 @@ def heartbeat_line(age_s: float, lease_ttl: float) -> str:
             "sweeper takes the job over and it resumes from its last checkpoint")
 
 
-def job_detail(job: Job, shards: tuple[int, int] | None = None) -> dict[str, Any]:
+def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[str, Any]:
+    """`now`: the database's time (shared/store/clock.py), the clock heartbeats are written by: the
+    CLI's own may differ from it by minutes on a lab's machine."""
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
                "images_per_s": e.images_per_s, "seconds": e.seconds, "attempt": e.attempt} for e in job.epochs]
     times = {k: (v.isoformat() if v else None) for k, v in
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
     spec = typed_spec(job)
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
-    beat = round(time.time() - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
+    beat = round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
     return {**job_summary(job, spec, last, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
             **times, "heartbeat_age_s": beat, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
@@ -79,6 +80,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
     """
     from orchestrator.studies import study_for
     from shared.store import reads
+    from shared.store.clock import read_now
     from shared.store.scoring_runs import shard_progress
 
     with obj.store.session() as s:
@@ -92,7 +94,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             job = reads.job(s, job_id)
             if job is None:
                 raise OrchError(f"JOB_ID: no job {job_id}")
-            detail = job_detail(job, shard_progress(s, [job.id]).get(job.id))
+            detail = job_detail(job, shard_progress(s, [job.id]).get(job.id), now=read_now(s))
             detail["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
                                 for e in reads.job_events(s, job.id)]
     if job_id is None:

@@ -34,6 +34,7 @@ def test_a_running_jobs_heartbeat_says_when_its_worker_stopped_answering(tmp_pat
 
     from orchestrator.commands.status import heartbeat_line, job_detail
     from shared.store import Job
+    from shared.store.clock import read_now
     from tests.orchestrator.study_builder import add_run, open_home
 
     assert heartbeat_line(3.2, 30) == "3 s ago"
@@ -43,6 +44,6 @@ def test_a_running_jobs_heartbeat_says_when_its_worker_stopped_answering(tmp_pat
     with store.session() as s:  # the job as a killed worker leaves it: running, its last beat 41 s ago
         s.execute(update(Job).where(Job.id == job_id).values(status="running", heartbeat_at=time.time() - 41))
     with store.session() as s:
-        detail = job_detail(s.get(Job, job_id))
+        detail = job_detail(s.get(Job, job_id), None, now=read_now(s))  # the database's clock, as heartbeats
     assert 40 < detail["heartbeat_age_s"] < 50
     store.dispose()
