@@ -45,16 +45,14 @@ def models(as_json: bool, **options: Any) -> None:
       orch models --arch mobilenet_v2 --width-mult 0.5,1.0,1.4 --num-classes 2 --json
     """
     specs = build_specs(options)
+    from shared.archs import BOTTLENECK_ARCHS
     from shared.models import describe  # torch: only once the input is known to be good
 
     rows = [describe(spec) for spec in specs]
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
-    if not as_json and any(row["arch"] in BOTTLENECK_RESNETS for row in rows):
+    if not as_json and any(row["arch"] in BOTTLENECK_ARCHS for row in rows):
         click.echo("note: bottleneck ResNets stride on the first 1x1 of a downsampling block, as in the ResNet "
                    "paper (resnet50: 3.86 GMACs at 224 px); torchvision's v1.5 strides on the 3x3 (4.09)", err=True)
-
-
-BOTTLENECK_RESNETS = ("resnet50", "resnet101", "resnet152")
 
 
 def build_specs(options: dict[str, Any]) -> list[ModelSpec]:
