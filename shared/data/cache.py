@@ -152,8 +152,9 @@ def _decode_into(path: Path, offset: int, files: list[Path], size: int,
 
     Each task decodes its chunk into a buffer of its own and writes it at the chunk's offset with one
     write. Filling a memory-mapped file instead faults its pages in one at a time, each a page-cache
-    allocation on the file system: 2,000 112-px JPEGs took 0.21-0.22 s that way and 0.15-0.16 s this
-    way, 20,000 took 1.8-2.1 s against 1.4-1.8 s (2-core EPYC, ext4; BENCHMARKS.md, eighth session).
+    allocation on the file system: 2,000 112-px JPEGs took 0.21-0.22 s that way and 0.15-0.19 s this
+    way, 20,000 took 1.8-2.1 s against 1.4-1.8 s (2-core EPYC, ext4; BENCHMARKS.md, eighth session:
+    the lower ends with os.pwrite, the seek + write here measured as fast side by side).
     And a full disk is an OSError to retry, where a write through a mapping is a SIGBUS."""
     per_image = size * size * 3
 
