@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.stats import Summary
 from orchestrator.analysis.study import StudyAnalysis, scale_of
@@ -32,6 +33,7 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "paired_seeds": comp.seeds,
             "seeds_for_80_power": comp.seeds_needed, "verdict": comp.verdict,
             "converged": result.convergence is None, "convergence": result.convergence,
+            "at_chance": result.at_chance,
             "job_ids": [run.id for run in config.runs], "config_hash": config.key[:12],
         })
     return rows
@@ -78,6 +80,11 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     for result in analysis.results:
         if result.convergence:
             lines.append(f"{result.config.label}: {result.convergence}")
+    at_chance = [r.config.label for r in analysis.results if r.at_chance]
+    if at_chance and analysis.chance is not None:
+        note = f"note: {chance_note(at_chance, len(analysis.results), analysis.chance)}"
+        # nothing learned anywhere voids every line below the baseline's: say it before them
+        lines.insert(1 if len(at_chance) == len(analysis.results) else len(lines), note)
     notes: dict[str, list[str]] = {}
     for result in analysis.results:
         if result.summary.note:

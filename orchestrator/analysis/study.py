@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator.analysis.chance import Chance, at_chance, chance_of
 from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_runs, varying_fields
 from orchestrator.analysis.curves import convergence_note
 from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, summarize
@@ -26,6 +27,7 @@ class ConfigResult:
     comparison: Comparison
     convergence: str | None  # None: the last epochs look settled
     test: Summary  # test accuracy over seeds, for scored runs (n=0 when none was scored)
+    at_chance: bool | None  # val_acc not clearly above chance level (None: not judged)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class StudyAnalysis:
     baseline_given: bool  # --baseline named it (else it is the best config)
     common: dict[str, Any]  # the settings every config shares
     varying: list[str]  # dotted names of the fields that separate configs
+    chance: Chance | None  # chance level of val_acc (None for other metrics, or not known)
 
     @property
     def runs(self) -> list[RunRecord]:
@@ -53,15 +56,18 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     base = find_baseline(configs, baseline) if baseline else configs[0]
     scale = scale_of(metric)
     base_values = base.by_seed(metric)
+    # validation accuracy only: the test set's most common class is not recorded
+    chance = next((c for c in map(chance_of, configs) if c), None) if metric == "val_acc" else None
     results = []
     for rank, config in enumerate(configs, start=1):
         values = config.by_seed(metric)
         comparison = (_baseline_row(values) if config is base else compare(values, base_values, scale))
         tests = list(config.by_seed("test_acc").values())
-        results.append(ConfigResult(config, rank, summarize(list(values.values()), scale), comparison,
-                                    convergence_note(config), summarize(tests, scale_of("test_acc"))))
+        summary = summarize(list(values.values()), scale)
+        results.append(ConfigResult(config, rank, summary, comparison, convergence_note(config),
+                                    summarize(tests, scale_of("test_acc")), at_chance(chance, summary)))
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), baseline is not None,
-                         common_fields(configs), varying_fields(configs))
+                         common_fields(configs), varying_fields(configs), chance)
 
 
 def rank_configs(configs: list[Config], metric: str) -> list[Config]:

@@ -117,8 +117,16 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     best_acc, best_epoch = run.best()
     fenced = name_for is not None  # the worker knows which file is the best: the store names it
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
-            "classes": list(data.classes), "last_checkpoint": None if fenced else str(workdir / LAST),
+            "classes": list(data.classes), **_chance_inputs(data.val),
+            "last_checkpoint": None if fenced else str(workdir / LAST),
             "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup}
+
+
+def _chance_inputs(val: ImageSet) -> dict[str, Any]:
+    """What the report judges chance level by: the validation images and their most common class's share."""
+    if val.labels is None or not len(val):
+        return {}
+    return {"val_images": len(val), "val_majority": float(np.bincount(val.labels).max() / len(val))}
 
 
 def _resume_state(path: Path | None, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:

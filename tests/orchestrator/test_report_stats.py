@@ -218,3 +218,47 @@ def test_an_interval_cut_at_the_metrics_range_says_so() -> None:
     assert summarize([0.70, 0.72], accuracy).note == ""
     wide = compare({0: 0.5, 1: 0.6}, {0: 0.95, 1: 0.4}, accuracy)
     assert "(cut at the largest difference possible)" in wide.verdict
+
+
+def with_chance(record: RunRecord, majority: float = 0.5, images: int = 32) -> RunRecord:
+    from dataclasses import replace
+
+    return replace(record, result={**record.result, "val_majority": majority, "val_images": images})
+
+
+def test_a_study_where_nothing_learned_says_its_ranking_says_nothing() -> None:
+    """Every config at chance: 'the best config' and its comparisons are noise, said before them."""
+    from orchestrator.analysis.rows import data_rows, verdict_lines
+
+    runs = [with_chance(run(i, i % 3, [a], norm=n)) for i, (n, a) in
+            enumerate([("bn", 0.5), ("bn", 0.53), ("bn", 0.47), ("ln", 0.5), ("ln", 0.56), ("ln", 0.5)])]
+    analysis = analyse(runs, "val_acc")
+    lines = verdict_lines(analysis)
+    assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class): nothing "
+                        "learned, so the ranking and the comparisons say nothing")
+    assert [row["at_chance"] for row in data_rows(analysis)] == [True, True]
+
+
+def test_only_the_configs_at_chance_are_named() -> None:
+    from orchestrator.analysis.rows import verdict_lines
+
+    learned = [with_chance(run(i, i, [a], norm="bn"), 0.25, 40) for i, a in enumerate([0.9, 0.92, 0.88])]
+    stuck = [with_chance(run(10 + i, i, [a], norm="ln"), 0.25, 40) for i, a in enumerate([0.2, 0.35, 0.3])]
+    analysis = analyse(learned + stuck, "val_acc")
+    assert [r.at_chance for r in analysis.results] == [False, True]
+    assert verdict_lines(analysis)[-1] == "note: not clearly above chance level, 25.0% (the most common class): norm=ln"
+    assert analyse(learned + stuck, "val_loss").chance is None  # judged on accuracy only
+
+
+def test_one_seed_against_chance_is_a_binomial_test_over_the_validation_images() -> None:
+    """32 images at chance 0.5: the standard error is sqrt(0.25 / 32) = 0.0884, so the line is
+    0.5 + 1.96 x 0.0884 = 0.673; without the count, 1/classes and the mean alone."""
+    def judged(acc: float, **chance: float) -> bool | None:
+        return analyse([with_chance(run(1, 0, [acc], classes=2), **chance)], "val_acc").results[0].at_chance
+
+    assert judged(0.67) is True and judged(0.68) is False
+    assert judged(0.67, images=1000) is False  # 0.5 + 1.96 x 0.0158 = 0.531
+    older = analyse([run(1, 0, [0.3], classes=4)], "val_acc")  # recorded before val_majority was
+    assert older.chance and older.chance.level == 0.25 and older.chance.how == "1/4 classes"
+    assert older.results[0].at_chance is False
+    assert analyse([run(1, 0, [0.3])], "val_acc").results[0].at_chance is None  # no class count: not judged

@@ -45,6 +45,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "best_epoch": result["best_epoch"],
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
+        **{k: result[k] for k in ("val_images", "val_majority") if k in result},  # the report's chance level
         "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)

@@ -1,0 +1,55 @@
+"""Chance level: the validation accuracy of a model that always answers the most common class.
+
+A config whose accuracy is not clearly above it has learned nothing the data shows, so where it
+ranks is noise; the report says so rather than name "the best config" of a study where nothing learned.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from orchestrator.analysis.configs import Config
+from orchestrator.analysis.stats import Summary
+
+Z_95 = 1.96  # one seed: its accuracy against chance as a binomial proportion over the validation images
+
+
+@dataclass(frozen=True)
+class Chance:
+    level: float  # accuracy of always answering the most common class (1/classes when not recorded)
+    images: int | None  # validation images, when recorded: the binomial test of a single seed needs them
+    how: str  # how the level was found, for the report's note
+
+
+def chance_of(config: Config) -> Chance | None:
+    """From what the worker recorded (the validation set's most common class); for runs recorded
+    before that, 1/classes; None when neither is known (no run finished)."""
+    for run in config.runs:
+        if run.result.get("val_majority") is not None:
+            return Chance(float(run.result["val_majority"]), run.result.get("val_images"), "the most common class")
+    classes = [len(run.result["classes"]) for run in config.runs if run.result.get("classes")]
+    if classes and classes[0] > 1:
+        return Chance(1 / classes[0], None, f"1/{classes[0]} classes")
+    return None
+
+
+def at_chance(chance: Chance | None, summary: Summary) -> bool | None:
+    """True when the accuracy is not clearly above chance: over seeds, the 95% interval reaches it;
+    one seed, within 1.96 binomial standard errors of it. None when that cannot be judged."""
+    if chance is None or summary.mean is None:
+        return None
+    if summary.ci is not None:
+        return summary.ci[0] <= chance.level
+    if chance.images:
+        error = math.sqrt(chance.level * (1 - chance.level) / chance.images)
+        return summary.mean <= chance.level + Z_95 * error
+    return summary.mean <= chance.level
+
+
+def chance_note(labels: list[str], total: int, chance: Chance) -> str:
+    """One line for the configs at chance; every config there makes the whole ranking noise."""
+    level = f"{100 * chance.level:.1f}% ({chance.how})"
+    if len(labels) == total:
+        return (f"no config is clearly above chance level, {level}: nothing learned, so the ranking "
+                "and the comparisons say nothing")
+    return f"not clearly above chance level, {level}: {', '.join(labels)}"
