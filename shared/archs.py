@@ -35,6 +35,8 @@ ARCHS: tuple[str, ...] = get_args(ResNetArch) + get_args(OtherArch)  # what `orc
 RESNET_ARCHS: tuple[str, ...] = get_args(ResNetArch)
 BOTTLENECK_ARCHS: tuple[str, ...] = ("resnet50", "resnet101", "resnet152")
 MOBILENETS: tuple[str, ...] = ("mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+# the archs with a group count (ResNeXt's cardinality, 1 for the basic-block ResNets); the rest show none
+GROUPED_ARCHS: tuple[str, ...] = (*RESNET_ARCHS, "shufflenet_v1")
 Norm = Literal["bn", "ln", "in", "gn"]
 NORMS: tuple[str, ...] = get_args(Norm)
 Attention = Literal["none", "se", "cbam"]

@@ -20,6 +20,7 @@ from shared.archs import (
     ARCH_ALIASES,
     ARCHS,
     BOTTLENECK_ARCHS,
+    GROUPED_ARCHS,
     NORMS,
     RESNET_ARCHS,
     WIDTH_MULT_ARCHS,
@@ -139,7 +140,8 @@ class ModelSpec(Spec):
         """This spec with the defaults that depend on other fields filled in, as the network is built,
         and the knobs that do not apply (a reduction without attention) empty; for showing only."""
         return self.model_copy(update={
-            "norm": self.norm_name, "width_per_group": self.built_width,
+            "norm": self.norm_name, "groups": self.groups if self.arch in GROUPED_ARCHS else None,
+            "width_per_group": self.built_width,
             "width_mult": built_width_mult(self.arch, self.width_mult),
             "attention_reduction": None if self.attention == "none" else self.attention_reduction})
 

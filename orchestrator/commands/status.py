@@ -29,7 +29,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
         "model": train.model.arch if train else "", "norm": train.model.norm_name if train else "",
-        "groups": train.model.groups if train else "",
+        "groups": train.model.as_built().groups if train else "",  # None (left out) where the arch has none
         # the newer axes, empty (so the table leaves them out) where a job keeps their default
         "attention": train.model.attention if train and train.model.attention != "none" else None,
         "width_mult": train.model.width_mult if train else None,

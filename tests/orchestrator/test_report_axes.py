@@ -36,6 +36,7 @@ def test_width_mult_draws_its_own_chart() -> None:
             for i, (w, g) in enumerate(((0.5, 0.1), (1.0, 0.3), (1.4, 0.58)))]
     analysis = analyse(runs, "val_acc")
     assert [r["width_mult"] for r in data_rows(analysis)] == [1.4, 1.0, 0.5]
+    assert {r["groups"] for r in data_rows(analysis)} == {None}  # a MobileNet has no group count to show
     figure = width_chart(analysis)
     assert figure is not None and groups_chart(analysis) is None
     ticks = [t.get_text() for t in figure.axes[0].get_xticklabels()]
