@@ -77,6 +77,23 @@ class Spec(BaseModel):
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
+def _defaults_given(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a raw model spec whose value is what their default builds, set to the default."""
+    same: dict[str, Any] = {}
+    if data.get("norm") == "bn":  # every architecture's own norm
+        same["norm"] = None
+    if data.get("attention", "none") == "none" and "attention_reduction" in data:
+        same["attention_reduction"] = ModelSpec.model_fields["attention_reduction"].default
+    arch, width = data.get("arch", "resnet18"), data.get("width_per_group")
+    if width is not None and arch in RESNET_ARCHS:
+        try:
+            if int(width) == width_for(int(data.get("groups", 1)), None, bottleneck=arch in BOTTLENECK_ARCHS):
+                same["width_per_group"] = None
+        except (TypeError, ValueError):
+            pass  # not numbers, or groups that do not divide: validation names the field
+    return same
+
+
 class ModelSpec(Spec):
     """What `shared.models.build_model` builds."""
 
@@ -112,9 +129,12 @@ class ModelSpec(Spec):
     @classmethod
     def _canonical(cls, data: Any) -> Any:
         """One network, one spec: torchvision's shufflenet_v2_x0_5 .. x2_0 are shufflenet_v2 at that
-        width, and a width_mult of 1.0 is the default (None), so their runs share a config."""
+        width, and a value given that is what the default builds (width_mult 1.0, norm bn, the width
+        per group the group count gives, a reduction without attention) is the default, so their runs
+        are one grid cell and one config (`--norm bn` and no --norm made two rows named norm=bn)."""
         if not isinstance(data, dict):
             return data
+        data = {**data, **_defaults_given(data)}
         if data.get("arch") in ARCH_ALIASES:
             width = ARCH_ALIASES[data["arch"]]
             if data.get("width_mult") not in (None, width):

@@ -27,7 +27,7 @@ def describe(job_id: int, kind: str, spec: dict[str, Any], *, study: str | None 
     if kind == "train":
         model = spec.get("model", {})
         parts += [str(model.get("arch", "?"))]
-        parts += [str(model["norm"])] if model.get("norm") else []
+        parts += [str(model.get("norm") or "bn")]  # as built: a spec stores the default norm as none
         parts += [f"groups {model['groups']}"] if model.get("groups", 1) != 1 else []
         parts += [f"width {model['width_mult']:g}"] if model.get("width_mult") is not None else []
         parts += [str(model["attention"])] if model.get("attention", "none") != "none" else []

@@ -71,7 +71,7 @@ def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureReques
         assert finished, (tasks, (orch.home / "flower.log").read_text()[-2000:])
         assert finished[0]["name"] == "orch.train" and str(job) in str(finished[0]["args"])
         # what a monitor shows in place of the arguments (the message's argsrepr; the worker reads the id)
-        assert finished[0]["args"] == f"job {job} · resnet18 · seed 0", finished[0]["args"]
+        assert finished[0]["args"] == f"job {job} · resnet18 · bn · seed 0", finished[0]["args"]
         workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
         assert any(name.startswith("orch-") for name in workers)
     finally:

@@ -49,11 +49,11 @@ def test_study_by_name_in_status_cancel_and_retry(orch: Orch, synth_data: Path) 
 def test_labels_of_each_job_kind() -> None:
     train = {"model": {"arch": "resnet50", "norm": "bn", "groups": 8}, "seed": 1}
     assert describe(7, "train", train, study="groups") == "job 7 · resnet50 · bn · groups 8 · seed 1 · study groups"
-    assert describe(8, "train", {"model": {"arch": "resnet18", "groups": 1}, "seed": 0}) == "job 8 · resnet18 · seed 0"
+    assert describe(8, "train", {"model": {"arch": "resnet18", "groups": 1}, "seed": 0}) == "job 8 · resnet18 · bn · seed 0"
     assert describe(11, "train", {"model": {"arch": "resnet50", "attention": "cbam"}, "seed": 0}) == \
-        "job 11 · resnet50 · cbam · seed 0"
+        "job 11 · resnet50 · bn · cbam · seed 0"
     assert describe(12, "train", {"model": {"arch": "shufflenet_v1", "groups": 3, "width_mult": 0.5,
                                             "attention": "none"}, "seed": 0}) == \
-        "job 12 · shufflenet_v1 · groups 3 · width 0.5 · seed 0"
+        "job 12 · shufflenet_v1 · bn · groups 3 · width 0.5 · seed 0"
     assert describe(9, "score", {"shards": 2}, source_job_id=7) == "job 9 · score of job 7 · 2 shards"
     assert describe(10, "score_shard", {"shards": 2}, shard=1, parent_id=9) == "job 10 · score shard 1 of job 9"

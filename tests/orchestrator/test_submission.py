@@ -18,14 +18,14 @@ BASE = {"data": "/d/train", "val": "/d/val", "model": "resnet50", "image_size": 
 def test_grid_is_the_cross_product_of_every_list_including_seeds() -> None:
     specs = grid_specs({**BASE, "norm": "bn,ln,in", "groups": "1,8,32", "seeds": "0,1,2"})
     assert len(specs) == 27
-    cells = {(s.model.norm, s.model.groups, s.seed) for s in specs}
+    cells = {(s.model.norm_name, s.model.groups, s.seed) for s in specs}
     assert cells == {(n, g, seed) for n in ("bn", "ln", "in") for g in (1, 8, 32) for seed in (0, 1, 2)}
     assert len({s.spec_hash() for s in specs}) == 27
 
 
 def test_repeated_values_give_one_cell_each() -> None:
     specs = grid_specs({**BASE, "norm": "bn,bn", "lr": "0.01,0.010", "seeds": "0"})
-    assert [(s.model.norm, s.lr, s.seed) for s in specs] == [("bn", 0.01, 0)]
+    assert [(s.model.norm_name, s.lr, s.seed) for s in specs] == [("bn", 0.01, 0)]
 
 
 def test_one_unbuildable_cell_refuses_the_grid_naming_the_option() -> None:
@@ -150,3 +150,16 @@ def test_an_extended_studys_options_hold_every_value_submitted() -> None:
         "width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1"}
     assert merged_grid(first, {"width_mult": "1.4", "epochs": 3, "data": "/d"})["width_mult"] == "0.5,1.0,1.4"
     assert merged_grid({"epochs": 2}, {"epochs": 3}) == {"epochs": "2,3"}
+
+
+def test_a_value_that_is_the_default_is_the_same_cell(orch: Orch, synth_data: Path) -> None:
+    """`--norm bn` (what no --norm builds) after no --norm queued a second job, and the report showed
+    two configs both named norm=bn; the same for a width per group the group count gives."""
+    base = ("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+            "--image-size", "32", "--model", "resnet50", "--groups", "1,8", "--study", "same", "--json")
+    first = json.loads(orch.run(*base, check=True).stdout)["job_ids"]
+    again = json.loads(orch.run(*base, "--norm", "bn", "--attention-reduction", "8", check=True).stdout)
+    assert again["job_ids"] == [] and sorted(again["skipped"]) == sorted(first)
+    wider = json.loads(orch.run(*base[:-5], "--groups", "8", "--width-per-group", "14", "--study", "same",
+                                "--json", check=True).stdout)  # 8x14d is the Table 2 width for 8 groups
+    assert wider["job_ids"] == [] and len(wider["skipped"]) == 1
