@@ -72,8 +72,7 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
 def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     """Plain words under the table: each config against the baseline, then the convergence flags."""
     base = analysis.baseline.config.label
-    how = "--baseline" if analysis.baseline_given else "the best config"
-    lines = [f"baseline: {base} ({how}); paired by seed, 95% intervals from the t distribution"]
+    lines = [f"baseline: {base} ({analysis.baseline_how}); paired by seed, 95% intervals from the t distribution"]
     for result in analysis.results:
         if result is not analysis.baseline:
             lines.append(f"{result.config.label} vs {base}: {result.comparison.verdict}")

@@ -36,7 +36,7 @@ class StudyAnalysis:
     metric: str
     results: list[ConfigResult]  # best first
     baseline: ConfigResult
-    baseline_given: bool  # --baseline named it (else it is the best config)
+    baseline_how: str  # why it is the baseline: "--baseline", or which best config it is
     common: dict[str, Any]  # the settings every config shares
     varying: list[str]  # dotted names of the fields that separate configs
     chance: Chance | None  # chance level of val_acc (None for other metrics, or not known)
@@ -53,7 +53,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     Raises OrchError for a --baseline that names no single config.
     """
     configs = rank_configs(group_runs(runs, by_job), metric)
-    base = find_baseline(configs, baseline) if baseline else configs[0]
+    base, how = (find_baseline(configs, baseline), "--baseline") if baseline else default_baseline(configs, metric)
     scale = scale_of(metric)
     base_values = base.by_seed(metric)
     # validation accuracy only: the test set's most common class is not recorded
@@ -66,8 +66,19 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         summary = summarize(list(values.values()), scale)
         results.append(ConfigResult(config, rank, summary, comparison, convergence_note(config),
                                     summarize(tests, scale_of("test_acc")), at_chance(chance, summary)))
-    return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), baseline is not None,
+    return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
                          common_fields(configs), varying_fields(configs), chance)
+
+
+def default_baseline(configs: list[Config], metric: str) -> tuple[Config, str]:
+    """The best config of those with the most seeds: a one-seed config that ranks first would leave
+    every comparison one seed to pair (no interval, no p-value) while others have four."""
+    seeds = [len(config.by_seed(metric)) for config in configs]
+    most = max(seeds)
+    chosen = seeds.index(most)  # configs are ranked best first
+    if chosen == 0 or most < 2:
+        return configs[0], "the best config"
+    return configs[chosen], f"the best of the configs with the most seeds, {most}"
 
 
 def rank_configs(configs: list[Config], metric: str) -> list[Config]:

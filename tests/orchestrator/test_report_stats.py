@@ -194,7 +194,7 @@ def test_the_baseline_defaults_to_the_best_config() -> None:
     worse = analysis.results[1]
     assert worse.comparison.diff == pytest.approx(-0.4) and worse.comparison.outcome == "worse"
     by_loss = analyse(runs, "val_loss", baseline="norm=ln")
-    assert by_loss.baseline.config.label == "norm=ln" and by_loss.baseline_given
+    assert by_loss.baseline.config.label == "norm=ln" and by_loss.baseline_how == "--baseline"
 
 
 def test_unfinished_runs_are_named_under_the_verdicts() -> None:
@@ -262,3 +262,20 @@ def test_one_seed_against_chance_is_a_binomial_test_over_the_validation_images()
     assert older.chance and older.chance.level == 0.25 and older.chance.how == "1/4 classes"
     assert older.results[0].at_chance is False
     assert analyse([run(1, 0, [0.3])], "val_acc").results[0].at_chance is None  # no class count: not judged
+
+
+def test_a_one_seed_config_that_ranks_first_is_not_the_baseline() -> None:
+    """A cell added with one seed (epochs=1 in a 4-seed epochs=2 study) ranked first and, as the
+    baseline, left every comparison one seed to pair; the best config of those with most seeds is it."""
+    from orchestrator.analysis.rows import verdict_lines
+
+    four = [run(i + 1, i, [a], norm="bn") for i, a in enumerate([0.50, 0.55, 0.60, 0.57])]
+    lower = [run(i + 5, i, [a], norm="ln") for i, a in enumerate([0.40, 0.46, 0.49, 0.47])]
+    lucky = [run(9, 0, [0.9], norm="gn")]
+    analysis = analyse(four + lower + lucky, "val_acc")
+    assert [r.config.label for r in analysis.results] == ["norm=gn", "norm=bn", "norm=ln"]
+    assert analysis.baseline.config.label == "norm=bn"
+    lines = verdict_lines(analysis)
+    assert lines[0].startswith("baseline: norm=bn (the best of the configs with the most seeds, 4);")
+    assert "norm=ln vs norm=bn: worse: -10.00 points" in lines[2]
+    assert analyse(four + lower, "val_acc").baseline_how == "the best config"
