@@ -29,16 +29,23 @@ class Scale:
     factor: float
     unit: str
     higher_is_better: bool
-    bounds: tuple[float, float] | None = None  # the metric's possible range (accuracy: 0 to 1)
+    bounds: tuple[float, float] | None = None  # the metric's possible range (accuracy 0 to 1; a loss 0 up)
 
     def clip(self, low: float, high: float, difference: bool = False) -> tuple[float, float]:
         """An interval cut to what the metric (or a difference of two) can be; cutting a 95% interval
         to the parameter's range keeps its coverage."""
         if self.bounds is None:
             return low, high
-        span = self.bounds[1] - self.bounds[0]
+        span = self.bounds[1] - self.bounds[0]  # inf for a metric bounded below only: no difference is cut
         floor, ceiling = (-span, span) if difference else self.bounds
         return max(low, floor), min(high, ceiling)
+
+    @property
+    def cut_note(self) -> str:
+        """What a config's interval cut to the bounds says."""
+        if self.bounds is not None and math.isinf(self.bounds[1]):
+            return f"the 95% interval is cut at {self.bounds[0]:g}, below which the metric cannot go"
+        return CUT
 
     def delta(self, value: float) -> str:
         return f"{self.factor * value:+.2f}{self.unit}"
@@ -90,7 +97,7 @@ def summarize(values: list[float], scale: Scale | None = None) -> Summary:
     note = "zero variance: every seed gave the same value" if std == 0 else ""
     ci = scale.clip(mean - half, mean + half) if scale else (mean - half, mean + half)
     if ci != (mean - half, mean + half):  # said, or it reads as an interval that really ends there
-        note = note or CUT
+        note = note or (scale.cut_note if scale else CUT)
     return Summary(n, mean, std, ci, note)
 
 

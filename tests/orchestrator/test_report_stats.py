@@ -279,3 +279,15 @@ def test_a_one_seed_config_that_ranks_first_is_not_the_baseline() -> None:
     assert lines[0].startswith("baseline: norm=bn (the best of the configs with the most seeds, 4);")
     assert "norm=ln vs norm=bn: worse: -10.00 points" in lines[2]
     assert analyse(four + lower, "val_acc").baseline_how == "the best config"
+
+
+def test_images_per_s_and_a_loss_are_never_below_zero() -> None:
+    """Four noisy seeds of images/s gave the interval -2.0..45.6, and the chart's bar crossed 0."""
+    from orchestrator.analysis.study import scale_of
+
+    summary = summarize([5.0, 10.0, 40.0, 32.1], scale_of("images_per_s"))
+    assert summary.ci is not None and summary.ci[0] == 0.0 and summary.ci[1] > 40
+    assert summary.note == "the 95% interval is cut at 0, below which the metric cannot go"
+    assert summarize([0.3, 0.31, 0.32], scale_of("val_loss")).note == ""  # far from 0: nothing cut
+    wide = compare({0: 5.0, 1: 40.0}, {0: 30.0, 1: 10.0}, scale_of("images_per_s"))
+    assert wide.ci is not None and wide.ci[0] < -100  # a difference of throughputs may be negative
