@@ -93,7 +93,7 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
 
     def record(s: Session) -> list[Owed]:
         owed = []
-        study = store_jobs.find_study(s, study_name) if study_name else None
+        study = _study_to_extend(s, study_name) if study_name else None
         if grid is not None and study is None:
             study = store_jobs.add_study(s, study_name, grid)
         elif grid is not None and study is not None:  # extended: the page's "as submitted" shows every value
@@ -113,6 +113,22 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
 
     outcome.job_ids = [row.job_id for row in record_and_send(obj, queue, record)]
     return outcome
+
+
+def _study_to_extend(session: Session, ref: str) -> Any:
+    """The study named `ref`, or whose id it is (every other command reads `--study 2` as id 2 first);
+    None for a new name. A new study cannot be named by a number: it would be found by id elsewhere."""
+    from shared.errors import OrchError
+    from shared.store import Study
+    from shared.store import jobs as store_jobs
+
+    study = store_jobs.find_study(session, ref)
+    if study is None and ref.strip().isdigit():
+        study = session.get(Study, int(ref))
+        if study is None:
+            raise OrchError(f"--study: no study has id {ref}, and a new study's name cannot be a number "
+                            "(every command would read it as an id); give a name such as norms")
+    return study
 
 
 def merged_grid(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,8 @@ def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[.
     ]
     if listable:
         options.append(click.option("--study", "study_name", metavar="NAME",
-                                    help="Study name: submitting again queues only missing or failed cells."))
+                                    help="Study name (or an existing study's id): submitting again queues "
+                                         "only the cells missing, failed or cancelled."))
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):

@@ -45,6 +45,16 @@ def test_study_by_name_in_status_cancel_and_retry(orch: Orch, synth_data: Path) 
         proc = orch.run(*args)
         assert proc.returncode == 2 and "--study: no study with id or name 'nope'; studies: 1 (grp)" in proc.stderr
 
+    # submit reads --study as the others do: an existing id extends that study; a number is no new name
+    base = ("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+            "--model", "resnet50", "--norm", "bn,ln", "--groups", "1,2", "--image-size", "32", "--epochs", "1")
+    extended = orch.json(*base, "--seeds", "0,1", "--study", "1")
+    assert extended["study_id"] == 1 and len(extended["job_ids"]) == 4 and sorted(extended["skipped"]) == sorted(ids)
+    numbered = orch.run(*base, "--study", "7")
+    assert numbered.returncode == 2 and numbered.stderr.strip().endswith(
+        "--study: no study has id 7, and a new study's name cannot be a number (every command would read it as "
+        "an id); give a name such as norms")
+
 
 def test_labels_of_each_job_kind() -> None:
     train = {"model": {"arch": "resnet50", "norm": "bn", "groups": 8}, "seed": 1}
