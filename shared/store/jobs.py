@@ -92,6 +92,7 @@ def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
         session.add(Event(job_id=job.id, kind="info", message=f"requeued ({job.status} after "
                                                               f"{job.attempts} attempt{'s' if job.attempts != 1 else ''})"))
         job.status, job.error, job.cancel_requested, job.finished_at = JobStatus.queued, None, False, None
+        job.retried_at_attempt = job.attempts  # a fresh ORCH_MAX_ATTEMPTS: the user asked for this run
         if job.kind == JobKind.score:
             check_moves([job.assembly], Assembly.waiting)
             job.assembly = Assembly.waiting

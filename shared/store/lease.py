@@ -140,11 +140,11 @@ class Lease:
         in the job's history (the sweeper writes its own)."""
         try:
             with self.fenced() as s:  # its UPDATE comes first: the row is ours until commit
-                attempts, cancel = s.execute(select(Job.attempts, Job.cancel_requested)
-                                             .where(Job.id == self.job_id)).one()
-                status, values = _after_attempt(cause, attempts, bool(cancel), max_attempts)
+                attempts, since, cancel = s.execute(select(Job.attempts, Job.retried_at_attempt, Job.cancel_requested)
+                                                    .where(Job.id == self.job_id)).one()
+                status, values = _after_attempt(cause, attempts, since, bool(cancel), max_attempts)
                 s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
-                if event:
+                if event or status != JobStatus.queued:  # a job's end is always in its history
                     s.add(Event(job_id=self.job_id, kind="info", message=f"attempt {attempts} ended ({cause}): "
                                                                         f"the job is {status}"))
                 if status == JobStatus.queued:  # its message is owed in this transaction (the outbox)
@@ -229,14 +229,17 @@ class Expired:
     outcome: JobStatus
 
 
-def _after_attempt(cause: str, attempts: int, cancel: bool,
+def _after_attempt(cause: str, attempts: int, retried_at: int, cancel: bool,
                    max_attempts: int | None) -> tuple[JobStatus, dict[str, Any]]:
+    """The job's status after an attempt ended; the attempts `orch retry` found do not count."""
     if cancel:
         return JobStatus.cancelled, {"finished_at": utcnow(), "cancel_requested": False,
                                      "error": f"cancelled ({cause})"}
-    if max_attempts is not None and attempts >= max_attempts:
-        return JobStatus.failed, {"finished_at": utcnow(),
-                                  "error": f"{cause}; gave up after {attempts} attempts (ORCH_MAX_ATTEMPTS)"}
+    counted = attempts - retried_at
+    if max_attempts is not None and counted >= max_attempts:
+        since = f" since orch retry ({attempts} in all)" if retried_at else ""
+        return JobStatus.failed, {"finished_at": utcnow(), "error": f"{cause}; gave up after {counted} attempts"
+                                                                    f"{since} (ORCH_MAX_ATTEMPTS)"}
     return JobStatus.queued, {"heartbeat_at": None, "error": cause}
 
 

@@ -106,6 +106,8 @@ class Job(Base):
     shard: Mapped[int | None] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String(100), default="orch")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # attempts when `orch retry` last requeued it: ORCH_MAX_ATTEMPTS counts those since
+    retried_at_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_host: Mapped[str | None] = mapped_column(String(200))
     lease_token: Mapped[int] = mapped_column(Integer, default=0)  # fencing token, +1 per lease taken
     # unix seconds of the last heartbeat: plain numbers compare the same way on SQLite and PostgreSQL

@@ -114,7 +114,8 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     assert job.status == "failed" and "lease of w:2 expired" in job.error and "after 2 attempts" in job.error
     with store.session() as s:
         events = [e.message for e in reads.job_events(s, job_id)]
-    assert len(events) == 2 and "taken over by sweeper" in events[0]
+    assert len(events) == 3 and "taken over by sweeper" in events[0]
+    assert events[2].startswith("attempt 2 ended (lease of w:2 expired") and events[2].endswith("the job is failed")
 
 
 def test_a_crashed_attempt_counts_too(store: Store) -> None:
@@ -126,6 +127,25 @@ def test_a_crashed_attempt_counts_too(store: Store) -> None:
         outcomes.append(lease.requeue("job process died with SIGKILL", max_attempts=3))
     assert outcomes == ["queued", "queued", "failed"]
     assert "SIGKILL" in status(store, job_id).error and Lease.acquire(store, job_id, "w", ttl=30) is None
+
+
+def test_orch_retry_gives_a_fresh_count_of_attempts(store: Store) -> None:
+    """A cancel, a retry, then two crashes failed the job 'after 3 attempts': the cancelled one counted."""
+    job_id = new_job(store)
+    for _ in range(2):
+        lease = Lease.acquire(store, job_id, "w", ttl=30)
+        assert lease is not None and lease.requeue("crashed", max_attempts=2) is not None
+    assert status(store, job_id).status == "failed"
+    with store.session() as s:
+        assert [j.id for j in store_jobs.reset_for_retry(s, [s.get(Job, job_id)])] == [job_id]
+    outcomes = []
+    for _ in range(2):
+        lease = Lease.acquire(store, job_id, "w", ttl=30)
+        assert lease is not None
+        outcomes.append(lease.requeue("crashed again", max_attempts=2))
+    assert outcomes == ["queued", "failed"]
+    assert status(store, job_id).error == "crashed again; gave up after 2 attempts since orch retry (4 in all) " \
+                                          "(ORCH_MAX_ATTEMPTS)"
 
 
 @pytest.mark.parametrize("ending", ["release", "sweeper"])
