@@ -53,6 +53,7 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
     from orchestrator.progress import report_queued
 
     require_given("--data", options["data"], folder=True)  # before the checkpoint is looked for
+    options["labels"] = _labels_for_data(click.get_current_context(), options)
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     spec_dict, listing = check_inputs(options, classes)
     if source_job_id is not None:
@@ -69,10 +70,26 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
         raise SystemExit(1)
 
 
+def _labels_for_data(ctx: click.Context, options: dict[str, Any]) -> str | None:
+    """--labels, unless they came from orch.toml's test_labels while --data names another folder
+    than its test: those labels are the test folder's, and applied to another they scored 50% that
+    the report took for the job's test accuracy."""
+    from click.core import ParameterSource
+
+    labels, project_test = options.get("labels"), (ctx.default_map or {}).get("data")
+    if labels is None or ctx.get_parameter_source("labels") is not ParameterSource.DEFAULT_MAP or project_test is None:
+        return labels
+    if Path(options["data"]).resolve() == Path(project_test).resolve():
+        return labels
+    click.echo(f"orch: note: not using orch.toml's test_labels: they label its test folder ({project_test}), "
+               f"not {options['data']}; give --labels for it", err=True)
+    return None
+
+
 def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> None:
     """A note on stderr when the scored folder is one the model saw in training: its accuracy is then
-    no test accuracy, though the report shows it as test_acc beside the others (scoring a training set
-    has its uses: finding mislabelled images)."""
+    no test accuracy, and the report leaves it out of test_acc (scoring a training set has its uses:
+    finding mislabelled images)."""
     from shared.store import reads
 
     with obj.store.session() as s:
@@ -81,7 +98,7 @@ def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> None:
     for field, role in (("data", "training"), ("val", "validation")):
         if spec.get(field) and Path(spec[field]).resolve() == Path(data).resolve():
             click.echo(f"orch: note: {data} is job {job_id}'s {role} folder: the accuracy scored on it is not a "
-                       "held-out test accuracy, though reports show it as test_acc", err=True)
+                       "held-out test accuracy, and reports do not show it as test_acc", err=True)
 
 
 def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,
@@ -155,10 +172,25 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
         check_labels_cover(labels, listing)
     check_folder_classes(listing, classes)
     check_shards(options.get("shards") or 1, listing)
-    spec = {"data": data, "out": str(output_path("--out", options["out"], "preds.csv")), "labels": labels_path}
+    out = output_path("--out", options["out"], "preds.csv")
+    check_out_is_no_input(out, listing, labels_path)
+    spec = {"data": data, "out": str(out), "labels": labels_path}
     spec.update({k: options[k] for k in ("shards", "batch_size", "precision", "probs", "header")
                  if options.get(k) is not None})
     return spec, listing
+
+
+def check_out_is_no_input(out: Path, listing: Listing, labels: str | None) -> None:
+    """The CSV is written over --out: never over an input (the labels became the predictions, and an
+    image of --data a CSV that the next scoring of the folder failed on)."""
+    from shared.data import IMAGE_SUFFIXES
+
+    if labels is not None and out == Path(labels):
+        raise SpecError("--out", f"{out} is the --labels file; writing the predictions there would replace "
+                                 "the labels; give another file such as preds.csv")
+    if out.suffix.lower() in IMAGE_SUFFIXES or out in set(listing.files):
+        raise SpecError("--out", f"{out} is an image's name (the predictions are a CSV); give a file such "
+                                 "as preds.csv")
 
 
 def queue_score(obj: CliState, spec: Any, *, source_job_id: int | None, queue: str) -> tuple[int, list[int]]:
@@ -195,6 +227,17 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
         return False
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}
-    accuracy = f"; accuracy {100 * result['accuracy']:.2f}%" if result.get("accuracy") is not None else ""
-    click.echo(f"wrote {result.get('out')}: {result.get('n')} rows{accuracy}", err=True)
+    click.echo(f"wrote {result.get('out')}: {score_line(result)}", err=True)
     return True
+
+
+def score_line(result: dict[str, Any]) -> str:
+    """'100 rows; accuracy 56.00% (50 of 100 labelled)': how many images the accuracy stands on."""
+    n = int(result.get("n") or 0)
+    line = f"{n} row{'' if n == 1 else 's'}"
+    if result.get("accuracy") is None:
+        return line
+    labelled = result.get("labelled")
+    of = f" ({labelled} of {n} labelled)" if labelled is not None and labelled != n else ""
+    why = f"; not the job's test_acc in reports: {result['not_test_acc']}" if result.get("not_test_acc") else ""
+    return f"{line}; accuracy {100 * result['accuracy']:.2f}%{of}{why}"

@@ -170,29 +170,41 @@ def split_indices(listing: Listing, fraction: float) -> tuple[list[int], list[in
 
 
 def read_labels_csv(path: Path) -> dict[int, int]:
-    """An `id,label` CSV (header optional) as {id: class index}."""
+    """An `id,label` CSV (the header `id,label` optional) as {id: class index}. A header in another
+    order, a third column, or one id given two labels is refused: each read as data would score
+    against the wrong truth without a word."""
     path = Path(path)
     try:
         with path.open(newline="") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
+        raise DataError(f"--labels: {path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
     if rows and not is_number(rows[0][0].strip().lstrip("-")):
-        rows = rows[1:]  # a header such as id,label
+        header = [c.strip().lower() for c in rows[0]]
+        if header != ["id", "label"]:
+            raise DataError(f"--labels: {path}: the header is {','.join(rows[0])!r}; expected id,label "
+                            "(or no header)")
+        rows = rows[1:]
     labels: dict[int, int] = {}
+    first_line: dict[int, int] = {}
     for line, row in enumerate(rows, start=1):
         ident, label = _label_row(path, line, row)
+        if labels.get(ident, label) != label:
+            raise DataError(f"--labels: {path}: id {ident} has label {labels[ident]} in row {first_line[ident]} "
+                            f"and {label} in row {line}")
         labels[ident] = label
+        first_line.setdefault(ident, line)
     if not labels:
-        raise DataError(f"{path}: no id,label rows")
+        raise DataError(f"--labels: {path}: no id,label rows")
     return labels
 
 
 def _label_row(path: Path, line: int, row: list[str]) -> tuple[int, int]:
     try:
-        ident, label = int(row[0]), int(row[1])
-    except (ValueError, IndexError):
+        ident, label = (int(row[0]), int(row[1])) if len(row) == 2 else (-1, -1)
+    except ValueError:
         ident = label = -1
     if ident < 0 or label < 0:
-        raise DataError(f"{path}: bad row {line} {','.join(row)!r}; expected id,label as non-negative integers")
+        raise DataError(f"--labels: {path}: bad row {line} {','.join(row)!r}; expected id,label as two "
+                        "non-negative integers")
     return ident, label

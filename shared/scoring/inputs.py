@@ -82,11 +82,12 @@ def check_shards(shards: int, listing: Listing) -> None:
 
 
 def check_label_classes(labels: dict[int, int], classes: Sequence[str]) -> None:
-    """An id,label CSV must use the checkpoint's class indices: 0..N-1 for its N classes."""
-    count = max(labels.values()) + 1
-    if count != len(classes):
-        raise DataError(f"--labels: the labels have {count} classes (0..{count - 1}) but the checkpoint has "
-                        f"{len(classes)} ({', '.join(classes)}); score with a checkpoint trained on the same classes")
+    """An id,label CSV must use the checkpoint's class indices, 0..N-1 (a test set may hold only some)."""
+    ident, top = max(labels.items(), key=lambda item: item[1])
+    if top >= len(classes):
+        raise DataError(f"--labels: id {ident} has class index {top}, but the checkpoint has {len(classes)} "
+                        f"classes (0..{len(classes) - 1}: {', '.join(classes)}); score with a checkpoint "
+                        "trained on the same classes")
 
 
 def check_folder_classes(listing: Listing, classes: Sequence[str]) -> None:

@@ -115,6 +115,29 @@ def assemble_run(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> di
         raise DataError(reason) from None
 
 
+def _not_a_test_accuracy(store: Store, spec: ScoreSpec, source_job_id: int | None,
+                         counts: dict[str, Any]) -> str | None:
+    """Why this run's accuracy is not its training job's test accuracy (the report's test_acc), or
+    None when it is: every image labelled, the job's best checkpoint, a folder it did not train or
+    validate on. The report showed 100% for job 1 from 2 labelled images, and an early epoch's score."""
+    if counts.get("accuracy") is None or source_job_id is None:
+        return None  # nothing to show as a test accuracy, or no job to show it for
+    if counts.get("labelled") != counts.get("n"):
+        return "not every image labelled"
+    from shared.store import reads
+    from shared.store.schema import Job
+
+    with store.session() as s:
+        trained, job = reads.training_job(s, source_job_id), s.get(Job, source_job_id)
+        job_spec = dict(job.spec) if job is not None else {}
+    if trained is None or trained.best is None or Path(trained.best).resolve() != Path(spec.checkpoint).resolve():
+        return f"not job {source_job_id}'s best checkpoint"
+    for field, role in (("data", "training"), ("val", "validation")):
+        if job_spec.get(field) and Path(job_spec[field]).resolve() == Path(spec.data).resolve():
+            return f"job {source_job_id}'s {role} folder"
+    return None
+
+
 def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[str, Any]:
     shards = runs.shard_states(lease.store, lease.job_id)
     outcome, reason = verdict(shards)
@@ -124,8 +147,11 @@ def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[
     header = header_line(classes, spec.probs) if spec.header else None
     counts = assemble(Path(spec.out), shards, header=header, spec=spec, job_id=lease.job_id)
     result = {"out": spec.out, "shards": len(shards), "classes": classes, **counts}
+    not_test = _not_a_test_accuracy(lease.store, spec, source_job_id, counts)
+    if not_test:
+        result["not_test_acc"] = not_test  # `--wait` says why the report does not show it
     score = {"source_job_id": source_job_id, "out": spec.out, "n_images": counts["n"],
-             "accuracy": counts["accuracy"], "images_per_s": counts["images_per_s"]}
+             "accuracy": counts["accuracy"], "images_per_s": counts["images_per_s"], "is_test": not not_test}
     lease.complete_score(result, score)
     return result
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -178,6 +179,9 @@ class Score(Base):
     out: Mapped[str] = mapped_column(Text)
     n_images: Mapped[int] = mapped_column(Integer)
     accuracy: Mapped[float | None] = mapped_column(Float)
+    # the source job's test accuracy (every image labelled, its best checkpoint, a held-out folder):
+    # only these are the report's test_acc
+    is_test: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
     images_per_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -54,9 +54,26 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     row = next(r for r in orch.json_report() if r["id"] == job)
     assert row["test_acc"] == pytest.approx(agree) and row["val_acc"] is not None
     assert "test_acc" in orch.run("report", check=True).stdout
+    check_not_test_accuracies(orch, job, synth_data, tmp_path, agree)
 
     check_failures(orch, job, synth_data, tmp_path)
     worker.stop()
+
+
+def check_not_test_accuracies(orch: Orch, job: int, synth_data: Path, tmp_path: Path, test_acc: float) -> None:
+    """A score with labels for half the images, or on the job's own validation folder, is no test
+    accuracy: `--wait` says so and the report keeps the test folder's (it showed the latest score's)."""
+    half = tmp_path / "half.csv"
+    half.write_text("".join(line + "\n" for line in (synth_data / "test_labels.csv").read_text().splitlines()[:21]))
+    partial = orch.run("submit", "score", "--job", str(job), "--data", str(synth_data / "test"), "--labels", str(half),
+                       "--out", str(tmp_path / "half_preds.csv"), "--wait", timeout=300)
+    assert partial.returncode == 0 and "(20 of 40 labelled); not the job's test_acc in reports: not every image " \
+                                      "labelled" in partial.stderr, partial.stderr
+    on_val = orch.run("submit", "score", "--job", str(job), "--data", str(synth_data / "val"),
+                      "--out", str(tmp_path / "val_preds.csv"), "--wait", timeout=300)
+    assert on_val.returncode == 0 and f"not the job's test_acc in reports: job {job}'s validation folder" \
+        in on_val.stderr, on_val.stderr
+    assert next(r for r in orch.json_report() if r["id"] == job)["test_acc"] == pytest.approx(test_acc)
 
 
 def check_failures(orch: Orch, job: int, synth_data: Path, tmp_path: Path) -> None:
@@ -74,4 +91,4 @@ def check_failures(orch: Orch, job: int, synth_data: Path, tmp_path: Path) -> No
     mismatch.write_text("".join(f"{i},{i % 3}\n" for i in range(40)))
     proc = orch.run("submit", "score", "--job", str(job), "--data", test, "--out", str(tmp_path / "x.csv"),
                     "--labels", str(mismatch))
-    assert proc.returncode == 2 and "--labels: the labels have 3 classes" in proc.stderr
+    assert proc.returncode == 2 and "--labels: id 2 has class index 2, but the checkpoint has 2" in proc.stderr

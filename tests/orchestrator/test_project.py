@@ -91,3 +91,23 @@ def test_scoring_from_the_project_folder_takes_the_test_labels_too(orch: Orch, p
     job = orch.json("status")[0]["id"]
     spec_stored = orch.json("status", str(job))["spec"]
     assert (spec_stored["data"], spec_stored["labels"]) == (str(project / "test"), str(project / "test_labels.csv"))
+
+
+def test_the_projects_test_labels_label_its_test_folder_only(orch: Orch, project: Path, tmp_path: Path) -> None:
+    """orch.toml's test_labels were applied to any --data: another folder scored 50% against them,
+    which the report took for the job's test accuracy."""
+    import json
+
+    from tests.orchestrator.test_score_cli import add_trained
+
+    orch.run("init", str(project), check=True)
+    job = str(add_trained(orch, tmp_path, 0.8))
+    other = tmp_path / "other"
+    shutil.copytree(project / "test", other)
+    elsewhere = orch.run("submit", "score", "--job", job, "--data", str(other), "--out", str(tmp_path / "a.csv"),
+                         "--json", cwd=project, check=True)
+    assert f"orch: note: not using orch.toml's test_labels: they label its test folder ({project / 'test'}), not " \
+           f"{other}; give --labels for it" in elsewhere.stderr.splitlines()
+    assert orch.json("status", str(json.loads(elsewhere.stdout)["job_id"]))["spec"]["labels"] is None
+    own = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "b.csv"), "--json", cwd=project, check=True)
+    assert orch.json("status", str(json.loads(own.stdout)["job_id"]))["spec"]["labels"] == str(project / "test_labels.csv")

@@ -69,6 +69,10 @@ def setup(orch: Orch, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
     test = numbered(tmp_path / "test", [f"{i}.jpg" for i in range(12)])
     (tmp_path / "labels.csv").write_text("id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(12)))
     (tmp_path / "labels3.csv").write_text("".join(f"{i},{i % 3}\n" for i in range(12)))
+    (tmp_path / "swapped.csv").write_text("label,id\n" + "".join(f"{i % 2},{i}\n" for i in range(12)))
+    (tmp_path / "twice.csv").write_text("0,1\n1,0\n0,0\n")
+    (tmp_path / "wide.csv").write_text("0,1,cat\n")
+    (tmp_path / "only_one.csv").write_text("".join(f"{i},1\n" for i in range(12)))  # a test set of dogs only
     numbered(tmp_path / "empty", [])
     numbered(tmp_path / "named", ["0.jpg", "1.jpg", "cover.jpg"])
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
@@ -121,7 +125,14 @@ BAD = [
     ("running job", ["--job", "{running}"], "--job: job {running} is running"),
     ("unknown study", ["--best-of", "nope"], "--best-of: no study nope"),
     ("not a checkpoint", ["--checkpoint", "{tmp}/bad.pt"], "--checkpoint"),
-    ("labels class count", ["--job", "{job}", "--labels", "{tmp}/labels3.csv"], "--labels: the labels have 3 classes"),
+    ("labels class count", ["--job", "{job}", "--labels", "{tmp}/labels3.csv"],
+     "--labels: id 2 has class index 2, but the checkpoint has 2 classes (0..1: cat, dog)"),
+    ("labels header", ["--job", "{job}", "--labels", "{tmp}/swapped.csv"], "the header is 'label,id'; expected id,label"),
+    ("labels id twice", ["--job", "{job}", "--labels", "{tmp}/twice.csv"], "id 0 has label 1 in row 1 and 0 in row 3"),
+    ("labels third column", ["--job", "{job}", "--labels", "{tmp}/wide.csv"], "bad row 1 '0,1,cat'"),
+    ("out over the labels", ["--job", "{job}", "--labels", "{tmp}/labels.csv", "--out", "{tmp}/labels.csv"],
+     "--out: {tmp}/labels.csv is the --labels file"),
+    ("out over an image", ["--job", "{job}", "--out", "{tmp}/test/3.jpg"], "is an image's name"),
     ("empty folder", ["--job", "{job}", "--data", "{tmp}/empty"], "no JPEG or PNG images"),
     ("non-numeric name", ["--job", "{job}", "--data", "{tmp}/named"], "cover.jpg is not a numbered file name"),
     ("missing folder", ["--job", "{job}", "--data", "{tmp}/nope"], "--data: no such folder"),
@@ -193,3 +204,12 @@ def test_scoring_a_jobs_own_training_or_validation_folder_says_it_is_no_test(
         warn_if_trained_on(state, job_id, folder)
         err = capsys.readouterr().err
         assert (f"is job {job_id}'s {role} folder" in err) if role else err == ""
+
+
+def test_labels_of_some_classes_only_are_accepted(setup: tuple[Orch, dict[str, str]]) -> None:
+    """A test set of one class was refused ("the labels have 2 classes") while one of classes 0 and 2
+    of three passed: the class count was read as the largest index + 1."""
+    orch, f = setup
+    ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f["test"], "--labels", f"{f['tmp']}/only_one.csv",
+              "--out", f"{f['tmp']}/dogs.csv")
+    assert ids["job_id"] > 0 and len(ids["shard_job_ids"]) == 1

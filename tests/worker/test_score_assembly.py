@@ -107,9 +107,10 @@ def listing(ids: list[int], classes: list[str] | None = None) -> Listing:
 
 
 def test_checks_name_the_option() -> None:
-    with pytest.raises(DataError, match="--labels: the labels have 3 classes .* the checkpoint has 2"):
+    with pytest.raises(DataError, match=r"--labels: id 1 has class index 2, but the checkpoint has 2 classes \(0..1"):
         check_label_classes({0: 0, 1: 2}, ["cat", "dog"])
     check_label_classes({0: 0, 1: 1}, ["cat", "dog"])
+    check_label_classes({0: 1, 1: 1}, ["cat", "dog"])  # a test set of one class
     with pytest.raises(DataError, match="--data: the folder's classes"):
         check_folder_classes(listing([0, 1], ["cat", "cow"]), ["cat", "dog"])
     check_folder_classes(listing([0, 1], ["dog", "cat"]), ["cat", "dog"])
