@@ -37,7 +37,7 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--limit", default=30, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
-              "(e.g. 'norm=bn,groups=1'); default: the best config.")
+              "(e.g. 'norm=bn,groups=1'); default: the best config of those with the most seeds.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one self-contained HTML page (tables, statistics, every chart inline).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -79,10 +79,17 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         _leaderboard(obj, metric, fmt, limit, study.id if study else None)
         return
     if not runs:
+        listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
+        empty = (f"no epoch recorded in study {study.id}: jobs {listed}" + (
+            f"; `orch retry --study {study.id}` requeues the failed and cancelled ones"
+            if any(status in ("failed", "cancelled") for _, status in absent) else "")) if study and absent else EMPTY
         if html_path or plot_path:
-            raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw yet: {EMPTY}")
-        click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, EMPTY))
+            raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw yet: {empty}")
+        click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, empty))
         return
+    if metric == "test_acc" and all(run.test_acc is None for run in runs):  # a table and charts of nothing
+        raise OrchError("--metric test_acc: no job here has a test accuracy yet; score one with "
+                        "`orch submit score --job ID --data TEST_FOLDER --labels LABELS.csv`")
     analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None)
     if html_path or plot_path:
         _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"))

@@ -240,3 +240,33 @@ def test_the_leaderboards_csv_holds_numbers_a_script_can_read(study: tuple[Orch,
     assert rows and all(0 <= float(r["val_acc"]) <= 1 and int(r["params"]) > 1_000_000 for r in rows)
     md = orch.run("report", "--format", "md", check=True).stdout
     assert "%" in md and "M |" in md  # Markdown is for people: the table's formats
+
+
+def test_a_study_with_no_epoch_or_no_test_accuracy_says_what_to_do(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study cancelled before any epoch was told 'is a worker running?'; --metric test_acc with
+    nothing scored printed a table without the metric and ranked 'the best config'."""
+    from sqlalchemy import update
+
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import Job, JobStatus, Study
+    from shared.store import jobs as store_jobs
+
+    store = open_home(orch.home, monkeypatch)
+    build_study(store, Grid(name="scored", norms=("bn",), groups=(1,)))
+    with store.session() as s:
+        stopped = store_jobs.add_study(s, "stopped", {})
+        s.flush()
+        spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32, num_classes=2), data="/data/train")
+        job = store_jobs.add_job(s, "train", spec, study_id=stopped.id).id
+        s.execute(update(Job).where(Job.id == job).values(status=JobStatus.cancelled))
+        stopped_id = stopped.id
+        scored = s.query(Study).filter_by(name="scored").one().id
+    store.dispose()
+    empty = orch.run("report", "--study", "stopped", check=True).stdout.strip()
+    assert empty == (f"no epoch recorded in study {stopped_id}: jobs {job} (cancelled); `orch retry --study "
+                     f"{stopped_id}` requeues the failed and cancelled ones")
+    for extra in ([], ["--plot", str(orch.home / "t.png")]):
+        proc = orch.run("report", "--study", str(scored), "--metric", "test_acc", *extra)
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            "Error: --metric test_acc: no job here has a test accuracy yet; score one with `orch submit score "
+            "--job ID --data TEST_FOLDER --labels LABELS.csv`")
