@@ -35,7 +35,12 @@ def train_specs(options: dict[str, Any], fields: Sequence[OptionField] = GRID_FI
         click.echo(f"orch: no --model given: using {arch} (the ResNeXt paper's base) for --groups above 1",
                    err=True)
         options = {**options, dest: arch}
-    return parse_cells(TrainSpec, fields, cells(fields, options), fixed)
+    grid = cells(fields, options)
+    specs: list[TrainSpec] = parse_cells(TrainSpec, fields, grid, fixed)
+    if len(specs) < len(grid):  # `--seeds 0,0` said "queued 1 of 1 cells"
+        click.echo(f"orch: note: {len(grid) - len(specs)} of {len(grid)} cells repeat another (a value given twice, "
+                   "or one that is what the default builds, as --norm bn): each is queued once", err=True)
+    return specs
 
 
 def grid_specs(options: dict[str, Any], fixed: dict[str, Any] | None = None) -> list[TrainSpec]:
@@ -75,7 +80,7 @@ def _model_labels(specs: Sequence[TrainSpec]) -> dict[str, ModelSpec]:
 @dataclass
 class Queued:
     job_ids: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)  # cells already done or running (idempotent studies)
+    skipped: list[int] = field(default_factory=list)  # cells already queued, running or done (idempotent studies)
     study_id: int | None = None
 
 

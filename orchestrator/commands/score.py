@@ -18,7 +18,7 @@ from orchestrator.context import CliState, pass_state
 from orchestrator.fields import option_fields, parse_option
 from orchestrator.options import spec_options
 from shared.config import DEFAULT_QUEUE
-from shared.errors import CheckpointError, OrchError, SpecError
+from shared.errors import CheckpointError, DataError, OrchError, SpecError
 from shared.scoring.inputs import pin
 from shared.spec import ScoreSpec
 
@@ -55,6 +55,8 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
     require_given("--data", options["data"], folder=True)  # before the checkpoint is looked for
     options["labels"] = _labels_for_data(click.get_current_context(), options)
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
+    if best_of is not None:
+        click.echo(f"orch: --best-of {best_of}: job {source_job_id} (the best val_acc of its succeeded jobs)", err=True)
     spec_dict, listing = check_inputs(options, classes)
     if source_job_id is not None:
         warn_if_trained_on(obj, source_job_id, spec_dict["data"])
@@ -164,10 +166,16 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
     from shared.scoring.inputs import check_folder_classes, check_label_classes, check_labels_cover, check_shards
 
     data = existing_path("--data", options["data"], folder=True, required=True) or ""
-    listing: Listing = scan(Path(data))  # empty folder, non-numeric name, mixed layouts
+    try:
+        listing: Listing = scan(Path(data))  # empty folder, non-numeric name, mixed layouts
+    except DataError as exc:  # the folder's problem, under the option's name as every other error
+        raise DataError(str(exc) if str(exc).startswith("--data") else f"--data: {exc}") from None
     labels_path = existing_path("--labels", options.get("labels"), folder=False)
     if labels_path:
         labels = read_labels_csv(Path(labels_path))
+        if listing.labels is not None:
+            click.echo(f"orch: note: {data} is labelled by its own layout; --labels replaces those labels "
+                       "(ids are positions in the folder's sorted listing)", err=True)
         check_label_classes(labels, classes)
         check_labels_cover(labels, listing)
     check_folder_classes(listing, classes)
@@ -235,6 +243,8 @@ def score_line(result: dict[str, Any]) -> str:
     """'100 rows; accuracy 56.00% (50 of 100 labelled)': how many images the accuracy stands on."""
     n = int(result.get("n") or 0)
     line = f"{n} row{'' if n == 1 else 's'}"
+    if result.get("int8_fallback"):  # --precision int8 asked for it: say what ran instead, and why
+        line += f"; ran {result.get('precision')}, not int8: {result['int8_fallback']}"
     if result.get("accuracy") is None:
         return line
     labelled = result.get("labelled")

@@ -113,11 +113,11 @@ def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: s
     queued = queue_jobs(obj, specs, kind="train", queue=queue, study_name=study_name, grid=grid)
     payload = {"study_id": queued.study_id, "job_ids": queued.job_ids, "skipped": queued.skipped}
     if not as_json:
-        skipped = f"; {len(queued.skipped)} cells already done or running" if queued.skipped else ""
+        skipped = f"; {len(queued.skipped)} cells already queued, running or done" if queued.skipped else ""
         click.echo(f"study {queued.study_id}: queued {len(queued.job_ids)} of {len(specs)} cells{skipped}", err=True)
     from orchestrator.progress import report_queued
 
-    # --wait follows the study to its end: the cells queued now and those already done or running
+    # --wait follows the study to its end: the cells queued now and those already queued, running or done
     report_queued(obj, queued.job_ids, payload, wait=wait, as_json=as_json, also_follow=queued.skipped)
 
 

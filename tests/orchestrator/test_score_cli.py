@@ -116,6 +116,8 @@ def test_best_of_picks_the_best_succeeded_job_of_the_study(setup: tuple[Orch, di
     for key in (str(study), "norms"):
         ids = cli(orch, "submit", "score", "--best-of", key, "--data", f["test"], "--out", f"{f['tmp']}/b.csv")
         assert cli(orch, "status", str(ids["job_id"]))["source_job_id"] == best
+    said = orch.run("submit", "score", "--best-of", "norms", "--data", f["test"], "--out", f"{f['tmp']}/c.csv").stderr
+    assert f"orch: --best-of norms: job {best} (the best val_acc of its succeeded jobs)" in said.splitlines()
 
 
 BAD = [
@@ -133,8 +135,8 @@ BAD = [
     ("out over the labels", ["--job", "{job}", "--labels", "{tmp}/labels.csv", "--out", "{tmp}/labels.csv"],
      "--out: {tmp}/labels.csv is the --labels file"),
     ("out over an image", ["--job", "{job}", "--out", "{tmp}/test/3.jpg"], "is an image's name"),
-    ("empty folder", ["--job", "{job}", "--data", "{tmp}/empty"], "no JPEG or PNG images"),
-    ("non-numeric name", ["--job", "{job}", "--data", "{tmp}/named"], "cover.jpg is not a numbered file name"),
+    ("empty folder", ["--job", "{job}", "--data", "{tmp}/empty"], "Error: --data: {tmp}/empty: no JPEG or PNG images"),
+    ("non-numeric name", ["--job", "{job}", "--data", "{tmp}/named"], "--data: {tmp}/named: cover.jpg is not a numbered"),
     ("missing folder", ["--job", "{job}", "--data", "{tmp}/nope"], "--data: no such folder"),
     ("too many shards", ["--job", "{job}", "--shards", "13"], "--shards: 13 is more than the 12 images"),
     ("zero shards", ["--job", "{job}", "--shards", "0"], "--shards"),
@@ -213,3 +215,14 @@ def test_labels_of_some_classes_only_are_accepted(setup: tuple[Orch, dict[str, s
     ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f["test"], "--labels", f"{f['tmp']}/only_one.csv",
               "--out", f"{f['tmp']}/dogs.csv")
     assert ids["job_id"] > 0 and len(ids["shard_job_ids"]) == 1
+
+
+def test_the_wait_line_says_what_the_accuracy_stands_on_and_what_ran() -> None:
+    from orchestrator.commands.score import score_line
+
+    assert score_line({"n": 1}) == "1 row"
+    assert score_line({"n": 100, "accuracy": 0.56, "labelled": 50, "not_test_acc": "not every image labelled"}) == \
+        "100 rows; accuracy 56.00% (50 of 100 labelled); not the job's test_acc in reports: not every image labelled"
+    assert score_line({"n": 100, "accuracy": 0.55, "labelled": 100, "precision": "fp32",
+                       "int8_fallback": "int8 agreed with fp32 on 50.0%"}) == \
+        "100 rows; ran fp32, not int8: int8 agreed with fp32 on 50.0%; accuracy 55.00%"

@@ -23,9 +23,11 @@ def test_grid_is_the_cross_product_of_every_list_including_seeds() -> None:
     assert len({s.spec_hash() for s in specs}) == 27
 
 
-def test_repeated_values_give_one_cell_each() -> None:
+def test_repeated_values_give_one_cell_each(capsys: pytest.CaptureFixture[str]) -> None:
     specs = grid_specs({**BASE, "norm": "bn,bn", "lr": "0.01,0.010", "seeds": "0"})
     assert [(s.model.norm_name, s.lr, s.seed) for s in specs] == [("bn", 0.01, 0)]
+    assert capsys.readouterr().err == ("orch: note: 3 of 4 cells repeat another (a value given twice, or one that "
+                                       "is what the default builds, as --norm bn): each is queued once\n")
 
 
 def test_one_unbuildable_cell_refuses_the_grid_naming_the_option() -> None:
