@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease
@@ -104,6 +104,12 @@ class Lease:
                                 val_acc=last.val_acc, digest=last.digest)
             for tag in ("last", "best") if best else ("last",):
                 _put_checkpoint(s, self.job_id, tag, path=path, epoch=epoch, val_acc=val_acc, digest=digest)
+
+    def drop_checkpoint(self, tag: str) -> None:
+        """Forget this job's `tag` checkpoint row (fenced); its file goes at the next prune unless
+        another row names it."""
+        with self.fenced() as s:
+            s.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.tag == tag))
 
     def checkpoints(self) -> dict[str, Checkpoint]:
         """The store's current checkpoint rows of this job by tag (last, previous, best): a read."""

@@ -113,11 +113,12 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     assert epochs == [(1, 1), (2, 1), (3, 1), (4, 2)]  # epoch 3 was redone but recorded once
     assert any("checkpoint of epoch 3" in m and "digest" in m for m in history), history
     final = current_files(store, job_id)
-    assert "-e4-" in final["last"][0] and "-e3-" in final["previous"][0]
+    assert "-e4-" in final["last"][0] and "previous" not in final  # trained to the end: no fallback kept
     for path, recorded in final.values():
         assert checkpoints.digest(Path(path)) == recorded
-    # the newest two and the best are kept; every older file of this job is gone
+    # the last and the best are kept; every older file of this job is gone
     kept = {p.name for p in settings.job_dir(job_id).glob("ckpt-*.pt")}
+    assert len(kept) <= 2
     assert kept == {Path(path).name for path, _ in final.values()}
     assert not killed_mid_write.exists()  # 100 MB each, for resnet18, left by every kill mid-write
 

@@ -39,6 +39,10 @@ def run(ctx: JobContext) -> dict[str, Any]:
                    should_stop=ctx.should_stop, resume_from=resume_from,
                    name_for=checkpoints.file_name(ctx.lease.token))
     ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
+    # Trained to the end: nothing resumes from here, so the fallback for a corrupt newest file goes
+    # (a resnet50 with Adam's state is 281 MB a file; the best and the last stay).
+    ctx.lease.drop_checkpoint("previous")
+    checkpoints.prune(ctx.lease, ctx.workdir)
     best = ctx.lease.checkpoints()["best"]
     return {
         "best_val_acc": result["best_val_acc"],
