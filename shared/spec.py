@@ -246,6 +246,8 @@ class ScoreSpec(Spec):
     shards: int = Field(1, ge=1, le=1024, description="Split the folder into N tasks for N workers.")
     probs: bool = Field(False, description="Add one probability column per class.")
     header: bool = Field(False, description="Start the CSV with a header row.")
+    names: bool = Field(False, description="Add a file column after the label: each image's path in the folder "
+                        "(a labelled folder's ids are positions in its sorted listing).")
     precision: ScorePrecision = Field(
         "auto", description="auto: int8 on an x86 CPU, checked against fp32 on 16 of the images first "
         "(if they disagree: bf16 where the CPU has it, else fp32); bf16 on a GPU.")

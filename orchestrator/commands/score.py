@@ -182,9 +182,10 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
     check_shards(options.get("shards") or 1, listing)
     out = output_path("--out", options["out"], "preds.csv")
     check_out_is_no_input(out, listing, labels_path)
-    spec = {"data": data, "out": str(out), "labels": labels_path}
-    spec.update({k: options[k] for k in ("shards", "batch_size", "precision", "probs", "header")
-                 if options.get(k) is not None})
+    spec: dict[str, Any] = {"data": data, "out": str(out), "labels": labels_path}
+    # every other option of the spec as given (a new ScoreSpec field needs no line here: --names had none)
+    spec.update({f.dest: options[f.dest] for f in SCORE_FIELDS
+                 if f.dest not in spec and f.dest != "checkpoint" and options.get(f.dest) is not None})
     return spec, listing
 
 

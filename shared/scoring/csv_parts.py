@@ -55,16 +55,23 @@ def count_correct(ids: Sequence[int], predicted: Sequence[int], truth: dict[int,
     return sum(p == y for p, y in pairs), len(pairs)
 
 
-def header_line(classes: Sequence[str], probs: bool) -> str:
-    return "id,label" + "".join(f",prob_{c}" for c in classes if probs) + "\n"
+def header_line(classes: Sequence[str], probs: bool, names: bool = False) -> str:
+    return "id,label" + (",file" if names else "") + "".join(f",prob_{c}" for c in classes if probs) + "\n"
 
 
-def format_rows(ids: Sequence[int], labels: Sequence[int], probs: Iterable[Sequence[float]] | None) -> str:
-    """CSV rows `id,label[,p0,p1...]`, one per image, in the order given."""
+def format_rows(ids: Sequence[int], labels: Sequence[int], probs: Iterable[Sequence[float]] | None,
+                files: Sequence[str] | None = None) -> str:
+    """CSV rows `id,label[,file][,p0,p1...]`, one per image, in the order given."""
+    named = [f",{_field(f)}" for f in files] if files is not None else [""] * len(ids)
     if probs is None:
-        return "".join(f"{i},{y}\n" for i, y in zip(ids, labels, strict=True))
-    return "".join(f"{i},{y}," + ",".join(f"{p:.{PROB_DIGITS}f}" for p in row) + "\n"
-                   for i, y, row in zip(ids, labels, probs, strict=True))
+        return "".join(f"{i},{y}{f}\n" for i, y, f in zip(ids, labels, named, strict=True))
+    return "".join(f"{i},{y}{f}," + ",".join(f"{p:.{PROB_DIGITS}f}" for p in row) + "\n"
+                   for i, y, f, row in zip(ids, labels, named, probs, strict=True))
+
+
+def _field(text: str) -> str:
+    """A CSV field: quoted (quotes doubled) when it holds a comma, a quote or a line break."""
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\r\n') else text
 
 
 def write_atomic(path: Path, parts: Iterable[str | Path]) -> None:

@@ -144,7 +144,7 @@ def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[
     if outcome != Verdict.complete:
         raise DataError(reason or f"score job {lease.job_id}: not every shard is done; retry the failed shards")
     classes: list[str] = next((s.result["classes"] for s in shards if s.result and s.result.get("classes")), [])
-    header = header_line(classes, spec.probs) if spec.header else None
+    header = header_line(classes, spec.probs, spec.names) if spec.header else None
     counts = assemble(Path(spec.out), shards, header=header, spec=spec, job_id=lease.job_id)
     result = {"out": spec.out, "shards": len(shards), "classes": classes, **counts}
     not_test = _not_a_test_accuracy(lease.store, spec, source_job_id, counts)

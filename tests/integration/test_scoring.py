@@ -69,10 +69,14 @@ def check_not_test_accuracies(orch: Orch, job: int, synth_data: Path, tmp_path: 
                        "--out", str(tmp_path / "half_preds.csv"), "--wait", timeout=300)
     assert partial.returncode == 0 and "(20 of 40 labelled); not the job's test_acc in reports: not every image " \
                                       "labelled" in partial.stderr, partial.stderr
-    on_val = orch.run("submit", "score", "--job", str(job), "--data", str(synth_data / "val"),
-                      "--out", str(tmp_path / "val_preds.csv"), "--wait", timeout=300)
+    on_val = orch.run("submit", "score", "--job", str(job), "--data", str(synth_data / "val"), "--names", "--header",
+                      "--out", str(tmp_path / "val_preds.csv"), "--shards", "2", "--wait", timeout=300)
     assert on_val.returncode == 0 and f"not the job's test_acc in reports: job {job}'s validation folder" \
         in on_val.stderr, on_val.stderr
+    # a labelled folder's ids are positions: --names says which file each row is
+    rows = (tmp_path / "val_preds.csv").read_text().splitlines()
+    assert rows[0] == "id,label,file" and len(rows) == 33
+    assert [row.split(",")[2] for row in rows[1:]] == sorted(p.name for p in (synth_data / "val").iterdir())
     assert next(r for r in orch.json_report() if r["id"] == job)["test_acc"] == pytest.approx(test_acc)
 
 

@@ -34,6 +34,16 @@ def test_rows_header_and_probabilities() -> None:
     assert header_line(["cat", "dog"], probs=True) == "id,label,prob_cat,prob_dog\n"
 
 
+def test_a_file_column_is_quoted_where_the_name_needs_it() -> None:
+    import csv
+    import io
+
+    text = format_rows([0, 1], [1, 0], [[0.25, 0.75], [0.5, 0.5]], ["cat/1.jpg", 'odd, "name".jpg'])
+    assert list(csv.reader(io.StringIO(text))) == [["0", "1", "cat/1.jpg", "0.250000", "0.750000"],
+                                                   ["1", "0", 'odd, "name".jpg', "0.500000", "0.500000"]]
+    assert header_line(["cat", "dog"], probs=True, names=True) == "id,label,file,prob_cat,prob_dog\n"
+
+
 def test_count_correct_only_over_labelled_ids() -> None:
     assert count_correct([0, 1, 2, 3], [1, 1, 0, 0], {0: 1, 1: 0, 3: 0}) == (2, 3)
     assert count_correct([0], [1], None) == (0, 0)

@@ -87,7 +87,11 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     correct, labelled = count_correct(ids, predicted, truth_for(listing, classes, labels))
     part = part_path(ctx.settings.job_dir(_parent_of(ctx)), ctx.shard or 0)
     part.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(part, [format_rows(ids, predicted, probs if spec.probs else None)])
+    files = None
+    if spec.names:  # each scored id's file, as a path inside the folder
+        by_id = dict(items)
+        files = [by_id[i].relative_to(listing.folder).as_posix() for i in ids]
+    write_atomic(part, [format_rows(ids, predicted, probs if spec.probs else None, files)])
     return {"part": str(part), "n": len(ids), "correct": correct, "labelled": labelled,
             "seconds": round(seconds, 3), "classes": list(classes), **ran}
 
