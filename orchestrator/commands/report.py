@@ -79,10 +79,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         _leaderboard(obj, metric, fmt, limit, study.id if study else None)
         return
     if not runs:
-        listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
-        empty = (f"no epoch recorded in study {study.id}: jobs {listed}" + (
-            f"; `orch retry --study {study.id}` requeues the failed and cancelled ones"
-            if any(status in ("failed", "cancelled") for _, status in absent) else "")) if study and absent else EMPTY
+        empty = _nothing_recorded(study.id, absent) if study and absent else EMPTY
         if html_path or plot_path:
             raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw yet: {empty}")
         click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, empty))
@@ -98,6 +95,15 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
     if absent:  # a cell cancelled before its first epoch was simply missing from the statistics
         listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
         click.echo(f"note: not in these statistics, no epoch recorded: jobs {listed}", err=True)
+
+
+def _nothing_recorded(study_id: int, absent: list[tuple[int, str]]) -> str:
+    """A study none of whose jobs recorded an epoch: which they are, and how to run them again
+    (it asked whether a worker was running, of a study cancelled before it started)."""
+    listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
+    again = any(status in ("failed", "cancelled") for _, status in absent)
+    return f"no epoch recorded in study {study_id}: jobs {listed}" + (
+        f"; `orch retry --study {study_id}` requeues the failed and cancelled ones" if again else "")
 
 
 def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, baseline: str | None,

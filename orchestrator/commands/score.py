@@ -92,15 +92,16 @@ def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> None:
     """A note on stderr when the scored folder is one the model saw in training: its accuracy is then
     no test accuracy, and the report leaves it out of test_acc (scoring a training set has its uses:
     finding mislabelled images)."""
+    from shared.scoring.inputs import trained_on
     from shared.store import reads
 
     with obj.store.session() as s:
         job = reads.job(s, job_id)
         spec = dict(job.spec) if job is not None else {}
-    for field, role in (("data", "training"), ("val", "validation")):
-        if spec.get(field) and Path(spec[field]).resolve() == Path(data).resolve():
-            click.echo(f"orch: note: {data} is job {job_id}'s {role} folder: the accuracy scored on it is not a "
-                       "held-out test accuracy, and reports do not show it as test_acc", err=True)
+    role = trained_on(spec, data)
+    if role:
+        click.echo(f"orch: note: {data} is job {job_id}'s {role} folder: the accuracy scored on it is not a "
+                   "held-out test accuracy, and reports do not show it as test_acc", err=True)
 
 
 def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,

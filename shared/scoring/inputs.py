@@ -75,6 +75,16 @@ def verify_checkpoint(spec: ScoreSpec, inputs: ScoreInputs) -> None:
                               "the run is refused, submit it again")
 
 
+def trained_on(job_spec: dict[str, object], folder: str) -> str | None:
+    """'training' or 'validation' when `folder` is the training job's (by its spec), else None: an
+    accuracy scored there is no test accuracy."""
+    for field, role in (("data", "training"), ("val", "validation")):
+        value = job_spec.get(field)
+        if isinstance(value, str) and Path(value).resolve() == Path(folder).resolve():
+            return role
+    return None
+
+
 def check_shards(shards: int, listing: Listing) -> None:
     if shards > len(listing.files):
         raise DataError(f"--shards: {shards} is more than the {len(listing.files)} images in {listing.folder}; "

@@ -32,7 +32,7 @@ from typing import Any
 from shared.config import redact
 from shared.errors import DataError, JobCancelled, OrchError, StaleLease, Unavailable
 from shared.scoring.csv_parts import check_rows, header_line, totals, write_atomic
-from shared.scoring.inputs import pinned
+from shared.scoring.inputs import pinned, trained_on
 from shared.spec import ScoreSpec
 from shared.store import scoring_runs as runs
 from shared.store.db import Store
@@ -132,10 +132,8 @@ def _not_a_test_accuracy(store: Store, spec: ScoreSpec, source_job_id: int | Non
         job_spec = dict(job.spec) if job is not None else {}
     if trained is None or trained.best is None or Path(trained.best).resolve() != Path(spec.checkpoint).resolve():
         return f"not job {source_job_id}'s best checkpoint"
-    for field, role in (("data", "training"), ("val", "validation")):
-        if job_spec.get(field) and Path(job_spec[field]).resolve() == Path(spec.data).resolve():
-            return f"job {source_job_id}'s {role} folder"
-    return None
+    role = trained_on(job_spec, spec.data)
+    return f"job {source_job_id}'s {role} folder" if role else None
 
 
 def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[str, Any]:
