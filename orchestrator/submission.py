@@ -102,6 +102,7 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
         if grid is not None and study is None:
             study = store_jobs.add_study(s, study_name, grid)
         elif grid is not None and study is not None:  # extended: the page's "as submitted" shows every value
+            _note_changed_settings(study.name or str(study.id), study.grid, grid)
             study.grid = merged_grid(study.grid, grid)
         existing = {stored_hash(job): job for job in study.jobs} if study is not None else {}
         for spec in specs:
@@ -134,6 +135,17 @@ def _study_to_extend(session: Session, ref: str) -> Any:
             raise OrchError(f"--study: no study has id {ref}, and a new study's name cannot be a number "
                             "(every command would read it as an id); give a name such as norms")
     return study
+
+
+def _note_changed_settings(study: str, before: dict[str, Any], now: dict[str, Any]) -> None:
+    """A note when a setting the study had one value of has another one now: an extension meant to
+    add seeds made a new config instead (--epochs 1 into an --epochs 2 study), which then ranked first."""
+    fixed = {f.dest for f in GRID_FIELDS if not f.listed}  # the axes (norm, lr, seeds) are there to extend
+    changed = [f"--{key.replace('_', '-')} {before[key]} -> {value}" for key, value in now.items()
+               if key in fixed and key in before and before[key] != value]
+    if changed:
+        click.echo(f"orch: note: study {study} was submitted with other settings ({'; '.join(changed)}): these "
+                   "cells are other configs than its earlier ones", err=True)
 
 
 def merged_grid(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
                f"Δ{' pts' if unit else ''}": _delta(comp.diff, comp.outcome, scale.factor),
                "p": "" if comp.p is None else f"{comp.p:.2g}"}
         if analysis.metric != "test_acc" and any(r.test.n for r in analysis.results):
-            row["test %"] = _pm(result.test, 100.0)
+            partial = 0 < result.test.n != result.summary.n  # some seeds scored: say over how many
+            row["test %"] = _pm(result.test, 100.0) + (f" (n={result.test.n})" if partial else "")
         row["GMACs"] = result.config.info("gmacs")
         row["conv"] = "yes" if result.convergence is None else "NO"
         rows.append(row)

@@ -291,3 +291,16 @@ def test_images_per_s_and_a_loss_are_never_below_zero() -> None:
     assert summarize([0.3, 0.31, 0.32], scale_of("val_loss")).note == ""  # far from 0: nothing cut
     wide = compare({0: 5.0, 1: 40.0}, {0: 30.0, 1: 10.0}, scale_of("images_per_s"))
     assert wide.ci is not None and wide.ci[0] < -100  # a difference of throughputs may be negative
+
+
+def test_a_test_accuracy_from_some_seeds_says_how_many() -> None:
+    """'n=2' stood beside a test % that one scored job gave."""
+    from dataclasses import replace
+
+    from orchestrator.analysis.rows import display_rows
+
+    runs = [replace(run(1, 0, [0.9]), test_acc=0.88), run(2, 1, [0.92])]
+    (row,) = display_rows(analyse(runs, "val_acc"))
+    assert (row["n"], row["test %"]) == (2, "88.0 (n=1)")
+    both = [replace(run(1, 0, [0.9]), test_acc=0.88), replace(run(2, 1, [0.92]), test_acc=0.9)]
+    assert display_rows(analyse(both, "val_acc"))[0]["test %"] == "89.0 ± 1.4"

@@ -165,3 +165,15 @@ def test_a_value_that_is_the_default_is_the_same_cell(orch: Orch, synth_data: Pa
     wider = json.loads(orch.run(*base[:-5], "--groups", "8", "--width-per-group", "14", "--study", "same",
                                 "--json", check=True).stdout)  # 8x14d is the Table 2 width for 8 groups
     assert wider["job_ids"] == [] and len(wider["skipped"]) == 1
+
+
+def test_extending_a_study_with_other_settings_says_so(orch: Orch, synth_data: Path) -> None:
+    """--epochs 1 into an --epochs 2 study made a one-seed config that then ranked first, silently."""
+    base = ("submit", "ablation", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+            "--image-size", "32", "--norm", "bn,ln", "--study", "ext", "--json")
+    orch.run(*base, "--epochs", "2", check=True)
+    more_seeds = orch.run(*base, "--epochs", "2", "--seeds", "0,1", check=True)
+    assert "other settings" not in more_seeds.stderr
+    shorter = orch.run(*base, "--epochs", "1", check=True)
+    assert "orch: note: study ext was submitted with other settings (--epochs 2 -> 1): these cells are other " \
+           "configs than its earlier ones" in shorter.stderr.splitlines()
