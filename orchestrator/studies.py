@@ -17,7 +17,8 @@ def study_for(session: Session, ref: str) -> StudyRecord:
 
     record = resolve_study(session, ref)
     if record is None:
-        known = study_names(session)[-10:]
-        listing = ", ".join(f"{i} ({name})" if name else str(i) for i, name in known) or "none yet"
-        raise OrchError(f"--study: no study with id or name {ref!r}; studies: {listing}")
+        every = study_names(session)
+        listing = ", ".join(f"{i} ({name})" if name else str(i) for i, name in every[-10:]) or "none yet"
+        which = f"the last 10 of {len(every)} studies" if len(every) > 10 else "studies"
+        raise OrchError(f"--study: no study with id or name {ref!r}; {which}: {listing}")
     return record

@@ -46,12 +46,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Sequence[str] = ()) -> None:
+def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Sequence[str] = (),
+                every_column: str = "--json") -> None:
     """The rows as a terminal table, without the columns that are empty in every row (a leaderboard of
     ResNets has no width_mult): they only squeeze the others. --format csv, md and json keep them all.
 
     In a terminal too narrow for the table, the columns of `drop_first` are left out, in that order,
-    until it fits (rich would fold every cell instead: 'succ/eede/d'), and a line on stderr says which."""
+    until it fits (rich would fold every cell instead: 'succ/eede/d'), and a line on stderr says which
+    and which option (`every_column`) shows them all."""
     from rich.console import Console
     from rich.table import Table
 
@@ -79,7 +81,7 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
         table = build()
     console.print(table)
     if dropped:
-        Console(stderr=True).print(f"[dim]narrow terminal, not shown: {', '.join(dropped)} (--json shows all)[/dim]",
+        Console(stderr=True).print(f"[dim]narrow terminal, not shown: {', '.join(dropped)} ({every_column} shows all)[/dim]",
                                    highlight=False)
 
 

@@ -17,7 +17,6 @@ from shared.complexity import (
     resnet_macs,
     resolve_stem,
     shufflenet_v1_macs,
-    shufflenet_v1_norm_channels,
     width_for,
 )
 from shared.errors import SpecError
@@ -46,8 +45,10 @@ SHUFFLENET_V2_MULTS: tuple[float, ...] = tuple(ARCH_ALIASES.values())  # torchvi
 MOBILENET_V2_MULTS = (0.35, 1.4)  # the MobileNetV2 paper's range (torchvision takes any value)
 # The norms each architecture can be built with: torchvision's ShuffleNet v2 takes no norm_layer, and
 # the MobileNets have 16- and 24-channel layers that GroupNorm(32, C) cannot split.
-NORMS_FOR: dict[str, tuple[str, ...]] = {**{a: NORMS for a in (*RESNET_ARCHS, "shufflenet_v1")},
-                                         **{a: ("bn", "ln", "in") for a in MOBILENETS}, "shufflenet_v2": ("bn",)}
+# ShuffleNet v1's stem (12, 24 or 48 channels by width) is no multiple of 32 at any width or group count.
+NORMS_FOR: dict[str, tuple[str, ...]] = {**{a: NORMS for a in RESNET_ARCHS},
+                                         **{a: ("bn", "ln", "in") for a in (*MOBILENETS, "shufflenet_v1")},
+                                         "shufflenet_v2": ("bn",)}
 WIDTH_MULT_ARCHS = ("mobilenet_v2", "shufflenet_v1", "shufflenet_v2")
 WIDTH_MULT_HELP = (f"mobilenet_v2 {MOBILENET_V2_MULTS[0]}-{MOBILENET_V2_MULTS[1]}, "
                    f"shufflenet_v1 {', '.join(map(str, SHUFFLENET_V1_MULTS))}, "
@@ -131,8 +132,9 @@ def _check_width_mult(spec: ModelSpec) -> None:
 def _check_norm(spec: ModelSpec) -> None:
     allowed = NORMS_FOR[spec.arch]
     if spec.norm is not None and spec.norm not in allowed:
+        layers = "stem's 12-, 24- or 48-channel" if spec.arch == "shufflenet_v1" else "16- and 24-channel"
         why = ("torchvision builds it with BatchNorm only (no norm_layer)" if spec.arch == "shufflenet_v2" else
-               f"gn (GroupNorm with {GN_GROUPS} groups) cannot split its 16- and 24-channel layers")
+               f"gn (GroupNorm with {GN_GROUPS} groups) cannot split its {layers} layers")
         raise SpecError("norm", f"{spec.arch} takes norm {_listed(allowed)}: {why}")
     if spec.norm == "gn":
         _check_group_norm(spec)
@@ -140,14 +142,7 @@ def _check_norm(spec: ModelSpec) -> None:
 
 def _check_group_norm(spec: ModelSpec) -> None:
     """GroupNorm(32, C) needs every normalised channel count divisible by 32."""
-    if spec.arch == "shufflenet_v1":
-        width = spec.width_mult or 1.0
-        bad = next((c for c in shufflenet_v1_norm_channels(spec.groups, width) if c % GN_GROUPS), None)
-        if bad is not None:
-            raise SpecError("norm", f"gn (GroupNorm with {GN_GROUPS} groups) needs channel counts divisible by "
-                                    f"{GN_GROUPS}, but shufflenet_v1 with groups={spec.groups} at width_mult "
-                                    f"{width:g} has {bad}-channel layers; use norm bn, ln or in")
-    elif spec.arch in BOTTLENECK_ARCHS:
+    if spec.arch in BOTTLENECK_ARCHS:
         width = width_for(spec.groups, spec.width_per_group, bottleneck=True)
         if (spec.groups * width) % GN_GROUPS:
             # layer1's bottleneck width is the smallest channel count; later stages double it.

@@ -112,16 +112,6 @@ def shufflenet_v1_channels(groups: int, width_mult: float) -> tuple[int, tuple[i
     return stem, (stage2, 2 * stage2, 4 * stage2)
 
 
-def shufflenet_v1_norm_channels(groups: int, width_mult: float) -> list[int]:
-    """Channel counts the norms of ShuffleNet v1 see: stem, bottlenecks, branch outputs."""
-    stem, stages = shufflenet_v1_channels(groups, width_mult)
-    counts, inputs = [stem], stem
-    for width in stages:
-        counts += [width // 4, width - inputs, width]  # bottleneck, the stride-2 unit's branch, the rest
-        inputs = width
-    return counts
-
-
 # --- Multiply-adds without torch: what `orch submit ablation` compares its cells by ---------------
 # The ResNet paper's Table 1: blocks per stage (conv2_x .. conv5_x).
 RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3),

@@ -105,16 +105,17 @@ class ModelSpec(Spec):
     num_classes: int = Field(1000, ge=2, le=100_000, description="Classes of the final layer.")
     norm: Norm | None = axis(  # None: the architecture's own (BatchNorm everywhere)
         None, description="Norm layers: bn (BatchNorm), ln (GroupNorm(1, C): LayerNorm over C,H,W), in "
-        "(InstanceNorm, affine), gn (GroupNorm(32, C)). ResNets and shufflenet_v1 take all four, the "
-        "MobileNets bn, ln or in, shufflenet_v2 bn only. Default: bn.")
+        "(InstanceNorm, affine), gn (GroupNorm(32, C)). ResNets take all four (gn where every layer's "
+        "channels divide by 32), shufflenet_v1 and the MobileNets bn, ln or in, shufflenet_v2 bn only. "
+        "Default: bn.")
     groups: int = axis(1, ge=1, le=256, description="Cardinality (ResNeXt) on the bottleneck depths "
                        f"({', '.join(BOTTLENECK_ARCHS)}); shufflenet_v1's group count (1, 2, 3, 4, 8).")
     width_per_group: int | None = axis(
         None, ge=1, le=4096, description="Channels per group. Default: chosen to keep the groups=1 "
         "multiply-adds, as in the ResNeXt paper's Table 2 (32x4d, 8x14d, 4x24d, 2x40d, 1x64d).")
     width_mult: float | None = axis(
-        None, gt=0.0, le=4.0, description="Width multiplier of the MobileNets and ShuffleNets (not the "
-        f"ResNets): {WIDTH_MULT_HELP}. Default: 1.0.")
+        None, gt=0.0, le=4.0, description="Width multiplier of mobilenet_v2 and the ShuffleNets (not the "
+        f"ResNets or mobilenet_v3): {WIDTH_MULT_HELP}. Default: 1.0.")
     attention: Attention = axis(
         "none", description="Attention on each residual branch of the ResNets, before the addition: se "
         "(squeeze-and-excitation) or cbam (channel, then 7x7 spatial attention).")

@@ -153,7 +153,8 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     elif not ranked:
         click.echo(EMPTY)
     else:
-        print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=LEADERBOARD_DROP_FIRST)
+        print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=LEADERBOARD_DROP_FIRST,
+                    every_column="--format json")
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
 

@@ -64,7 +64,7 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
 
 @click.command()
 @click.argument("job_id", type=int, required=False)
-@click.option("--limit", default=30, show_default=True, help="How many recent jobs to list.")
+@click.option("--limit", default=30, show_default=True, help="How many recent jobs to list; 0: all.")
 @click.option("--study", "study_ref", metavar="ID|NAME", help="Only this study's jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_state
@@ -81,6 +81,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
     from orchestrator.studies import study_for
     from shared.store import reads
     from shared.store.clock import read_now
+
+    if limit < 0:  # as `orch report --limit`
+        raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
     from shared.store.scoring_runs import shard_progress
 
     with obj.store.session() as s:

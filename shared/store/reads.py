@@ -23,8 +23,8 @@ def job(session: Session, job_id: int) -> Job | None:
 
 
 def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> list[Job]:
-    """The newest `limit` jobs (of one study), oldest first."""
-    query = select(Job).order_by(Job.id.desc()).limit(limit)
+    """The newest `limit` jobs (0: all; of one study), oldest first."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit or None)
     if study_id is not None:
         query = query.where(Job.study_id == study_id)
     return list(reversed(session.scalars(query).all()))

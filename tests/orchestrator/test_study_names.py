@@ -67,3 +67,13 @@ def test_labels_of_each_job_kind() -> None:
         "job 12 · shufflenet_v1 · bn · groups 3 · width 0.5 · seed 0"
     assert describe(9, "score", {"shards": 2}, source_job_id=7) == "job 9 · score of job 7 · 2 shards"
     assert describe(10, "score_shard", {"shards": 2}, shard=1, parent_id=9) == "job 10 · score shard 1 of job 9"
+
+
+def test_status_limit_0_lists_every_job_as_the_report_does(orch: Orch, synth_data: Path) -> None:
+    """`--limit 0` said 'no jobs yet' and `--limit -1` listed them all: the report's meaning is the other way."""
+    ids = orch.json("submit", "ablation", "--data", str(synth_data / "train"), "--image-size", "32",
+                    "--seeds", "0,1,2")["job_ids"]
+    assert [row["id"] for row in orch.json("status", "--limit", "0")] == ids
+    assert [row["id"] for row in orch.json("status", "--limit", "2")] == ids[1:]
+    negative = orch.run("status", "--limit", "-1")
+    assert negative.returncode == 2 and negative.stderr.strip() == "Error: --limit: must be 0 (all) or more, got -1"

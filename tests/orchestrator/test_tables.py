@@ -51,7 +51,9 @@ def test_a_narrow_terminal_leaves_out_the_columns_named_first(capsys: pytest.Cap
     out, err = capsys.readouterr()
     assert "succeeded" in out and "83.00%" in out and "resnet50" in out  # fits once worker and attempts went
     assert "worker" not in out and "attempts" not in out
-    assert "not shown: worker, attempts" in err
+    assert "not shown: worker, attempts" in err and "(--json shows all)" in err
+    print_table(rows, title="leaderboard", drop_first=("worker", "attempts"), every_column="--format json")
+    assert "(--format json shows all)" in capsys.readouterr().err  # orch report has no --json
     monkeypatch.setenv("COLUMNS", "200")
     print_table(rows, title="jobs", drop_first=("worker", "attempts", "model"))
     out, err = capsys.readouterr()

@@ -242,7 +242,8 @@ def test_plain_resnet_weights_start_an_attention_net(tmp_path) -> None:
     ({"arch": "mobilenet_v3_large", "attention": "se"}, "attention", "its own squeeze-and-excitation"),
     ({"arch": "shufflenet_v1", "attention": "cbam"}, "attention", "ResNet family (resnet18"),
     ({"arch": "shufflenet_v2", "norm": "ln"}, "norm", "shufflenet_v2 takes norm bn: torchvision"),
-    ({"arch": "shufflenet_v1", "norm": "gn"}, "norm", "24-channel layers"),
+    ({"arch": "shufflenet_v1", "norm": "gn"}, "norm", "shufflenet_v1 takes norm bn, ln, in: gn (GroupNorm with 32 "
+                                                      "groups) cannot split its stem's 12-, 24- or 48-channel layers"),
     ({"arch": "resnet18", "attention": "se", "attention_reduction": 128}, "attention_reduction", "at most 64"),
 ])
 def test_combinations_that_do_not_exist_name_the_field(fields: dict, field: str, words: str) -> None:
