@@ -117,7 +117,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     best_acc, best_epoch = run.best()
     fenced = name_for is not None  # the worker knows which file is the best: the store names it
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
-            "classes": list(data.classes), **_chance_inputs(data.val),
+            "classes": list(data.classes), **_chance_inputs(data.val), "precision": run.prec.name,
             "last_checkpoint": None if fenced else str(workdir / LAST),
             "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup}
 

@@ -42,6 +42,7 @@ def run_ablation(orch: Orch, data: Path) -> None:
         assert detail["status"] == "succeeded" and [e["epoch"] for e in detail["epochs"]] == [1]
         assert Path(detail["result"]["best_checkpoint"]).is_file()
         assert (detail["result"]["val_images"], detail["result"]["val_majority"]) == (32, 0.5)  # 16 cats, 16 dogs
+        assert detail["result"]["precision"] in ("bf16", "fp32")  # what --precision auto ran here
     table = orch.run("report", "--study", str(ids["study_id"]), check=True).stdout
     assert "±" in table and "resnet50" in table
     check_study_page(orch, ids["study_id"], grouped)

@@ -62,6 +62,7 @@ def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert result["epochs"] == 4 and result["classes"] == ["cat", "dog"]
     assert (result["val_images"], result["val_majority"]) == (16, 0.5)  # the report's chance level: 8 of each
+    assert result["precision"] == spec.precision  # asked for by name, it is what ran
     again: list[dict[str, Any]] = []
     replayed = train(spec, tmp_path / "cut", again.append, cache_dir=tmp_path / "cache")
     assert {**replayed, "startup": None} == {**result, "startup": None}  # start-up timings vary by nature

@@ -50,6 +50,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
         **{k: result[k] for k in ("val_images", "val_majority") if k in result},  # the report's chance level
+        "precision": result["precision"],  # what --precision auto ran (the spec keeps "auto")
         "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)
