@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from orchestrator.analysis.configs import Config
 from orchestrator.analysis.stats import Summary
 
-Z_95 = 1.96  # one seed: its accuracy against chance as a binomial proportion over the validation images
+Z_95 = 1.96  # the seeds' pooled accuracy against chance, as a binomial proportion over their images
 
 
 @dataclass(frozen=True)
@@ -34,15 +34,18 @@ def chance_of(config: Config) -> Chance | None:
 
 
 def at_chance(chance: Chance | None, summary: Summary) -> bool | None:
-    """True when the accuracy is not clearly above chance: over seeds, the 95% interval reaches it;
-    one seed, within 1.96 binomial standard errors of it. None when that cannot be judged."""
+    """True when the accuracy is not clearly above chance. With the validation images known: the
+    seeds' mean within 1.96 standard errors of chance, as a binomial over every seed's images (a
+    config at chance scores Binomial(images, level) on each seed, so the seeds pool: three seeds at
+    67/57/75% of 100 are far above 50%, where their t interval, 43.9..88.7, reached it). Without
+    the count: the t interval over seeds, or one seed's value. None when it cannot be judged."""
     if chance is None or summary.mean is None:
         return None
-    if summary.ci is not None:
-        return summary.ci[0] <= chance.level
     if chance.images:
-        error = math.sqrt(chance.level * (1 - chance.level) / chance.images)
+        error = math.sqrt(chance.level * (1 - chance.level) / (chance.images * summary.n))
         return summary.mean <= chance.level + Z_95 * error
+    if summary.ci is not None and summary.ci[0] != summary.ci[1]:
+        return summary.ci[0] <= chance.level
     return summary.mean <= chance.level
 
 
@@ -50,6 +53,6 @@ def chance_note(labels: list[str], total: int, chance: Chance) -> str:
     """One line for the configs at chance; every config there makes the whole ranking noise."""
     level = f"{100 * chance.level:.1f}% ({chance.how})"
     if len(labels) == total:
-        return (f"no config is clearly above chance level, {level}: nothing learned, so the ranking "
-                "and the comparisons say nothing")
+        return (f"no config is clearly above chance level, {level}: the ranking and the comparisons may "
+                "be noise")
     return f"not clearly above chance level, {level}: {', '.join(labels)}"

@@ -44,8 +44,9 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     size = spec.model.image_size
     device = default_device()
     prec = resolve(precision, device, scoring=True)
-    # if int8 fails its check: what auto would run without it, or fp32 when int8 was asked for
-    fallback = resolve("auto" if precision == "auto" else "fp32", device)
+    # if int8 fails its check: what the job trained in (its spec's precision on this device: a job
+    # trained in fp32 fell back to bf16), or fp32 when int8 was asked for
+    fallback = resolve(spec.precision if precision == "auto" else "fp32", device)
     clock.lap("load_s")
     # Decoding first, then the int8 conversion. Side by side they were no faster: on two threads 15%
     # slower (the conversion is Python, and the decoders take the GIL per image); with the decoding

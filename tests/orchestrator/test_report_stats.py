@@ -104,8 +104,14 @@ def test_a_constant_metric_divides_nothing_by_zero_and_says_so() -> None:
     same = compare({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0}, ACC)
     assert same.diff == 0.0 and same.p is None and same.outcome == "no difference"
     assert "identical on all 2 seeds" in same.verdict and "zero variance" in same.verdict
-    shifted = compare({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7}, ACC)  # +0.1 on both seeds (to rounding)
-    assert shifted.p is None and shifted.outcome == "better" and "zero variance" in shifted.verdict
+    # +0.1 on both seeds (to rounding): no spread is no certainty (a point is one image of 100); the
+    # sign test says 2 seeds of one sign are p = 0.5, and 6 are the fewest that pass at 5%
+    shifted = compare({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7}, ACC)
+    assert shifted.p == 0.5 and shifted.ci is None and shifted.outcome == "unclear"
+    assert shifted.verdict == ("no detectable difference with n=2 seeds (+10.00 points on every one of 2 seeds (zero "
+                               "spread: no t interval; sign test p=0.5)); the same sign on 6 seeds would be one")
+    six = compare({s: 0.9 for s in range(6)}, {s: 0.8 for s in range(6)}, ACC)
+    assert six.outcome == "better" and six.p == pytest.approx(0.03125) and six.verdict.startswith("better: +10.00")
 
 
 def test_seeds_for_80_percent_power() -> None:
@@ -187,12 +193,12 @@ def test_convergence_flag() -> None:
 
 
 def test_the_baseline_defaults_to_the_best_config() -> None:
-    runs = [run(1, 0, [0.5], norm="ln"), run(2, 1, [0.55], norm="ln"), run(3, 0, [0.9], norm="bn"),
+    runs = [run(1, 0, [0.5], norm="ln"), run(2, 1, [0.56], norm="ln"), run(3, 0, [0.9], norm="bn"),
             run(4, 1, [0.95], norm="bn")]
     analysis = analyse(runs, "val_acc")
     assert analysis.baseline.config.label == "norm=bn" and analysis.baseline.rank == 1
     worse = analysis.results[1]
-    assert worse.comparison.diff == pytest.approx(-0.4) and worse.comparison.outcome == "worse"
+    assert worse.comparison.diff == pytest.approx(-0.395) and worse.comparison.outcome == "worse"
     by_loss = analyse(runs, "val_loss", baseline="norm=ln")
     assert by_loss.baseline.config.label == "norm=ln" and by_loss.baseline_how == "--baseline"
 
@@ -234,8 +240,8 @@ def test_a_study_where_nothing_learned_says_its_ranking_says_nothing() -> None:
             enumerate([("bn", 0.5), ("bn", 0.53), ("bn", 0.47), ("ln", 0.5), ("ln", 0.56), ("ln", 0.5)])]
     analysis = analyse(runs, "val_acc")
     lines = verdict_lines(analysis)
-    assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class): nothing "
-                        "learned, so the ranking and the comparisons say nothing")
+    assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class): the ranking "
+                        "and the comparisons may be noise")
     assert [row["at_chance"] for row in data_rows(analysis)] == [True, True]
 
 
@@ -262,6 +268,19 @@ def test_one_seed_against_chance_is_a_binomial_test_over_the_validation_images()
     assert older.chance and older.chance.level == 0.25 and older.chance.how == "1/4 classes"
     assert older.results[0].at_chance is False
     assert analyse([run(1, 0, [0.3])], "val_acc").results[0].at_chance is None  # no class count: not judged
+
+
+
+def test_seeds_pool_their_validation_images_against_chance() -> None:
+    """Three seeds at 67/57/75% of 100 images were 'not clearly above 50%' (their t interval with two
+    degrees of freedom, 43.9..88.7, reached it) while one of them alone was above; pooled, 199 of 300
+    is 11 standard errors above. Two seeds at 56% (zero spread) were called above; 112 of 200 is not."""
+    def judged(accs: list[float]) -> bool | None:
+        runs = [with_chance(run(i + 1, i, [a]), 0.5, 100) for i, a in enumerate(accs)]
+        return analyse(runs, "val_acc").results[0].at_chance
+
+    assert judged([0.67, 0.57, 0.75]) is False and judged([0.67]) is False
+    assert judged([0.56, 0.56]) is True  # 0.5 + 1.96 x sqrt(0.25 / 200) = 0.569
 
 
 def test_a_one_seed_config_that_ranks_first_is_not_the_baseline() -> None:

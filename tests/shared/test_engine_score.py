@@ -207,6 +207,8 @@ def test_int8_falls_back_to_fp32_with_the_reason(trained: tuple[Path, Path], tmp
     out = score(ckpt, data / "val", precision="int8", cache_dir=tmp_path)
     assert out["precision"] == "fp32" and out["int8_agreement"] == 1.0
     assert "int8 agreed with fp32 on 100.0% of the calibration images" in out["int8_fallback"]
+    # under auto, the job's own precision: it trained in fp32 (an auto fallback ran bf16 on a bf16 CPU)
+    assert score(ckpt, data / "val", precision="auto", cache_dir=tmp_path)["precision"] == "fp32"
     # the conversion took the loaded network without a copy: the fallback's is loaded again, intact
     fp32 = score(ckpt, data / "val", precision="fp32", cache_dir=tmp_path)
     assert np.array_equal(np.asarray(out["probs"]), np.asarray(fp32["probs"]))
