@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from orchestrator.context import CliState
-    from shared.store import Job
+    from shared.store import Job, Study
     from shared.store.outbox import Owed
 
 def train_specs(options: dict[str, Any], fields: Sequence[OptionField] = GRID_FIELDS,
@@ -121,7 +121,7 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
     return outcome
 
 
-def _study_to_extend(session: Session, ref: str) -> Any:
+def _study_to_extend(session: Session, ref: str) -> Study | None:
     """The study named `ref`, or whose id it is (every other command reads `--study 2` as id 2 first);
     None for a new name. A new study cannot be named by a number: it would be found by id elsewhere."""
     from shared.errors import OrchError

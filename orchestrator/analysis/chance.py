@@ -17,7 +17,7 @@ Z_95 = 1.96  # the seeds' pooled accuracy against chance, as a binomial proporti
 @dataclass(frozen=True)
 class Chance:
     level: float  # accuracy of always answering the most common class (1/classes when not recorded)
-    images: int | None  # validation images, when recorded: the binomial test of a single seed needs them
+    images: int | None  # validation images per run, when recorded: the pooled binomial test needs them
     how: str  # how the level was found, for the report's note
 
 
