@@ -119,6 +119,9 @@ def supervise(procs: list[subprocess.Popen[bytes]]) -> None:
     raise SystemExit(max(codes, default=0))
 
 
+FLOWER_INSPECT_TIMEOUT_MS = 5000
+
+
 def _refuse_password_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if value is not None:
         raise click.BadParameter(f"a password on the command line is visible to every user (ps); put "
@@ -146,8 +149,12 @@ def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None)
     """
     if basic_auth_file is not None:
         os.environ[FLOWER_AUTH_ENV] = read_credentials(basic_auth_file)
-    # Flower reads FLOWER_BASIC_AUTH itself: the password stays out of every argv built here
-    obj.celery.start(["flower", f"--port={port}", f"--address={address}"])
+    # Flower reads FLOWER_BASIC_AUTH itself: the password stays out of every argv built here.
+    # Its workers page asks each worker over the broker and waits 1 s by default; on the embedded
+    # broker a reply is two polled files, and a worker busy starting its next warm child can miss
+    # that second (seen in CI: an empty workers list): 5 s costs nothing when replies come sooner.
+    obj.celery.start(["flower", f"--port={port}", f"--address={address}",
+                      f"--inspect_timeout={FLOWER_INSPECT_TIMEOUT_MS}"])
 
 
 def read_credentials(path: Path) -> str:

@@ -28,6 +28,10 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise AssertionError(f"{url} did not answer in {timeout}s")
 
 
+def flower_log(orch: Orch) -> str:
+    return (orch.home / "flower.log").read_text()
+
+
 def command_lines(pid: int) -> str:
     """The argv of `pid` and every process below it, as ps shows them."""
     out = subprocess.run(["ps", "-o", "pid=,args=", "-g", str(os.getpgid(pid))], capture_output=True, text=True)
@@ -68,12 +72,15 @@ def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureReques
                 break
             time.sleep(1)
         finished = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
-        assert finished, (tasks, (orch.home / "flower.log").read_text()[-2000:])
+        assert finished, (tasks, flower_log(orch)[-2000:])
         assert finished[0]["name"] == "orch.train" and str(job) in str(finished[0]["args"])
         # what a monitor shows in place of the arguments (the message's argsrepr; the worker reads the id)
         assert finished[0]["args"] == f"job {job} · resnet18 · bn · seed 0", finished[0]["args"]
-        workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
-        assert any(name.startswith("orch-") for name in workers)
+        workers = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(name.startswith("orch-") for name in workers):
+            workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
+        assert any(name.startswith("orch-") for name in workers), (workers, flower_log(orch)[-2000:])
     finally:
         os.killpg(flower.pid, signal.SIGKILL)
         flower.wait()
