@@ -20,7 +20,7 @@ def _cell(value: Any) -> str:
 
 # how the tables show numbers, the same in every command: a column reads down evenly (244.0 under
 # 256.1, not 244) and an accuracy is a percentage wherever it appears
-PERCENT = ("val_acc", "test_acc")
+PERCENT = ("val_acc", "last_val_acc", "test_acc")
 DECIMALS = {"train_loss": 4, "val_loss": 4, "gmacs": 3, "images_per_s": 1, "wall_s": 1, "seconds": 1}
 
 

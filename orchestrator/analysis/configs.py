@@ -51,11 +51,14 @@ def spec_fields(run: RunRecord) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run_value(run: RunRecord, metric: str) -> float | None:
-    """A run's result: best epoch's val_acc and its val_loss, test accuracy, mean images/s."""
+    """A run's result: best epoch's val_acc and its val_loss, the last epoch's val_acc, test accuracy,
+    mean images/s (orchestrator.metrics.WHICH_VALUE)."""
     if metric == "test_acc":
         return run.test_acc
     if metric == "images_per_s":
         return statistics.fmean(e["images_per_s"] for e in run.epochs)
+    if metric == "last_val_acc":
+        return max(run.epochs, key=lambda e: e["epoch"])["val_acc"]
     best = max(run.epochs, key=lambda e: (e["val_acc"], -e["epoch"]))
     return best[metric]
 

@@ -28,7 +28,8 @@ figure svg{max-width:100%;height:auto}figcaption{color:#57606a;font-size:12px}co
 """
 CAPTIONS = {
     "final": "The metric per config: the mean over seeds with its 95% interval (t distribution), each seed "
-             "as a dot (val_acc: each run's best epoch, the checkpoint that scoring uses); a diamond marks test "
+             "as a dot (val_acc: each run's best epoch, the checkpoint that scoring uses; last_val_acc: its last "
+             "epoch); a diamond marks test "
              "accuracy where the run was scored; * marks a config that had not converged.",
     "curves": "Learning curves: the mean over seeds per epoch, the band spans the lowest to the highest seed.",
     "groups": "The metric against the group count (log2 axis), one line per setting of the other fields; labels "

@@ -90,6 +90,10 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         if result.summary.note:
             notes.setdefault(result.summary.note, []).append(result.config.label)
     lines += [f"note: {note} ({', '.join(labels)})" for note, labels in notes.items()]
+    if analysis.first_by_last_epoch is not None:
+        lines.append(f"note: by each run's last epoch (--metric last_val_acc) {analysis.first_by_last_epoch.label} "
+                     f"ranks first, not {analysis.results[0].config.label}: the best epochs are picked on the "
+                     f"validation images they are measured on")
     unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")

@@ -14,6 +14,9 @@ from orchestrator.metrics import METRICS
 from shared.store.report_reads import RunRecord, StudyRecord
 
 
+VALIDATION_ACCURACY = ("val_acc", "last_val_acc")  # the metrics a validation set's chance level applies to
+
+
 def scale_of(metric: str) -> Scale:
     """Accuracy in points between 0 and 100%; a loss and images/s as they are, never below 0 (an
     interval of images/s reached -2.0 over four noisy seeds)."""
@@ -43,6 +46,8 @@ class StudyAnalysis:
     common: dict[str, Any]  # the settings every config shares
     varying: list[str]  # dotted names of the fields that separate configs
     chance: Chance | None  # chance level of val_acc (None for other metrics, or not known)
+    # ranked by the best epoch: the config the last epochs rank first where it is another one (None: the same)
+    first_by_last_epoch: Config | None = None
 
     @property
     def runs(self) -> list[RunRecord]:
@@ -60,7 +65,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     scale = scale_of(metric)
     base_values = base.by_seed(metric)
     # validation accuracy only: the test set's most common class is not recorded
-    chance = next((c for c in map(chance_of, configs) if c), None) if metric == "val_acc" else None
+    chance = next((c for c in map(chance_of, configs) if c), None) if metric in VALIDATION_ACCURACY else None
     results = []
     for rank, config in enumerate(configs, start=1):
         values = config.by_seed(metric)
@@ -70,7 +75,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         results.append(ConfigResult(config, rank, summary, comparison, convergence_note(config),
                                     summarize(tests, scale_of("test_acc")), at_chance(chance, summary)))
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
-                         common_fields(configs), varying_fields(configs), chance)
+                         common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric))
 
 
 def default_baseline(configs: list[Config], metric: str) -> tuple[Config, str]:
@@ -96,6 +101,15 @@ def rank_configs(configs: list[Config], metric: str) -> list[Config]:
         return False, -mean if higher else mean
 
     return sorted(configs, key=key)
+
+
+def _first_by_last_epoch(configs: list[Config], metric: str) -> Config | None:
+    """Where picking each run's best epoch on the validation images changes which config comes first,
+    the config its last epochs rank first: the pick, not the config, may be what won."""
+    if metric != "val_acc" or len(configs) < 2:
+        return None
+    first = rank_configs(configs, "last_val_acc")[0]
+    return None if first is configs[0] else first
 
 
 def _baseline_row(values: dict[int, float]) -> Comparison:

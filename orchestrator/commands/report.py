@@ -16,8 +16,8 @@ from shared.errors import OrchError
 
 # the leaderboard's columns a narrow terminal leaves out, the first first: what ranks a run
 # (rank, id, model, the config's own fields, val_acc, test_acc) stays
-LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "status", "epochs", "val_loss", "batch_size", "lr", "params",
-                          "gmacs", "attention", "width", "seed")
+LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "status", "epochs", "val_loss", "last_val_acc", "batch_size",
+                          "lr", "params", "gmacs", "attention", "width", "seed")
 
 if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
@@ -31,7 +31,9 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--study", "study_ref", metavar="ID|NAME", help="One study: configs over seeds, paired statistics.")
 @click.option("--job", "job_list", metavar="IDS", help="Compare these jobs (e.g. 1,2,3), one curve each.")
 @click.option("--metric", type=click.Choice(list(METRICS)), default="val_acc", show_default=True,
-              help="What ranks the rows (val_loss: lower is better).")
+              help="What ranks the rows. val_acc: each run's best epoch, picked on the validation images it is "
+                   "measured on, so it flatters noisy runs; last_val_acc: the last epoch, picked by nothing; "
+                   "val_loss (at the best val_acc epoch): lower is better.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True,
               help="table for the terminal; json, csv or md (every column) for scripts and notes.")
 @click.option("--limit", default=30, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
@@ -58,6 +60,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
       orch report --study 3 --plot curves.png --chart curves
       orch report --job 4,7,9 --plot curves.svg
       orch report --metric test_acc --format csv > leaderboard.csv
+      orch report --study groups --metric last_val_acc   # the last epoch: no pick on validation
     """
     _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart)
     if study_ref is None and job_list is None:
@@ -153,7 +156,8 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     elif not ranked:
         click.echo(EMPTY)
     else:
-        print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=LEADERBOARD_DROP_FIRST,
+        drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
+        print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=drop_first,
                     every_column="--format json")
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)

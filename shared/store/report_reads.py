@@ -103,11 +103,13 @@ def _record(job: Job, epochs: list[dict[str, float]], test_acc: float | None) ->
 
 @dataclass(frozen=True)
 class LeaderboardEntry:
-    """A training run as the leaderboard ranks it: its best epoch and its epochs' totals, without the curve."""
+    """A training run as the leaderboard ranks it: its best epoch, its last and its epochs' totals,
+    without the curve."""
 
     id: int
     val_acc: float
     val_loss: float  # at the best epoch
+    last_val_acc: float
     images_per_s: float  # the mean over epochs
     epochs: int
     seconds: float
@@ -129,8 +131,10 @@ def leaderboard_entries(session: Session, study_id: int | None = None, *, metric
     run = aliased(Epoch)  # a run's epochs, beside the best one the query joins
     best_epoch = (select(run.id).where(run.job_id == Job.id).order_by(run.val_acc.desc(), run.epoch).limit(1)
                   .correlate(Job).scalar_subquery())
+    last_epoch_acc = (select(run.val_acc).where(run.job_id == Job.id).order_by(run.epoch.desc()).limit(1)
+                      .correlate(Job).scalar_subquery())  # one seek of uq_epochs_job_epoch per run
     ranked_by: Any = {
-        "val_acc": Epoch.val_acc, "val_loss": Epoch.val_loss,
+        "val_acc": Epoch.val_acc, "val_loss": Epoch.val_loss, "last_val_acc": last_epoch_acc,
         "test_acc": (select(Score.accuracy).where(Score.source_job_id == Job.id, Score.accuracy.is_not(None),
                                                   Score.is_test)
                      .order_by(Score.id.desc()).limit(1).correlate(Job).scalar_subquery()),  # as _latest_test_accuracy
@@ -147,8 +151,12 @@ def leaderboard_entries(session: Session, study_id: int | None = None, *, metric
         select(Epoch.job_id, func.count(), func.avg(Epoch.images_per_s), func.sum(Epoch.seconds))
         .where(Epoch.job_id.in_(runs)).group_by(Epoch.job_id))}
     tests = _latest_test_accuracy(session, study_id=study_id, job_ids=shown if limit else None)
-    entries = [LeaderboardEntry(job_id, acc, loss, totals[job_id][1], totals[job_id][0], totals[job_id][2],
-                                tests.get(job_id)) for job_id, acc, loss, _ in rows]
+    last_epoch = (select(Epoch.job_id, func.max(Epoch.epoch).label("epoch")).where(Epoch.job_id.in_(runs))
+                  .group_by(Epoch.job_id).subquery())
+    last_acc = {job_id: acc for job_id, acc in session.execute(select(Epoch.job_id, Epoch.val_acc).join(
+        last_epoch, (Epoch.job_id == last_epoch.c.job_id) & (Epoch.epoch == last_epoch.c.epoch)))}
+    entries = [LeaderboardEntry(job_id, acc, loss, last_acc[job_id], totals[job_id][1], totals[job_id][0],
+                                totals[job_id][2], tests.get(job_id)) for job_id, acc, loss, _ in rows]
     return entries, rows[0][3] if rows else 0
 
 

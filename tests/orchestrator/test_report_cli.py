@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Orch
-from tests.orchestrator.study_builder import Grid, build_study, open_home
+from tests.orchestrator.study_builder import Grid, add_run, build_study, open_home
 
 CHARTS = ("final", "curves", "groups", "pareto")  # what a norms x groups study draws (not "width")
 
@@ -60,7 +60,7 @@ def test_leaderboard_ranks_every_run_and_shows_the_limit(study: tuple[Orch, dict
     assert table.returncode == 0 and "the best 4 of 18 runs" in table.stderr
 
 
-@pytest.mark.parametrize("metric", ["val_acc", "val_loss", "test_acc", "images_per_s"])
+@pytest.mark.parametrize("metric", ["val_acc", "last_val_acc", "val_loss", "test_acc", "images_per_s"])
 def test_the_store_ranks_and_cuts_the_leaderboard_as_a_sort_would(study: tuple[Orch, dict], metric: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Ranked in SQL (orch report reads the shown rows only): best first, the lowest id on a tie, runs
@@ -270,3 +270,34 @@ def test_a_study_with_no_epoch_or_no_test_accuracy_says_what_to_do(orch: Orch, m
         assert proc.returncode == 2 and proc.stderr.strip() == (
             "Error: --metric test_acc: no job here has a test accuracy yet; score one with `orch submit score "
             "--job ID --data TEST_FOLDER --labels LABELS.csv`")
+
+
+def test_last_epoch_ranks_without_the_pick_on_validation(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's best epoch is picked on the images it is measured on: bn peaks at one epoch and falls
+    back, ln climbs and stays. By the best epoch bn wins; by the last, ln; the report says so."""
+    from shared.store import jobs as store_jobs
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        study = store_jobs.add_study(s, "peak", {})
+        s.flush()
+        study_id = study.id
+    curves = {"bn": ([0.70, 0.90, 0.60], 0.01), "ln": ([0.70, 0.80, 0.80], 0.03)}  # and a step per seed
+    for norm, (accs, step) in curves.items():
+        for seed in (0, 1, 2):
+            add_run(store, study_id, norm, 1, seed, 3, val_accs=[a + step * seed for a in accs])
+    store.dispose()
+    by_best = orch.json_report("--study", "peak")
+    assert [r["norm"] for r in by_best] == ["bn", "ln"] and by_best[0]["val_acc_mean"] == pytest.approx(0.91)
+    by_last = orch.json_report("--study", "peak", "--metric", "last_val_acc")
+    assert [r["norm"] for r in by_last] == ["ln", "bn"]
+    assert by_last[0]["last_val_acc_mean"] == pytest.approx(0.83) and by_last[1]["last_val_acc_mean"] == pytest.approx(0.61)
+    assert by_last[1]["verdict"].startswith("worse: -22.00 points")
+    text = orch.run("report", "--study", "peak", check=True).stdout.replace("\n    ", " ")
+    assert ("note: by each run's last epoch (--metric last_val_acc) norm=ln ranks first, not norm=bn: the best "
+            "epochs are picked on the validation images they are measured on") in text
+    last_text = orch.run("report", "--study", "peak", "--metric", "last_val_acc", check=True).stdout
+    assert "last_val_acc (last epoch) mean" in last_text and "ranks first, not" not in last_text
+    board = orch.json_report("--metric", "last_val_acc", "--limit", "0")
+    assert [r["last_val_acc"] for r in board][:3] == pytest.approx([0.86, 0.83, 0.80])
+    assert [r["val_acc"] - r["last_val_acc"] for r in board if r["norm"] == "bn"] == pytest.approx([0.30] * 3)
