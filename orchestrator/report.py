@@ -37,6 +37,6 @@ def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         "val_acc": entry.val_acc, "last_val_acc": entry.last_val_acc, "val_loss": entry.val_loss,
         "test_acc": entry.test_acc,
-        "epochs": entry.epochs, "images_per_s": entry.images_per_s,
+        "epochs": entry.epochs, "precision": run.result.get("precision"), "images_per_s": entry.images_per_s,
         "wall_s": run.result.get("wall_s") or round(entry.seconds, 1),
     }

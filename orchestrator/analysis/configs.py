@@ -86,6 +86,15 @@ class Config:
                 values[int(run.spec.get(SEED, 0))].append(value)
         return {seed: statistics.fmean(v) for seed, v in sorted(values.items())}
 
+    def precisions(self) -> dict[str, list[int]]:
+        """The precision each run trained in (its result says; --precision auto picks per worker) ->
+        its seeds. Runs from before results recorded it, or not finished, are not in it."""
+        ran: dict[str, set[int]] = defaultdict(set)
+        for run in self.runs:
+            if run.result.get("precision"):
+                ran[str(run.result["precision"])].add(int(run.spec.get(SEED, 0)))
+        return {name: sorted(seeds) for name, seeds in sorted(ran.items())}
+
     def info(self, key: str) -> Any:
         """A model_info value (params, gmacs) of the config's first run that has it."""
         return next((run.model_info[key] for run in self.runs if run.model_info.get(key) is not None), None)

@@ -28,7 +28,7 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "n": summary.n, "seeds": sorted(config.by_seed(metric)), "interval_note": summary.note or None,
             "test_acc_mean": result.test.mean, "test_acc_n": result.test.n,
             "params": config.info("params"), "gmacs": config.info("gmacs"),
-            "images_per_s": _mean(config.by_seed("images_per_s")),
+            "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
             "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "paired_seeds": comp.seeds,
             "seeds_for_80_power": comp.seeds_needed, "verdict": comp.verdict,
@@ -94,10 +94,29 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         lines.append(f"note: by each run's last epoch (--metric last_val_acc) {analysis.first_by_last_epoch.label} "
                      f"ranks first, not {analysis.results[0].config.label}: the best epochs are picked on the "
                      f"validation images they are measured on")
+    mixed = precision_note(analysis)
+    if mixed:
+        lines.append(f"note: {mixed}")
     unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")
     return lines
+
+
+def precision_note(analysis: StudyAnalysis) -> str | None:
+    """Which runs trained in which precision, where not all in one: --precision auto takes bf16 on a
+    worker that has it and fp32 on one that has not, and a difference between two configs (or a
+    config's spread) may then be the precision's rather than the config's."""
+    ran: dict[str, list[str]] = {}
+    for result in analysis.results:
+        precisions = result.config.precisions()
+        for name, seeds in precisions.items():
+            which = "" if len(precisions) == 1 else f" seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+            ran.setdefault(name, []).append(result.config.label + which)
+    if len(ran) < 2:
+        return None
+    listed = "; ".join(f"{name}: {', '.join(labels)}" for name, labels in ran.items())
+    return f"not every run trained in one precision ({listed}): a difference may be the precision's"
 
 
 def study_title(analysis: StudyAnalysis) -> str:

@@ -67,8 +67,9 @@ def build_study(store: Store, grid: Grid | None = None) -> dict[tuple[str, int, 
 
 
 def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: int, epochs: int,
-            lr: float = 1e-3, val_accs: list[float] | None = None) -> int:
-    """One succeeded run with `curve`'s epochs, or with these val_acc values (one per epoch)."""
+            lr: float = 1e-3, val_accs: list[float] | None = None, precision: str | None = None) -> int:
+    """One succeeded run with `curve`'s epochs, or with these val_acc values (one per epoch); its
+    result names the precision it trained in where one is given."""
     spec = TrainSpec(model=ModelSpec(arch="resnet50", norm=norm, groups=groups, image_size=32, num_classes=2),
                      data="/data/train", val="/data/val", epochs=epochs, lr=lr, seed=seed)
     with store.session() as s:
@@ -82,8 +83,8 @@ def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: in
         if val_accs is not None:
             metrics["val_acc"] = val_accs[int(metrics["epoch"]) - 1]
         lease.record_epoch(metrics)
-    lease.finish(JobStatus.succeeded,
-                      result={"wall_s": 6.0, "versions": {"orch": "0.1.0", "torch": "2.14.1"}})
+    ran = {"precision": precision} if precision else {}
+    lease.finish(JobStatus.succeeded, result={"wall_s": 6.0, "versions": {"orch": "0.1.0", "torch": "2.14.1"}, **ran})
     return job_id
 
 

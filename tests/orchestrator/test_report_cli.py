@@ -301,3 +301,32 @@ def test_last_epoch_ranks_without_the_pick_on_validation(orch: Orch, monkeypatch
     board = orch.json_report("--metric", "last_val_acc", "--limit", "0")
     assert [r["last_val_acc"] for r in board][:3] == pytest.approx([0.86, 0.83, 0.80])
     assert [r["val_acc"] - r["last_val_acc"] for r in board if r["norm"] == "bn"] == pytest.approx([0.30] * 3)
+
+
+def test_runs_in_different_precisions_are_named(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--precision auto trains in bf16 on a worker that has it and in fp32 on one that has not: a
+    study spread over both compared the precisions as much as the norms, and said nothing."""
+    from shared.store import jobs as store_jobs
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        for name in ("one", "mixed"):
+            store_jobs.add_study(s, name, {})
+    ran = {"one": {("bn", 0): "bf16", ("bn", 1): "bf16", ("ln", 0): "bf16", ("ln", 1): "bf16"},
+           "mixed": {("bn", 0): "bf16", ("bn", 1): "bf16", ("ln", 0): "bf16", ("ln", 1): "fp32"}}
+    for study_id, name in ((1, "one"), (2, "mixed")):
+        for (norm, seed), precision in ran[name].items():
+            add_run(store, study_id, norm, 1, seed, 2, precision=precision)
+    add_run(store, 1, "in", 1, 0, 2)  # a run from before results named their precision: not counted
+    store.dispose()
+    one = orch.run("report", "--study", "one", check=True).stdout
+    assert "precision" not in one
+    assert {r["norm"]: r["precision"] for r in orch.json_report("--study", "one")} == {
+        "bn": ["bf16"], "ln": ["bf16"], "in": []}
+    mixed = orch.run("report", "--study", "mixed", check=True).stdout.replace("\n    ", " ")
+    assert ("note: not every run trained in one precision (bf16: norm=bn, norm=ln seed 0; fp32: norm=ln seed 1): "
+            "a difference may be the precision's") in mixed
+    assert {r["norm"]: r["precision"] for r in orch.json_report("--study", "mixed")} == {
+        "bn": ["bf16"], "ln": ["bf16", "fp32"]}
+    board = orch.json_report("--limit", "0")  # the leaderboard: what each job ran
+    assert sorted(map(str, (r["precision"] for r in board))) == ["None"] + ["bf16"] * 7 + ["fp32"]
