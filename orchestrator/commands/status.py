@@ -20,23 +20,31 @@ def typed_spec(job: Job) -> Spec:
 
 
 def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
-                shards: tuple[int, int] | None = None) -> dict[str, Any]:
+                shards: tuple[int, int] | None = None, study_name: str | None = None) -> dict[str, Any]:
     """One row of `orch status`; `last` is the job's last (epoch, val_acc), `shards` a score job's
-    (succeeded, total) shard count."""
+    (succeeded, total) shard count. A field a score job has not is None, as in JSON elsewhere."""
     train = spec if isinstance(spec, TrainSpec) else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
-    progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else ""
+    progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else None
     return {
-        "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id,
-        "model": train.model.arch if train else "", "norm": train.model.norm_name if train else "",
-        "groups": train.model.as_built().groups if train else "",  # None (left out) where the arch has none
+        "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
+        "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,
+        "groups": train.model.as_built().groups if train else None,  # None (left out) where the arch has none
         # the newer axes, empty (so the table leaves them out) where a job keeps their default
         "attention": train.model.attention if train and train.model.attention != "none" else None,
         "width_mult": train.model.width_mult if train else None,
-        "seed": train.seed if train else "", "epoch": progress,
+        "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
-        "worker": job.worker_host or "", "error": job.error or "",
+        "worker": job.worker_host, "error": job.error,
     }
+
+
+def table_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), and
+    the last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's)."""
+    shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k != "study_name"}
+    shown["study"] = row["study_name"] or row["study"]
+    return shown
 
 
 def heartbeat_line(age_s: float, lease_ttl: float) -> str:
@@ -57,7 +65,8 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
     spec = typed_spec(job)
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
     beat = round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
-    return {**job_summary(job, spec, last, shards), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
+    name = job.study.name if job.study is not None else None
+    return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
             **times, "heartbeat_age_s": beat, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
 
@@ -92,7 +101,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
             # one query for every row's last epoch: job.epochs here cost a query per row (30 round trips)
             last = reads.last_epochs(s, [job.id for job in jobs])
-            rows = [job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id)) for job in jobs]
+            names = reads.study_names(s, [job.study_id for job in jobs])
+            rows = [job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id), names.get(job.study_id))
+                    for job in jobs]
         else:
             job = reads.job(s, job_id)
             if job is None:
@@ -104,9 +115,8 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         elif rows:
-            # the last epoch's val_acc (progress), where the leaderboard ranks by the best epoch's
-            shown = [{("last val_acc" if k == "val_acc" else k): v for k, v in row.items()} for row in for_display(rows)]
-            print_table(shown, title="jobs", drop_first=("worker", "attempts", "kind", "study", "seed"))
+            print_table([table_row(row) for row in for_display(rows)], title="jobs",
+                        drop_first=("worker", "attempts", "kind", "lr", "study", "seed"))
         else:
             click.echo("no jobs yet: orch submit train --help")
         return
@@ -117,9 +127,10 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
 
 
 def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
+    named = {"study": f"{detail['study']} ({detail['study_name']})"} if detail.get("study_name") else {}
     for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
         if detail.get(key) not in (None, ""):
-            click.echo(f"{key:>12}: {detail[key]}")
+            click.echo(f"{key:>12}: {named.get(key, detail[key])}")
     if detail.get("heartbeat_age_s") is not None:
         click.echo(f"{'heartbeat':>12}: {heartbeat_line(detail['heartbeat_age_s'], lease_ttl)}")
     click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.store.schema import Checkpoint, Epoch, Event, Job, JobKind, JobStatus
+from shared.store.schema import Checkpoint, Epoch, Event, Job, JobKind, JobStatus, Study
 
 
 def job(session: Session, job_id: int) -> Job | None:
@@ -28,6 +28,15 @@ def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> li
     if study_id is not None:
         query = query.where(Job.study_id == study_id)
     return list(reversed(session.scalars(query).all()))
+
+
+def study_names(session: Session, study_ids: Sequence[int | None]) -> dict[int, str]:
+    """The names of these studies that have one (one query for a listing's rows)."""
+    ids = {study_id for study_id in study_ids if study_id is not None}
+    if not ids:
+        return {}
+    return {study_id: name for study_id, name in session.execute(
+        select(Study.id, Study.name).where(Study.id.in_(ids), Study.name.is_not(None)))}
 
 
 def study_jobs(session: Session, study_id: int) -> list[Job]:

@@ -104,7 +104,7 @@ def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup:
         s.get(Job, ids["shard_job_ids"][1]).status = JobStatus.succeeded
     store.dispose()
     listed = {row["id"]: row for row in cli(orch, "status")}
-    assert listed[ids["job_id"]]["epoch"] == "1/3 shards" and listed[ids["shard_job_ids"][0]]["epoch"] == ""
+    assert listed[ids["job_id"]]["epoch"] == "1/3 shards" and listed[ids["shard_job_ids"][0]]["epoch"] is None
 
 
 def test_best_of_picks_the_best_succeeded_job_of_the_study(setup: tuple[Orch, dict[str, str]], tmp_path: Path) -> None:

@@ -36,6 +36,10 @@ def test_study_by_name_in_status_cancel_and_retry(orch: Orch, synth_data: Path) 
     listed = orch.json("status", "--study", "grp")
     assert sorted(row["id"] for row in listed) == sorted(ids) and {row["study"] for row in listed} == {1}
     assert orch.json("status", "--study", "1") == listed
+    assert {(row["study_name"], row["lr"]) for row in listed} == {("grp", 0.001)}  # a study's jobs differ in lr too
+    table = orch.run("status", check=True).stdout
+    assert table.count("│ grp ") == 4 and "0.001 " in table  # the study by name, where the JSON has its id too
+    assert "study: 1 (grp)" in orch.run("status", str(ids[0]), check=True).stdout
     assert orch.json("cancel", "--study", "grp")["cancelled"] == ids
     assert {row["status"] for row in orch.json("status", "--study", "grp")} == {"cancelled"}
     assert orch.json("retry", "--study", "grp")["job_ids"] == ids
