@@ -12,7 +12,12 @@ import click
 
 @click.group("data")
 def data() -> None:
-    """Data-set tools."""
+    """Data-set tools.
+
+    \b
+    Example:
+      orch data synth data --train 400 --val 100 --test 100 --size 32
+    """
 
 
 @data.command("synth")
@@ -51,6 +56,8 @@ def synth(out: Path, classes: str, n_train: int, n_val: int, n_test: int, size: 
     names = sorted(c.strip() for c in classes.split(",") if c.strip())
     check_classes(names)  # a DataError: one line, exit 2, before any file is written
     counts = {"train": n_train, "val": n_val, "test": n_test}
+    if not any(counts.values()):
+        raise click.BadParameter("--train, --val and --test are all 0: nothing to write", param_hint="--train")
     check_empty(out, [split for split, n in counts.items() if n])
     total = sum(counts.values())
     with click.progressbar(length=total, label=f"writing {total} images to {out}", file=sys.stderr) as bar:

@@ -10,7 +10,13 @@ from shared.config import redact
 @click.group()
 def db() -> None:
     """Manage the store's schema: upgrade an existing PostgreSQL database after an orch upgrade
-    (SQLite upgrades itself; an empty PostgreSQL database gets the schema on first use)."""
+    (SQLite upgrades itself; an empty PostgreSQL database gets the schema on first use).
+
+    \b
+    Examples:
+      orch db current        # the store's schema revision and the newest one
+      orch db upgrade        # bring it to the newest
+    """
 
 
 @db.command()
@@ -33,7 +39,12 @@ def upgrade(obj: CliState) -> None:
 @db.command()
 @pass_state
 def current(obj: CliState) -> None:
-    """Print the schema revision of the configured database and the newest one."""
+    """Print the schema revision of the configured database and the newest one.
+
+    \b
+    Example:
+      ORCH_DATABASE_URL=postgresql+psycopg://orch@db/orch orch db current
+    """
     from shared.store.db import current_revision, head_revision, make_engine
 
     engine = make_engine(obj.settings.database_url)

@@ -18,7 +18,14 @@ from shared.config import DEFAULT_QUEUE
 
 @click.group()
 def submit() -> None:
-    """Queue jobs: a training run, an ablation grid, or a scoring run."""
+    """Queue jobs: a training run, an ablation grid, or a scoring run.
+
+    \b
+    Examples:
+      orch submit train --data data/train --val data/val --model resnet18 --epochs 2 --wait
+      orch submit ablation --data data/train --val data/val --norm bn,ln,in --seeds 0,1 --study norms
+      orch submit score --job 1 --data data/test --labels data/test_labels.csv --out preds.csv --wait
+    """
 
 
 def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

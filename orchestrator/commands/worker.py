@@ -120,6 +120,7 @@ def supervise(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 FLOWER_INSPECT_TIMEOUT_MS = 5000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _refuse_password_in_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
@@ -149,6 +150,10 @@ def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None)
     """
     if basic_auth_file is not None:
         os.environ[FLOWER_AUTH_ENV] = read_credentials(basic_auth_file)
+    if not os.environ.get(FLOWER_AUTH_ENV) and address not in LOOPBACK:
+        click.echo(f"warning: Flower on {address}:{port} without a password: whoever reaches that port sees "
+                   f"every task and can shut the workers down; set {FLOWER_AUTH_ENV}=user:password or "
+                   f"--basic-auth-file", err=True)
     # Flower reads FLOWER_BASIC_AUTH itself: the password stays out of every argv built here.
     # Its workers page asks each worker over the broker and waits 1 s by default; on the embedded
     # broker a reply is two polled files, and a worker busy starting its next warm child can miss

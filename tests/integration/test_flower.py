@@ -45,6 +45,27 @@ def test_a_password_on_the_command_line_is_refused(orch: Orch) -> None:
     assert proc.returncode == 2 and len(lines) == 1 and "FLOWER_BASIC_AUTH" in lines[0] and AUTH[1] not in lines[0]
 
 
+def test_an_open_flower_on_the_network_is_warned_about(orch: Orch) -> None:
+    """--address 0.0.0.0 without a password started an open monitor (Flower can shut workers down)
+    with no word said; on loopback, or with a password, nothing is said."""
+    for extra, env, warned in ((["--address", "0.0.0.0"], {}, True),
+                               (["--address", "0.0.0.0"], {"FLOWER_BASIC_AUTH": ":".join(AUTH)}, False),
+                               ([], {}, False)):
+        port = free_port()
+        log_path = orch.home / "flower-open.log"
+        with open(log_path, "w") as log:
+            flower = subprocess.Popen([sys.executable, "-m", "orchestrator", "flower", "--port", str(port), *extra],
+                                      env={**orch.env, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        try:
+            wait_http(f"http://127.0.0.1:{port}")
+        finally:
+            os.killpg(flower.pid, signal.SIGKILL)
+            flower.wait()
+        text = log_path.read_text()
+        assert (f"warning: Flower on 0.0.0.0:{port} without a password" in text) is warned, (extra, env, text)
+
+
 @pytest.mark.parametrize("backend", ["orch", "cluster_orch"])
 def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureRequest, synth_data: Path) -> None:
     orch: Orch = request.getfixturevalue(backend)

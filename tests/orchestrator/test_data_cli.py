@@ -32,6 +32,8 @@ def test_synth_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     again = runner.invoke(main, ["data", "synth", str(tmp_path / "b"), "--train", "2", "--size", "16"])
     assert again.exit_code == 2 and "already holds files" in again.output
     assert runner.invoke(main, ["data", "synth", str(tmp_path / "c"), "--layout", "zip"]).exit_code == 2
+    nothing = runner.invoke(main, ["data", "synth", str(tmp_path / "d"), "--train", "0", "--val", "0", "--test", "0"])
+    assert nothing.exit_code == 2 and "all 0: nothing to write" in nothing.output and not (tmp_path / "d").exists()
 
 
 def test_help_has_an_example_and_no_torch_is_imported() -> None:

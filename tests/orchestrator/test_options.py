@@ -143,3 +143,23 @@ def test_status_and_report_show_the_same_resolved_norm(orch: Orch, tmp_path: Pat
     assert (row["norm"], ranked["norm"]) == ("bn", "bn")
     assert (ranked["model"], ranked["groups"], ranked["width"]) == ("resnet50", 2, 40)
     assert orch.json("status", str(row["id"]))["spec"]["model"]["num_classes"] == 2
+
+
+def test_every_command_and_group_shows_an_example_in_its_help() -> None:
+    """`orch db current`, `orch submit`, `orch data` and `orch db` had none."""
+    import click
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    ctx = click.Context(main)
+
+    def paths(command: click.Command, path: list[str]) -> list[list[str]]:
+        below = [command.get_command(ctx, name) for name in command.list_commands(ctx)] if isinstance(
+            command, click.Group) else []
+        return [path] + [p for sub in below if sub is not None for p in paths(sub, [*path, sub.name or ""])]
+
+    every = paths(main, [])[1:]  # the root lists the commands
+    assert len(every) > 15
+    missing = [" ".join(path) for path in every if "Example" not in CliRunner().invoke(main, [*path, "--help"]).output]
+    assert missing == []
