@@ -13,7 +13,6 @@ from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, sum
 from orchestrator.metrics import METRICS
 from shared.store.report_reads import RunRecord, StudyRecord
 
-
 VALIDATION_ACCURACY = ("val_acc", "last_val_acc")  # the metrics a validation set's chance level applies to
 
 
