@@ -102,8 +102,8 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             # one query for every row's last epoch: job.epochs here cost a query per row (30 round trips)
             last = reads.last_epochs(s, [job.id for job in jobs])
             names = reads.study_names(s, [job.study_id for job in jobs])
-            rows = [job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id), names.get(job.study_id))
-                    for job in jobs]
+            rows = [job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id),
+                                names.get(job.study_id) if job.study_id is not None else None) for job in jobs]
         else:
             job = reads.job(s, job_id)
             if job is None:

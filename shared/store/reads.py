@@ -35,8 +35,8 @@ def study_names(session: Session, study_ids: Sequence[int | None]) -> dict[int, 
     ids = {study_id for study_id in study_ids if study_id is not None}
     if not ids:
         return {}
-    return {study_id: name for study_id, name in session.execute(
-        select(Study.id, Study.name).where(Study.id.in_(ids), Study.name.is_not(None)))}
+    return {study_id: name for study_id, name in session.execute(select(Study.id, Study.name).where(Study.id.in_(ids)))
+            if name is not None}
 
 
 def study_jobs(session: Session, study_id: int) -> list[Job]:
