@@ -64,8 +64,8 @@ def load_settings(home: str | os.PathLike[str] | None = None) -> Settings:
     home_path = Path(home or os.environ.get("ORCH_HOME") or Path.home() / ".orch").expanduser().resolve()
     broker = os.environ.get("ORCH_BROKER_URL") or "filesystem://"
     database = os.environ.get("ORCH_DATABASE_URL") or f"sqlite:///{home_path / 'orch.db'}"
-    check_scheme("ORCH_BROKER_URL", broker, BROKER_SCHEMES)
-    check_scheme("ORCH_DATABASE_URL", database, DATABASE_SCHEMES)
+    check_url("ORCH_BROKER_URL", broker, BROKER_SCHEMES)
+    check_url("ORCH_DATABASE_URL", database, DATABASE_SCHEMES)
     artifacts = Path(os.environ.get("ORCH_ARTIFACTS") or home_path / "artifacts").expanduser().resolve()
     return Settings(
         home=home_path,
@@ -85,10 +85,24 @@ def check_worker_timing(settings: Settings) -> None:
                           f"({settings.lease_ttl:g} s); use at most a third of it")
 
 
-def check_scheme(name: str, url: str, allowed: tuple[str, ...]) -> None:
+def check_url(name: str, url: str, allowed: tuple[str, ...]) -> None:
+    """The URL's scheme, port and Redis database number, checked here: the libraries found a port of
+    'abc' or a database of 'x' only when they connected, with a traceback (and a worker that died of
+    it exited 0)."""
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in allowed:
         raise ConfigError(f"{name}: scheme {scheme or '(none)'!r} is not supported; use one of {', '.join(allowed)}")
+    if scheme in ("filesystem", "sqlite"):
+        return
+    # past any user:password (which may hold "/" or "@", as redact allows: the last "@" ends it)
+    host, _, path = url.split("://", 1)[1].rpartition("@")[2].partition("/")
+    port = host.rpartition("]")[2].partition(":")[2]  # past an IPv6 address's brackets
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"{name}: the port must be a number from 1 to 65535, got {port!r} in {redact(url)}")
+    number = path.partition("?")[0].strip("/")
+    if scheme.startswith("redis") and number and not (number.isascii() and number.isdigit()):
+        raise ConfigError(f"{name}: the Redis database must be a number (redis://HOST:PORT/0), got {number!r} "
+                          f"in {redact(url)}")
 
 
 def _positive_float(name: str, default: float) -> float:

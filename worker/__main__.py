@@ -7,9 +7,11 @@ import os
 import socket
 import sys
 
-from shared.config import DEFAULT_QUEUE, check_worker_timing, load_settings
+from shared.broker_errors import broker_boundary
+from shared.celery_app import check_broker
+from shared.config import DEFAULT_QUEUE, check_worker_timing, load_settings, redact
 from shared.delivery import Relay
-from shared.errors import ConfigError
+from shared.errors import BrokerUnavailable, ConfigError
 from worker.app import create_app
 from worker.sweeper import Sweeper
 
@@ -24,7 +26,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-warm", dest="warm", action="store_false",
                         help="spawn each job's process when the job arrives (no process kept ready)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
     try:
         settings = load_settings()
         check_worker_timing(settings)
@@ -32,15 +33,27 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     app, supervisor = create_app(settings, args.threads, warm=args.warm)
+    try:  # Celery retries a broker it never reached forever, one log line every few seconds
+        with broker_boundary():
+            check_broker(app)
+    except BrokerUnavailable as exc:
+        print(f"error: ORCH_BROKER_URL ({redact(settings.broker_url)}): {str(exc).rstrip('.')}; a worker retries a broker it "
+              f"loses while running, not one it never reached", file=sys.stderr)
+        raise SystemExit(2) from None
+    # after the checks: a refusal is its one line, not the store's migration log above it
+    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
     supervisor.children.start()  # from the main thread: it outlives the child (see warm.py)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     Sweeper(settings, supervisor.store, supervisor.resend, f"sweeper of {supervisor.owner}").start()
     Relay(app, supervisor.store).start()  # sends what the outbox owes, re-sends what was lost
     # threads pool, one slot: the task thread supervises a spawned child, so nothing forks
     # and the main thread keeps heartbeating to the broker (Flower sees the worker online).
-    app.worker_main(["worker", "--pool", "threads", "--concurrency", "1", "--queues", ",".join(queues),
-                     "--hostname", args.hostname, "--loglevel", args.loglevel, "--task-events",
-                     "--without-mingle", "--without-gossip"])
+    # app.start, not app.worker_main, which drops the exit code: a worker that died of an
+    # unrecoverable error exited 0, as if stopped on purpose
+    code = app.start(["worker", "--pool", "threads", "--concurrency", "1", "--queues", ",".join(queues),
+                      "--hostname", args.hostname, "--loglevel", args.loglevel, "--task-events",
+                      "--without-mingle", "--without-gossip"])
+    raise SystemExit(code or 0)
 
 
 if __name__ == "__main__":

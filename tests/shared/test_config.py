@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import redact
+from pathlib import Path
+
+from shared.config import load_settings, redact
+from shared.errors import ConfigError
 
 
 @pytest.mark.parametrize(("text", "shown"), [
@@ -18,3 +21,32 @@ from shared.config import redact
 ])
 def test_redact_masks_every_password(text: str, shown: str) -> None:
     assert redact(text) == shown
+
+
+@pytest.mark.parametrize("name,url,fragment", [
+    ("ORCH_BROKER_URL", "redis://127.0.0.1:6379/abc", "the Redis database must be a number"),
+    ("ORCH_BROKER_URL", "redis://127.0.0.1:notaport/5", "the port must be a number from 1 to 65535, got 'notaport'"),
+    ("ORCH_BROKER_URL", "rediss://u:secret@h:70000/0", "got '70000' in rediss://u:***@h"),
+    ("ORCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:abc/orch", "the port must be a number"),
+    ("ORCH_BROKER_URL", "redsi://h:6379/0", "scheme 'redsi' is not supported"),
+])
+def test_a_malformed_url_is_one_line_naming_its_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         name: str, url: str, fragment: str) -> None:
+    monkeypatch.setenv(name, url)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(tmp_path)
+    assert str(caught.value).startswith(f"{name}: ") and fragment in str(caught.value) and "secret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/2", "redis://h", "redis://h/", "redis://:p:w@h:6379/0",
+                                 "redis://[::1]:6379/0", "rediss://u:p%40ss@h:6380/1", "filesystem://",
+                                 "redis://:p@ss/x@h:6379/0?socket_timeout=5"])
+def test_well_formed_broker_urls_pass(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str) -> None:
+    monkeypatch.setenv("ORCH_BROKER_URL", url)
+    assert load_settings(tmp_path).broker_url == url
+
+
+def test_a_database_password_with_a_slash_passes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = "postgresql+psycopg://orch:s3cr/et@db:5432/orch"  # a password redact() masks must also load
+    monkeypatch.setenv("ORCH_DATABASE_URL", url)
+    assert load_settings(tmp_path).database_url == url

@@ -1,4 +1,6 @@
-"""A worker whose heartbeat is not well below the lease TTL refuses to start: one line, exit 2."""
+"""A worker with a bad setting refuses to start, one line and exit 2: a heartbeat not well below the
+lease TTL, a malformed URL, a broker it cannot reach (Celery retried that forever; a malformed Redis
+database number killed the worker with a traceback and exit code 0)."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +14,12 @@ from tests.conftest import REPO, base_env
 
 @pytest.mark.parametrize("command", [["-m", "worker"], ["-m", "orchestrator", "worker"]])
 @pytest.mark.parametrize("env,named", [({"ORCH_LEASE_TTL": "5", "ORCH_HEARTBEAT": "2"}, "ORCH_HEARTBEAT"),
-                                       ({"ORCH_MAX_ATTEMPTS": "three"}, "ORCH_MAX_ATTEMPTS")])
+                                       ({"ORCH_MAX_ATTEMPTS": "three"}, "ORCH_MAX_ATTEMPTS"),
+                                       ({"ORCH_BROKER_URL": "redis://127.0.0.1:6379/abc"}, "ORCH_BROKER_URL"),
+                                       ({"ORCH_BROKER_URL": "redis://127.0.0.1:1/5"}, "ORCH_BROKER_URL"),
+                                       ({"ORCH_BROKER_URL": "redis://127.0.0.1:6379/999"}, "ORCH_BROKER_URL"),
+                                       ({"ORCH_DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:x/db"},
+                                        "ORCH_DATABASE_URL")])
 def test_bad_lease_timing_is_refused_at_start(tmp_path: Path, command: list[str], env: dict[str, str],
                                               named: str) -> None:
     proc = subprocess.run([sys.executable, *command], env={**base_env(tmp_path), **env}, cwd=REPO,
