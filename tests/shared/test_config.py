@@ -1,9 +1,9 @@
 """Settings: passwords in URLs are masked whatever characters they hold."""
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from shared.config import load_settings, redact
 from shared.errors import ConfigError
