@@ -7,6 +7,8 @@ import os
 import socket
 import sys
 
+from celery.utils.nodenames import default_nodename, host_format
+
 from shared.broker_errors import broker_boundary
 from shared.celery_app import check_broker
 from shared.config import DEFAULT_QUEUE, check_worker_timing, load_settings, redact
@@ -32,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:  # one line and exit 2, like the CLI's user errors
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    app, supervisor = create_app(settings, args.threads, warm=args.warm)
+    node = host_format(default_nodename(args.hostname))  # as Celery names the node: w1@%h -> w1@HOST
+    app, supervisor = create_app(settings, args.threads, warm=args.warm, name=node)
     try:  # Celery retries a broker it never reached forever, one log line every few seconds
         with broker_boundary():
             check_broker(app)

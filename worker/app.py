@@ -16,14 +16,17 @@ from worker.supervisor import Supervisor
 from worker.warm import WarmPool
 
 
-def create_app(settings: Settings, threads: int | None = None, *, warm: bool = True) -> tuple[Celery, Supervisor]:
-    """The worker's app; `threads` is each job's torch thread count (None: every CPU it may use)."""
+def create_app(settings: Settings, threads: int | None = None, *, warm: bool = True,
+               name: str | None = None) -> tuple[Celery, Supervisor]:
+    """The worker's app; `threads` is each job's torch thread count (None: every CPU it may use).
+    `name`, the Celery node name (orch-PID@HOST, or --name), is what `orch status` shows as a job's
+    worker: the name Flower and the worker's log show (HOST:PID where there is none)."""
     app = make_celery(settings)
     store = open_store(settings)
     supervisor = Supervisor(
         settings=settings,
         store=store,
-        owner=f"{socket.gethostname()}:{os.getpid()}",
+        owner=name or f"{socket.gethostname()}:{os.getpid()}",
         # the message a release owes is in the outbox already: send it now (the relay covers a failure)
         resend=lambda job_id, _kind, _queue: deliver_unsent(app, store, [job_id]),
         children=WarmPool(str(settings.home), threads, warm=warm),

@@ -246,7 +246,8 @@ def _after_attempt(cause: str, attempts: int, retried_at: int, cancel: bool,
         since = f" since orch retry ({attempts} in all)" if retried_at else ""
         return JobStatus.failed, {"finished_at": utcnow(), "error": f"{cause}; gave up after {counted} attempts"
                                                                     f"{since} (ORCH_MAX_ATTEMPTS)"}
-    return JobStatus.queued, {"heartbeat_at": None, "error": cause}
+    # queued again: no worker holds it (the history names the one that did); `error` says why it ran again
+    return JobStatus.queued, {"heartbeat_at": None, "error": cause, "worker_host": None}
 
 
 def _put_checkpoint(s: Session, job_id: int, tag: str, **values: Any) -> None:

@@ -102,6 +102,7 @@ def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureReques
         while time.monotonic() < deadline and not any(name.startswith("orch-") for name in workers):
             workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
         assert any(name.startswith("orch-") for name in workers), (workers, flower_log(orch)[-2000:])
+        assert orch.json("status", str(job))["worker"] in workers  # orch status names the worker as Flower does
     finally:
         os.killpg(flower.pid, signal.SIGKILL)
         flower.wait()

@@ -125,6 +125,8 @@ def test_a_crashed_attempt_counts_too(store: Store) -> None:
         lease = Lease.acquire(store, job_id, "w", ttl=30)
         assert lease is not None
         outcomes.append(lease.requeue("job process died with SIGKILL", max_attempts=3))
+        # queued again, no worker holds it: `orch status` showed the dead one beside "queued"
+        assert outcomes[-1] != "queued" or status(store, job_id).worker_host is None
     assert outcomes == ["queued", "queued", "failed"]
     assert "SIGKILL" in status(store, job_id).error and Lease.acquire(store, job_id, "w", ttl=30) is None
 

@@ -118,7 +118,7 @@ def _check_classes(listing: Any, labels: dict[int, int] | None, classes: list[st
 
 def _assemble_if_last(ctx: JobContext, parent: int, spec: ScoreSpec) -> None:
     """If this shard completed the set, assemble under the parent's lease (a sibling may have it)."""
-    owner = f"{socket.gethostname()}:shard-job-{ctx.job_id}"
+    owner = f"{socket.gethostname()} via shard job {ctx.job_id}"  # the shard job names its own worker
     lease = protocol.take_assembly(ctx.store, ctx.lease, parent, owner, ctx.settings.lease_ttl)
     if lease is None:
         return
