@@ -248,6 +248,6 @@ class SelfFence(threading.Thread):
 def exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         name = signal.Signals(-code).name
-        hint = " (killed: out of memory?)" if name == "SIGKILL" else " (crashed)" if name == "SIGSEGV" else ""
+        hint = " (kill -9, or the kernel's out-of-memory killer: `dmesg` says which)" if name == "SIGKILL" else " (crashed)" if name == "SIGSEGV" else ""
         return f"{name}{hint}"
     return f"exit code {code} and no report"

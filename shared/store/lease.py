@@ -127,12 +127,21 @@ class Lease:
             s.execute(update(Job).where(Job.id == self.job_id).values(**values))
 
     def finish(self, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None) -> bool:
-        """End the job under this token. False if the token was stale (nothing written)."""
+        """End the job under this token, with a line in its history (a cancelled attempt was missing
+        from it, between "orch cancel asked" and "requeued"). False if the token was stale (nothing
+        written)."""
         values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error,
                                   "cancel_requested": False}
         if result is not None:
             values["result"] = result
-        return self._end(values)
+        with self.store.session() as s:
+            if not self._end(s, values):
+                return False
+            attempts = s.scalar(select(Job.attempts).where(Job.id == self.job_id))
+            cause = f" ({error})" if error and error != status else ""
+            s.add(Event(job_id=self.job_id, kind="info" if status == JobStatus.succeeded else "warning",
+                        message=f"attempt {attempts} ended{cause}: the job {ENDED[status]}"))
+            return True
 
     def release(self, error: str) -> bool:
         """Give the job back to the queue (a transient fault): it will be leased again, unless a
@@ -159,10 +168,9 @@ class Lease:
         except StaleLease:
             return None
 
-    def _end(self, values: dict[str, Any]) -> bool:
-        with self.store.session() as s:
-            return updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
-                                                Job.status == JobStatus.running).values(**values)) == 1
+    def _end(self, s: Session, values: dict[str, Any]) -> bool:
+        return updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
+                                            Job.status == JobStatus.running).values(**values)) == 1
 
     @classmethod
     def take_expired(cls, store: Store, ttl: float, owner: str, max_attempts: int) -> list[Expired]:
@@ -233,6 +241,9 @@ class Expired:
     holder: str | None
     attempts: int
     outcome: JobStatus
+
+
+ENDED = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed", JobStatus.cancelled: "is cancelled"}
 
 
 def _after_attempt(cause: str, attempts: int, retried_at: int, cancel: bool,

@@ -222,3 +222,18 @@ def test_cancel_retry_and_a_worker_stopping_leave_lines_in_the_jobs_history(stor
                       "orch cancel asked its worker to stop it",
                       "attempt 2 ended (cancelled by its worker): the job is cancelled",
                       "requeued (cancelled after 2 attempts)"]
+
+
+def test_every_way_a_job_ends_is_a_line_in_its_history(store: Store) -> None:
+    """A job its worker finished (succeeded, failed, or stopped for a cancel) had no line for that
+    end: `orch status ID` went from "orch cancel asked its worker to stop it" to "requeued"."""
+    endings = [(JobStatus.succeeded, None, "attempt 1 ended: the job succeeded"),
+               (JobStatus.failed, "NonFiniteLoss: loss is nan", "attempt 1 ended (NonFiniteLoss: loss is nan): the job failed"),
+               (JobStatus.cancelled, "cancelled", "attempt 1 ended: the job is cancelled")]
+    for status_, error, line in endings:
+        job_id = new_job(store)
+        lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+        assert lease is not None and lease.finish(status_, error=error)
+        assert not lease.finish(status_, error=error)  # ended once: a second end writes nothing, no second line
+        with store.session() as s:
+            assert [e.message for e in reads.job_events(s, job_id)] == [line]
