@@ -57,6 +57,9 @@ def _checked(path: Path, key: str, value: Any, field: OptionField | None) -> Any
             raise ConfigError(f"{path}: {key}: expected a path in quotes, got {value!r}")
         return str((path.parent / value).resolve())
     assert field is not None  # every key but the paths is an option field (checked by the caller)
+    if isinstance(value, list):
+        raise ConfigError(f"{path}: {key}: one value per key, got a list; a grid goes on the command line "
+                          f"(orch submit ablation {field.option} a,b)")
     try:
         return field.parse_item(value)
     except ValueError as exc:

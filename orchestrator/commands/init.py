@@ -74,7 +74,10 @@ def detect_splits(folder: Path) -> list[Split]:
             found.append(Split(key, sub.relative_to(folder), _summary(listing)))
     if found and found[0].key != "data":
         raise DataError(f"{folder}: has {found[0].folder}/ but no train/ folder of labelled images")
-    if not found:  # the folder itself holds the labelled images
+    if not found:  # the folder itself holds the labelled images, unless a data folder is below it
+        below = sorted(d.name for d in folder.iterdir() if d.is_dir() and any((d / n).is_dir() for n in SPLITS["data"]))
+        if below:  # a project folder holding data/: its "class" would be data
+            raise DataError(f"{folder}: no train/ folder here, but {below[0]}/ has one: orch init {folder / below[0]}")
         found.append(Split("data", Path("."), _summary(scan_labelled(folder))))
     return found
 

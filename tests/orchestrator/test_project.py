@@ -63,6 +63,11 @@ def test_init_refuses_to_overwrite_and_a_bad_file_is_one_line(orch: Orch, projec
     bad = orch.run("submit", "train", cwd=project)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"Error: {project / 'orch.toml'}: epochs: 'many' is not a whole number"]
+    (project / "orch.toml").write_text('data = "train"\nnorm = ["bn", "ln"]\n')
+    listed = orch.run("submit", "ablation", cwd=project)  # was: norm: unknown "['bn', 'ln']"
+    assert listed.returncode == 2 and listed.stderr.strip().splitlines() == [
+        f"Error: {project / 'orch.toml'}: norm: one value per key, got a list; a grid goes on the command line "
+        "(orch submit ablation --norm a,b)"]
     (project / "orch.toml").write_text('dataset = "train"\n')
     unknown = orch.run("status", cwd=project)
     assert unknown.returncode == 2 and "unknown key 'dataset'; allowed: data, val," in unknown.stderr
@@ -77,6 +82,9 @@ def test_init_in_an_image_folder_without_splits(orch: Orch, project: Path) -> No
     empty.mkdir()
     refused = orch.run("init", str(empty))
     assert refused.returncode == 2 and "no JPEG or PNG images" in refused.stderr
+    above = orch.run("init", cwd=project.parent)  # a project folder holding the data folder: its class was "cats"
+    assert above.returncode == 2 and above.stderr.strip() == (
+        f"Error: {project.parent}: no train/ folder here, but cats/ has one: orch init {project}")
 
 
 def test_scoring_from_the_project_folder_takes_the_test_labels_too(orch: Orch, project: Path, tmp_path: Path) -> None:
