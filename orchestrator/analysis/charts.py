@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.curves import curve
-from orchestrator.analysis.study import ConfigResult, StudyAnalysis, scale_of
+from orchestrator.analysis.study import VALIDATION_ACCURACY, ConfigResult, StudyAnalysis, scale_of
 from orchestrator.metrics import metric_title
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def final_chart(analysis: StudyAnalysis) -> Figure:
 
 def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> None:
     scale, results = scale_of(analysis.metric), analysis.results
+    tested = shows_test_accuracy(analysis)
     for row, result in enumerate(results):
         y, colour = len(results) - row, palette[result.config.label]
         seeds = [scale.factor * v for v in result.config.by_seed(analysis.metric).values()]
@@ -65,15 +66,22 @@ def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> No
         if result.summary.ci is not None:
             ax.errorbar(mean, y, xerr=error_bars([result], scale.factor), fmt="none", ecolor=colour, capsize=4, lw=1.6)
         ax.scatter([mean], [y], s=46, color=colour, edgecolor="black", linewidth=0.6, zorder=3)
-        if result.test.mean is not None:  # just below its row, so that it never hides the mean
+        if result.test.mean is not None and tested:  # just below its row, so that it never hides the mean
             ax.scatter([100 * result.test.mean], [y - 0.22], marker="D", s=26, facecolor="white", edgecolor=colour,
                        zorder=3)
     ax.set_yticks(range(len(results), 0, -1), [_tick(r, analysis) for r in results])
     ax.set_ylim(0.4, len(results) + 0.6)
-    tested = ", \u25c7 test accuracy" if any(r.test.mean is not None for r in results) else ""
-    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{tested}")
+    diamonds = ", \u25c7 test accuracy" if tested else ""
+    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{diamonds}")
+    flagged = "; * not converged" if any(r.convergence for r in results) else ""
     # two lines: in the overview, one ran into the curves' title beside it
-    ax.set_title(f"{metric_title(analysis.metric)} per config\n(best first; * not converged)", loc="left")
+    ax.set_title(f"{metric_title(analysis.metric)} per config\n(best first{flagged})", loc="left")
+
+
+def shows_test_accuracy(analysis: StudyAnalysis) -> bool:
+    """Test accuracy as a diamond beside a validation accuracy: on the same axis, and not beside
+    itself (--metric test_acc) or on a loss's or images/s's axis (it sat at 71 on a 0-1 loss axis)."""
+    return analysis.metric in VALIDATION_ACCURACY and any(r.test.mean is not None for r in analysis.results)
 
 
 def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
@@ -90,7 +98,9 @@ def curves_chart(analysis: StudyAnalysis) -> Figure:
         draw_curves(ax, analysis, palette, key, factor)
         ax.set_title(title, loc="left")
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
-    figure.suptitle("Learning curves: mean over seeds, band from the lowest to the highest seed", x=0.01,
+    one_each = all(len(r.config.runs) == 1 for r in analysis.results)  # orch report --job: a line per job
+    figure.suptitle("Learning curves: one run per line" if one_each else
+                    "Learning curves: mean over seeds, band from the lowest to the highest seed", x=0.01,
                     ha="left", fontsize=10)
     return figure
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from orchestrator.analysis import charts
 from orchestrator.analysis.configs import show
-from orchestrator.analysis.rows import display_rows, verdict_lines
+from orchestrator.analysis.rows import absent_note, display_rows, verdict_lines
 from orchestrator.analysis.study import StudyAnalysis, scale_of
+from orchestrator.metrics import metric_title
 from shared.store.report_reads import RunRecord
 from shared.versions import installed_version
 
@@ -27,10 +28,7 @@ text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right
 figure svg{max-width:100%;height:auto}figcaption{color:#57606a;font-size:12px}code{background:#f6f8fa;padding:0 3px}
 """
 CAPTIONS = {
-    "final": "The metric per config: the mean over seeds with its 95% interval (t distribution), each seed "
-             "as a dot (val_acc: each run's best epoch, the checkpoint that scoring uses; last_val_acc: its last "
-             "epoch); a diamond marks test "
-             "accuracy where the run was scored; * marks a config that had not converged.",
+    "final": "",  # the metric's own: final_caption
     "curves": "Learning curves: the mean over seeds per epoch, the band spans the lowest to the highest seed.",
     "groups": "The metric against the group count (log2 axis), one line per setting of the other fields; labels "
               "give each model's GMACs per image.",
@@ -41,12 +39,27 @@ CAPTIONS = {
 }
 
 
-def page(analysis: StudyAnalysis) -> tuple[str, list[str]]:
-    """The HTML text and the names of the charts it holds."""
+def final_caption(analysis: StudyAnalysis) -> str:
+    """The final chart's caption, for the metric it shows (it explained val_acc under a chart of images/s)."""
+    which = {"val_acc": " (each run's best epoch, the checkpoint that scoring uses)",
+             "last_val_acc": " (each run's last epoch)"}.get(analysis.metric, "")
+    parts = [f"{metric_title(analysis.metric)} per config: the mean over seeds with its 95% interval "
+             f"(t distribution), each seed{which} as a dot"]
+    if charts.shows_test_accuracy(analysis):
+        parts.append("a diamond marks test accuracy where the runs were scored")
+    if any(r.convergence for r in analysis.results):
+        parts.append("* marks a config that had not converged")
+    return "; ".join(parts) + "."
+
+
+def page(analysis: StudyAnalysis, absent: list[tuple[int, str]] | None = None) -> tuple[str, list[str]]:
+    """The HTML text and the names of the charts it holds. `absent`: the study's jobs with no epoch
+    (queued, or ended before one), named on the page as the terminal names them."""
     figures = {name: draw(analysis) for name, draw in charts.CHARTS.items()}
     drawn = {name: charts.inline_svg(fig) for name, fig in figures.items() if fig is not None}
-    body = [_header(analysis), _answer(analysis), _leaderboard(analysis), _comparisons(analysis),
-            _charts(drawn), _runs(analysis), _settings(analysis)]
+    captions = {**CAPTIONS, "final": final_caption(analysis)}
+    body = [_header(analysis), _answer(analysis, absent or []), _leaderboard(analysis), _comparisons(analysis),
+            _charts(drawn, captions), _runs(analysis), _settings(analysis)]
     title = escape(_title(analysis))
     html = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -65,7 +78,7 @@ def _header(analysis: StudyAnalysis) -> str:
     runs = analysis.runs
     started = [r.started_at for r in runs if r.started_at]
     finished = [r.finished_at for r in runs if r.finished_at]
-    hosts = sorted({(r.worker_host or "?").rsplit(":", 1)[0] for r in runs})
+    hosts = sorted({worker_host(r.worker_host) for r in runs})
     facts = [
         ("study created", _when(analysis.study.created_at) if analysis.study else "-"),
         ("runs", f"{len(runs)} jobs in {len(analysis.results)} configs, first started "
@@ -78,8 +91,8 @@ def _header(analysis: StudyAnalysis) -> str:
     return f"<h1>{escape(_title(analysis))}</h1>\n<table class=\"meta\">{items}</table>"
 
 
-def _answer(analysis: StudyAnalysis) -> str:
-    lines = verdict_lines(analysis)
+def _answer(analysis: StudyAnalysis, absent: list[tuple[int, str]]) -> str:
+    lines = verdict_lines(analysis) + ([absent_note(absent)] if absent else [])
     flag = ' class="flag"'
     items = "".join(f"<li{flag if 'not converged' in line else ''}>{escape(line)}</li>" for line in lines)
     return f"<h2 id=\"answer\">The answer</h2>\n<ul class=\"verdicts\">{items}</ul>"
@@ -101,9 +114,9 @@ def _comparisons(analysis: StudyAnalysis) -> str:
         comp = result.comparison
         rows.append({
             "config": result.config.label, "vs baseline": comp.outcome,
-            "difference": "" if comp.diff is None else scale.delta(comp.diff),
+            "difference": "" if comp.diff is None or result is analysis.baseline else scale.delta(comp.diff),
             "95% CI": "" if comp.ci is None else scale.interval(*comp.ci),
-            "p": "" if comp.p is None else f"{comp.p:.3g}", "paired seeds": ",".join(map(str, comp.seeds)),
+            "p": "" if comp.p is None else f"{comp.p:.2g}", "paired seeds": ",".join(map(str, comp.seeds)),
             "seeds for 80% power": comp.seeds_needed or "", "verdict": comp.verdict})
     base = escape(analysis.baseline.config.label)
     return (f"<h2 id=\"comparison\">Paired comparison against {base}</h2>\n<p class=\"meta\">Differences are "
@@ -112,9 +125,9 @@ def _comparisons(analysis: StudyAnalysis) -> str:
             f"at the 5% level.</p>\n" + table(rows))
 
 
-def _charts(drawn: dict[str, str]) -> str:
+def _charts(drawn: dict[str, str], captions: dict[str, str]) -> str:
     index = " · ".join(f"<a href=\"#chart-{name}\">{name}</a>" for name in drawn)
-    figures = "".join(f"<figure id=\"chart-{name}\" data-chart=\"{name}\">{svg}<figcaption>{escape(CAPTIONS[name])}"
+    figures = "".join(f"<figure id=\"chart-{name}\" data-chart=\"{name}\">{svg}<figcaption>{escape(captions[name])}"
                       f"</figcaption></figure>\n" for name, svg in drawn.items())
     return f"<h2 id=\"charts\">Charts</h2>\n<p class=\"meta\">charts: {index}</p>\n{figures}"
 
@@ -133,8 +146,26 @@ def _run_row(run: RunRecord, label: str) -> dict[str, Any]:
             "worker": run.worker_host or "", "started": _when(run.started_at), "finished": _when(run.finished_at)}
 
 
+def worker_host(worker: str | None) -> str:
+    """The machine of a job's worker: NAME@HOST (a Celery node name) or HOST:PID (older runs)."""
+    if not worker:
+        return "?"
+    return worker.partition("@")[2] if "@" in worker else worker.rsplit(":", 1)[0]
+
+
+def applies(key: str, common: dict[str, Any]) -> bool:
+    """Whether a shared setting did anything: momentum is SGD's only; val_fraction splits the training
+    folder only where no --val was given."""
+    if key == "momentum":
+        return common.get("optimizer") == "sgd"
+    if key == "val_fraction":
+        return not common.get("val")
+    return True
+
+
 def _settings(analysis: StudyAnalysis) -> str:
-    common = "".join(f"<tr><th>{escape(k)}</th><td>{escape(show(v))}</td></tr>" for k, v in analysis.common.items())
+    common = "".join(f"<tr><th>{escape(k)}</th><td>{escape(show(v))}</td></tr>" for k, v in analysis.common.items()
+                     if applies(k, analysis.common))
     grid = json.dumps(analysis.study.grid, indent=2, sort_keys=True, default=str) if analysis.study else "{}"
     return (f"<h2 id=\"settings\">Settings</h2>\n<p class=\"meta\">Shared by every config:</p><table>{common}</table>"
             f"\n<p class=\"meta\">The study as submitted:</p><pre><code>{escape(grid)}</code></pre>")

@@ -74,6 +74,10 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     """Plain words under the table: each config against the baseline, then the convergence flags."""
     base = analysis.baseline.config.label
     lines = [f"baseline: {base} ({analysis.baseline_how}); paired by seed, 95% intervals from the t distribution"]
+    if analysis.metric == "images_per_s":
+        lines.append("note: images/s is the machine's as much as the config's: a difference is the configs' own "
+                     "only where their runs shared one machine and its load, and each mean counts the first "
+                     "epoch's start-up")
     for result in analysis.results:
         if result is not analysis.baseline:
             lines.append(f"{result.config.label} vs {base}: {result.comparison.verdict}")
@@ -101,6 +105,12 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")
     return lines
+
+
+def absent_note(absent: list[tuple[int, str]]) -> str:
+    """The study's jobs with no epoch yet, (id, status): missing from every number above."""
+    listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
+    return f"note: not in these statistics, no epoch recorded: jobs {listed}"
 
 
 def precision_note(analysis: StudyAnalysis) -> str | None:

@@ -71,7 +71,9 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         comparison = (_baseline_row(values) if config is base else compare(values, base_values, scale))
         tests = list(config.by_seed("test_acc").values())
         summary = summarize(list(values.values()), scale)
-        results.append(ConfigResult(config, rank, summary, comparison, convergence_note(config),
+        # whether training had settled says nothing about a throughput
+        convergence = None if metric == "images_per_s" else convergence_note(config)
+        results.append(ConfigResult(config, rank, summary, comparison, convergence,
                                     summarize(tests, scale_of("test_acc")), at_chance(chance, summary)))
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
                          common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric))

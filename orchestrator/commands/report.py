@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
 
 CHART_NAMES = ("final", "curves", "groups", "width", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
+NO_TEST_ACCURACY = ("--metric test_acc: no job here has a test accuracy yet; score one with "
+                    "`orch submit score --job ID --data TEST_FOLDER --labels LABELS.csv`")
 EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
          "(is a worker running? `orch worker`); to start one: `orch submit train --help`")
 
@@ -88,16 +90,16 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, empty))
         return
     if metric == "test_acc" and all(run.test_acc is None for run in runs):  # a table and charts of nothing
-        raise OrchError("--metric test_acc: no job here has a test accuracy yet; score one with "
-                        "`orch submit score --job ID --data TEST_FOLDER --labels LABELS.csv`")
+        raise OrchError(NO_TEST_ACCURACY)
     analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None)
     if html_path or plot_path:
-        _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"))
+        _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"), absent)
     if not (html_path or plot_path) or fmt != "table":  # --format csv beside --html: both, as asked
         _print_analysis(analysis, fmt)
     if absent:  # a cell cancelled before its first epoch was simply missing from the statistics
-        listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
-        click.echo(f"note: not in these statistics, no epoch recorded: jobs {listed}", err=True)
+        from orchestrator.analysis.rows import absent_note
+
+        click.echo(absent_note(absent), err=True)
 
 
 def _nothing_recorded(study_id: int, absent: list[tuple[int, str]]) -> str:
@@ -147,6 +149,8 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
     with obj.store.session() as s:
         ranked, total = leaderboard(s, study_id, metric, limit)
+    if metric == "test_acc" and not ranked:
+        raise OrchError(NO_TEST_ACCURACY)
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
     elif fmt == "csv":  # numbers for a script (0.8333, 11169858), as the study's CSV has them
@@ -180,7 +184,8 @@ def _print_analysis(analysis: StudyAnalysis, fmt: str) -> None:
         click.echo("\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in verdict_lines(analysis)))
 
 
-def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Path | None, chart: str) -> None:
+def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Path | None, chart: str,
+                 absent: list[tuple[int, str]]) -> None:
     from orchestrator.analysis.charts import SINGLE_CHARTS, save
     from orchestrator.analysis.html import page
 
@@ -193,6 +198,6 @@ def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Pat
         save(figure, plot_path)
         click.echo(f"wrote {plot_path} ({chart} chart)", err=True)  # stdout: --format output only
     if html_path is not None:
-        text, drawn = page(analysis)
+        text, drawn = page(analysis, absent)
         html_path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {html_path} (charts: {', '.join(drawn)})", err=True)

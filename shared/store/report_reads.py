@@ -119,8 +119,8 @@ class LeaderboardEntry:
 def leaderboard_entries(session: Session, study_id: int | None = None, *, metric: str = "val_acc",
                         descending: bool = True, limit: int = 0) -> tuple[list[LeaderboardEntry], int]:
     """The `limit` best training runs with an epoch (0: all) by `metric`, one of LeaderboardEntry's
-    numbers: best first, the lowest job id first on a tie, runs without it (no test score) last; and
-    how many runs there are. Ranked and cut in SQL (a lab's store holds 10^5 epoch rows or more).
+    numbers: best first, the lowest job id first on a tie; and how many runs there are. By test_acc,
+    the runs with a test accuracy only (the others ranked 2nd to 6th with an empty cell). Ranked and cut in SQL (a lab's store holds 10^5 epoch rows or more).
 
     A run's best epoch is its highest val_acc, the earliest on a tie: the same rule as
     orchestrator.analysis.configs.run_value, which applies it to a study's full curves. It is one
@@ -140,7 +140,8 @@ def leaderboard_entries(session: Session, study_id: int | None = None, *, metric
                      .order_by(Score.id.desc()).limit(1).correlate(Job).scalar_subquery()),  # as _latest_test_accuracy
         "images_per_s": select(func.avg(run.images_per_s)).where(run.job_id == Job.id).correlate(Job).scalar_subquery(),
     }[metric]
-    in_scope = [Job.kind == JobKind.train, *([Job.study_id == study_id] if study_id is not None else [])]
+    in_scope = [Job.kind == JobKind.train, *([Job.study_id == study_id] if study_id is not None else []),
+                *([ranked_by.is_not(None)] if metric == "test_acc" else [])]  # by test accuracy: the scored runs
     query = (select(Job.id, Epoch.val_acc, Epoch.val_loss, func.count().over()).join(Epoch, Epoch.id == best_epoch)
              .where(*in_scope).order_by((ranked_by.desc() if descending else ranked_by.asc()).nulls_last(), Job.id))
     rows = session.execute(query.limit(limit) if limit else query).all()

@@ -63,8 +63,8 @@ def test_leaderboard_ranks_every_run_and_shows_the_limit(study: tuple[Orch, dict
 @pytest.mark.parametrize("metric", ["val_acc", "last_val_acc", "val_loss", "test_acc", "images_per_s"])
 def test_the_store_ranks_and_cuts_the_leaderboard_as_a_sort_would(study: tuple[Orch, dict], metric: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ranked in SQL (orch report reads the shown rows only): best first, the lowest id on a tie, runs
-    without the metric (no test score) last, and --limit cuts that order."""
+    """Ranked in SQL (orch report reads the shown rows only): best first, the lowest id on a tie, and
+    --limit cuts that order; by test_acc, the scored runs only (bn groups 1, seeds 0 and 1)."""
     from orchestrator.metrics import METRICS
     from orchestrator.report import leaderboard
 
@@ -76,10 +76,11 @@ def test_the_store_ranks_and_cuts_the_leaderboard_as_a_sort_would(study: tuple[O
         study_rows, study_total = leaderboard(s, 1, metric, 3)
     store.dispose()
     sign = -1 if METRICS[metric] else 1
-    expected = sorted(every, key=lambda r: (r[metric] is None, sign * (r[metric] or 0), r["id"]))
-    assert [r["id"] for r in every] == [r["id"] for r in expected] and total == top_total == len(jobs)
-    assert [r["rank"] for r in every] == list(range(1, len(jobs) + 1))
-    assert top == every[:5] and study_rows == every[:3] and study_total == len(jobs)  # the one study holds all
+    expected = sorted(every, key=lambda r: (sign * r[metric], r["id"]))
+    runs = 2 if metric == "test_acc" else len(jobs)
+    assert [r["id"] for r in every] == [r["id"] for r in expected] and total == top_total == runs
+    assert [r["rank"] for r in every] == list(range(1, runs + 1))
+    assert top == every[:5] and study_rows == every[:3] and study_total == runs  # the one study holds all
 
 
 def _row(rows: list[dict], norm: str, groups: int) -> dict:
@@ -265,8 +266,9 @@ def test_a_study_with_no_epoch_or_no_test_accuracy_says_what_to_do(orch: Orch, m
     empty = orch.run("report", "--study", "stopped", check=True).stdout.strip()
     assert empty == (f"no epoch recorded in study {stopped_id}: jobs {job} (cancelled); `orch retry --study "
                      f"{stopped_id}` requeues the failed and cancelled ones")
-    for extra in ([], ["--plot", str(orch.home / "t.png")]):
-        proc = orch.run("report", "--study", str(scored), "--metric", "test_acc", *extra)
+    for extra in ([], ["--plot", str(orch.home / "t.png")], None):
+        where = ["--study", str(scored)] if extra is not None else []  # None: the leaderboard of every job
+        proc = orch.run("report", *where, "--metric", "test_acc", *(extra or []))
         assert proc.returncode == 2 and proc.stderr.strip() == (
             "Error: --metric test_acc: no job here has a test accuracy yet; score one with `orch submit score "
             "--job ID --data TEST_FOLDER --labels LABELS.csv`")
@@ -330,3 +332,46 @@ def test_runs_in_different_precisions_are_named(orch: Orch, monkeypatch: pytest.
         "bn": ["bf16"], "ln": ["bf16", "fp32"]}
     board = orch.json_report("--limit", "0")  # the leaderboard: what each job ran
     assert sorted(map(str, (r["precision"] for r in board))) == ["None"] + ["bf16"] * 7 + ["fp32"]
+
+
+def test_charts_and_page_say_what_their_metric_is(study: tuple[Orch, dict], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by reading the charts: test accuracy's diamond sat at 88 on a val_loss axis of 0-1, the
+    final chart's caption explained val_acc under a chart of images/s, a throughput was flagged 'not
+    converged', one curve per job was titled a mean over seeds, a page written mid-study did not
+    name its queued jobs, and momentum was listed as shared by Adam runs."""
+    orch, jobs = study
+    chart = tmp_path / "final.svg"
+    orch.run("report", "--study", "1", "--plot", str(chart), check=True)
+    assert "test accuracy" in chart.read_text()  # val_acc: the scored bn runs' diamonds and their legend
+    for metric in ("val_loss", "images_per_s", "test_acc"):
+        orch.run("report", "--study", "1", "--metric", metric, "--plot", str(chart), check=True)
+        assert "test accuracy" not in chart.read_text(), metric
+    text = orch.run("report", "--study", "1", "--metric", "images_per_s", check=True).stdout
+    assert "not converged" not in text and "images/s is the machine's as much as the config's" in text
+    page = tmp_path / "ips.html"
+    orch.run("report", "--study", "1", "--metric", "images_per_s", "--html", str(page), check=True)
+    caption = re.search(r'<figure id="chart-final".*?<figcaption>(.*?)</figcaption>', page.read_text(), re.S)
+    assert caption and caption.group(1).startswith("images_per_s (mean over epochs) per config: the mean over seeds")
+    assert "best epoch" not in caption.group(1) and "diamond" not in caption.group(1)
+    picked = ",".join(str(jobs[k]) for k in (("bn", 1, 0), ("ln", 1, 0)))
+    curves = tmp_path / "jobs.svg"
+    orch.run("report", "--job", picked, "--plot", str(curves), check=True)
+    assert "one run per line" in curves.read_text() and "mean over seeds" not in curves.read_text()
+
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import jobs as store_jobs
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:  # a cell still queued
+        spec = TrainSpec(model=ModelSpec(arch="resnet50", norm="gn", image_size=32, num_classes=2), data="/data/train")
+        queued = store_jobs.add_job(s, "train", spec, study_id=1).id
+    store.dispose()
+    page = tmp_path / "partial.html"
+    orch.run("report", "--study", "1", "--html", str(page), check=True)
+    html = page.read_text()
+    assert f"note: not in these statistics, no epoch recorded: jobs {queued} (queued)" in html
+    assert "<th>momentum</th>" not in html and "<th>optimizer</th>" in html  # adam: momentum did nothing
+    assert "<th>val_fraction</th>" not in html  # every run had its --val folder
+    base = re.search(r"<tr><td>norm=bn groups=4</td><td>baseline</td><td>(.*?)</td>", html)
+    assert base and base.group(1) == ""  # no "+0.00 points" against itself
