@@ -36,7 +36,7 @@ def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
         "id": run.id, "status": run.status, **config_columns(run.spec),
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         "val_acc": entry.val_acc, "last_val_acc": entry.last_val_acc, "val_loss": entry.val_loss,
-        "test_acc": entry.test_acc,
+        "test_acc": entry.test_acc, "test_precision": entry.test_precision,
         "epochs": entry.epochs, "precision": run.result.get("precision"), "images_per_s": entry.images_per_s,
         "wall_s": run.result.get("wall_s") or round(entry.seconds, 1),
     }

@@ -27,6 +27,7 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             f"{metric}_ci95_low": _at(summary.ci, 0), f"{metric}_ci95_high": _at(summary.ci, 1),
             "n": summary.n, "seeds": sorted(config.by_seed(metric)), "interval_note": summary.note or None,
             "test_acc_mean": result.test.mean, "test_acc_n": result.test.n,
+            "test_precision": sorted({run.test_precision for run in config.runs if run.test_precision}),
             "params": config.info("params"), "gmacs": config.info("gmacs"),
             "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
@@ -98,9 +99,9 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         lines.append(f"note: by each run's last epoch (--metric last_val_acc) {analysis.first_by_last_epoch.label} "
                      f"ranks first, not {analysis.results[0].config.label}: the best epochs are picked on the "
                      f"validation images they are measured on")
-    mixed = precision_note(analysis)
-    if mixed:
-        lines.append(f"note: {mixed}")
+    for note in (precision_note(analysis), test_precision_note(analysis)):
+        if note:
+            lines.append(f"note: {note}")
     unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")
@@ -127,6 +128,22 @@ def precision_note(analysis: StudyAnalysis) -> str | None:
         return None
     listed = "; ".join(f"{name}: {', '.join(labels)}" for name, labels in ran.items())
     return f"not every run trained in one precision ({listed}): a difference may be the precision's"
+
+
+def test_precision_note(analysis: StudyAnalysis) -> str | None:
+    """Which precision the test accuracies were scored in, where one was int8 or they differ: int8 is a
+    quantized copy of the network (kept only where it agreed with fp32 on its check images), so its
+    accuracy is near the checkpoint's, not the checkpoint's own."""
+    scored: dict[str, list[int]] = {}
+    for run in analysis.runs:
+        if run.test_acc is not None and run.test_precision:
+            scored.setdefault(run.test_precision, []).append(run.id)
+    if not scored or (len(scored) == 1 and "int8" not in next(iter(scored))):
+        return None
+    listed = "; ".join(f"{name} (jobs {', '.join(map(str, ids))})" for name, ids in sorted(scored.items()))
+    return (f"test accuracy was scored in {listed}: an int8 score is a quantized copy's, near the checkpoint's "
+            f"own; `orch submit score --precision fp32` scores the checkpoint as trained"
+            if any("int8" in name for name in scored) else f"test accuracy was scored in {listed}")
 
 
 def study_title(analysis: StudyAnalysis) -> str:

@@ -16,7 +16,7 @@ from shared.errors import OrchError
 
 # the leaderboard's columns a narrow terminal leaves out, the first first: what ranks a run
 # (rank, id, model, the config's own fields, val_acc, test_acc) stays
-LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "precision", "status", "epochs", "val_loss", "last_val_acc", "batch_size",
+LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "precision", "test_precision", "status", "epochs", "val_loss", "last_val_acc", "batch_size",
                           "lr", "params", "gmacs", "attention", "width", "seed")
 
 if TYPE_CHECKING:

@@ -200,7 +200,10 @@ class Lease:
     def fail_parent(self, parent_id: int, error: str) -> bool:
         """A shard fails its waiting score job: waiting -> failed (never a run being assembled)."""
         with self.fenced() as s:
-            return updated(s, fail_waiting(parent_id, error)) == 1
+            if updated(s, fail_waiting(parent_id, error)) != 1:
+                return False
+            s.add(Event(job_id=parent_id, kind="warning", message=f"shard job {self.job_id} failed: the job failed"))
+            return True
 
     def begin_assembly(self) -> None:
         """This lease is the score job's own: waiting | sent | assembling -> assembling."""
@@ -212,9 +215,12 @@ class Lease:
     def fail_assembly(self, error: str) -> bool:
         """assembling -> failed: the score job fails and --out stays as it was."""
         with self.store.session() as s:
-            return updated(s, move_assembly(self.job_id, Assembly.failed, [Assembly.assembling], status=JobStatus.failed,
-                                            error=error, finished_at=utcnow(), cancel_requested=False)
-                           .where(Job.lease_token == self.token, Job.status == JobStatus.running)) == 1
+            if updated(s, move_assembly(self.job_id, Assembly.failed, [Assembly.assembling], status=JobStatus.failed,
+                                        error=error, finished_at=utcnow(), cancel_requested=False)
+                       .where(Job.lease_token == self.token, Job.status == JobStatus.running)) != 1:
+                return False
+            s.add(Event(job_id=self.job_id, kind="warning", message=f"assembling failed ({error}): the job failed"))
+            return True
 
     def complete_score(self, result: dict[str, Any], score: dict[str, Any]) -> None:
         """assembling -> done: the Score row and the score job's end, in one fenced transaction: exactly once."""
@@ -229,6 +235,7 @@ class Lease:
                                  result=result, error=None, finished_at=utcnow(), cancel_requested=False)
             if updated(s, done) != 1:  # raising rolls the Score row back too
                 raise StaleLease(f"score job {self.job_id}: not being assembled any more")
+            s.add(Event(job_id=self.job_id, kind="info", message="its shards' predictions assembled: the job succeeded"))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
@@ -37,6 +37,12 @@ class RunRecord:
     finished_at: datetime | None
     epochs: list[dict[str, float]] = field(default_factory=list)
     test_acc: float | None = None  # the latest scoring run that is this job's test accuracy (Score.is_test)
+    test_precision: str | None = None  # the precision that scoring run ran in (int8: a quantized copy)
+
+
+class ScoredTest(NamedTuple):
+    accuracy: float
+    precision: str | None  # what the scoring run ran in ("int8", "bf16", "fp32"; shards may differ: "bf16,int8")
 
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "images_per_s", "seconds")
@@ -83,22 +89,27 @@ def runs_without_epochs(session: Session, study_id: int) -> list[tuple[int, str]
 
 
 def _latest_test_accuracy(session: Session, *, study_id: int | None = None,
-                          job_ids: list[int] | None = None) -> dict[int, float]:
+                          job_ids: list[int] | None = None) -> dict[int, ScoredTest]:
     """The latest scored test accuracy of each training job (of one study, of the listed jobs, or of
-    all), joined in SQL: an IN list of every job id (10,000 bind parameters) took 0.17 s on PostgreSQL."""
-    query = (select(Score.source_job_id, Score.accuracy).join(Job, Job.id == Score.source_job_id)
-             .where(Score.accuracy.is_not(None), Score.is_test).order_by(Score.id))
+    all) and the precision it was scored in, joined in SQL: an IN list of every job id (10,000 bind
+    parameters) took 0.17 s on PostgreSQL."""
+    scorer = aliased(Job)  # the scoring run's own job: its result says which precision ran
+    query = (select(Score.source_job_id, Score.accuracy, scorer.result).join(Job, Job.id == Score.source_job_id)
+             .join(scorer, scorer.id == Score.job_id).where(Score.accuracy.is_not(None), Score.is_test)
+             .order_by(Score.id))
     if study_id is not None:
         query = query.where(Job.study_id == study_id)
     if job_ids is not None:
         query = query.where(Job.id.in_(job_ids))
-    return {job_id: acc for job_id, acc in session.execute(query) if job_id is not None and acc is not None}
+    return {job_id: ScoredTest(acc, (result or {}).get("precision")) for job_id, acc, result in session.execute(query)
+            if job_id is not None and acc is not None}
 
 
-def _record(job: Job, epochs: list[dict[str, float]], test_acc: float | None) -> RunRecord:
+def _record(job: Job, epochs: list[dict[str, float]], test: ScoredTest | None) -> RunRecord:
     return RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec), model_info=dict(job.model_info or {}),
                      result=dict(job.result or {}), worker_host=job.worker_host, started_at=job.started_at,
-                     finished_at=job.finished_at, epochs=epochs, test_acc=test_acc)
+                     finished_at=job.finished_at, epochs=epochs, test_acc=test.accuracy if test else None,
+                     test_precision=test.precision if test else None)
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,7 @@ class LeaderboardEntry:
     epochs: int
     seconds: float
     test_acc: float | None
+    test_precision: str | None = None
 
 
 def leaderboard_entries(session: Session, study_id: int | None = None, *, metric: str = "val_acc",
@@ -157,7 +169,7 @@ def leaderboard_entries(session: Session, study_id: int | None = None, *, metric
     last_acc = {job_id: acc for job_id, acc in session.execute(select(Epoch.job_id, Epoch.val_acc).join(
         last_epoch, (Epoch.job_id == last_epoch.c.job_id) & (Epoch.epoch == last_epoch.c.epoch)))}
     entries = [LeaderboardEntry(job_id, acc, loss, last_acc[job_id], totals[job_id][1], totals[job_id][0],
-                                totals[job_id][2], tests.get(job_id)) for job_id, acc, loss, _ in rows]
+                                totals[job_id][2], *(tests.get(job_id) or (None, None))) for job_id, acc, loss, _ in rows]
     return entries, rows[0][3] if rows else 0
 
 

@@ -27,6 +27,7 @@ class Grid:
     seeds: tuple[int, ...] = (0, 1)
     epochs: int = 3
     scored: set[tuple[str, int, int]] = field(default_factory=set)  # (norm, groups, seed) with a test score
+    score_precision: str | None = None  # what those scoring runs ran in
 
 
 def open_home(home: Path, monkeypatch: object) -> Store:
@@ -62,7 +63,7 @@ def build_study(store: Store, grid: Grid | None = None) -> dict[tuple[str, int, 
             for seed in grid.seeds:
                 jobs[(norm, groups, seed)] = add_run(store, study_id, norm, groups, seed, grid.epochs)
     for key in grid.scored:
-        add_score(store, jobs[key], accuracy=NORM_LEVEL[key[0]] - 0.02)
+        add_score(store, jobs[key], accuracy=NORM_LEVEL[key[0]] - 0.02, precision=grid.score_precision)
     return jobs
 
 
@@ -88,12 +89,12 @@ def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: in
     return job_id
 
 
-def add_score(store: Store, source_job_id: int, accuracy: float) -> None:
+def add_score(store: Store, source_job_id: int, accuracy: float, precision: str | None = None) -> None:
     spec = ScoreSpec(checkpoint="/ckpt/best.pt", data="/data/test", out=f"/out/{source_job_id}.csv")
     with store.session() as s:  # a scoring run as the protocol records it, its one shard done
         job_id = add_score_run(s, spec, queue="orch", source_job_id=source_job_id)[0].id
     lease = Lease.acquire(store, job_id, "lab-gpu-1:100", ttl=30)
     assert lease is not None
     lease.begin_assembly()
-    lease.complete_score({"accuracy": accuracy}, {
+    lease.complete_score({"accuracy": accuracy, **({"precision": precision} if precision else {})}, {
         "source_job_id": source_job_id, "out": spec.out, "n_images": 40, "accuracy": accuracy, "images_per_s": 500.0})

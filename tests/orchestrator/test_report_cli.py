@@ -375,3 +375,19 @@ def test_charts_and_page_say_what_their_metric_is(study: tuple[Orch, dict], tmp_
     assert "<th>val_fraction</th>" not in html  # every run had its --val folder
     base = re.search(r"<tr><td>norm=bn groups=4</td><td>baseline</td><td>(.*?)</td>", html)
     assert base and base.group(1) == ""  # no "+0.00 points" against itself
+
+
+def test_a_test_accuracy_scored_in_int8_says_so(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring's auto runs int8 on an x86 CPU: the report showed its accuracy as the checkpoint's own."""
+    store = open_home(orch.home, monkeypatch)
+    build_study(store, Grid(name="q", norms=("bn", "ln"), groups=(1,), scored={("bn", 1, 0), ("bn", 1, 1)},
+                            score_precision="int8"))
+    store.dispose()
+    rows = orch.json_report("--study", "q")
+    assert {r["norm"]: r["test_precision"] for r in rows} == {"bn": ["int8"], "ln": []}
+    text = orch.run("report", "--study", "q", check=True).stdout.replace("\n    ", " ")
+    assert "note: test accuracy was scored in int8 (jobs 1, 2): an int8 score is a quantized copy's" in text
+    board = orch.json_report("--metric", "test_acc")
+    assert [(r["id"], r["test_precision"]) for r in board] == [(1, "int8"), (2, "int8")]
+    events = orch.json("status", "5")["events"]  # the first scoring run's history ends with its end
+    assert events[-1]["message"] == "its shards' predictions assembled: the job succeeded"
