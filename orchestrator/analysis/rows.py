@@ -99,9 +99,7 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         lines.append(f"note: by each run's last epoch (--metric last_val_acc) {analysis.first_by_last_epoch.label} "
                      f"ranks first, not {analysis.results[0].config.label}: the best epochs are picked on the "
                      f"validation images they are measured on")
-    for note in (precision_note(analysis), test_precision_note(analysis)):
-        if note:
-            lines.append(f"note: {note}")
+    lines += [f"note: {said}" for said in (precision_note(analysis), test_precision_note(analysis)) if said]
     unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")
