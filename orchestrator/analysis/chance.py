@@ -51,7 +51,9 @@ def at_chance(chance: Chance | None, summary: Summary) -> bool | None:
 
 def chance_note(labels: list[str], total: int, chance: Chance) -> str:
     """One line for the configs at chance; every config there makes the whole ranking noise."""
-    level = f"{100 * chance.level:.1f}% ({chance.how})"
+    # the pooled test, said: a config whose t interval reaches chance may still be clearly above it
+    pooled = ", judged on all its seeds' validation images together" if chance.images else ""
+    level = f"{100 * chance.level:.1f}% ({chance.how}{pooled})"
     if len(labels) == total:
         return (f"no config is clearly above chance level, {level}: the ranking and the comparisons may "
                 "be noise")

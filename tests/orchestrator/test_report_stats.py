@@ -240,8 +240,8 @@ def test_a_study_where_nothing_learned_says_its_ranking_says_nothing() -> None:
             enumerate([("bn", 0.5), ("bn", 0.53), ("bn", 0.47), ("ln", 0.5), ("ln", 0.56), ("ln", 0.5)])]
     analysis = analyse(runs, "val_acc")
     lines = verdict_lines(analysis)
-    assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class): the ranking "
-                        "and the comparisons may be noise")
+    assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class, judged on all "
+                        "its seeds' validation images together): the ranking and the comparisons may be noise")
     assert [row["at_chance"] for row in data_rows(analysis)] == [True, True]
 
 
@@ -252,7 +252,8 @@ def test_only_the_configs_at_chance_are_named() -> None:
     stuck = [with_chance(run(10 + i, i, [a], norm="ln"), 0.25, 40) for i, a in enumerate([0.2, 0.35, 0.3])]
     analysis = analyse(learned + stuck, "val_acc")
     assert [r.at_chance for r in analysis.results] == [False, True]
-    assert verdict_lines(analysis)[-1] == "note: not clearly above chance level, 25.0% (the most common class): norm=ln"
+    assert verdict_lines(analysis)[-1] == ("note: not clearly above chance level, 25.0% (the most common class, judged "
+                                           "on all its seeds' validation images together): norm=ln")
     assert analyse(learned + stuck, "val_loss").chance is None  # judged on accuracy only
 
 
