@@ -12,7 +12,8 @@ from typing import Any
 
 from orchestrator.analysis import charts
 from orchestrator.analysis.configs import show
-from orchestrator.analysis.rows import absent_note, display_rows, verdict_lines
+from orchestrator.analysis.notes import absent_note
+from orchestrator.analysis.rows import display_rows, verdict_lines
 from orchestrator.analysis.study import StudyAnalysis, scale_of
 from orchestrator.metrics import metric_title
 from shared.store.report_reads import RunRecord

@@ -97,7 +97,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
     if not (html_path or plot_path) or fmt != "table":  # --format csv beside --html: both, as asked
         _print_analysis(analysis, fmt)
     if absent:  # a cell cancelled before its first epoch was simply missing from the statistics
-        from orchestrator.analysis.rows import absent_note
+        from orchestrator.analysis.notes import absent_note
 
         click.echo(absent_note(absent), err=True)
 

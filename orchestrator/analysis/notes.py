@@ -1,0 +1,43 @@
+"""Notes under a study's verdicts that qualify its numbers: jobs missing from them, and precisions
+that differ between the runs compared (a difference may be the precision's, not the config's)."""
+from __future__ import annotations
+
+from orchestrator.analysis.study import StudyAnalysis
+
+
+def absent_note(absent: list[tuple[int, str]]) -> str:
+    """The study's jobs with no epoch yet, (id, status): missing from every number above."""
+    listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
+    return f"note: not in these statistics, no epoch recorded: jobs {listed}"
+
+
+def trained_precision_note(analysis: StudyAnalysis) -> str | None:
+    """Which runs trained in which precision, where not all in one: --precision auto takes bf16 on a
+    worker that has it and fp32 on one that has not, and a difference between two configs (or a
+    config's spread) may then be the precision's rather than the config's."""
+    ran: dict[str, list[str]] = {}
+    for result in analysis.results:
+        precisions = result.config.precisions()
+        for name, seeds in precisions.items():
+            which = "" if len(precisions) == 1 else f" seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}"
+            ran.setdefault(name, []).append(result.config.label + which)
+    if len(ran) < 2:
+        return None
+    listed = "; ".join(f"{name}: {', '.join(labels)}" for name, labels in ran.items())
+    return f"not every run trained in one precision ({listed}): a difference may be the precision's"
+
+
+def scored_precision_note(analysis: StudyAnalysis) -> str | None:
+    """Which precision the test accuracies were scored in, where one was int8 or they differ: int8 is a
+    quantized copy of the network (kept only where it agreed with fp32 on its check images), so its
+    accuracy is near the checkpoint's, not the checkpoint's own."""
+    scored: dict[str, list[int]] = {}
+    for run in analysis.runs:
+        if run.test_acc is not None and run.test_precision:
+            scored.setdefault(run.test_precision, []).append(run.id)
+    if not scored or (len(scored) == 1 and "int8" not in next(iter(scored))):
+        return None
+    listed = "; ".join(f"{name} (jobs {', '.join(map(str, ids))})" for name, ids in sorted(scored.items()))
+    return (f"test accuracy was scored in {listed}: an int8 score is a quantized copy's, near the checkpoint's "
+            f"own; `orch submit score --precision fp32` scores the checkpoint as trained"
+            if any("int8" in name for name in scored) else f"test accuracy was scored in {listed}")
