@@ -58,7 +58,8 @@ def resume_point(lease: Lease) -> tuple[Path | None, set[str]]:
         if row is None:
             continue
         problem = problem_with(Path(row.path), row.digest)
-        if problem is None:
+        if problem is None:  # said in the history: which epoch this attempt goes on from
+            lease.add_event("info", f"resumed from the checkpoint of epoch {row.epoch}")
             return Path(row.path), broken
         broken.add(row.path)
         message = f"checkpoint of epoch {row.epoch} ({Path(row.path).name}): {problem}; not resumed from"

@@ -112,6 +112,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
         history = [e.message for e in reads.job_events(s, job_id)]
     assert epochs == [(1, 1), (2, 1), (3, 1), (4, 2)]  # epoch 3 was redone but recorded once
     assert any("checkpoint of epoch 3" in m and "digest" in m for m in history), history
+    assert "resumed from the checkpoint of epoch 2" in history  # which epoch the second attempt went on from
     final = current_files(store, job_id)
     assert "-e4-" in final["last"][0] and "previous" not in final  # trained to the end: no fallback kept
     for path, recorded in final.values():
