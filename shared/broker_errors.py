@@ -28,6 +28,21 @@ def connection_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def answered_with_an_error(error: BaseException) -> bool:
+    """Whether the broker was reached and refused (a Redis db number it lacks, a wrong password):
+    redis-py's ResponseError somewhere in the chain kombu wraps it in, as against a connection that failed."""
+    try:
+        import redis.exceptions
+    except ImportError:
+        return False
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, redis.exceptions.ResponseError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @contextmanager
 def broker_boundary() -> Iterator[None]:
     """Turn the broker libraries' connection errors into BrokerUnavailable (one line, password hidden)."""
@@ -37,5 +52,6 @@ def broker_boundary() -> Iterator[None]:
         if not isinstance(error, connection_errors()):
             raise
         text = str(error).strip()
-        raise BrokerUnavailable(f"broker unreachable: {redact(text.splitlines()[0] if text else type(error).__name__)}") \
+        what = "broker refused the connection" if answered_with_an_error(error) else "broker unreachable"
+        raise BrokerUnavailable(f"{what}: {redact(text.splitlines()[0] if text else type(error).__name__)}") \
             from error

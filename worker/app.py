@@ -5,13 +5,15 @@ import os
 import socket
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Ignore
 from celery.signals import worker_shutting_down
 
 from shared.celery_app import TASK_NAMES, make_celery
 from shared.config import Settings
 from shared.delivery import deliver_unsent
-from shared.store import open_store
+from shared.store import JobStatus, Outcome, open_store
+from shared.store import reads as store_reads
 from worker.supervisor import Supervisor
 from worker.warm import WarmPool
 
@@ -42,9 +44,33 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
     return app, supervisor
 
 
+class JobFailed(Exception):
+    """Raised by a task after the store recorded its job as failed, so that Flower's task list shows
+    FAILURE with the cause (it showed SUCCESS, the task having returned). Declared as expected
+    (`throws`): the worker logs one line, no traceback; the message is acked all the same."""
+
+
 def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
-    def run_job(job_id: int) -> str:
-        return supervisor.run(int(job_id))
+    def run_job(task: Task, job_id: int) -> str:
+        outcome = supervisor.run(int(job_id))
+        if outcome == Outcome.cancelled:  # Flower: REVOKED, as for a task revoked before it ran
+            task.send_event("task-revoked", terminated=True, signum="SIGTERM", expired=False)
+            raise Ignore()
+        if outcome in (Outcome.failed, Outcome.transient, Outcome.crashed):
+            error = ended_with_error(supervisor, int(job_id))
+            if error is not None:
+                raise JobFailed(error)
+        return str(outcome)
 
     run_job.__name__ = run_job.__qualname__ = name.replace(".", "_")
-    app.task(name=name, acks_late=True, ignore_result=True)(run_job)
+    app.task(name=name, bind=True, acks_late=True, ignore_result=True, throws=(JobFailed,))(run_job)
+
+
+def ended_with_error(supervisor: Supervisor, job_id: int) -> str | None:
+    """The recorded cause when the job ended failed (a crash is requeued until ORCH_MAX_ATTEMPTS)."""
+    try:
+        with supervisor.store.session() as s:
+            job = store_reads.job(s, job_id)
+            return (job.error or "failed") if job is not None and job.status == JobStatus.failed else None
+    except Exception:  # the store is the record and has it: this is only what a monitor shows
+        return None

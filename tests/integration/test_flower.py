@@ -6,7 +6,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -66,9 +69,9 @@ def test_an_open_flower_on_the_network_is_warned_about(orch: Orch) -> None:
         assert (f"warning: Flower on 0.0.0.0:{port} without a password" in text) is warned, (extra, env, text)
 
 
-@pytest.mark.parametrize("backend", ["orch", "cluster_orch"])
-def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureRequest, synth_data: Path) -> None:
-    orch: Orch = request.getfixturevalue(backend)
+@contextmanager
+def flower_running(orch: Orch) -> Iterator[str]:
+    """`orch flower` on a free port, with a password: yields its base URL."""
     port = free_port()
     log = open(orch.home / "flower.log", "w")
     secret = orch.home / "flower-auth"
@@ -81,17 +84,33 @@ def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureReques
         wait_http(base)
         assert requests.get(f"{base}/api/tasks", timeout=5).status_code == 401  # a password is required
         assert AUTH[1] not in command_lines(flower.pid)  # what ps shows
+        yield base
+    finally:
+        os.killpg(flower.pid, signal.SIGKILL)
+        flower.wait()
+
+
+def tasks_once(base: str, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Flower's task list, polled for up to 30 s until `wanted` holds (events arrive over the broker)."""
+    tasks: dict[str, Any] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        tasks = requests.get(f"{base}/api/tasks", auth=AUTH, timeout=5).json()
+        if wanted(tasks):
+            break
+        time.sleep(1)
+    return tasks
+
+
+@pytest.mark.parametrize("backend", ["orch", "cluster_orch"])
+def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureRequest, synth_data: Path) -> None:
+    orch: Orch = request.getfixturevalue(backend)
+    with flower_running(orch) as base:
         orch.start_worker()
         job = orch.json("submit", "train", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
                         "--image-size", "32", "--epochs", "1", "--batch-size", "32")["job_id"]
         assert orch.wait_status(job, {"succeeded", "failed"})["status"] == "succeeded"
-        tasks = {}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            tasks = requests.get(f"{base}/api/tasks", auth=AUTH, timeout=5).json()
-            if any(t.get("state") == "SUCCESS" for t in tasks.values()):
-                break
-            time.sleep(1)
+        tasks = tasks_once(base, lambda tasks: any(t.get("state") == "SUCCESS" for t in tasks.values()))
         finished = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
         assert finished, (tasks, flower_log(orch)[-2000:])
         assert finished[0]["name"] == "orch.train" and str(job) in str(finished[0]["args"])
@@ -103,6 +122,30 @@ def test_flower_lists_finished_tasks(backend: str, request: pytest.FixtureReques
             workers = requests.get(f"{base}/api/workers?refresh=1", auth=AUTH, timeout=30).json()
         assert any(name.startswith("orch-") for name in workers), (workers, flower_log(orch)[-2000:])
         assert orch.json("status", str(job))["worker"] in workers  # orch status names the worker as Flower does
-    finally:
-        os.killpg(flower.pid, signal.SIGKILL)
-        flower.wait()
+
+
+def test_flower_shows_a_failed_job_as_failure_and_a_cancelled_one_as_revoked(orch: Orch, synth_data: Path,
+                                                                              tmp_path: Path) -> None:
+    """Both showed SUCCESS: the task returned normally whatever became of its job."""
+    unreadable = tmp_path / "unreadable"
+    for name in ("cat", "dog"):
+        (unreadable / name).mkdir(parents=True)
+        for i in range(4):
+            (unreadable / name / f"{i}.jpg").write_text("not a JPEG")
+    with flower_running(orch) as base:
+        orch.start_worker()
+        failed = orch.json("submit", "train", "--data", str(unreadable), "--image-size", "32", "--epochs", "1")["job_id"]
+        long = orch.json("submit", "train", "--data", str(synth_data / "train"), "--val", str(synth_data / "val"),
+                         "--image-size", "32", "--epochs", "50", "--batch-size", "16")["job_id"]
+        error = orch.wait_status(failed, {"succeeded", "failed"})["error"]
+        orch.wait_status(long, {"running"})
+        orch.run("cancel", str(long), check=True)
+        assert orch.wait_status(long, {"cancelled", "succeeded", "failed"}, timeout=60)["status"] == "cancelled"
+
+        def state_of(tasks: dict[str, Any], job: int) -> str | None:
+            return next((t.get("state") for t in tasks.values() if t.get("args", "").startswith(f"job {job} ")), None)
+
+        tasks = tasks_once(base, lambda tasks: state_of(tasks, failed) == "FAILURE" and state_of(tasks, long) == "REVOKED")
+        assert (state_of(tasks, failed), state_of(tasks, long)) == ("FAILURE", "REVOKED"), (tasks, flower_log(orch)[-2000:])
+        shown = next(t for t in tasks.values() if t.get("args", "").startswith(f"job {failed} "))
+        assert error.splitlines()[0][:40] in shown["exception"], (error, shown["exception"])
