@@ -51,8 +51,10 @@ def at_chance(chance: Chance | None, summary: Summary) -> bool | None:
 
 def chance_note(labels: list[str], total: int, chance: Chance) -> str:
     """One line for the configs at chance; every config there makes the whole ranking noise."""
-    # the pooled test, said: a config whose t interval reaches chance may still be clearly above it
-    pooled = ", judged on all its seeds' validation images together" if chance.images else ""
+    # the pooled test, said: a config whose t interval reaches chance may still be clearly above it;
+    # and the last epoch, said: the best one, picked on these images, is above chance by luck alone
+    pooled = (", judged on each run's last epoch, all its seeds' validation images together" if chance.images
+              else ", judged on each run's last epoch")
     level = f"{100 * chance.level:.1f}% ({chance.how}{pooled})"
     if len(labels) == total:
         return (f"no config is clearly above chance level, {level}: the ranking and the comparisons may "

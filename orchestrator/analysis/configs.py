@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -173,7 +174,8 @@ def find_baseline(configs: list[Config], text: str) -> Config:
 
 def _parse_pairs(text: str) -> list[tuple[str, str]]:
     pairs = []
-    for item in (part.strip() for part in text.split(",") if part.strip()):
+    # commas, or the spaces of a label as the report prints it ('norm=bn width_mult=1')
+    for item in (part for part in re.split(r"[,\s]+", text) if part):
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise OrchError(f"--baseline: expected FIELD=VALUE[,FIELD=VALUE...], got {text!r}")

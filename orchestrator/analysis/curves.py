@@ -66,7 +66,8 @@ def _loss_reasons(loss: Curve, classes: int | None) -> list[str]:
     if drop >= FALL_ABS and drop >= FALL * loss.mean[since]:
         reasons.append(f"train loss -{drop:.3f} an epoch since epoch {loss.epochs[since]}")
     if classes and classes > 1 and loss.mean[-1] >= NEAR_CHANCE * math.log(classes):
-        reasons.append(f"train loss {loss.mean[-1]:.3f} still near chance, ln({classes}) = {math.log(classes):.3f}")
+        where = "near" if loss.mean[-1] <= math.log(classes) else "above"  # 1.061 against 0.693 is not "near"
+        reasons.append(f"train loss {loss.mean[-1]:.3f} still {where} chance, ln({classes}) = {math.log(classes):.3f}")
     return reasons
 
 

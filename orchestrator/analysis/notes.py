@@ -6,9 +6,9 @@ from orchestrator.analysis.study import StudyAnalysis
 
 
 def absent_note(absent: list[tuple[int, str]]) -> str:
-    """The study's jobs with no epoch yet, (id, status): missing from every number above."""
+    """The study's jobs that have not finished, (id, how far they got): missing from every number above."""
     listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
-    return f"note: not in these statistics, no epoch recorded: jobs {listed}"
+    return f"note: not in these statistics, which are over finished runs only: jobs {listed}"
 
 
 def trained_precision_note(analysis: StudyAnalysis) -> str | None:

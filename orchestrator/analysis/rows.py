@@ -7,7 +7,7 @@ from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.notes import scored_precision_note, trained_precision_note
 from orchestrator.analysis.stats import Summary
-from orchestrator.analysis.study import StudyAnalysis, scale_of
+from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
 from orchestrator.metrics import metric_title
 from orchestrator.report import config_columns
 
@@ -32,9 +32,10 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "params": config.info("params"), "gmacs": config.info("gmacs"),
             "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
-            "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "paired_seeds": comp.seeds,
+            "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "p_adjusted": comp.p_adjusted, "paired_seeds": comp.seeds,
             "seeds_for_80_power": comp.seeds_needed, "verdict": comp.verdict,
-            "converged": result.convergence is None, "convergence": result.convergence,
+            "converged": result.convergence is None if judges_convergence(metric) else None,
+            "convergence": result.convergence,
             "at_chance": result.at_chance,
             "job_ids": [run.id for run in config.runs], "config_hash": config.key[:12],
         })
@@ -62,12 +63,13 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
                f"{analysis.metric}{unit}": _pm(result.summary, scale.factor),
                "95% CI": _interval(result.summary, scale.factor), "n": result.summary.n,
                f"Δ{' pts' if unit else ''}": _delta(comp.diff, comp.outcome, scale.factor),
-               "p": "" if comp.p is None else f"{comp.p:.2g}"}
+               # the p that decides the verdict: Holm's where the study makes several comparisons
+               "p": "" if comp.p is None else f"{comp.p if comp.p_adjusted is None else comp.p_adjusted:.2g}"}
         if analysis.metric != "test_acc" and any(r.test.n for r in analysis.results):
             partial = 0 < result.test.n != result.summary.n  # some seeds scored: say over how many
             row["test %"] = _pm(result.test, 100.0) + (f" (n={result.test.n})" if partial else "")
         row["GMACs"] = result.config.info("gmacs")
-        row["conv"] = "yes" if result.convergence is None else "NO"
+        row["conv"] = "-" if not judges_convergence(analysis.metric) else "yes" if result.convergence is None else "NO"
         rows.append(row)
     return rows
 
@@ -75,7 +77,12 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
 def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     """Plain words under the table: each config against the baseline, then the convergence flags."""
     base = analysis.baseline.config.label
-    lines = [f"baseline: {base} ({analysis.baseline_how}); paired by seed, 95% intervals from the t distribution"]
+    family = sum(r.comparison.p_adjusted is not None for r in analysis.results)
+    adjusted = "" if not family else (f"; p adjusted for the {family} comparisons "
+                                          "together (Holm), so that a study of equal configs calls one better "
+                                          "or worse at most 5% of the time")
+    lines = [f"baseline: {base} ({analysis.baseline_how}); paired by seed, 95% intervals from the t distribution"
+             f"{adjusted}"]
     if analysis.metric == "images_per_s":
         lines.append("note: images/s is the machine's as much as the config's: a difference is the configs' own "
                      "only where their runs shared one machine and its load, and each mean counts the first "

@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.analysis.chance import Chance, at_chance, chance_of
 from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_runs, varying_fields
 from orchestrator.analysis.curves import convergence_note
-from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, summarize
+from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, summarize
 from orchestrator.metrics import METRICS
 from shared.store.report_reads import RunRecord, StudyRecord
 
@@ -41,7 +41,7 @@ class StudyAnalysis:
     metric: str
     results: list[ConfigResult]  # best first
     baseline: ConfigResult
-    baseline_how: str  # why it is the baseline: "--baseline", or which best config it is
+    baseline_how: str  # why it is the baseline: "--baseline", or which first config it is
     common: dict[str, Any]  # the settings every config shares
     varying: list[str]  # dotted names of the fields that separate configs
     chance: Chance | None  # chance level of val_acc (None for other metrics, or not known)
@@ -59,35 +59,52 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
 
     Raises OrchError for a --baseline that names no single config.
     """
-    configs = rank_configs(group_runs(runs, by_job), metric)
-    base, how = (find_baseline(configs, baseline), "--baseline") if baseline else default_baseline(configs, metric)
+    submitted = group_runs(runs, by_job)
+    configs = rank_configs(submitted, metric)
+    base, how = (find_baseline(configs, baseline), "--baseline") if baseline else default_baseline(submitted, metric, by_job)
     scale = scale_of(metric)
     base_values = base.by_seed(metric)
+    # the comparisons' p-values, adjusted together: each decides its verdict with the others in view
+    others = [config for config in configs if config is not base]
+    adjusted = dict(zip(map(id, others), holm([compare(c.by_seed(metric), base_values, scale).p for c in others]),
+                        strict=True))
     # validation accuracy only: the test set's most common class is not recorded
     chance = next((c for c in map(chance_of, configs) if c), None) if metric in VALIDATION_ACCURACY else None
     results = []
     for rank, config in enumerate(configs, start=1):
         values = config.by_seed(metric)
-        comparison = (_baseline_row(values) if config is base else compare(values, base_values, scale))
+        comparison = (_baseline_row(values) if config is base
+                      else compare(values, base_values, scale, adjusted[id(config)]))
         tests = list(config.by_seed("test_acc").values())
         summary = summarize(list(values.values()), scale)
-        # whether training had settled says nothing about a throughput
-        convergence = None if metric == "images_per_s" else convergence_note(config)
+        convergence = convergence_note(config) if judges_convergence(metric) else None
+        # judged on each run's last epoch: the best epoch is picked on the very images it is judged
+        # on, and a config at chance reads "above" it more often the more epochs it had to pick from
+        last = summarize(list(config.by_seed("last_val_acc").values()), scale)
         results.append(ConfigResult(config, rank, summary, comparison, convergence,
-                                    summarize(tests, scale_of("test_acc")), at_chance(chance, summary)))
+                                    summarize(tests, scale_of("test_acc")), at_chance(chance, last)))
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
                          common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric))
 
 
-def default_baseline(configs: list[Config], metric: str) -> tuple[Config, str]:
-    """The best config of those with the most seeds: a one-seed config that ranks first would leave
-    every comparison one seed to pair (no interval, no p-value) while others have four."""
+def judges_convergence(metric: str) -> bool:
+    """Whether training had settled says nothing about a throughput (its rows say "-", not "yes")."""
+    return metric != "images_per_s"
+
+
+def default_baseline(configs: list[Config], metric: str, by_job: bool = False) -> tuple[Config, str]:
+    """The study's first config (`configs` in the order of their first job: the first value of each
+    axis as the grid listed it), among those with the most seeds. Chosen before any result is read:
+    the best config as the baseline made every other look worse than it is (in a study of 4 equal
+    configs with 3 seeds, 16% of studies called one "worse"). Among those with the most seeds: a
+    one-seed baseline would leave every comparison one seed to pair (no interval, no p-value)."""
     seeds = [len(config.by_seed(metric)) for config in configs]
     most = max(seeds)
-    chosen = seeds.index(most)  # configs are ranked best first
+    chosen = seeds.index(most)
+    first = "the lowest job id" if by_job else "the study's first config"
     if chosen == 0 or most < 2:
-        return configs[0], "the best config"
-    return configs[chosen], f"the best of the configs with the most seeds, {most}"
+        return configs[0], f"{first}, chosen before the results"
+    return configs[chosen], f"the first of the configs with the most seeds, {most}, chosen before the results"
 
 
 def rank_configs(configs: list[Config], metric: str) -> list[Config]:

@@ -21,6 +21,7 @@ LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "precision", "test_precision
 
 if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
+    from shared.store.report_reads import RunRecord
 
 CHART_NAMES = ("final", "curves", "groups", "width", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
 NO_TEST_ACCURACY = ("--metric test_acc: no job here has a test accuracy yet; score one with "
@@ -41,7 +42,8 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--limit", default=30, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
-              "(e.g. 'norm=bn,groups=1'); default: the best config of those with the most seeds.")
+              "(e.g. 'norm=bn,groups=1'); default: the study's first config (the first value of each axis as "
+              "listed), chosen before the results, among those with the most seeds.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one self-contained HTML page (tables, statistics, every chart inline).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -77,6 +79,8 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         job_ids = _job_ids(job_list) if job_list is not None else None
         runs = training_runs(s, study.id if study else None, job_ids)
         absent = runs_without_epochs(s, study.id) if study is not None else []
+    if study is not None and not per_job:  # --job: the jobs asked for, finished or not (the notes say which)
+        runs, absent = finished_only(runs, absent)
     missing = sorted(set(job_ids or ()) - {run.id for run in runs})
     if missing:
         raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
@@ -102,13 +106,31 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         click.echo(absent_note(absent), err=True)
 
 
+def finished_only(runs: list[RunRecord], absent: list[tuple[int, str]]) -> tuple[list[RunRecord], list[tuple[int, str]]]:
+    """A study's statistics are over its finished runs: a run cancelled after 2 of 4 epochs, or one
+    still running, counted as a full seed (its 2-epoch value in a mean of 4-epoch runs, its curve in
+    the mean curve). The others join the jobs with no epoch, named with how far they got."""
+    finished = [run for run in runs if run.status == "succeeded"]
+    left_out = [(run.id, progress(run)) for run in runs if run.status != "succeeded"]
+    return finished, sorted(absent + left_out)
+
+
+def progress(run: RunRecord) -> str:
+    """'running, epoch 2 of 4', 'cancelled after epoch 2 of 4'."""
+    last, total = run.epochs[-1]["epoch"], run.spec.get("epochs")
+    of = f" of {total}" if total else ""
+    return f"{run.status}, epoch {last:g}{of}" if run.status in ("running", "queued") else f"{run.status} after epoch {last:g}{of}"
+
+
 def _nothing_recorded(study_id: int, absent: list[tuple[int, str]]) -> str:
-    """A study none of whose jobs recorded an epoch: which they are, and how to run them again
-    (it asked whether a worker was running, of a study cancelled before it started)."""
+    """A study none of whose jobs has finished: which they are, and how to run them again (it asked
+    whether a worker was running, of a study cancelled before it started)."""
     listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
-    again = any(status in ("failed", "cancelled") for _, status in absent)
-    return f"no epoch recorded in study {study_id}: jobs {listed}" + (
-        f"; `orch retry --study {study_id}` requeues the failed and cancelled ones" if again else "")
+    again = any(status.startswith(("failed", "cancelled")) for _, status in absent)
+    started = any("epoch" in status for _, status in absent)
+    return f"no finished run in study {study_id}: jobs {listed}" + (
+        f"; `orch retry --study {study_id}` requeues the failed and cancelled ones" if again else "") + (
+        f"; `orch report --study {study_id} --per-job` ranks each job's epochs so far" if started else "")
 
 
 def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, baseline: str | None,
@@ -121,6 +143,9 @@ def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, b
             raise OrchError(f"{name}: needs --study ID|NAME or --job IDS")
     if per_job and study_ref is None:
         raise OrchError("--per-job: needs --study ID|NAME")
+    for name, given in (("--html", html_path), ("--plot", plot_path), ("--baseline", baseline)):
+        if per_job and given is not None:  # they were ignored: exit 0 and no file written
+            raise OrchError(f"{name}: compares configs; --per-job lists jobs: drop one of them")
     if chart is not None and plot_path is None:
         raise OrchError("--chart: needs --plot FILE.png|FILE.svg")
     if plot_path is not None and plot_path.suffix.lower() not in (".png", ".svg"):
