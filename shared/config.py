@@ -6,6 +6,7 @@ ORCH_DATABASE_URL=postgresql+psycopg://..., artifacts on a shared path (ORCH_ART
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -107,20 +108,22 @@ def check_url(name: str, url: str, allowed: tuple[str, ...]) -> None:
 
 def _positive_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():  # empty is unset, as for the URL variables
         return default
     try:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be positive, got {raw!r}")
+    # nan passed `<= 0`: a worker with ORCH_LEASE_TTL=nan found every other worker's lease expired
+    # and failed their jobs; inf would never take a dead worker's job over
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: expected a positive, finite number of seconds, got {raw!r}")
     return value
 
 
 def _positive_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
-    if raw is None:
+    if raw is None or not raw.strip():
         return default
     value = int(raw) if re.fullmatch(r"\s*[0-9]+\s*", raw) else 0
     if value < 1:

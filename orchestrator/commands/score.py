@@ -178,7 +178,9 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
             click.echo(f"orch: note: {data} is labelled by its own layout; --labels replaces those labels "
                        "(ids are positions in the folder's sorted listing)", err=True)
         check_label_classes(labels, classes)
-        check_labels_cover(labels, listing)
+        mismatch = check_labels_cover(labels, listing)
+        if mismatch:
+            click.echo(f"orch: note: {mismatch}", err=True)
     check_folder_classes(listing, classes)
     check_shards(options.get("shards") or 1, listing)
     out = output_path("--out", options["out"], "preds.csv")
@@ -241,12 +243,19 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
     return True
 
 
+INT8_SAID = (" (a quantized copy of the network: a few predictions may differ from the checkpoint's own; "
+             "--precision fp32 scores it as trained)")
+
+
 def score_line(result: dict[str, Any]) -> str:
     """'100 rows; accuracy 56.00% (50 of 100 labelled)': how many images the accuracy stands on."""
     n = int(result.get("n") or 0)
     line = f"{n} row{'' if n == 1 else 's'}"
+    precision = result.get("precision")
     if result.get("int8_fallback"):  # --precision int8 asked for it: say what ran instead, and why
-        line += f"; ran {result.get('precision')}, not int8: {result['int8_fallback']}"
+        line += f"; ran {precision}, not int8: {result['int8_fallback']}"
+    elif precision:  # int8 said every time: its predictions can differ from the checkpoint's on a few images
+        line += f"; scored in {precision}" + (INT8_SAID if "int8" in precision else "")
     if result.get("accuracy") is None:
         return line
     labelled = result.get("labelled")

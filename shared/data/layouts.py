@@ -175,10 +175,14 @@ def read_labels_csv(path: Path) -> dict[int, int]:
     against the wrong truth without a word."""
     path = Path(path)
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"--labels: {path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
+    separator = next((sep for sep in ("\t", ";") if rows and len(rows[0]) == 1 and sep in rows[0][0]), None)
+    if separator is not None:  # it read 'the header is 0\t0'
+        raise DataError(f"--labels: {path}: its columns are separated by {separator!r}; expected a comma-separated "
+                        "id,label CSV")
     if rows and not is_number(rows[0][0].strip().lstrip("-")):
         header = [c.strip().lower() for c in rows[0]]
         if header != ["id", "label"]:

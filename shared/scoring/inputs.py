@@ -109,6 +109,20 @@ def check_folder_classes(listing: Listing, classes: Sequence[str]) -> None:
                         f"({', '.join(classes)}); score with a checkpoint trained on the same classes")
 
 
-def check_labels_cover(labels: dict[int, int], listing: Listing) -> None:
-    if not any(i in labels for i in listing.ids):
+def check_labels_cover(labels: dict[int, int], listing: Listing) -> str | None:
+    """Refuse labels that name none of the folder's images, or all of them shifted by one (a CSV
+    numbered from 1 for a folder numbered from 0 scored 50% against the wrong truth without a word);
+    a note (None: every image labelled, every label an image) where some do not match."""
+    ids, named = set(listing.ids), set(labels)
+    for shift in (1, -1):
+        if len(ids) > 1 and {i + shift for i in ids} == named:
+            raise DataError(f"--labels: its ids are the folder's shifted by {shift:+d} ({min(named)}..{max(named)} "
+                            f"against {min(ids)}..{max(ids)} in {listing.folder}): an id is the image's file name "
+                            "number (or its position in a labelled folder's sorted listing); renumber the CSV")
+    if not ids & named:
         raise DataError(f"--labels: none of the {len(listing.ids)} ids in {listing.folder} has a label")
+    unlabelled, extra = sorted(ids - named), sorted(named - ids)
+    said = [f"{len(unlabelled)} of the {len(ids)} images {'has' if len(unlabelled) == 1 else 'have'} no label (e.g. id {unlabelled[0]}): the accuracy "
+            f"is over the other {len(ids) - len(unlabelled)}"] if unlabelled else []
+    said += [f"{len(extra)} label ids name no image in the folder (e.g. id {extra[0]}): left out"] if extra else []
+    return f"--labels: {'; '.join(said)}" if said else None

@@ -50,3 +50,26 @@ def test_a_database_password_with_a_slash_passes(monkeypatch: pytest.MonkeyPatch
     url = "postgresql+psycopg://orch:s3cr/et@db:5432/orch"  # a password redact() masks must also load
     monkeypatch.setenv("ORCH_DATABASE_URL", url)
     assert load_settings(tmp_path).database_url == url
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e999", "-inf", "0", "-3", "soon"])
+@pytest.mark.parametrize("name", ["ORCH_LEASE_TTL", "ORCH_HEARTBEAT"])
+def test_lease_times_are_positive_and_finite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str,
+                                            value: str) -> None:
+    """ORCH_LEASE_TTL=nan passed the `<= 0` check: that worker's sweeper found every lease expired and
+    failed the jobs of the healthy workers; ORCH_HEARTBEAT=nan crashed every job in its task."""
+    from shared.config import load_settings
+    from shared.errors import ConfigError
+
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^{name}: expected a "):
+        load_settings(tmp_path)
+
+
+def test_an_empty_lease_time_is_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from shared.config import load_settings
+
+    monkeypatch.setenv("ORCH_LEASE_TTL", "")
+    monkeypatch.setenv("ORCH_MAX_ATTEMPTS", " ")
+    settings = load_settings(tmp_path)
+    assert (settings.lease_ttl, settings.max_attempts) == (30.0, 3)

@@ -91,10 +91,14 @@ def test_read_labels_csv_with_and_without_header(tmp_path: Path) -> None:
     (tmp_path / "b.csv").write_text("3,1\n4,0\n")
     assert read_labels_csv(tmp_path / "a.csv") == {0: 1, 1: 0, 10: 1}
     assert read_labels_csv(tmp_path / "b.csv") == {3: 1, 4: 0}
+    (tmp_path / "excel.csv").write_bytes("id,label\r\n0,1\r\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"
+    assert read_labels_csv(tmp_path / "excel.csv") == {0: 1}
 
 
 @pytest.mark.parametrize("text, message", [("id,label\n0,cat\n", "bad row 1"), ("id,label\n", "no id,label rows"),
-                                           ("0\n", "bad row 1"), ("id,label\n0,1\n1,-2\n", "bad row 2")])
+                                           ("0\n", "bad row 1"), ("id,label\n0,1\n1,-2\n", "bad row 2"),
+                                           ("0\t1\n1\t0\n", r"separated by '\\t'; expected a comma-separated"),
+                                           ("id;label\n0;1\n", "separated by ';'")])
 def test_read_labels_csv_errors(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "l.csv").write_text(text)
     with pytest.raises(DataError, match=message):

@@ -131,6 +131,19 @@ def test_checks_name_the_option() -> None:
         check_labels_cover({7: 0}, listing([0, 1]))
 
 
+def test_labels_that_do_not_match_the_folder_are_refused_or_said() -> None:
+    """A CSV numbered from 1 for a folder numbered from 0 scored 50.51% "(99 of 100 labelled)" without
+    a word; label ids naming no image were dropped silently."""
+    folder = listing(list(range(100)))
+    with pytest.raises(DataError, match=r"--labels: its ids are the folder's shifted by \+1 \(1..100 against 0..99"):
+        check_labels_cover({i + 1: 0 for i in range(100)}, folder)
+    assert check_labels_cover({i: 0 for i in range(100)}, folder) is None
+    assert check_labels_cover({i: 0 for i in range(102)}, folder) == (
+        "--labels: 2 label ids name no image in the folder (e.g. id 100): left out")
+    assert check_labels_cover({i: 0 for i in range(1, 100)}, folder) == (
+        "--labels: 1 of the 100 images has no label (e.g. id 0): the accuracy is over the other 99")
+
+
 def test_scoring_helpers_import_no_torch() -> None:
     import subprocess
 
