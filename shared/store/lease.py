@@ -151,13 +151,17 @@ class Lease:
     def requeue(self, cause: str, max_attempts: int | None = None, *, event: bool = True) -> JobStatus | None:
         """End this attempt: the job goes back to `queued`; `cancelled` if a cancel was asked (a
         queued job with cancel_requested would never be taken again); `failed` with `cause` once
-        it had max_attempts attempts. None (nothing written) if the token was stale. `event`: a line
-        in the job's history (the sweeper writes its own)."""
+        it had max_attempts attempts. Without max_attempts (a worker's stop, a store it lost, a
+        service that did not answer: not the job's doing) the attempt is not counted against them.
+        None (nothing written) if the token was stale. `event`: a line in the job's history (the
+        sweeper writes its own)."""
         try:
             with self.fenced() as s:  # its UPDATE comes first: the row is ours until commit
                 attempts, since, cancel = s.execute(select(Job.attempts, Job.retried_at_attempt, Job.cancel_requested)
                                                     .where(Job.id == self.job_id)).one()
                 status, values = _after_attempt(cause, attempts, since, bool(cancel), max_attempts)
+                if max_attempts is None:  # a Ctrl-C of the worker used up a retry: 2 crashes then failed the job
+                    values["retried_at_attempt"] = Job.retried_at_attempt + 1
                 s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
                 if event or status != JobStatus.queued:  # a job's end is always in its history
                     s.add(Event(job_id=self.job_id, kind="info", message=f"attempt {attempts} ended ({cause}): "
@@ -255,13 +259,15 @@ ENDED = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed", JobStatus
 
 def _after_attempt(cause: str, attempts: int, retried_at: int, cancel: bool,
                    max_attempts: int | None) -> tuple[JobStatus, dict[str, Any]]:
-    """The job's status after an attempt ended; the attempts `orch retry` found do not count."""
+    """The job's status after an attempt ended. `retried_at` attempts do not count: those before the
+    last `orch retry`, and those a worker's stop ended."""
     if cancel:
         return JobStatus.cancelled, {"finished_at": utcnow(), "cancel_requested": False,
                                      "error": f"cancelled ({cause})"}
     counted = attempts - retried_at
     if max_attempts is not None and counted >= max_attempts:
-        since = f" since orch retry ({attempts} in all)" if retried_at else ""
+        since = (f" that count ({attempts} in all; those before orch retry, or ended by a worker's stop, do not)"
+                 if retried_at else "")
         return JobStatus.failed, {"finished_at": utcnow(), "error": f"{cause}; gave up after {counted} attempts"
                                                                     f"{since} (ORCH_MAX_ATTEMPTS)"}
     # queued again: no worker holds it (the history names the one that did); `error` says why it ran again

@@ -146,8 +146,21 @@ def test_orch_retry_gives_a_fresh_count_of_attempts(store: Store) -> None:
         assert lease is not None
         outcomes.append(lease.requeue("crashed again", max_attempts=2))
     assert outcomes == ["queued", "failed"]
-    assert status(store, job_id).error == "crashed again; gave up after 2 attempts since orch retry (4 in all) " \
-                                          "(ORCH_MAX_ATTEMPTS)"
+    assert status(store, job_id).error == ("crashed again; gave up after 2 attempts that count (4 in all; those "
+                                           "before orch retry, or ended by a worker's stop, do not) (ORCH_MAX_ATTEMPTS)")
+
+
+def test_a_worker_stop_does_not_count_against_max_attempts(store: Store) -> None:
+    """A crash, a worker's Ctrl-C (its job handed back), then a crash: the job failed 'after 3
+    attempts' where the README says a worker's stop never fails a job."""
+    job_id = new_job(store)
+    outcomes = []
+    for cause, limit in (("crashed", 3), ("worker stopped; requeued", None), ("crashed", 3), ("crashed", 3)):
+        lease = Lease.acquire(store, job_id, "w", ttl=30)
+        assert lease is not None
+        outcomes.append(lease.requeue(cause, max_attempts=limit))
+    assert outcomes == ["queued", "queued", "queued", "failed"]  # three crashes, not two
+    assert status(store, job_id).error.startswith("crashed; gave up after 3 attempts that count (4 in all;")
 
 
 @pytest.mark.parametrize("ending", ["release", "sweeper"])
