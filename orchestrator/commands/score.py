@@ -239,8 +239,29 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
         return False
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}
-    click.echo(f"wrote {result.get('out')}: {score_line(result)}", err=True)
+    where = deliver_here(result, parent.worker_host if parent is not None else None)
+    click.echo(f"wrote {result.get('out')}{where}: {score_line(result)}", err=True)
     return True
+
+
+def deliver_here(result: dict[str, Any], worker: str | None) -> str:
+    """Make --out on this host hold the run's CSV. The assembling worker wrote `out` on its own
+    machine: on another host of a lab the CLI said "wrote" of a file that was not there (or was an
+    older run's). The run's copy in ORCH_ARTIFACTS (shared between hosts) is copied over; '' when
+    --out already held it, else what happened, for the "wrote" line."""
+    from shared.scoring.csv_parts import write_atomic
+
+    out, kept = Path(str(result.get("out"))), Path(str(result["kept"])) if result.get("kept") else None
+    if kept is None or not kept.is_file():
+        if out.is_file():
+            return ""
+        return (f" on the worker's machine ({worker or 'the assembling worker'}), not this one: ORCH_ARTIFACTS "
+                f"({kept.parent if kept else 'its run folder'}) is not shared with this host")
+    if out.is_file() and out.read_bytes() == kept.read_bytes():
+        return ""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, [kept])
+    return f" (copied from {kept}: {worker or 'the worker'} wrote it on its machine)"
 
 
 INT8_SAID = (" (a quantized copy of the network: a few predictions may differ from the checkpoint's own; "

@@ -145,6 +145,8 @@ def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[
     header = header_line(classes, spec.probs, spec.names) if spec.header else None
     counts = assemble(Path(spec.out), shards, header=header, spec=spec, job_id=lease.job_id)
     result = {"out": spec.out, "shards": len(shards), "classes": classes, **counts}
+    if counts.get("kept"):
+        result["kept"] = counts.pop("kept")
     not_test = _not_a_test_accuracy(lease.store, spec, source_job_id, counts)
     if not_test:
         result["not_test_acc"] = not_test  # `--wait` says why the report does not show it
@@ -156,8 +158,11 @@ def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[
 
 def assemble(out: Path, shards: Sequence[ShardState], *, header: str | None, spec: ScoreSpec | None = None,
              job_id: int = 0) -> dict[str, Any]:
-    """Concatenate the shards' parts (in shard order) into `out`, atomically; the run's totals.
+    """Concatenate the shards' parts (in shard order) into `out`, atomically; the run's totals, and
+    where the CSV is kept beside the parts ("kept": in the run's folder of ORCH_ARTIFACTS).
 
+    `out` is a path on the assembling worker's machine: in a lab whose hosts share only
+    ORCH_ARTIFACTS, the submitting host's `--wait` copies the kept CSV to its own `out`.
     With `spec`, the parts must hold every id pinned at submit exactly once, in order, first.
     """
     ordered = sorted(shards, key=lambda s: s.shard)
@@ -169,9 +174,13 @@ def assemble(out: Path, shards: Sequence[ShardState], *, header: str | None, spe
     if spec is not None:
         inputs = pinned(spec, job_id)
         check_rows(texts, inputs.files, inputs.ids_sha256)
+    rows = ([header] if header else []) + texts
+    kept = parts[0].parent.parent / Path(out).name if parts else None  # the run's folder, beside shards/
+    if kept is not None and kept.resolve() != Path(out).resolve():
+        write_atomic(kept, rows)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(Path(out), ([header] if header else []) + texts)
-    return totals([s.result or {} for s in ordered])
+    write_atomic(Path(out), rows)
+    return {**totals([s.result or {} for s in ordered]), **({"kept": str(kept)} if kept is not None else {})}
 
 
 def one_line(exc: BaseException) -> str:

@@ -55,14 +55,38 @@ def done(job_id: int, shard: int, part: Path, n: int, correct: int = 0, labelled
 
 
 def test_assemble_concatenates_parts_in_shard_order_with_totals(tmp_path: Path) -> None:
-    a, b = tmp_path / "0.csv", tmp_path / "1.csv"
+    run = tmp_path / "artifacts" / "jobs" / "4"  # part_path's layout: the run's folder, then shards/
+    (run / "shards").mkdir(parents=True)
+    a, b = run / "shards" / "0.csv", run / "shards" / "1.csv"
     a.write_text("0,1\n1,0\n")
     b.write_text("2,1\n")
     out = tmp_path / "out" / "preds.csv"
     result = assemble(out, [done(6, 1, b, 1, 1, 1), done(5, 0, a, 2, 1, 2)], header="id,label\n")
     assert out.read_text() == "id,label\n0,1\n1,0\n2,1\n"
-    assert result == {"n": 3, "accuracy": 2 / 3, "labelled": 3, "images_per_s": 1.5, "precision": None}
+    assert result == {"n": 3, "accuracy": 2 / 3, "labelled": 3, "images_per_s": 1.5, "precision": None,
+                      "kept": str(run / "preds.csv")}
+    assert (run / "preds.csv").read_text() == out.read_text()  # the copy another host can reach
     assert not [p for p in out.parent.iterdir() if p.name != "preds.csv"]  # no temp file left
+
+
+def test_wait_puts_the_csv_on_the_submitting_host(tmp_path: Path) -> None:
+    """The assembling worker writes --out on its own machine: on another host the CLI said "wrote"
+    of a file that was not there. The run's copy in the shared ORCH_ARTIFACTS is copied over."""
+    from orchestrator.commands.score import deliver_here
+
+    kept, out = tmp_path / "artifacts" / "preds.csv", tmp_path / "here" / "preds.csv"
+    kept.parent.mkdir()
+    kept.write_text("0,1\n")
+    result = {"out": str(out), "kept": str(kept)}
+    assert deliver_here(result, "w@hostA") == f" (copied from {kept}: w@hostA wrote it on its machine)"
+    assert out.read_text() == "0,1\n"
+    assert deliver_here(result, "w@hostA") == ""  # the same CSV: nothing to say
+    out.write_text("an older run's\n")
+    assert deliver_here(result, "w@hostA").startswith(" (copied") and out.read_text() == "0,1\n"
+    kept.unlink()
+    out.unlink()
+    assert deliver_here(result, "w@hostA") == (f" on the worker's machine (w@hostA), not this one: ORCH_ARTIFACTS "
+                                               f"({kept.parent}) is not shared with this host")
 
 
 def test_atomic_write_leaves_nothing_when_it_fails(tmp_path: Path) -> None:
