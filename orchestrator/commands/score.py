@@ -239,9 +239,18 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
         return False
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}
-    where = deliver_here(result, parent.worker_host if parent is not None else None)
+    where = deliver_here(result, assembled_by(obj, parent_id))
     click.echo(f"wrote {result.get('out')}{where}: {score_line(result)}", err=True)
     return True
+
+
+def assembled_by(obj: CliState, parent_id: int) -> str | None:
+    """The worker that wrote the CSV, as `orch status` names it ("HOST via shard job N")."""
+    from shared.store import reads
+
+    with obj.store.session() as s:
+        row = reads.job(s, parent_id)
+        return row.worker_host if row is not None else None
 
 
 def deliver_here(result: dict[str, Any], worker: str | None) -> str:
