@@ -13,6 +13,7 @@ from shared.store import reads
 from shared.store.jobs import is_finished
 
 POLL_S = 1.0
+NOT_TAKEN_S = 20.0  # a followed job still queued this long gets one line on why (no worker, or busy ones)
 
 
 def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -46,6 +47,7 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
     `summary`: end with the 'N of M jobs succeeded' line."""
     shown: dict[int, str] = {}
     started = time.monotonic()
+    hinted = False
     try:
         while True:
             states = job_states(obj, job_ids)
@@ -54,6 +56,10 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                 if shown.get(job_id) != line:
                     click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
                     shown[job_id] = line
+            waited = time.monotonic() - started
+            if not hinted and waited >= NOT_TAKEN_S and all(st["status"] == "queued" for st in states.values()):
+                click.echo(f"[{waited:6.0f}s] {not_taken_hint(obj)}", err=True)
+                hinted = True
             if all(is_finished(state["status"]) for state in states.values()):
                 failed = [i for i, st in states.items() if st["status"] != "succeeded"]
                 done = len(job_ids) - len(failed)
@@ -62,9 +68,26 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                                err=True)
                 return not failed
             time.sleep(poll)
-    except KeyboardInterrupt:
-        click.echo("stopped waiting; the jobs go on (orch status)", err=True)
-        return False
+    except KeyboardInterrupt:  # 130, as a shell reports a Ctrl-C; the jobs named, to follow or stop them
+        if len(job_ids) == 1:
+            how = f"`orch status {job_ids[0]}` follows it, `orch cancel {job_ids[0]}` stops it"
+        else:
+            how = (f"`orch status` follows them (jobs {', '.join(map(str, job_ids))}), `orch cancel ID` or "
+                   "`orch cancel --study ID` stops them")
+        click.echo(f"stopped waiting; the job{'s go' if len(job_ids) > 1 else ' goes'} on: {how}", err=True)
+        raise SystemExit(130) from None
+
+
+def not_taken_hint(obj: CliState) -> str:
+    """Why nothing started: every worker busy (which jobs), or none running at all (a job waits
+    in the queue for one, silently)."""
+    with obj.store.session() as s:
+        running = reads.running_jobs(s)
+    if running:
+        busy = ", ".join(f"job {job_id}" + (f" on {worker}" if worker else "") for job_id, worker in running)
+        return f"still queued: the workers are busy ({busy}); it starts when one is free"
+    return ("still queued and no job is running: is a worker running? `orch worker` starts one (queued jobs "
+            "wait for it; Ctrl-C here stops waiting, not the jobs)")
 
 
 def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool,

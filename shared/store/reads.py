@@ -30,6 +30,12 @@ def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> li
     return list(reversed(session.scalars(query).all()))
 
 
+def running_jobs(session: Session, limit: int = 5) -> list[tuple[int, str | None]]:
+    """(id, worker) of the oldest running jobs: what keeps the workers from a queued job."""
+    return [(job_id, worker) for job_id, worker in session.execute(
+        select(Job.id, Job.worker_host).where(Job.status == JobStatus.running).order_by(Job.id).limit(limit))]
+
+
 def study_names(session: Session, study_ids: Sequence[int | None]) -> dict[int, str]:
     """The names of these studies that have one (one query for a listing's rows)."""
     ids = {study_id for study_id in study_ids if study_id is not None}

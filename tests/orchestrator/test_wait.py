@@ -1,0 +1,53 @@
+"""`--wait` with no worker: a Ctrl-C exits 130 naming the jobs; a job nobody takes gets one line on why."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import REPO, Orch
+
+
+def test_ctrl_c_stops_waiting_with_130_and_names_the_job(orch: Orch, synth_data: Path) -> None:
+    """It exited 1, as a failed job does, and said only '(orch status)'."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "submit", "train", "--data",
+                             str(synth_data / "train"), "--image-size", "32", "--epochs", "1", "--wait"],
+                            env=orch.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not orch.json("status"):
+        time.sleep(0.3)
+    time.sleep(1.5)  # in its poll loop
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "stopped waiting; the job goes on: `orch status 1` follows it, `orch cancel 1` stops it" in err
+    assert "Traceback" not in err and orch.json("status", "1")["status"] == "queued"  # the job goes on
+
+
+def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --wait on a machine with no worker printed 'queued' and then nothing, for as long as one waited."""
+    from orchestrator.progress import not_taken_hint
+    from shared.config import load_settings
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import Lease, open_store
+    from shared.store import jobs as store_jobs
+
+    monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
+    store = open_store(load_settings(orch.home))
+    try:
+        obj = SimpleNamespace(store=store)
+        with store.session() as s:
+            ids = [store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d")).id
+                   for _ in range(2)]
+        assert not_taken_hint(obj).startswith("still queued and no job is running: is a worker running? "
+                                              "`orch worker` starts one")
+        assert Lease.acquire(store, ids[0], "orch-7@lab", ttl=30) is not None
+        assert not_taken_hint(obj) == (f"still queued: the workers are busy (job {ids[0]} on orch-7@lab); it "
+                                       "starts when one is free")
+    finally:
+        store.dispose()
