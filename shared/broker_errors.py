@@ -29,7 +29,7 @@ def connection_errors() -> tuple[type[BaseException], ...]:
 
 
 def answered_with_an_error(error: BaseException) -> bool:
-    """Whether the broker was reached and refused (a Redis db number it lacks, a wrong password):
+    """Whether the broker was reached and refused (a Redis db number it lacks, a wrong or missing password):
     redis-py's ResponseError somewhere in the chain kombu wraps it in, as against a connection that failed."""
     try:
         import redis.exceptions
@@ -37,7 +37,7 @@ def answered_with_an_error(error: BaseException) -> bool:
         return False
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, redis.exceptions.ResponseError):
+        if isinstance(seen, (redis.exceptions.ResponseError, redis.exceptions.AuthenticationError)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -60,6 +60,8 @@ def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
             error = ended_with_error(supervisor, int(job_id))
             if error is not None:
                 raise JobFailed(error)
+            if outcome == Outcome.crashed:  # this delivery failed; the job went back to the queue
+                raise JobFailed(f"job {job_id}'s process died; the job is requeued (orch status {job_id} says why)")
         return str(outcome)
 
     run_job.__name__ = run_job.__qualname__ = name.replace(".", "_")

@@ -48,4 +48,6 @@ def current(obj: CliState) -> None:
     from shared.store.db import current_revision, head_revision, make_engine
 
     engine = make_engine(obj.settings.database_url)
+    # which database: with ORCH_DATABASE_URL unset, "current: none" read like an empty PostgreSQL
+    click.echo(f"orch: database {redact(obj.settings.database_url)}", err=True)
     click.echo(f"current: {current_revision(engine) or 'none'}  head: {head_revision()}")

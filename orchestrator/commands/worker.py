@@ -140,7 +140,9 @@ def _refuse_password_in_argv(ctx: click.Context, param: click.Parameter, value: 
 def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None) -> None:
     """Celery's Flower monitor on orch's broker: workers, tasks (orch.train[job id]) and queues.
 
-    The password comes from a file or the environment, never from the command line.
+    The password comes from a file or the environment, never from the command line. Its HTTP API
+    (/api/tasks, /api/workers) needs one: without, Flower answers 401 there unless
+    FLOWER_UNAUTHENTICATED_API=true is set (the web pages work either way).
 
     \b
     Examples:

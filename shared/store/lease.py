@@ -165,7 +165,7 @@ class Lease:
                 s.execute(update(Job).where(Job.id == self.job_id).values(status=status, **values))
                 if event or status != JobStatus.queued:  # a job's end is always in its history
                     s.add(Event(job_id=self.job_id, kind="info", message=f"attempt {attempts} ended ({cause}): "
-                                                                        f"the job is {status}"))
+                                                                        f"the job {ENDED.get(status, f'is {status}')}"))
                 if status == JobStatus.queued:  # its message is owed in this transaction (the outbox)
                     outbox.owe_by_id(s, self.job_id, resume=True)
                 return status

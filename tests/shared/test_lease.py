@@ -115,7 +115,7 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     with store.session() as s:
         events = [e.message for e in reads.job_events(s, job_id)]
     assert len(events) == 3 and "taken over by sweeper" in events[0]
-    assert events[2].startswith("attempt 2 ended (lease of w:2 expired") and events[2].endswith("the job is failed")
+    assert events[2].startswith("attempt 2 ended (lease of w:2 expired") and events[2].endswith("the job failed")
 
 
 def test_a_crashed_attempt_counts_too(store: Store) -> None:
