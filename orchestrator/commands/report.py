@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis
     from shared.store.report_reads import RunRecord
 
+LIMIT_DEFAULT = 30
 CHART_NAMES = ("final", "curves", "groups", "width", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
 NO_TEST_ACCURACY = ("--metric test_acc: no job here has a test accuracy yet; score one with "
                     "`orch submit score --job ID --data TEST_FOLDER --labels LABELS.csv`")
@@ -39,7 +40,7 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
                    "val_loss (at the best val_acc epoch): lower is better.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True,
               help="table for the terminal; json, csv or md (every column) for scripts and notes.")
-@click.option("--limit", default=30, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
+@click.option("--limit", default=LIMIT_DEFAULT, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
               "(e.g. 'norm=bn,groups=1'); default: the study's first config (the first value of each axis as "
@@ -66,7 +67,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
       orch report --metric test_acc --format csv > leaderboard.csv
       orch report --study groups --metric last_val_acc   # the last epoch: no pick on validation
     """
-    _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart)
+    _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart, limit)
     if study_ref is None and job_list is None:
         _leaderboard(obj, metric, fmt, limit)
         return
@@ -134,7 +135,7 @@ def _nothing_recorded(study_id: int, absent: list[tuple[int, str]]) -> str:
 
 
 def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, baseline: str | None,
-                   html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
+                   html_path: Path | None, plot_path: Path | None, chart: str | None, limit: int) -> None:
     if study_ref is not None and job_list is not None:
         raise OrchError("--job: give --study or --job, not both")
     selected = study_ref is not None or job_list is not None
@@ -143,6 +144,9 @@ def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, b
             raise OrchError(f"{name}: needs --study ID|NAME or --job IDS")
     if per_job and study_ref is None:
         raise OrchError("--per-job: needs --study ID|NAME")
+    if limit != LIMIT_DEFAULT and (job_list is not None or (study_ref is not None and not per_job)):
+        raise OrchError("--limit: counts the leaderboard's rows (all jobs, or --study with --per-job); a study's "
+                        "configs and --job are shown whole")
     for name, given in (("--html", html_path), ("--plot", plot_path), ("--baseline", baseline)):
         if per_job and given is not None:  # they were ignored: exit 0 and no file written
             raise OrchError(f"{name}: compares configs; --per-job lists jobs: drop one of them")
@@ -178,12 +182,12 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         raise OrchError(NO_TEST_ACCURACY)
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
+    elif not ranked:  # a md table of no columns printed '|  |' then '|'; the reason goes to stderr
+        click.echo(EMPTY, err=fmt != "table")
     elif fmt == "csv":  # numbers for a script (0.8333, 11169858), as the study's CSV has them
         click.echo(render(ranked, fmt))
     elif fmt == "md":
         click.echo(render(for_display(ranked), fmt))
-    elif not ranked:
-        click.echo(EMPTY)
     else:
         drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
         print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=drop_first,

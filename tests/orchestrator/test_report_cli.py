@@ -398,3 +398,11 @@ def test_a_test_accuracy_scored_in_int8_says_so(orch: Orch, monkeypatch: pytest.
     assert [(r["id"], r["test_precision"]) for r in board] == [(1, "int8"), (2, "int8")]
     events = orch.json("status", "5")["events"]  # the first scoring run's history ends with its end
     assert events[-1]["message"] == "its shards' predictions assembled: the job succeeded"
+
+
+def test_an_empty_store_prints_no_table_of_nothing(orch: Orch) -> None:
+    """`--format md` printed '|  |' and '|': a broken table."""
+    for fmt in ("md", "csv"):
+        proc = orch.run("report", "--format", fmt, check=True)
+        assert proc.stdout == "" and "no epochs recorded yet" in proc.stderr, (fmt, proc)
+    assert orch.json_report() == []
