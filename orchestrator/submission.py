@@ -99,21 +99,26 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
     def record(s: Session) -> list[Owed]:
         owed = []
         study = _study_to_extend(s, study_name) if study_name else None
+        before = None
         if grid is not None and study is None:
             study = store_jobs.add_study(s, study_name, grid)
         elif grid is not None and study is not None:  # extended: the page's "as submitted" shows every value
-            _note_changed_settings(study.name or str(study.id), study.grid, grid)
+            before = dict(study.grid)
             study.grid = merged_grid(study.grid, grid)
         existing = {stored_hash(job): job for job in study.jobs} if study is not None else {}
+        added = False
         for spec in specs:
             job = existing.get(spec.spec_hash())
             if job is not None and not store_jobs.reset_for_retry(s, [job]):
                 outcome.skipped.append(job.id)
                 continue
             if job is None:
+                added = True
                 job = store_jobs.add_job(s, JobKind(kind), spec, queue=queue,
                                          study_id=study.id if study is not None else None, **columns)
             owed.append(owe(s, job))
+        if before is not None and added and study is not None and grid is not None:  # cells new to the study
+            _note_changed_settings(study.name or str(study.id), before, grid)
         outcome.study_id = study.id if study is not None else None
         return owed
 
@@ -146,6 +151,22 @@ def _note_changed_settings(study: str, before: dict[str, Any], now: dict[str, An
     if changed:
         click.echo(f"orch: note: study {study} was submitted with other settings ({'; '.join(changed)}): these "
                    "cells are other configs than its earlier ones", err=True)
+    # one axis given new values extends the study (--norm gn beside bn,ln,in); several at once is
+    # another grid, which the report then ranks and compares with the first one as if it were one
+    axes = {f.dest for f in GRID_FIELDS if f.listed}
+    # an axis not given now is at its default; one given moves when it holds a value the study's lacks
+    moved = [key for key in sorted(axes & set(now)) if not _values(now[key]) <= _values(before.get(key))]
+    if len(moved) > 1:
+        was = " ".join(f"--{k.replace('_', '-')} {before[k]}" for k in sorted(axes & set(before))) or "its defaults"
+        is_now = " ".join(f"--{k.replace('_', '-')} {now[k]}" for k in moved)
+        click.echo(f"orch: note: study {study} was submitted as {was}; these cells ({is_now}) differ in "
+                   f"{', '.join(moved)} at once: another grid, which its report will rank and compare with the "
+                   "first as one study; --study NEW_NAME starts a study of their own", err=True)
+
+
+def _values(value: Any) -> set[str]:
+    """An axis's values as given ('1,8' and '8,1' are the same values)."""
+    return {x.strip() for x in str(value).split(",") if x.strip()} if value is not None else set()
 
 
 def merged_grid(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

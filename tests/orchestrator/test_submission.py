@@ -177,3 +177,9 @@ def test_extending_a_study_with_other_settings_says_so(orch: Orch, synth_data: P
     shorter = orch.run(*base, "--epochs", "1", check=True)
     assert "orch: note: study ext was submitted with other settings (--epochs 2 -> 1): these cells are other " \
            "configs than its earlier ones" in shorter.stderr.splitlines()
+    more_norms = orch.run(*base[:-5], "--norm", "gn", "--epochs", "2", "--study", "ext", check=True)
+    assert "another grid" not in more_norms.stderr  # one axis given new values extends the study
+    # another model and another axis into it: the report compared resnet18 norms with resnet50 groups
+    other = orch.run(*base[:-5], "--model", "resnet50", "--groups", "1,8", "--epochs", "2", "--study", "ext", check=True)
+    assert ("orch: note: study ext was submitted as --norm bn,ln,gn --seeds 0,1; these cells (--groups 1,8 --model "
+            "resnet50) differ in groups, model at once: another grid") in other.stderr, other.stderr
