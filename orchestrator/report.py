@@ -34,6 +34,7 @@ def leaderboard(session: Session, study_id: int | None, metric: str, limit: int)
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
     return {
         "id": run.id, "status": run.status, **config_columns(run.spec),
+        "data": run.spec.get("data"), "val": run.spec.get("val"),
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         "val_acc": entry.val_acc, "last_val_acc": entry.last_val_acc, "val_loss": entry.val_loss,
         "test_acc": entry.test_acc, "test_precision": entry.test_precision,

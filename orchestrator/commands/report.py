@@ -16,7 +16,7 @@ from shared.errors import OrchError
 
 # the leaderboard's columns a narrow terminal leaves out, the first first: what ranks a run
 # (rank, id, model, the config's own fields, val_acc, test_acc) stays
-LEADERBOARD_DROP_FIRST = ("wall_s", "images_per_s", "precision", "test_precision", "status", "epochs", "val_loss", "last_val_acc", "batch_size",
+LEADERBOARD_DROP_FIRST = ("val", "wall_s", "images_per_s", "precision", "test_precision", "status", "epochs", "val_loss", "last_val_acc", "batch_size",
                           "lr", "params", "gmacs", "attention", "width", "seed")
 
 if TYPE_CHECKING:
@@ -190,8 +190,15 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         click.echo(render(for_display(ranked), fmt))
     else:
         drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
-        print_table(for_display(ranked), title=f"leaderboard by {metric}", drop_first=drop_first,
+        folders = sorted({str(row["data"]) for row in ranked})
+        shown = ranked if len(folders) > 1 else [{k: v for k, v in row.items() if k not in ("data", "val")}
+                                                 for row in ranked]  # one data set: said once, below
+        print_table(for_display(shown), title=f"leaderboard by {metric}", drop_first=drop_first,
                     every_column="--format json")
+        if len(folders) > 1:  # runs of different data sets ranked together: their accuracies do not compare
+            click.echo(f"note: these runs trained on {len(folders)} data folders ({', '.join(folders[:3])}"
+                       f"{', ...' if len(folders) > 3 else ''}): accuracies compare within one; --study ID|NAME "
+                       "ranks one study", err=True)
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
 

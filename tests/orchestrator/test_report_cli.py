@@ -406,3 +406,17 @@ def test_an_empty_store_prints_no_table_of_nothing(orch: Orch) -> None:
         proc = orch.run("report", "--format", fmt, check=True)
         assert proc.stdout == "" and "no epochs recorded yet" in proc.stderr, (fmt, proc)
     assert orch.json_report() == []
+
+
+def test_the_leaderboard_says_when_its_runs_trained_on_different_data(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of four data folders were ranked together with no data column, not even in JSON."""
+    store = open_home(orch.home, monkeypatch)
+    add_run(store, None, "bn", 1, 0, 2)
+    one = orch.run("report", check=True)
+    assert "note: these runs" not in one.stderr and "/data/train" not in one.stdout  # one data set: not shown
+    add_run(store, None, "bn", 1, 0, 2, data="/data/other")
+    store.dispose()
+    rows = orch.json_report()
+    assert sorted(row["data"] for row in rows) == ["/data/other", "/data/train"] and rows[0]["val"] == "/data/val"
+    two = orch.run("report", check=True)
+    assert "note: these runs trained on 2 data folders (/data/other, /data/train)" in two.stderr
