@@ -54,7 +54,7 @@ MODEL_HELP = {"model.arch": {"default_text": "resnet18; resnet50 when --groups a
 def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Absolute paths (the worker may run elsewhere in the tree), checked before anything is queued;
     and the fields the data decides: the class count the model is built for."""
-    from shared.data import scan_labelled
+    from shared.data import scan_labelled, val_classes_note
 
     options = dict(options)
     options["data"] = existing_path("--data", options["data"], folder=True, required=True)
@@ -62,7 +62,9 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     options["pretrained"] = existing_path("--pretrained", options.get("pretrained"), folder=False)
     classes = scan_labelled(Path(options["data"])).classes
     if options["val"]:
-        scan_labelled(Path(options["val"]))
+        note = val_classes_note(scan_labelled(Path(options["val"]), least=1), classes)
+        if note:
+            click.echo(f"orch: note: {note}", err=True)
     return options, {"model.num_classes": len(classes)}
 
 

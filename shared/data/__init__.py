@@ -17,6 +17,7 @@ from shared.data.layouts import (
     scan,
     scan_labelled,
     split_indices,
+    val_classes_note,
 )
 
 # Functions only: a submodule's name would be shadowed by the module object once it is imported.
@@ -32,7 +33,7 @@ _LAZY = {
 }
 
 __all__ = ["IMAGE_SUFFIXES", "Listing", "check_folder", "list_numbered", "read_labels_csv", "scan",
-           "scan_labelled", "split_indices", *_LAZY]
+           "scan_labelled", "split_indices", "val_classes_note", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -52,7 +52,7 @@ def load_train_data(data: Path, val: Path | None, val_fraction: float, size: int
                     cache_dir: Path) -> TrainData:
     """The training and validation sets; every folder problem is a DataError, raised before decoding."""
     train_listing = scan_labelled(Path(data))
-    val_listing = scan_labelled(Path(val)) if val is not None else None
+    val_listing = scan_labelled(Path(val), least=1) if val is not None else None
     classes = train_listing.classes
     if val_listing is None:
         full = load_listing(train_listing, size, cache_dir)

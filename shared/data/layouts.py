@@ -76,15 +76,29 @@ def _scan(folder: Path) -> Listing:
     return _flat(folder, images)
 
 
-def scan_labelled(folder: Path) -> Listing:
-    """A training or validation folder: a labelled layout with at least two classes."""
+def scan_labelled(folder: Path, least: int = 2) -> Listing:
+    """A training folder: a labelled layout with at least two classes (a validation folder: `least` 1,
+    its classes checked against training's by `val_classes_note`)."""
     listing = scan(folder)
     if listing.labels is None:
         raise DataError(f"{listing.folder}: numbered images carry no labels; use train/<class>/*.jpg "
                         "or cat.123.jpg names")
-    if len(listing.classes) < 2:
+    if len(listing.classes) < least:
         raise DataError(f"{listing.folder}: only one class ({listing.classes[0]}); need at least two")
     return listing
+
+
+def val_classes_note(val: Listing, classes: list[str]) -> str | None:
+    """A validation folder's classes against training's: one training lacks is refused (the model has
+    no output for it; the worker found it only when the job ran), and those it lacks are said (its
+    accuracy says nothing of them). A one-class validation folder read "need at least two"."""
+    unknown = [c for c in val.classes if c not in classes]
+    if unknown:
+        raise DataError(f"--val: class {unknown[0]!r} is not one of --data's classes ({', '.join(classes)}); "
+                        "a validation folder holds the training classes' images")
+    missing = [c for c in classes if c not in val.classes]
+    return (f"--val has no images of {', '.join(missing)}: its accuracy says nothing of "
+            f"{'that class' if len(missing) == 1 else 'those classes'}") if missing else None
 
 
 def check_folder(path: Path, *, labelled: bool) -> None:

@@ -30,6 +30,8 @@ CASES = [
     ("missing folder", ["submit", "train", "--data", "/no/such/folder"], {}, "--data"),
     ("one-class folder", ["submit", "train", "--data", "{one_class}"], {}, "one_class"),
     ("missing pretrained file", TRAIN + ["--pretrained", "/no/such.pt"], {}, "--pretrained"),
+    ("a validation class training lacks (the worker found it)", ["submit", "train", "--data", "{train}", "--val",
+                                                                 "{cow_val}"], {}, "--val: class 'cow' is not one of"),
     ("bad grid list", ABLATION + ["--model", "resnet50", "--groups", "1,x"], {}, "--groups"),
     ("unbuildable grid cell", ABLATION + ["--model", "resnet18,resnet50", "--groups", "1,8"], {}, "--groups"),
     ("InstanceNorm on 1x1 maps", ABLATION + ["--model", "resnet50", "--norm", "bn,in", "--stem", "imagenet"], {},
@@ -76,12 +78,13 @@ def snapshot(orch: Orch) -> tuple[str, str, list[str]]:
 @pytest.fixture
 def seeded(orch: Orch, synth_data: Path, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
     """A store holding one queued job (no worker), so there is something that must not be lost."""
-    one_class = tmp_path / "one_class"
-    (one_class / "cat").mkdir(parents=True)
-    for image in sorted((synth_data / "val").rglob("*.*"))[:3]:
-        (one_class / "cat" / image.name).write_bytes(image.read_bytes())
+    one_class, cow_val = tmp_path / "one_class", tmp_path / "cow_val"
+    for folder in (one_class / "cat", cow_val / "cat", cow_val / "cow"):
+        folder.mkdir(parents=True)
+        for image in sorted((synth_data / "val").rglob("*.*"))[:3]:
+            (folder / image.name).write_bytes(image.read_bytes())
     fields = {"train": str(synth_data / "train"), "val": str(synth_data / "val"), "one_class": str(one_class),
-              "tmp": str(tmp_path)}
+              "cow_val": str(cow_val), "tmp": str(tmp_path)}
     orch.json("submit", "train", "--data", fields["train"], "--val", fields["val"], "--image-size", "32", "--epochs", "1")
     return orch, fields
 

@@ -154,3 +154,21 @@ def test_a_folder_we_may_not_list_is_a_data_error(tmp_path: Path, monkeypatch: p
     with pytest.raises(DataError, match="cannot list \\(Permission denied\\)") as err:
         scan(tmp_path)
     assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_validation_folder_is_checked_against_the_training_classes(tmp_path: Path) -> None:
+    """A one-class validation folder read "need at least two"; one with a class training lacks was
+    queued and failed in the worker."""
+    from shared.data import val_classes_note
+
+    for name in ("cat", "cow"):
+        (tmp_path / "val" / name).mkdir(parents=True)
+        (tmp_path / "val" / name / "1.jpg").write_bytes(b"\xff\xd8")
+    (tmp_path / "cats" / "cat").mkdir(parents=True)
+    (tmp_path / "cats" / "cat" / "1.jpg").write_bytes(b"\xff\xd8")
+    only_cats = scan_labelled(tmp_path / "cats", least=1)
+    assert val_classes_note(only_cats, ["cat", "dog"]) == ("--val has no images of dog: its accuracy says nothing "
+                                                           "of that class")
+    assert val_classes_note(only_cats, ["cat"]) is None
+    with pytest.raises(DataError, match=r"^--val: class 'cow' is not one of --data's classes \(cat, dog\)"):
+        val_classes_note(scan_labelled(tmp_path / "val"), ["cat", "dog"])
