@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from orchestrator.context import CliState, pass_state
 from orchestrator.fields import option_fields, parse_option
@@ -36,11 +37,12 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 @click.option("--best-of", metavar="ID|NAME", help="Score the best job of this study (id or name) by val accuracy.")
 @spec_options(SCORE_FIELDS, SOURCE_HELP)
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", help="Celery queue to send to.")
+@click.option("--no-labels", is_flag=True, help="Score without labels, where orch.toml gives test_labels.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
 @pass_state
 def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
-          wait: bool, as_json: bool, **options: Any) -> None:
+          no_labels: bool, wait: bool, as_json: bool, **options: Any) -> None:
     """Queue a scoring run: one `id,label` row per image, in numeric id order.
 
     \b
@@ -53,7 +55,9 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
     from orchestrator.progress import report_queued
 
     require_given("--data", options["data"], folder=True)  # before the checkpoint is looked for
-    options["labels"] = _labels_for_data(click.get_current_context(), options)
+    if no_labels and click.get_current_context().get_parameter_source("labels") is ParameterSource.COMMANDLINE:
+        raise OrchError("--no-labels: give --labels or --no-labels, not both")
+    options["labels"] = None if no_labels else _labels_for_data(click.get_current_context(), options)
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     if best_of is not None:
         click.echo(f"orch: --best-of {best_of}: job {source_job_id} (the best val_acc of its succeeded jobs)", err=True)
@@ -76,8 +80,6 @@ def _labels_for_data(ctx: click.Context, options: dict[str, Any]) -> str | None:
     """--labels, unless they came from orch.toml's test_labels while --data names another folder
     than its test: those labels are the test folder's, and applied to another they scored 50% that
     the report took for the job's test accuracy."""
-    from click.core import ParameterSource
-
     labels, project_test = options.get("labels"), (ctx.default_map or {}).get("data")
     if labels is None or ctx.get_parameter_source("labels") is not ParameterSource.DEFAULT_MAP or project_test is None:
         return labels

@@ -119,3 +119,10 @@ def test_the_projects_test_labels_label_its_test_folder_only(orch: Orch, project
     assert orch.json("status", str(json.loads(elsewhere.stdout)["job_id"]))["spec"]["labels"] is None
     own = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "b.csv"), "--json", cwd=project, check=True)
     assert orch.json("status", str(json.loads(own.stdout)["job_id"]))["spec"]["labels"] == str(project / "test_labels.csv")
+    # the test folder without its labels: `--labels ""` was "no such file"
+    bare = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "c.csv"), "--no-labels", "--json",
+                    cwd=project, check=True)
+    assert orch.json("status", str(json.loads(bare.stdout)["job_id"]))["spec"]["labels"] is None
+    both = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "d.csv"), "--no-labels", "--labels",
+                    str(project / "test_labels.csv"), cwd=project)
+    assert both.returncode == 2 and "--no-labels: give --labels or --no-labels, not both" in both.stderr
