@@ -71,11 +71,28 @@ def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> No
                        zorder=3)
     ax.set_yticks(range(len(results), 0, -1), [_tick(r, analysis) for r in results])
     ax.set_ylim(0.4, len(results) + 0.6)
+    draw_chance(ax, analysis, vertical=True)
     diamonds = ", \u25c7 test accuracy" if tested else ""
     ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{diamonds}")
     flagged = "; * not converged" if any(r.convergence for r in results) else ""
     # two lines: in the overview, one ran into the curves' title beside it
     ax.set_title(f"{metric_title(analysis.metric)} per config\n(best first{flagged})", loc="left")
+
+
+def draw_chance(ax: Axes, analysis: StudyAnalysis, vertical: bool) -> None:
+    """Chance level as a dotted line on a validation accuracy's axis: a study where nothing learned
+    looked like a ranking, its 50% bars read as results."""
+    if analysis.chance is None or analysis.metric not in VALIDATION_ACCURACY:
+        return
+    level = 100 * analysis.chance.level
+    line = ax.axvline if vertical else ax.axhline
+    line(level, color="0.45", ls=":", lw=1.2, zorder=1)
+    if vertical:
+        ax.annotate(f"chance {level:.0f}%", (level, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                    textcoords="offset points", fontsize=7, color="0.35")
+    else:
+        ax.annotate(f"chance {level:.0f}%", (0, level), xycoords=("axes fraction", "data"), xytext=(3, 3),
+                    textcoords="offset points", fontsize=7, color="0.35")
 
 
 def shows_test_accuracy(analysis: StudyAnalysis) -> bool:
@@ -97,6 +114,7 @@ def curves_chart(analysis: StudyAnalysis) -> Figure:
     for ax, (key, title, factor) in zip(axes, CURVES, strict=True):
         draw_curves(ax, analysis, palette, key, factor)
         ax.set_title(title, loc="left")
+    draw_chance(axes[0], analysis, vertical=False)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
     one_each = all(len(r.config.runs) == 1 for r in analysis.results)  # orch report --job: a line per job
     figure.suptitle("Learning curves: one run per line" if one_each else
@@ -128,6 +146,7 @@ def overview_chart(analysis: StudyAnalysis) -> Figure:
     draw_final(axes[0], analysis, palette)
     key, title, factor = CURVES[0]
     draw_curves(axes[1], analysis, palette, key, factor)
+    draw_chance(axes[1], analysis, vertical=False)
     axes[1].set_title(f"{title} per epoch\n(mean and seed range)", loc="left")
     axes[1].legend(fontsize=8, frameon=False)
     return figure
@@ -221,6 +240,9 @@ def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
         xy = [(factor * r.config.info(key), scale.factor * r.summary.mean, r) for r in points]  # type: ignore
         for x, y, result in xy:
             ax.scatter([x], [y], s=40, color=palette[result.config.label], label=result.config.label, zorder=3)
+            if result.summary.ci is not None:  # a front through points whose intervals overlap is no front
+                ax.errorbar(x, y, yerr=error_bars([result], scale.factor), fmt="none",
+                            ecolor=palette[result.config.label], capsize=3, lw=1, alpha=0.6, zorder=2)
         front = pareto_front([(x, y) for x, y, _ in xy], scale.higher_is_better)
         # ringed points as well as the dashed steps: a front of one point draws no line
         ax.plot([x for x, _ in front], [y for _, y in front], color="black", lw=1, ls="--", drawstyle="steps-post",
@@ -228,7 +250,10 @@ def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4))  # costs 0.002 apart: long labels that ran together
         ax.set_xlabel(label)
         ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}")
-    axes[0].set_title("Accuracy against cost (dashed: the Pareto front)", loc="left")
+    axes[0].set_title(f"{metric_title(analysis.metric)} against cost (dashed: the Pareto front of the means; "
+                      "bars: 95% CI)", loc="left")
+    draw_chance(axes[0], analysis, vertical=False)
+    draw_chance(axes[1], analysis, vertical=False)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
     return figure
 

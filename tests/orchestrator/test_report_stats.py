@@ -8,6 +8,7 @@ so the intervals and p-values of a 3-seed paired test are checked without scipy:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -373,3 +374,16 @@ def test_a_test_accuracy_from_some_seeds_says_how_many() -> None:
     assert (row["n"], row["test %"]) == (2, "88.0 (n=1)")
     both = [replace(run(1, 0, [0.9]), test_acc=0.88), replace(run(2, 1, [0.92]), test_acc=0.9)]
     assert display_rows(analyse(both, "val_acc"))[0]["test %"] == "89.0 ± 1.4"
+
+
+def test_the_charts_draw_chance_level_on_a_validation_accuracy(tmp_path: Path) -> None:
+    """A study where nothing learned drew its 50% bars like results: chance level is a dotted line."""
+    from orchestrator.analysis.charts import SINGLE_CHARTS, save
+
+    runs = [with_chance(run(i + 1, i, [0.5, 0.52], norm=n)) for i, n in enumerate(["bn", "bn", "ln", "ln"])]
+    for chart in ("final", "curves", "overview"):
+        out = tmp_path / f"{chart}.svg"
+        save(SINGLE_CHARTS[chart](analyse(runs, "val_acc")), out)
+        assert "chance 50%" in out.read_text(), chart
+    save(SINGLE_CHARTS["final"](analyse(runs, "val_loss")), tmp_path / "loss.svg")
+    assert "chance" not in (tmp_path / "loss.svg").read_text()  # a loss's axis has no such line
