@@ -119,9 +119,9 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
             trained = reads.training_job(s, job_id)
             if trained is None:
                 raise SpecError("--job", f"no training job {job_id}")
-            return _best_of_job(trained)
+            return _best_of_job(trained, obj.settings.artifacts)
         if best_of is not None:
-            return _best_of_job(_best_in_study(s, best_of))
+            return _best_of_job(_best_in_study(s, best_of), obj.settings.artifacts)
         path = existing_path("--checkpoint", checkpoint, folder=False) or ""
         owner = reads.job_of_checkpoint(s, path)
     if owner is not None and owner.classes:
@@ -142,12 +142,16 @@ def _best_in_study(session: Any, ref: str) -> TrainedJob:
     return best
 
 
-def _best_of_job(job: TrainedJob) -> tuple[str, int, list[str]]:
+def _best_of_job(job: TrainedJob, artifacts: Path) -> tuple[str, int, list[str]]:
     if job.status in ("queued", "running"):
         raise SpecError("--job", f"job {job.id} is {job.status}: its best checkpoint may still change; "
                                  "wait for it to end, or pass --checkpoint FILE")
-    if job.best is None or not Path(job.best).is_file():
+    if job.best is None:
         raise SpecError("--job", f"job {job.id} has no best checkpoint (status {job.status})")
+    if not Path(job.best).is_file():  # recorded by a worker whose ORCH_ARTIFACTS this host does not see
+        raise SpecError("--job", f"job {job.id}'s best checkpoint {job.best} is not on this host (its ORCH_ARTIFACTS "
+                                 f"here: {artifacts}); every host of a lab needs the workers' "
+                                 "artifacts folder at the same path")
     return job.best, job.id, job.classes or classes_in_file(job.best)
 
 

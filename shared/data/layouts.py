@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def scan(folder: Path) -> Listing:
 
 def _scan(folder: Path) -> Listing:
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
+        # the host named: in a lab, the worker's machine may lack a path the submitting one has
+        raise DataError(f"{folder}: no such folder on {socket.gethostname()}")
     subdirs, images = _entries(folder)
     if subdirs and not images:
         return _scan_class_folders(folder, subdirs)

@@ -76,8 +76,12 @@ def setup(orch: Orch, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
     numbered(tmp_path / "empty", [])
     numbered(tmp_path / "named", ["0.jpg", "1.jpg", "cover.jpg"])
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "shifted.csv").write_text("".join(f"{i + 1},{i % 2}\n" for i in range(12)))
     running = add_trained(orch, tmp_path, 0.9, status=JobStatus.running)
-    return orch, {"job": str(job_id), "running": str(running), "test": str(test), "tmp": str(tmp_path)}
+    elsewhere = add_trained(orch, tmp_path, 0.7)
+    (tmp_path / f"job{elsewhere}-best.pt").unlink()
+    return orch, {"job": str(job_id), "running": str(running), "elsewhere": str(elsewhere), "test": str(test),
+                  "tmp": str(tmp_path)}
 
 
 def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup: tuple[Orch, dict[str, str]]) -> None:
@@ -143,6 +147,10 @@ BAD = [
     ("zero batch", ["--job", "{job}", "--batch-size", "0"], "--batch-size"),
     ("out folder missing", ["--job", "{job}", "--out", "{tmp}/no/p.csv"], "--out: no such folder"),
     ("out is a folder", ["--job", "{job}", "--out", "{tmp}"], "--out"),
+    ("labels shifted by one", ["--job", "{job}", "--labels", "{tmp}/shifted.csv"],
+     "--labels: its ids are the folder's shifted by +1 (1..12 against 0..11"),
+    # a worker whose ORCH_ARTIFACTS this host does not see: it said "job N has no best checkpoint"
+    ("best checkpoint on another host", ["--job", "{elsewhere}"], "--job: job {elsewhere}'s best checkpoint "),
 ]
 
 
