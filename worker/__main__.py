@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     # after the checks: a refusal is its one line, not the store's migration log above it
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
+    # what a lab's admin checks first on each host: the same store, and the same artifacts folder
+    logging.getLogger("orch.worker").info("%s: store %s, artifacts %s, broker %s", node, redact(settings.database_url),
+                                          settings.artifacts, redact(settings.broker_url))
     supervisor.children.start()  # from the main thread: it outlives the child (see warm.py)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
     Sweeper(settings, supervisor.store, supervisor.resend, f"sweeper of {supervisor.owner}").start()

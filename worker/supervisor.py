@@ -83,6 +83,7 @@ class Supervisor:
         proc, conn = taken.process, taken.conn
         conn.send((job, lease.token))
         startup["take_s"] = round(time.monotonic() - started, 3)
+        log.info("job %s: in process %s", job["id"], proc.pid)  # the one `kill` would stop
         self.children.refill()  # after the send: the job starts without waiting for its successor
         stopped_for, outcome = self._watch(proc, conn, lease)
         if stopped_for in ("stale", "shutdown", "fenced"):
@@ -172,7 +173,8 @@ class Supervisor:
             if outcome == Outcome.transient:
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
             with_db_retries(lambda: lease.finish(status, error=error, result=result))
-        log.info("job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
+        level = logging.WARNING if outcome in (Outcome.failed, Outcome.transient, Outcome.crashed) else logging.INFO
+        log.log(level, "job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
         return outcome
 
     def _requeue(self, job: dict[str, Any], lease: Lease, status: JobStatus | None) -> None:
