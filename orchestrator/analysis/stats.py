@@ -114,7 +114,8 @@ def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale,
     diffs = [values[s] - baseline[s] for s in seeds]
     n = len(diffs)
     if n == 0:
-        why = "no seed in common with the baseline" if values else "no value recorded"
+        why = ("no value recorded" if not values else "the baseline has no value of this metric" if not baseline
+               else "no seed in common with the baseline")
         return Comparison([], None, None, None, None, "not paired", f"not compared: {why}")
     mean = statistics.fmean(diffs)
     if n == 1:
@@ -154,6 +155,17 @@ def holm(p_values: list[float | None]) -> list[Adjusted | None]:
         running = max(running, min(1.0, (m - rank) * p))  # never below a smaller p's adjusted value
         adjusted[i] = Adjusted(running, m)
     return adjusted
+
+
+def single_difference(value: float | None, baseline: float | None, scale: Scale) -> Comparison:
+    """Two single jobs (`orch report --job`): their difference, nothing more. Pairing them by seed
+    compared a resnet18 with a mobilenet "on the one common seed", and left out a job of another seed."""
+    if value is None or baseline is None:
+        return Comparison([], None, None, None, None, "not paired",
+                          f"not compared: {'no value recorded' if value is None else 'the baseline has none'}")
+    diff = value - baseline
+    return Comparison([], diff, None, None, None, "unclear", f"{scale.delta(diff)}: one run each, no interval or "
+                                                             "p-value (a study's seeds give them)")
 
 
 def _spread(values: list[float]) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 from orchestrator.analysis.chance import Chance, at_chance, chance_of
 from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_runs, varying_fields
 from orchestrator.analysis.curves import convergence_note
-from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, summarize
+from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, single_difference, summarize
 from orchestrator.metrics import METRICS
 from shared.store.report_reads import RunRecord, StudyRecord
 
@@ -66,14 +66,15 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     base_values = base.by_seed(metric)
     # the comparisons' p-values, adjusted together: each decides its verdict with the others in view
     others = [config for config in configs if config is not base]
-    adjusted = dict(zip(map(id, others), holm([compare(c.by_seed(metric), base_values, scale).p for c in others]),
-                        strict=True))
+    adjusted = dict(zip(map(id, others), holm([None if by_job else compare(c.by_seed(metric), base_values, scale).p
+                                               for c in others]), strict=True))
     # validation accuracy only: the test set's most common class is not recorded
     chance = next((c for c in map(chance_of, configs) if c), None) if metric in VALIDATION_ACCURACY else None
     results = []
     for rank, config in enumerate(configs, start=1):
         values = config.by_seed(metric)
         comparison = (_baseline_row(values) if config is base
+                      else single_difference(_only(values), _only(base_values), scale) if by_job
                       else compare(values, base_values, scale, adjusted[id(config)]))
         tests = list(config.by_seed("test_acc").values())
         summary = summarize(list(values.values()), scale)
@@ -128,6 +129,11 @@ def _first_by_last_epoch(configs: list[Config], metric: str) -> Config | None:
         return None
     first = rank_configs(configs, "last_val_acc")[0]
     return None if first is configs[0] else first
+
+
+def _only(values: dict[int, float]) -> float | None:
+    """A single job's value (by_job: one run per config)."""
+    return next(iter(values.values()), None)
 
 
 def _baseline_row(values: dict[int, float]) -> Comparison:

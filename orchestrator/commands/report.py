@@ -206,10 +206,11 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
 def _print_analysis(analysis: StudyAnalysis, fmt: str) -> None:
     from orchestrator.analysis.rows import csv_rows, data_rows, display_rows, settings_line, study_title, verdict_lines
 
-    if fmt == "json":
-        click.echo(json.dumps(data_rows(analysis), indent=2))
-    elif fmt == "csv":
-        click.echo(render(csv_rows(analysis), "csv"))
+    if fmt in ("json", "csv"):
+        click.echo(json.dumps(data_rows(analysis), indent=2) if fmt == "json" else render(csv_rows(analysis), "csv"))
+        for line in verdict_lines(analysis):  # rows for a script; the notes that qualify them for its reader
+            if line.startswith("note: "):
+                click.echo(line, err=True)
     elif fmt == "md":
         click.echo(f"**{study_title(analysis)}** ({settings_line(analysis)})\n")
         click.echo(render(display_rows(analysis), "md") + "\n")

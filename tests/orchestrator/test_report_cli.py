@@ -394,6 +394,9 @@ def test_a_test_accuracy_scored_in_int8_says_so(orch: Orch, monkeypatch: pytest.
     assert {r["norm"]: r["test_precision"] for r in rows} == {"bn": ["int8"], "ln": []}
     text = orch.run("report", "--study", "q", check=True).stdout.replace("\n    ", " ")
     assert "note: test accuracy was scored in int8 (jobs 1, 2): an int8 score is a quantized copy's" in text
+    for fmt in ("json", "csv"):  # the rows on stdout for a script, the notes on stderr (JSON dropped them)
+        proc = orch.run("report", "--study", "q", "--format", fmt, check=True)
+        assert "note: test accuracy was scored in int8 (jobs 1, 2)" in proc.stderr and "note:" not in proc.stdout
     board = orch.json_report("--metric", "test_acc")
     assert [(r["id"], r["test_precision"]) for r in board] == [(1, "int8"), (2, "int8")]
     events = orch.json("status", "5")["events"]  # the first scoring run's history ends with its end

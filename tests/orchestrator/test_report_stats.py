@@ -387,3 +387,21 @@ def test_the_charts_draw_chance_level_on_a_validation_accuracy(tmp_path: Path) -
         assert "chance 50%" in out.read_text(), chart
     save(SINGLE_CHARTS["final"](analyse(runs, "val_loss")), tmp_path / "loss.svg")
     assert "chance" not in (tmp_path / "loss.svg").read_text()  # a loss's axis has no such line
+
+
+def test_single_jobs_are_compared_by_their_difference_not_by_seed() -> None:
+    """`orch report --job 7,8,19` paired a resnet18 with a mobilenet "on the one common seed (0)", and
+    left job 8 (seed 1) "not compared: no seed in common with the baseline"."""
+    jobs = [run(7, 0, [0.8], norm="bn"), run(8, 1, [0.7], norm="ln"), run(19, 0, [0.55], norm="in")]
+    analysis = analyse(jobs, "val_acc", by_job=True)
+    verdicts = {r.config.runs[0].id: r.comparison.verdict for r in analysis.results}
+    assert analysis.baseline.config.runs[0].id == 7 and analysis.baseline_how == "the lowest job id, chosen before the results"
+    assert verdicts[8] == "-10.00 points: one run each, no interval or p-value (a study's seeds give them)"
+    assert verdicts[19].startswith("-25.00 points: one run each")
+    assert all(r.comparison.p_adjusted is None for r in analysis.results)
+
+
+def test_a_baseline_without_the_metric_says_so() -> None:
+    from orchestrator.analysis.study import scale_of
+
+    assert compare({0: 0.9}, {}, scale_of("test_acc")).verdict == "not compared: the baseline has no value of this metric"
