@@ -38,11 +38,11 @@ def config_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(seedless, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def spec_fields(run: RunRecord) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's spec without its seed, read the typed way every reader fills defaults
+def spec_fields(stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A stored spec without its seed, read the typed way every reader fills defaults
     (shared.spec.read_stored): as submitted (a field added since then has its default, so it splits
     nothing), and as the network was built (norm bn rather than None), flattened."""
-    spec = read_stored(TrainSpec, run.spec)
+    spec = read_stored(TrainSpec, stored)
     built = spec.model_copy(update={"model": spec.model.as_built()})
 
     def seedless(s: TrainSpec) -> dict[str, Any]:
@@ -102,25 +102,36 @@ class Config:
 
 
 def group_runs(runs: list[RunRecord], by_job: bool = False) -> list[Config]:
-    """Configs in the order of their first run, each labelled by the fields that vary.
+    """Configs in the order of their first run, each labelled by the fields that vary."""
+    return group_with_absent(runs, by_job)[0]
+
+
+def group_with_absent(runs: list[RunRecord], by_job: bool = False,
+                      absent: dict[int, dict[str, Any]] | None = None) -> tuple[list[Config], dict[int, str]]:
+    """Configs in the order of their first run, each labelled by the fields that vary, and the
+    labels of `absent` (job id -> spec: the study's jobs not in its statistics, queued, running or
+    failed). Those count in what varies: a study whose other cells were still queued labelled its
+    one finished config "all runs".
 
     by_job: one config per job (comparing single jobs' curves), labelled "job N" and its fields.
     """
     configs: dict[str, Config] = {}
     for run in runs:
-        submitted, built = spec_fields(run)
+        submitted, built = spec_fields(run.spec)
         key = f"job {run.id}" if by_job else config_hash(submitted)
         if key not in configs:
             configs[key] = Config(key=key, submitted=submitted, fields=built)
         configs[key].runs.append(run)
     found = list(configs.values())
-    varying = varying_fields(found)
-    names = short_names(sorted({k for c in found for k in c.fields}))
-    for config in found:
-        parts = [config.key] if by_job else []
+    missing = {job_id: Config(key=str(job_id), submitted=fields[0], fields=fields[1])
+               for job_id, fields in ((i, spec_fields(spec)) for i, spec in (absent or {}).items())}
+    varying = varying_fields([*found, *missing.values()])
+    names = short_names(sorted({k for c in [*found, *missing.values()] for k in c.fields}))
+    for config in [*found, *missing.values()]:
+        parts = [config.key] if by_job and config in found else []
         parts += [f"{names[k]}={show(config.fields.get(k))}" for k in varying]
         config.label = " ".join(parts) or "all runs"
-    return found
+    return found, {job_id: config.label for job_id, config in missing.items()}
 
 
 def varying_fields(configs: list[Config]) -> list[str]:

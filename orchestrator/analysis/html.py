@@ -93,7 +93,7 @@ def _header(analysis: StudyAnalysis) -> str:
 
 
 def _answer(analysis: StudyAnalysis, absent: list[tuple[int, str]]) -> str:
-    lines = verdict_lines(analysis) + ([absent_note(absent)] if absent else [])
+    lines = verdict_lines(analysis) + ([absent_note(absent, analysis.absent_labels)] if absent else [])
     flag = ' class="flag"'
     items = "".join(f"<li{flag if 'not converged' in line else ''}>{escape(line)}</li>" for line in lines)
     return f"<h2 id=\"answer\">The answer</h2>\n<ul class=\"verdicts\">{items}</ul>"

@@ -5,9 +5,12 @@ from __future__ import annotations
 from orchestrator.analysis.study import StudyAnalysis
 
 
-def absent_note(absent: list[tuple[int, str]]) -> str:
-    """The study's jobs that have not finished, (id, how far they got): missing from every number above."""
-    listed = ", ".join(f"{job_id} ({status})" for job_id, status in absent)
+def absent_note(absent: list[tuple[int, str]], labels: dict[int, str] | None = None) -> str:
+    """The study's jobs that have not finished, (id, how far they got), with their configs where
+    known: missing from every number above (a config whose every run failed was simply not there)."""
+    labels = labels or {}
+    listed = ", ".join(f"{job_id} ({status}{'; ' + labels[job_id] if job_id in labels else ''})"
+                       for job_id, status in absent)
     return f"note: not in these statistics, which are over finished runs only: jobs {listed}"
 
 

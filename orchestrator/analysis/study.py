@@ -3,11 +3,11 @@ against the baseline and its convergence flag."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.analysis.chance import Chance, at_chance, chance_of
-from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_runs, varying_fields
+from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_with_absent, varying_fields
 from orchestrator.analysis.curves import convergence_note
 from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, single_difference, summarize
 from orchestrator.metrics import METRICS
@@ -47,6 +47,7 @@ class StudyAnalysis:
     chance: Chance | None  # chance level of val_acc (None for other metrics, or not known)
     # ranked by the best epoch: the config the last epochs rank first where it is another one (None: the same)
     first_by_last_epoch: Config | None = None
+    absent_labels: dict[int, str] = field(default_factory=dict)  # job id -> config, of the jobs left out
 
     @property
     def runs(self) -> list[RunRecord]:
@@ -54,12 +55,14 @@ class StudyAnalysis:
 
 
 def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None,
-            baseline: str | None = None, by_job: bool = False) -> StudyAnalysis:
-    """Group (by seedless spec, or one config per job), rank and compare.
+            baseline: str | None = None, by_job: bool = False,
+            absent: dict[int, dict[str, Any]] | None = None) -> StudyAnalysis:
+    """Group (by seedless spec, or one config per job), rank and compare. `absent`: the specs of the
+    study's jobs left out of its statistics (not finished), which name their configs in its notes.
 
     Raises OrchError for a --baseline that names no single config.
     """
-    submitted = group_runs(runs, by_job)
+    submitted, absent_labels = group_with_absent(runs, by_job, absent)
     configs = rank_configs(submitted, metric)
     base, how = (find_baseline(configs, baseline), "--baseline") if baseline else default_baseline(submitted, metric, by_job)
     scale = scale_of(metric)
@@ -85,7 +88,8 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         results.append(ConfigResult(config, rank, summary, comparison, convergence,
                                     summarize(tests, scale_of("test_acc")), at_chance(chance, last)))
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
-                         common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric))
+                         common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric),
+                         absent_labels)
 
 
 def judges_convergence(metric: str) -> bool:

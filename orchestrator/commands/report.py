@@ -73,7 +73,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         return
     from orchestrator.analysis.study import analyse
     from orchestrator.studies import study_for
-    from shared.store.report_reads import runs_without_epochs, training_runs
+    from shared.store.report_reads import job_specs, runs_without_epochs, training_runs
 
     with obj.store.session() as s:
         study = study_for(s, study_ref) if study_ref is not None else None
@@ -82,6 +82,8 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         absent = runs_without_epochs(s, study.id) if study is not None else []
     if study is not None and not per_job:  # --job: the jobs asked for, finished or not (the notes say which)
         runs, absent = finished_only(runs, absent)
+    with obj.store.session() as s:
+        absent_specs = job_specs(s, [job_id for job_id, _ in absent])
     missing = sorted(set(job_ids or ()) - {run.id for run in runs})
     if missing:
         raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
@@ -96,7 +98,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         return
     if metric == "test_acc" and all(run.test_acc is None for run in runs):  # a table and charts of nothing
         raise OrchError(NO_TEST_ACCURACY)
-    analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None)
+    analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None, absent=absent_specs)
     if html_path or plot_path:
         _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"), absent)
     if not (html_path or plot_path) or fmt != "table":  # --format csv beside --html: both, as asked
@@ -104,7 +106,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
     if absent:  # a cell cancelled before its first epoch was simply missing from the statistics
         from orchestrator.analysis.notes import absent_note
 
-        click.echo(absent_note(absent), err=True)
+        click.echo(absent_note(absent, analysis.absent_labels), err=True)
 
 
 def finished_only(runs: list[RunRecord], absent: list[tuple[int, str]]) -> tuple[list[RunRecord], list[tuple[int, str]]]:

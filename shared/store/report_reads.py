@@ -88,6 +88,13 @@ def runs_without_epochs(session: Session, study_id: int) -> list[tuple[int, str]
     return [(job_id, str(status)) for job_id, status in rows]
 
 
+def job_specs(session: Session, job_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """id -> spec of the listed jobs (a study's jobs not in its statistics: what their configs are)."""
+    if not job_ids:
+        return {}
+    return {job_id: dict(spec) for job_id, spec in session.execute(select(Job.id, Job.spec).where(Job.id.in_(job_ids)))}
+
+
 def _latest_test_accuracy(session: Session, *, study_id: int | None = None,
                           job_ids: list[int] | None = None) -> dict[int, ScoredTest]:
     """The latest scored test accuracy of each training job (of one study, of the listed jobs, or of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 
@@ -232,12 +233,16 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
     build_study(store, Grid(name="gn", norms=("bn",), groups=(1,)))
     with store.session() as s:
         study_id = s.query(Study).filter_by(name="gn").one().id
-        spec = TrainSpec(model=ModelSpec(arch="resnet50", norm="gn", image_size=32, num_classes=2), data="/data/train")
+        spec = TrainSpec(model=ModelSpec(arch="resnet50", norm="gn", image_size=32, num_classes=2), data="/data/train",
+                         val="/data/val", epochs=3)
         cancelled = store_jobs.add_job(s, "train", spec, study_id=study_id).id
         s.execute(update(Job).where(Job.id == cancelled).values(status=JobStatus.cancelled))
     store.dispose()
     proc = orch.run("report", "--study", "gn", check=True)
-    assert f"note: not in these statistics, which are over finished runs only: jobs {cancelled} (cancelled)" in proc.stderr
+    assert f"note: not in these statistics, which are over finished runs only: jobs {cancelled} (cancelled; norm=gn)" \
+        in proc.stderr
+    # the config it is not: "norm=bn", not "all runs" (the jobs left out count in what varies)
+    assert [row["config"] for row in orch.json_report("--study", "gn")] == ["norm=bn"]
     assert "not in these" not in orch.run("report", "--study", "gn", "--format", "json", check=True).stdout  # stderr
 
 
@@ -371,13 +376,15 @@ def test_charts_and_page_say_what_their_metric_is(study: tuple[Orch, dict], tmp_
 
     store = open_home(orch.home, monkeypatch)
     with store.session() as s:  # a cell still queued
-        spec = TrainSpec(model=ModelSpec(arch="resnet50", norm="gn", image_size=32, num_classes=2), data="/data/train")
+        spec = TrainSpec(model=ModelSpec(arch="resnet50", norm="gn", image_size=32, num_classes=2), data="/data/train",
+                         val="/data/val", epochs=3)
         queued = store_jobs.add_job(s, "train", spec, study_id=1).id
     store.dispose()
     page = tmp_path / "partial.html"
     orch.run("report", "--study", "1", "--html", str(page), check=True)
     html = page.read_text()
-    assert f"note: not in these statistics, which are over finished runs only: jobs {queued} (queued)" in html
+    assert f"note: not in these statistics, which are over finished runs only: jobs {queued} (queued; norm=gn " \
+           "groups=1)" in html
     assert "<th>momentum</th>" not in html and "<th>optimizer</th>" in html  # adam: momentum did nothing
     assert "<th>val_fraction</th>" not in html  # every run had its --val folder
     base = re.search(r"<tr><td>norm=bn groups=1</td><td>baseline</td><td>(.*?)</td>", html)
@@ -423,3 +430,25 @@ def test_the_leaderboard_says_when_its_runs_trained_on_different_data(orch: Orch
     assert sorted(row["data"] for row in rows) == ["/data/other", "/data/train"] and rows[0]["val"] == "/data/val"
     two = orch.run("report", check=True)
     assert "note: these runs trained on 2 data folders (/data/other, /data/train)" in two.stderr
+
+
+def test_a_studys_statistics_are_over_its_finished_runs(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run cancelled after 2 of 4 epochs (or still running) counted as a full seed: its value in
+    the mean and the paired test beside finished runs, with only a note saying it had not finished."""
+    from sqlalchemy import update
+
+    from shared.store import Job, JobStatus
+
+    store = open_home(orch.home, monkeypatch)
+    jobs = build_study(store, Grid(name="part", norms=("bn", "ln"), groups=(1,), seeds=(0, 1, 2)))
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == jobs[("ln", 1, 2)]).values(status=JobStatus.cancelled))
+        s.execute(update(Job).where(Job.id == jobs[("bn", 1, 1)]).values(status=JobStatus.running))
+    store.dispose()
+    proc = orch.run("report", "--study", "part", "--format", "json", check=True)
+    rows = {row["norm"]: row for row in json.loads(proc.stdout)}
+    assert (rows["bn"]["n"], rows["ln"]["n"]) == (2, 2) and rows["ln"]["paired_seeds"] == [0]
+    assert (f"jobs {jobs[('bn', 1, 1)]} (running, epoch 3 of 3; norm=bn), {jobs[('ln', 1, 2)]} (cancelled after "
+            "epoch 3 of 3; norm=ln)") in proc.stderr
+    per_job = orch.json_report("--study", "part", "--per-job", "--limit", "0")
+    assert len(per_job) == 6  # every job's epochs so far, there
