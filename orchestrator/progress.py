@@ -27,8 +27,22 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
         spec = read_stored(SPEC_FOR_KIND[job.kind], job.spec)
         states[job.id] = {"status": job.status, "epoch": epoch,
                           "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
-                          "val_acc": val_acc, "error": job.error, "kind": job.kind}
+                          "val_acc": val_acc, "error": job.error, "kind": job.kind,
+                          # in steps of 5%: --wait prints a line per change, not one per write
+                          "inside": inside_epoch(job.progress, epoch, step=5) if job.status == "running" else None}
     return states
+
+
+def inside_epoch(progress: dict[str, Any] | None, last_epoch: int | None, step: int = 0) -> str | None:
+    """'epoch 3: 30%, 85 images/s' (with `step`, the share rounded down to it and no rate): where a
+    running job is inside the epoch after its last recorded one (None before its first progress
+    write, or once that epoch is recorded)."""
+    if not progress or progress.get("epoch") != (last_epoch or 0) + 1 or not progress.get("steps"):
+        return None
+    share = 100 * progress["step"] / progress["steps"]
+    if step:
+        return f"epoch {progress['epoch']}: {step * int(share // step)}%"
+    return f"epoch {progress['epoch']}: {share:.0f}%, {progress['images_per_s']:g} images/s"
 
 
 def describe_state(job_id: int, state: dict[str, Any]) -> str:
@@ -37,6 +51,8 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
         text += f"  epoch {state['epoch']}/{state['epochs']}"
         if state["val_acc"] is not None:
             text += f"  val_acc {100 * state['val_acc']:.2f}%"  # as the tables show it
+    if state.get("inside"):
+        text += f"  ({state['inside']})"
     if state["error"] and is_finished(state["status"]) and state["status"] != "succeeded":
         text += f"  ({state['error']})"
     return text

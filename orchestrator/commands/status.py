@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator.context import CliState, pass_state
+from orchestrator.progress import inside_epoch
 from orchestrator.tables import for_display, print_table
 from shared.errors import OrchError
 from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
@@ -26,6 +27,9 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     train = spec if isinstance(spec, TrainSpec) else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
     progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else None
+    now = job.progress if train and job.status == "running" and job.progress else None
+    if now and now.get("epoch") == (last[0] if last else 0) + 1 and now.get("steps"):  # inside the next epoch
+        progress = f"{progress or f'0/{train.epochs}'} +{100 * now['step'] / now['steps']:.0f}%"  # type: ignore[union-attr]
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
         "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,
@@ -66,7 +70,9 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
     beat = round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
     name = job.study.name if job.study is not None else None
+    inside = inside_epoch(job.progress, last[0] if last else None) if job.status == "running" else None
     return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
+            "progress": {**(job.progress or {}), "said": inside} if inside else None,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
             **times, "heartbeat_age_s": beat, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
 
@@ -131,6 +137,8 @@ def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
     for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
         if detail.get(key) not in (None, ""):
             click.echo(f"{key:>12}: {named.get(key, detail[key])}")
+    if detail.get("progress"):
+        click.echo(f"{'progress':>12}: {detail['progress']['said']}")
     if detail.get("heartbeat_age_s") is not None:
         click.echo(f"{'heartbeat':>12}: {heartbeat_line(detail['heartbeat_age_s'], lease_ttl)}")
     click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")

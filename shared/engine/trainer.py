@@ -57,6 +57,7 @@ FINITE_CHECK_EVERY = 16  # steps between loss checks: each check is one host syn
 STEP_MILESTONES = (0.5, 0.75)  # the ResNet paper's /10 points, as fractions of training
 
 EpochCallback = Callable[[dict[str, Any]], None]
+StepCallback = Callable[[int, int, int], None]  # (epoch, step, steps) after each training step
 
 
 @dataclass
@@ -89,7 +90,8 @@ class Run:
 
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
           cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
-          resume_from: Path | None = None, name_for: Callable[[int], str] | None = None) -> dict[str, Any]:
+          resume_from: Path | None = None, name_for: Callable[[int], str] | None = None,
+          on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
     workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
     ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt."""
@@ -107,7 +109,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
         if on_epoch is not None:
             on_epoch(dict(metrics))
     while run.epoch < spec.epochs:
-        metrics = _epoch(run, data, run.epoch + 1, should_stop)
+        metrics = _epoch(run, data, run.epoch + 1, should_stop, on_step)
         improved = metrics["val_acc"] > run.best()[0] or run.epoch == 0
         run.history.append(metrics)
         written = _write_checkpoints(run, workdir, improved, name_for)
@@ -199,10 +201,11 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return batches
 
 
-def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool] | None,
+           on_step: StepCallback | None = None) -> dict[str, Any]:
     lr = float(run.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    train_loss = _train_epoch(run, data.train, epoch, should_stop)
+    train_loss = _train_epoch(run, data.train, epoch, should_stop, on_step)
     train_seconds = time.perf_counter() - start
     if should_stop is not None and should_stop():
         raise JobCancelled(f"cancelled at epoch {epoch} before validation")
@@ -214,7 +217,8 @@ def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool
             "lr": lr}
 
 
-def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[], bool] | None) -> float:
+def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[], bool] | None,
+                 on_step: StepCallback | None = None) -> float:
     """One pass over `images`; returns the mean train loss. No host sync but the periodic loss check."""
     spec, device = run.spec, run.device
     gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch)
@@ -240,6 +244,8 @@ def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[
             _time_first_step(run, step_started)
         if step % FINITE_CHECK_EVERY == 0:
             _check_finite(losses, step - FINITE_CHECK_EVERY, epoch)
+        if on_step is not None:
+            on_step(epoch, step, len(batches))
     _check_finite(losses, len(losses) - len(losses) % FINITE_CHECK_EVERY, epoch)
     return float(torch.stack(losses).sum().item()) / len(images)
 

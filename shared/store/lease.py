@@ -54,7 +54,7 @@ class Lease:
                 return None
             taken = updated(s, update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
                 status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
-                heartbeat_at=db_now(), worker_host=owner, error=None, started_at=utcnow()))
+                heartbeat_at=db_now(), worker_host=owner, error=None, started_at=utcnow(), progress=None))
         return cls(store, job_id, token + 1) if taken == 1 else None
 
     @contextmanager
@@ -122,7 +122,7 @@ class Lease:
             s.add(Event(job_id=self.job_id, kind=kind, message=message))
 
     def update(self, **values: Any) -> None:
-        """A fenced update of the job's own columns (model_info, result)."""
+        """A fenced update of the job's own columns (model_info, result, progress)."""
         with self.fenced() as s:
             s.execute(update(Job).where(Job.id == self.job_id).values(**values))
 

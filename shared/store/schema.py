@@ -120,6 +120,9 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     model_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # describe(spec): params, gmacs...
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # best_val_acc, wall time, ...
+    # a running training job's place inside its epoch (epoch, step, steps, images_per_s, at): an epoch
+    # of real data runs for minutes to hours, and --wait and `orch status` said nothing meanwhile
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     assembly: Mapped[Assembly | None] = mapped_column(String(20))  # a scoring run's parent only
     study: Mapped[Study | None] = relationship(back_populates="jobs")
     epochs: Mapped[list[Epoch]] = relationship(order_by="Epoch.epoch", cascade="all, delete-orphan")

@@ -47,3 +47,32 @@ def test_a_running_jobs_heartbeat_says_when_its_worker_stopped_answering(tmp_pat
         detail = job_detail(s.get(Job, job_id), None, now=read_now(s))  # the database's clock, as heartbeats
     assert 40 < detail["heartbeat_age_s"] < 50
     store.dispose()
+
+
+def test_a_running_jobs_place_inside_its_epoch(orch, synth_data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """An epoch of real data runs for minutes to hours: `--wait` and `orch status` said nothing between
+    epochs. The job's process writes its place (StepProgress); the readers show it."""
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import Lease
+    from shared.store import jobs as store_jobs
+    from tests.orchestrator.study_builder import open_home
+    from worker.jobs.train import StepProgress
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        job_id = store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d", epochs=4)).id
+    lease = Lease.acquire(store, job_id, "orch-1@lab", ttl=30)
+    assert lease is not None
+    progress = StepProgress(lease, batch_size=64, every_s=0.0)
+    progress(1, 1, 10)  # an epoch's first step starts its clock: nothing written yet
+    assert orch.json("status", str(job_id))["progress"] is None
+    progress(1, 3, 10)
+    detail = orch.json("status", str(job_id))
+    assert detail["progress"]["said"].startswith("epoch 1: 30%, ") and detail["progress"]["steps"] == 10
+    assert orch.json("status")[0]["epoch"] == "0/4 +30%"
+    assert "    progress: epoch 1: 30%, " in orch.run("status", str(job_id), check=True).stdout
+    lease.record_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.5, "val_acc": 0.6, "images_per_s": 10.0,
+                        "seconds": 1.0})
+    assert orch.json("status", str(job_id))["progress"] is None  # epoch 1 is recorded: its place is old news
+    assert orch.json("status")[0]["epoch"] == "1/4"
+    store.dispose()

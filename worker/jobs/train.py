@@ -5,12 +5,44 @@ resumes from the file the store names, and records each new file as current in a
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from shared.errors import StaleLease
 from shared.spec import TrainSpec, parse
+from shared.store import Lease
 from shared.versions import installed_version
 from worker import checkpoints
 from worker.context import JobContext
+
+PROGRESS_EVERY_S = 5.0  # a write through the lease (it renews the heartbeat too): cheap beside a step
+
+
+class StepProgress:
+    """Writes the job's place inside its epoch (`jobs.progress`) at most every PROGRESS_EVERY_S: an
+    epoch of real data runs for minutes to hours, and `--wait` showed nothing between epochs. The
+    first write comes after PROGRESS_EVERY_S, so an epoch of seconds writes none."""
+
+    def __init__(self, lease: Lease, batch_size: int, every_s: float = PROGRESS_EVERY_S):
+        self.lease, self.batch_size, self.every_s = lease, batch_size, every_s
+        self.epoch, self.epoch_started, self.written = 0, 0.0, 0.0
+
+    def __call__(self, epoch: int, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if epoch != self.epoch:
+            self.epoch, self.epoch_started, self.written = epoch, now, now
+            return
+        if now - self.written < self.every_s:
+            return
+        self.written = now
+        rate = step * self.batch_size / max(now - self.epoch_started, 1e-6)
+        try:
+            self.lease.update(progress={"epoch": epoch, "step": step, "steps": steps,
+                                        "images_per_s": round(rate, 1), "at": round(time.time(), 1)})
+        except StaleLease:
+            raise
+        except Exception:  # only a display: a store that did not answer is the heartbeat's to notice
+            pass
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -37,7 +69,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop, resume_from=resume_from,
-                   name_for=checkpoints.file_name(ctx.lease.token))
+                   name_for=checkpoints.file_name(ctx.lease.token), on_step=StepProgress(ctx.lease, spec.batch_size))
     ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
     # Trained to the end: nothing resumes from here, so the fallback for a corrupt newest file goes
     # (a resnet50 with Adam's state is 281 MB a file; the best and the last stay).
