@@ -22,10 +22,22 @@ def existing_path(option: str, raw: str | None, *, folder: bool, required: bool 
     return str(path)
 
 
-def require_given(option: str, raw: str | None, *, folder: bool) -> None:
-    """SpecError unless `raw` was given (on the command line or by an orch.toml)."""
+def require_given(option: str, raw: str | None, *, folder: bool, project_key: str | None = None) -> None:
+    """SpecError unless `raw` was given (on the command line or by an orch.toml). `project_key`: the
+    orch.toml key that gives it, named when an orch.toml is in use but lacks it (it said "run orch init"
+    in a folder that had one)."""
     if raw is None:
-        raise SpecError(option, f"required: give {option} {'FOLDER' if folder else 'FILE'}, or run "
+        import click
+
+        from orchestrator.options import PROJECT_KEY
+
+        what = "FOLDER" if folder else "FILE"
+        ctx = click.get_current_context(silent=True)
+        project = ctx.meta.get(PROJECT_KEY) if ctx is not None else None
+        if project is not None and project_key is not None:
+            raise SpecError(option, f"required: give {option} {what}, or a {project_key} = \"{what}\" line in "
+                                    f"{project}, which has none")
+        raise SpecError(option, f"required: give {option} {what}, or run "
                                 "`orch init` in the data folder to write an orch.toml that gives it")
 
 

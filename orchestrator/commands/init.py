@@ -15,7 +15,7 @@ from shared.errors import DataError
 
 # the folder names each split goes by, in the order they are tried
 SPLITS: dict[str, tuple[str, ...]] = {"data": ("train", "training"), "val": ("val", "valid", "validation"),
-                                      "test": ("test", "testing")}
+                                      "test": ("test", "testing", "test1")}  # test1: Kaggle's cats-vs-dogs
 MAX_IMAGE_SIZE = 224  # photos larger than this train at the ResNet paper's 224
 MIN_IMAGE_SIZE = 32  # the spec's minimum
 SAMPLE = 24  # image headers read to decide the size
@@ -53,6 +53,11 @@ def init(folder: Path, force: bool) -> None:
     if target.exists() and not force:
         raise click.BadParameter(f"{target} exists; pass --force to replace it", param_hint="FOLDER")
     splits = detect_splits(folder)
+    used = {str(split.folder) for split in splits}
+    unread = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in used)
+    if unread and "." not in used:  # FOLDER itself as the train set: its subfolders are its classes
+        click.echo(f"orch: note: not read: {', '.join(d + '/' for d in unread)} (train/, val/ and test/ go by the names "
+                   f"{', '.join(n for names in SPLITS.values() for n in names)}); edit orch.toml to use one", err=True)
     size = image_size(folder / splits[0].folder)
     labels = TEST_LABELS if any(s.key == "test" for s in splits) and (folder / TEST_LABELS).is_file() else None
     target.write_text(project_text(splits, size, labels))

@@ -54,7 +54,7 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
     from orchestrator.paths import require_given
     from orchestrator.progress import report_queued
 
-    require_given("--data", options["data"], folder=True)  # before the checkpoint is looked for
+    require_given("--data", options["data"], folder=True, project_key="test")  # before the checkpoint is looked for
     if no_labels and click.get_current_context().get_parameter_source("labels") is ParameterSource.COMMANDLINE:
         raise OrchError("--no-labels: give --labels or --no-labels, not both")
     options["labels"] = None if no_labels else _labels_for_data(click.get_current_context(), options)

@@ -126,3 +126,21 @@ def test_the_projects_test_labels_label_its_test_folder_only(orch: Orch, project
     both = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "d.csv"), "--no-labels", "--labels",
                     str(project / "test_labels.csv"), cwd=project)
     assert both.returncode == 2 and "--no-labels: give --labels or --no-labels, not both" in both.stderr
+
+
+def test_a_kaggle_layout_and_folders_init_does_not_read(orch: Orch, project: Path, tmp_path: Path) -> None:
+    """Kaggle's cats-vs-dogs is train/ + test1/: init ignored test1/ without a word, and `submit score`
+    then said "run orch init" in the folder orch init had written an orch.toml for."""
+    from tests.shared.data_helpers import write_untrained_checkpoint
+
+    shutil.rmtree(project / "val")
+    (project / "test").rename(project / "test1")
+    (project / "notes").mkdir()
+    init = orch.run("init", cwd=project, check=True)
+    assert tomllib.loads((project / "orch.toml").read_text())["test"] == "test1"
+    assert "orch: note: not read: notes/ (train/, val/ and test/ go by the names" in init.stderr
+    (project / "orch.toml").write_text("data = \"train\"\nimage_size = 32\n")  # no test key
+    checkpoint = write_untrained_checkpoint(tmp_path / "best.pt", ["cat", "dog"])
+    score = orch.run("submit", "score", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.csv"), cwd=project)
+    assert score.returncode == 2 and (f"--data: required: give --data FOLDER, or a test = \"FOLDER\" line in "
+                                      f"{project / 'orch.toml'}, which has none") in score.stderr
