@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from orchestrator.context import CliState, pass_state
-from orchestrator.progress import inside_epoch
 from orchestrator.tables import for_display, print_table
 from shared.errors import OrchError
 from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
@@ -70,6 +69,8 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
     beat = round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
     name = job.study.name if job.study is not None else None
+    from orchestrator.progress import inside_epoch  # here: `orch --help` loads this module, and progress the store
+
     inside = inside_epoch(job.progress, last[0] if last else None) if job.status == "running" else None
     return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "progress": {**(job.progress or {}), "said": inside} if inside else None,
