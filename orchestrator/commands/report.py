@@ -194,7 +194,7 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
         folders = sorted({str(row["data"]) for row in ranked})
         shown = ranked if len(folders) > 1 else [{k: v for k, v in row.items() if k not in ("data", "val")}
-                                                 for row in ranked]  # one data set: said once, below
+                                                 for row in ranked]  # one data set: no column of it
         print_table(for_display(shown), title=f"leaderboard by {metric}", drop_first=drop_first,
                     every_column="--format json")
         if len(folders) > 1:  # runs of different data sets ranked together: their accuracies do not compare
