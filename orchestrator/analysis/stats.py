@@ -20,7 +20,10 @@ MAX_SEEDS = 1000  # a difference that would need more seeds is reported as "more
 # A spread this small is rounding, not variation: 0.9 - 0.8 and 0.8 - 0.7 differ in the 17th digit,
 # and dividing by that spread would call an identical gain on every seed "p = 1e-16".
 ROUNDING = 1e-12
-SIGN_SEEDS = 6  # the fewest seeds whose differences, all of one sign, pass the two-sided sign test at 5%
+def sign_seeds(alpha: float = 0.05) -> int:
+    """The fewest seeds whose differences, all of one sign, pass the two-sided sign test at `alpha`
+    (6 at 5%; 7 at 5% / 2, Holm's first step with two comparisons)."""
+    return next(n for n in range(1, 64) if 2 * 0.5 ** n < alpha)
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,8 @@ def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjus
     if decides < ALPHA:
         word = _direction(mean, scale)
         return Comparison(seeds, mean, None, p, None, word, f"{word}: {same}", _p(adjusted))
-    more = "" if p < ALPHA else f"; the same sign on {SIGN_SEEDS} seeds would be one"
+    family = adjusted.family if adjusted is not None else 1
+    more = "" if p < ALPHA / family else f"; the same sign on {sign_seeds(ALPHA / family)} seeds would be one"
     return Comparison(seeds, mean, None, p, None, "unclear",
                       f"no detectable difference with n={n} seeds ({same}){more}", _p(adjusted))
 
@@ -210,14 +214,15 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: 
     p = 2 * tdist.t_cdf(n - 1, -abs(t))  # two-sided: twice the t distribution's upper tail
     half = t_quantile(n - 1) * se
     ci = scale.clip(mean - half, mean + half, difference=True)
-    needed = seeds_for_power(abs(mean) / sd)
+    family = adjusted.family if adjusted is not None else 1
+    needed = seeds_for_power(abs(mean) / sd, ALPHA / family)  # Holm's first step tests at 5% / family
     cut = " (cut at the largest difference possible)" if ci != (mean - half, mean + half) else ""
     shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}, p={p:.2g}{_said(adjusted)}"
     if (p if adjusted is None else adjusted.p) < ALPHA:
         word = _direction(mean, scale)
         return Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds", _p(adjusted))
     return Comparison(seeds, mean, ci, p, needed, "unclear",
-                      f"no detectable difference with n={n} seeds ({shown}); {_seeds_phrase(needed, mean, scale)}",
+                      f"no detectable difference with n={n} seeds ({shown}); {_seeds_phrase(needed, mean, scale, family)}",
                       _p(adjusted))
 
 
@@ -225,31 +230,34 @@ def _direction(mean: float, scale: Scale) -> str:
     return "better" if (mean > 0) == scale.higher_is_better else "worse"
 
 
-def _seeds_phrase(needed: int | None, mean: float, scale: Scale) -> str:
+def _seeds_phrase(needed: int | None, mean: float, scale: Scale, family: int = 1) -> str:
+    """A rough figure: the spread it uses is itself estimated from a few seeds."""
     if mean == 0:
         return "the mean difference is 0: no number of seeds would tell the configs apart"
+    among = f" among {family} comparisons" if family > 1 else ""
     if needed is None:
-        return f"more than {MAX_SEEDS} seeds would be needed to detect {scale.magnitude(mean)} at 80% power"
-    return f"about {needed} seeds would detect {scale.magnitude(mean)} at 80% power"
+        return f"more than {MAX_SEEDS} seeds would be needed to detect {scale.magnitude(mean)} at 80% power{among}"
+    return f"about {needed} seeds would detect {scale.magnitude(mean)} at 80% power{among}"
 
 
-def paired_power(effect: float, n: int) -> float:
-    """Power of the two-sided paired t-test at level ALPHA with n pairs, for effect = |mean| / sd."""
+def paired_power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test at level `alpha` with n pairs, for effect = |mean| / sd."""
     df = n - 1
-    critical = tdist.t_quantile(df, 1 - ALPHA / 2)
+    critical = tdist.t_quantile(df, 1 - alpha / 2)
     shift = effect * math.sqrt(n)
     # P(T > critical) + P(T < -critical) for T noncentral t with this shift
     return 1 - tdist.nct_cdf(df, shift, critical) + tdist.nct_cdf(df, shift, -critical)
 
 
-def seeds_for_power(effect: float) -> int | None:
-    """The fewest seeds (pairs, at least 2) whose paired t-test has POWER at this effect size."""
-    if effect <= 0 or paired_power(effect, MAX_SEEDS) < POWER:
+def seeds_for_power(effect: float, alpha: float = ALPHA) -> int | None:
+    """The fewest seeds (pairs, at least 2) whose paired t-test at `alpha` has POWER at this effect size
+    (with several comparisons, alpha / their number: what Holm's first step asks of the smallest p)."""
+    if effect <= 0 or paired_power(effect, MAX_SEEDS, alpha) < POWER:
         return None
     low, high = 1, 2  # power grows with n: find an n that reaches it, then bisect
-    while paired_power(effect, high) < POWER:
+    while paired_power(effect, high, alpha) < POWER:
         low, high = high, min(2 * high, MAX_SEEDS)
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if paired_power(effect, middle) >= POWER else (middle, high)
+        low, high = (low, middle) if paired_power(effect, middle, alpha) >= POWER else (middle, high)
     return high

@@ -405,3 +405,19 @@ def test_a_baseline_without_the_metric_says_so() -> None:
     from orchestrator.analysis.study import scale_of
 
     assert compare({0: 0.9}, {}, scale_of("test_acc")).verdict == "not compared: the baseline has no value of this metric"
+
+
+def test_seeds_for_power_and_the_sign_test_count_the_studys_comparisons() -> None:
+    """With Holm, the smallest p must pass 5% / m: 18 seeds for a 1-point difference alone, more among
+    two comparisons; the same sign on 6 seeds alone, on 7 among two."""
+    from orchestrator.analysis.stats import Adjusted, sign_seeds
+
+    assert (sign_seeds(), sign_seeds(0.025)) == (6, 7)
+    assert seeds_for_power(0.8, 0.025) > seeds_for_power(0.8) == 15
+    alone = compare({0: 0.5, 1: 0.62}, {0: 0.5, 1: 0.60}, ACC)  # differences 0 and 0.02: the demo's in and bn
+    among = compare({0: 0.5, 1: 0.62}, {0: 0.5, 1: 0.60}, ACC, Adjusted(1.0, 2))
+    assert alone.seeds_needed is not None and among.seeds_needed is not None and among.seeds_needed > alone.seeds_needed
+    assert (alone.seeds_needed, among.seeds_needed) == (18, 22)
+    assert among.verdict.endswith("about 22 seeds would detect 1.00 points at 80% power among 2 comparisons")
+    same = compare({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6}, ACC, Adjusted(1.0, 2))
+    assert same.verdict.endswith("the same sign on 7 seeds would be one")
