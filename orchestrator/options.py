@@ -108,7 +108,8 @@ def spec_options(fields: Sequence[OptionField],
 def note_project_values(ctx: click.Context) -> None:
     """One line on stderr naming the project file and the options it set, when it set any."""
     taken = [p for p in ctx.command.params
-             if p.name and ctx.get_parameter_source(p.name) is ParameterSource.DEFAULT_MAP]
+             if p.name and ctx.get_parameter_source(p.name) is ParameterSource.DEFAULT_MAP
+             and not (p.name == "labels" and ctx.params.get("no_labels"))]  # `submit score --no-labels`
     if taken:
         names = ", ".join(max(p.opts, key=len) for p in taken)
         click.echo(f"orch: {names} from {ctx.meta[PROJECT_KEY]}", err=True)

@@ -27,7 +27,7 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
         spec = read_stored(SPEC_FOR_KIND[job.kind], job.spec)
         states[job.id] = {"status": job.status, "epoch": epoch,
                           "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
-                          "val_acc": val_acc, "error": job.error, "kind": job.kind,
+                          "val_acc": val_acc, "error": job.error, "kind": job.kind, "queue": job.queue,
                           # in steps of 5%: --wait prints a line per change, not one per write
                           "inside": inside_epoch(job.progress, epoch, step=5) if job.status == "running" else None}
     return states
@@ -58,9 +58,11 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
     return text
 
 
-def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: bool = True) -> bool:
+def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: bool = True,
+             named: list[int] | None = None) -> bool:
     """Block until every job has ended; True if all succeeded. Ctrl-C stops waiting, not the jobs.
-    `summary`: end with the 'N of M jobs succeeded' line."""
+    `summary`: end with the 'N of M jobs succeeded' line. `named`: the jobs a Ctrl-C names (a scoring
+    run's parent, not the shards it waits on)."""
     shown: dict[int, str] = {}
     started = time.monotonic()
     hinted = False
@@ -74,7 +76,8 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                     shown[job_id] = line
             waited = time.monotonic() - started
             if not hinted and waited >= NOT_TAKEN_S and all(st["status"] == "queued" for st in states.values()):
-                click.echo(f"[{waited:6.0f}s] {not_taken_hint(obj)}", err=True)
+                queues = sorted({str(st["queue"]) for st in states.values()})
+                click.echo(f"[{waited:6.0f}s] {not_taken_hint(obj, queues)}", err=True)
                 hinted = True
             if all(is_finished(state["status"]) for state in states.values()):
                 failed = [i for i, st in states.items() if st["status"] != "succeeded"]
@@ -85,6 +88,7 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                 return not failed
             time.sleep(poll)
     except KeyboardInterrupt:  # 130, as a shell reports a Ctrl-C; the jobs named, to follow or stop them
+        job_ids = named or job_ids
         if len(job_ids) == 1:
             how = f"`orch status {job_ids[0]}` follows it, `orch cancel {job_ids[0]}` stops it"
         else:
@@ -94,16 +98,22 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
         raise SystemExit(130) from None
 
 
-def not_taken_hint(obj: CliState) -> str:
-    """Why nothing started: every worker busy (which jobs), or none running at all (a job waits
-    in the queue for one, silently)."""
+def not_taken_hint(obj: CliState, queues: list[str] | None = None) -> str:
+    """Why nothing started: every live worker busy (which jobs), or none running a job at all (a job
+    waits in the queue for one, silently); a queue of another name than the default needs a worker
+    that reads it."""
+    from shared.config import DEFAULT_QUEUE
+
     with obj.store.session() as s:
-        running = reads.running_jobs(s)
+        running = reads.running_jobs(s, obj.settings.lease_ttl)
+    other = [q for q in queues or [] if q != DEFAULT_QUEUE]
+    reads_it = (f"; the queue is {', '.join(other)}: only a worker started with `orch worker --queues "
+                f"{','.join(other)}` takes it") if other else ""
     if running:
         busy = ", ".join(f"job {job_id}" + (f" on {worker}" if worker else "") for job_id, worker in running)
-        return f"still queued: the workers are busy ({busy}); it starts when one is free"
-    return ("still queued and no job is running: is a worker running? `orch worker` starts one (queued jobs "
-            "wait for it; Ctrl-C here stops waiting, not the jobs)")
+        return f"still queued: the workers are busy ({busy}); it starts when one is free{reads_it}"
+    return ("still queued and no worker is running a job: is a worker running? `orch worker` starts one (queued "
+            f"jobs wait for it; Ctrl-C here stops waiting, not the jobs){reads_it}")
 
 
 def report_queued(obj: CliState, job_ids: list[int], payload: dict[str, Any], *, wait: bool, as_json: bool,

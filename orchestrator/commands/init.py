@@ -56,8 +56,9 @@ def init(folder: Path, force: bool) -> None:
     used = {str(split.folder) for split in splits}
     unread = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in used)
     if unread and "." not in used:  # FOLDER itself as the train set: its subfolders are its classes
-        click.echo(f"orch: note: not read: {', '.join(d + '/' for d in unread)} (train/, val/ and test/ go by the names "
-                   f"{', '.join(n for names in SPLITS.values() for n in names)}); edit orch.toml to use one", err=True)
+        click.echo(f"orch: note: not read: {', '.join(d + '/' for d in unread)} (each split is the first folder found "
+                   f"of {'; '.join(', '.join(names) for names in SPLITS.values())}); edit orch.toml to use another",
+                   err=True)
     size = image_size(folder / splits[0].folder)
     labels = TEST_LABELS if any(s.key == "test" for s in splits) and (folder / TEST_LABELS).is_file() else None
     target.write_text(project_text(splits, size, labels))

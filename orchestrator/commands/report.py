@@ -192,13 +192,14 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         click.echo(render(for_display(ranked), fmt))
     else:
         drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
-        folders = sorted({str(row["data"]) for row in ranked})
-        shown = ranked if len(folders) > 1 else [{k: v for k, v in row.items() if k not in ("data", "val")}
-                                                 for row in ranked]  # one data set: no column of it
+        differ = [key for key in ("data", "val") if len({str(row[key]) for row in ranked}) > 1]
+        shown = [{k: v for k, v in row.items() if k in differ or k not in ("data", "val")} for row in ranked]
         print_table(for_display(shown), title=f"leaderboard by {metric}", drop_first=drop_first,
                     every_column="--format json")
-        if len(folders) > 1:  # runs of different data sets ranked together: their accuracies do not compare
-            click.echo(f"note: these runs trained on {len(folders)} data folders ({', '.join(folders[:3])}"
+        for key in differ:  # runs of different data or validation sets ranked together: they do not compare
+            folders = sorted({str(row[key]) for row in ranked})
+            what = "trained on" if key == "data" else "were validated on"
+            click.echo(f"note: these runs {what} {len(folders)} {key} folders ({', '.join(folders[:3])}"
                        f"{', ...' if len(folders) > 3 else ''}): accuracies compare within one; --study ID|NAME "
                        "ranks one study", err=True)
         if total > len(ranked):

@@ -235,13 +235,13 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
     from orchestrator.progress import wait_for
     from shared.scoring.protocol import Verdict, observe
 
-    shards_ok = wait_for(obj, shard_ids)
+    shards_ok = wait_for(obj, shard_ids, named=[parent_id])
     parent, verdict, reason = observe(obj.store, parent_id)
     if not shards_ok and verdict != Verdict.complete:  # a shard failed, or Ctrl-C
         if verdict == Verdict.failed:
             click.echo(f"score job {parent_id}: {reason}; no CSV written", err=True)
         return False
-    if not wait_for(obj, [parent_id], summary=False):  # the shards' line said how many succeeded
+    if not wait_for(obj, [parent_id], summary=False, named=[parent_id]):  # the shards' line said how many succeeded
         return False
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}

@@ -30,10 +30,15 @@ def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> li
     return list(reversed(session.scalars(query).all()))
 
 
-def running_jobs(session: Session, limit: int = 5) -> list[tuple[int, str | None]]:
-    """(id, worker) of the oldest running jobs: what keeps the workers from a queued job."""
+def running_jobs(session: Session, alive_within: float, limit: int = 5) -> list[tuple[int, str | None]]:
+    """(id, worker) of the oldest running jobs whose worker beat within `alive_within` seconds (the
+    lease TTL): what keeps the workers from a queued job. A dead worker's job is no busy worker."""
+    from shared.store.clock import db_now
+
     return [(job_id, worker) for job_id, worker in session.execute(
-        select(Job.id, Job.worker_host).where(Job.status == JobStatus.running).order_by(Job.id).limit(limit))]
+        select(Job.id, Job.worker_host).where(Job.status == JobStatus.running,
+                                              Job.heartbeat_at >= db_now() - alive_within)
+        .order_by(Job.id).limit(limit))]
 
 
 def study_names(session: Session, study_ids: Sequence[int | None]) -> dict[int, str]:

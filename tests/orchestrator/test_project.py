@@ -123,6 +123,7 @@ def test_the_projects_test_labels_label_its_test_folder_only(orch: Orch, project
     bare = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "c.csv"), "--no-labels", "--json",
                     cwd=project, check=True)
     assert orch.json("status", str(json.loads(bare.stdout)["job_id"]))["spec"]["labels"] is None
+    assert "--labels from" not in bare.stderr  # it said the labels came from orch.toml
     both = orch.run("submit", "score", "--job", job, "--out", str(tmp_path / "d.csv"), "--no-labels", "--labels",
                     str(project / "test_labels.csv"), cwd=project)
     assert both.returncode == 2 and "--no-labels: give --labels or --no-labels, not both" in both.stderr
@@ -138,7 +139,7 @@ def test_a_kaggle_layout_and_folders_init_does_not_read(orch: Orch, project: Pat
     (project / "notes").mkdir()
     init = orch.run("init", cwd=project, check=True)
     assert tomllib.loads((project / "orch.toml").read_text())["test"] == "test1"
-    assert "orch: note: not read: notes/ (train/, val/ and test/ go by the names" in init.stderr
+    assert "orch: note: not read: notes/ (each split is the first folder found of train, training; val" in init.stderr
     (project / "orch.toml").write_text("data = \"train\"\nimage_size = 32\n")  # no test key
     checkpoint = write_untrained_checkpoint(tmp_path / "best.pt", ["cat", "dog"])
     score = orch.run("submit", "score", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.csv"), cwd=project)

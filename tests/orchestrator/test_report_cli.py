@@ -430,6 +430,12 @@ def test_the_leaderboard_says_when_its_runs_trained_on_different_data(orch: Orch
     assert sorted(row["data"] for row in rows) == ["/data/other", "/data/train"] and rows[0]["val"] == "/data/val"
     two = orch.run("report", check=True)
     assert "note: these runs trained on 2 data folders (/data/other, /data/train)" in two.stderr
+    assert "validated on" not in two.stderr  # one validation folder
+    store = open_home(orch.home, monkeypatch)
+    add_run(store, None, "bn", 1, 1, 2, val="/data/val-cats-only")
+    store.dispose()
+    assert "note: these runs were validated on 2 val folders (/data/val, /data/val-cats-only)" in \
+        orch.run("report", check=True).stderr
 
 
 def test_a_studys_statistics_are_over_its_finished_runs(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:

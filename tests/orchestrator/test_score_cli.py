@@ -238,3 +238,27 @@ def test_the_wait_line_says_what_the_accuracy_stands_on_and_what_ran() -> None:
     assert score_line({"n": 100, "accuracy": 0.69, "labelled": 100, "precision": "int8"}) == \
         f"100 rows; scored in int8{INT8_SAID}; accuracy 69.00%"
     assert score_line({"n": 100, "precision": "bf16"}) == "100 rows; scored in bf16"
+
+
+def test_ctrl_c_of_a_score_wait_names_the_scoring_run(setup: tuple[Orch, dict[str, str]]) -> None:
+    """It named the shard job it was following (`orch cancel 28`), not the run the user submitted (27)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    orch, f = setup
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "submit", "score", "--job", f["job"], "--data",
+                             f["test"], "--out", f"{f['tmp']}/p.csv", "--wait"], env=orch.env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(row["kind"] == "score" for row in cli(orch, "status")):
+        time.sleep(0.3)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    parent = next(row["id"] for row in cli(orch, "status") if row["kind"] == "score")
+    assert proc.returncode == 130, err
+    assert f"`orch status {parent}` follows it, `orch cancel {parent}` stops it" in err, err

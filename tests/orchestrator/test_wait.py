@@ -40,15 +40,26 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
     store = open_store(load_settings(orch.home))
     try:
-        obj = SimpleNamespace(store=store)
+        obj = SimpleNamespace(store=store, settings=SimpleNamespace(lease_ttl=30.0))
         with store.session() as s:
             ids = [store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d")).id
                    for _ in range(2)]
-        assert not_taken_hint(obj).startswith("still queued and no job is running: is a worker running? "
+        assert not_taken_hint(obj).startswith("still queued and no worker is running a job: is a worker running? "
                                               "`orch worker` starts one")
         assert Lease.acquire(store, ids[0], "orch-7@lab", ttl=30) is not None
         assert not_taken_hint(obj) == (f"still queued: the workers are busy (job {ids[0]} on orch-7@lab); it "
                                        "starts when one is free")
+        # a queue no default worker reads: the hint named no queue while a worker idled on `orch`
+        assert not_taken_hint(obj, ["gpu"]).endswith("the queue is gpu: only a worker started with "
+                                                     "`orch worker --queues gpu` takes it")
+        # the busy worker was killed: its job's heartbeat is older than the lease, so no worker is busy
+        from sqlalchemy import update
+
+        from shared.store import Job
+
+        with store.session() as s:
+            s.execute(update(Job).where(Job.id == ids[0]).values(heartbeat_at=time.time() - 45))
+        assert not_taken_hint(obj).startswith("still queued and no worker is running a job")
     finally:
         store.dispose()
 
