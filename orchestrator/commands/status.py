@@ -37,6 +37,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "attention": train.model.attention if train and train.model.attention != "none" else None,
         "width_mult": train.model.width_mult if train else None,
         "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
+        "progress": now if now and now.get("epoch") == (last[0] if last else 0) + 1 else None,  # for scripts
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host, "error": job.error,
     }
@@ -45,7 +46,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
 def table_row(row: dict[str, Any]) -> dict[str, Any]:
     """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), and
     the last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's)."""
-    shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k != "study_name"}
+    shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in ("study_name", "progress")}
     shown["study"] = row["study_name"] or row["study"]
     return shown
 

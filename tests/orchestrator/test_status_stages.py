@@ -69,7 +69,8 @@ def test_a_running_jobs_place_inside_its_epoch(orch, synth_data, monkeypatch) ->
     progress(1, 3, 10)
     detail = orch.json("status", str(job_id))
     assert detail["progress"]["said"].startswith("epoch 1: 30%, ") and detail["progress"]["steps"] == 10
-    assert orch.json("status")[0]["epoch"] == "0/4 +30%"
+    listed = orch.json("status")[0]
+    assert listed["epoch"] == "0/4 +30%" and (listed["progress"]["step"], listed["progress"]["steps"]) == (3, 10)
     assert "    progress: epoch 1: 30%, " in orch.run("status", str(job_id), check=True).stdout
     lease.record_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.5, "val_acc": 0.6, "images_per_s": 10.0,
                         "seconds": 1.0})
