@@ -12,7 +12,6 @@ from typing import Any
 
 from orchestrator.analysis import charts
 from orchestrator.analysis.configs import show
-from orchestrator.analysis.notes import absent_note
 from orchestrator.analysis.rows import display_rows, verdict_lines
 from orchestrator.analysis.study import StudyAnalysis, scale_of
 from orchestrator.metrics import metric_title
@@ -53,13 +52,13 @@ def final_caption(analysis: StudyAnalysis) -> str:
     return "; ".join(parts) + "."
 
 
-def page(analysis: StudyAnalysis, absent: list[tuple[int, str]] | None = None) -> tuple[str, list[str]]:
-    """The HTML text and the names of the charts it holds. `absent`: the study's jobs with no epoch
-    (queued, or ended before one), named on the page as the terminal names them."""
+def page(analysis: StudyAnalysis) -> tuple[str, list[str]]:
+    """The HTML text and the names of the charts it holds; the study's jobs left out of its numbers
+    (analysis.absent) are named among its verdicts, as the terminal names them."""
     figures = {name: draw(analysis) for name, draw in charts.CHARTS.items()}
     drawn = {name: charts.inline_svg(fig) for name, fig in figures.items() if fig is not None}
     captions = {**CAPTIONS, "final": final_caption(analysis)}
-    body = [_header(analysis), _answer(analysis, absent or []), _leaderboard(analysis), _comparisons(analysis),
+    body = [_header(analysis), _answer(analysis), _leaderboard(analysis), _comparisons(analysis),
             _charts(drawn, captions), _runs(analysis), _settings(analysis)]
     title = escape(_title(analysis))
     html = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -82,7 +81,8 @@ def _header(analysis: StudyAnalysis) -> str:
     hosts = sorted({worker_host(r.worker_host) for r in runs})
     facts = [
         ("study created", _when(analysis.study.created_at) if analysis.study else "-"),
-        ("runs", f"{len(runs)} jobs in {len(analysis.results)} configs, first started "
+        ("runs", f"{len(runs)} finished jobs in {len(analysis.results)} configs"
+                 f"{f' ({len(analysis.absent)} more not finished: see the answer)' if analysis.absent else ''}, first started "
                  f"{_when(min(started, default=None))}, last finished {_when(max(finished, default=None))}"),
         ("worker hosts", ", ".join(hosts)),
         ("versions", _versions(runs)),
@@ -92,8 +92,8 @@ def _header(analysis: StudyAnalysis) -> str:
     return f"<h1>{escape(_title(analysis))}</h1>\n<table class=\"meta\">{items}</table>"
 
 
-def _answer(analysis: StudyAnalysis, absent: list[tuple[int, str]]) -> str:
-    lines = verdict_lines(analysis) + ([absent_note(absent, analysis.absent_labels)] if absent else [])
+def _answer(analysis: StudyAnalysis) -> str:
+    lines = verdict_lines(analysis)  # the jobs left out among them (StudyAnalysis.absent)
     flag = ' class="flag"'
     items = "".join(f"<li{flag if 'not converged' in line else ''}>{escape(line)}</li>" for line in lines)
     return f"<h2 id=\"answer\">The answer</h2>\n<ul class=\"verdicts\">{items}</ul>"
@@ -117,13 +117,17 @@ def _comparisons(analysis: StudyAnalysis) -> str:
             "config": result.config.label, "vs baseline": comp.outcome,
             "difference": "" if comp.diff is None or result is analysis.baseline else scale.delta(comp.diff),
             "95% CI": "" if comp.ci is None else scale.interval(*comp.ci),
-            "p": "" if comp.p is None else f"{comp.p:.2g}", "paired seeds": ",".join(map(str, comp.seeds)),
+            "p": "" if comp.p is None else f"{comp.p:.2g}",
+            "p (Holm)": "" if comp.p_adjusted is None else f"{comp.p_adjusted:.2g}",
+            "paired seeds": ",".join(map(str, comp.seeds)),
             "seeds for 80% power": comp.seeds_needed or "", "verdict": comp.verdict})
     base = escape(analysis.baseline.config.label)
     return (f"<h2 id=\"comparison\">Paired comparison against {base}</h2>\n<p class=\"meta\">Differences are "
             f"config minus baseline on each seed both have; the interval and the p-value come from the paired "
-            f"t-test; the seed count is the fewest that would detect the observed difference with 80% power "
-            f"at the 5% level.</p>\n" + table(rows))
+            f"t-test, unadjusted; p (Holm) is adjusted for the study's comparisons together and decides the "
+            f"verdict (the leaderboard's p); the seed count is the fewest that would detect the observed "
+            f"difference with 80% power at 5% divided by the number of comparisons (a rough figure).</p>\n"
+            + table(rows))
 
 
 def _charts(drawn: dict[str, str], captions: dict[str, str]) -> str:

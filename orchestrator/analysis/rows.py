@@ -5,7 +5,7 @@ from typing import Any
 
 from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
-from orchestrator.analysis.notes import scored_precision_note, trained_precision_note
+from orchestrator.analysis.notes import absent_note, scored_precision_note, trained_precision_note
 from orchestrator.analysis.stats import Summary
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
 from orchestrator.metrics import metric_title
@@ -81,8 +81,9 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     adjusted = "" if not family else (f"; p adjusted for the {family} comparisons "
                                           "together (Holm), so that a study of equal configs calls one better "
                                           "or worse at most 5% of the time")
-    lines = [f"baseline: {base} ({analysis.baseline_how}); paired by seed, 95% intervals from the t distribution"
-             f"{adjusted}"]
+    how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
+           f"paired by seed, 95% intervals from the t distribution{adjusted}")  # `--job`: single jobs
+    lines = [f"baseline: {base} ({analysis.baseline_how}); {how}"]
     if analysis.metric == "images_per_s":
         lines.append("note: images/s is the machine's as much as the config's: a difference is the configs' own "
                      "only where their runs shared one machine and its load, and each mean counts the first "
@@ -94,10 +95,14 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         if result.convergence:
             lines.append(f"{result.config.label}: {result.convergence}")
     at_chance = [r.config.label for r in analysis.results if r.at_chance]
+    if analysis.nothing_learned:
+        at_chance = [r.config.label for r in analysis.results]
     if at_chance and analysis.chance is not None:
         note = f"note: {chance_note(at_chance, len(analysis.results), analysis.chance)}"
         # nothing learned anywhere voids every line below the baseline's: say it before them
         lines.insert(1 if len(at_chance) == len(analysis.results) else len(lines), note)
+    if analysis.absent:  # a whole config may be missing: said under the baseline, where it is read
+        lines.insert(1, absent_note(analysis.absent, analysis.absent_labels))
     notes: dict[str, list[str]] = {}
     for result in analysis.results:
         if result.summary.note:
@@ -116,7 +121,9 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
 
 def study_title(analysis: StudyAnalysis) -> str:
     study = analysis.study
-    name = (f"study {study.id}" + (f" ({study.name})" if study.name else "")) if study else "selected jobs"
+    if study is None:  # `orch report --job`: one run per row
+        return f"selected jobs: {metric_title(analysis.metric)} per job"
+    name = f"study {study.id}" + (f" ({study.name})" if study.name else "")
     return f"{name}: {metric_title(analysis.metric)} mean ± std over seeds"
 
 

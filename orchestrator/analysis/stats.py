@@ -221,6 +221,11 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: 
     if (p if adjusted is None else adjusted.p) < ALPHA:
         word = _direction(mean, scale)
         return Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds", _p(adjusted))
+    if p < ALPHA:  # under 5% alone, not with the others in view: its unadjusted interval may exclude 0
+        return Comparison(seeds, mean, ci, p, needed, "unclear",
+                          f"no detectable difference once the study's {family} comparisons are counted "
+                          f"({shown.replace('95% CI', 'unadjusted 95% CI')}, n={n} seeds); "
+                          f"{_seeds_phrase(needed, mean, scale, family)}", _p(adjusted))
     return Comparison(seeds, mean, ci, p, needed, "unclear",
                       f"no detectable difference with n={n} seeds ({shown}); {_seeds_phrase(needed, mean, scale, family)}",
                       _p(adjusted))
@@ -233,7 +238,7 @@ def _direction(mean: float, scale: Scale) -> str:
 def _seeds_phrase(needed: int | None, mean: float, scale: Scale, family: int = 1) -> str:
     """A rough figure: the spread it uses is itself estimated from a few seeds."""
     if mean == 0:
-        return "the mean difference is 0: no number of seeds would tell the configs apart"
+        return "the observed mean difference is 0: it gives no seed count to aim for"
     among = f" among {family} comparisons" if family > 1 else ""
     if needed is None:
         return f"more than {MAX_SEEDS} seeds would be needed to detect {scale.magnitude(mean)} at 80% power{among}"

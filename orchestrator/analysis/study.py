@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.analysis.chance import Chance, at_chance, chance_of
+from orchestrator.analysis.chance import Chance, at_chance, chance_of, family_z
 from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_with_absent, varying_fields
 from orchestrator.analysis.curves import convergence_note
 from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, single_difference, summarize
@@ -48,6 +48,8 @@ class StudyAnalysis:
     # ranked by the best epoch: the config the last epochs rank first where it is another one (None: the same)
     first_by_last_epoch: Config | None = None
     absent_labels: dict[int, str] = field(default_factory=dict)  # job id -> config, of the jobs left out
+    absent: list[tuple[int, str]] = field(default_factory=list)  # (job id, how far it got), left out
+    nothing_learned: bool = False  # no config above chance, judged with the study's configs in view
 
     @property
     def runs(self) -> list[RunRecord]:
@@ -87,9 +89,12 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         last = summarize(list(config.by_seed("last_val_acc").values()), scale)
         results.append(ConfigResult(config, rank, summary, comparison, convergence,
                                     summarize(tests, scale_of("test_acc")), at_chance(chance, last)))
+    z = family_z(len(configs))  # the study-wide claim, "nothing learned", with every config in view
+    lasts = [summarize(list(c.by_seed("last_val_acc").values()), scale) for c in configs]
+    nothing = chance is not None and all(at_chance(chance, last, z) for last in lasts)
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
                          common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric),
-                         absent_labels)
+                         absent_labels, nothing_learned=nothing)
 
 
 def judges_convergence(metric: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,15 +96,18 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         if html_path or plot_path:
             raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw yet: {empty}")
         click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, empty))
+        if fmt != "table":  # `[]` alone on a study of running jobs said nothing of why
+            click.echo(empty, err=True)
         return
     if metric == "test_acc" and all(run.test_acc is None for run in runs):  # a table and charts of nothing
         raise OrchError(NO_TEST_ACCURACY)
-    analysis = analyse(runs, metric, study, baseline, by_job=job_ids is not None, absent=absent_specs)
+    analysis = replace(analyse(runs, metric, study, baseline, by_job=job_ids is not None, absent=absent_specs),
+                       absent=absent)
     if html_path or plot_path:
-        _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"), absent)
+        _write_files(analysis, html_path, plot_path, chart or ("curves" if job_ids else "final"))
     if not (html_path or plot_path) or fmt != "table":  # --format csv beside --html: both, as asked
-        _print_analysis(analysis, fmt)
-    if absent:  # a cell cancelled before its first epoch was simply missing from the statistics
+        _print_analysis(analysis, fmt)  # the jobs left out are among its notes
+    elif absent:  # a cell cancelled before its first epoch was simply missing from the statistics
         from orchestrator.analysis.notes import absent_note
 
         click.echo(absent_note(absent, analysis.absent_labels), err=True)
@@ -224,8 +228,7 @@ def _print_analysis(analysis: StudyAnalysis, fmt: str) -> None:
         click.echo("\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in verdict_lines(analysis)))
 
 
-def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Path | None, chart: str,
-                 absent: list[tuple[int, str]]) -> None:
+def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Path | None, chart: str) -> None:
     from orchestrator.analysis.charts import SINGLE_CHARTS, save
     from orchestrator.analysis.html import page
 
@@ -238,6 +241,6 @@ def _write_files(analysis: StudyAnalysis, html_path: Path | None, plot_path: Pat
         save(figure, plot_path)
         click.echo(f"wrote {plot_path} ({chart} chart)", err=True)  # stdout: --format output only
     if html_path is not None:
-        text, drawn = page(analysis, absent)
+        text, drawn = page(analysis)
         html_path.write_text(text, encoding="utf-8")
         click.echo(f"wrote {html_path} (charts: {', '.join(drawn)})", err=True)

@@ -81,7 +81,7 @@ def test_titles_say_which_of_a_runs_values_the_metric_is() -> None:
 
     runs = [run(i + 1, i, 0.5 + 0.1 * i, arch="resnet18") for i in range(2)]
     analysis = analyse(runs, "val_acc")
-    assert study_title(analysis) == "selected jobs: val_acc (best epoch) mean ± std over seeds"
+    assert study_title(analysis) == "selected jobs: val_acc (best epoch) per job"
     assert final_chart(analysis).axes[0].get_title(loc="left").startswith("val_acc (best epoch) per config")
 
 

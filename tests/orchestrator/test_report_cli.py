@@ -39,7 +39,9 @@ def test_json_carries_the_statistics(study: tuple[Orch, dict]) -> None:
     assert ln1["diff"] == pytest.approx(-0.295) and ln1["paired_seeds"] == [0, 1]
     # p = 0.011 on its own; one of 8 comparisons with two seeds each, it is no verdict (Holm: 8 x 0.011)
     assert ln1["p_value"] < 0.05 <= ln1["p_adjusted"] == pytest.approx(8 * ln1["p_value"])
-    assert ln1["verdict"].startswith("no detectable difference with n=2 seeds (-29.50 points")
+    # its unadjusted interval excludes 0: the verdict says which p decided it, and that the interval is not adjusted
+    assert ln1["verdict"].startswith("no detectable difference once the study's 8 comparisons are counted (-29.50 "
+                                     "points, unadjusted 95% CI")
     assert "Holm-adjusted over 8 comparisons" in ln1["verdict"]
     assert ln1["converged"] is False and "not converged" in ln1["convergence"]
     assert bn1["converged"] is True and bn1["test_acc_mean"] == pytest.approx(0.88) and bn1["test_acc_n"] == 2
@@ -239,8 +241,13 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
         s.execute(update(Job).where(Job.id == cancelled).values(status=JobStatus.cancelled))
     store.dispose()
     proc = orch.run("report", "--study", "gn", check=True)
-    assert f"note: not in these statistics, which are over finished runs only: jobs {cancelled} (cancelled; norm=gn)" \
-        in proc.stderr
+    # under the baseline line, where it is read (it came last, on stderr, and md files had none of it)
+    lines = proc.stdout.splitlines()
+    after = lines[next(i for i, line in enumerate(lines) if line.startswith("baseline: norm=bn")) + 1:]
+    assert after[0] == ("note: not in these statistics, which are over finished runs only: jobs "
+                        f"{cancelled} (cancelled; norm=gn)"), lines
+    md = orch.run("report", "--study", "gn", "--format", "md", check=True).stdout
+    assert f"- note: not in these statistics, which are over finished runs only: jobs {cancelled}" in md
     # the config it is not: "norm=bn", not "all runs" (the jobs left out count in what varies)
     assert [row["config"] for row in orch.json_report("--study", "gn")] == ["norm=bn"]
     assert "not in these" not in orch.run("report", "--study", "gn", "--format", "json", check=True).stdout  # stderr

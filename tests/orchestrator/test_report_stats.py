@@ -288,8 +288,8 @@ def test_a_study_where_nothing_learned_says_its_ranking_says_nothing() -> None:
     analysis = analyse(runs, "val_acc")
     lines = verdict_lines(analysis)
     assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class, judged on each "
-                        "run's last epoch, all its seeds' validation images together): the ranking and the comparisons "
-                        "may be noise")
+                        "run's last epoch, all its seeds' validation images together), with the study's 2 configs in "
+                        "view: the ranking and the comparisons may be noise")
     assert [row["at_chance"] for row in data_rows(analysis)] == [True, True]
 
 
@@ -319,6 +319,32 @@ def test_one_seed_against_chance_is_a_binomial_test_over_the_validation_images()
     assert older.results[0].at_chance is False
     assert analyse([run(1, 0, [0.3])], "val_acc").results[0].at_chance is None  # no class count: not judged
 
+
+
+def test_the_study_wide_warning_counts_the_studys_configs() -> None:
+    """Each config is judged at 1.96; "no config learned" needs every one flagged, and with 9 configs
+    at chance one cleared 1.96 by luck in 24% of studies, so the warning vanished. The study-wide claim
+    uses Bonferroni's line over the configs (2.77 for 9)."""
+    from orchestrator.analysis.chance import family_z
+    from orchestrator.analysis.rows import verdict_lines
+
+    assert family_z(1) == pytest.approx(1.96, abs=1e-3) and family_z(9) == pytest.approx(2.77, abs=0.01)
+    # 9 configs x 1 seed at chance on 100 images; one at 60% (z = 2.0: above 1.96, below 2.77)
+    runs = [with_chance(run(i + 1, 0, [0.5], lr=0.001 * (i + 1)), 0.5, 100) for i in range(8)]
+    runs.append(with_chance(run(9, 0, [0.6], lr=0.01), 0.5, 100))
+    analysis = analyse(runs, "val_acc")
+    assert [r.at_chance for r in analysis.results].count(False) == 1 and analysis.nothing_learned
+    assert verdict_lines(analysis)[1].startswith("note: no config is clearly above chance level, 50.0%")
+
+
+def test_seeds_that_spread_more_than_their_images_allow_are_judged_by_their_spread() -> None:
+    """Seeds that share mistakes on the same images are fewer independent trials than seeds x images:
+    where their spread over seeds is the larger error, it is the one used. (Seeds that agree exactly,
+    zero spread, are still pooled: a known limit, said in the closing note.)"""
+    spread = [with_chance(run(i + 1, i, [a]), 0.5, 100) for i, a in enumerate([0.50, 0.56, 0.62])]
+    assert analyse(spread, "val_acc").results[0].at_chance is True  # seeds' error 0.035 > binomial's 0.029
+    tight = [with_chance(run(i + 1, i, [a]), 0.5, 100) for i, a in enumerate([0.58, 0.59, 0.60])]
+    assert analyse(tight, "val_acc").results[0].at_chance is False  # 0.59 > 0.5 + 1.96 x 0.029
 
 
 def test_seeds_pool_their_validation_images_against_chance() -> None:
