@@ -109,8 +109,9 @@ def test_baseline_option_and_other_formats(study: tuple[Orch, dict]) -> None:
     text = orch.run("report", "--study", "norms-groups", check=True).stdout
     table_lines = [line for line in text.splitlines() if line.startswith(("┃", "│", "┏", "└"))]
     assert table_lines and max(len(line) for line in table_lines) <= 100
-    assert "baseline: norm=bn groups=1 (the study's first config, chosen before the results)" in text
-    assert "not converged" in text
+    flat = text.replace("\n    ", " ")  # verdict lines wrap to the terminal's width
+    assert "baseline: norm=bn groups=1 (the study's first config, chosen before the results)" in flat
+    assert "not converged" in flat
     assert orch.json_report("--study", "norms-groups", "--per-job")[0]["id"] >= 1  # one row per job still
 
 
@@ -242,7 +243,7 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
     store.dispose()
     proc = orch.run("report", "--study", "gn", check=True)
     # under the baseline line, where it is read (it came last, on stderr, and md files had none of it)
-    lines = proc.stdout.splitlines()
+    lines = proc.stdout.replace("\n    ", " ").splitlines()  # verdict lines wrap to the terminal's width
     after = lines[next(i for i, line in enumerate(lines) if line.startswith("baseline: norm=bn")) + 1:]
     assert after[0] == ("note: not in these statistics, which are over finished runs only: jobs "
                         f"{cancelled} (cancelled; norm=gn)"), lines
