@@ -33,11 +33,19 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     return states
 
 
-def inside_epoch(progress: dict[str, Any] | None, last_epoch: int | None, step: int = 0) -> str | None:
-    """'epoch 3: 30%, 85 images/s' (with `step`, the share rounded down to it and no rate): where a
-    running job is inside the epoch after its last recorded one (None before its first progress
-    write, or once that epoch is recorded)."""
+def current_progress(progress: dict[str, Any] | None, last_epoch: int | None) -> dict[str, Any] | None:
+    """A running job's place (jobs.progress) when it is inside the epoch after its last recorded one;
+    None before its first progress write, or once that epoch is recorded (its place is old news)."""
     if not progress or progress.get("epoch") != (last_epoch or 0) + 1 or not progress.get("steps"):
+        return None
+    return progress
+
+
+def inside_epoch(progress: dict[str, Any] | None, last_epoch: int | None, step: int = 0) -> str | None:
+    """'epoch 3: 30%, 85 images/s' (with `step`, the share rounded down to it and no rate), of
+    `current_progress`."""
+    progress = current_progress(progress, last_epoch)
+    if progress is None:
         return None
     share = 100 * progress["step"] / progress["steps"]
     if step:

@@ -75,7 +75,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
                                                for c in others]), strict=True))
     # validation accuracy only: the test set's most common class is not recorded
     chance = next((c for c in map(chance_of, configs) if c), None) if metric in VALIDATION_ACCURACY else None
-    results = []
+    results, lasts = [], []
     for rank, config in enumerate(configs, start=1):
         values = config.by_seed(metric)
         comparison = (_baseline_row(values) if config is base
@@ -87,10 +87,10 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         # judged on each run's last epoch: the best epoch is picked on the very images it is judged
         # on, and a config at chance reads "above" it more often the more epochs it had to pick from
         last = summarize(list(config.by_seed("last_val_acc").values()), scale)
+        lasts.append(last)
         results.append(ConfigResult(config, rank, summary, comparison, convergence,
                                     summarize(tests, scale_of("test_acc")), at_chance(chance, last)))
     z = family_z(len(configs))  # the study-wide claim, "nothing learned", with every config in view
-    lasts = [summarize(list(c.by_seed("last_val_acc").values()), scale) for c in configs]
     nothing = chance is not None and all(at_chance(chance, last, z) for last in lasts)
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
                          common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric),

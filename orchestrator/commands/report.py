@@ -81,9 +81,8 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         job_ids = _job_ids(job_list) if job_list is not None else None
         runs = training_runs(s, study.id if study else None, job_ids)
         absent = runs_without_epochs(s, study.id) if study is not None else []
-    if study is not None and not per_job:  # --job: the jobs asked for, finished or not (the notes say which)
-        runs, absent = finished_only(runs, absent)
-    with obj.store.session() as s:
+        if study is not None and not per_job:  # --job: the jobs asked for, finished or not (notes say which)
+            runs, absent = finished_only(runs, absent)
         absent_specs = job_specs(s, [job_id for job_id, _ in absent])
     missing = sorted(set(job_ids or ()) - {run.id for run in runs})
     if missing:

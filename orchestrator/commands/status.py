@@ -26,9 +26,11 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     train = spec if isinstance(spec, TrainSpec) else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
     progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else None
-    now = job.progress if train and job.status == "running" and job.progress else None
-    if now and now.get("epoch") == (last[0] if last else 0) + 1 and now.get("steps"):  # inside the next epoch
-        progress = f"{progress or f'0/{train.epochs}'} +{100 * now['step'] / now['steps']:.0f}%"  # type: ignore[union-attr]
+    from orchestrator.progress import current_progress  # here: `orch --help` loads this module, and progress the store
+
+    inside = current_progress(job.progress, last[0] if last else None) if train and job.status == "running" else None
+    if inside and train:  # inside the next epoch
+        progress = f"{progress or f'0/{train.epochs}'} +{100 * inside['step'] / inside['steps']:.0f}%"
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
         "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,
@@ -37,7 +39,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "attention": train.model.attention if train and train.model.attention != "none" else None,
         "width_mult": train.model.width_mult if train else None,
         "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
-        "progress": now if now and now.get("epoch") == (last[0] if last else 0) + 1 else None,  # for scripts
+        "progress": inside,  # for scripts: the epoch column above is a display string
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host, "error": job.error,
     }
