@@ -12,13 +12,13 @@ from statistics import NormalDist
 from orchestrator.analysis.configs import Config
 from orchestrator.analysis.stats import Summary
 
-Z_95 = 1.96  # the seeds' pooled accuracy against chance, as a binomial proportion over their images
+Z_95 = 1.96  # one-sided 2.5%: the seeds' mean accuracy against chance, in standard errors (`chance_error`)
 
 
 @dataclass(frozen=True)
 class Chance:
     level: float  # accuracy of always answering the most common class (1/classes when not recorded)
-    images: int | None  # validation images per run, when recorded: the pooled binomial test needs them
+    images: int | None  # validation images per run, when recorded: the binomial test needs them
     how: str  # how the level was found, for the report's note
 
 
@@ -36,23 +36,31 @@ def chance_of(config: Config) -> Chance | None:
 
 def at_chance(chance: Chance | None, summary: Summary, z: float = Z_95) -> bool | None:
     """True when the accuracy is not clearly above chance. With the validation images known: the
-    seeds' mean within 1.96 standard errors of chance, as a binomial over every seed's images (a
-    config at chance scores Binomial(images, level) on each seed, so the seeds pool: three seeds at
-    67/57/75% of 100 are far above 50%, where their t interval, 43.9..88.7, reached it). Without
-    the count: the t interval over seeds, or one seed's value. None when it cannot be judged."""
+    seeds' mean within z standard errors of chance (`chance_error`). Without the count: the t
+    interval over seeds, or one seed's value. None when it cannot be judged."""
     if chance is None or summary.mean is None:
         return None
     if chance.images:
-        error = math.sqrt(chance.level * (1 - chance.level) / (chance.images * summary.n))
-        # seeds that make the same mistakes on the same images are fewer independent trials than
-        # seeds x images: their own spread over seeds, where it is larger, is the error (3 seeds at
-        # 56% each passed a line of 55.7% that 100 images alone put at 59.8%)
-        if summary.std is not None and summary.n > 1:
-            error = max(error, summary.std / math.sqrt(summary.n))
-        return summary.mean <= chance.level + z * error
+        return summary.mean <= chance.level + z * chance_error(chance.level, chance.images, summary)
     if summary.ci is not None and summary.ci[0] != summary.ci[1]:
         return summary.ci[0] <= chance.level
     return summary.mean <= chance.level
+
+
+def chance_error(level: float, images: int, summary: Summary) -> float:
+    """The standard error of the seeds' mean accuracy under "learned nothing", every seed scored on
+    the same validation images. One run at chance scores Binomial(images, level) / images, variance
+    b = level (1 - level) / images. Seeds that err independently pool (b / seeds: three seeds at
+    67/57/75% of 100 are far above 50%, where their t interval, 43.9..88.7, reached it); seeds that
+    make the same mistakes are one run (b: three seeds at 56% each are 56 of 100, not 168 of 300,
+    called above chance in 13% of simulated studies where they shared every mistake). Their spread
+    over seeds, s^2, tells which: it estimates the independent part of b (correlation 1 - s^2 / b),
+    so the mean's variance is (b - s^2) + s^2 / seeds, and s^2 / seeds alone where seeds vary more
+    than their images allow."""
+    binomial = level * (1 - level) / images
+    n = summary.n
+    spread = summary.std ** 2 if summary.std is not None and n > 1 else binomial  # one seed: b
+    return math.sqrt(max(binomial - spread, 0.0) + spread / n)
 
 
 def family_z(configs: int) -> float:
@@ -65,10 +73,11 @@ def family_z(configs: int) -> float:
 def chance_note(labels: list[str], total: int, chance: Chance) -> str:
     """One line for the configs at chance; every config there (judged with the study's configs in
     view: `family_z`) makes the whole ranking noise."""
-    # the pooled test, said: a config whose t interval reaches chance may still be clearly above it;
-    # and the last epoch, said: the best one, picked on these images, is above chance by luck alone
-    pooled = (", judged on each run's last epoch, all its seeds' validation images together" if chance.images
-              else ", judged on each run's last epoch")
+    # the binomial test over the images, said: a config whose t interval reaches chance may still be
+    # clearly above it; and the last epoch, said: the best one, picked on these images, is above
+    # chance by luck alone
+    images = ", judged on each run's last epoch over its validation images, seeds that agree counting as one run"
+    pooled = images if chance.images else ", judged on each run's last epoch"
     level = f"{100 * chance.level:.1f}% ({chance.how}{pooled})"
     if len(labels) == total:
         among = f", with the study's {total} configs in view" if total > 1 else ""

@@ -45,12 +45,42 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     }
 
 
-def table_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), and
-    the last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's)."""
-    shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in ("study_name", "progress")}
+def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
+    """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), the
+    last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's), and a
+    running job whose worker stopped answering marked (`silent_note` says what that means)."""
+    hidden = ("study_name", "progress", "heartbeat_age_s")
+    shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
+    if is_silent(row, lease_ttl):
+        shown["status"] = "running?"
     return shown
+
+
+def is_silent(row: dict[str, Any], lease_ttl: float) -> bool:
+    return row["status"] == "running" and (row.get("heartbeat_age_s") or 0) > lease_ttl
+
+
+def silent_note(rows: list[dict[str, Any]], lease_ttl: float) -> str | None:
+    """Under the list: running jobs whose worker has not beaten for longer than the lease. After a
+    kill -9 of every worker, `orch status` said "running" for ever; only `orch status ID` told."""
+    silent = [row for row in rows if is_silent(row, lease_ttl)]
+    if not silent:
+        return None
+    ids = ", ".join(str(row["id"]) for row in silent)
+    age = _duration(min(row["heartbeat_age_s"] for row in silent))
+    which = f"job {ids} is" if len(silent) == 1 else f"jobs {ids} are"
+    return (f"running?: {which} recorded as running, but no worker has answered for {age} (the lease is "
+            f"{lease_ttl:.0f} s): a live worker's sweeper takes {'it' if len(silent) == 1 else 'them'} over "
+            "and resumes from the last checkpoint (`orch worker` starts one)")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def heartbeat_line(age_s: float, lease_ttl: float) -> str:
@@ -59,6 +89,11 @@ def heartbeat_line(age_s: float, lease_ttl: float) -> str:
         return f"{age_s:.0f} s ago"
     return (f"{age_s:.0f} s ago: its worker is not answering (the lease is {lease_ttl:.0f} s); a live worker's "
             "sweeper takes the job over and it resumes from its last checkpoint")
+
+
+def heartbeat_age(job: Job, now: float) -> float | None:
+    """Seconds since a running job's worker last beat, on the database's clock; None when not running."""
+    return round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
 
 
 def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[str, Any]:
@@ -70,7 +105,7 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
     spec = typed_spec(job)
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
-    beat = round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
+    beat = heartbeat_age(job, now)
     name = job.study.name if job.study is not None else None
     from orchestrator.progress import inside_epoch  # here: `orch --help` loads this module, and progress the store
 
@@ -112,8 +147,10 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             # one query for every row's last epoch: job.epochs here cost a query per row (30 round trips)
             last = reads.last_epochs(s, [job.id for job in jobs])
             names = reads.study_names(s, [job.study_id for job in jobs])
-            rows = [job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id),
-                                names.get(job.study_id) if job.study_id is not None else None) for job in jobs]
+            now = read_now(s)
+            rows = [{**job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id),
+                                   names.get(job.study_id) if job.study_id is not None else None),
+                     "heartbeat_age_s": heartbeat_age(job, now)} for job in jobs]
         else:
             job = reads.job(s, job_id)
             if job is None:
@@ -125,8 +162,11 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         elif rows:
-            print_table([table_row(row) for row in for_display(rows)], title="jobs",
+            print_table([table_row(row, obj.settings.lease_ttl) for row in for_display(rows)], title="jobs",
                         drop_first=("worker", "attempts", "kind", "lr", "study", "seed"))
+            note = silent_note(rows, obj.settings.lease_ttl)
+            if note:
+                click.echo(note)
         else:
             click.echo("no jobs yet: orch submit train --help")
         return

@@ -77,3 +77,27 @@ def test_a_running_jobs_place_inside_its_epoch(orch, synth_data, monkeypatch) ->
     assert orch.json("status", str(job_id))["progress"] is None  # epoch 1 is recorded: its place is old news
     assert orch.json("status")[0]["epoch"] == "1/4"
     store.dispose()
+
+
+def test_the_list_marks_a_running_job_whose_worker_stopped_answering(orch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every worker killed: `orch status` listed its job as "running" for ever (only `orch status ID`
+    told the heartbeat's age). The list marks it and says what takes it over; a live one is left alone."""
+    import time
+
+    from sqlalchemy import update
+
+    from shared.store import Job
+    from tests.orchestrator.study_builder import add_run, open_home
+
+    store = open_home(orch.home, monkeypatch)
+    stale, live = add_run(store, None, "bn", 1, 0, 1), add_run(store, None, "ln", 1, 0, 1)
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == stale).values(status="running", heartbeat_at=time.time() - 400))
+        s.execute(update(Job).where(Job.id == live).values(status="running", heartbeat_at=time.time()))
+    store.dispose()
+    listed = {row["id"]: row for row in orch.json("status")}
+    assert 399 < listed[stale]["heartbeat_age_s"] < 420 and listed[live]["heartbeat_age_s"] < 20
+    out = orch.run("status", check=True).stdout
+    assert out.count("running?") == 2  # the stale job's cell, and the note's start; the live one's cell says running
+    assert (f"running?: job {stale} is recorded as running, but no worker has answered for 7 min (the lease is "
+            in out) and "`orch worker`" in out
