@@ -42,15 +42,16 @@ def current_progress(progress: dict[str, Any] | None, last_epoch: int | None) ->
 
 
 def inside_epoch(progress: dict[str, Any] | None, last_epoch: int | None, step: int = 0) -> str | None:
-    """'epoch 3: 30%, 85 images/s' (with `step`, the share rounded down to it and no rate), of
-    `current_progress`."""
+    """'epoch 3: 30%, 85 images/s' ('scoring: 30%, ...' for a scoring shard; with `step`, the share
+    rounded down to it and no rate), of `current_progress`."""
     progress = current_progress(progress, last_epoch)
     if progress is None:
         return None
     share = 100 * progress["step"] / progress["steps"]
+    where = "scoring" if progress.get("phase") == "scoring" else f"epoch {progress['epoch']}"
     if step:
-        return f"epoch {progress['epoch']}: {step * int(share // step)}%"
-    return f"epoch {progress['epoch']}: {share:.0f}%, {progress['images_per_s']:g} images/s"
+        return f"{where}: {step * int(share // step)}%"
+    return f"{where}: {share:.0f}%, {progress['images_per_s']:g} images/s"
 
 
 def describe_state(job_id: int, state: dict[str, Any]) -> str:

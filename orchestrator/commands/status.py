@@ -28,9 +28,10 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else None
     from orchestrator.progress import current_progress  # here: `orch --help` loads this module, and progress the store
 
-    inside = current_progress(job.progress, last[0] if last else None) if train and job.status == "running" else None
-    if inside and train:  # inside the next epoch
-        progress = f"{progress or f'0/{train.epochs}'} +{100 * inside['step'] / inside['steps']:.0f}%"
+    inside = current_progress(job.progress, last[0] if last else None) if job.status == "running" else None
+    if inside:  # inside the next epoch, or a scoring shard's pass over its images
+        share = f"{100 * inside['step'] / inside['steps']:.0f}%"
+        progress = f"{progress or f'0/{train.epochs}'} +{share}" if train else f"scoring {share}"
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
         "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,

@@ -1,7 +1,7 @@
 """Batched inference over an ImageSet: validation during training, and scoring."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -48,7 +48,13 @@ def evaluate(model: nn.Module, images: ImageSet, batch_size: int, prec: Precisio
 
 
 def probabilities(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
-                  device: torch.device) -> np.ndarray:
-    """Softmax probabilities, n x classes float32, in the order of `images`."""
-    parts = [torch.softmax(out, dim=1).cpu() for _, out in logits(model, images, batch_size, prec, device)]
+                  device: torch.device, on_batch: Callable[[int, int, int], None] | None = None) -> np.ndarray:
+    """Softmax probabilities, n x classes float32, in the order of `images`; `on_batch(1, k, batches)`
+    after batch k (of pass 1: the trainer's step callback, so one progress writer serves both)."""
+    batches = -(-len(images) // batch_size)
+    parts = []
+    for k, (_, out) in enumerate(logits(model, images, batch_size, prec, device), start=1):
+        parts.append(torch.softmax(out, dim=1).cpu())
+        if on_batch is not None:
+            on_batch(1, k, batches)
     return torch.cat(parts).numpy()

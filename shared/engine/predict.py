@@ -23,11 +23,13 @@ from shared.errors import DataError
 def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: str = "auto",
           items: list[tuple[int, Path]] | None = None, labels: dict[int, int] | None = None,
           cache_dir: Path | None = None, listing: Listing | None = None,
-          before_inference: Callable[[], Any] | None = None) -> dict[str, Any]:
+          before_inference: Callable[[], Any] | None = None,
+          on_batch: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
     """Predict every image of `folder` (or just `items`, a shard's (id, path) pairs); `listing` is
     the folder's scan when the caller has it already (a shard scans it to check the pinned inputs);
     `before_inference` runs once the model and the images are ready, before the first prediction
-    (a shard checks there that the checkpoint it hashed meanwhile is the one pinned).
+    (a shard checks there that the checkpoint it hashed meanwhile is the one pinned); `on_batch` is
+    told each batch predicted (a shard's progress, shared/engine/infer.py).
 
     Returns ids (numeric order for a numbered folder; positions for a labelled one), labels
     (predicted class index), probs (n x classes float32 array), classes, accuracy (against `labels`,
@@ -59,7 +61,7 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     if before_inference is not None:
         before_inference()
         clock.lap("verify_s")  # waiting for the caller's check (a shard's checkpoint hash), not inference
-    probs = probabilities(model, images, batch_size, prec, device)
+    probs = probabilities(model, images, batch_size, prec, device, on_batch)
     clock.lap("infer_s")
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     known = labels if labels is not None else (dict(zip(images.ids, truth, strict=True)) if truth else None)

@@ -56,7 +56,7 @@ def test_a_running_jobs_place_inside_its_epoch(orch, synth_data, monkeypatch) ->
     from shared.store import Lease
     from shared.store import jobs as store_jobs
     from tests.orchestrator.study_builder import open_home
-    from worker.jobs.train import StepProgress
+    from worker.progress import StepProgress
 
     store = open_home(orch.home, monkeypatch)
     with store.session() as s:
@@ -101,3 +101,32 @@ def test_the_list_marks_a_running_job_whose_worker_stopped_answering(orch, monke
     assert out.count("running?") == 2  # the stale job's cell, and the note's start; the live one's cell says running
     assert (f"running?: job {stale} is recorded as running, but no worker has answered for 7 min (the lease is "
             in out) and "`orch worker`" in out
+
+
+def test_a_scoring_shards_place_in_its_images(orch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A shard of 20,000 images scores for two minutes on a laptop's CPU: `--wait` said "running" until
+    it ended. Its process writes its place as training's does (phase "scoring"); the readers show it."""
+    from shared.spec import ScoreSpec
+    from shared.store import Lease
+    from shared.store.scoring_runs import add_score_run
+    from tests.orchestrator.study_builder import open_home
+    from worker.progress import StepProgress
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        parent, shards = add_score_run(s, ScoreSpec(checkpoint="/c/best.pt", data="/d", out="/o/p.csv"), queue="orch",
+                                       source_job_id=None)
+        shard_id = shards[0].id
+    lease = Lease.acquire(store, shard_id, "orch-1@lab", ttl=30)
+    assert lease is not None
+    progress = StepProgress(lease, batch_size=64, every_s=0.0, phase="scoring")
+    progress(1, 1, 20)
+    progress(1, 9, 20)
+    detail = orch.json("status", str(shard_id))
+    assert detail["progress"]["said"].startswith("scoring: 45%, ") and detail["progress"]["images_per_s"] > 0
+    listed = {row["id"]: row for row in orch.json("status")}
+    assert listed[shard_id]["epoch"] == "scoring 45%" and listed[parent.id]["epoch"] == "0/1 shards"
+    from orchestrator.progress import inside_epoch
+
+    assert inside_epoch(detail["progress"], None, step=5) == "scoring: 45%"  # what --wait's line adds
+    store.dispose()

@@ -74,6 +74,16 @@ def test_the_callers_check_is_timed_apart_from_inference(trained: tuple[Path, Pa
     assert "verify_s" not in score(ckpt, data / "test", cache_dir=tmp_path, precision="fp32")["timings"]
 
 
+def test_each_batch_predicted_is_told_for_a_shards_progress(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A shard of a large folder scores for minutes: `on_batch` is told each batch (pass 1 of 1), as a
+    training step is told the trainer's callback, so one progress writer serves both."""
+    data, ckpt = trained
+    told: list[tuple[int, int, int]] = []
+    score(ckpt, data / "test", batch_size=5, cache_dir=tmp_path, precision="fp32",
+          on_batch=lambda *at: told.append(at))
+    assert told == [(1, 1, 3), (1, 2, 3), (1, 3, 3)]  # 13 images in batches of 5
+
+
 def test_a_labelled_folder_reports_accuracy(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, ckpt = trained
     out = score(ckpt, data / "val", cache_dir=tmp_path)

@@ -31,6 +31,7 @@ from shared.spec import ScoreSpec, parse
 from shared.store import Outcome
 from worker.child import classify
 from worker.context import JobContext
+from worker.progress import StepProgress
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
@@ -104,7 +105,8 @@ def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]], li
     if not items:  # more shards than images: an empty part keeps the shard arithmetic simple
         return [], [], [], [], {}
     out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
-                items=items, cache_dir=ctx.settings.cache_dir, listing=listing, before_inference=before_inference)
+                items=items, cache_dir=ctx.settings.cache_dir, listing=listing, before_inference=before_inference,
+                on_batch=StepProgress(ctx.lease, spec.batch_size, phase="scoring"))
     ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback", "timings") if k in out}
     return out["ids"], out["labels"], out["probs"], out["classes"], ran
 

@@ -5,44 +5,13 @@ resumes from the file the store names, and records each new file as current in a
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from shared.errors import StaleLease
 from shared.spec import TrainSpec, parse
-from shared.store import Lease
 from shared.versions import installed_version
 from worker import checkpoints
 from worker.context import JobContext
-
-PROGRESS_EVERY_S = 5.0  # a write through the lease (it renews the heartbeat too): cheap beside a step
-
-
-class StepProgress:
-    """Writes the job's place inside its epoch (`jobs.progress`) at most every PROGRESS_EVERY_S: an
-    epoch of real data runs for minutes to hours, and `--wait` showed nothing between epochs. The
-    first write comes after PROGRESS_EVERY_S, so an epoch of seconds writes none."""
-
-    def __init__(self, lease: Lease, batch_size: int, every_s: float = PROGRESS_EVERY_S):
-        self.lease, self.batch_size, self.every_s = lease, batch_size, every_s
-        self.epoch, self.epoch_started, self.written = 0, 0.0, 0.0
-
-    def __call__(self, epoch: int, step: int, steps: int) -> None:
-        now = time.monotonic()
-        if epoch != self.epoch:
-            self.epoch, self.epoch_started, self.written = epoch, now, now
-            return
-        if now - self.written < self.every_s:
-            return
-        self.written = now
-        rate = step * self.batch_size / max(now - self.epoch_started, 1e-6)
-        try:
-            self.lease.update(progress={"epoch": epoch, "step": step, "steps": steps,
-                                        "images_per_s": round(rate, 1), "at": round(time.time(), 1)})
-        except StaleLease:
-            raise
-        except Exception:  # only a display: a store that did not answer is the heartbeat's to notice
-            pass
+from worker.progress import StepProgress
 
 
 def run(ctx: JobContext) -> dict[str, Any]:
