@@ -11,7 +11,7 @@ def absent_note(absent: list[tuple[int, str]], labels: dict[int, str] | None = N
     labels = labels or {}
     listed = ", ".join(f"{job_id} ({status}{'; ' + labels[job_id] if job_id in labels else ''})"
                        for job_id, status in absent)
-    return f"note: not in these statistics, which are over finished runs only: jobs {listed}"
+    return f"note: not in these statistics, which are over finished runs only: job{'s' if len(absent) > 1 else ''} {listed}"
 
 
 def trained_precision_note(analysis: StudyAnalysis) -> str | None:
@@ -40,7 +40,8 @@ def scored_precision_note(analysis: StudyAnalysis) -> str | None:
             scored.setdefault(run.test_precision, []).append(run.id)
     if not scored or (len(scored) == 1 and "int8" not in next(iter(scored))):
         return None
-    listed = "; ".join(f"{name} (jobs {', '.join(map(str, ids))})" for name, ids in sorted(scored.items()))
+    listed = "; ".join(f"{name} (job{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))})"
+                       for name, ids in sorted(scored.items()))
     return (f"test accuracy was scored in {listed}: an int8 score is a quantized copy's, near the checkpoint's "
             f"own; `orch submit score --precision fp32` scores the checkpoint as trained"
             if any("int8" in name for name in scored) else f"test accuracy was scored in {listed}")

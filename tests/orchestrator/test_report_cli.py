@@ -245,10 +245,10 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
     # under the baseline line, where it is read (it came last, on stderr, and md files had none of it)
     lines = proc.stdout.replace("\n    ", " ").splitlines()  # verdict lines wrap to the terminal's width
     after = lines[next(i for i, line in enumerate(lines) if line.startswith("baseline: norm=bn")) + 1:]
-    assert after[0] == ("note: not in these statistics, which are over finished runs only: jobs "
+    assert after[0] == ("note: not in these statistics, which are over finished runs only: job "
                         f"{cancelled} (cancelled; norm=gn)"), lines
     md = orch.run("report", "--study", "gn", "--format", "md", check=True).stdout
-    assert f"- note: not in these statistics, which are over finished runs only: jobs {cancelled}" in md
+    assert f"- note: not in these statistics, which are over finished runs only: job {cancelled}" in md
     # the config it is not: "norm=bn", not "all runs" (the jobs left out count in what varies)
     assert [row["config"] for row in orch.json_report("--study", "gn")] == ["norm=bn"]
     assert "not in these" not in orch.run("report", "--study", "gn", "--format", "json", check=True).stdout  # stderr
@@ -391,7 +391,7 @@ def test_charts_and_page_say_what_their_metric_is(study: tuple[Orch, dict], tmp_
     page = tmp_path / "partial.html"
     orch.run("report", "--study", "1", "--html", str(page), check=True)
     html = page.read_text()
-    assert f"note: not in these statistics, which are over finished runs only: jobs {queued} (queued; norm=gn " \
+    assert f"note: not in these statistics, which are over finished runs only: job {queued} (queued; norm=gn " \
            "groups=1)" in html
     assert "<th>momentum</th>" not in html and "<th>optimizer</th>" in html  # adam: momentum did nothing
     assert "<th>val_fraction</th>" not in html  # every run had its --val folder
