@@ -9,8 +9,8 @@ write path of a worker). Session convention, the same in every module: a functio
 StoreUnavailable (db.py), never a driver's exception.
 """
 from shared.store.db import Store, open_store
-from shared.store.lease import Lease
+from shared.store.lease import EpochFile, Lease
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobKind, JobStatus, Outcome, Score, Study
 
-__all__ = ["Store", "open_store", "Lease", "Study", "Job", "JobKind", "JobStatus", "Outcome", "Assembly", "Epoch",
+__all__ = ["Store", "open_store", "Lease", "EpochFile", "Study", "Job", "JobKind", "JobStatus", "Outcome", "Assembly", "Epoch",
            "Checkpoint", "Event", "Score"]

@@ -32,6 +32,16 @@ EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", 
 
 
 @dataclass(frozen=True)
+class EpochFile:
+    """The checkpoint file an epoch's model was written to, recorded with the epoch (`record_epoch`)."""
+
+    path: str
+    digest: str
+    improved: bool  # its val_acc is the best so far
+    broken: frozenset[str] = frozenset()  # files found unreadable at resume: a best row naming one moves
+
+
+@dataclass(frozen=True)
 class Lease:
     store: Store
     job_id: int
@@ -72,38 +82,37 @@ class Lease:
         with self.fenced() as s:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
 
-    def record_epoch(self, metrics: dict[str, Any]) -> bool:
-        """Record one epoch's metrics once: a repeat of an epoch already recorded is ignored."""
+    def record_epoch(self, metrics: dict[str, Any], written: EpochFile | None = None) -> bool:
+        """Record one epoch's metrics and, with `written`, the checkpoint file that holds its model, in
+        one fenced transaction: a kill between two writes left the epoch recorded and its file unknown,
+        and the next attempt trained it again from the start without a word. An epoch replayed from
+        the resumed file (no `written`) is recorded once; one trained again because its file was lost
+        replaces the row, whose numbers were a model that no longer exists. False: nothing new."""
+        epoch = int(metrics["epoch"])
+        values = {k: float(metrics[k]) for k in EPOCH_FIELDS if metrics.get(k) is not None}
+        bad = [f"{k} is {v}" for k, v in values.items() if not math.isfinite(v)]
+        if bad:  # SQLite stores NaN as NULL: a NOT NULL error that would look transient
+            raise NonFiniteLoss(f"epoch {epoch}: {', '.join(bad)}")
         with self.fenced() as s:
-            epoch = int(metrics["epoch"])
-            values = {k: float(metrics[k]) for k in EPOCH_FIELDS if metrics.get(k) is not None}
-            bad = [f"{k} is {v}" for k, v in values.items() if not math.isfinite(v)]
-            if bad:  # SQLite stores NaN as NULL: a NOT NULL error that would look transient
-                raise NonFiniteLoss(f"epoch {epoch}: {', '.join(bad)}")
-            if s.scalar(select(Epoch.id).where(Epoch.job_id == self.job_id, Epoch.epoch == epoch)) is not None:
+            row = s.scalars(select(Epoch).where(Epoch.job_id == self.job_id, Epoch.epoch == epoch)).one_or_none()
+            if row is not None and written is None:
                 return False
             attempt = s.scalar(select(Job.attempts).where(Job.id == self.job_id)) or 1
-            s.add(Epoch(job_id=self.job_id, epoch=epoch, attempt=attempt, **values))
+            if row is None:
+                s.add(Epoch(job_id=self.job_id, epoch=epoch, attempt=attempt, **values))
+            else:
+                for key, value in {**dict.fromkeys(EPOCH_FIELDS), **values, "attempt": attempt}.items():
+                    setattr(row, key, value)
+                s.add(Event(job_id=self.job_id, kind="warning", message=f"epoch {epoch} trained again by attempt "
+                            f"{attempt} (its checkpoint was lost): its row now holds this attempt's numbers"))
+            if written is not None:
+                _advance_checkpoint(s, self.job_id, written, epoch, values.get("val_acc"))
         return True
 
     def record_checkpoint(self, tag: str, path: str, epoch: int, val_acc: float | None,
                           digest: str | None = None) -> None:
         with self.fenced() as s:
             _put_checkpoint(s, self.job_id, tag, path=path, epoch=epoch, val_acc=val_acc, digest=digest)
-
-    def advance_checkpoint(self, path: str, epoch: int, val_acc: float | None, digest: str, *,
-                           best: bool) -> None:
-        """`path` becomes the current (last) checkpoint, the one it replaces the previous one, and
-        the best one too when `best`: one fenced transaction, so a stale attempt's file never
-        becomes current."""
-        with self.fenced() as s:
-            rows = {r.tag: r for r in s.scalars(select(Checkpoint).where(Checkpoint.job_id == self.job_id))}
-            last = rows.get("last")
-            if last is not None and last.path != path:
-                _put_checkpoint(s, self.job_id, "previous", path=last.path, epoch=last.epoch,
-                                val_acc=last.val_acc, digest=last.digest)
-            for tag in ("last", "best") if best else ("last",):
-                _put_checkpoint(s, self.job_id, tag, path=path, epoch=epoch, val_acc=val_acc, digest=digest)
 
     def drop_checkpoint(self, tag: str) -> None:
         """Forget this job's `tag` checkpoint row (fenced); its file goes at the next prune unless
@@ -272,6 +281,19 @@ def _after_attempt(cause: str, attempts: int, retried_at: int, cancel: bool,
                                                                     f"{since} (ORCH_MAX_ATTEMPTS)"}
     # queued again: no worker holds it (the history names the one that did); `error` says why it ran again
     return JobStatus.queued, {"heartbeat_at": None, "error": cause, "worker_host": None}
+
+
+def _advance_checkpoint(s: Session, job_id: int, written: EpochFile, epoch: int, val_acc: float | None) -> None:
+    """`written.path` becomes the current (last) checkpoint, the one it replaces the previous one, and
+    the best one too where it improved (or the best row is missing or names a file found broken)."""
+    rows = {r.tag: r for r in s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id))}
+    last, best = rows.get("last"), rows.get("best")
+    if last is not None and last.path != written.path:
+        _put_checkpoint(s, job_id, "previous", path=last.path, epoch=last.epoch, val_acc=last.val_acc,
+                        digest=last.digest)
+    new_best = written.improved or best is None or best.path in written.broken
+    for tag in ("last", "best") if new_best else ("last",):
+        _put_checkpoint(s, job_id, tag, path=written.path, epoch=epoch, val_acc=val_acc, digest=written.digest)
 
 
 def _put_checkpoint(s: Session, job_id: int, tag: str, **values: Any) -> None:

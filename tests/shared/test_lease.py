@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from shared.errors import NonFiniteLoss, StaleLease
 from shared.spec import ScoreSpec
-from shared.store import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Lease, Score, Store, reads
+from shared.store import Assembly, Checkpoint, Epoch, EpochFile, Event, Job, JobStatus, Lease, Score, Store, reads
 from shared.store import jobs as store_jobs
 from tests.shared.test_store import new_job, status
 
@@ -25,7 +25,7 @@ WRITES: list[tuple[str, Callable[[Lease, int], Any]]] = [
     ("heartbeat", lambda lease, _: lease.heartbeat()),
     ("epoch", lambda lease, _: lease.record_epoch(METRICS)),
     ("checkpoint", lambda lease, _: lease.record_checkpoint("best", "/x/ckpt-e1-t1.pt", 1, 0.5, "ab")),
-    ("advance_checkpoint", lambda lease, _: lease.advance_checkpoint("/x/ckpt-e1-t1.pt", 1, 0.5, "ab", best=True)),
+    ("epoch_with_its_file", lambda lease, _: lease.record_epoch(METRICS, EpochFile("/x/ckpt-e1-t1.pt", "ab", True))),
     ("event", lambda lease, _: lease.add_event("warning", "from a zombie")),
     ("update", lambda lease, _: lease.update(result={"part": [1, 2]})),
     ("release", lambda lease, _: lease.release("worker stopped")),
@@ -250,3 +250,49 @@ def test_every_way_a_job_ends_is_a_line_in_its_history(store: Store) -> None:
         assert not lease.finish(status_, error=error)  # ended once: a second end writes nothing, no second line
         with store.session() as s:
             assert [e.message for e in reads.job_events(s, job_id)] == [line]
+
+
+def test_an_epoch_and_its_checkpoint_are_one_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill -9 between recording epoch 1 and recording its file left the epoch in the table and no
+    checkpoint: the next attempt trained epoch 1 again from scratch, silently. One transaction now: a
+    failure while naming the file leaves no epoch either."""
+    from shared.store import lease as lease_module
+
+    job_id = new_job(store)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    assert lease is not None
+
+    def killed(*_: Any) -> None:
+        raise RuntimeError("killed between the two writes")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(lease_module, "_advance_checkpoint", killed)
+        with pytest.raises(RuntimeError):
+            lease.record_epoch(METRICS, EpochFile("/x/ckpt-e1-t1.pt", "ab", True))
+    with store.session() as s:
+        assert reads.last_epochs(s, [job_id]) == {} and lease.checkpoints() == {}
+    assert lease.record_epoch(METRICS, EpochFile("/x/ckpt-e1-t1.pt", "ab", True)) is True
+    rows = lease.checkpoints()
+    assert {tag: (row.path, row.epoch) for tag, row in rows.items()} == {
+        "last": ("/x/ckpt-e1-t1.pt", 1), "best": ("/x/ckpt-e1-t1.pt", 1)}
+    # epoch 2, no better: last moves, best stays, the replaced last is kept as previous
+    assert lease.record_epoch({**METRICS, "epoch": 2, "val_acc": 0.4}, EpochFile("/x/ckpt-e2-t1.pt", "cd", False))
+    rows = lease.checkpoints()
+    assert {tag: row.epoch for tag, row in rows.items()} == {"last": 2, "best": 1, "previous": 1}
+
+
+def test_an_epoch_trained_again_replaces_its_row_and_a_replay_does_not(store: Store) -> None:
+    """A replayed epoch (the resumed file holds it: no file of its own) is recorded once; an epoch
+    trained again because its file was lost replaces the row, with a line in the history: the old row
+    described a model that no longer exists."""
+    job_id = new_job(store)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    assert lease is not None
+    assert lease.record_epoch(METRICS, EpochFile("/x/ckpt-e1-t1.pt", "ab", True)) is True
+    assert lease.record_epoch({**METRICS, "val_acc": 0.9}) is False  # a replay
+    assert lease.record_epoch({**METRICS, "val_acc": 0.7, "seconds": 2.0}, EpochFile("/x/ckpt-e1-t2.pt", "cd", True))
+    with store.session() as s:
+        rows = s.scalars(select(Epoch).where(Epoch.job_id == job_id)).all()
+        assert [(r.epoch, r.val_acc, r.seconds) for r in rows] == [(1, 0.7, 2.0)]
+        events = [e.message for e in reads.job_events(s, job_id)]
+    assert any(m.startswith("epoch 1 trained again by attempt 1 (its checkpoint was lost)") for m in events)

@@ -110,8 +110,11 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     with store.session() as s:
         epochs = [(e.epoch, e.attempt) for e in s.query(Epoch).filter_by(job_id=job_id).order_by(Epoch.epoch)]
         history = [e.message for e in reads.job_events(s, job_id)]
-    assert epochs == [(1, 1), (2, 1), (3, 1), (4, 2)]  # epoch 3 was redone but recorded once
+    # epoch 3 was redone (its file was corrupt): one row, holding the attempt whose model went on
+    assert epochs == [(1, 1), (2, 1), (3, 2), (4, 2)]
     assert any("checkpoint of epoch 3" in m and "digest" in m for m in history), history
+    assert "epoch 3 trained again by attempt 2 (its checkpoint was lost): its row now holds this attempt's numbers" \
+        in history
     assert "resumed from the checkpoint of epoch 2" in history  # which epoch the second attempt went on from
     final = current_files(store, job_id)
     assert "-e4-" in final["last"][0] and "previous" not in final  # trained to the end: no fallback kept

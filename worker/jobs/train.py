@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.spec import TrainSpec, parse
+from shared.store import EpochFile
 from shared.versions import installed_version
 from worker import checkpoints
 from worker.context import JobContext
@@ -25,16 +26,12 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     def on_epoch(metrics: dict[str, Any]) -> None:
         # train() has already written this epoch's file when it calls back; a replayed epoch
-        # (one the resumed checkpoint holds) has none.
-        ctx.lease.record_epoch(metrics)
+        # (one the resumed checkpoint holds) has none. The epoch and its file: one transaction.
         path = metrics.get("checkpoint")
-        if path is None:
-            return
-        best_row = ctx.lease.checkpoints().get("best")
-        best = bool(metrics["best"]) or best_row is None or best_row.path in broken
-        ctx.lease.advance_checkpoint(path, int(metrics["epoch"]), metrics.get("val_acc"),
-                                     checkpoints.digest(path), best=best)
-        checkpoints.prune(ctx.lease, ctx.workdir)
+        written = EpochFile(path, checkpoints.digest(path), bool(metrics["best"]), frozenset(broken)) if path else None
+        ctx.lease.record_epoch(metrics, written)
+        if written is not None:
+            checkpoints.prune(ctx.lease, ctx.workdir)
 
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop, resume_from=resume_from,
