@@ -58,6 +58,7 @@ class OrchGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            refuse_repeated_options(self, ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
             return super().invoke(ctx)
         except OrchError as exc:
             raise UserError(str(exc)) from None
@@ -66,6 +67,32 @@ class OrchGroup(click.Group):
             raise UserError(usage_message(exc) + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
+
+
+def refuse_repeated_options(group: click.Group, ctx: click.Context, args: list[str]) -> None:
+    """An option that takes one value, given twice: click keeps the last silently, so
+    `orch submit score --job 6 --job 7` scored job 7 with nothing said. Refused, naming both."""
+    command: click.Command = group
+    path: list[str] = []
+    while isinstance(command, click.Group) and args:
+        sub = command.get_command(ctx, args[0])
+        if sub is None:
+            return  # click's own "no such command" follows
+        command, args, path = sub, args[1:], [*path, args[0]]
+    single = {name: param for param in command.params
+              if isinstance(param, click.Option) and not (param.multiple or param.count or param.is_flag)
+              for name in param.opts}
+    given: dict[str, list[str]] = {}
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        name, eq, value = arg.partition("=")
+        if name in single:
+            given.setdefault(single[name].opts[-1], []).append(value if eq else next(iter(args[i + 1:i + 2]), ""))
+    for name, values in given.items():
+        if len(values) > 1:
+            raise UserError(f"{name}: given {len(values)} times ({', '.join(values)}); give it once "
+                            f"(see orch {' '.join(path)} --help)")
 
 
 def usage_message(exc: click.UsageError) -> str:

@@ -120,3 +120,20 @@ def option_name(param: click.Parameter | None) -> str:
     if isinstance(param, click.Option) and param.opts:
         return max(param.opts, key=len)
     return param.human_readable_name if param is not None else "input"
+
+
+QUEUE_NAME = "letters, digits, '.', '_' and '-'"
+
+
+def queue_names(ctx: click.Context | None, param: click.Parameter | None, value: str) -> str:
+    """A --queue NAME or --queues A,B callback: names a broker takes (an empty one queued a job where
+    no worker reads; 'a b' failed in the broker with a traceback, after the job was recorded)."""
+    import re
+
+    names = value.split(",")
+    bad = next((name for name in names if not re.fullmatch(r"[A-Za-z0-9._-]+", name)), None)
+    if bad is not None:
+        option = param.opts[0] if param is not None else "--queue"
+        listed = ", comma-separated" if option == "--queues" else ""
+        raise click.BadParameter(f"queue name {bad!r}: use {QUEUE_NAME}{listed}", param_hint=option)
+    return value

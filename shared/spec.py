@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
@@ -292,6 +293,8 @@ def spec_error(exc: ValidationError) -> SpecError:
     bound = BOUNDS.get(err["type"])
     if bound is not None:  # pydantic's "Input should be greater than or equal to 1", in plain words
         words, key = bound
+        if isinstance(value, float) and not math.isfinite(value):  # "must be at most 10.0, got nan" misled
+            return SpecError(field, f"must be a finite number ({words} {err['ctx'][key]}), got {value!r}")
         return SpecError(field, f"must be {words} {err['ctx'][key]}, got {value!r}")
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] != "value_error" and not isinstance(value, dict):

@@ -172,7 +172,12 @@ class Supervisor:
             error = None if status == JobStatus.succeeded else reason
             if outcome == Outcome.transient:
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
-            with_db_retries(lambda: lease.finish(status, error=error, result=result))
+            if not with_db_retries(lambda: lease.finish(status, error=error, result=result)):
+                # frozen (kill -STOP, a VM paused) past the lease: another worker took the job over and
+                # its ending stands; "job 18: succeeded" here read as if this one's had
+                log.warning("job %s: %s here, but its lease had been taken over meanwhile: not recorded; the "
+                            "worker that took it over ends it", job_id, outcome)
+                return Outcome.stale
         level = logging.WARNING if outcome in (Outcome.failed, Outcome.transient, Outcome.crashed) else logging.INFO
         log.log(level, "job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
         return outcome

@@ -17,7 +17,7 @@ from click.core import ParameterSource
 
 from orchestrator.context import CliState, pass_state
 from orchestrator.fields import option_fields, parse_option
-from orchestrator.options import spec_options
+from orchestrator.options import queue_names, spec_options
 from shared.config import DEFAULT_QUEUE
 from shared.errors import CheckpointError, DataError, OrchError, SpecError
 from shared.scoring.inputs import pin
@@ -36,7 +36,8 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 @click.option("--job", "job_id", type=int, help="Score this training job's best checkpoint.")
 @click.option("--best-of", metavar="ID|NAME", help="Score the best job of this study (id or name) by val accuracy.")
 @spec_options(SCORE_FIELDS, SOURCE_HELP)
-@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", help="Celery queue to send to.")
+@click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", callback=queue_names,
+              help="Celery queue to send to.")
 @click.option("--no-labels", is_flag=True, help="Score without labels, where orch.toml gives test_labels.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")

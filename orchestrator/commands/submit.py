@@ -10,7 +10,7 @@ import click
 from orchestrator.commands.score import score
 from orchestrator.context import CliState, pass_state
 from orchestrator.fields import GRID_FIELDS, TRAIN_FIELDS
-from orchestrator.options import spec_options
+from orchestrator.options import queue_names, spec_options
 from orchestrator.paths import existing_path
 from orchestrator.submission import queue_jobs, slow_cells_warning, train_specs
 from shared.config import DEFAULT_QUEUE
@@ -31,7 +31,8 @@ def submit() -> None:
 def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """What train and ablation add to the spec's own options: where to send, and how to report."""
     options = [
-        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", help="Celery queue to send to."),
+        click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", callback=queue_names,
+                     help="Celery queue to send to."),
         click.option("--wait", is_flag=True, help="Follow progress until every job ends; exit 0 only if all succeeded."),
         click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON."),
     ]

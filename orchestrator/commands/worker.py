@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from orchestrator.context import CliState, pass_state
+from orchestrator.options import queue_names
 from shared.config import DEFAULT_QUEUE
 
 FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"  # Flower's own variable: user:password[,user:password...]
@@ -67,7 +68,8 @@ def worker_env(obj: CliState, gpu: str | None) -> dict[str, str]:
 
 
 @click.command()
-@click.option("--queues", default=DEFAULT_QUEUE, show_default=True, help="Comma-separated queues to take jobs from.")
+@click.option("--queues", default=DEFAULT_QUEUE, show_default=True, callback=queue_names,
+              help="Comma-separated queues to take jobs from.")
 @click.option("--gpus", help="all, or GPU indices such as 0,1,2,3: one worker process per GPU, pinned by "
                              "CUDA_VISIBLE_DEVICES.")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads each job trains with [this machine's CPUs, "
@@ -130,7 +132,7 @@ def _refuse_password_in_argv(ctx: click.Context, param: click.Parameter, value: 
 
 
 @click.command()
-@click.option("--port", default=5555, show_default=True, help="HTTP port.")
+@click.option("--port", default=5555, show_default=True, type=click.IntRange(1, 65535), help="HTTP port.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--basic-auth-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help=f"A file holding user:password (one or more, comma-separated) for the web UI and API; "

@@ -284,6 +284,8 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool, name_for: Callab
         "best_val_acc": best_acc,
         "best_epoch": best_epoch,
     }
+    # the folder again: deleted under a running job (a clean-up by hand), the write failed the job for good
+    workdir.mkdir(parents=True, exist_ok=True)
     if name_for is not None:  # fenced files: the store's row says which one is current
         save_atomic(state, workdir / name_for(run.epoch))
         return workdir / name_for(run.epoch)

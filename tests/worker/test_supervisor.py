@@ -114,3 +114,34 @@ def test_a_crashing_job_process_is_retried_then_fails_with_its_cause(home: tuple
         job = s.get(Job, job_id)
     assert job.status == "failed" and "SIGSEGV" in job.error and "after 2 attempts" in job.error
     assert sent == [job_id] and job.attempts == 2
+
+
+def report_after_a_takeover(conn: Connection, _classes: int) -> None:
+    """A job that ends while its worker was frozen past the lease: another worker's sweeper took it."""
+    job, _token = conn.recv()
+    from shared.config import load_settings
+    from shared.store import Lease, open_store
+
+    store = open_store(load_settings())
+    Lease.take_expired(store, ttl=-1, owner="sweeper-of-w3", max_attempts=3)  # as if the TTL had run out
+    store.dispose()
+    conn.send(("succeeded", "", {"classes": ["a", "b"], "startup": {}}))
+    conn.close()
+
+
+def test_an_ending_refused_for_a_lost_lease_is_not_logged_as_the_jobs(home: tuple[Settings, Store],
+                                                                      caplog: pytest.LogCaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frozen worker (kill -STOP) woke after its job's lease was taken over and logged "job 18:
+    succeeded" although its ending was refused; it says so, and the job is the new holder's to end."""
+    settings, store = home
+    monkeypatch.setenv("ORCH_HOME", str(settings.home))  # the spawned job process opens this store
+    job_id = new_job(store)
+    with caplog.at_level("INFO", logger="orch.worker"):
+        assert run_with_timeout(supervisor(settings, store, report_after_a_takeover, []), job_id, 90) == ["stale"]
+    with store.session() as s:
+        assert s.get(Job, job_id).status == "queued"  # the sweeper's requeue stands, not "succeeded"
+    said = [r.getMessage() for r in caplog.records]
+    assert f"job {job_id}: succeeded here, but its lease had been taken over meanwhile: not recorded; the worker " \
+           "that took it over ends it" in said, said
+    assert f"job {job_id}: succeeded" not in said
