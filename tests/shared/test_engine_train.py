@@ -211,3 +211,19 @@ def test_a_batch_of_one_at_1x1_maps_is_refused_before_training(data: Path) -> No
     with pytest.raises(SpecError, match="^batch_size: 1 with bn .* one value per channel"):
         parse(TrainSpec, {**spec, "model": {**spec["model"], "stem": "imagenet"}})
     assert parse(TrainSpec, spec).batch_size == 1  # the small stem: 4x4 maps, 16 values per channel
+
+
+def test_a_checkpoint_folder_deleted_under_a_running_job_is_made_again(data: Path, tmp_path: Path) -> None:
+    """`rm -rf` of a running job's folder (a clean-up by hand) failed its next checkpoint write, a
+    FileNotFoundError that failed the job for good: the folder is made again before each write."""
+    import shutil
+
+    workdir = tmp_path / "w"
+
+    def clean_up_by_hand(metrics: dict[str, Any]) -> None:
+        if metrics["epoch"] == 1:
+            shutil.rmtree(workdir)
+
+    result = train(tiny_spec(data / "train", data / "val", epochs=2), workdir, clean_up_by_hand,
+                   cache_dir=tmp_path / "cache", name_for=lambda epoch: f"ckpt-e{epoch}-t1.pt")
+    assert result["epochs"] == 2 and (workdir / "ckpt-e2-t1.pt").is_file()
