@@ -14,6 +14,7 @@ from orchestrator.options import queue_names, spec_options
 from orchestrator.paths import existing_path
 from orchestrator.submission import queue_jobs, slow_cells_warning, train_specs
 from shared.config import DEFAULT_QUEUE
+from shared.errors import OrchError
 
 
 @click.group()
@@ -55,18 +56,37 @@ MODEL_HELP = {"model.arch": {"default_text": "resnet18; resnet50 when --groups a
 def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Absolute paths (the worker may run elsewhere in the tree), checked before anything is queued;
     and the fields the data decides: the class count the model is built for."""
-    from shared.data import scan_labelled, val_classes_note
+    from shared.data import val_classes_note
+    from shared.torch_files import not_a_torch_file
 
     options = dict(options)
     options["data"] = existing_path("--data", options["data"], folder=True, required=True)
     options["val"] = existing_path("--val", options.get("val"), folder=True)
     options["pretrained"] = existing_path("--pretrained", options.get("pretrained"), folder=False)
-    classes = scan_labelled(Path(options["data"])).classes
+    problem = options["pretrained"] and not_a_torch_file(Path(options["pretrained"]))
+    if problem:
+        raise OrchError(f"--pretrained: {problem}")
+    classes = _scanned("--data", options["data"]).classes
     if options["val"]:
-        note = val_classes_note(scan_labelled(Path(options["val"]), least=1), classes)
+        if Path(options["val"]) == Path(options["data"]):
+            click.echo("orch: note: --val is the training folder: validation accuracy will be measured on images "
+                       "the model trains on (leave --val out to hold out --val-fraction of them)", err=True)
+        note = val_classes_note(_scanned("--val", options["val"], least=1), classes)
         if note:
             click.echo(f"orch: note: {note}", err=True)
     return options, {"model.num_classes": len(classes)}
+
+
+def _scanned(option: str, folder: str, **kwargs: Any) -> Any:
+    """The folder's labelled listing; its problem named with the option ("no JPEG or PNG images" said
+    which folder, not which of --data and --val)."""
+    from shared.data import scan_labelled
+    from shared.errors import DataError
+
+    try:
+        return scan_labelled(Path(folder), **kwargs)
+    except DataError as exc:
+        raise OrchError(f"{option}: {exc}") from None
 
 
 @submit.command()

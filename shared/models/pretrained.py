@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from shared.errors import CheckpointError
+from shared.torch_files import not_a_torch_file
 
 
 def load_pretrained(model: nn.Module, path: str, replaceable: AbstractSet[str] = frozenset()) -> None:
@@ -34,6 +35,9 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"pretrained: no such file {path} (weights are never downloaded)")
+    problem = not_a_torch_file(file)
+    if problem is not None:
+        raise CheckpointError(f"pretrained: {problem}")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt, truncated or pickled-object file: one line, no traceback

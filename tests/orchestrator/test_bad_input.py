@@ -41,6 +41,10 @@ CASES = [
     ("missing folder", ["submit", "train", "--data", "/no/such/folder"], {}, "--data"),
     ("one-class folder", ["submit", "train", "--data", "{one_class}"], {}, "one_class"),
     ("missing pretrained file", TRAIN + ["--pretrained", "/no/such.pt"], {}, "--pretrained"),
+    ("a CSV as pretrained weights (queued; the worker quoted torch's weights_only=False advice)",
+     TRAIN + ["--pretrained", "{tmp}/labels.csv"], {}, "--pretrained: {tmp}/labels.csv is not a PyTorch file"),
+    ("an empty training folder (the error named no option)", ["submit", "train", "--data", "{empty}"], {},
+     "--data: {empty}: no JPEG or PNG images found"),
     ("a validation class training lacks (the worker found it)", ["submit", "train", "--data", "{train}", "--val",
                                                                  "{cow_val}"], {}, "--val: class 'cow' is not one of"),
     ("bad grid list", ABLATION + ["--model", "resnet50", "--groups", "1,x"], {}, "--groups"),
@@ -94,8 +98,10 @@ def seeded(orch: Orch, synth_data: Path, tmp_path: Path) -> tuple[Orch, dict[str
         folder.mkdir(parents=True)
         for image in sorted((synth_data / "val").rglob("*.*"))[:3]:
             (folder / image.name).write_bytes(image.read_bytes())
+    (tmp_path / "labels.csv").write_text("id,label\n0,1\n")
+    (tmp_path / "empty").mkdir()
     fields = {"train": str(synth_data / "train"), "val": str(synth_data / "val"), "one_class": str(one_class),
-              "cow_val": str(cow_val), "tmp": str(tmp_path)}
+              "cow_val": str(cow_val), "tmp": str(tmp_path), "empty": str(tmp_path / "empty")}
     orch.json("submit", "train", "--data", fields["train"], "--val", fields["val"], "--image-size", "32", "--epochs", "1")
     return orch, fields
 
@@ -105,7 +111,7 @@ def test_bad_inputs_exit_2_with_one_line_and_change_nothing(seeded: tuple[Orch, 
     before = snapshot(orch)
     failures = []
     for name, argv, env, fragment in CASES:
-        args = [a.format(**fields) for a in argv]
+        args, fragment = [a.format(**fields) for a in argv], fragment.format(**fields)
         saved = orch.env
         orch.env = {**saved, **env}
         try:

@@ -183,3 +183,16 @@ def test_extending_a_study_with_other_settings_says_so(orch: Orch, synth_data: P
     other = orch.run(*base[:-5], "--model", "resnet50", "--groups", "1,8", "--epochs", "2", "--study", "ext", check=True)
     assert ("orch: note: study ext was submitted as --norm bn,ln,gn --seeds 0,1; these cells (--groups 1,8 --model "
             "resnet50) differ in groups, model at once: another grid") in other.stderr, other.stderr
+
+
+def test_validating_on_the_training_folder_is_said(orch: Orch, synth_data: Path) -> None:
+    """--val the same folder as --data was queued without a word: every accuracy the report then
+    shows is on images the model trained on."""
+    train = str(synth_data / "train")
+    proc = orch.run("submit", "train", "--data", train, "--val", train + "/", "--image-size", "32", "--epochs", "1",
+                    check=True)
+    assert "orch: note: --val is the training folder: validation accuracy will be measured on images the model " \
+           "trains on" in proc.stderr
+    other = orch.run("submit", "train", "--data", train, "--val", str(synth_data / "val"), "--image-size", "32",
+                     "--epochs", "1", check=True)
+    assert "--val is the training folder" not in other.stderr
