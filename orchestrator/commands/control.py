@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -56,6 +57,15 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
             click.echo(f"{meaning.get(key, key)}: {', '.join(map(str, ids))}")
 
 
+def lost_parts(jobs: list[Job]) -> list[Job]:
+    """The succeeded shards of a scoring run being retried whose part file is gone: the run cannot
+    assemble without them (seen on this host; a part on another worker's disk reads as gone, and is
+    scored again)."""
+    retried = {job.id for job in jobs if job.kind == "score" and job.status in ("failed", "cancelled")}
+    return [job for job in jobs if job.kind == "score_shard" and job.parent_id in retried
+            and job.status == "succeeded" and not Path(str((job.result or {}).get("part"))).is_file()]
+
+
 @click.command()
 @click.argument("job_id", type=int, required=False)
 @click.option("--study", "study_id", metavar="ID|NAME", help="Retry every failed or cancelled job of this study.")
@@ -80,7 +90,7 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
     with obj.store.session() as s:
         selected = select_jobs(obj, s, job_id, study_id)
         states = {job.id: str(job.status) for job in selected}
-        owed = [owe(s, job) for job in reset_for_retry(s, selected)
+        owed = [owe(s, job) for job in reset_for_retry(s, selected, lost_parts(selected))
                 if job.kind != "score"]  # a score job ends when its shards do
     send_owed(obj, owed)
     ids = [row.job_id for row in owed]

@@ -84,13 +84,19 @@ def _cancel_one(session: Session, job_id: int) -> str:
     return "unchanged"
 
 
-def reset_for_retry(session: Session, jobs: Iterable[Job]) -> list[Job]:
+def reset_for_retry(session: Session, jobs: Iterable[Job], lost_parts: Iterable[Job] = ()) -> list[Job]:
     """Failed or cancelled jobs go back to queued (their checkpoints stay, so training resumes; a
-    scoring run's parent waits for its shards again)."""
+    scoring run's parent waits for its shards again), and `lost_parts`: succeeded shards of a run
+    retried whose part file is gone (requeued only the failed shard, the run failed again on the
+    same missing part)."""
     again = [job for job in jobs if job.status in (JobStatus.failed, JobStatus.cancelled)]
-    for job in again:
-        session.add(Event(job_id=job.id, kind="info", message=f"requeued ({job.status} after "
-                                                              f"{job.attempts} attempt{'s' if job.attempts != 1 else ''})"))
+    for job in [*again, *lost_parts]:
+        why = ("its part file is missing: scored again" if job.status == JobStatus.succeeded else
+               f"{job.status} after {job.attempts} attempt{'s' if job.attempts != 1 else ''}")
+        session.add(Event(job_id=job.id, kind="info", message=f"requeued ({why})"))
+        if job.status == JobStatus.succeeded:
+            job.result = None  # its part is scored again, not taken as done
+            again.append(job)
         job.status, job.error, job.cancel_requested, job.finished_at = JobStatus.queued, None, False, None
         job.retried_at_attempt = job.attempts  # a fresh ORCH_MAX_ATTEMPTS: the user asked for this run
         if job.kind == JobKind.score:

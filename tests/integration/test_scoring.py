@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,8 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     assert {s["status"] for s in shards} == {"succeeded"} and {s["parent_id"] for s in shards} == {two["job_id"]}
     assert orch.json("status", str(two["job_id"]))["result"]["accuracy"] is not None
 
+    check_retry_scores_a_lost_part_again(orch, two, tmp_path)
+
     parent = orch.json("status", str(one["job_id"]))
     truth = dict(line.split(",") for line in Path(labels).read_text().splitlines()[1:])
     agree = sum(truth[i] == y for i, y in (line.split(",") for line in lines)) / 40
@@ -58,6 +61,39 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
 
     check_failures(orch, job, synth_data, tmp_path)
     worker.stop()
+
+
+def check_retry_scores_a_lost_part_again(orch: Orch, run: dict[str, Any], tmp_path: Path) -> None:
+    """A run whose finished shard lost its part file failed ("score parts missing"); `orch retry`
+    requeued only the failed shard, which failed again on the same missing part: a dead end. The
+    shard whose part is gone is scored again too."""
+    import time
+
+    from sqlalchemy import update
+
+    from shared.store import Job
+    from tests.orchestrator.study_builder import open_home
+
+    done, lost = run["shard_job_ids"]
+    part = Path(orch.json("status", str(lost))["result"]["part"])
+    part.unlink()
+    (tmp_path / "two.csv").unlink()
+    store = open_home(orch.home, pytest.MonkeyPatch())
+    with store.session() as s:  # as the assembler left it: the run failed, its other shard failed with it
+        s.execute(update(Job).where(Job.id == run["job_id"]).values(status="failed", assembly="failed",
+                                                                    error="score parts missing"))
+        s.execute(update(Job).where(Job.id == done).values(status="failed", error="its run failed"))
+    store.dispose()
+    requeued = orch.json("retry", str(run["job_id"]))["job_ids"]
+    assert sorted(requeued) == sorted([done, lost])
+    deadline = time.monotonic() + 180
+    while orch.json("status", str(run["job_id"]))["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    assert orch.json("status", str(run["job_id"]))["status"] == "succeeded" and part.is_file()
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    events = [e["message"] for e in orch.json("status", str(lost))["events"]]
+    assert "requeued (its part file is missing: scored again)" in events
 
 
 def check_not_test_accuracies(orch: Orch, job: int, synth_data: Path, tmp_path: Path, test_acc: float) -> None:
