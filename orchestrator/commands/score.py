@@ -188,7 +188,9 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
         mismatch = check_labels_cover(labels, listing)
         if mismatch:
             click.echo(f"orch: note: {mismatch}", err=True)
-    check_folder_classes(listing, classes)
+    partial = check_folder_classes(listing, classes)
+    if partial:
+        click.echo(f"orch: note: {partial}", err=True)
     check_shards(options.get("shards") or 1, listing)
     out = output_path("--out", options["out"], "preds.csv")
     check_out_is_no_input(out, listing, labels_path)

@@ -100,13 +100,21 @@ def check_label_classes(labels: dict[int, int], classes: Sequence[str]) -> None:
                         "trained on the same classes")
 
 
-def check_folder_classes(listing: Listing, classes: Sequence[str]) -> None:
-    """A labelled folder's class names must be the checkpoint's."""
+def check_folder_classes(listing: Listing, classes: Sequence[str]) -> str | None:
+    """A labelled folder's class names must be among the checkpoint's: refused where one is not; a
+    note where the folder holds only some of them (a folder of cats alone was refused, though
+    scoring the cats is a fair question: the accuracy is then over that class only)."""
     if listing.labels is None:
-        return
-    if sorted(listing.classes) != sorted(classes):
+        return None
+    unknown = [c for c in listing.classes if c not in classes]
+    if unknown:
         raise DataError(f"--data: the folder's classes ({', '.join(listing.classes)}) are not the checkpoint's "
-                        f"({', '.join(classes)}); score with a checkpoint trained on the same classes")
+                        f"({', '.join(classes)}): {', '.join(unknown)} is not one of them; score with a checkpoint "
+                        "trained on these classes")
+    if len(set(listing.classes)) < len(classes):
+        return (f"--data: the folder holds {len(set(listing.classes))} of the checkpoint's {len(classes)} classes "
+                f"({', '.join(listing.classes)}): its accuracy is over those only")
+    return None
 
 
 def check_labels_cover(labels: dict[int, int], listing: Listing) -> str | None:

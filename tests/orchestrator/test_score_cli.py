@@ -164,7 +164,9 @@ def test_bad_input_exits_2_with_one_line_and_records_nothing(setup: tuple[Orch, 
     runner = CliRunner()  # in-process: the same command and error path as `orch`, without 15 interpreter starts
     failures = []
     for name, extra, fragment in BAD:
-        args = ["submit", "score", "--data", f["test"], "--out", f"{f['tmp']}/p.csv", *[a.format(**f) for a in extra]]
+        base = {"--data": f["test"], "--out": f"{f['tmp']}/p.csv"}  # each given once: twice is refused
+        args = ["submit", "score", *[a for k, v in base.items() if k not in extra for a in (k, v)],
+                *[a.format(**f) for a in extra]]
         result = runner.invoke(main, args, env=orch.env)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         clean_exit = result.exception is None or isinstance(result.exception, SystemExit)

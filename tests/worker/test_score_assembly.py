@@ -147,8 +147,11 @@ def test_checks_name_the_option() -> None:
     check_label_classes({0: 1, 1: 1}, ["cat", "dog"])  # a test set of one class
     with pytest.raises(DataError, match="--data: the folder's classes"):
         check_folder_classes(listing([0, 1], ["cat", "cow"]), ["cat", "dog"])
-    check_folder_classes(listing([0, 1], ["dog", "cat"]), ["cat", "dog"])
-    check_folder_classes(listing([0, 1]), ["cat", "dog"])
+    assert check_folder_classes(listing([0, 1], ["dog", "cat"]), ["cat", "dog"]) is None
+    assert check_folder_classes(listing([0, 1]), ["cat", "dog"]) is None
+    # a folder of cats alone: a fair thing to score (it was refused), its accuracy over cats only
+    assert check_folder_classes(listing([0, 1], ["cat"]), ["cat", "dog"]) == (
+        "--data: the folder holds 1 of the checkpoint's 2 classes (cat): its accuracy is over those only")
     with pytest.raises(DataError, match="--shards: 3 is more than the 2 images"):
         check_shards(3, listing([0, 1]))
     with pytest.raises(DataError, match="--labels: none of the 2 ids"):
