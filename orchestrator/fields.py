@@ -204,6 +204,18 @@ def axis_values(spec: TrainSpec) -> dict[str, Any]:
     return {f.dest: _value_at(built, f.path) for f in TRAIN_FIELDS if f.axis}
 
 
+# the training settings beside the grid axes: the leaderboard's JSON and CSV carry them all, its table
+# those that differ between the runs it ranks (two runs of adam and of sgd with a step schedule read
+# as identical rows)
+SETTINGS = ("image_size", "stem", "val_fraction", "pretrained", "optimizer", "momentum", "weight_decay", "schedule",
+            "label_smoothing", "compile")
+
+
+def setting_values(spec: TrainSpec) -> dict[str, Any]:
+    """A training spec's SETTINGS: {option name: value}."""
+    return {f.dest: _value_at(spec, f.path) for f in TRAIN_FIELDS if f.dest in SETTINGS}
+
+
 def _value_at(spec: BaseModel, path: str) -> Any:
     value: Any = spec
     for name in path.split("."):

@@ -5,7 +5,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator.fields import axis_values
+from orchestrator.fields import axis_values, setting_values
 from orchestrator.metrics import METRICS
 from shared.spec import TrainSpec, read_stored
 from shared.store.report_reads import LeaderboardEntry, RunRecord, jobs_by_id, leaderboard_entries
@@ -17,6 +17,11 @@ def config_columns(spec: dict[str, Any]) -> dict[str, Any]:
     """The leaderboard's config columns: the spec's grid axes as built (so a new axis is a new column),
     seed included."""
     return {COLUMN_FOR.get(k, k): v for k, v in axis_values(read_stored(TrainSpec, spec)).items()}
+
+
+def setting_columns(spec: dict[str, Any]) -> dict[str, Any]:
+    """The training settings that are no grid axis (optimizer, schedule...): fields.SETTINGS."""
+    return setting_values(read_stored(TrainSpec, spec))
 
 
 def leaderboard(session: Session, study_id: int | None, metric: str, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -34,7 +39,7 @@ def leaderboard(session: Session, study_id: int | None, metric: str, limit: int)
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
     return {
         "id": run.id, "status": run.status, **config_columns(run.spec),
-        "data": run.spec.get("data"), "val": run.spec.get("val"),
+        "data": run.spec.get("data"), "val": run.spec.get("val"), **setting_columns(run.spec),
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         "val_acc": entry.val_acc, "last_val_acc": entry.last_val_acc, "val_loss": entry.val_loss,
         "test_acc": entry.test_acc, "test_precision": entry.test_precision,

@@ -6,7 +6,7 @@ import shutil
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -177,6 +177,7 @@ def _job_ids(text: str) -> list[int]:
 
 
 def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None) -> None:
+    from orchestrator.fields import SETTINGS
     from orchestrator.report import leaderboard
 
     if limit < 0:
@@ -192,13 +193,13 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     elif fmt == "csv":  # numbers for a script (0.8333, 11169858), as the study's CSV has them
         click.echo(render(ranked, fmt))
     elif fmt == "md":
-        click.echo(render(for_display(ranked), fmt))
+        click.echo(render(for_display(_differing(ranked, SETTINGS)), fmt))
     else:
         drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
-        differ = [key for key in ("data", "val") if len({str(row[key]) for row in ranked}) > 1]
-        shown = [{k: v for k, v in row.items() if k in differ or k not in ("data", "val")} for row in ranked]
+        shown = _differing(ranked, ("data", "val", *SETTINGS))
         print_table(for_display(shown), title=f"leaderboard by {metric}", drop_first=drop_first,
                     every_column="--format json")
+        differ = [key for key in ("data", "val") if key in shown[0]]
         for key in differ:  # runs of different data or validation sets ranked together: they do not compare
             folders = sorted({str(row[key]) for row in ranked})
             what = "trained on" if key == "data" else "were validated on"
@@ -207,6 +208,13 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
                        "ranks one study", err=True)
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
+
+
+def _differing(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """`rows` without those of `keys` whose value is the same in every row (a terminal's width is for
+    what tells the runs apart; JSON and CSV keep every column)."""
+    same = {key for key in keys if len({str(row.get(key)) for row in rows}) <= 1}
+    return [{k: v for k, v in row.items() if k not in same} for row in rows]
 
 
 def _print_analysis(analysis: StudyAnalysis, fmt: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared.config import load_settings
 from shared.spec import ModelSpec, ScoreSpec, TrainSpec
@@ -69,11 +70,11 @@ def build_study(store: Store, grid: Grid | None = None) -> dict[tuple[str, int, 
 
 def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: int, epochs: int,
             lr: float = 1e-3, val_accs: list[float] | None = None, precision: str | None = None,
-            data: str = "/data/train", val: str = "/data/val") -> int:
+            data: str = "/data/train", val: str = "/data/val", **settings: Any) -> int:
     """One succeeded run with `curve`'s epochs, or with these val_acc values (one per epoch); its
     result names the precision it trained in where one is given."""
     spec = TrainSpec(model=ModelSpec(arch="resnet50", norm=norm, groups=groups, image_size=32, num_classes=2),
-                     data=data, val=val, epochs=epochs, lr=lr, seed=seed)
+                     data=data, val=val, epochs=epochs, lr=lr, seed=seed, **settings)
     with store.session() as s:
         job_id = store_jobs.add_job(s, JobKind.train, spec, study_id=study_id).id
     lease = Lease.acquire(store, job_id, "lab-gpu-1:100", ttl=30)

@@ -446,6 +446,24 @@ def test_the_leaderboard_says_when_its_runs_trained_on_different_data(orch: Orch
         orch.run("report", check=True).stderr
 
 
+def test_the_leaderboard_shows_the_settings_its_runs_differ_in(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run of adam and one of sgd with a step schedule and label smoothing read as identical rows: no
+    optimizer, schedule or label_smoothing column anywhere. JSON has every setting; the tables those
+    that differ."""
+    store = open_home(orch.home, monkeypatch)
+    add_run(store, None, "bn", 1, 0, 2)
+    alone = orch.run("report", "--format", "md", check=True).stdout.splitlines()[0]
+    assert "optimizer" not in alone and "schedule" not in alone  # one run: nothing to tell apart
+    add_run(store, None, "bn", 1, 0, 2, optimizer="sgd", schedule="step", label_smoothing=0.1)
+    store.dispose()
+    header = orch.run("report", "--format", "md", check=True).stdout.splitlines()[0]
+    assert all(f"| {key} |" in header for key in ("optimizer", "schedule", "label_smoothing")), header
+    assert "| weight_decay |" not in header and "| stem |" not in header  # the same in both runs
+    rows = {row["optimizer"]: row for row in orch.json_report()}
+    assert (rows["sgd"]["schedule"], rows["adam"]["schedule"], rows["sgd"]["label_smoothing"]) == ("step", "cosine", 0.1)
+    assert rows["adam"]["weight_decay"] == rows["sgd"]["weight_decay"] and "image_size" in rows["adam"]
+
+
 def test_a_studys_statistics_are_over_its_finished_runs(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run cancelled after 2 of 4 epochs (or still running) counted as a full seed: its value in
     the mean and the paired test beside finished runs, with only a note saying it had not finished."""
