@@ -34,7 +34,10 @@ class CliState:
         if self._store is None:
             from shared.store import open_store
 
+            new_home = self.settings.database_url.startswith("sqlite") and not self.settings.home.exists()
             self._store = open_store(self.settings)
+            if new_home:  # a typo in --home read as an empty store, with nothing said
+                click.echo(f"orch: note: made {self.settings.home} (--home / ORCH_HOME): a new, empty store", err=True)
         return self._store
 
     @property

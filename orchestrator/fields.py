@@ -135,6 +135,8 @@ def parse_list(field: OptionField, raw: Any) -> list[Any]:
 def _example(field: OptionField) -> str:
     if field.choices:
         return ",".join(field.choices[:2])
+    if field.dest == "seeds":
+        return "0,1,2"
     return {int: "1,8,32", float: "0.1,0.01"}.get(field.kind, "a,b")
 
 

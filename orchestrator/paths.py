@@ -16,7 +16,7 @@ def existing_path(option: str, raw: str | None, *, folder: bool, required: bool 
         return None
     path = Path(raw).expanduser().resolve()
     if folder and not path.is_dir():
-        raise SpecError(option, f"no such folder: {raw}")
+        raise SpecError(option, f"{raw} is a file, not a folder" if path.is_file() else f"no such folder: {raw}")
     if not folder and not path.is_file():
         raise SpecError(option, f"no such file: {raw}")
     return str(path)

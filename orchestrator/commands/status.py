@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -43,6 +44,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "progress": inside,  # for scripts: the epoch column above is a display string
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host, "error": job.error,
+        "cancel_requested": bool(job.cancel_requested) if job.status == "running" else None,
     }
 
 
@@ -50,11 +52,13 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
     """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), the
     last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's), and a
     running job whose worker stopped answering marked (`silent_note` says what that means)."""
-    hidden = ("study_name", "progress", "heartbeat_age_s")
+    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested")
     shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
     if is_silent(row, lease_ttl):
         shown["status"] = "running?"
+    elif row.get("cancel_requested"):  # `orch cancel` asked; the job's process stops at its next step
+        shown["status"] = "cancelling"
     return shown
 
 
@@ -92,6 +96,9 @@ def heartbeat_line(age_s: float, lease_ttl: float) -> str:
             "sweeper takes the job over and it resumes from its last checkpoint")
 
 
+STEP_QUIET_S = 60.0  # progress is written every 5 s of steps: a minute without one is said (validation, or stuck)
+
+
 def heartbeat_age(job: Job, now: float) -> float | None:
     """Seconds since a running job's worker last beat, on the database's clock; None when not running."""
     return round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
@@ -111,6 +118,12 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
     from orchestrator.progress import inside_epoch  # here: `orch --help` loads this module, and progress the store
 
     inside = inside_epoch(job.progress, last[0] if last else None) if job.status == "running" else None
+    if inside and job.progress and isinstance(job.progress.get("at"), int | float):
+        # its process's own clock (time.time() where it runs), against this one's: a stopped or hung
+        # process went on showing "epoch 2: 30%" with a live heartbeat (the worker beats, not the job)
+        idle = time.time() - job.progress["at"]
+        if idle > STEP_QUIET_S:
+            inside += f"; its last step {idle / 60:.0f} min ago" if idle >= 120 else f"; its last step {idle:.0f} s ago"
     return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "progress": {**(job.progress or {}), "said": inside} if inside else None,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,

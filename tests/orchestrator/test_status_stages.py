@@ -130,3 +130,31 @@ def test_a_scoring_shards_place_in_its_images(orch, monkeypatch) -> None:  # typ
 
     assert inside_epoch(detail["progress"], None, step=5) == "scoring: 45%"  # what --wait's line adds
     store.dispose()
+
+
+def test_a_stopped_job_process_and_a_pending_cancel_are_said(orch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`kill -STOP` of a job's process: the worker's heartbeat went on, and `orch status ID` showed
+    "epoch 2: 30%" for ever; its last step's age is said after a minute. A job asked to cancel read
+    plain "running" until its process stopped."""
+    import time
+
+    from sqlalchemy import update
+
+    from shared.store import Job
+    from tests.orchestrator.study_builder import add_run, open_home
+
+    store = open_home(orch.home, monkeypatch)
+    stuck, asked = add_run(store, None, "bn", 1, 0, 1), add_run(store, None, "ln", 1, 0, 1)
+    at = {"phase": "training", "epoch": 2, "step": 3, "steps": 10, "images_per_s": 7.3}
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == stuck).values(status="running", heartbeat_at=time.time(),
+                                                           progress={**at, "at": time.time() - 300}))
+        s.execute(update(Job).where(Job.id == asked).values(status="running", heartbeat_at=time.time(),
+                                                           progress={**at, "at": time.time()}, cancel_requested=True))
+    store.dispose()
+    assert orch.json("status", str(stuck))["progress"]["said"] == "epoch 2: 30%, 7.3 images/s; its last step 5 min ago"
+    assert orch.json("status", str(asked))["progress"]["said"] == "epoch 2: 30%, 7.3 images/s"  # a fresh step
+    listed = {row["id"]: row for row in orch.json("status")}
+    assert listed[asked]["cancel_requested"] is True and listed[stuck]["cancel_requested"] is False
+    table = orch.run("status", check=True).stdout
+    assert table.count("cancelling") == 1 and "running?" not in table
