@@ -32,6 +32,7 @@ class Settings:
     lease_ttl: float  # seconds without a heartbeat after which a running job is requeued
     heartbeat: float  # seconds between a worker's heartbeats
     max_attempts: int = 3  # crashed attempts (worker lost, job process died) before a job fails
+    stall_after: float = 600.0  # seconds a job's process may use no CPU before it is killed (inf: never)
 
     @property
     def fence_after(self) -> float:
@@ -76,6 +77,8 @@ def load_settings(home: str | os.PathLike[str] | None = None) -> Settings:
         lease_ttl=_positive_float("ORCH_LEASE_TTL", 30.0),
         heartbeat=_positive_float("ORCH_HEARTBEAT", 2.0),
         max_attempts=_positive_int("ORCH_MAX_ATTEMPTS", 3),
+        stall_after=math.inf if os.environ.get("ORCH_STALL_TIMEOUT", "").strip() == "0"
+        else _positive_float("ORCH_STALL_TIMEOUT", 600.0),
     )
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from shared.config import Settings, redact
 from shared.errors import StaleLease, StoreUnavailable
 from shared.store import Job, JobStatus, Lease, Outcome, Store
+from worker.stall import StallWatch
 from worker.warm import WarmPool
 
 log = logging.getLogger("orch.worker")
@@ -91,6 +92,9 @@ class Supervisor:
         if outcome is None:
             if stopped_for == "cancel":
                 return Outcome.cancelled, "cancelled", {}
+            if stopped_for == "stalled":
+                return (Outcome.crashed, f"job process used no CPU for {self.settings.stall_after:g} s (stopped or "
+                                         "hung; ORCH_STALL_TIMEOUT): killed", {})
             return Outcome.crashed, f"job process died with {exit_reason(proc.exitcode)}", {}
         kind, reason, result = outcome
         kind = Outcome(kind)
@@ -110,6 +114,7 @@ class Supervisor:
         reason: str | None = None
         kill_at = 0.0
         report = Report(conn)
+        stall = StallWatch(proc.pid or 0, self.settings.stall_after)
         fence = SelfFence(proc, lambda: self.renewed_at, self.settings.fence_after,
                            self.settings.fence_grace)
         fence.start()
@@ -118,7 +123,13 @@ class Supervisor:
                 report.wait(proc, self.settings.heartbeat)
                 if not proc.is_alive():
                     return ("fenced" if fence.fired.is_set() else reason), report.outcome
-                if reason is None:
+                if reason is None and stall.stalled():
+                    reason = "stalled"
+                    log.warning("job %s: its process %s used no CPU for %g s (stopped or hung): killing it",
+                                lease.job_id, proc.pid, self.settings.stall_after)
+                    proc.kill()  # SIGTERM waits for a stopped process to be continued; SIGKILL does not
+                    kill_at = time.monotonic() + TERM_GRACE_S
+                elif reason is None:
                     reason = self._stop_reason(lease)
                     if reason:
                         log.info("job %s: stopping its process (%s)", lease.job_id, reason)

@@ -145,3 +145,42 @@ def test_an_ending_refused_for_a_lost_lease_is_not_logged_as_the_jobs(home: tupl
     assert f"job {job_id}: succeeded here, but its lease had been taken over meanwhile: not recorded; the worker " \
            "that took it over ends it" in said, said
     assert f"job {job_id}: succeeded" not in said
+
+
+def stop_like_kill_stop(conn: Connection, _classes: int) -> None:
+    """A job process that stops doing anything: kill -STOP, or a deadlock."""
+    conn.recv()
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def work_then_report(conn: Connection, _classes: int) -> None:
+    """A slow phase that is working (CPU busy for 4 s, longer than the stall limit), then done."""
+    import time
+
+    conn.recv()
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        sum(range(10_000))
+    conn.send(("succeeded", "", {"classes": ["a", "b"], "startup": {}}))
+    conn.close()
+
+
+def test_a_job_process_that_does_no_work_is_killed_and_requeued(home: tuple[Settings, Store]) -> None:
+    """`kill -STOP` of a job's process: the worker's heartbeat went on and the job stayed "running" for
+    ever. A process that uses no CPU for ORCH_STALL_TIMEOUT is killed, and the attempt counts as a
+    crash; a process busy for longer than that is left to finish."""
+    from dataclasses import replace
+
+    settings, store = home
+    quick = replace(settings, stall_after=2.0)
+    job_id, sent = new_job(store), []
+    assert run_with_timeout(supervisor(quick, store, stop_like_kill_stop, sent), job_id, timeout=60) == ["crashed"]
+    from shared.store import reads
+
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert (job.status, sent) == ("queued", [job_id])  # attempt 1 of 2: requeued, resumes from its checkpoint
+        events = [e.message for e in reads.job_events(s, job_id)]
+    assert any("job process used no CPU for 2 s (stopped or hung; ORCH_STALL_TIMEOUT): killed" in m for m in events), events
+    busy = new_job(store)
+    assert run_with_timeout(supervisor(quick, store, work_then_report, []), busy, timeout=60) == ["succeeded"]
