@@ -75,6 +75,7 @@ class Run:
     scaler: torch.amp.GradScaler  # a pass-through unless fp16 autocast runs
     history: list[dict[str, Any]] = field(default_factory=list)
     startup: dict[str, float] = field(default_factory=dict)  # seconds to data, model, first step
+    sources: dict[str, str] = field(default_factory=dict)  # the data's decode-cache files (`data_sources`)
 
     @property
     def epoch(self) -> int:
@@ -91,10 +92,11 @@ class Run:
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
           cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
           resume_from: Path | None = None, name_for: Callable[[int], str] | None = None,
-          on_step: StepCallback | None = None) -> dict[str, Any]:
+          on_step: StepCallback | None = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
     workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
-    ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt."""
+    ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt.
+    `on_note` is told what a reader of the job's history should know (a resume on changed data)."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     started = time.perf_counter()
@@ -105,6 +107,11 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed)
     run.startup = {"data_s": round(loaded - started, 3), "build_s": round(time.perf_counter() - loaded, 3)}
+    run.sources = data_sources(data)
+    changed = resumed is not None and resumed.get("data") and resumed["data"] != run.sources
+    if changed and on_note is not None:  # the images changed between attempts (a corrupt file replaced...)
+        on_note(f"resumed from epoch {run.epoch} on changed data: the training or validation folder's files "
+                f"(names, sizes or modification times) differ from those the checkpoint was trained on")
     for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
         if on_epoch is not None:
             on_epoch(dict(metrics))
@@ -129,6 +136,15 @@ def _chance_inputs(val: ImageSet) -> dict[str, Any]:
     if val.labels is None or not len(val):
         return {}
     return {"val_images": len(val), "val_majority": float(np.bincount(val.labels).max() / len(val))}
+
+
+def data_sources(data: TrainData) -> dict[str, str]:
+    """The decode-cache files the training and validation images came from: their names digest every
+    file's path, size and modification time (shared/data/cache.py), so a resume can tell the images
+    changed since the checkpoint's epochs. {} where the arrays are not cache files."""
+    names = {role: Path(str(getattr(images.array, "filename", "") or "")).name
+             for role, images in (("train", data.train), ("val", data.val))}
+    return names if all(names.values()) else {}
 
 
 def _resume_state(path: Path | None, spec: TrainSpec, classes: list[str]) -> dict[str, Any] | None:
@@ -281,6 +297,7 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool, name_for: Callab
         "spec": run.spec.model_dump(mode="json"),
         "classes": list(run.classes),
         "history": [dict(m) for m in run.history],
+        "data": dict(run.sources),
         "best_val_acc": best_acc,
         "best_epoch": best_epoch,
     }

@@ -227,3 +227,28 @@ def test_a_checkpoint_folder_deleted_under_a_running_job_is_made_again(data: Pat
     result = train(tiny_spec(data / "train", data / "val", epochs=2), workdir, clean_up_by_hand,
                    cache_dir=tmp_path / "cache", name_for=lambda epoch: f"ckpt-e{epoch}-t1.pt")
     assert result["epochs"] == 2 and (workdir / "ckpt-e2-t1.pt").is_file()
+
+
+def test_a_resume_on_changed_images_is_said(tmp_path: Path) -> None:
+    """A corrupt image replaced between attempts: the resumed run trained on 41 images where its
+    checkpoint's epochs saw 40, without a word. A resume on the same images says nothing."""
+    import shutil
+
+    folder = tmp_path / "d"
+    write_synthetic(folder, classes=["cat", "dog"], counts={"train": 40, "val": 16}, size=32)
+    spec = tiny_spec(folder / "train", folder / "val", epochs=3)
+
+    def crash_after_1(m: dict[str, Any]) -> None:
+        if m["epoch"] == 1:
+            raise Interrupt
+    for workdir in ("same", "changed"):
+        with pytest.raises(Interrupt):
+            train(spec, tmp_path / workdir, crash_after_1, cache_dir=tmp_path / "cache")
+    notes: list[str] = []
+    train(spec, tmp_path / "same", cache_dir=tmp_path / "cache", on_note=notes.append)
+    assert notes == []
+    first = sorted((folder / "train").rglob("*.jpg"))[0]
+    shutil.copy(first, first.with_name("cat.999.jpg") if first.name.startswith("cat.") else first.parent / "999.jpg")
+    train(spec, tmp_path / "changed", cache_dir=tmp_path / "cache", on_note=notes.append)
+    assert notes == ["resumed from epoch 1 on changed data: the training or validation folder's files (names, sizes "
+                     "or modification times) differ from those the checkpoint was trained on"]
