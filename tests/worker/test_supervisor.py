@@ -137,8 +137,12 @@ def test_an_ending_refused_for_a_lost_lease_is_not_logged_as_the_jobs(home: tupl
     settings, store = home
     monkeypatch.setenv("ORCH_HOME", str(settings.home))  # the spawned job process opens this store
     job_id = new_job(store)
+    from dataclasses import replace
+
+    # no beat before the report (a frozen worker's first act on waking), and no fence meanwhile
+    frozen = replace(settings, heartbeat=60.0, lease_ttl=600.0)
     with caplog.at_level("INFO", logger="orch.worker"):
-        assert run_with_timeout(supervisor(settings, store, report_after_a_takeover, []), job_id, 90) == ["stale"]
+        assert run_with_timeout(supervisor(frozen, store, report_after_a_takeover, []), job_id, 90) == ["stale"]
     with store.session() as s:
         assert s.get(Job, job_id).status == "queued"  # the sweeper's requeue stands, not "succeeded"
     said = [r.getMessage() for r in caplog.records]
