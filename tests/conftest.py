@@ -190,3 +190,12 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--test", "40", "--size", "32", "--seed", "0"], env=base_env(home), cwd=REPO, check=True,
                    capture_output=True, timeout=300)
     return out
+
+
+def with_ctrl_c() -> None:
+    """A `preexec_fn` for a subprocess a test sends Ctrl-C (SIGINT) to: a suite started in the
+    background by a shell without job control inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt for it (the process went on waiting, and the test timed out)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

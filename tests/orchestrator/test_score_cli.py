@@ -249,12 +249,13 @@ def test_ctrl_c_of_a_score_wait_names_the_scoring_run(setup: tuple[Orch, dict[st
     import sys
     import time
 
-    from tests.conftest import REPO
+    from tests.conftest import REPO, with_ctrl_c
 
     orch, f = setup
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "submit", "score", "--job", f["job"], "--data",
                              f["test"], "--out", f"{f['tmp']}/p.csv", "--wait"], env=orch.env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=with_ctrl_c)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(row["kind"] == "score" for row in cli(orch, "status")):
         time.sleep(0.3)

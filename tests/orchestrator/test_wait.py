@@ -10,14 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO, Orch
+from tests.conftest import REPO, Orch, with_ctrl_c
 
 
 def test_ctrl_c_stops_waiting_with_130_and_names_the_job(orch: Orch, synth_data: Path) -> None:
     """It exited 1, as a failed job does, and said only '(orch status)'."""
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "submit", "train", "--data",
                              str(synth_data / "train"), "--image-size", "32", "--epochs", "1", "--wait"],
-                            env=orch.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=orch.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=with_ctrl_c)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not orch.json("status"):
         time.sleep(0.3)

@@ -219,5 +219,9 @@ def test_pretrained_errors(tmp_path) -> None:
         build_model(ModelSpec(arch="resnet18", norm="ln", pretrained=str(wrong)))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="is not a PyTorch file"):  # torch's advice was weights_only=False
         build_model(ModelSpec(arch="resnet18", pretrained=str(garbage)))
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(b"PK\x03\x04" + b"\0" * 60)  # a zip's start, then nothing: torch's to judge
+    with pytest.raises(CheckpointError, match="cannot read"):
+        build_model(ModelSpec(arch="resnet18", pretrained=str(torn)))
