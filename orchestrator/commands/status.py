@@ -123,7 +123,7 @@ def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[
         # process went on showing "epoch 2: 30%" with a live heartbeat (the worker beats, not the job)
         idle = time.time() - job.progress["at"]
         if idle > STEP_QUIET_S:
-            inside += f"; its last step {idle / 60:.0f} min ago" if idle >= 120 else f"; its last step {idle:.0f} s ago"
+            inside += f"; its last step {_duration(idle)} ago"
     return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "progress": {**(job.progress or {}), "said": inside} if inside else None,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
