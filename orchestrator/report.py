@@ -16,12 +16,11 @@ COLUMN_FOR = {"width_per_group": "width"}  # leaderboard columns named otherwise
 def config_columns(spec: dict[str, Any]) -> dict[str, Any]:
     """The leaderboard's config columns: the spec's grid axes as built (so a new axis is a new column),
     seed included."""
-    return {COLUMN_FOR.get(k, k): v for k, v in axis_values(read_stored(TrainSpec, spec)).items()}
+    return axis_columns(read_stored(TrainSpec, spec))
 
 
-def setting_columns(spec: dict[str, Any]) -> dict[str, Any]:
-    """The training settings that are no grid axis (optimizer, schedule...): fields.SETTINGS."""
-    return setting_values(read_stored(TrainSpec, spec))
+def axis_columns(spec: TrainSpec) -> dict[str, Any]:
+    return {COLUMN_FOR.get(k, k): v for k, v in axis_values(spec).items()}
 
 
 def leaderboard(session: Session, study_id: int | None, metric: str, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -37,9 +36,10 @@ def leaderboard(session: Session, study_id: int | None, metric: str, limit: int)
 
 
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
+    spec = read_stored(TrainSpec, run.spec)  # once a row: the axes, then the settings beside them
     return {
-        "id": run.id, "status": run.status, **config_columns(run.spec),
-        "data": run.spec.get("data"), "val": run.spec.get("val"), **setting_columns(run.spec),
+        "id": run.id, "status": run.status, **axis_columns(spec),
+        "data": run.spec.get("data"), "val": run.spec.get("val"), **setting_values(spec),
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         "val_acc": entry.val_acc, "last_val_acc": entry.last_val_acc, "val_loss": entry.val_loss,
         "test_acc": entry.test_acc, "test_precision": entry.test_precision,
