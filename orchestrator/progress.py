@@ -34,24 +34,35 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 def current_progress(progress: dict[str, Any] | None, last_epoch: int | None) -> dict[str, Any] | None:
-    """A running job's place (jobs.progress) when it is inside the epoch after its last recorded one;
-    None before its first progress write, or once that epoch is recorded (its place is old news)."""
-    if not progress or progress.get("epoch") != (last_epoch or 0) + 1 or not progress.get("steps"):
+    """A running job's place (jobs.progress, worker/progress.py): a pass of no epoch (decoding,
+    scoring) as written, for its writer clears it at its end; an epoch's training or validation when
+    it is the epoch after the last recorded one. None before the first write, or once that epoch is
+    recorded (its place is old news)."""
+    if not progress or not progress.get("total"):
+        return None
+    if progress.get("epoch") is not None and progress["epoch"] != (last_epoch or 0) + 1:
         return None
     return progress
 
 
+def share(progress: dict[str, Any]) -> float:
+    """The per cent of its pass done, of `current_progress`."""
+    return 100 * progress["done"] / progress["total"]
+
+
 def inside_epoch(progress: dict[str, Any] | None, last_epoch: int | None, step: int = 0) -> str | None:
-    """'epoch 3: 30%, 85 images/s' ('scoring: 30%, ...' for a scoring shard; with `step`, the share
-    rounded down to it and no rate), of `current_progress`."""
+    """'epoch 3: 30%, 85 images/s', 'epoch 3 validation: 30%, ...', 'scoring: 30%, ...' or 'decoding
+    images: 30%, ...' (with `step`, the share rounded down to it and no rate), of `current_progress`."""
     progress = current_progress(progress, last_epoch)
     if progress is None:
         return None
-    share = 100 * progress["step"] / progress["steps"]
-    where = "scoring" if progress.get("phase") == "scoring" else f"epoch {progress['epoch']}"
+    done = share(progress)
+    phase = progress.get("phase")
+    where = {"scoring": "scoring", "decoding": "decoding images", "validation": f"epoch {progress['epoch']} validation"
+             }.get(str(phase), f"epoch {progress['epoch']}")
     if step:
-        return f"{where}: {step * int(share // step)}%"
-    return f"{where}: {share:.0f}%, {progress['images_per_s']:g} images/s"
+        return f"{where}: {step * int(done // step)}%"
+    return f"{where}: {done:.0f}%, {progress['images_per_s']:g} images/s"
 
 
 def describe_state(job_id: int, state: dict[str, Any]) -> str:

@@ -27,12 +27,12 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     train = spec if isinstance(spec, TrainSpec) else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
     progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else None
-    from orchestrator.progress import current_progress  # here: `orch --help` loads this module, and progress the store
+    # here: `orch --help` loads this module, and progress the store
+    from orchestrator.progress import current_progress, share
 
     inside = current_progress(job.progress, last[0] if last else None) if job.status == "running" else None
-    if inside:  # inside the next epoch, or a scoring shard's pass over its images
-        share = f"{100 * inside['step'] / inside['steps']:.0f}%"
-        progress = f"{progress or f'0/{train.epochs}'} +{share}" if train else f"scoring {share}"
+    if inside:  # inside the next epoch, a scoring shard's pass over its images, or a first decode
+        progress = _pass_column(inside["phase"], f"{share(inside):.0f}%", (progress or f"0/{train.epochs}") if train else None)
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
         "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,
@@ -46,6 +46,15 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "worker": job.worker_host, "error": job.error,
         "cancel_requested": bool(job.cancel_requested) if job.status == "running" else None,
     }
+
+
+def _pass_column(phase: str, done: str, epochs: str | None) -> str:
+    """The list's progress column inside a pass: '2/4 +30%' (training epoch 3), '2/4 validating 30%',
+    'decoding 30%' (after the epochs done, on a resume), 'scoring 30%'."""
+    if phase == "training":
+        return f"{epochs} +{done}"
+    words = f"{'validating' if phase == 'validation' else phase} {done}"
+    return f"{epochs} {words}" if epochs else words
 
 
 def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:

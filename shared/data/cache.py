@@ -45,10 +45,11 @@ def cache_path(files: list[Path], size: int, cache_dir: Path) -> Path:
 
 
 def load_or_build(files: list[Path], size: int, cache_dir: Path, *, folder: Path,
-                  progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+                  progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, bool]:
     """(N x size x size x 3 uint8 array, built): the cached decode of `files`, building it if needed.
 
-    DataError naming `folder` (and up to five files) if any image cannot be decoded.
+    DataError naming `folder` (and up to five files) if any image cannot be decoded. `progress` is
+    told (images decoded, of) after each chunk of a build.
     """
     path = cache_path(files, size, cache_dir)
     cached = _open(path, len(files), size)
@@ -131,7 +132,7 @@ def _open(path: Path, n: int, size: int) -> np.ndarray | None:
 
 
 def _build(files: list[Path], size: int, path: Path, folder: Path,
-           progress: Callable[[int], None] | None) -> None:
+           progress: Callable[[int, int], None] | None) -> None:
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a builder that died; we hold the lock
         stale.unlink(missing_ok=True)
     shape = (len(files), size, size, 3)
@@ -146,7 +147,7 @@ def _build(files: list[Path], size: int, path: Path, folder: Path,
 
 
 def _decode_into(path: Path, offset: int, files: list[Path], size: int,
-                 progress: Callable[[int], None] | None) -> list[Path]:
+                 progress: Callable[[int, int], None] | None) -> list[Path]:
     """Decode `files` into the file at `path` from byte `offset` on, as consecutive size x size x 3
     images, on all cores (simplejpeg, PIL and file writes release the GIL); return the undecodable files.
 
@@ -170,11 +171,13 @@ def _decode_into(path: Path, offset: int, files: list[Path], size: int,
         return bad
 
     bad: list[Path] = []
+    done = 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         for start, found in zip(range(0, len(files), CHUNK), pool.map(work, range(0, len(files), CHUNK)), strict=True):
             bad += found
+            done += min(CHUNK, len(files) - start)
             if progress:
-                progress(min(CHUNK, len(files) - start))
+                progress(done, len(files))
     return bad
 
 

@@ -40,27 +40,29 @@ class TrainData:
 
 
 def load_listing(listing: Listing, size: int, cache_dir: Path, *, labels: list[int] | None = None,
-                 progress: Callable[[int], None] | None = None) -> ImageSet:
-    """Decode (or reuse the cache of) every file of `listing` as one ImageSet."""
+                 progress: Callable[[int, int], None] | None = None) -> ImageSet:
+    """Decode (or reuse the cache of) every file of `listing` as one ImageSet; `progress` is told
+    (images decoded, of) while it decodes."""
     array, _ = load_or_build(listing.files, size, cache_dir, folder=listing.folder, progress=progress)
     labels = listing.labels if labels is None else labels
     return ImageSet(array, np.arange(len(listing.files), dtype=np.int64),
                     None if labels is None else np.asarray(labels, dtype=np.int64), list(listing.ids))
 
 
-def load_train_data(data: Path, val: Path | None, val_fraction: float, size: int,
-                    cache_dir: Path) -> TrainData:
-    """The training and validation sets; every folder problem is a DataError, raised before decoding."""
+def load_train_data(data: Path, val: Path | None, val_fraction: float, size: int, cache_dir: Path,
+                    progress: Callable[[int, int], None] | None = None) -> TrainData:
+    """The training and validation sets; every folder problem is a DataError, raised before decoding.
+    `progress`: as load_listing's, for each folder decoded."""
     train_listing = scan_labelled(Path(data))
     val_listing = scan_labelled(Path(val), least=1) if val is not None else None
     classes = train_listing.classes
     if val_listing is None:
-        full = load_listing(train_listing, size, cache_dir)
+        full = load_listing(train_listing, size, cache_dir, progress=progress)
         train_idx, val_idx = split_indices(train_listing, val_fraction)
         return TrainData(_subset(full, train_idx), _subset(full, val_idx), classes)
     val_labels = remap_labels(val_listing, classes)
-    return TrainData(load_listing(train_listing, size, cache_dir),
-                     load_listing(val_listing, size, cache_dir, labels=val_labels), classes)
+    return TrainData(load_listing(train_listing, size, cache_dir, progress=progress),
+                     load_listing(val_listing, size, cache_dir, labels=val_labels, progress=progress), classes)
 
 
 def remap_labels(listing: Listing, classes: list[str]) -> list[int]:

@@ -1,7 +1,7 @@
 """Batched inference over an ImageSet: validation during training, and scoring."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from shared.data.augment import to_input
 from shared.data.images import ImageSet
 from shared.engine.feed import device_batches
 from shared.engine.precision import Precision
+from shared.engine.progress import ImagesDone
 
 # Inference keeps no activations for a backward pass, so validation runs at twice the training
 # batch: fewer, larger kernels (on a GPU most of all) in the same memory.
@@ -32,8 +33,9 @@ def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
 
 
 def evaluate(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
-             device: torch.device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on a labelled set, with one host sync at the end."""
+             device: torch.device, on_images: ImagesDone | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on a labelled set, with one host sync at the end; `on_images`
+    is told (images done, of) after each batch (a long validation pass's progress)."""
     if images.labels is None:
         raise ValueError("evaluate needs a labelled ImageSet")
     labels = torch.from_numpy(images.labels).to(device)
@@ -43,18 +45,19 @@ def evaluate(model: nn.Module, images: ImageSet, batch_size: int, prec: Precisio
         y = labels[positions[0]:positions[-1] + 1]
         loss_sum += F.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
+        if on_images is not None:
+            on_images(int(positions[-1]) + 1, len(images))
     n = len(images)
     return float(loss_sum.item()) / n, float(correct.item()) / n
 
 
 def probabilities(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
-                  device: torch.device, on_batch: Callable[[int, int, int], None] | None = None) -> np.ndarray:
-    """Softmax probabilities, n x classes float32, in the order of `images`; `on_batch(1, k, batches)`
-    after batch k (of pass 1: the trainer's step callback, so one progress writer serves both)."""
-    batches = -(-len(images) // batch_size)
+                  device: torch.device, on_images: ImagesDone | None = None) -> np.ndarray:
+    """Softmax probabilities, n x classes float32, in the order of `images`; `on_images` is told
+    (images done, of) after each batch (a shard's progress)."""
     parts = []
-    for k, (_, out) in enumerate(logits(model, images, batch_size, prec, device), start=1):
+    for positions, out in logits(model, images, batch_size, prec, device):
         parts.append(torch.softmax(out, dim=1).cpu())
-        if on_batch is not None:
-            on_batch(1, k, batches)
+        if on_images is not None:
+            on_images(int(positions[-1]) + 1, len(images))
     return torch.cat(parts).numpy()

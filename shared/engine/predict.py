@@ -16,6 +16,7 @@ from shared.data.layouts import Listing, scan
 from shared.engine.checkpoint import load_for_inference
 from shared.engine.infer import probabilities
 from shared.engine.precision import Precision, default_device, resolve
+from shared.engine.progress import Progress, in_phase
 from shared.engine.quantize import calibration_positions, quantize
 from shared.errors import DataError
 
@@ -24,12 +25,12 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
           items: list[tuple[int, Path]] | None = None, labels: dict[int, int] | None = None,
           cache_dir: Path | None = None, listing: Listing | None = None,
           before_inference: Callable[[], Any] | None = None,
-          on_batch: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+          on_progress: Progress | None = None) -> dict[str, Any]:
     """Predict every image of `folder` (or just `items`, a shard's (id, path) pairs); `listing` is
     the folder's scan when the caller has it already (a shard scans it to check the pinned inputs);
     `before_inference` runs once the model and the images are ready, before the first prediction
-    (a shard checks there that the checkpoint it hashed meanwhile is the one pinned); `on_batch` is
-    told each batch predicted (a shard's progress, shared/engine/infer.py).
+    (a shard checks there that the checkpoint it hashed meanwhile is the one pinned); `on_progress` is
+    told each batch decoded and predicted (a shard's progress, shared/engine/progress.py).
 
     Returns ids (numeric order for a numbered folder; positions for a labelled one), labels
     (predicted class index), probs (n x classes float32 array), classes, accuracy (against `labels`,
@@ -53,7 +54,7 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     # Decoding first, then the int8 conversion. Side by side they were no faster: on two threads 15%
     # slower (the conversion is Python, and the decoders take the GIL per image); with the decoding
     # in a forked process, the same (both want both cores: the conversion's calibration runs on two).
-    images = load_listing(part, size, cache, labels=truth or None)
+    images = load_listing(part, size, cache, labels=truth or None, progress=in_phase(on_progress, "decoding"))
     clock.lap("decode_s")
     model, prec, int8 = _maybe_int8(model.to(device), prec, fallback, full, size, cache,
                                     reload=lambda: load_for_inference(Path(checkpoint))[0].to(device))
@@ -61,7 +62,7 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     if before_inference is not None:
         before_inference()
         clock.lap("verify_s")  # waiting for the caller's check (a shard's checkpoint hash), not inference
-    probs = probabilities(model, images, batch_size, prec, device, on_batch)
+    probs = probabilities(model, images, batch_size, prec, device, in_phase(on_progress, "scoring"))
     clock.lap("infer_s")
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     known = labels if labels is not None else (dict(zip(images.ids, truth, strict=True)) if truth else None)

@@ -49,6 +49,7 @@ from shared.engine.checkpoint import (
 from shared.engine.feed import device_batches
 from shared.engine.infer import VAL_BATCH_FACTOR, evaluate
 from shared.engine.precision import Precision, default_device, resolve
+from shared.engine.progress import Progress, in_phase
 from shared.errors import CheckpointError, JobCancelled, NonFiniteLoss
 from shared.spec import TrainSpec
 
@@ -57,7 +58,6 @@ FINITE_CHECK_EVERY = 16  # steps between loss checks: each check is one host syn
 STEP_MILESTONES = (0.5, 0.75)  # the ResNet paper's /10 points, as fractions of training
 
 EpochCallback = Callable[[dict[str, Any]], None]
-StepCallback = Callable[[int, int, int], None]  # (epoch, step, steps) after each training step
 
 
 @dataclass
@@ -92,16 +92,18 @@ class Run:
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
           cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
           resume_from: Path | None = None, name_for: Callable[[int], str] | None = None,
-          on_step: StepCallback | None = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
+          on_progress: Progress | None = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
     workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
     ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt.
-    `on_note` is told what a reader of the job's history should know (a resume on changed data)."""
+    `on_progress` is told each batch decoded, trained and validated; `on_note` what a reader of the
+    job's history should know (a resume on changed data)."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     started = time.perf_counter()
+    # every DataError comes before the model
     data = load_train_data(Path(spec.data), Path(spec.val) if spec.val else None, spec.val_fraction,
-                           spec.model.image_size, cache)  # every DataError comes before the model
+                           spec.model.image_size, cache, progress=in_phase(on_progress, "decoding"))
     loaded = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
@@ -116,7 +118,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
         if on_epoch is not None:
             on_epoch(dict(metrics))
     while run.epoch < spec.epochs:
-        metrics = _epoch(run, data, run.epoch + 1, should_stop, on_step)
+        metrics = _epoch(run, data, run.epoch + 1, should_stop, on_progress)
         improved = metrics["val_acc"] > run.best()[0] or run.epoch == 0
         run.history.append(metrics)
         written = _write_checkpoints(run, workdir, improved, name_for)
@@ -218,14 +220,15 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool] | None,
-           on_step: StepCallback | None = None) -> dict[str, Any]:
+           on_progress: Progress | None = None) -> dict[str, Any]:
     lr = float(run.optimizer.param_groups[0]["lr"])
     start = time.perf_counter()
-    train_loss = _train_epoch(run, data.train, epoch, should_stop, on_step)
+    train_loss = _train_epoch(run, data.train, epoch, should_stop, on_progress)
     train_seconds = time.perf_counter() - start
     if should_stop is not None and should_stop():
         raise JobCancelled(f"cancelled at epoch {epoch} before validation")
-    val_loss, val_acc = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device)
+    val_loss, val_acc = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device,
+                                 in_phase(on_progress, "validation", epoch))
     if not math.isfinite(val_loss):  # a diverged model: retrying cannot help
         raise NonFiniteLoss(f"validation loss is {val_loss} at epoch {epoch}: the model diverged; try a lower --lr")
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
@@ -234,7 +237,7 @@ def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool
 
 
 def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[], bool] | None,
-                 on_step: StepCallback | None = None) -> float:
+                 on_progress: Progress | None = None) -> float:
     """One pass over `images`; returns the mean train loss. No host sync but the periodic loss check."""
     spec, device = run.spec, run.device
     gen = torch.Generator().manual_seed(spec.seed * 1_000_003 + epoch)
@@ -243,6 +246,7 @@ def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[
     losses: list[torch.Tensor] = []
     batches = _batches(order, spec.batch_size)
     step_started = time.perf_counter()
+    seen = 0
     for step, (batch, labels) in enumerate(device_batches(images, batches, device), start=1):
         if should_stop is not None and should_stop():
             raise JobCancelled(f"cancelled at epoch {epoch} step {step}")
@@ -260,8 +264,9 @@ def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[
             _time_first_step(run, step_started)
         if step % FINITE_CHECK_EVERY == 0:
             _check_finite(losses, step - FINITE_CHECK_EVERY, epoch)
-        if on_step is not None:
-            on_step(epoch, step, len(batches))
+        if on_progress is not None:
+            seen += len(batch)
+            on_progress("training", epoch, seen, len(images))
     _check_finite(losses, len(losses) - len(losses) % FINITE_CHECK_EVERY, epoch)
     return float(torch.stack(losses).sum().item()) / len(images)
 

@@ -51,7 +51,7 @@ def test_a_running_jobs_heartbeat_says_when_its_worker_stopped_answering(tmp_pat
 
 def test_a_running_jobs_place_inside_its_epoch(orch, synth_data, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """An epoch of real data runs for minutes to hours: `--wait` and `orch status` said nothing between
-    epochs. The job's process writes its place (StepProgress); the readers show it."""
+    epochs, or while it validated. The job's process writes its place (StepProgress); the readers show it."""
     from shared.spec import ModelSpec, TrainSpec
     from shared.store import Lease
     from shared.store import jobs as store_jobs
@@ -63,15 +63,21 @@ def test_a_running_jobs_place_inside_its_epoch(orch, synth_data, monkeypatch) ->
         job_id = store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d", epochs=4)).id
     lease = Lease.acquire(store, job_id, "orch-1@lab", ttl=30)
     assert lease is not None
-    progress = StepProgress(lease, batch_size=64, every_s=0.0)
-    progress(1, 1, 10)  # an epoch's first step starts its clock: nothing written yet
+    progress = StepProgress(lease, every_s=0.0)
+    progress("training", 1, 64, 640)  # an epoch's first batch starts its clock: nothing written yet
     assert orch.json("status", str(job_id))["progress"] is None
-    progress(1, 3, 10)
+    progress("training", 1, 192, 640)
     detail = orch.json("status", str(job_id))
-    assert detail["progress"]["said"].startswith("epoch 1: 30%, ") and detail["progress"]["steps"] == 10
+    assert detail["progress"]["said"].startswith("epoch 1: 30%, ") and detail["progress"]["total"] == 640
     listed = orch.json("status")[0]
-    assert listed["epoch"] == "0/4 +30%" and (listed["progress"]["step"], listed["progress"]["steps"]) == (3, 10)
+    assert listed["epoch"] == "0/4 +30%" and (listed["progress"]["done"], listed["progress"]["total"]) == (192, 640)
     assert "    progress: epoch 1: 30%, " in orch.run("status", str(job_id), check=True).stdout
+    progress("training", 1, 640, 640)  # the pass's end clears its place
+    assert orch.json("status", str(job_id))["progress"] is None
+    progress("validation", 1, 128, 400)
+    progress("validation", 1, 256, 400)
+    assert orch.json("status", str(job_id))["progress"]["said"].startswith("epoch 1 validation: 64%, ")
+    assert orch.json("status")[0]["epoch"] == "0/4 validating 64%"
     lease.record_epoch({"epoch": 1, "train_loss": 0.5, "val_loss": 0.5, "val_acc": 0.6, "images_per_s": 10.0,
                         "seconds": 1.0})
     assert orch.json("status", str(job_id))["progress"] is None  # epoch 1 is recorded: its place is old news
@@ -119,9 +125,15 @@ def test_a_scoring_shards_place_in_its_images(orch, monkeypatch) -> None:  # typ
         shard_id = shards[0].id
     lease = Lease.acquire(store, shard_id, "orch-1@lab", ttl=30)
     assert lease is not None
-    progress = StepProgress(lease, batch_size=64, every_s=0.0, phase="scoring")
-    progress(1, 1, 20)
-    progress(1, 9, 20)
+    progress = StepProgress(lease, every_s=0.0)
+    progress("decoding", None, 64, 1280)  # a first decode of a big folder: minutes before the first batch
+    progress("decoding", None, 384, 1280)
+    assert orch.json("status", str(shard_id))["progress"]["said"].startswith("decoding images: 30%, ")
+    assert {row["id"]: row for row in orch.json("status")}[shard_id]["epoch"] == "decoding 30%"
+    progress("decoding", None, 1280, 1280)
+    assert orch.json("status", str(shard_id))["progress"] is None
+    progress("scoring", None, 64, 1280)
+    progress("scoring", None, 576, 1280)
     detail = orch.json("status", str(shard_id))
     assert detail["progress"]["said"].startswith("scoring: 45%, ") and detail["progress"]["images_per_s"] > 0
     listed = {row["id"]: row for row in orch.json("status")}
@@ -145,7 +157,7 @@ def test_a_stopped_job_process_and_a_pending_cancel_are_said(orch, monkeypatch) 
 
     store = open_home(orch.home, monkeypatch)
     stuck, asked = add_run(store, None, "bn", 1, 0, 1), add_run(store, None, "ln", 1, 0, 1)
-    at = {"phase": "training", "epoch": 2, "step": 3, "steps": 10, "images_per_s": 7.3}
+    at = {"phase": "training", "epoch": 2, "done": 192, "total": 640, "images_per_s": 7.3}
     with store.session() as s:
         s.execute(update(Job).where(Job.id == stuck).values(status="running", heartbeat_at=time.time(),
                                                            progress={**at, "at": time.time() - 300}))

@@ -68,10 +68,10 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
 def test_wait_shows_a_running_jobs_place_inside_its_epoch() -> None:
     from orchestrator.progress import describe_state, inside_epoch
 
-    progress = {"epoch": 2, "step": 30, "steps": 120, "images_per_s": 85.3, "at": 0.0}
+    progress = {"phase": "training", "epoch": 2, "done": 30, "total": 120, "images_per_s": 85.3, "at": 0.0}
     assert inside_epoch(progress, 1) == "epoch 2: 25%, 85.3 images/s"
     assert inside_epoch(progress, 2) is None and inside_epoch(None, 1) is None  # recorded already; not yet written
-    assert inside_epoch({**progress, "step": 34}, 1, step=5) == "epoch 2: 25%"  # --wait: a line per 5%
+    assert inside_epoch({**progress, "done": 34}, 1, step=5) == "epoch 2: 25%"  # --wait: a line per 5%
     state = {"status": "running", "epoch": 1, "epochs": 4, "val_acc": 0.6, "error": None,
              "inside": inside_epoch(progress, 1, step=5)}
     assert describe_state(7, state) == "job 7: running  epoch 1/4  val_acc 60.00%  (epoch 2: 25%)"

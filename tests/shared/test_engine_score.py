@@ -75,13 +75,19 @@ def test_the_callers_check_is_timed_apart_from_inference(trained: tuple[Path, Pa
 
 
 def test_each_batch_predicted_is_told_for_a_shards_progress(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    """A shard of a large folder scores for minutes: `on_batch` is told each batch (pass 1 of 1), as a
-    training step is told the trainer's callback, so one progress writer serves both."""
+    """A shard of a large folder decodes and scores for minutes: `on_progress` is told each chunk
+    decoded and each batch predicted, as the trainer tells it, so one progress writer serves both."""
     data, ckpt = trained
-    told: list[tuple[int, int, int]] = []
+    told: list[tuple[str, int | None, int, int]] = []
     score(ckpt, data / "test", batch_size=5, cache_dir=tmp_path, precision="fp32",
-          on_batch=lambda *at: told.append(at))
-    assert told == [(1, 1, 3), (1, 2, 3), (1, 3, 3)]  # 13 images in batches of 5
+          on_progress=lambda *at: told.append(at))
+    # 13 images: one decode chunk, then batches of 5
+    assert told == [("decoding", None, 13, 13), ("scoring", None, 5, 13), ("scoring", None, 10, 13),
+                    ("scoring", None, 13, 13)]
+    told.clear()
+    score(ckpt, data / "test", batch_size=5, cache_dir=tmp_path, precision="fp32",
+          on_progress=lambda *at: told.append(at))
+    assert told[0] == ("scoring", None, 5, 13)  # decoded once: the cache is read, nothing to tell
 
 
 def test_a_labelled_folder_reports_accuracy(trained: tuple[Path, Path], tmp_path: Path) -> None:

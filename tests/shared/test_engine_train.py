@@ -150,6 +150,25 @@ def test_should_stop_cancels_between_steps(data: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "w" / "last.pt").exists()
 
 
+def test_each_batch_decoded_trained_and_validated_is_told(data: Path, tmp_path: Path) -> None:
+    """A first decode of a big folder, an epoch and its validation each run for minutes: `on_progress`
+    is told each of their batches (images done, of), so `orch status` can say where the job is."""
+    told: list[tuple[str, int | None, int, int]] = []
+    train(tiny_spec(data / "train", data / "val", epochs=2, batch_size=16), tmp_path / "w",
+          cache_dir=tmp_path / "cache", on_progress=lambda *at: told.append(at))
+    decoded = [at for at in told if at[0] == "decoding"]
+    assert decoded == [("decoding", None, 40, 40), ("decoding", None, 16, 16)]  # train, then val: a chunk each
+    for epoch in (1, 2):
+        trained = [at[2:] for at in told if at[:2] == ("training", epoch)]
+        assert trained == [(16, 40), (32, 40), (40, 40)]  # batches of 16, the last of 8
+        assert [at[2:] for at in told if at[:2] == ("validation", epoch)] == [(16, 16)]  # at twice the batch
+    assert told.index(("validation", 1, 16, 16)) < told.index(("training", 2, 16, 40))
+    told.clear()
+    train(tiny_spec(data / "train", data / "val", epochs=1, batch_size=16), tmp_path / "w2",
+          cache_dir=tmp_path / "cache", on_progress=lambda *at: told.append(at))
+    assert told and all(at[0] != "decoding" for at in told)  # the cache is read: nothing decoded
+
+
 def test_resume_with_another_spec_is_refused(data: Path, tmp_path: Path) -> None:
     train(tiny_spec(data / "train", data / "val", epochs=1), tmp_path / "w", cache_dir=tmp_path / "cache")
     with pytest.raises(CheckpointError, match="different spec"):

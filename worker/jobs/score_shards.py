@@ -106,7 +106,7 @@ def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]], li
         return [], [], [], [], {}
     out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
                 items=items, cache_dir=ctx.settings.cache_dir, listing=listing, before_inference=before_inference,
-                on_batch=StepProgress(ctx.lease, spec.batch_size, phase="scoring"))
+                on_progress=StepProgress(ctx.lease))
     ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback", "timings") if k in out}
     return out["ids"], out["labels"], out["probs"], out["classes"], ran
 

@@ -35,7 +35,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
 
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop, resume_from=resume_from,
-                   name_for=checkpoints.file_name(ctx.lease.token), on_step=StepProgress(ctx.lease, spec.batch_size),
+                   name_for=checkpoints.file_name(ctx.lease.token), on_progress=StepProgress(ctx.lease),
                    on_note=lambda note: ctx.lease.add_event("warning", note))
     ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
     # Trained to the end: nothing resumes from here, so the fallback for a corrupt newest file goes
