@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -14,6 +15,7 @@ from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
 
 if TYPE_CHECKING:
     from shared.store import Job
+    from shared.store.scoring_runs import ShardCount
 
 
 def typed_spec(job: Job) -> Spec:
@@ -21,12 +23,13 @@ def typed_spec(job: Job) -> Spec:
 
 
 def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
-                shards: tuple[int, int] | None = None, study_name: str | None = None) -> dict[str, Any]:
+                shards: ShardCount | None = None, study_name: str | None = None) -> dict[str, Any]:
     """One row of `orch status`; `last` is the job's last (epoch, val_acc), `shards` a score job's
-    (succeeded, total) shard count. A field a score job has not is None, as in JSON elsewhere."""
+    shards by state. A field a score job has not is None, as in JSON elsewhere."""
     train = spec if isinstance(spec, TrainSpec) else None
     # progress: epochs for training, shards for a score job (which stays queued while they run)
-    progress = f"{last[0]}/{train.epochs}" if last and train else f"{shards[0]}/{shards[1]} shards" if shards else None
+    progress = (f"{last[0]}/{train.epochs}" if last and train
+                else f"{shards.succeeded}/{shards.total} shards" if shards else None)
     # here: `orch --help` loads this module, and progress the store
     from orchestrator.progress import current_progress, share
 
@@ -45,6 +48,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         "worker": job.worker_host, "error": job.error,
         "cancel_requested": bool(job.cancel_requested) if job.status == "running" else None,
+        "shards": asdict(shards) if shards else None,  # a scoring run's shards: succeeded, running, total
     }
 
 
@@ -61,13 +65,15 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
     """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), the
     last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's), and a
     running job whose worker stopped answering marked (`silent_note` says what that means)."""
-    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested")
+    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested", "shards")
     shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
     if is_silent(row, lease_ttl):
         shown["status"] = "running?"
     elif row.get("cancel_requested"):  # `orch cancel` asked; the job's process stops at its next step
         shown["status"] = "cancelling"
+    elif row["status"] == "queued" and row.get("shards") and row["shards"]["running"] + row["shards"]["succeeded"]:
+        shown["status"] = "scoring"  # its shards run: the parent job waits in the store for the last one
     return shown
 
 
@@ -113,7 +119,7 @@ def heartbeat_age(job: Job, now: float) -> float | None:
     return round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
 
 
-def job_detail(job: Job, shards: tuple[int, int] | None, *, now: float) -> dict[str, Any]:
+def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, Any]:
     """`now`: the database's time (shared/store/clock.py), the clock heartbeats are written by: the
     CLI's own may differ from it by minutes on a lab's machine."""
     epochs = [{"epoch": e.epoch, "train_loss": e.train_loss, "val_loss": e.val_loss, "val_acc": e.val_acc,
@@ -204,6 +210,9 @@ def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
     for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
         if detail.get(key) not in (None, ""):
             click.echo(f"{key:>12}: {named.get(key, detail[key])}")
+    if detail.get("shards"):
+        shards = detail["shards"]
+        click.echo(f"{'shards':>12}: {shards['succeeded']} of {shards['total']} succeeded, {shards['running']} running")
     if detail.get("progress"):
         click.echo(f"{'progress':>12}: {detail['progress']['said']}")
     if detail.get("heartbeat_age_s") is not None:

@@ -97,15 +97,26 @@ def _parent(job: Job) -> ParentState:
     return ParentState(job.id, str(job.status), assembly, job.error, job.result, str(job.kind), job.queue)
 
 
-def shard_progress(session: Session, parent_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
-    """(succeeded, total) shards of each of these score jobs."""
-    counts: dict[int, tuple[int, int]] = {}
+@dataclass(frozen=True)
+class ShardCount:
+    """How far a scoring run's shards are: its parent stays queued until the last one ends."""
+
+    succeeded: int = 0
+    running: int = 0
+    total: int = 0
+
+    def add(self, status: str) -> ShardCount:
+        return ShardCount(self.succeeded + (status == JobStatus.succeeded), self.running + (status == JobStatus.running),
+                          self.total + 1)
+
+
+def shard_progress(session: Session, parent_ids: Iterable[int]) -> dict[int, ShardCount]:
+    """The shards of each of these score jobs, counted by state."""
+    counts: dict[int, ShardCount] = {}
     rows = session.execute(select(Job.parent_id, Job.status).where(Job.parent_id.in_(list(parent_ids))))
     for parent_id, status in rows:
-        if parent_id is None:
-            continue
-        done, total = counts.get(parent_id, (0, 0))
-        counts[parent_id] = (done + (status == JobStatus.succeeded), total + 1)
+        if parent_id is not None:
+            counts[parent_id] = counts.get(parent_id, ShardCount()).add(status)
     return counts
 
 

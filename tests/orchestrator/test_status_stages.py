@@ -138,6 +138,12 @@ def test_a_scoring_shards_place_in_its_images(orch, monkeypatch) -> None:  # typ
     assert detail["progress"]["said"].startswith("scoring: 45%, ") and detail["progress"]["images_per_s"] > 0
     listed = {row["id"]: row for row in orch.json("status")}
     assert listed[shard_id]["epoch"] == "scoring 45%" and listed[parent.id]["epoch"] == "0/1 shards"
+    # the parent job waits in the store (queued) while its shards run: the table says it is scoring
+    assert listed[parent.id]["status"] == "queued"
+    assert listed[parent.id]["shards"] == {"succeeded": 0, "running": 1, "total": 1}
+    table = orch.run("status", check=True).stdout
+    assert [line.split("│")[3].strip() for line in table.splitlines() if line.startswith(f"│ {parent.id} ")] == ["scoring"]
+    assert "      shards: 0 of 1 succeeded, 1 running" in orch.run("status", str(parent.id), check=True).stdout
     from orchestrator.progress import inside_epoch
 
     assert inside_epoch(detail["progress"], None, step=5) == "scoring: 45%"  # what --wait's line adds
