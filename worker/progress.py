@@ -46,12 +46,11 @@ class StepProgress:
             return
         self.written, self.wrote = now, True
         rate = (done - self.first_done) / max(now - self.started, 1e-6)
-        self._write({"phase": phase, "epoch": epoch, "done": done, "total": total,
-                     "images_per_s": round(rate, 1), "at": round(time.time(), 1)})
+        self._write({"phase": phase, "epoch": epoch, "done": done, "total": total, "images_per_s": round(rate, 1)})
 
     def _write(self, progress: dict[str, object] | None) -> None:
         try:
-            self.lease.update(progress=progress)
+            self.lease.update_progress(progress)
         except StaleLease:
             raise
         except Exception:  # only a display: a store that did not answer is the heartbeat's to notice

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -134,9 +133,9 @@ def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, 
 
     inside = inside_epoch(job.progress, last[0] if last else None) if job.status == "running" else None
     if inside and job.progress and isinstance(job.progress.get("at"), int | float):
-        # its process's own clock (time.time() where it runs), against this one's: a stopped or hung
-        # process went on showing "epoch 2: 30%" with a live heartbeat (the worker beats, not the job)
-        idle = time.time() - job.progress["at"]
+        # stamped by the database's clock, as `now` is: a stopped or hung process went on showing
+        # "epoch 2: 30%" with a live heartbeat (the worker beats, not the job)
+        idle = now - job.progress["at"]
         if idle > STEP_QUIET_S:
             inside += f"; its last step {_duration(idle)} ago"
     return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease
 from shared.store import outbox
-from shared.store.clock import db_now
+from shared.store.clock import db_now, read_now
 from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
 from shared.store.scoring_runs import fail_waiting, move_assembly
@@ -134,6 +134,13 @@ class Lease:
         """A fenced update of the job's own columns (model_info, result, progress)."""
         with self.fenced() as s:
             s.execute(update(Job).where(Job.id == self.job_id).values(**values))
+
+    def update_progress(self, progress: dict[str, Any] | None) -> None:
+        """The job's place inside its work (worker/progress.py), stamped "at" by the database's clock,
+        which `orch status` compares with: a lab's hosts may disagree by minutes."""
+        with self.fenced() as s:
+            stamped = None if progress is None else {**progress, "at": round(read_now(s), 1)}
+            s.execute(update(Job).where(Job.id == self.job_id).values(progress=stamped))
 
     def finish(self, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None) -> bool:
         """End the job under this token, with a line in its history (a cancelled attempt was missing

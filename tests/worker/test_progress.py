@@ -16,7 +16,7 @@ class Recorder:
         self.written: list[dict[str, Any] | None] = []
         self.fail = fail
 
-    def update(self, *, progress: dict[str, Any] | None) -> None:
+    def update_progress(self, progress: dict[str, Any] | None) -> None:
         if self.fail is not None:
             raise self.fail
         self.written.append(progress)
