@@ -79,12 +79,13 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
 
 
 def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: bool = True,
-             named: list[int] | None = None) -> bool:
+             named: list[int] | None = None, noun: str = "job", started: float | None = None) -> bool:
     """Block until every job has ended; True if all succeeded. Ctrl-C stops waiting, not the jobs.
-    `summary`: end with the 'N of M jobs succeeded' line. `named`: the jobs a Ctrl-C names (a scoring
-    run's parent, not the shards it waits on)."""
+    `summary`: end with the 'N of M jobs succeeded' line (`noun`: "shard" for a scoring run's).
+    `named`: the jobs a Ctrl-C names (a scoring run's parent, not the shards it waits on). `started`:
+    the time.monotonic() the lines count from (a second wait goes on from the first's)."""
     shown: dict[int, str] = {}
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     hinted = False
     try:
         while True:
@@ -103,7 +104,8 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                 failed = [i for i, st in states.items() if st["status"] != "succeeded"]
                 done = len(job_ids) - len(failed)
                 if summary:
-                    click.echo(f"{done} of {len(job_ids)} jobs succeeded" + (f"; not: {failed}" if failed else ""),
+                    plural = "" if len(job_ids) == 1 else "s"
+                    click.echo(f"{done} of {len(job_ids)} {noun}{plural} succeeded" + (f"; not: {failed}" if failed else ""),
                                err=True)
                 return not failed
             time.sleep(poll)

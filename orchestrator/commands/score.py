@@ -9,6 +9,7 @@ The parent job is recorded but never sent: its shards are the tasks, and the pro
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,13 +239,15 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
     from orchestrator.progress import wait_for
     from shared.scoring.protocol import Verdict, observe
 
-    shards_ok = wait_for(obj, shard_ids, named=[parent_id])
+    started = time.monotonic()
+    shards_ok = wait_for(obj, shard_ids, named=[parent_id], noun="shard", started=started)
     parent, verdict, reason = observe(obj.store, parent_id)
     if not shards_ok and verdict != Verdict.complete:  # a shard failed, or Ctrl-C
         if verdict == Verdict.failed:
             click.echo(f"score job {parent_id}: {reason}; no CSV written", err=True)
         return False
-    if not wait_for(obj, [parent_id], summary=False, named=[parent_id]):  # the shards' line said how many succeeded
+    # the shards' line said how many succeeded
+    if not wait_for(obj, [parent_id], summary=False, named=[parent_id], started=started):
         return False
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}

@@ -13,8 +13,10 @@ from tests.conftest import Orch
 pytestmark = pytest.mark.slow
 
 
-def submit_score(orch: Orch, *args: str) -> tuple[int, dict[str, int | list[int]]]:
+def submit_score(orch: Orch, *args: str, said: str = "") -> tuple[int, dict[str, int | list[int]]]:
+    """`said`: a line --wait must print on stderr."""
     proc = orch.run("submit", "score", *args, "--wait", "--json", timeout=300)
+    assert said in proc.stderr, proc.stderr
     return proc.returncode, json.loads(proc.stdout.splitlines()[0]) if proc.stdout else {}
 
 
@@ -39,7 +41,7 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     assert all(line.split(",")[1] in ("0", "1") for line in lines)
 
     rc, two = submit_score(orch, "--job", str(job), "--data", test, "--out", str(tmp_path / "two.csv"),
-                           "--labels", labels, "--shards", "2")
+                           "--labels", labels, "--shards", "2", said="2 of 2 shards succeeded")
     assert rc == 0 and len(two["shard_job_ids"]) == 2
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     shards = [orch.json("status", str(i)) for i in two["shard_job_ids"]]
