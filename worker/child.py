@@ -26,6 +26,8 @@ from shared.config import load_settings, redact
 from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, JobCancelled, StaleLease
 from shared.store.schema import Outcome
 
+TRACEBACK_LINES = 40  # of an unexpected error, in the job's history: its innermost frames and the error
+
 RUNNERS = {"train": "worker.jobs.train", "score": "worker.jobs.score_shards", "score_shard": "worker.jobs.score_shards"}
 
 
@@ -161,9 +163,12 @@ def main(job: dict[str, Any], token: int, home: str, conn: Connection, stop: dic
         outcome = (Outcome.succeeded, "", _run(job, token, home, lambda: stop["requested"]))
     except BaseException as exc:  # the parent records every ending, so report them all
         kind, reason = classify(exc)
+        details: dict[str, Any] = {}
         if kind == Outcome.failed and not isinstance(exc, PERMANENT_ERRORS):
-            traceback.print_exc()  # an unexpected error: the worker log keeps the traceback
-        outcome = (kind, reason, {})
+            traceback.print_exc()  # an unexpected error: the worker log keeps the traceback, and the
+            # job's history its end (the log is on the worker's machine, the history where the CLI is)
+            details["traceback"] = redact("".join(traceback.format_exc().splitlines(keepends=True)[-TRACEBACK_LINES:]))
+        outcome = (kind, reason, details)
     conn.send(outcome)
     conn.close()
 

@@ -183,7 +183,8 @@ class Supervisor:
             error = None if status == JobStatus.succeeded else reason
             if outcome == Outcome.transient:
                 error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
-            if not with_db_retries(lambda: lease.finish(status, error=error, result=result)):
+            trace = result.pop("traceback", None)  # an unexpected error's: the job's history keeps it
+            if not with_db_retries(lambda: lease.finish(status, error=error, result=result, trace=trace)):
                 # frozen (kill -STOP, a VM paused) past the lease: another worker took the job over and
                 # its ending stands; "job 18: succeeded" here read as if this one's had
                 log.warning("job %s: %s here, but its lease had been taken over meanwhile: not recorded; the "

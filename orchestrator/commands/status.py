@@ -227,7 +227,8 @@ def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
     if detail["epochs"]:
         print_table(for_display(detail["epochs"]), title="epochs")
     for event in detail.get("events", []):
-        click.echo(f"{event['at'][:19]} {event['kind']}: {event['message']}")
+        first, *more = event["message"].splitlines() or [""]  # a traceback's lines, indented under its own
+        click.echo(f"{event['at'][:19]} {event['kind']}: {first}" + "".join(f"\n    {line}" for line in more))
 
 
 # result key -> {its stage: the name shown}, in order: a job's start-up, then a scoring shard's own stages

@@ -142,10 +142,11 @@ class Lease:
             stamped = None if progress is None else {**progress, "at": round(read_now(s), 1)}
             s.execute(update(Job).where(Job.id == self.job_id).values(progress=stamped))
 
-    def finish(self, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None) -> bool:
+    def finish(self, status: JobStatus, *, error: str | None = None, result: dict[str, Any] | None = None,
+               trace: str | None = None) -> bool:
         """End the job under this token, with a line in its history (a cancelled attempt was missing
-        from it, between "orch cancel asked" and "requeued"). False if the token was stale (nothing
-        written)."""
+        from it, between "orch cancel asked" and "requeued"), and `trace` (an unexpected error's
+        traceback) after it. False if the token was stale (nothing written)."""
         values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error,
                                   "cancel_requested": False}
         if result is not None:
@@ -157,6 +158,8 @@ class Lease:
             cause = f" ({error})" if error and error != status else ""
             s.add(Event(job_id=self.job_id, kind="info" if status == JobStatus.succeeded else "warning",
                         message=f"attempt {attempts} ended{cause}: the job {ENDED[status]}"))
+            if trace:
+                s.add(Event(job_id=self.job_id, kind="traceback", message=trace.rstrip()))
             return True
 
     def release(self, error: str) -> bool:

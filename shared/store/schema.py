@@ -170,7 +170,7 @@ class Event(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    kind: Mapped[str] = mapped_column(String(20))  # info | warning
+    kind: Mapped[str] = mapped_column(String(20))  # info | warning | traceback (an unexpected error's, its last lines)
     message: Mapped[str] = mapped_column(Text)
 
 

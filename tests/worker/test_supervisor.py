@@ -188,3 +188,32 @@ def test_a_job_process_that_does_no_work_is_killed_and_requeued(home: tuple[Sett
     assert any("job process used no CPU for 2 s (stopped or hung; ORCH_STALL_TIMEOUT): killed" in m for m in events), events
     busy = new_job(store)
     assert run_with_timeout(supervisor(quick, store, work_then_report, []), busy, timeout=60) == ["succeeded"]
+
+
+def fail_unexpectedly(conn: Connection, _classes: int) -> None:
+    """The real job process's ending (worker.child.main) for a job its code cannot run: an error no
+    one expected (here a KeyError), not one of orch's own, which say what to do in one line."""
+    job, token = conn.recv()
+    from worker.child import main
+
+    main({**job, "kind": "no-such-kind"}, token, os.environ["ORCH_HOME"], conn, {"requested": False})
+
+
+def test_an_unexpected_errors_traceback_is_kept_in_the_jobs_history(home: tuple[Settings, Store],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the worker's log had the traceback, on the worker's machine; `orch status ID` showed one
+    line. The job's history now ends with its last lines."""
+    from shared.store.reads import job_events
+
+    settings, store = home
+    monkeypatch.setenv("ORCH_HOME", str(settings.home))
+    job_id = new_job(store)
+    assert run_with_timeout(supervisor(settings, store, fail_unexpectedly, []), job_id, timeout=90) == ["failed"]
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        events = [(e.kind, e.message) for e in job_events(s, job_id)]
+        assert job.status == "failed" and job.error == "KeyError: 'no-such-kind'" and job.result == {}
+    kind, trace = events[-1]
+    assert kind == "traceback" and trace.startswith("Traceback (most recent call last):"), events
+    assert "worker/child.py" in trace and trace.endswith("KeyError: 'no-such-kind'")
+    assert events[-2][0] == "warning" and "the job failed" in events[-2][1]
