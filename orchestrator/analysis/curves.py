@@ -18,6 +18,9 @@ FALL_ABS = 0.02  # ...and at least 0.02 an epoch (a loss near 0 halving is no si
 # A training loss still above this share of chance level's, ln(classes), has barely started to fall;
 # a schedule that decays the rate to 0 flattens its curve at the end without it having converged.
 NEAR_CHANCE = 0.8
+# A training loss this many times chance level's at the end is no slow start but a run that blew up
+# (an lr of 10 ended one epoch at 22,209 on 2 classes, and read only "one epoch: no trend to judge").
+DIVERGED = 3.0
 NOT_CONVERGED = "not converged: verdict may change with more epochs"
 
 
@@ -46,6 +49,10 @@ def curve(config: Config, key: str) -> Curve:
 def convergence_note(config: Config) -> str | None:
     """None when the last epochs look settled; else why the config may not have converged."""
     acc, loss = curve(config, "val_acc"), curve(config, "train_loss")
+    classes = _classes(config)
+    blown = _diverged(loss, classes)
+    if blown:
+        return blown
     if len(acc.epochs) < 2:
         return f"{NOT_CONVERGED} (one epoch: no trend to judge)"
     reasons = []
@@ -53,8 +60,19 @@ def convergence_note(config: Config) -> str | None:
     gain = (acc.mean[-1] - acc.mean[since]) / (acc.epochs[-1] - acc.epochs[since])
     if gain >= RISE:
         reasons.append(f"val_acc +{100 * gain:.1f} points an epoch since epoch {acc.epochs[since]}")
-    reasons += _loss_reasons(loss, _classes(config))
+    reasons += _loss_reasons(loss, classes)
     return f"{NOT_CONVERGED} ({'; '.join(reasons)})" if reasons else None
+
+
+def _diverged(loss: Curve, classes: int | None) -> str | None:
+    """The flag of a config whose training loss ended far above guessing's, ln(classes): it diverged."""
+    if not loss.epochs or not classes or classes < 2:
+        return None
+    last, chance = loss.mean[-1], math.log(classes)
+    if math.isfinite(last) and last < DIVERGED * chance:
+        return None
+    return (f"{NOT_CONVERGED}: diverged (train loss {last:.4g} at epoch {loss.epochs[-1]}, more than "
+            f"{DIVERGED:g} x chance's ln({classes}) = {chance:.3f}; a lower --lr)")
 
 
 def _loss_reasons(loss: Curve, classes: int | None) -> list[str]:

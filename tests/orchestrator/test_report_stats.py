@@ -194,6 +194,11 @@ def test_convergence_flag() -> None:
     # a loss over chance level's is not "near" it (a GroupNorm run read "1.061 still near chance, ln(2) = 0.693")
     above = convergence_note(config([0.5, 0.5, 0.5], [1.2, 1.1, 1.061], classes=2)) or ""
     assert "train loss 1.061 still above chance, ln(2) = 0.693" in above
+    # a run that blew up (--lr 10): one epoch read only "no trend to judge"
+    blown = convergence_note(config([0.5], [22209.1], classes=2)) or ""
+    assert "diverged (train loss 2.221e+04 at epoch 1, more than 3 x chance's ln(2) = 0.693; a lower --lr)" in blown
+    assert "diverged" in (convergence_note(config([0.6, 0.5, 0.5], [0.6, 9.0, 40.0], classes=2)) or "")
+    assert "diverged" not in (convergence_note(config([0.5, 0.5], [1.9, 1.5], classes=2)) or "")
 
 
 def test_the_baseline_defaults_to_the_studys_first_config() -> None:
