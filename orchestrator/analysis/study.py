@@ -104,17 +104,21 @@ def judges_convergence(metric: str) -> bool:
 
 def default_baseline(configs: list[Config], metric: str, by_job: bool = False) -> tuple[Config, str]:
     """The study's first config (`configs` in the order of their first job: the first value of each
-    axis as the grid listed it), among those with the most seeds. Chosen before any result is read:
-    the best config as the baseline made every other look worse than it is (in a study of 4 equal
-    configs with 3 seeds, 16% of studies called one "worse"). Among those with the most seeds: a
-    one-seed baseline would leave every comparison one seed to pair (no interval, no p-value)."""
+    axis as the grid listed it), unless it has fewer than half the seeds of the config with the most
+    (or fewer than 2, when another has 2): then the first config with that many. Chosen before any
+    result is read: the best config as the baseline made every other look worse than it is (in a
+    study of 4 equal configs with 3 seeds, 16% of studies called one "worse"). Not one with a few
+    seeds: a one-seed baseline would leave every comparison one seed to pair (no interval, no
+    p-value). Not only the one with the most either: a cancelled run of the first config made a
+    later one, diverged, the baseline of the whole study."""
     seeds = [len(config.by_seed(metric)) for config in configs]
-    most = max(seeds)
-    chosen = seeds.index(most)
+    enough = max(2, math.ceil(max(seeds) / 2)) if max(seeds) >= 2 else 1
+    chosen = next(i for i, n in enumerate(seeds) if n >= enough)
     first = "the lowest job id" if by_job else "the study's first config"
-    if chosen == 0 or most < 2:
+    if chosen == 0:
         return configs[0], f"{first}, chosen before the results"
-    return configs[chosen], f"the first of the configs with the most seeds, {most}, chosen before the results"
+    return configs[chosen], (f"the first config with at least {enough} seeds (half the most any config has, and "
+                             f"2 to pair), chosen before the results")
 
 
 def rank_configs(configs: list[Config], metric: str) -> list[Config]:

@@ -398,8 +398,8 @@ def test_seeds_pool_their_validation_images_against_chance() -> None:
 
 
 def test_a_one_seed_first_config_is_not_the_baseline() -> None:
-    """A one-seed baseline leaves every comparison one seed to pair: the first of the configs with the
-    most seeds is it."""
+    """A one-seed baseline leaves every comparison one seed to pair: the first config with half the
+    most seeds (and 2) is it; one cancelled run of the first config does not move it."""
     from orchestrator.analysis.rows import verdict_lines
 
     lucky = [run(0, 0, [0.9], norm="gn")]
@@ -409,10 +409,13 @@ def test_a_one_seed_first_config_is_not_the_baseline() -> None:
     assert [r.config.label for r in analysis.results] == ["norm=gn", "norm=bn", "norm=ln"]
     assert analysis.baseline.config.label == "norm=bn"
     lines = verdict_lines(analysis)
-    assert lines[0].startswith("baseline: norm=bn (the first of the configs with the most seeds, 4, chosen before "
-                               "the results);")
+    assert lines[0].startswith("baseline: norm=bn (the first config with at least 2 seeds (half the most any config "
+                               "has, and 2 to pair), chosen before the results);")
     assert "norm=ln vs norm=bn: worse: -10.00 points" in lines[2]
     assert analyse(four + lower, "val_acc").baseline_how == "the study's first config, chosen before the results"
+    # the first config with one run of its four cancelled: still the baseline (it was a diverged lr=10)
+    assert analyse(four[:3] + lower, "val_acc").baseline.config.label == "norm=bn"
+    assert analyse(four[:1] + lower, "val_acc").baseline.config.label == "norm=ln"  # one seed: too few
 
 
 def test_images_per_s_and_a_loss_are_never_below_zero() -> None:
