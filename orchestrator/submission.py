@@ -109,7 +109,7 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
         added = False
         for spec in specs:
             job = existing.get(spec.spec_hash())
-            if job is not None and not store_jobs.reset_for_retry(s, [job]):
+            if job is not None and not store_jobs.reset_for_retry(s, [job], by="its study's submit again"):
                 outcome.skipped.append(job.id)
                 continue
             if job is None:

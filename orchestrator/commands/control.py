@@ -90,14 +90,19 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
     with obj.store.session() as s:
         selected = select_jobs(obj, s, job_id, study_id)
         states = {job.id: str(job.status) for job in selected}
-        owed = [owe(s, job) for job in reset_for_retry(s, selected, lost_parts(selected))
-                if job.kind != "score"]  # a score job ends when its shards do
+        requeued = reset_for_retry(s, selected, lost_parts(selected))
+        ids = sorted(job.id for job in requeued)
+        owed = [owe(s, job) for job in requeued if job.kind != "score"]  # a score job ends when its shards do
+        shards_due = {job.parent_id for job in requeued if job.kind == "score_shard"}
+        assembles = sorted(job.id for job in requeued if job.kind == "score" and job.id not in shards_due)
     send_owed(obj, owed)
-    ids = [row.job_id for row in owed]
     if as_json:
         click.echo(json.dumps({"job_ids": ids}))
     elif ids:
         click.echo(f"requeued: {', '.join(map(str, ids))}")
+        if assembles:  # cancelled after its shards had scored: nothing to score again
+            which = ", ".join(map(str, assembles))
+            click.echo(f"score job {which}: every shard had scored its part; a worker assembles the CSV from them")
     else:  # say why: only failed or cancelled jobs are retried
         by_state: dict[str, list[int]] = {}
         for job, state in sorted(states.items()):

@@ -84,16 +84,17 @@ def _cancel_one(session: Session, job_id: int) -> str:
     return "unchanged"
 
 
-def reset_for_retry(session: Session, jobs: Iterable[Job], lost_parts: Iterable[Job] = ()) -> list[Job]:
+def reset_for_retry(session: Session, jobs: Iterable[Job], lost_parts: Iterable[Job] = (),
+                    by: str = "orch retry") -> list[Job]:
     """Failed or cancelled jobs go back to queued (their checkpoints stay, so training resumes; a
     scoring run's parent waits for its shards again), and `lost_parts`: succeeded shards of a run
     retried whose part file is gone (requeued only the failed shard, the run failed again on the
-    same missing part)."""
+    same missing part). `by`: who asked, for the job's history."""
     again = [job for job in jobs if job.status in (JobStatus.failed, JobStatus.cancelled)]
     for job in [*again, *lost_parts]:
         why = ("its part file is missing: scored again" if job.status == JobStatus.succeeded else
                f"{job.status} after {job.attempts} attempt{'s' if job.attempts != 1 else ''}")
-        session.add(Event(job_id=job.id, kind="info", message=f"requeued ({why})"))
+        session.add(Event(job_id=job.id, kind="info", message=f"requeued by {by} ({why})"))
         if job.status == JobStatus.succeeded:
             job.result = None  # its part is scored again, not taken as done
             again.append(job)

@@ -95,7 +95,7 @@ def check_retry_scores_a_lost_part_again(orch: Orch, run: dict[str, Any], tmp_pa
     assert orch.json("status", str(run["job_id"]))["status"] == "succeeded" and part.is_file()
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     events = [e["message"] for e in orch.json("status", str(lost))["events"]]
-    assert "requeued (its part file is missing: scored again)" in events
+    assert "requeued by orch retry (its part file is missing: scored again)" in events
 
 
 def check_not_test_accuracies(orch: Orch, job: int, synth_data: Path, tmp_path: Path, test_acc: float) -> None:

@@ -133,6 +133,35 @@ def test_retry_says_why_there_is_nothing_to_retry(orch: Orch, synth_data: Path) 
     assert out == f"nothing to retry: only failed or cancelled jobs are (queued: {job})"
 
 
+def test_retry_of_a_scoring_run_cancelled_after_its_shards_scored(orch: Orch, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`orch cancel` of a run whose shards then finished, and `orch retry` of it: the retry requeued the
+    parent (it assembles from the parts) and printed 'nothing to retry ... (cancelled: 5)'."""
+    from sqlalchemy import update
+
+    from shared.spec import ScoreSpec
+    from shared.store import Job
+    from shared.store.scoring_runs import add_score_run
+    from tests.orchestrator.study_builder import open_home
+
+    store = open_home(orch.home, monkeypatch)
+    part = tmp_path / "part-0.csv"
+    part.write_text("0,1\n")
+    with store.session() as s:
+        parent, shards = add_score_run(s, ScoreSpec(checkpoint="/c/best.pt", data="/d", out=str(tmp_path / "p.csv")),
+                                       queue="orch", source_job_id=None)
+        parent_id, shard_id = parent.id, shards[0].id
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == shard_id).values(status="succeeded", result={"part": str(part)}))
+        s.execute(update(Job).where(Job.id == parent_id).values(status="cancelled", assembly="failed"))
+    store.dispose()
+    out = orch.run("retry", str(parent_id), check=True).stdout.splitlines()
+    assert out == [f"requeued: {parent_id}",
+                   f"score job {parent_id}: every shard had scored its part; a worker assembles the CSV from them"]
+    assert orch.json("retry", str(parent_id), "--json") == {"job_ids": []}  # queued now: nothing to retry
+    events = [e["message"] for e in orch.json("status", str(parent_id))["events"]]
+    assert events[-1] == "requeued by orch retry (cancelled after 0 attempts)"
+
+
 def test_the_cost_warning_names_a_default_by_its_value() -> None:
     """It named the cell submitted as --width-mult 1.0 'width_mult=None' (a default is stored as None)."""
     from shared.spec import ModelSpec, TrainSpec

@@ -230,11 +230,11 @@ def test_cancel_retry_and_a_worker_stopping_leave_lines_in_the_jobs_history(stor
     with store.session() as s:
         first = [e.message for e in reads.job_events(s, queued)]
         second = [e.message for e in reads.job_events(s, running)]
-    assert first == ["cancelled by orch cancel while queued: it never starts", "requeued (cancelled after 0 attempts)"]
+    assert first == ["cancelled by orch cancel while queued: it never starts", "requeued by orch retry (cancelled after 0 attempts)"]
     assert second == ["attempt 1 ended (worker stopped; requeued): the job is queued",
                       "orch cancel asked its worker to stop it",
                       "attempt 2 ended (cancelled by its worker): the job is cancelled",
-                      "requeued (cancelled after 2 attempts)"]
+                      "requeued by orch retry (cancelled after 2 attempts)"]
 
 
 def test_every_way_a_job_ends_is_a_line_in_its_history(store: Store) -> None:
