@@ -13,7 +13,7 @@ import click
 from orchestrator.context import CliState
 from orchestrator.options import option_name
 from shared.config import redact
-from shared.errors import OrchError
+from shared.errors import BrokerUnavailable, OrchError, Unavailable
 
 # command name -> its module in orchestrator.commands (the command is the module's attribute of that
 # name). A command's module is imported only when it runs or `orch --help` lists it: `orch status`
@@ -61,12 +61,26 @@ class OrchGroup(click.Group):
             refuse_repeated_options(self, ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
             return super().invoke(ctx)
         except OrchError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(setting_of(ctx, exc) + str(exc)) from None
         except click.UsageError as exc:  # one line instead of usage + hint + error
             hint = f" (see orch {exc.ctx.command_path.partition(' ')[2]} --help)" if exc.ctx else ""
             raise UserError(usage_message(exc) + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
+
+
+def setting_of(ctx: click.Context, exc: OrchError) -> str:
+    """'ORCH_BROKER_URL (redis://host:6379/0): ' before a broker's or a database's error: "broker
+    unreachable: Connection refused" named neither the setting to check nor its value (a worker's did)."""
+    if not isinstance(exc, Unavailable) or not isinstance(ctx.obj, CliState):
+        return ""
+    try:
+        settings = ctx.obj.settings
+    except OrchError:
+        return ""
+    if isinstance(exc, BrokerUnavailable):
+        return f"ORCH_BROKER_URL ({settings.broker_url}): "
+    return f"ORCH_DATABASE_URL ({settings.database_url}): "  # UserError.show hides a password
 
 
 def refuse_repeated_options(group: click.Group, ctx: click.Context, args: list[str]) -> None:

@@ -45,7 +45,7 @@ class CliState:
         if self._celery is None:
             from shared.celery_app import make_celery
 
-            self._celery = make_celery(self.settings)
+            self._celery = make_celery(self.settings, client=True)
         return self._celery
 
 

@@ -192,9 +192,13 @@ def record_and_send(obj: CliState, queue: str, record: Callable[[Session], list[
     """
     from shared.broker_errors import broker_boundary
     from shared.celery_app import check_broker
+    from shared.errors import BrokerUnavailable
 
-    with broker_boundary():
-        check_broker(obj.celery, queues=[queue])
+    try:
+        with broker_boundary():
+            check_broker(obj.celery, queues=[queue])
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"{exc}; nothing was recorded or queued") from None
     gc.disable()
     try:
         with obj.store.session() as s:

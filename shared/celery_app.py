@@ -23,19 +23,26 @@ TASK_NAMES: dict[str, str] = {"train": "orch.train", "score": "orch.score", "sco
 REDIS_VISIBILITY_TIMEOUT = 3600
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
+CLIENT_SOCKET_TIMEOUT = 5.0  # the CLI's wait for a Redis answer; a worker's long-polls need 30
+
+
+def transport_options(settings: Settings, client: bool = False) -> dict[str, Any]:
+    """A worker's blocking reads wait up to 30 s for a message and retry a timeout; the CLI (`client`)
+    sends and checks only: a broker that accepts connections and never answers (hung, or another
+    service on its port) held `orch submit` for ever, where this gives up after a few seconds."""
     if settings.embedded_broker:
         return broker_fs.transport_options(settings)
     return {
         "visibility_timeout": REDIS_VISIBILITY_TIMEOUT,
         "unacked_restore_interval": 10,
         "socket_connect_timeout": 5,
-        "socket_timeout": 30,
-        "retry_on_timeout": True,
+        "socket_timeout": CLIENT_SOCKET_TIMEOUT if client else 30,
+        "retry_on_timeout": not client,
     }
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, client: bool = False) -> Celery:
+    """The Celery app of a worker, or of the CLI (`client`: see transport_options)."""
     app = Celery("orch", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -55,7 +62,7 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         # the embedded broker: kombu's filesystem transport with atomic sends (see broker_fs)
         broker_transport=broker_fs.TRANSPORT_PATH if settings.embedded_broker else None,
-        broker_transport_options=transport_options(settings),
+        broker_transport_options=transport_options(settings, client),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits out a broker restart
         worker_hijack_root_logger=False,

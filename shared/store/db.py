@@ -23,11 +23,18 @@ UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 @contextmanager
 def store_errors() -> Iterator[None]:
     """The store's boundary: a database that does not answer becomes StoreUnavailable (one line,
-    password hidden); other errors (a constraint, a bug) pass through as they are."""
+    password hidden), a file that is no database a ConfigError; other errors (a constraint, a bug)
+    pass through as they are."""
     try:
         yield
     except UNAVAILABLE as error:
         raise StoreUnavailable(f"database unreachable: {_first_line(error)}") from error
+    except exc.DatabaseError as error:
+        if type(error) is not exc.DatabaseError:  # its subclasses: a constraint, a bad statement...
+            raise
+        # the driver's plain DatabaseError: sqlite's "file is not a database" (the setting names a file
+        # of something else), no retry helps
+        raise ConfigError(f"ORCH_DATABASE_URL: not a usable database ({_first_line(error)})") from None
 
 
 def _first_line(error: Exception) -> str:
@@ -94,7 +101,12 @@ def _setup_lock(engine: Engine) -> Iterator[None]:
     import fcntl
 
     path = Path(database).with_name(Path(database).name + ".setup.lock")
-    with path.open("a") as handle:
+    try:
+        handle = path.open("a")
+    except OSError as error:  # a folder that is not there, or not writable: the setting, not a retry
+        raise ConfigError(f"ORCH_DATABASE_URL: cannot use {database} ({error.strerror or type(error).__name__} "
+                          f"beside it); name a writable folder's file") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
         yield
 

@@ -67,12 +67,21 @@ CASES = [
     ("--html beside --per-job (it wrote no file, exit 0)", ["report", "--study", "1", "--per-job", "--html",
                                                             "{tmp}/p.html"], {}, "--html: compares configs"),
     ("models unknown arch", ["models", "--arch", "vgg16"], {}, "--arch"),
-    ("broker that does not answer", TRAIN, {"ORCH_BROKER_URL": "redis://127.0.0.1:1/0"}, "broker unreachable"),
+    ("broker that does not answer (the CLI named neither the setting nor what was done)", TRAIN,
+     {"ORCH_BROKER_URL": "redis://127.0.0.1:1/0"}, "ORCH_BROKER_URL (redis://127.0.0.1:1/0): broker unreachable"),
+    ("retry on a broker that does not answer", ["retry", "1"], {"ORCH_BROKER_URL": "redis://127.0.0.1:1/0"},
+     "; nothing was requeued"),
     ("a Redis database number the server lacks", TRAIN, {"ORCH_BROKER_URL": "redis://127.0.0.1:6379/999"},
      "broker refused the connection: DB index is out of range"),
     ("unsupported broker", TRAIN, {"ORCH_BROKER_URL": "amqp://guest:secret@127.0.0.1//"}, "ORCH_BROKER_URL"),
     ("unsupported database", ["status"], {"ORCH_DATABASE_URL": "mysql://root:secret@127.0.0.1/x"}, "ORCH_DATABASE_URL"),
-    ("database that does not answer", ["status"], {"ORCH_DATABASE_URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x"}, "database"),
+    ("database that does not answer", ["status"], {"ORCH_DATABASE_URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x"},
+     "ORCH_DATABASE_URL (postgresql+psycopg://u:***@127.0.0.1:1/x): database unreachable"),
+    ("a SQLite file in a folder that is a file (a traceback)", ["status"],
+     {"ORCH_DATABASE_URL": "sqlite:///{tmp}/labels.csv/x.db"},
+     "ORCH_DATABASE_URL: cannot use {tmp}/labels.csv/x.db (Not a directory beside it)"),
+    ("a file that is no database (a traceback)", ["status"], {"ORCH_DATABASE_URL": "sqlite:///{tmp}/labels.csv"},
+     "ORCH_DATABASE_URL: not a usable database (file is not a database)"),
     ("bad gpu list", ["worker", "--gpus", "a,b"], {}, "--gpus"),
     ("a GPU index where there is no GPU", ["worker", "--gpus", "0"], {"PATH": "/nonexistent"}, "--gpus: 0: no NVIDIA GPU"),
     ("no --data and no orch.toml", ["submit", "train", "--epochs", "1"], {}, "--data: required"),
@@ -122,7 +131,7 @@ def test_bad_inputs_exit_2_with_one_line_and_change_nothing(seeded: tuple[Orch, 
     for name, argv, env, fragment in CASES:
         args, fragment = [a.format(**fields) for a in once(argv)], fragment.format(**fields)
         saved = orch.env
-        orch.env = {**saved, **env}
+        orch.env = {**saved, **{key: value.format(**fields) for key, value in env.items()}}
         try:
             proc = orch.run(*args, timeout=60)
         finally:
@@ -134,3 +143,29 @@ def test_bad_inputs_exit_2_with_one_line_and_change_nothing(seeded: tuple[Orch, 
             failures.append(f"{name}: rc={proc.returncode} stderr={proc.stderr!r}")
     assert not failures, "\n".join(failures)
     assert snapshot(orch) == before
+
+
+def test_db_commands_on_a_file_that_is_no_database(orch: Orch, tmp_path: Path) -> None:
+    """`orch db current` and `upgrade` open the database their own way: they ended in a traceback."""
+    (tmp_path / "notes.txt").write_text("not a database\n" * 100)
+    orch.env = {**orch.env, "ORCH_DATABASE_URL": f"sqlite:///{tmp_path}/notes.txt"}
+    for command in (["db", "current"], ["db", "upgrade"]):
+        proc = orch.run(*command, timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.splitlines()[-1] == "Error: ORCH_DATABASE_URL: not a usable database (file is not a database)"
+
+
+def test_a_broker_that_accepts_and_never_answers_is_given_up_on(orch: Orch, synth_data: Path) -> None:
+    """A hung Redis, or another service on its port: `orch submit` waited for ever (80 s and more)."""
+    import socket
+    import time
+
+    with socket.socket() as silent:  # the kernel completes the connections; nothing ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        orch.env = {**orch.env, "ORCH_BROKER_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0"}
+        started = time.monotonic()
+        proc = orch.run("submit", "train", "--data", str(synth_data / "train"), "--image-size", "32", timeout=120)
+        took = time.monotonic() - started
+    assert proc.returncode == 2 and "broker unreachable: Timeout reading from socket" in proc.stderr, proc.stderr
+    assert "nothing was recorded or queued" in proc.stderr and took < 60  # 5-s reads, one retry: 12 s here
