@@ -50,16 +50,21 @@ def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]
     """
     outcome: dict[str, list[int]] = {"cancelled": [], "stopping": [], "unchanged": []}
     for job in jobs:
-        result = _cancel_one(session, job.id)
+        run = job.kind == JobKind.score  # a scoring run's parent: queued until its shards end, which may run
+        result = _cancel_one(session, job.id, RUN_CANCELLED if run else "cancelled before it started")
         outcome[result].append(job.id)
         if result in CANCEL_EVENTS:  # the job's history says who stopped it (`orch status ID`)
-            session.add(Event(job_id=job.id, kind="info", message=CANCEL_EVENTS[result]))
+            message = f"cancelled by orch cancel: {RUN_CANCELLED}" if run and result == "cancelled" else CANCEL_EVENTS[result]
+            session.add(Event(job_id=job.id, kind="info", message=message))
     session.expire_all()  # the caller's Job objects were changed behind the ORM's back
     return outcome
 
 
 CANCEL_EVENTS = {"cancelled": "cancelled by orch cancel while queued: it never starts",
                  "stopping": "orch cancel asked its worker to stop it"}
+# a scoring run's parent job is queued while its shards run: "never started" was not what happened
+RUN_CANCELLED = ("its CSV is not written (shards that finish anyway keep their parts: `orch retry` scores the rest "
+                 "and writes it)")
 
 
 def _fail_assembly(session: Session, job_id: int) -> None:
@@ -70,10 +75,10 @@ def _fail_assembly(session: Session, job_id: int) -> None:
                     .values(assembly=Assembly.failed))
 
 
-def _cancel_one(session: Session, job_id: int) -> str:
+def _cancel_one(session: Session, job_id: int, error: str) -> str:
     for _ in range(3):  # queued -> running -> queued again within one call is as far as a race goes
         if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
-                status=JobStatus.cancelled, finished_at=utcnow(), error="cancelled before it started")):
+                status=JobStatus.cancelled, finished_at=utcnow(), error=error)):
             _fail_assembly(session, job_id)
             return "cancelled"
         if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.running)

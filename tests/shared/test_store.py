@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from shared.config import load_settings
 from shared.errors import StaleLease
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Epoch, Job, JobStatus, Lease, Score, Store, open_store
+from shared.store import Epoch, Event, Job, JobStatus, Lease, Score, Store, open_store
 from shared.store import jobs as store_jobs
 
 
@@ -176,6 +177,11 @@ def test_the_assembly_state_moves_only_as_the_protocol_table_allows(store: Store
     with store.session() as s:  # cancel a waiting run: its CSV will not be written
         store_jobs.request_cancel(s, [s.get(Job, parent_id)])
     assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("cancelled", "failed")
+    # queued while its shards run: it read "cancelled before it started" and "it never starts"
+    assert status(store, parent_id).error.startswith("its CSV is not written (shards that finish anyway keep")
+    with store.session() as s:
+        assert [e.message for e in s.scalars(select(Event).where(Event.job_id == parent_id))] == [
+            f"cancelled by orch cancel: {store_jobs.RUN_CANCELLED}"]
     with store.session() as s:
         store_jobs.reset_for_retry(s, [s.get(Job, parent_id)])
     assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("queued", "waiting")
