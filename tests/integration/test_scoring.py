@@ -47,6 +47,9 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     shards = [orch.json("status", str(i)) for i in two["shard_job_ids"]]
     assert {s["status"] for s in shards} == {"succeeded"} and {s["parent_id"] for s in shards} == {two["job_id"]}
     assert orch.json("status", str(two["job_id"]))["result"]["accuracy"] is not None
+    # assembled by the shard that completed the set, named as `orch status` names its worker (it gave the machine's)
+    assembler, _, shard = orch.json("status", str(two["job_id"]))["worker"].rpartition(" via shard job ")
+    assert assembler == {s["id"]: s["worker"] for s in shards}[int(shard)]
 
     check_retry_scores_a_lost_part_again(orch, two, tmp_path)
 
@@ -87,7 +90,7 @@ def check_retry_scores_a_lost_part_again(orch: Orch, run: dict[str, Any], tmp_pa
         s.execute(update(Job).where(Job.id == done).values(status="failed", error="its run failed"))
     store.dispose()
     requeued = orch.json("retry", str(run["job_id"]))["job_ids"]
-    assert sorted(requeued) == sorted([done, lost])
+    assert sorted(requeued) == sorted([run["job_id"], done, lost])  # the run waits for its shards again
     deadline = time.monotonic() + 180
     while orch.json("status", str(run["job_id"]))["status"] not in ("succeeded", "failed"):
         assert time.monotonic() < deadline

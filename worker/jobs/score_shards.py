@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from shared.data import Listing, scan
 from shared.errors import DataError, StaleLease
 from shared.scoring import protocol
@@ -28,7 +30,7 @@ from shared.scoring.csv_parts import (
 )
 from shared.scoring.inputs import check_folder_classes, check_label_classes, pinned, verify_checkpoint, verify_folder
 from shared.spec import ScoreSpec, parse
-from shared.store import Outcome
+from shared.store import Job, Outcome
 from worker.child import classify
 from worker.context import JobContext
 from worker.progress import StepProgress
@@ -120,7 +122,10 @@ def _check_classes(listing: Any, labels: dict[int, int] | None, classes: list[st
 
 def _assemble_if_last(ctx: JobContext, parent: int, spec: ScoreSpec) -> None:
     """If this shard completed the set, assemble under the parent's lease (a sibling may have it)."""
-    owner = f"{socket.gethostname()} via shard job {ctx.job_id}"  # the shard job names its own worker
+    # the worker that holds this shard, by the name `orch status` shows for it (not the machine's)
+    with ctx.store.session() as s:
+        worker = s.scalar(select(Job.worker_host).where(Job.id == ctx.job_id)) or socket.gethostname()
+    owner = f"{worker} via shard job {ctx.job_id}"
     lease = protocol.take_assembly(ctx.store, ctx.lease, parent, owner, ctx.settings.lease_ttl)
     if lease is None:
         return
