@@ -14,6 +14,7 @@ import click
 from orchestrator.context import CliState, pass_state
 from orchestrator.options import queue_names
 from shared.config import DEFAULT_QUEUE
+from shared.errors import OrchError
 
 FLOWER_AUTH_ENV = "FLOWER_BASIC_AUTH"  # Flower's own variable: user:password[,user:password...]
 
@@ -152,8 +153,16 @@ def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None)
       FLOWER_BASIC_AUTH=admin:secret orch flower --address 0.0.0.0
       orch flower --port 8080 --basic-auth-file ~/.config/orch/flower-auth
     """
+    from shared.broker_errors import broker_boundary
+    from shared.celery_app import check_broker, make_celery
+
     if basic_auth_file is not None:
         os.environ[FLOWER_AUTH_ENV] = read_credentials(basic_auth_file)
+    elif os.environ.get(FLOWER_AUTH_ENV) and not all(":" in pair for pair in os.environ[FLOWER_AUTH_ENV].split(",")):
+        # Flower took it and answered every request 401, the user locked out with no word why
+        raise OrchError(f"{FLOWER_AUTH_ENV}: expected user:password (or several, comma-separated)")
+    with broker_boundary():  # Flower itself starts on a broker that does not answer, and retries for ever
+        check_broker(obj.celery)
     if not os.environ.get(FLOWER_AUTH_ENV) and address not in LOOPBACK:
         click.echo(f"warning: Flower on {address}:{port} without a password: whoever reaches that port sees "
                    f"every task and can shut the workers down; set {FLOWER_AUTH_ENV}=user:password or "
@@ -162,8 +171,9 @@ def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None)
     # Its workers page asks each worker over the broker and waits 1 s by default; on the embedded
     # broker a reply is two polled files, and a worker busy starting its next warm child can miss
     # that second (seen in CI: an empty workers list): 5 s costs nothing when replies come sooner.
-    obj.celery.start(["flower", f"--port={port}", f"--address={address}",
-                      f"--inspect_timeout={FLOWER_INSPECT_TIMEOUT_MS}"])
+    # a worker's app, not the CLI's: Flower long-polls the broker for events as a worker does
+    make_celery(obj.settings).start(["flower", f"--port={port}", f"--address={address}",
+                                     f"--inspect_timeout={FLOWER_INSPECT_TIMEOUT_MS}"])
 
 
 def read_credentials(path: Path) -> str:
