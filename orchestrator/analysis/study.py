@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.analysis.chance import Chance, at_chance, chance_of, family_z
+from orchestrator.analysis.chance import Chance, at_chance, chance_of, family_z, with_image_error
 from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_with_absent, varying_fields
 from orchestrator.analysis.curves import convergence_note
 from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, single_difference, summarize
@@ -83,6 +83,8 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
                       else compare(values, base_values, scale, adjusted[id(config)]))
         tests = list(config.by_seed("test_acc").values())
         summary = summarize(list(values.values()), scale)
+        if chance is not None and chance.images:  # a validation accuracy: its images' error too
+            summary = with_image_error(summary, chance.images, scale)
         convergence = convergence_note(config) if judges_convergence(metric) else None
         # judged on each run's last epoch: the best epoch is picked on the very images it is judged
         # on, and a config at chance reads "above" it more often the more epochs it had to pick from

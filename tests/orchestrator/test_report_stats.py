@@ -298,6 +298,28 @@ def test_a_study_where_nothing_learned_says_its_ranking_says_nothing() -> None:
     assert [row["at_chance"] for row in data_rows(analysis)] == [True, True]
 
 
+def test_an_interval_counts_the_validation_images_sampling_error() -> None:
+    """Two seeds at 68% each on 100 images read "68.0..68.0": seeds that agree measured the same images,
+    and 100 others would move one run by about 9 points. Seeds that differ more than their images
+    allow keep their own t interval."""
+    from orchestrator.analysis.rows import data_rows, verdict_lines
+
+    agree = [with_chance(run(i, i, [0.68], norm="bn"), 0.5, 100) for i in range(2)]
+    spread = [with_chance(run(10 + i, i, [a], norm="ln"), 0.5, 100) for i, a in enumerate([0.55, 0.95])]
+    analysis = analyse(agree + spread, "val_acc")
+    by_label = {r.config.label: r.summary for r in analysis.results}
+    half = 1.96 * (0.68 * 0.32 / 100) ** 0.5  # binomial: the seeds' spread is 0
+    assert by_label["norm=bn"].ci == pytest.approx((0.68 - half, 0.68 + half))
+    assert by_label["norm=ln"].ci == (0.0, 1.0)  # the t interval (12.7 x 0.2 / sqrt 2), cut to 0..100%: wider
+    rows = {row["config"]: row for row in data_rows(analysis)}
+    assert rows["norm=bn"]["val_acc_ci95_low"] == pytest.approx(0.68 - half) and rows["norm=bn"]["val_acc_std"] == 0
+    assert ("note: the 95% interval counts the sampling error of the 100 validation images, wider than the seeds' "
+            "spread (norm=bn)") in verdict_lines(analysis)
+    # a loss has no images' binomial error: its seeds' interval is left as it was (every run's val_loss is 0.4)
+    assert {r.summary.ci for r in analyse(agree + spread, "val_loss").results} == {(0.4, 0.4)}
+    assert [r.summary.ci for r in analyse([run(1, 0, [0.68]), run(2, 1, [0.68])], "val_acc").results] == [(0.68, 0.68)]
+
+
 def test_only_the_configs_at_chance_are_named() -> None:
     from orchestrator.analysis.rows import verdict_lines
 
@@ -305,9 +327,8 @@ def test_only_the_configs_at_chance_are_named() -> None:
     stuck = [with_chance(run(10 + i, i, [a], norm="ln"), 0.25, 40) for i, a in enumerate([0.2, 0.35, 0.3])]
     analysis = analyse(learned + stuck, "val_acc")
     assert [r.at_chance for r in analysis.results] == [False, True]
-    assert verdict_lines(analysis)[-1] == ("note: not clearly above chance level, 25.0% (the most common class, judged "
-                                           "on each run's last epoch over its validation images, seeds that agree "
-                                           "counting as one run): norm=ln")
+    assert ("note: not clearly above chance level, 25.0% (the most common class, judged on each run's last epoch "
+            "over its validation images, seeds that agree counting as one run): norm=ln") in verdict_lines(analysis)
     assert analyse(learned + stuck, "val_loss").chance is None  # judged on accuracy only
 
 
