@@ -125,7 +125,11 @@ def progress(run: RunRecord) -> str:
     """'running, epoch 2 of 4', 'cancelled after epoch 2 of 4'."""
     last, total = run.epochs[-1]["epoch"], run.spec.get("epochs")
     of = f" of {total}" if total else ""
-    return f"{run.status}, epoch {last:g}{of}" if run.status in ("running", "queued") else f"{run.status} after epoch {last:g}{of}"
+    if run.status in ("running", "queued"):
+        return f"{run.status}, epoch {last:g}{of}"
+    from shared.store.report_reads import ended_why
+
+    return ended_why(run.status, run.error, f" after epoch {last:g}{of}")
 
 
 def _nothing_recorded(study_id: int, absent: list[tuple[int, str]]) -> str:

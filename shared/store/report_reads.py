@@ -38,6 +38,15 @@ class RunRecord:
     epochs: list[dict[str, float]] = field(default_factory=list)
     test_acc: float | None = None  # the latest scoring run that is this job's test accuracy (Score.is_test)
     test_precision: str | None = None  # the precision that scoring run ran in (int8: a quantized copy)
+    error: str | None = None  # why it failed or was cancelled
+
+
+def ended_why(status: str, error: str | None, when: str = "") -> str:
+    """'failed after epoch 2 of 4: NonFiniteLoss: ...': a job left out of a study's statistics, with
+    why where it failed (the report named the job and not the cause, which only `orch status ID` had)."""
+    if status != "failed" or not error:
+        return f"{status}{when}"
+    return f"{status}{when}: {error if len(error) <= 100 else error[:99] + '…'}"
 
 
 class ScoredTest(NamedTuple):
@@ -83,9 +92,9 @@ def runs_without_epochs(session: Session, study_id: int) -> list[tuple[int, str]
     """(id, status) of the study's training jobs that recorded no epoch (queued, cancelled or failed
     before their first): absent from the statistics, so a report names them."""
     has_epoch = select(Epoch.job_id).where(Epoch.job_id == Job.id).exists()
-    rows = session.execute(select(Job.id, Job.status).where(Job.kind == JobKind.train, Job.study_id == study_id,
-                                                             ~has_epoch).order_by(Job.id))
-    return [(job_id, str(status)) for job_id, status in rows]
+    rows = session.execute(select(Job.id, Job.status, Job.error).where(
+        Job.kind == JobKind.train, Job.study_id == study_id, ~has_epoch).order_by(Job.id))
+    return [(job_id, ended_why(str(status), error)) for job_id, status, error in rows]
 
 
 def job_specs(session: Session, job_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -116,7 +125,7 @@ def _record(job: Job, epochs: list[dict[str, float]], test: ScoredTest | None) -
     return RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec), model_info=dict(job.model_info or {}),
                      result=dict(job.result or {}), worker_host=job.worker_host, started_at=job.started_at,
                      finished_at=job.finished_at, epochs=epochs, test_acc=test.accuracy if test else None,
-                     test_precision=test.precision if test else None)
+                     test_precision=test.precision if test else None, error=job.error)
 
 
 @dataclass(frozen=True)

@@ -240,15 +240,20 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
                          val="/data/val", epochs=3)
         cancelled = store_jobs.add_job(s, "train", spec, study_id=study_id).id
         s.execute(update(Job).where(Job.id == cancelled).values(status=JobStatus.cancelled))
+        # failed: why is said (only `orch status ID` had it)
+        failed = store_jobs.add_job(s, "train", spec.model_copy(update={"seed": 1}), study_id=study_id).id
+        s.execute(update(Job).where(Job.id == failed).values(
+            status=JobStatus.failed, error="--pretrained: /w/bad.pt is not a PyTorch file"))
     store.dispose()
     proc = orch.run("report", "--study", "gn", check=True)
     # under the baseline line, where it is read (it came last, on stderr, and md files had none of it)
     lines = proc.stdout.replace("\n    ", " ").splitlines()  # verdict lines wrap to the terminal's width
     after = lines[next(i for i, line in enumerate(lines) if line.startswith("baseline: norm=bn")) + 1:]
-    assert after[0] == ("note: not in these statistics, which are over finished runs only: job "
-                        f"{cancelled} (cancelled; norm=gn)"), lines
+    assert after[0] == ("note: not in these statistics, which are over finished runs only: jobs "
+                        f"{cancelled} (cancelled; norm=gn), {failed} (failed: --pretrained: /w/bad.pt is not a "
+                        "PyTorch file; norm=gn)"), lines
     md = orch.run("report", "--study", "gn", "--format", "md", check=True).stdout
-    assert f"- note: not in these statistics, which are over finished runs only: job {cancelled}" in md
+    assert f"- note: not in these statistics, which are over finished runs only: jobs {cancelled}" in md
     # the config it is not: "norm=bn", not "all runs" (the jobs left out count in what varies)
     assert [row["config"] for row in orch.json_report("--study", "gn")] == ["norm=bn"]
     assert "not in these" not in orch.run("report", "--study", "gn", "--format", "json", check=True).stdout  # stderr
