@@ -171,8 +171,14 @@ def _values(value: Any) -> set[str]:
 
 def merged_grid(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     """A study's options over its submissions: each option's comma list with the values of both, in
-    the order first given (`--width-mult 0.5,1.0`, then `0.5,1.0,1.4`: 0.5,1.0,1.4)."""
+    the order first given (`--width-mult 0.5,1.0`, then `0.5,1.0,1.4`: 0.5,1.0,1.4), and under
+    GRID_SUBMISSIONS each submission as given: the merge alone read as one grid that was never submitted
+    (none,se without --pretrained and cbam with it showed as all three with it)."""
+    from shared.store.schema import GRID_SUBMISSIONS
+
     merged = dict(before)
+    first = {key: value for key, value in before.items() if key != GRID_SUBMISSIONS}
+    merged[GRID_SUBMISSIONS] = [*before.get(GRID_SUBMISSIONS, [first]), now]
     for key, value in now.items():
         if key not in merged or merged[key] == value:
             merged[key] = value

@@ -171,9 +171,20 @@ def applies(key: str, common: dict[str, Any]) -> bool:
 def _settings(analysis: StudyAnalysis) -> str:
     common = "".join(f"<tr><th>{escape(k)}</th><td>{escape(show(v))}</td></tr>" for k, v in analysis.common.items()
                      if applies(k, analysis.common))
-    grid = json.dumps(analysis.study.grid, indent=2, sort_keys=True, default=str) if analysis.study else "{}"
     return (f"<h2 id=\"settings\">Settings</h2>\n<p class=\"meta\">Shared by every config:</p><table>{common}</table>"
-            f"\n<p class=\"meta\">The study as submitted:</p><pre><code>{escape(grid)}</code></pre>")
+            f"\n{_submitted(analysis.study.grid if analysis.study else {})}")
+
+
+def _submitted(grid: dict[str, Any]) -> str:
+    """The study's options as submitted: each submission's own, where it was extended."""
+    from shared.store.schema import GRID_SUBMISSIONS
+
+    each = grid.get(GRID_SUBMISSIONS) or [grid]
+    title = ("The study as submitted:" if len(each) == 1 else
+             f"The study was submitted {len(each)} times (its runs are the cells of each, not of one grid over them all):")
+    blocks = "".join(f"<pre><code>{escape(json.dumps(options, indent=2, sort_keys=True, default=str))}</code></pre>"
+                     for options in each)
+    return f"<p class=\"meta\">{title}</p>{blocks}"
 
 
 def table(rows: list[dict[str, Any]]) -> str:

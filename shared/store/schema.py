@@ -84,11 +84,16 @@ class Outcome(enum.StrEnum):
             self, JobStatus.failed)
 
 
+GRID_SUBMISSIONS = "_submissions"  # Study.grid's key: each submission's options, in order (an extended study)
+
+
 class Study(Base):
     __tablename__ = "studies"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200), unique=True)
-    grid: Mapped[dict[str, Any]] = mapped_column(JSON)  # the options the study was submitted with
+    # the options the study was submitted with; extended, each option's values over its submissions,
+    # and under GRID_SUBMISSIONS the list of each submission's own options
+    grid: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     jobs: Mapped[list[Job]] = relationship(back_populates="study")
 

@@ -177,10 +177,26 @@ def test_an_extended_studys_options_hold_every_value_submitted() -> None:
     from orchestrator.submission import merged_grid
 
     first = {"width_mult": "0.5,1.0", "epochs": 2, "data": "/d"}
-    assert merged_grid(first, {"width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1"}) == {
-        "width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1"}
+    second = {"width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1"}
+    assert merged_grid(first, second) == {"width_mult": "0.5,1.0,1.4", "epochs": 2, "data": "/d", "seeds": "0,1",
+                                          "_submissions": [first, second]}  # and each as submitted
     assert merged_grid(first, {"width_mult": "1.4", "epochs": 3, "data": "/d"})["width_mult"] == "0.5,1.0,1.4"
-    assert merged_grid({"epochs": 2}, {"epochs": 3}) == {"epochs": "2,3"}
+    assert merged_grid({"epochs": 2}, {"epochs": 3})["epochs"] == "2,3"
+    third = merged_grid(merged_grid(first, second), {"attention": "cbam", "pretrained": "/w.pt"})
+    assert third["_submissions"] == [first, second, {"attention": "cbam", "pretrained": "/w.pt"}]
+
+
+def test_an_extended_studys_page_shows_each_submission() -> None:
+    """The page showed one merged grid, never submitted: none,se without --pretrained and cbam with it
+    read as all three with it."""
+    from orchestrator.analysis.html import _submitted
+    from orchestrator.submission import merged_grid
+
+    page = _submitted(merged_grid({"attention": "none,se"}, {"attention": "cbam", "pretrained": "/w.pt"}))
+    assert page.count("<pre>") == 2 and "submitted 2 times" in page
+    assert page.index("none,se") < page.index("/w.pt")
+    single = _submitted({"attention": "none,se"})
+    assert single.count("<pre>") == 1 and "The study as submitted:" in single
 
 
 def test_a_value_that_is_the_default_is_the_same_cell(orch: Orch, synth_data: Path) -> None:
