@@ -6,7 +6,7 @@ from typing import Any
 from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.notes import absent_note, scored_precision_note, trained_precision_note
-from orchestrator.analysis.stats import Summary
+from orchestrator.analysis.stats import Summary, fixed
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
 from orchestrator.metrics import metric_title
 from orchestrator.report import config_columns
@@ -142,21 +142,21 @@ def _pm(summary: Summary, factor: float) -> str:
         return ""
     d = _digits(factor)
     if summary.std is None:
-        return f"{factor * summary.mean:.{d}f}"
-    return f"{factor * summary.mean:.{d}f} ± {factor * summary.std:.{d}f}"
+        return fixed(factor * summary.mean, d)
+    return f"{fixed(factor * summary.mean, d)} ± {fixed(factor * summary.std, d)}"
 
 
 def _interval(summary: Summary, factor: float) -> str:
     if summary.ci is None:
         return "-"
     d = _digits(factor)
-    return f"{factor * summary.ci[0]:.{d}f}..{factor * summary.ci[1]:.{d}f}"
+    return f"{fixed(factor * summary.ci[0], d)}..{fixed(factor * summary.ci[1], d)}"
 
 
 def _delta(diff: float | None, outcome: str, factor: float) -> str:
     if outcome == "baseline":
         return "base"
-    return "-" if diff is None else f"{factor * diff:+.{_digits(factor)}f}"
+    return "-" if diff is None else fixed(factor * diff, _digits(factor), sign=True)
 
 
 def _at(pair: tuple[float, float] | None, index: int) -> float | None:

@@ -26,6 +26,14 @@ def sign_seeds(alpha: float = 0.05) -> int:
     return next(n for n in range(1, 64) if 2 * 0.5 ** n < alpha)
 
 
+def fixed(value: float, digits: int, sign: bool = False) -> str:
+    """`value` with `digits` decimals, or in 4 significant digits past 100,000: a diverged run's
+    val_loss read 3694007418.8800 ± 269889692.8690."""
+    if abs(value) >= 1e5:
+        return f"{value:+.4g}" if sign else f"{value:.4g}"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
 @dataclass(frozen=True)
 class Scale:
     """How a metric's differences read: accuracy in percentage points, a loss as it is."""
@@ -52,13 +60,13 @@ class Scale:
         return CUT
 
     def delta(self, value: float) -> str:
-        return f"{self.factor * value:+.2f}{self.unit}"
+        return f"{fixed(self.factor * value, 2, sign=True)}{self.unit}"
 
     def interval(self, low: float, high: float) -> str:
-        return f"[{self.factor * low:+.2f}, {self.factor * high:+.2f}]{self.unit}"
+        return f"[{fixed(self.factor * low, 2, sign=True)}, {fixed(self.factor * high, 2, sign=True)}]{self.unit}"
 
     def magnitude(self, value: float) -> str:
-        return f"{self.factor * abs(value):.2f}{self.unit}"
+        return f"{fixed(self.factor * abs(value), 2)}{self.unit}"
 
 
 @dataclass(frozen=True)

@@ -526,3 +526,20 @@ def test_a_study_of_equal_configs_reaches_a_verdict_at_most_5_percent_of_the_tim
         outcomes = {r.comparison.outcome for r in analyse(runs, "val_acc").results}
         with_verdict += bool(outcomes & {"better", "worse"})
     assert with_verdict / studies <= 0.07, with_verdict  # 5% and its sampling error over 400 studies
+
+
+def test_a_diverged_loss_reads_in_significant_digits() -> None:
+    """--metric val_loss on a study with a diverged lr printed 3694007418.8800 ± 269889692.8690."""
+    from dataclasses import replace
+
+    from orchestrator.analysis.rows import display_rows, verdict_lines
+
+    def with_loss(record: RunRecord, loss: float) -> RunRecord:
+        return replace(record, epochs=[{**e, "val_loss": loss} for e in record.epochs])
+
+    runs = [with_loss(run(1, 0, [0.5], lr=0.001), 0.69), with_loss(run(2, 1, [0.5], lr=0.001), 0.71),
+            with_loss(run(3, 0, [0.5], lr=10.0), 3.694e9), with_loss(run(4, 1, [0.5], lr=10.0), 3.5e9)]
+    rows = {row["config"]: row for row in display_rows(analyse(runs, "val_loss"))}
+    assert rows["lr=10"]["val_loss"] == "3.597e+09 ± 1.372e+08" and rows["lr=0.001"]["val_loss"] == "0.7000 ± 0.0141"
+    assert rows["lr=10"]["Δ"] == "+3.597e+09"
+    assert "worse: +3.597e+09" in " ".join(verdict_lines(analyse(runs, "val_loss")))
