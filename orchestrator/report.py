@@ -38,7 +38,7 @@ def leaderboard(session: Session, study_id: int | None, metric: str, limit: int)
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:
     spec = read_stored(TrainSpec, run.spec)  # once a row: the axes, then the settings beside them
     return {
-        "id": run.id, "status": run.status, **axis_columns(spec),
+        "id": run.id, "study": run.study, "status": run.status, **axis_columns(spec),
         "data": run.spec.get("data"), "val": run.spec.get("val"), **setting_values(spec),
         "params": run.model_info.get("params"), "gmacs": run.model_info.get("gmacs"),
         "val_acc": entry.val_acc, "last_val_acc": entry.last_val_acc, "val_loss": entry.val_loss,

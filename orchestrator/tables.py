@@ -4,6 +4,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,7 +59,8 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=200 if not _is_tty() else None)
+    # a pipe has no width: 200, unless COLUMNS says (rich reads it; `COLUMNS=100 orch report` printed 200)
+    console = Console(width=None if _is_tty() or os.environ.get("COLUMNS") else 200)
     keys = [key for key in (rows[0].keys() if rows else []) if any(_cell(row.get(key)) for row in rows)]
     dropped: list[str] = []
 
@@ -81,13 +84,12 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
         table = build()
     console.print(table)
     if dropped:
+        sys.stdout.flush()  # the table first: in one pipe (2>&1) the note landed on its last border
         Console(stderr=True).print(f"[dim]narrow terminal, not shown: {', '.join(dropped)} ({every_column} shows all)[/dim]",
                                    highlight=False)
 
 
 def _is_tty() -> bool:
-    import sys
-
     return sys.stdout.isatty()
 
 

@@ -117,7 +117,8 @@ def running(pid: int) -> bool:
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    # COLUMNS too: a table into a pipe is 200 wide unless it says otherwise, as a test expects
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_") and k != "COLUMNS"}
     env.update(ORCH_HOME=str(home), PYTHONUNBUFFERED="1", ORCH_LEASE_TTL="10", ORCH_HEARTBEAT="1", **extra)
     return env
 

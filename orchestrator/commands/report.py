@@ -18,7 +18,7 @@ from shared.errors import OrchError
 # the leaderboard's columns a narrow terminal leaves out, the first first: what ranks a run
 # (rank, id, model, the config's own fields, val_acc, test_acc) stays
 LEADERBOARD_DROP_FIRST = ("val", "wall_s", "images_per_s", "precision", "test_precision", "status", "epochs", "val_loss", "last_val_acc", "batch_size",
-                          "lr", "params", "gmacs", "attention", "width", "seed")
+                          "lr", "params", "gmacs", "attention", "width", "seed", "study")
 
 if TYPE_CHECKING:
     from orchestrator.analysis.study import StudyAnalysis

@@ -39,6 +39,7 @@ class RunRecord:
     test_acc: float | None = None  # the latest scoring run that is this job's test accuracy (Score.is_test)
     test_precision: str | None = None  # the precision that scoring run ran in (int8: a quantized copy)
     error: str | None = None  # why it failed or was cancelled
+    study: str | None = None  # its study's name (its id where it has none), for a leaderboard of every run
 
 
 def ended_why(status: str, error: str | None, when: str = "") -> str:
@@ -191,8 +192,10 @@ def leaderboard_entries(session: Session, study_id: int | None = None, *, metric
 
 def jobs_by_id(session: Session, job_ids: list[int]) -> dict[int, RunRecord]:
     """The listed jobs' records without their epochs (what a leaderboard row shows beside the numbers)."""
-    jobs = session.scalars(select(Job).where(Job.id.in_(job_ids)))
+    rows = session.execute(select(Job, Study.name).outerjoin(Study, Study.id == Job.study_id)
+                           .where(Job.id.in_(job_ids)))
     return {job.id: RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec),
                               model_info=dict(job.model_info or {}), result=dict(job.result or {}),
-                              worker_host=job.worker_host, started_at=job.started_at, finished_at=job.finished_at)
-            for job in jobs}
+                              worker_host=job.worker_host, started_at=job.started_at, finished_at=job.finished_at,
+                              study=name or (str(job.study_id) if job.study_id is not None else None))
+            for job, name in rows}

@@ -489,3 +489,14 @@ def test_a_studys_statistics_are_over_its_finished_runs(orch: Orch, monkeypatch:
             "epoch 3 of 3; norm=ln)") in proc.stderr
     per_job = orch.json_report("--study", "part", "--per-job", "--limit", "0")
     assert len(per_job) == 6  # every job's epochs so far, there
+
+
+def test_the_leaderboard_of_every_run_names_each_runs_study_and_fits_columns(study: tuple[Orch, dict]) -> None:
+    """`orch report` ranked runs of every study with nothing to say which study a row came from; and
+    `COLUMNS=100 orch report` into a pipe still printed 200 columns."""
+    orch, _ = study
+    assert {row["study"] for row in orch.json_report("--limit", "0")} == {"norms-groups"}
+    orch.env = {**orch.env, "COLUMNS": "100"}
+    narrow = orch.run("report", "--limit", "3", check=True)
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 100
+    assert "narrow terminal, not shown:" in narrow.stderr
