@@ -161,6 +161,8 @@ def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, b
             raise OrchError(f"{name}: compares configs; --per-job lists jobs: drop one of them")
     if chart is not None and plot_path is None:
         raise OrchError("--chart: needs --plot FILE.png|FILE.svg")
+    if baseline is not None and not baseline.strip():  # it was taken as no --baseline, silently
+        raise OrchError("--baseline: empty; give FIELD=VALUE,... (e.g. 'norm=bn,groups=1')")
     if plot_path is not None and plot_path.suffix.lower() not in (".png", ".svg"):
         raise OrchError(f"--plot: the file must end in .png or .svg, got {plot_path.name!r}")
     from orchestrator.paths import output_path

@@ -67,6 +67,7 @@ CASES = [
     ("retry unknown study", ["retry", "--study", "77"], {}, "--study"),
     ("report unknown study", ["report", "--study", "77"], {}, "--study"),
     ("report unknown metric", ["report", "--metric", "f1"], {}, "--metric"),
+    ("an empty --baseline (taken as none)", ["report", "--study", "1", "--baseline", " "], {}, "--baseline: empty"),
     ("--limit beside a study's configs (it was ignored)", ["report", "--study", "1", "--limit", "5"], {}, "--limit"),
     ("--html beside --per-job (it wrote no file, exit 0)", ["report", "--study", "1", "--per-job", "--html",
                                                             "{tmp}/p.html"], {}, "--html: compares configs"),

@@ -500,3 +500,13 @@ def test_the_leaderboard_of_every_run_names_each_runs_study_and_fits_columns(stu
     narrow = orch.run("report", "--limit", "3", check=True)
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 100
     assert "narrow terminal, not shown:" in narrow.stderr
+
+
+def test_a_study_name_in_other_case_or_mistyped_is_suggested(study: tuple[Orch, dict]) -> None:
+    """`--study NORMS-GROUPS` listed the last ten studies, which need not hold the one meant."""
+    orch, _ = study
+    for typed in ("NORMS-GROUPS", "norms-grups"):
+        proc = orch.run("report", "--study", typed)
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == f"Error: --study: no study with id or name {typed!r}; did you mean 1 (norms-groups)?"
+    assert "studies: 1 (norms-groups)" in orch.run("report", "--study", "ghost").stderr  # nothing alike: the list
