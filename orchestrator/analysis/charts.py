@@ -116,11 +116,16 @@ def curves_chart(analysis: StudyAnalysis) -> Figure:
         ax.set_title(title, loc="left")
     draw_chance(axes[0], analysis, vertical=False)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
-    one_each = all(len(r.config.runs) == 1 for r in analysis.results)  # orch report --job: a line per job
-    figure.suptitle("Learning curves: one run per line" if one_each else
-                    "Learning curves: mean over seeds, band from the lowest to the highest seed", x=0.01,
-                    ha="left", fontsize=10)
+    figure.suptitle(curves_title(analysis), x=0.01, ha="left", fontsize=10)
     return figure
+
+
+def curves_title(analysis: StudyAnalysis) -> str:
+    """What a curve is: one run (every config one seed, or `orch report --job`), or a mean over seeds
+    (the page's caption said "mean over seeds" under a chart of one run per line)."""
+    if all(len(r.config.runs) == 1 for r in analysis.results):
+        return "Learning curves: one run per line"
+    return "Learning curves: mean over seeds, band from the lowest to the highest seed"
 
 
 def draw_curves(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any], key: str, factor: float) -> None:

@@ -29,7 +29,7 @@ figure svg{max-width:100%;height:auto}figcaption{color:#57606a;font-size:12px}co
 """
 CAPTIONS = {
     "final": "",  # the metric's own: final_caption
-    "curves": "Learning curves: the mean over seeds per epoch, the band spans the lowest to the highest seed.",
+    "curves": "",  # one run or a mean over seeds: charts.curves_title
     "groups": "The metric against the group count (log2 axis), one line per setting of the other fields; labels "
               "give each model's GMACs per image.",
     "width": "The metric against the width multiplier (log2 axis), one line per setting of the other fields; "
@@ -44,7 +44,7 @@ def final_caption(analysis: StudyAnalysis) -> str:
     which = {"val_acc": " (each run's best epoch, the checkpoint that scoring uses)",
              "last_val_acc": " (each run's last epoch)"}.get(analysis.metric, "")
     parts = [f"{metric_title(analysis.metric)} per config: the mean over seeds with its 95% interval "
-             f"(t distribution), each seed{which} as a dot"]
+             f"(t distribution over seeds, or the validation images' sampling error where wider), each seed{which} as a dot"]
     if charts.shows_test_accuracy(analysis):
         parts.append("a diamond marks test accuracy where the runs were scored")
     if any(r.convergence for r in analysis.results):
@@ -57,7 +57,7 @@ def page(analysis: StudyAnalysis) -> tuple[str, list[str]]:
     (analysis.absent) are named among its verdicts, as the terminal names them."""
     figures = {name: draw(analysis) for name, draw in charts.CHARTS.items()}
     drawn = {name: charts.inline_svg(fig) for name, fig in figures.items() if fig is not None}
-    captions = {**CAPTIONS, "final": final_caption(analysis)}
+    captions = {**CAPTIONS, "final": final_caption(analysis), "curves": f"{charts.curves_title(analysis)}."}
     body = [_header(analysis), _answer(analysis), _leaderboard(analysis), _comparisons(analysis),
             _charts(drawn, captions), _runs(analysis), _settings(analysis)]
     title = escape(_title(analysis))

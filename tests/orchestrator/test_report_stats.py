@@ -543,3 +543,15 @@ def test_a_diverged_loss_reads_in_significant_digits() -> None:
     assert rows["lr=10"]["val_loss"] == "3.597e+09 ± 1.372e+08" and rows["lr=0.001"]["val_loss"] == "0.7000 ± 0.0141"
     assert rows["lr=10"]["Δ"] == "+3.597e+09"
     assert "worse: +3.597e+09" in " ".join(verdict_lines(analyse(runs, "val_loss")))
+
+
+def test_the_pages_curves_caption_says_what_a_line_is() -> None:
+    """A study of one seed per config showed 'one run per line' on its chart and 'the mean over seeds'
+    under it."""
+    from orchestrator.analysis.html import page
+
+    one_each = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 0, [0.55, 0.7], norm="ln")], "val_acc")
+    html, drawn = page(one_each)
+    assert "curves" in drawn and "<figcaption>Learning curves: one run per line.</figcaption>" in html
+    seeds = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 1, [0.55, 0.7], norm="bn")], "val_acc")
+    assert "Learning curves: mean over seeds, band from the lowest to the highest seed." in page(seeds)[0]
