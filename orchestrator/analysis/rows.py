@@ -83,7 +83,8 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
                                           "or worse at most 5% of the time")
     how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
            f"paired by seed, 95% intervals from the t distribution{adjusted}")  # `--job`: single jobs
-    lines = [f"baseline: {base} ({analysis.baseline_how}); {how}"]
+    lines = [f"baseline: {base} ({analysis.baseline_how}); {how}" if len(analysis.results) > 1 else
+             f"one config, {base}: nothing to compare it with (its mean and 95% interval are above)"]
     if analysis.metric == "images_per_s":
         lines.append("note: images/s is the machine's as much as the config's: a difference is the configs' own "
                      "only where their runs shared one machine and its load, and each mean counts the first "

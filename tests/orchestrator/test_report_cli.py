@@ -248,7 +248,7 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
     proc = orch.run("report", "--study", "gn", check=True)
     # under the baseline line, where it is read (it came last, on stderr, and md files had none of it)
     lines = proc.stdout.replace("\n    ", " ").splitlines()  # verdict lines wrap to the terminal's width
-    after = lines[next(i for i, line in enumerate(lines) if line.startswith("baseline: norm=bn")) + 1:]
+    after = lines[next(i for i, line in enumerate(lines) if line.startswith("one config, norm=bn: nothing")) + 1:]
     assert after[0] == ("note: not in these statistics, which are over finished runs only: jobs "
                         f"{cancelled} (cancelled; norm=gn), {failed} (failed: --pretrained: /w/bad.pt is not a "
                         "PyTorch file; norm=gn)"), lines

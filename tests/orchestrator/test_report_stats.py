@@ -555,3 +555,11 @@ def test_the_pages_curves_caption_says_what_a_line_is() -> None:
     assert "curves" in drawn and "<figcaption>Learning curves: one run per line.</figcaption>" in html
     seeds = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 1, [0.55, 0.7], norm="bn")], "val_acc")
     assert "Learning curves: mean over seeds, band from the lowest to the highest seed." in page(seeds)[0]
+
+
+def test_a_study_of_one_config_says_there_is_nothing_to_compare() -> None:
+    """It printed the baseline's boilerplate ("paired by seed, 95% intervals...") with nothing to pair."""
+    from orchestrator.analysis.rows import verdict_lines
+
+    lines = verdict_lines(analyse([run(1, 0, [0.6], norm="bn"), run(2, 1, [0.7], norm="bn")], "val_acc"))
+    assert lines[0] == "one config, all runs: nothing to compare it with (its mean and 95% interval are above)"
