@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,12 +87,14 @@ def draw_chance(ax: Axes, analysis: StudyAnalysis, vertical: bool) -> None:
     level = 100 * analysis.chance.level
     line = ax.axvline if vertical else ax.axhline
     line(level, color="0.45", ls=":", lw=1.2, zorder=1)
+    # on a white ground above the points and lines: a Pareto marker and the curves covered it
+    label: dict[str, Any] = {"fontsize": 7, "color": "0.35", "zorder": 5, "textcoords": "offset points",
+                             "bbox": {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}}
     if vertical:
-        ax.annotate(f"chance {level:.0f}%", (level, 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
-                    textcoords="offset points", fontsize=7, color="0.35")
+        ax.annotate(f"chance {level:.0f}%", (level, 1), xycoords=("data", "axes fraction"), xytext=(3, -10), **label)
     else:
-        ax.annotate(f"chance {level:.0f}%", (0, level), xycoords=("axes fraction", "data"), xytext=(3, 3),
-                    textcoords="offset points", fontsize=7, color="0.35")
+        ax.annotate(f"chance {level:.0f}%", (1, level), xycoords=("axes fraction", "data"), xytext=(-3, 3),
+                    ha="right", **label)
 
 
 def shows_test_accuracy(analysis: StudyAnalysis) -> bool:
@@ -192,6 +194,7 @@ def axis_chart(analysis: StudyAnalysis, field: str, label: str, title: str) -> F
     ax.set_xlabel(f"{label}, log2 axis, with the model's GMACs per image")
     ax.set_ylabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}, mean and 95% CI")
     ax.set_title(f"Metric against {title}", loc="left")
+    draw_chance(ax, analysis, vertical=False)  # as the final and curves charts have it
     ax.legend(fontsize=8)
     return figure
 
@@ -236,8 +239,8 @@ def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
 
     scale = scale_of(analysis.metric)
     points = [r for r in analysis.results if r.summary.mean is not None and r.config.info("gmacs") is not None]
-    if len({(r.config.info("gmacs"), r.config.info("params")) for r in points}) < 2:
-        return None  # every config costs the same: nothing to trade off
+    if not any(_spread(r.config.info(key) for r in points) >= SAME_COST for key in ("gmacs", "params")):
+        return None  # every config costs about the same (SE beside none: 0.2% more GMACs): nothing to trade off
     figure, axes = new_figure(11, 4.2, panels=2)
     palette = colours(analysis)
     costs = (("gmacs", "GMACs per image", 1.0), ("params", "parameters (M)", 1e-6))
@@ -261,6 +264,15 @@ def pareto_chart(analysis: StudyAnalysis) -> Figure | None:
     draw_chance(axes[1], analysis, vertical=False)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
     return figure
+
+
+SAME_COST = 0.02  # configs whose GMACs and parameters are all within 2% have no cost to trade accuracy for
+
+
+def _spread(values: Iterable[float | None]) -> float:
+    """How far apart the largest and smallest of `values` are, relative to the smallest (0 for one)."""
+    known = [v for v in values if v]
+    return max(known) / min(known) - 1 if len(known) > 1 else 0.0
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:

@@ -62,7 +62,7 @@ def test_a_one_epoch_study_has_whole_epoch_ticks_and_a_one_point_front_is_drawn(
     costs more for the same accuracy) was in the legend with nothing drawn."""
     from orchestrator.analysis.charts import curves_chart, pareto_chart
 
-    runs = [run(i + 1, 0, 0.5, gmacs=g, arch="resnet50", groups=k) for i, (k, g) in enumerate(((1, 1.222), (8, 1.224)))]
+    runs = [run(i + 1, 0, 0.5, gmacs=g, arch="resnet50", groups=k) for i, (k, g) in enumerate(((1, 1.222), (8, 1.26)))]
     analysis = analyse(runs, "val_acc")
     for ax in curves_chart(analysis).axes:
         low, high = ax.get_xlim()
@@ -72,6 +72,10 @@ def test_a_one_epoch_study_has_whole_epoch_ticks_and_a_one_point_front_is_drawn(
     front = [line for line in figure.axes[0].get_lines() if line.get_label() == "Pareto front"]
     assert len(front) == 1 and list(front[0].get_xdata()) == [1.222] and front[0].get_marker() == "o"
     assert len(figure.axes[0].get_xticks()) <= 6
+    # costs 0.2% apart (SE beside none) are no trade-off: no chart, as for configs of one cost
+    same = [run(i + 1, 0, 0.5 + i / 10, gmacs=g, arch="resnet50", groups=k)
+            for i, (k, g) in enumerate(((1, 1.222), (8, 1.224)))]
+    assert pareto_chart(analyse(same, "val_acc")) is None
 
 
 def test_titles_say_which_of_a_runs_values_the_metric_is() -> None:
