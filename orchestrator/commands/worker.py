@@ -76,7 +76,7 @@ def worker_env(obj: CliState, gpu: str | None) -> dict[str, str]:
 @click.option("--threads", type=click.IntRange(1), help="CPU threads each job trains with [this machine's CPUs, "
                                                         "shared out over the workers this command starts].")
 @click.option("--name", default=None, help="Node name [orch-PID@HOST; with --gpus, orch-gpuN@HOST]: unique per "
-                                           "worker, as Celery and Flower need.")
+                                           "worker, as Celery and Flower need (one in use is refused).")
 @click.option("--loglevel", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 @pass_state
 def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, name: str | None, loglevel: str) -> None:
@@ -101,12 +101,36 @@ def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, na
     indices = gpu_indices(gpus) if gpus else []
     _ = obj.store  # create or check the schema once, before any worker races to
     each = threads_each(threads, max(1, len(indices)))
+    if name is not None or indices:  # orch-PID@HOST is unique; a name given (or a GPU's) may be taken
+        refuse_names_in_use(obj, [node_name(name, os.getpid())] if not indices else [node_name(name, gpu=g) for g in indices])
     if not indices:
         cmd = worker_command(queues, node_name(name, os.getpid()), loglevel, each)
         os.execve(sys.executable, cmd, worker_env(obj, None))
     procs = [subprocess.Popen(worker_command(queues, node_name(name, gpu=g), loglevel, each), env=worker_env(obj, g))
              for g in indices]
     supervise(procs)
+
+
+NAME_PING_S = 1.0  # a worker answers a ping within 0.1 s on either broker; silence costs this, once
+
+
+def refuse_names_in_use(obj: CliState, names: list[str]) -> None:
+    """A worker already running under one of `names` (a second `orch worker --name w1@lab`, or
+    `--gpus 0` started twice): Celery and Flower saw one node for two, and a job's history read
+    "taken over by sweeper of w1@lab" from w1@lab. Asked over the broker; one that does not answer
+    leaves the check to the worker's own start, which says so."""
+    from shared.broker_errors import broker_boundary
+    from shared.errors import BrokerUnavailable
+
+    try:
+        with broker_boundary():
+            replies = obj.celery.control.ping(destination=names, timeout=NAME_PING_S)
+    except BrokerUnavailable:
+        return
+    taken = sorted({node for reply in replies for node in reply})
+    if taken:
+        raise OrchError(f"--name: a worker named {', '.join(taken)} is running already; give each worker its own "
+                        "name (or none: orch-PID@HOST is unique)")
 
 
 def supervise(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -26,3 +26,19 @@ def test_bad_lease_timing_is_refused_at_start(tmp_path: Path, command: list[str]
                           capture_output=True, text=True, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and named in lines[0], proc.stderr
+
+
+def test_a_second_worker_of_a_name_in_use_is_refused(orch) -> None:  # type: ignore[no-untyped-def]
+    """Two `orch worker --name w1@lab` ran side by side: Flower listed one node for two, and a job's
+    history read "lease of w1@lab expired; taken over by sweeper of w1@lab"."""
+    import time
+
+    first = orch.start_worker("--name", "w1@lab", "--threads", "1")
+    deadline = time.monotonic() + 90
+    while "w1@lab ready." not in first.output():
+        assert time.monotonic() < deadline and first.proc.poll() is None, first.output()[-2000:]
+        time.sleep(0.5)
+    second = orch.run("worker", "--name", "w1@lab", "--threads", "1", timeout=60)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.strip().splitlines()[-1] == ("Error: --name: a worker named w1@lab is running already; give "
+                                                      "each worker its own name (or none: orch-PID@HOST is unique)")
