@@ -41,6 +41,7 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
                    "val_loss (at the best val_acc epoch): lower is better.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True,
               help="table for the terminal; json, csv or md (every column) for scripts and notes.")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json (as `orch status --json`).")
 @click.option("--limit", default=LIMIT_DEFAULT, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
@@ -53,8 +54,8 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws (overview: final "
               "beside the validation curves) [default: final for --study, curves for --job].")
 @pass_state
-def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: str, fmt: str, limit: int, per_job: bool,
-           baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
+def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: str, fmt: str, as_json: bool, limit: int,
+           per_job: bool, baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
     """Rank training runs; for a study, answer it: intervals, paired tests, charts.
 
     \b
@@ -68,6 +69,10 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
       orch report --metric test_acc --format csv > leaderboard.csv
       orch report --study groups --metric last_val_acc   # the last epoch: no pick on validation
     """
+    if as_json:
+        if fmt not in ("table", "json"):
+            raise OrchError(f"--json: the same as --format json; drop one of them (--format {fmt} is given)")
+        fmt = "json"
     _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart, limit)
     if study_ref is None and job_list is None:
         _leaderboard(obj, metric, fmt, limit)

@@ -68,6 +68,7 @@ CASES = [
     ("report unknown study", ["report", "--study", "77"], {}, "--study"),
     ("report unknown metric", ["report", "--metric", "f1"], {}, "--metric"),
     ("an empty --baseline (taken as none)", ["report", "--study", "1", "--baseline", " "], {}, "--baseline: empty"),
+    ("--json beside another --format", ["report", "--json", "--format", "csv"], {}, "--json: the same as --format json"),
     ("--limit beside a study's configs (it was ignored)", ["report", "--study", "1", "--limit", "5"], {}, "--limit"),
     ("--html beside --per-job (it wrote no file, exit 0)", ["report", "--study", "1", "--per-job", "--html",
                                                             "{tmp}/p.html"], {}, "--html: compares configs"),

@@ -510,3 +510,9 @@ def test_a_study_name_in_other_case_or_mistyped_is_suggested(study: tuple[Orch, 
         assert proc.returncode == 2
         assert proc.stderr.strip() == f"Error: --study: no study with id or name {typed!r}; did you mean 1 (norms-groups)?"
     assert "studies: 1 (norms-groups)" in orch.run("report", "--study", "ghost").stderr  # nothing alike: the list
+
+
+def test_report_takes_json_as_status_does(study: tuple[Orch, dict]) -> None:
+    """`orch report --json` was "no such option" where `orch status --json` works."""
+    orch, _ = study
+    assert orch.json("report", "--study", "norms-groups") == orch.json_report("--study", "norms-groups")
