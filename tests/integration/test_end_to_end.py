@@ -56,10 +56,11 @@ def check_study_page(orch: Orch, study_id: int, grouped: list[dict]) -> None:
     assert all(r["n"] == 1 and r["val_acc_ci95_low"] is None and "n=1" in r["interval_note"] for r in grouped)
     assert [r["vs_baseline"] for r in grouped].count("baseline") == 1
     assert all("one common seed (0)" in r["verdict"] for r in grouped if r["vs_baseline"] != "baseline")
-    assert all("one epoch" in r["convergence"] for r in grouped)
+    assert all("one epoch" in r["convergence"] for r in grouped), [(r["config"], r["convergence"]) for r in grouped]
     page = orch.home / "report.html"
     out = orch.run("report", "--study", str(study_id), "--html", str(page), check=True).stderr
-    assert "charts: final, curves, groups, pareto" in out
+    # no Pareto chart: ResNeXt's Table 2 widths keep groups 1 and 2 at the same cost (within 2%)
+    assert "charts: final, curves, groups)" in out
     assert_offline(page.read_text())
 
 
