@@ -92,8 +92,9 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
     missing = sorted(set(job_ids or ()) - {run.id for run in runs})
     if missing:
         raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
-    if per_job:
-        _leaderboard(obj, metric, fmt, limit, study.id if study else None)
+    if per_job:  # a study none of whose jobs has an epoch: its jobs, not the empty store's message
+        _leaderboard(obj, metric, fmt, limit, study.id if study else None,
+                     empty=_nothing_recorded(study.id, absent) if study and absent else EMPTY)
         return
     if not runs:
         empty = _nothing_recorded(study.id, absent) if study and absent else EMPTY
@@ -187,7 +188,8 @@ def _job_ids(text: str) -> list[int]:
     return ids
 
 
-def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None) -> None:
+def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None,
+                 empty: str = EMPTY) -> None:
     from orchestrator.fields import SETTINGS
     from orchestrator.report import leaderboard
 
@@ -200,7 +202,7 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
     elif not ranked:  # a md table of no columns printed '|  |' then '|'; the reason goes to stderr
-        click.echo(EMPTY, err=fmt != "table")
+        click.echo(empty, err=fmt != "table")
     elif fmt == "csv":  # numbers for a script (0.8333, 11169858), as the study's CSV has them
         click.echo(render(ranked, fmt))
     elif fmt == "md":

@@ -291,6 +291,8 @@ def test_a_study_with_no_epoch_or_no_test_accuracy_says_what_to_do(orch: Orch, m
     empty = orch.run("report", "--study", "stopped", check=True).stdout.strip()
     assert empty == (f"no finished run in study {stopped_id}: jobs {job} (cancelled); `orch retry --study "
                      f"{stopped_id}` requeues the failed and cancelled ones")
+    # --per-job said the empty store's "no epochs recorded yet... is a worker running?"
+    assert orch.run("report", "--study", "stopped", "--per-job", check=True).stdout.strip() == empty
     for extra in ([], ["--plot", str(orch.home / "t.png")], None):
         where = ["--study", str(scored)] if extra is not None else []  # None: the leaderboard of every job
         proc = orch.run("report", *where, "--metric", "test_acc", *(extra or []))
