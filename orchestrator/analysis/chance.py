@@ -68,11 +68,12 @@ def with_image_error(summary: Summary, images: int, scale: Scale) -> Summary:
     alone, two seeds at 68% each on 100 images read "68.0..68.0", where scoring 100 other images of
     the same kind moves one run by about 9 points. Its half-width is the larger of the seeds' t
     interval and 1.96 standard errors of `chance_error`'s mean (with the seeds' accuracy in place of
-    chance level); one seed keeps no interval (nothing says how much seeds differ)."""
+    chance level, taken as (correct + 2) / (images + 4), Agresti and Coull's, so that 200 of 200 is not
+    a point: 98.6..100); one seed keeps no interval (nothing says how much seeds differ)."""
     if summary.mean is None or summary.n < 2 or summary.ci is None or images <= 0:
         return summary
     seeds_half = t_quantile(summary.n - 1) * (summary.std or 0.0) / math.sqrt(summary.n)
-    half = Z_95 * chance_error(summary.mean, images, summary)
+    half = Z_95 * chance_error((summary.mean * images + 2) / (images + 4), images, summary)
     if half <= seeds_half:
         return summary
     low, high = scale.clip(summary.mean - half, summary.mean + half)

@@ -311,7 +311,8 @@ def test_an_interval_counts_the_validation_images_sampling_error() -> None:
     spread = [with_chance(run(10 + i, i, [a], norm="ln"), 0.5, 100) for i, a in enumerate([0.55, 0.95])]
     analysis = analyse(agree + spread, "val_acc")
     by_label = {r.config.label: r.summary for r in analysis.results}
-    half = 1.96 * (0.68 * 0.32 / 100) ** 0.5  # binomial: the seeds' spread is 0
+    right = (68 + 2) / (100 + 4)  # Agresti-Coull's estimate of the share right
+    half = 1.96 * (right * (1 - right) / 100) ** 0.5  # binomial: the seeds' spread is 0
     assert by_label["norm=bn"].ci == pytest.approx((0.68 - half, 0.68 + half))
     assert by_label["norm=ln"].ci == (0.0, 1.0)  # the t interval (12.7 x 0.2 / sqrt 2), cut to 0..100%: wider
     rows = {row["config"]: row for row in data_rows(analysis)}
@@ -321,6 +322,10 @@ def test_an_interval_counts_the_validation_images_sampling_error() -> None:
     # a loss has no images' binomial error: its seeds' interval is left as it was (every run's val_loss is 0.4)
     assert {r.summary.ci for r in analyse(agree + spread, "val_loss").results} == {(0.4, 0.4)}
     assert [r.summary.ci for r in analyse([run(1, 0, [0.68]), run(2, 1, [0.68])], "val_acc").results] == [(0.68, 0.68)]
+    # every image right on both seeds (the demo's BatchNorm, 200 of 200): not a point at 100%
+    perfect = [with_chance(run(20 + i, i, [1.0], norm="bn"), 0.5, 200) for i in range(2)]
+    low, high = analyse(perfect, "val_acc").results[0].summary.ci or (0.0, 0.0)
+    assert high == 1.0 and low == pytest.approx(1 - 1.96 * ((202 / 204) * (2 / 204) / 200) ** 0.5)  # 98.6%
 
 
 def test_only_the_configs_at_chance_are_named() -> None:
