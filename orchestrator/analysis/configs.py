@@ -165,8 +165,19 @@ def show(value: Any) -> str:
 
 
 def find_baseline(configs: list[Config], text: str) -> Config:
-    """The one config matching 'norm=bn,groups=1' (field names short or dotted, '-' or '_')."""
+    """The one config matching 'norm=bn,groups=1' (field names short or dotted, '-' or '_'), or
+    holding 'job=7' (with `orch report --job`, where each job is a config, no field may tell two apart)."""
     wanted = _parse_pairs(text)
+    jobs = [value for name, value in wanted if name == "job"]
+    if jobs:
+        if not all(value.isdigit() for value in jobs):
+            raise OrchError(f"--baseline: job={jobs[0]}: expected a job id such as job=7")
+        configs = [c for c in configs if {int(v) for v in jobs} <= {run.id for run in c.runs}]
+        wanted = [(name, value) for name, value in wanted if name != "job"]
+        if not configs:
+            raise OrchError(f"--baseline: no config holds job {', '.join(jobs)}")
+        if not wanted:
+            return configs[0]
     keys = sorted({k for c in configs for k in c.fields})
     names = short_names(keys)
     lookup = {**{k: k for k in keys}, **{v: k for k, v in names.items()}}
@@ -178,8 +189,8 @@ def find_baseline(configs: list[Config], text: str) -> Config:
     if not matches:
         raise OrchError(f"--baseline: no config has {text}; configs: {labels}")
     if len(matches) > 1:  # the ones it matched, to choose between (not every config)
-        raise OrchError(f"--baseline: {text} matches {len(matches)} configs; name more fields: "
-                        f"{'; '.join(c.label for c in matches)}")
+        raise OrchError(f"--baseline: {text} matches {len(matches)} configs; name more fields, or one of "
+                        f"its jobs (job=ID): {'; '.join(c.label for c in matches)}")
     return matches[0]
 
 

@@ -45,7 +45,7 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--limit", default=LIMIT_DEFAULT, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
-              "(e.g. 'norm=bn,groups=1'); default: the study's first config (the first value of each axis as "
+              "(e.g. 'norm=bn,groups=1', or job=7 for the one holding job 7); default: the study's first config (the first value of each axis as "
               "listed), chosen before the results, unless it has under half the seeds of the config with the most.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write one self-contained HTML page (tables, statistics, every chart inline).")

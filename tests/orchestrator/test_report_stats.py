@@ -170,7 +170,13 @@ def test_baseline_by_fields() -> None:
             find_baseline(configs, text)
     with pytest.raises(OrchError) as err:  # it listed every config, not the two it matched
         find_baseline(configs, "norm=bn")
-    assert "ln" not in str(err.value).split("name more fields:")[1]
+    assert "ln" not in str(err.value).split("name more fields, or one of its jobs (job=ID):")[1]
+    # a job names its config (with `orch report --job`, every job is one, and fields cannot tell them apart)
+    assert find_baseline(configs, "job=3").runs[0].id == 3
+    assert find_baseline(group_runs([run(1, 0, [0.5]), run(2, 0, [0.6])], by_job=True), "job=2").runs[0].id == 2
+    for text, fragment in (("job=9", "no config holds job 9"), ("job=x", "expected a job id")):
+        with pytest.raises(OrchError, match=fragment):
+            find_baseline(configs, text)
 
 
 def test_convergence_flag() -> None:
