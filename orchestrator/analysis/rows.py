@@ -109,6 +109,10 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         if result.summary.note:
             notes.setdefault(result.summary.note, []).append(result.config.label)
     lines += [f"note: {note} ({', '.join(labels)})" for note, labels in notes.items()]
+    unpaired = _partly_paired(analysis)
+    if unpaired:  # bn 70.0, gn 50.5 and a Δ of +19.0 read as a wrong sum
+        lines.append(f"note: Δ pairs the seeds both configs ran, so it is not the difference of the means where "
+                     f"one has seeds the other lacks: {'; '.join(unpaired)}")
     if analysis.first_by_last_epoch is not None:
         lines.append(f"note: by each run's last epoch (--metric last_val_acc) {analysis.first_by_last_epoch.label} "
                      f"ranks first, not {analysis.results[0].config.label}: the best epochs are picked on the "
@@ -118,6 +122,21 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")
     return lines
+
+
+def _partly_paired(analysis: StudyAnalysis) -> list[str]:
+    """'norm=gn: seeds 0,1 of its 0,1,2 and the baseline's 0,1,3' for each comparison over fewer seeds
+    than the two configs' means are over (`orch report --job` pairs nothing: its comparisons have no seeds)."""
+    base = sorted(analysis.baseline.config.by_seed(analysis.metric))
+    said = []
+    for result in analysis.results:
+        own = sorted(result.config.by_seed(analysis.metric))
+        if result is analysis.baseline or not result.comparison.seeds or own == base == result.comparison.seeds:
+            continue
+        seeds = ",".join(map(str, result.comparison.seeds))
+        said.append(f"{result.config.label}: seeds {seeds} of its {','.join(map(str, own))} and the baseline's "
+                    f"{','.join(map(str, base))}")
+    return said
 
 
 def study_title(analysis: StudyAnalysis) -> str:

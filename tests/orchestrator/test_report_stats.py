@@ -577,3 +577,16 @@ def test_a_study_of_one_config_says_there_is_nothing_to_compare() -> None:
 
     lines = verdict_lines(analyse([run(1, 0, [0.6], norm="bn"), run(2, 1, [0.7], norm="bn")], "val_acc"))
     assert lines[0] == "one config, all runs: nothing to compare it with (its mean and 95% interval are above)"
+
+
+def test_a_delta_over_fewer_seeds_than_the_means_is_said() -> None:
+    """bn 70.0 and gn 50.5 with a Δ of +19.0: Δ pairs seeds both ran, the means are over every seed."""
+    from orchestrator.analysis.rows import verdict_lines
+
+    bn = [run(i + 1, i, [a], norm="bn") for i, a in enumerate([0.70, 0.72, 0.68])]
+    gn = [run(i + 10, i, [a], norm="gn") for i, a in enumerate([0.50, 0.51])]
+    lines = verdict_lines(analyse(bn + gn, "val_acc"))
+    assert ("note: Δ pairs the seeds both configs ran, so it is not the difference of the means where one has "
+            "seeds the other lacks: norm=gn: seeds 0,1 of its 0,1 and the baseline's 0,1,2") in lines
+    assert not any(line.startswith("note: Δ pairs") for line in verdict_lines(analyse(bn + gn[:1] + [
+        run(12, 2, [0.49], norm="gn")] + [run(13, 1, [0.5], norm="gn")], "val_acc")))
