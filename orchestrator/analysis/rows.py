@@ -43,11 +43,12 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
 
 
 def csv_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
-    """data_rows with lists joined and the varying fields as their own columns."""
+    """data_rows with lists joined and the varying fields as their own columns, where the leaderboard's
+    axis columns do not hold them already (field_norm beside norm said the same twice)."""
     rows = []
     for row in data_rows(analysis):
         fields = row.pop("fields")
-        flat = {**row, **{f"field_{k}": show(v) for k, v in fields.items()}}
+        flat = {**row, **{f"field_{k}": show(v) for k, v in fields.items() if k not in row}}
         rows.append({k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in flat.items()})
     return rows
 

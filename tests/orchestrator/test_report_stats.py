@@ -590,3 +590,12 @@ def test_a_delta_over_fewer_seeds_than_the_means_is_said() -> None:
             "seeds the other lacks: norm=gn: seeds 0,1 of its 0,1 and the baseline's 0,1,2") in lines
     assert not any(line.startswith("note: Δ pairs") for line in verdict_lines(analyse(bn + gn[:1] + [
         run(12, 2, [0.49], norm="gn")] + [run(13, 1, [0.5], norm="gn")], "val_acc")))
+
+
+def test_the_csv_names_each_varying_field_once() -> None:
+    """`field_norm` beside `norm` said the same twice; a varying field with no column of its own keeps one."""
+    from orchestrator.analysis.rows import csv_rows
+
+    runs = [run(1, 0, [0.5], norm="bn"), run(2, 0, [0.6], norm="ln", label_smoothing=0.1)]
+    row = csv_rows(analyse(runs, "val_acc"))[0]
+    assert "norm" in row and "field_norm" not in row and "field_label_smoothing" in row
