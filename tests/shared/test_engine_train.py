@@ -218,7 +218,9 @@ def test_a_last_batch_of_one_joins_the_batch_before(tmp_path: Path) -> None:
     write_synthetic(out, classes=["cat", "dog"], counts={"train": 17, "val": 4}, size=32)
     assert [len(b) for b in engine_train._batches(torch.arange(17).numpy(), 16)] == [17]
     assert [len(b) for b in engine_train._batches(torch.arange(18).numpy(), 16)] == [16, 2]
-    result = train(tiny_spec(out / "train", out / "val", epochs=1, batch_size=16), tmp_path / "run")
+    # its own cache: without one, train() decoded into ~/.orch/cache (the suite made ~/.orch)
+    result = train(tiny_spec(out / "train", out / "val", epochs=1, batch_size=16), tmp_path / "run",
+                   cache_dir=tmp_path / "cache")
     assert result["epochs"] == 1
 
 
