@@ -188,6 +188,20 @@ def merged_grid(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def require_broker(obj: CliState, queues: Sequence[str] = (), unchanged: str = "") -> None:
+    """BrokerUnavailable (one line) unless the broker answers, before a command changes anything;
+    `unchanged` says what the failure left as it was ("nothing was requeued")."""
+    from shared.broker_errors import broker_boundary
+    from shared.celery_app import check_broker
+    from shared.errors import BrokerUnavailable
+
+    try:
+        with broker_boundary():
+            check_broker(obj.celery, queues=queues)
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"{exc}; {unchanged}" if unchanged else str(exc)) from None
+
+
 def record_and_send(obj: CliState, queue: str, record: Callable[[Session], list[Owed]]) -> list[Owed]:
     """Check the broker (an unreachable one leaves the store untouched), run `record` in one
     transaction, then send the messages it owes.
@@ -196,15 +210,7 @@ def record_and_send(obj: CliState, queue: str, record: Callable[[Session], list[
     (celery, kombu, sqlalchemy and pydantic loaded) takes 80 ms, and when one fell there it was most
     of a job's dispatch latency on Redis. The process ends soon after; the collection runs later.
     """
-    from shared.broker_errors import broker_boundary
-    from shared.celery_app import check_broker
-    from shared.errors import BrokerUnavailable
-
-    try:
-        with broker_boundary():
-            check_broker(obj.celery, queues=[queue])
-    except BrokerUnavailable as exc:
-        raise BrokerUnavailable(f"{exc}; nothing was recorded or queued") from None
+    require_broker(obj, [queue], unchanged="nothing was recorded or queued")
     gc.disable()
     try:
         with obj.store.session() as s:

@@ -79,18 +79,11 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
       orch retry 7
       orch retry --study groups
     """
-    from orchestrator.submission import send_owed
-    from shared.broker_errors import broker_boundary
-    from shared.celery_app import check_broker
-    from shared.errors import BrokerUnavailable
+    from orchestrator.submission import require_broker, send_owed
     from shared.store.jobs import reset_for_retry
     from shared.store.outbox import owe
 
-    try:
-        with broker_boundary():
-            check_broker(obj.celery)
-    except BrokerUnavailable as exc:
-        raise BrokerUnavailable(f"{exc}; nothing was requeued") from None
+    require_broker(obj, unchanged="nothing was requeued")
     with obj.store.session() as s:
         selected = select_jobs(obj, s, job_id, study_id)
         states = {job.id: str(job.status) for job in selected}

@@ -177,16 +177,15 @@ def flower(obj: CliState, port: int, address: str, basic_auth_file: Path | None)
       FLOWER_BASIC_AUTH=admin:secret orch flower --address 0.0.0.0
       orch flower --port 8080 --basic-auth-file ~/.config/orch/flower-auth
     """
-    from shared.broker_errors import broker_boundary
-    from shared.celery_app import check_broker, make_celery
+    from orchestrator.submission import require_broker
+    from shared.celery_app import make_celery
 
     if basic_auth_file is not None:
         os.environ[FLOWER_AUTH_ENV] = read_credentials(basic_auth_file)
     elif os.environ.get(FLOWER_AUTH_ENV) and not all(":" in pair for pair in os.environ[FLOWER_AUTH_ENV].split(",")):
         # Flower took it and answered every request 401, the user locked out with no word why
         raise OrchError(f"{FLOWER_AUTH_ENV}: expected user:password (or several, comma-separated)")
-    with broker_boundary():  # Flower itself starts on a broker that does not answer, and retries for ever
-        check_broker(obj.celery)
+    require_broker(obj)  # Flower itself starts on a broker that does not answer, and retries for ever
     if not os.environ.get(FLOWER_AUTH_ENV) and address not in LOOPBACK:
         click.echo(f"warning: Flower on {address}:{port} without a password: whoever reaches that port sees "
                    f"every task and can shut the workers down; set {FLOWER_AUTH_ENV}=user:password or "

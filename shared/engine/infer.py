@@ -19,9 +19,10 @@ from shared.engine.progress import ImagesDone
 VAL_BATCH_FACTOR = 2
 
 
-def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
-           device: torch.device) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(positions, fp32 logits) for consecutive batches of `images`, under inference_mode."""
+def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision, device: torch.device,
+           on_images: ImagesDone | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(positions, fp32 logits) for consecutive batches of `images`, under inference_mode; `on_images`
+    is told (images done, of) once the caller has taken each batch (a long pass's progress)."""
     model.eval()
     spans = [np.arange(start, min(start + batch_size, len(images))) for start in range(0, len(images), batch_size)]
     with torch.inference_mode():
@@ -30,34 +31,32 @@ def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
             with prec.autocast(device):
                 out = model(x)
             yield positions, out.float()
+            if on_images is not None:
+                on_images(int(positions[-1]) + 1, len(images))
 
 
 def evaluate(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
              device: torch.device, on_images: ImagesDone | None = None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on a labelled set, with one host sync at the end; `on_images`
-    is told (images done, of) after each batch (a long validation pass's progress)."""
+    """(mean cross-entropy, accuracy) on a labelled set, with one host sync at the end; `on_images`: as
+    logits' (a long validation pass's progress)."""
     if images.labels is None:
         raise ValueError("evaluate needs a labelled ImageSet")
     labels = torch.from_numpy(images.labels).to(device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for positions, out in logits(model, images, batch_size, prec, device):
+    for positions, out in logits(model, images, batch_size, prec, device, on_images):
         y = labels[positions[0]:positions[-1] + 1]
         loss_sum += F.cross_entropy(out, y, reduction="sum")
         correct += (out.argmax(1) == y).sum()
-        if on_images is not None:
-            on_images(int(positions[-1]) + 1, len(images))
     n = len(images)
     return float(loss_sum.item()) / n, float(correct.item()) / n
 
 
 def probabilities(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
                   device: torch.device, on_images: ImagesDone | None = None) -> np.ndarray:
-    """Softmax probabilities, n x classes float32, in the order of `images`; `on_images` is told
-    (images done, of) after each batch (a shard's progress)."""
+    """Softmax probabilities, n x classes float32, in the order of `images`; `on_images`: as logits'
+    (a shard's progress)."""
     parts = []
-    for positions, out in logits(model, images, batch_size, prec, device):
+    for _, out in logits(model, images, batch_size, prec, device, on_images):
         parts.append(torch.softmax(out, dim=1).cpu())
-        if on_images is not None:
-            on_images(int(positions[-1]) + 1, len(images))
     return torch.cat(parts).numpy()
