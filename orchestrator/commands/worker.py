@@ -111,7 +111,7 @@ def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, na
     supervise(procs)
 
 
-NAME_PING_S = 1.0  # a worker answers a ping within 0.1 s on either broker; silence costs this, once
+NAME_PING_S = 1.0  # a worker answered in 0.05-0.11 s on the embedded broker here; silence costs this, once
 
 
 def refuse_names_in_use(obj: CliState, names: list[str]) -> None:
