@@ -25,7 +25,7 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-from shared.atomic import atomic_path, is_temp_name
+from shared.atomic import atomic_path, is_temp_name, temp_path
 from shared.config import Settings
 
 # How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
@@ -56,6 +56,26 @@ class Channel(filesystem.Channel):
                 temp.write_bytes(str_to_bytes(dumps(payload)))  # type: ignore[no-untyped-call]
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        # kombu makes an exchange's table with open("wb") before taking its lock: two processes binding
+        # to a new exchange at once (Flower's inspect and a worker's reply, on pidbox's reply exchange)
+        # both truncate it, and the second writes its shorter table over the first's at offset 0,
+        # leaving trailing bytes ("Extra data" from every later read, Flower's workers list empty for
+        # good). The table is made whole here, by a link that fails if it exists; kombu then only
+        # ever takes its locked read-and-rewrite path.
+        table = self._exchange_file(exchange)  # type: ignore[no-untyped-call]  # kombu ships it unannotated
+        self.control_folder.mkdir(exist_ok=True)
+        if not table.exists():
+            temp = temp_path(table)
+            temp.write_bytes(b"[]")
+            try:
+                os.link(temp, table)  # not a rename: that would replace a table another process filled meanwhile
+            except FileExistsError:
+                pass
+            finally:
+                temp.unlink(missing_ok=True)
+        super()._queue_bind(exchange, routing_key, pattern, queue)  # type: ignore[no-untyped-call]
 
 
 def message_rank(payload: Any) -> int:
