@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from shared.store.report_reads import RunRecord
 
 LIMIT_DEFAULT = 30
+PICKED_ON_VALIDATION = ("val_acc", "val_loss")  # a run's best epoch: picked on the images it is measured on
 CHART_NAMES = ("final", "curves", "groups", "width", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
 NO_TEST_ACCURACY = ("--metric test_acc: no job here has a test accuracy yet; score one with "
                     "`orch submit score --job ID --data TEST_FOLDER --labels LABELS.csv`")
@@ -191,12 +192,14 @@ def _job_ids(text: str) -> list[int]:
 def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None,
                  empty: str = EMPTY) -> None:
     from orchestrator.fields import SETTINGS
-    from orchestrator.report import leaderboard
+    from orchestrator.report import first_by_last_epoch, leaderboard
 
     if limit < 0:
         raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
     with obj.store.session() as s:
         ranked, total = leaderboard(s, study_id, metric, limit)
+        # the top row by a pick on validation (best epoch): said when the last epochs rank another first
+        by_last = first_by_last_epoch(s, study_id) if fmt == "table" and metric in PICKED_ON_VALIDATION else None
     if metric == "test_acc" and not ranked:
         raise OrchError(NO_TEST_ACCURACY)
     if fmt == "json":
@@ -219,6 +222,10 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
             click.echo(f"note: these runs {what} {len(folders)} {key} folders ({', '.join(folders[:3])}"
                        f"{', ...' if len(folders) > 3 else ''}): accuracies compare within one; --study ID|NAME "
                        "ranks one study", err=True)
+        if by_last is not None and by_last != ranked[0]["id"]:
+            click.echo(f"note: by each run's last epoch (--metric last_val_acc) job {by_last} ranks first, not job "
+                       f"{ranked[0]['id']}: {metric} is each run's best epoch, picked on the validation images it is "
+                       "measured on", err=True)
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
 

@@ -518,3 +518,23 @@ def test_report_takes_json_as_status_does(study: tuple[Orch, dict]) -> None:
     """`orch report --json` was "no such option" where `orch status --json` works."""
     orch, _ = study
     assert orch.json("report", "--study", "norms-groups") == orch.json_report("--study", "norms-groups")
+
+
+def test_the_leaderboard_says_when_its_top_run_owes_its_place_to_a_pick_on_validation(
+        orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with one lucky epoch topped the leaderboard by its best epoch, chosen on the images it
+    is measured on, with nothing saying that by the last epochs another run ranks first."""
+    store = open_home(orch.home, monkeypatch)
+    steady = add_run(store, None, "bn", 1, 0, 3, val_accs=[0.80, 0.85, 0.86])
+    add_run(store, None, "bn", 1, 1, 3, val_accs=[0.60, 0.70, 0.75])
+    store.dispose()
+    assert "ranks first" not in orch.run("report", check=True).stderr  # the same run first both ways
+    store = open_home(orch.home, monkeypatch)
+    lucky = add_run(store, None, "bn", 1, 2, 3, val_accs=[0.70, 0.91, 0.72])
+    store.dispose()
+    assert orch.json_report()[0]["id"] == lucky
+    proc = orch.run("report", check=True)
+    assert (f"note: by each run's last epoch (--metric last_val_acc) job {steady} ranks first, not job {lucky}: "
+            "val_acc is each run's best epoch") in proc.stderr
+    assert "ranks first" not in orch.run("report", "--metric", "last_val_acc", check=True).stderr
+    assert "ranks first" not in orch.run("report", "--format", "csv", check=True).stderr  # rows for a script
