@@ -200,7 +200,9 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
         ranked, total = leaderboard(s, study_id, metric, limit)
         # the top row by a pick on validation (best epoch): said when the last epochs rank another first
         by_last = first_by_last_epoch(s, study_id) if fmt == "table" and metric in PICKED_ON_VALIDATION else None
-    if metric == "test_acc" and not ranked:
+        # runs, none scored: the error says how to score one; no run at all: the empty store's message, as every metric
+        unscored = metric == "test_acc" and not ranked and first_by_last_epoch(s, study_id) is not None
+    if unscored:
         raise OrchError(NO_TEST_ACCURACY)
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))

@@ -431,6 +431,10 @@ def test_an_empty_store_prints_no_table_of_nothing(orch: Orch) -> None:
         proc = orch.run("report", "--format", fmt, check=True)
         assert proc.stdout == "" and "no epochs recorded yet" in proc.stderr, (fmt, proc)
     assert orch.json_report() == []
+    # by test accuracy too: nothing recorded is the news, not that nothing was scored (it exited 2 on an empty store)
+    assert "no epochs recorded yet" in orch.run("report", "--metric", "test_acc", check=True).stdout
+    proc = orch.run("report", "--metric", "test_acc", "--format", "csv", check=True)
+    assert proc.stdout == "" and "no epochs recorded yet" in proc.stderr
 
 
 def test_the_leaderboard_says_when_its_runs_trained_on_different_data(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
