@@ -185,7 +185,7 @@ def seed_train_rate(folder: Path, size: int, steps: int) -> float:
 
 def run_training(orch: Orch, root: Path, args: argparse.Namespace) -> Any:
     device = default_device()
-    prec = resolve(args.precision, device)
+    prec = resolve(args.precision, device, cache_dir=orch.home / "cache")  # auto: the job's own choice
     spec = ModelSpec(arch=args.model, image_size=args.size, num_classes=len(CLASSES))
     before = train_ceiling(spec, args.batch, prec, args.ceiling_s)
     n_train = max(args.batch * 4, math.ceil(before * args.epoch_s / args.batch) * args.batch)

@@ -46,7 +46,7 @@ def trainable(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"])
     spec = ModelSpec(arch="resnet18", norm=config["norm"], image_size=config["size"], num_classes=2)
     model = build_model(spec).to(memory_format=torch.channels_last)
-    prec = resolve("auto", torch.device("cpu"))
+    prec = resolve(config["precision"], torch.device("cpu"))  # orch's --precision auto, as vs_ray.py found it
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     gen = torch.Generator().manual_seed(config["seed"])
     order = torch.randperm(len(x_train), generator=gen)
@@ -67,6 +67,7 @@ def trainable(config: dict[str, Any]) -> None:
 
 def main() -> None:
     folder, size, norms, seeds = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3].split(","), sys.argv[4].split(",")
+    precision = sys.argv[5]
     started = time.perf_counter()
     import ray
     from ray import tune
@@ -78,7 +79,7 @@ def main() -> None:
         tuner = tune.Tuner(
             tune.with_resources(trainable, {"cpu": cpus}),  # one trial at a time, every core
             param_space={"norm": tune.grid_search(norms), "seed": tune.grid_search([int(s) for s in seeds]),
-                         "size": size, "data": data},
+                         "size": size, "data": data, "precision": precision},
             tune_config=tune.TuneConfig(metric="val_acc", mode="max"),
             run_config=tune.RunConfig(storage_path=storage, verbose=0),
         )

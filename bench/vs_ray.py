@@ -33,10 +33,10 @@ from harness import REPO, Orch
 TARGET = 0.8
 
 
-def ray_study(folder: Path, args: argparse.Namespace) -> dict:
+def ray_study(folder: Path, args: argparse.Namespace, precision: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "ray_side.py"), str(folder), str(args.size),
-                           args.norms, args.seeds], env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
+                           args.norms, args.seeds, precision], env=env, cwd=REPO, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"ray side failed: {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -69,15 +69,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="runs of each side, alternating [2]")
     args = parser.parse_args()
     print(machine_line())
+    import torch
+
+    from shared.engine.precision import resolve  # what orch's `auto` trains in here: Ray's trials too
+    precision = resolve("auto", torch.device("cpu")).name
     with tempfile.TemporaryDirectory(prefix="orch-vs-ray-") as tmp:
         folder = synth_jpegs(Path(tmp), "train", args.n, args.size)
         ray_walls, orch_walls, worker_starts = [], [], []
         for rep in range(args.reps):
-            ray = ray_study(folder, args)
+            ray = ray_study(folder, args, precision)
             ray_walls.append(ray["wall_s"])
             wall, worker_s, jobs = orch_study(Path(tmp), rep, folder, args)
             orch_walls.append(wall)
             worker_starts.append(worker_s)
+            ran = {str((job.result or {}).get("precision")) for job in jobs}
+            if ran != {precision}:  # a probe near its threshold chose otherwise in orch's job process
+                print(f"  warning: orch's jobs trained in {', '.join(sorted(ran))}, Ray's in {precision}: not comparable")
             print(f"run {rep + 1}: Ray {ray['wall_s']:.1f} s ({ray['trials']} trials, val acc {ray['val_accs']}); "
                   f"orch {wall:.1f} s ({len(jobs)} jobs, val acc "
                   f"{sorted(round(max(e.val_acc for e in j.epochs), 4) for j in jobs)}); worker start {worker_s:.1f} s")

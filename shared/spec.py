@@ -200,8 +200,9 @@ class TrainSpec(Spec):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing.")
     seed: int = axis(0, ge=0, le=2**31 - 1, description="Random seed: weights, augmentation and batch "
                                                         "order (the val split does not depend on it).")
-    precision: Precision = Field("auto", description="auto: bf16 where the hardware has it (CUDA, or a "
-                                                     "CPU with AMX/AVX512-BF16), else fp32.")
+    precision: Precision = Field("auto", description="auto: bf16 on CUDA, and on a CPU with AMX/AVX512-BF16 "
+                                                     "where it measures faster than fp32 (timed once a "
+                                                     "machine), else fp32.")
     # torch.compile the training step: pays a compile for faster steps on a GPU. On a 2-core AVX2 CPU
     # (bench/compile_cpu.py, BENCHMARKS.md) resnet18's compile took 90 s and its steps were no faster.
     compile: bool = Field(False, description="torch.compile the training step: faster steps on a GPU after a "

@@ -1,7 +1,8 @@
 """Numeric precision: where bf16 autocast and channels_last pay off, and where they do not.
 
 `auto` means bf16 autocast on a GPU that has bf16 (Ampere and newer) or on a CPU with native bf16
-(AMX or AVX512-BF16), fp16 autocast with a gradient scaler on an older GPU, and fp32 elsewhere;
+(AMX or AVX512-BF16) where it trains measurably faster than fp32 (bf16_probe.py: on one such Xeon it
+did not), fp16 autocast with a gradient scaler on an older GPU, and fp32 elsewhere;
 scoring on an x86 CPU runs int8 instead (see quantize.py). A CPU without native
 bf16 emulates it, 2.8x slower than fp32 (resnet18 training at 112 px on the 2-core Cascade Lake
 these notes were measured on: 49.5 vs 17.6 images/s). channels_last is used everywhere: on that
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from shared.engine.bf16_probe import Bf16Probe, bf16_probe
 from shared.engine.quantize import int8_supported
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -28,6 +30,7 @@ class Precision:
     name: str  # "bf16", "fp16" (a GPU without bf16), "fp32" or "int8" (scoring, quantize.py): what runs
     autocast_dtype: torch.dtype | None
     channels_last: bool
+    probe: Bf16Probe | None = None  # what `auto` measured on this CPU to choose between bf16 and fp32
 
     @property
     def needs_grad_scaler(self) -> bool:
@@ -40,8 +43,9 @@ class Precision:
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
 
-def resolve(precision: str, device: torch.device, *, scoring: bool = False) -> Precision:
-    """The Precision that `precision` (auto, fp32, bf16; int8 when scoring) means on `device`.
+def resolve(precision: str, device: torch.device, *, scoring: bool = False, cache_dir: Path | None = None) -> Precision:
+    """The Precision that `precision` (auto, fp32, bf16; int8 when scoring) means on `device`;
+    `cache_dir` keeps the bf16 probe's answer for the machine (without it, for this process only).
 
     Scoring on an x86 CPU quantizes to int8 under `auto` (see quantize.py: 2.2x bf16 and 4.6x fp32
     on an AVX512-BF16 EPYC); training, and validation during training, never do. int8 asked for
@@ -51,18 +55,24 @@ def resolve(precision: str, device: torch.device, *, scoring: bool = False) -> P
     if precision not in allowed:
         raise ValueError(f"precision: {precision!r} is not one of {', '.join(allowed)}")
     cpu_int8 = device.type == "cpu" and int8_supported()
+    probe = None
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16" if gpu_has_bf16() else "fp16"
+        elif scoring and cpu_int8:
+            precision = "int8"
+        elif cpu_has_native_bf16():
+            probe = bf16_probe(cache_dir)
+            precision = "bf16" if probe.pays else "fp32"
         else:
-            precision = "int8" if scoring and cpu_int8 else "bf16" if cpu_has_native_bf16() else "fp32"
+            precision = "fp32"
     if precision == "fp16":  # only ever chosen by `auto`, on a GPU without bf16
         return Precision("fp16", torch.float16, channels_last=True)
     if precision == "bf16":
-        return Precision("bf16", torch.bfloat16, channels_last=True)
+        return Precision("bf16", torch.bfloat16, channels_last=True, probe=probe)
     if precision == "int8" and cpu_int8:
         return Precision("int8", None, channels_last=True)
-    return Precision("fp32", None, channels_last=True)
+    return Precision("fp32", None, channels_last=True, probe=probe)
 
 
 @lru_cache(maxsize=1)

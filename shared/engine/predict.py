@@ -46,10 +46,11 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     size = spec.model.image_size
     device = default_device()
-    prec = resolve(precision, device, scoring=True)
-    # if int8 fails its check: what the job trained in (its spec's precision on this device: a job
-    # trained in fp32 fell back to bf16), or fp32 when int8 was asked for
-    fallback = resolve(spec.precision if precision == "auto" else "fp32", device)
+    prec = resolve(precision, device, scoring=True, cache_dir=cache)
+
+    def fallback() -> Precision:  # if int8 fails its check: what the job's spec trains in on this
+        # device (resolved only then: `auto` may measure bf16 first), or fp32 when int8 was asked for
+        return resolve(spec.precision if precision == "auto" else "fp32", device, cache_dir=cache)
     clock.lap("load_s")
     # Decoding first, then the int8 conversion. Side by side they were no faster: on two threads 15%
     # slower (the conversion is Python, and the decoders take the GIL per image); with the decoding
@@ -84,9 +85,9 @@ class Stopwatch:
         self._last = now
 
 
-def _maybe_int8(model: nn.Module, prec: Precision, fallback: Precision, full: Listing, size: int,
+def _maybe_int8(model: nn.Module, prec: Precision, fallback: Callable[[], Precision], full: Listing, size: int,
                 cache: Path, reload: Callable[[], nn.Module]) -> tuple[nn.Module, Precision, dict[str, Any]]:
-    """The int8 network and its check, or the fp32 model, `fallback` and why, when `prec` asks for int8
+    """The int8 network and its check, or the fp32 model, `fallback()` and why, when `prec` asks for int8
     (`reload` gives the fp32 model again: the conversion takes the one it is given)."""
     if prec.name != "int8":
         return model, prec, {}
@@ -94,11 +95,11 @@ def _maybe_int8(model: nn.Module, prec: Precision, fallback: Precision, full: Li
     try:
         batch, _ = load_listing(sample, size, cache).batch(np.arange(len(sample.files)))
     except DataError:  # a corrupt file in another shard's slice: that shard reports it, not this one
-        return model, fallback, {"int8_agreement": None, "int8_fallback": "int8: a calibration image is unreadable"}
+        return model, fallback(), {"int8_agreement": None, "int8_fallback": "int8: a calibration image is unreadable"}
     result = quantize(model, to_input(batch, channels_last=prec.channels_last))
     check = {"int8_agreement": result.agreement, "int8_fallback": result.reason}
     if result.model is None:
-        return reload(), fallback, check
+        return reload(), fallback(), check
     return result.model, prec, check
 
 

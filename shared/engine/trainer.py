@@ -92,12 +92,13 @@ class Run:
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
           cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
           resume_from: Path | None = None, name_for: Callable[[int], str] | None = None,
-          on_progress: Progress | None = None, on_note: Callable[[str], None] | None = None) -> dict[str, Any]:
+          on_progress: Progress | None = None, on_note: Callable[[str, str], None] | None = None) -> dict[str, Any]:
     """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
     workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
     ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt.
-    `on_progress` is told each batch decoded, trained and validated; `on_note` what a reader of the
-    job's history should know (a resume on changed data)."""
+    `on_progress` is told each batch decoded, trained and validated; `on_note` (kind, message) what a
+    reader of the job's history should know: a resume on changed data (a warning), the precision
+    `auto` measured its way to (info)."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     started = time.perf_counter()
@@ -107,12 +108,14 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     loaded = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
-    run = _setup(spec, data, resumed)
+    run = _setup(spec, data, resumed, cache)
+    if run.prec.probe is not None and run.prec.probe.measured_now and on_note is not None:
+        on_note("info", run.prec.probe.says())
     run.startup = {"data_s": round(loaded - started, 3), "build_s": round(time.perf_counter() - loaded, 3)}
     run.sources = data_sources(data)
     changed = resumed is not None and resumed.get("data") and resumed["data"] != run.sources
     if changed and on_note is not None:  # the images changed between attempts (a corrupt file replaced...)
-        on_note(f"resumed from epoch {run.epoch} on changed data: the training or validation folder's files "
+        on_note("warning", f"resumed from epoch {run.epoch} on changed data: the training or validation folder's files "
                 f"(names, sizes or modification times) differ from those the checkpoint was trained on")
     for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
         if on_epoch is not None:
@@ -129,6 +132,7 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     fenced = name_for is not None  # the worker knows which file is the best: the store names it
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
             "classes": list(data.classes), **_chance_inputs(data.val), "precision": run.prec.name,
+            **({"bf16_speedup": round(run.prec.probe.speedup, 2)} if run.prec.probe is not None else {}),
             "last_checkpoint": None if fenced else str(workdir / LAST),
             "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup}
 
@@ -160,9 +164,9 @@ def _resume_state(path: Path | None, spec: TrainSpec, classes: list[str]) -> dic
     return state
 
 
-def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None) -> Run:
+def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None, cache: Path) -> Run:
     device = default_device()
-    prec = resolve(spec.precision, device)
+    prec = resolve(spec.precision, device, cache_dir=cache)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shapes: tune each conv once
         torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls on Ampere and newer

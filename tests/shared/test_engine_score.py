@@ -11,6 +11,7 @@ import torch
 
 from shared.data import list_numbered, read_labels_csv, write_synthetic
 from shared.engine import load_for_inference, score, train
+from shared.engine.bf16_probe import Bf16Probe
 from shared.engine.precision import resolve
 from shared.engine.quantize import int8_supported
 from shared.errors import CheckpointError
@@ -154,8 +155,13 @@ def test_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve("auto", cuda, scoring=True).autocast_dtype == torch.float16
     monkeypatch.setattr(precision, "gpu_has_bf16", lambda: True)
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    assert resolve("auto", cpu).name == "bf16"
+    monkeypatch.setattr(precision, "bf16_probe", lambda cache_dir: Bf16Probe(1.9, measured_now=False))
+    assert resolve("auto", cpu).name == "bf16" and resolve("auto", cpu).probe == Bf16Probe(1.9, False)
     assert resolve("auto", cpu, scoring=True).name == ("int8" if int8_supported() else "bf16")
+    # native bf16 that trains no faster than fp32 (a Xeon whose AMX is hidden): fp32, and the probe says why
+    monkeypatch.setattr(precision, "bf16_probe", lambda cache_dir: Bf16Probe(0.8, measured_now=True))
+    assert resolve("auto", cpu).name == "fp32" and resolve("auto", cpu).probe == Bf16Probe(0.8, True)
+    assert resolve("bf16", cpu).probe is None and resolve("auto", cuda).probe is None  # asked for, or a GPU: no probe
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert resolve("auto", cpu).name == "fp32"  # training never quantizes
     assert resolve("auto", cpu, scoring=True).name == ("int8" if int8_supported() else "fp32")

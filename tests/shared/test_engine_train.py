@@ -266,10 +266,13 @@ def test_a_resume_on_changed_images_is_said(tmp_path: Path) -> None:
         with pytest.raises(Interrupt):
             train(spec, tmp_path / workdir, crash_after_1, cache_dir=tmp_path / "cache")
     notes: list[str] = []
-    train(spec, tmp_path / "same", cache_dir=tmp_path / "cache", on_note=notes.append)
+
+    def note(kind: str, message: str) -> None:
+        notes.append(f"{kind}: {message}")
+    train(spec, tmp_path / "same", cache_dir=tmp_path / "cache", on_note=note)
     assert notes == []
     first = sorted((folder / "train").rglob("*.jpg"))[0]
     shutil.copy(first, first.with_name("cat.999.jpg") if first.name.startswith("cat.") else first.parent / "999.jpg")
-    train(spec, tmp_path / "changed", cache_dir=tmp_path / "cache", on_note=notes.append)
-    assert notes == ["resumed from epoch 1 on changed data: the training or validation folder's files (names, sizes "
+    train(spec, tmp_path / "changed", cache_dir=tmp_path / "cache", on_note=note)
+    assert notes == ["warning: resumed from epoch 1 on changed data: the training or validation folder's files (names, sizes "
                      "or modification times) differ from those the checkpoint was trained on"]

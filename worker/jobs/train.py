@@ -36,7 +36,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop, resume_from=resume_from,
                    name_for=checkpoints.file_name(ctx.lease.token), on_progress=StepProgress(ctx.lease),
-                   on_note=lambda note: ctx.lease.add_event("warning", note))
+                   on_note=ctx.lease.add_event)
     ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
     # Trained to the end: nothing resumes from here, so the fallback for a corrupt newest file goes
     # (a resnet50 with Adam's state is 281 MB a file; the best and the last stay).
@@ -50,6 +50,7 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "classes": list(result["classes"]),
         **{k: result[k] for k in ("val_images", "val_majority") if k in result},  # the report's chance level
         "precision": result["precision"],  # what --precision auto ran (the spec keeps "auto")
+        **{k: result[k] for k in ("bf16_speedup",) if k in result},  # what auto measured to choose it
         "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)

@@ -1,0 +1,95 @@
+"""`--precision auto` on a CPU with native bf16 measures whether bf16 trains faster, once a machine."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import shared.engine.bf16_probe as probe_module
+from shared.engine import train
+from shared.engine.bf16_probe import CACHE_FILE, MIN_SPEEDUP, Bf16Probe, bf16_probe, machine_key, measure_speedup
+from tests.shared.data_helpers import one_thread, tiny_spec
+
+
+@pytest.fixture
+def timed(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The speed-ups the probe will "measure", in order; each one measured is popped."""
+    speedups: list[float] = []
+    monkeypatch.setattr(probe_module, "measure_speedup", lambda: speedups.pop(0))
+    probe_module._KNOWN.clear()
+    yield speedups
+    probe_module._KNOWN.clear()
+
+
+def test_bf16_only_where_it_measured_clearly_faster(timed: list[float], tmp_path: Path) -> None:
+    timed += [0.8, MIN_SPEEDUP - 0.01, MIN_SPEEDUP, 1.9]
+    verdicts = []
+    for n in range(4):  # each in its own cache folder: measured each time
+        got = bf16_probe(tmp_path / str(n))
+        assert got.measured_now
+        verdicts.append(got.pays)
+    assert verdicts == [False, False, True, True] and timed == []
+    assert bf16_probe(tmp_path / "0").says().startswith("--precision auto trains in fp32 on this CPU: bf16 steps ran "
+                                                        "0.80x as fast as fp32")
+
+
+def test_the_answer_is_kept_for_the_machine_and_read_back(timed: list[float], tmp_path: Path) -> None:
+    timed.append(0.74)
+    first = bf16_probe(tmp_path)
+    assert first == Bf16Probe(0.74, measured_now=True)
+    kept = json.loads((tmp_path / CACHE_FILE).read_text())
+    assert kept[machine_key()]["speedup"] == 0.74
+    probe_module._KNOWN.clear()  # another process: reads the file, measures nothing (timed is empty)
+    assert bf16_probe(tmp_path) == Bf16Probe(0.74, measured_now=False)
+    # another machine's answer in the same (shared) cache folder is kept beside this one's
+    kept["Some Other CPU [avx512_bf16] torch 2.14.1 2 threads"] = {"speedup": 1.9}
+    (tmp_path / CACHE_FILE).write_text(json.dumps(kept))
+    probe_module._KNOWN.clear()
+    assert bf16_probe(tmp_path).speedup == 0.74
+
+
+def test_a_corrupt_or_unwritable_cache_measures_again(timed: list[float], tmp_path: Path) -> None:
+    (tmp_path / CACHE_FILE).write_text("{not json")
+    timed += [1.9, 1.8]
+    assert bf16_probe(tmp_path) == Bf16Probe(1.9, measured_now=True)
+    assert json.loads((tmp_path / CACHE_FILE).read_text())[machine_key()]["speedup"] == 1.9
+    probe_module._KNOWN.clear()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # the cache "folder" is a file: nothing kept, the answer still given
+    assert bf16_probe(blocked / "cache") == Bf16Probe(1.8, measured_now=True)
+
+
+def test_the_probe_measures_real_steps_and_leaves_the_rng_alone() -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with one_thread():
+        speedup = measure_speedup()
+    assert math.isfinite(speedup) and 0.05 < speedup < 50
+    assert torch.equal(torch.rand(3), expected)  # a job's seed still decides its model's initial weights
+
+
+def test_a_training_job_says_what_auto_measured(timed: list[float], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.engine.precision as precision
+    from shared.data import write_synthetic
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 24, "val": 8}, size=32)
+    spec = tiny_spec(tmp_path / "d" / "train", tmp_path / "d" / "val", epochs=1, precision="auto")
+    notes: list[tuple[str, str]] = []
+
+    def note(kind: str, message: str) -> None:
+        notes.append((kind, message))
+    timed.append(0.8)
+    with one_thread():
+        result: dict[str, Any] = train(spec, tmp_path / "run", cache_dir=tmp_path / "cache",
+                                       on_note=note)
+        assert (result["precision"], result["bf16_speedup"]) == ("fp32", 0.8)
+        assert notes == [("info", Bf16Probe(0.8, True).says())]
+        again = train(spec, tmp_path / "run2", cache_dir=tmp_path / "cache", on_note=note)
+    assert again["precision"] == "fp32" and len(notes) == 1  # read back: no second measurement, no second note
