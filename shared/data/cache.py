@@ -23,7 +23,7 @@ import numpy as np
 from shared.atomic import atomic_path
 from shared.errors import DataError
 
-CACHE_VERSION = 1  # bump when the decode (resize, crop) changes, to leave old caches unused
+CACHE_VERSION = 2  # bump when the decode (resize, crop) changes, to leave old caches unused (2: 16-bit greys)
 JPEG_START = b"\xff\xd8"  # every JPEG file's first two bytes (SOI)
 # the JPEGs whose RGB libjpeg-turbo computes as PIL does; CMYK and YCCK files go to PIL (libjpeg-turbo's
 # CMYK to RGB rounds differently: off by one in most pixels)
@@ -81,7 +81,20 @@ def decode(path: Path, size: int) -> np.ndarray:
         # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger
         # than `size`, which is most of the decode time for camera-sized images.
         source.draft("RGB", (size, size))
-        return _resize_crop(source.convert("RGB"), size)
+        return _resize_crop(_as_rgb(source), size)
+
+
+def _as_rgb(image: Any) -> Any:
+    """The image in 8-bit RGB. PIL's convert clips a 16-bit grey's values at 255 rather than scaling
+    them: a 16-bit PNG (mode I;16, or I in older Pillows) read as pure white, without a word."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        from PIL import Image
+
+        values = np.asarray(image, dtype=np.float64)
+        deep = image.mode.startswith("I;16") or values.max() > 255  # mode I also holds 8-bit values
+        grey = np.clip(np.rint(values / 257.0 if deep else values), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return image.convert("RGB")
 
 
 def _jpeg_drafted(data: bytes, size: int) -> np.ndarray | None:

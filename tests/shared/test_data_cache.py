@@ -87,6 +87,24 @@ def test_decode_resizes_the_shorter_side_and_centre_crops(tmp_path: Path) -> Non
         assert decode(write_image(tmp_path / f"{mode}.png", mode=mode), 8).shape == (8, 8, 3)
 
 
+def test_a_16_bit_grey_png_is_scaled_to_8_bits_not_clipped_white(tmp_path: Path) -> None:
+    """PIL's convert("RGB") clips I;16 values at 255: a 16-bit PNG's every pixel above 255 of
+    65,535 read pure white, and a job trained on such images without a word."""
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "eight.png")  # the same picture in 8 bits
+    deep, eight = decode(tmp_path / "deep.png", 32), decode(tmp_path / "eight.png", 32)
+    assert (deep.min(), deep.max()) == (0, 255) and np.abs(deep.astype(int) - eight).max() <= 1
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")  # the case, as Pillow reads it
+    from shared.data.cache import _as_rgb  # mode I (older Pillows' 16-bit PNG), in memory: Pillow 13 writes none
+
+    as_read = {value: np.asarray(_as_rgb(Image.fromarray(np.full((4, 4), value, dtype=np.int32), "I"))).max()
+               for value in (200, 40000)}
+    assert as_read == {200: 200, 40000: 156}  # 8-bit values as they are; 16-bit ones scaled (40000 / 257)
+
+
 def test_corrupt_images_named_up_to_five_with_the_count(tmp_path: Path) -> None:
     folder = tmp_path / "train"
     for i in range(3):
