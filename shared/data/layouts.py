@@ -1,6 +1,7 @@
 """The three folder layouts users have, read without torch or decoding a single image.
 
-- folder: torchvision ImageFolder, `train/<class>/*.jpg`; classes are the sorted folder names.
+- folder: torchvision ImageFolder, `train/<class>/**/*.jpg`; classes are the sorted folder names, and
+  a class folder's subfolders hold its images too (as ImageFolder reads them).
 - flat: cats-vs-dogs, `cat.123.jpg`; the class is the name's prefix before the first dot,
   classes sorted by name (cat=0, dog=1).
 - numbered: unlabelled test folders, `0.jpg`, `1.jpg`...; the id is the file stem.
@@ -74,7 +75,7 @@ def _scan(folder: Path) -> Listing:
     if not images:
         raise DataError(f"{folder}: no JPEG or PNG images found")
     if all("." not in p.stem for p in images):
-        return _numbered(folder, images)
+        return _numbered(folder, images, subdirs)
     return _flat(folder, images)
 
 
@@ -116,7 +117,7 @@ def _scan_class_folders(folder: Path, subdirs: list[Path]) -> Listing:
     labels: list[int] = []
     classes = [d.name for d in subdirs]
     for label, d in enumerate(subdirs):
-        found = _entries(d)[1]
+        found = _images_below(d)
         if not found:
             raise DataError(f"{folder}: class folder {d.name!r} holds no JPEG or PNG images")
         files += found
@@ -124,11 +125,25 @@ def _scan_class_folders(folder: Path, subdirs: list[Path]) -> Listing:
     return Listing(folder, "folder", files, labels, classes, list(range(len(files))))
 
 
+def _images_below(folder: Path, seen: frozenset[Path] = frozenset()) -> list[Path]:
+    """A class folder's images, its subfolders' included, in ImageFolder's order (the folder's own
+    files, then each subfolder's, by name): `cat/2019/*.jpg` was left out without a word. A linked
+    folder that leads back to one being read is read once."""
+    subdirs, images = _entries(folder)
+    if subdirs:
+        seen = seen | {folder.resolve()}
+        for sub in subdirs:
+            if sub.resolve() not in seen:
+                images += _images_below(sub, seen)
+    return images
+
+
 def _flat(folder: Path, images: list[Path]) -> Listing:
-    numbered = [p.name for p in images if "." not in p.stem]
-    if numbered:
-        raise DataError(f"{folder}: mixes numbered files ({numbered[0]}) with class-prefixed names "
-                        f"({next(p.name for p in images if '.' in p.stem)})")
+    unprefixed = [p.name for p in images if "." not in p.stem]
+    if unprefixed:
+        prefixed = next(p.name for p in images if "." in p.stem)
+        what = "numbered files" if is_number(Path(unprefixed[0]).stem) else "files without a class prefix"
+        raise DataError(f"{folder}: mixes {what} ({unprefixed[0]}) with class-prefixed names ({prefixed})")
     prefixes = [p.name.split(".", 1)[0] for p in images]
     classes = sorted(set(prefixes))
     index = {c: i for i, c in enumerate(classes)}
@@ -136,9 +151,13 @@ def _flat(folder: Path, images: list[Path]) -> Listing:
                    list(range(len(images))))
 
 
-def _numbered(folder: Path, images: list[Path]) -> Listing:
+def _numbered(folder: Path, images: list[Path], subdirs: list[Path]) -> Listing:
     ids: list[int] = []
     for p in images:
+        if subdirs and not is_number(p.stem):  # an ImageFolder with a stray image beside its class folders
+            names = ", ".join(f"{d.name}/" for d in subdirs[:3]) + (", ..." if len(subdirs) > 3 else "")
+            raise DataError(f"{folder}: holds class folders ({names}) and images beside them ({p.name}); "
+                            "move each image into its class folder, or out of this one")
         if not is_number(p.stem):
             raise DataError(f"{folder}: {p.name} is not a numbered file name (expected 0.jpg, 1.jpg, ...)")
         ids.append(int(p.stem))

@@ -5,7 +5,9 @@ shards' part files concatenated in shard order.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,7 +58,8 @@ def count_correct(ids: Sequence[int], predicted: Sequence[int], truth: dict[int,
 
 
 def header_line(classes: Sequence[str], probs: bool, names: bool = False) -> str:
-    return "id,label" + (",file" if names else "") + "".join(f",prob_{c}" for c in classes if probs) + "\n"
+    """The header row; a class named `big, cat` is quoted, as the rows' file names are (it made 6 columns of 5)."""
+    return "id,label" + (",file" if names else "") + "".join(f",{_field(f'prob_{c}')}" for c in classes if probs) + "\n"
 
 
 def format_rows(ids: Sequence[int], labels: Sequence[int], probs: Iterable[Sequence[float]] | None,
@@ -88,7 +91,8 @@ def part_path(parent_dir: Path, shard: int) -> Path:
 
 def check_rows(texts: Sequence[str], files: int, ids_sha256: str) -> None:
     """The parts hold every pinned id exactly once, in order: `files` rows whose ids hash to `ids_sha256`."""
-    ids = [_row_id(line) for text in texts for line in text.splitlines() if line]
+    # read as CSV: a quoted file name may hold a line break (or U+2028, which splitlines() splits at)
+    ids = [_row_id(row) for text in texts for row in csv.reader(io.StringIO(text, newline="")) if row]
     if len(ids) != files:
         raise DataError(f"assembly: the shards wrote {len(ids)} rows but the folder had {files} images "
                         "at submit; retry the run")
@@ -101,11 +105,11 @@ def check_rows(texts: Sequence[str], files: int, ids_sha256: str) -> None:
                         "numeric order); retry the run")
 
 
-def _row_id(line: str) -> int:
+def _row_id(row: list[str]) -> int:
     try:
-        return int(line.split(",", 1)[0])
+        return int(row[0])
     except ValueError:
-        raise DataError(f"assembly: a part holds a row that is not id,label...: {line[:40]!r}") from None
+        raise DataError(f"assembly: a part holds a row that is not id,label...: {','.join(row)[:40]!r}") from None
 
 
 def totals(results: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -26,6 +26,26 @@ def test_image_folder_layout_sorted_classes_jpeg_and_png(tmp_path: Path) -> None
     assert listing.ids == [0, 1, 2, 3]
 
 
+def test_a_class_folders_subfolders_hold_its_images_too(tmp_path: Path) -> None:
+    """`cat/batch2/*.jpg` was dropped without a word (20 of 32 images), and a class whose images are
+    all in `dog/2019/` was refused as holding none: torchvision's ImageFolder reads both."""
+    for name in ("cat/a.jpg", "cat/batch2/b.jpg", "cat/batch2/deeper/c.jpg", "cat/.thumbs/t.jpg", "dog/2019/d.jpg"):
+        write_image(tmp_path / name)
+    (tmp_path / "dog" / "2019" / "loop").symlink_to(tmp_path / "dog")  # a link back up: read once, no recursion
+    listing = scan_labelled(tmp_path)
+    assert [f.relative_to(tmp_path).as_posix() for f in listing.files] == [
+        "cat/a.jpg", "cat/batch2/b.jpg", "cat/batch2/deeper/c.jpg", "dog/2019/d.jpg"]  # hidden folders left out
+    assert listing.labels == [0, 0, 0, 1] and listing.classes == ["cat", "dog"]
+
+
+def test_an_image_beside_class_folders_is_named_as_such(tmp_path: Path) -> None:
+    """A stray cover.jpg beside cat/ and dog/ read "cover.jpg is not a numbered file name"."""
+    for name in ("cat/a.jpg", "dog/b.jpg", "cover.jpg"):
+        write_image(tmp_path / name)
+    with pytest.raises(DataError, match=r"holds class folders \(cat/, dog/\) and images beside them \(cover.jpg\)"):
+        scan(tmp_path)
+
+
 def test_flat_layout_label_is_prefix_before_first_dot(tmp_path: Path) -> None:
     for name in ("dog.9.jpg", "cat.123.jpg", "cat.1.extra.png", "dog.10.png"):
         write_image(tmp_path / name)
@@ -52,6 +72,7 @@ def test_numbered_layout_in_numeric_order(tmp_path: Path) -> None:
     (["0.jpg", "1.jpg", "abc.jpg"], "abc.jpg is not a numbered file name"),
     (["1.jpg", "1.png"], "same id 1"),
     (["1.jpg", "cat.2.jpg"], "mixes numbered files"),
+    (["IMG_0001.jpg", "cat.2.jpg"], r"mixes files without a class prefix \(IMG_0001.jpg\)"),  # not "numbered"
 ])
 def test_numbered_folder_errors_name_the_file(tmp_path: Path, names: list[str], message: str) -> None:
     for name in names:

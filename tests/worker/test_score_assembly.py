@@ -42,6 +42,16 @@ def test_a_file_column_is_quoted_where_the_name_needs_it() -> None:
     assert list(csv.reader(io.StringIO(text))) == [["0", "1", "cat/1.jpg", "0.250000", "0.750000"],
                                                    ["1", "0", 'odd, "name".jpg', "0.500000", "0.500000"]]
     assert header_line(["cat", "dog"], probs=True, names=True) == "id,label,file,prob_cat,prob_dog\n"
+    odd = ["big, cat", 'dog "x"']  # class folders so named: the header had 6 fields over rows of 5
+    header = header_line(odd, probs=True, names=True)
+    assert next(csv.reader(io.StringIO(header))) == ["id", "label", "file", "prob_big, cat", 'prob_dog "x"']
+
+
+def test_assembly_reads_parts_as_csv_so_a_file_name_may_hold_a_line_break() -> None:
+    from shared.scoring.csv_parts import check_rows, ids_digest
+
+    text = format_rows([0, 1], [1, 0], None, ["a\u2028b.jpg", "new\nline.jpg"])  # it read "a row that is not id,label"
+    check_rows([text], 2, ids_digest([0, 1]))
 
 
 def test_count_correct_only_over_labelled_ids() -> None:
