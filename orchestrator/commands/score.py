@@ -172,7 +172,13 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
     without decoding."""
     from orchestrator.paths import existing_path, output_path
     from shared.data import read_labels_csv, scan
-    from shared.scoring.inputs import check_folder_classes, check_label_classes, check_labels_cover, check_shards
+    from shared.scoring.inputs import (
+        check_folder_classes,
+        check_label_classes,
+        check_labels_agree,
+        check_labels_cover,
+        check_shards,
+    )
 
     data = existing_path("--data", options["data"], folder=True, required=True) or ""
     try:
@@ -182,10 +188,8 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
     labels_path = existing_path("--labels", options.get("labels"), folder=False)
     if labels_path:
         labels = read_labels_csv(Path(labels_path))
-        if listing.labels is not None:
-            click.echo(f"orch: note: {data} is labelled by its own layout; --labels replaces those labels "
-                       "(ids are positions in the folder's sorted listing)", err=True)
         check_label_classes(labels, classes)
+        check_labels_agree(labels, listing, classes)  # a labelled folder: the CSV may only say what its names say
         mismatch = check_labels_cover(labels, listing)
         if mismatch:
             click.echo(f"orch: note: {mismatch}", err=True)

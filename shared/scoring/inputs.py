@@ -117,6 +117,25 @@ def check_folder_classes(listing: Listing, classes: Sequence[str]) -> str | None
     return None
 
 
+def check_labels_agree(labels: dict[int, int], listing: Listing, classes: Sequence[str]) -> None:
+    """A labelled folder (class folders, cat.1.jpg names) scored with --labels: refused where the CSV
+    contradicts the folder's own labels. A CSV of another folder scored 59% where the images' names said
+    70%, with a note only, and became the job's test accuracy."""
+    if listing.labels is None:
+        return
+    index = {c: i for i, c in enumerate(classes)}
+    own = {i: index.get(listing.classes[y]) for i, y in zip(listing.ids, listing.labels, strict=True)}
+    differ = [i for i in listing.ids if i in labels and labels[i] != own[i]]
+    if differ:
+        first = differ[0]
+        file = listing.files[listing.ids.index(first)].relative_to(listing.folder).as_posix()
+        said = listing.classes[listing.labels[listing.ids.index(first)]]
+        compared = sum(i in labels for i in listing.ids)
+        raise DataError(f"--labels: contradicts the folder's own labels on {len(differ)} of {compared} images (e.g. "
+                        f"id {first}, {file}: the folder says {said} ({own[first]}), the CSV {labels[first]}); drop "
+                        "--labels to score against the folder's labels, or score a numbered folder")
+
+
 def check_labels_cover(labels: dict[int, int], listing: Listing) -> str | None:
     """Refuse labels that name none of the folder's images, or all of them shifted by one (a CSV
     numbered from 1 for a folder numbered from 0 scored 50% against the wrong truth without a word);

@@ -74,6 +74,11 @@ def setup(orch: Orch, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
     (tmp_path / "wide.csv").write_text("0,1,cat\n")
     (tmp_path / "only_one.csv").write_text("".join(f"{i},1\n" for i in range(12)))  # a test set of dogs only
     numbered(tmp_path / "empty", [])
+    for name in ("cat/1.jpg", "cat/2.jpg", "dog/3.jpg", "dog/4.jpg"):  # labelled by its layout: ids 0..3 by position
+        (tmp_path / "labelled" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "labelled" / name).write_bytes(b"\xff\xd8")
+    (tmp_path / "all_cats.csv").write_text("0,0\n1,0\n2,0\n3,0\n")
+    (tmp_path / "as_named.csv").write_text("0,0\n1,0\n2,1\n3,1\n")
     numbered(tmp_path / "named", ["0.jpg", "1.jpg", "cover.jpg"])
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "shifted.csv").write_text("".join(f"{i + 1},{i % 2}\n" for i in range(12)))
@@ -149,6 +154,10 @@ BAD = [
     ("out is a folder", ["--job", "{job}", "--out", "{tmp}"], "--out"),
     ("labels shifted by one", ["--job", "{job}", "--labels", "{tmp}/shifted.csv"],
      "--labels: its ids are the folder's shifted by +1 (1..12 against 0..11"),
+    # another folder's CSV, or one that says cat of dog/3.jpg: it scored 100% and became the test accuracy
+    ("labels against the folder's own", ["--job", "{job}", "--data", "{tmp}/labelled", "--labels", "{tmp}/all_cats.csv"],
+     "--labels: contradicts the folder's own labels on 2 of 4 images (e.g. id 2, dog/3.jpg: the folder says dog (1), "
+     "the CSV 0)"),
     # a worker whose ORCH_ARTIFACTS this host does not see: it said "job N has no best checkpoint"
     ("best checkpoint on another host", ["--job", "{elsewhere}"], "--job: job {elsewhere}'s best checkpoint "),
 ]
@@ -225,6 +234,13 @@ def test_labels_of_some_classes_only_are_accepted(setup: tuple[Orch, dict[str, s
     ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f["test"], "--labels", f"{f['tmp']}/only_one.csv",
               "--out", f"{f['tmp']}/dogs.csv")
     assert ids["job_id"] > 0 and len(ids["shard_job_ids"]) == 1
+
+
+def test_labels_that_say_what_a_labelled_folder_says_are_accepted(setup: tuple[Orch, dict[str, str]]) -> None:
+    orch, f = setup
+    ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f"{f['tmp']}/labelled", "--labels",
+              f"{f['tmp']}/as_named.csv", "--out", f"{f['tmp']}/named.csv")
+    assert ids["job_id"] > 0
 
 
 def test_the_wait_line_says_what_the_accuracy_stands_on_and_what_ran() -> None:
