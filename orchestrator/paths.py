@@ -18,7 +18,7 @@ def existing_path(option: str, raw: str | None, *, folder: bool, required: bool 
     if folder and not path.is_dir():
         raise SpecError(option, f"{raw} is a file, not a folder" if path.is_file() else f"no such folder: {raw}")
     if not folder and not path.is_file():
-        raise SpecError(option, f"no such file: {raw}")
+        raise SpecError(option, f"{raw} is a folder, not a file" if path.is_dir() else f"no such file: {raw}")
     return str(path)
 
 

@@ -41,7 +41,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "groups": train.model.as_built().groups if train else None,  # None (left out) where the arch has none
         # the newer axes, empty (so the table leaves them out) where a job keeps their default
         "attention": train.model.attention if train and train.model.attention != "none" else None,
-        "width_mult": train.model.width_mult if train else None,
+        "width_mult": train.model.as_built().width_mult if train else None,  # 1.0 as built, not blank as defaulted
         "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
         "progress": inside,  # for scripts: the epoch column above is a display string
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,

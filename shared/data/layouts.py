@@ -211,9 +211,11 @@ def read_labels_csv(path: Path) -> dict[int, int]:
     path = Path(path)
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a BOM
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            reader = csv.reader(fh)  # each row with its line in the file, as an editor numbers it (blank lines count)
+            numbered = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"--labels: {path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
+    rows = [r for _, r in numbered]
     separator = next((sep for sep in ("\t", ";") if rows and len(rows[0]) == 1 and sep in rows[0][0]), None)
     if separator is not None:  # it read 'the header is 0\t0'
         raise DataError(f"--labels: {path}: its columns are separated by {separator!r}; expected a comma-separated "
@@ -223,14 +225,14 @@ def read_labels_csv(path: Path) -> dict[int, int]:
         if header != ["id", "label"]:
             raise DataError(f"--labels: {path}: the header is {','.join(rows[0])!r}; expected id,label "
                             "(or no header)")
-        rows = rows[1:]
+        numbered = numbered[1:]
     labels: dict[int, int] = {}
     first_line: dict[int, int] = {}
-    for line, row in enumerate(rows, start=1):
+    for line, row in numbered:
         ident, label = _label_row(path, line, row)
         if labels.get(ident, label) != label:
-            raise DataError(f"--labels: {path}: id {ident} has label {labels[ident]} in row {first_line[ident]} "
-                            f"and {label} in row {line}")
+            raise DataError(f"--labels: {path}: id {ident} has label {labels[ident]} on line {first_line[ident]} "
+                            f"and {label} on line {line}")
         labels[ident] = label
         first_line.setdefault(ident, line)
     if not labels:
@@ -244,6 +246,7 @@ def _label_row(path: Path, line: int, row: list[str]) -> tuple[int, int]:
     except ValueError:
         ident = label = -1
     if ident < 0 or label < 0:
-        raise DataError(f"--labels: {path}: bad row {line} {','.join(row)!r}; expected id,label as two "
-                        "non-negative integers")
+        raise DataError(f"--labels: {path}: bad line {line} {','.join(row)!r}; expected id,label as two "
+                        "non-negative integers (a label is its class's index in the sorted class names: "
+                        "cat,dog are 0,1)")
     return ident, label

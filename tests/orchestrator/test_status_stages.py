@@ -176,3 +176,22 @@ def test_a_stopped_job_process_and_a_pending_cancel_are_said(orch, monkeypatch) 
     assert listed[asked]["cancel_requested"] is True and listed[stuck]["cancel_requested"] is False
     table = orch.run("status", check=True).stdout
     assert table.count("cancelling") == 1 and "running?" not in table
+
+
+def test_a_width_multipliers_default_shows_as_built() -> None:
+    """A width study's 1.0 cells showed an empty width_mult column beside 0.5 (1.0 is the default, so
+    the spec keeps none); the report said width_mult=1."""
+    from types import SimpleNamespace
+
+    from orchestrator.commands.status import job_summary
+    from shared.spec import ModelSpec, TrainSpec
+
+    job = SimpleNamespace(id=1, kind="train", status="queued", study_id=None, progress=None, attempts=0,
+                          worker_host=None, error=None, cancel_requested=False)
+    widths = {}
+    for given in (None, 1.0, 0.5):
+        spec = TrainSpec(model=ModelSpec(arch="mobilenet_v2", image_size=32, width_mult=given), data="/d")
+        widths[given] = job_summary(job, spec, None)["width_mult"]  # type: ignore[arg-type]
+    assert widths == {None: 1.0, 1.0: 1.0, 0.5: 0.5}
+    resnet = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32), data="/d")
+    assert job_summary(job, resnet, None)["width_mult"] is None  # type: ignore[arg-type]  # no such knob: left out

@@ -116,10 +116,12 @@ def test_read_labels_csv_with_and_without_header(tmp_path: Path) -> None:
     assert read_labels_csv(tmp_path / "excel.csv") == {0: 1}
 
 
-@pytest.mark.parametrize("text, message", [("id,label\n0,cat\n", "bad row 1"), ("id,label\n", "no id,label rows"),
-                                           ("0\n", "bad row 1"), ("id,label\n0,1\n1,-2\n", "bad row 2"),
+@pytest.mark.parametrize("text, message", [("id,label\n0,cat\n", "bad line 2"), ("id,label\n", "no id,label rows"),
+                                           ("0\n", "bad line 1"), ("id,label\n0,1\n1,-2\n", "bad line 3"),
                                            ("0\t1\n1\t0\n", r"separated by '\\t'; expected a comma-separated"),
-                                           ("id;label\n0;1\n", "separated by ';'")])
+                                           ("id;label\n0;1\n", "separated by ';'"),
+                                           # a blank line counts, as an editor numbers lines (it said row 2)
+                                           ("id,label\n\n0,1\n1,x\n", "bad line 4 '1,x'.*sorted class names")])
 def test_read_labels_csv_errors(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "l.csv").write_text(text)
     with pytest.raises(DataError, match=message):
