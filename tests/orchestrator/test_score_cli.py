@@ -154,6 +154,7 @@ BAD = [
     ("out is a folder", ["--job", "{job}", "--out", "{tmp}"], "--out"),
     ("labels shifted by one", ["--job", "{job}", "--labels", "{tmp}/shifted.csv"],
      "--labels: its ids are the folder's shifted by +1 (1..12 against 0..11"),
+    ("labels given a folder", ["--job", "{job}", "--labels", "{tmp}/test"], "--labels: {tmp}/test is a folder, not a file"),
     # another folder's CSV, or one that says cat of dog/3.jpg: it scored 100% and became the test accuracy
     ("labels against the folder's own", ["--job", "{job}", "--data", "{tmp}/labelled", "--labels", "{tmp}/all_cats.csv"],
      "--labels: contradicts the folder's own labels on 2 of 4 images (e.g. id 2, dog/3.jpg: the folder says dog (1), "
