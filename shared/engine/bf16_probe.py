@@ -3,13 +3,13 @@
 A CPU flag says bf16 arithmetic exists, not that it pays. resnet18 trains 1.9x faster in bf16 than
 in fp32 on an AVX512-BF16 EPYC and several times faster on a Xeon with AMX; on a Xeon whose AMX the
 hypervisor hides (avx512_bf16 without amx_tile, 2026-11-30) the same steps ran at 0.75x of fp32
-(54 against 72 images/s at 112 px, batch 64), so bf16 there cost both speed and precision. `--precision auto` on such a CPU times a few forward and
-backward steps of a small ResNet in each, alternating so that a change in the machine's load falls on
-both, and takes bf16 at MIN_SPEEDUP or more.
+(54 against 72 images/s at 112 px, batch 64), so bf16 there cost both speed and precision.
+`--precision auto` on such a CPU times a few forward and backward steps of a small ResNet in each,
+alternating so that a change in the machine's load falls on both, and takes bf16 at MIN_SPEEDUP or more.
 
 One decision per machine (CPU model, torch, threads), not per model: a study's configs must not differ
 in precision, or its comparisons would be the precision's as much as the configs'. It is kept in the
-decode cache's folder, so the first job on a machine pays for it (about a second) and later ones read it.
+decode cache's folder, so the first job on a machine pays for it (about two seconds) and later ones read it.
 """
 from __future__ import annotations
 
