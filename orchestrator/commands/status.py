@@ -232,7 +232,7 @@ def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
 
 
 # result key -> {its stage: the name shown}, in order: a job's start-up, then a scoring shard's own stages
-STAGES = {"startup": {"take_s": "take", "store_s": "store", "data_s": "data", "build_s": "build",
+STAGES = {"startup": {"take_s": "take", "store_s": "store", "data_s": "data", "probe_s": "bf16 probe", "build_s": "build",
                       "first_step_s": "first step"},
           "timings": {"load_s": "load", "decode_s": "decode", "int8_s": "int8", "verify_s": "verify",
                       "infer_s": "inference"}}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +39,7 @@ PAIRS, MIN_PAIRS, BUDGET_S = 6, 3, 1.0  # alternating fp32/bf16 steps: at most P
 class Bf16Probe:
     speedup: float  # fp32's step time over bf16's: above 1, bf16 is faster
     measured_now: bool  # by this process (else read from the cache)
+    seconds: float = field(default=0.0, compare=False)  # the measurement's, when measured now
 
     @property
     def pays(self) -> bool:
@@ -94,7 +95,7 @@ def bf16_probe(cache_dir: Path | None) -> Bf16Probe:
                 json.dump(known, fh, indent=1)
         except OSError as exc:  # a read-only cache measures again in the next job: slower, not wrong
             log.warning("bf16 probe: could not keep the answer in %s: %s", path, exc)
-    return Bf16Probe(speedup, measured_now=True)
+    return Bf16Probe(speedup, measured_now=True, seconds=time.perf_counter() - started)
 
 
 _KNOWN: dict[tuple[str, Path | None], float] = {}  # this process's answers: (machine, cache file) -> speed-up

@@ -109,9 +109,11 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed, cache)
-    if run.prec.probe is not None and run.prec.probe.measured_now and on_note is not None:
-        on_note("info", run.prec.probe.says())
-    run.startup = {"data_s": round(loaded - started, 3), "build_s": round(time.perf_counter() - loaded, 3)}
+    probe = run.prec.probe if run.prec.probe is not None and run.prec.probe.measured_now else None
+    if probe is not None and on_note is not None:  # a machine's first job: it measured what auto chose
+        on_note("info", probe.says())
+    run.startup = {"data_s": round(loaded - started, 3), **({"probe_s": round(probe.seconds, 3)} if probe else {}),
+                   "build_s": round(time.perf_counter() - loaded - (probe.seconds if probe else 0.0), 3)}
     run.sources = data_sources(data)
     changed = resumed is not None and resumed.get("data") and resumed["data"] != run.sources
     if changed and on_note is not None:  # the images changed between attempts (a corrupt file replaced...)

@@ -15,6 +15,11 @@ def test_a_training_jobs_start_up_to_its_first_step() -> None:
                                  "first step 0.24; a warm job process, ready 2.65 s after the job was taken)")
 
 
+def test_a_machines_first_job_names_its_bf16_probe() -> None:
+    first = {**TRAIN, "startup": {**TRAIN["startup"], "probe_s": 1.9}}  # type: ignore[dict-item]
+    assert "data 0.10, bf16 probe 1.90, build 0.10" in stage_line(first)
+
+
 def test_a_scoring_shards_stages_after_its_start_up() -> None:
     assert stage_line(SHARD) == ("0.50 s (take 0.00, store 0.01, load 0.13, decode 0.01, int8 0.32, verify 0.00, "
                                  "inference 0.03; a warm job process)")

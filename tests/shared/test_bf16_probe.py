@@ -90,6 +90,8 @@ def test_a_training_job_says_what_auto_measured(timed: list[float], tmp_path: Pa
         result: dict[str, Any] = train(spec, tmp_path / "run", cache_dir=tmp_path / "cache",
                                        on_note=note)
         assert (result["precision"], result["bf16_speedup"]) == ("fp32", 0.8)
+        assert "probe_s" in result["startup"]  # the machine's first job: its start-up names the probe
         assert notes == [("info", Bf16Probe(0.8, True).says())]
         again = train(spec, tmp_path / "run2", cache_dir=tmp_path / "cache", on_note=note)
     assert again["precision"] == "fp32" and len(notes) == 1  # read back: no second measurement, no second note
+    assert "probe_s" not in again["startup"]
