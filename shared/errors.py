@@ -1,6 +1,8 @@
 """The exception hierarchy. Every user-facing failure is one of these, with a one-line message."""
 from __future__ import annotations
 
+import errno
+
 
 class OrchError(Exception):
     """Base class: the message is one line, shown to the user without a traceback."""
@@ -25,6 +27,24 @@ class CheckpointError(OrchError):
 
 class NonFiniteLoss(OrchError):
     """Training produced a NaN or infinite loss; the job stops with this reason."""
+
+
+class DiskFull(OrchError):
+    """A write found its device full. Not retried: the next attempt would train the epoch again only to
+    fill the same disk; `orch retry`, once there is room, resumes from the last recorded epoch."""
+
+
+def disk_full_in(exc: BaseException) -> OSError | None:
+    """The ENOSPC (or EDQUOT) OSError behind `exc`, if any: torch.save reports a full disk as a
+    RuntimeError ("unexpected pos ...") raised while handling it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class ConfigError(OrchError):
@@ -52,7 +72,7 @@ class JobCancelled(OrchError):
     """The job was cancelled while it ran."""
 
 
-PERMANENT_ERRORS: tuple[type[OrchError], ...] = (SpecError, DataError, CheckpointError, NonFiniteLoss)
+PERMANENT_ERRORS: tuple[type[OrchError], ...] = (SpecError, DataError, CheckpointError, NonFiniteLoss, DiskFull)
 """Failures that retrying cannot fix: the job fails at once with the reason."""
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (Unavailable,)
 """Failures a retry may fix: a job is retried a few times before it fails."""

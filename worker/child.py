@@ -20,10 +20,11 @@ import sys
 import time
 import traceback
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from shared.config import load_settings, redact
-from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, JobCancelled, StaleLease
+from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, DiskFull, JobCancelled, StaleLease, disk_full_in
 from shared.store.schema import Outcome
 
 TRACEBACK_LINES = 40  # of an unexpected error, in the job's history: its innermost frames and the error
@@ -57,6 +58,11 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     permanent: retrying does not grant the permission.
     """
     reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    full = disk_full_in(exc)
+    if full is not None and not isinstance(exc, DiskFull):  # a decode cache, a part file...: not worth a retry
+        where = f" ({Path(full.filename).parent})" if full.filename else ""
+        return Outcome.failed, (f"no space left on the device{where}: free some, then `orch retry` the job "
+                                "(a training job resumes from its last recorded epoch)")
     if isinstance(exc, JobCancelled):
         return Outcome.cancelled, "cancelled"
     if isinstance(exc, StaleLease):
@@ -164,7 +170,7 @@ def main(job: dict[str, Any], token: int, home: str, conn: Connection, stop: dic
     except BaseException as exc:  # the parent records every ending, so report them all
         kind, reason = classify(exc)
         details: dict[str, Any] = {}
-        if kind == Outcome.failed and not isinstance(exc, PERMANENT_ERRORS):
+        if kind == Outcome.failed and not isinstance(exc, PERMANENT_ERRORS) and disk_full_in(exc) is None:
             traceback.print_exc()  # an unexpected error: the worker log keeps the traceback, and the
             # job's history its end (the log is on the worker's machine, the history where the CLI is)
             details["traceback"] = redact("".join(traceback.format_exc().splitlines(keepends=True)[-TRACEBACK_LINES:]))

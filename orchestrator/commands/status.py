@@ -45,6 +45,8 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
         "progress": inside,  # for scripts: the epoch column above is a display string
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
+        # those ORCH_MAX_ATTEMPTS counts: not the ones before an `orch retry`, nor those a worker's stop ended
+        "attempts_counted": job.attempts - (job.retried_at_attempt or 0),
         "worker": job.worker_host, "error": job.error,
         "cancel_requested": bool(job.cancel_requested) if job.status == "running" else None,
         "shards": asdict(shards) if shards else None,  # a scoring run's shards: succeeded, running, total
@@ -64,7 +66,7 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
     """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), the
     last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's), and a
     running job whose worker stopped answering marked (`silent_note` says what that means)."""
-    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested", "shards")
+    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested", "shards", "attempts_counted")
     shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
     if is_silent(row, lease_ttl):
@@ -80,18 +82,36 @@ def is_silent(row: dict[str, Any], lease_ttl: float) -> bool:
     return row["status"] == "running" and (row.get("heartbeat_age_s") or 0) > lease_ttl
 
 
-def silent_note(rows: list[dict[str, Any]], lease_ttl: float) -> str | None:
+def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int) -> str | None:
     """Under the list: running jobs whose worker has not beaten for longer than the lease. After a
-    kill -9 of every worker, `orch status` said "running" for ever; only `orch status ID` told."""
+    kill -9 of every worker, `orch status` said "running" for ever; only `orch status ID` told. A job
+    on its last attempt is failed by the sweeper, not resumed (it said "resumes" of those too)."""
     silent = [row for row in rows if is_silent(row, lease_ttl)]
     if not silent:
         return None
     ids = ", ".join(str(row["id"]) for row in silent)
     age = _duration(min(row["heartbeat_age_s"] for row in silent))
     which = f"job {ids} is" if len(silent) == 1 else f"jobs {ids} are"
+    spent = [row["id"] for row in silent if is_last_attempt(row, max_attempts)]
+    resumed = [row["id"] for row in silent if row["id"] not in spent]
+    then = []
+    if resumed:
+        then.append(f"takes {_jobs(resumed) if spent else 'it' if len(resumed) == 1 else 'them'} over and resumes "
+                    "from the last checkpoint")
+    if spent:
+        then.append(f"fails {_jobs(spent) if resumed else 'it' if len(spent) == 1 else 'them'}, whose attempts are "
+                    f"spent (ORCH_MAX_ATTEMPTS={max_attempts}; `orch retry {spent[0]}` then resumes it)")
     return (f"running?: {which} recorded as running, but no worker has answered for {age} (the lease is "
-            f"{lease_ttl:.0f} s): a live worker's sweeper takes {'it' if len(silent) == 1 else 'them'} over "
-            "and resumes from the last checkpoint (`orch worker` starts one)")
+            f"{lease_ttl:.0f} s): a live worker's sweeper {', and '.join(then)} (`orch worker` starts one)")
+
+
+def _jobs(ids: list[int]) -> str:
+    return f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(map(str, ids))}"
+
+
+def is_last_attempt(row: dict[str, Any], max_attempts: int) -> bool:
+    """Its attempts that count are spent: when its lease expires, the sweeper fails it."""
+    return int(row.get("attempts_counted") or 0) >= max_attempts
 
 
 def _duration(seconds: float) -> str:
@@ -102,12 +122,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def heartbeat_line(age_s: float, lease_ttl: float) -> str:
+def heartbeat_line(age_s: float, lease_ttl: float, last_attempt: bool = False) -> str:
     """How long ago the running job's worker last said it was alive, and what happens if it is gone."""
     if age_s <= lease_ttl:
         return f"{age_s:.0f} s ago"
-    return (f"{age_s:.0f} s ago: its worker is not answering (the lease is {lease_ttl:.0f} s); a live worker's "
-            "sweeper takes the job over and it resumes from its last checkpoint")
+    then = ("fails it, its attempts being spent (ORCH_MAX_ATTEMPTS); `orch retry` then resumes it from its last "
+            "checkpoint" if last_attempt else "takes the job over and it resumes from its last checkpoint")
+    return f"{age_s:.0f} s ago: its worker is not answering (the lease is {lease_ttl:.0f} s); a live worker's sweeper {then}"
 
 
 STEP_QUIET_S = 60.0  # progress is written every 5 s of steps: a minute without one is said (validation, or stuck)
@@ -192,7 +213,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         elif rows:
             print_table([table_row(row, obj.settings.lease_ttl) for row in for_display(rows)], title="jobs",
                         drop_first=("worker", "attempts", "kind", "lr", "study", "seed"))
-            note = silent_note(rows, obj.settings.lease_ttl)
+            note = silent_note(rows, obj.settings.lease_ttl, obj.settings.max_attempts)
             if note:
                 click.echo(note)
         else:
@@ -201,10 +222,10 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
-    print_detail(detail, obj.settings.lease_ttl)
+    print_detail(detail, obj.settings.lease_ttl, obj.settings.max_attempts)
 
 
-def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
+def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) -> None:
     named = {"study": f"{detail['study']} ({detail['study_name']})"} if detail.get("study_name") else {}
     for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
         if detail.get(key) not in (None, ""):
@@ -215,7 +236,8 @@ def print_detail(detail: dict[str, Any], lease_ttl: float) -> None:
     if detail.get("progress"):
         click.echo(f"{'progress':>12}: {detail['progress']['said']}")
     if detail.get("heartbeat_age_s") is not None:
-        click.echo(f"{'heartbeat':>12}: {heartbeat_line(detail['heartbeat_age_s'], lease_ttl)}")
+        last = is_last_attempt(detail, max_attempts)
+        click.echo(f"{'heartbeat':>12}: {heartbeat_line(detail['heartbeat_age_s'], lease_ttl, last)}")
     click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")
     if detail["model_info"]:
         click.echo(f"{'model':>12}: {json.dumps(detail['model_info'])}")

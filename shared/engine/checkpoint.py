@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from shared.atomic import atomic_write
-from shared.errors import CheckpointError
+from shared.errors import CheckpointError, DiskFull, disk_full_in
 from shared.spec import TrainSpec
 
 FORMAT = 1
@@ -22,9 +22,16 @@ REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "spec", "classes"
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename: a reader sees old or new, never half."""
-    with atomic_write(path, "wb") as fh:
-        torch.save(state, fh)
+    """torch.save to a temp file in the same folder, fsync, rename: a reader sees old or new, never half.
+    A full disk is DiskFull, named with the folder (torch said "unexpected pos 15886912 vs 15886808")."""
+    try:
+        with atomic_write(path, "wb") as fh:
+            torch.save(state, fh)
+    except (OSError, RuntimeError) as exc:
+        if disk_full_in(exc) is None:
+            raise
+        raise DiskFull(f"{Path(path).parent}: no space left on its device for the checkpoint {Path(path).name}; "
+                       "free some, then `orch retry` the job: it resumes from its last recorded epoch") from exc
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:

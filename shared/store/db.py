@@ -11,7 +11,7 @@ from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, e
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, redact
-from shared.errors import ConfigError, StoreUnavailable
+from shared.errors import ConfigError, OrchError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA_LOCK_KEY = 0x6F726368  # "orch": the PostgreSQL advisory lock held while the schema is created
@@ -111,6 +111,19 @@ def _setup_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
+def _current_without_lock(engine: Engine) -> bool:
+    """An existing SQLite file already at head, read without the setup lock; False for anything else
+    (a new file, an older schema, or a file another process is creating and turning to WAL, whose
+    open can fail meanwhile: the locked path then waits for that process and looks again)."""
+    database = engine.url.database
+    if not database or not Path(database).is_file():
+        return False
+    try:
+        return current_revision(engine) == head_revision()
+    except OrchError:
+        return False
+
+
 def alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
@@ -177,9 +190,12 @@ def _open(settings: Settings, migrate: bool | None) -> Store:
                               f"({exc.strerror or type(exc).__name__})") from None
     engine = make_engine(settings.database_url)
     if migrate if migrate is not None else embedded:
-        with _setup_lock(engine):
-            if current_revision(engine) != head_revision():
-                upgrade(engine)
+        # a file already at head needs no lock: the lock file beside it is a write, and a reader of a home
+        # that went read-only (a full or remounted disk, a backup) was refused, a job failed for it
+        if not _current_without_lock(engine):
+            with _setup_lock(engine):
+                if current_revision(engine) != head_revision():
+                    upgrade(engine)
         return Store(engine)
     current = current_revision(engine)
     if current is None:  # an empty database gets the current schema on first use, as SQLite does

@@ -110,6 +110,7 @@ def test_the_list_marks_a_running_job_whose_worker_stopped_answering(orch, monke
     assert 399 < listed[stale]["heartbeat_age_s"] < 420 and listed[live]["heartbeat_age_s"] < 20
     out = orch.run("status", check=True).stdout
     assert out.count("running?") == 2  # the stale job's cell, and the note's start; the live one's cell says running
+    assert "attempts_counted" not in out  # for scripts (JSON) and the notes: not a column
     assert (f"running?: job {stale} is recorded as running, but no worker has answered for 7 min (the lease is "
             in out) and "`orch worker`" in out
 
@@ -191,7 +192,7 @@ def test_a_width_multipliers_default_shows_as_built() -> None:
     from orchestrator.commands.status import job_summary
     from shared.spec import ModelSpec, TrainSpec
 
-    job = SimpleNamespace(id=1, kind="train", status="queued", study_id=None, progress=None, attempts=0,
+    job = SimpleNamespace(id=1, kind="train", status="queued", study_id=None, progress=None, attempts=0, retried_at_attempt=0,
                           worker_host=None, error=None, cancel_requested=False)
     widths = {}
     for given in (None, 1.0, 0.5):
@@ -200,3 +201,21 @@ def test_a_width_multipliers_default_shows_as_built() -> None:
     assert widths == {None: 1.0, 1.0: 1.0, 0.5: 0.5}
     resnet = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32), data="/d")
     assert job_summary(job, resnet, None)["width_mult"] is None  # type: ignore[arg-type]  # no such knob: left out
+
+
+def test_a_silent_job_on_its_last_attempt_is_said_to_fail_not_resume() -> None:
+    """After a job's third lost attempt, `running?` promised a takeover and a resume; the sweeper failed it."""
+    from orchestrator.commands.status import heartbeat_line, silent_note
+
+    def row(job_id: int, counted: int) -> dict[str, object]:
+        return {"id": job_id, "status": "running", "heartbeat_age_s": 40.0, "attempts_counted": counted}
+    assert silent_note([row(3, 2)], 10, 3) == (
+        "running?: job 3 is recorded as running, but no worker has answered for 40 s (the lease is 10 s): a live "
+        "worker's sweeper takes it over and resumes from the last checkpoint (`orch worker` starts one)")
+    assert silent_note([row(3, 3)], 10, 3) == (
+        "running?: job 3 is recorded as running, but no worker has answered for 40 s (the lease is 10 s): a live "
+        "worker's sweeper fails it, whose attempts are spent (ORCH_MAX_ATTEMPTS=3; `orch retry 3` then resumes it) "
+        "(`orch worker` starts one)")
+    both = silent_note([row(1, 1), row(3, 3)], 10, 3) or ""
+    assert "sweeper takes job 1 over and resumes from the last checkpoint, and fails job 3, whose attempts" in both
+    assert "fails it, its attempts being spent" in heartbeat_line(41.0, 10, last_attempt=True)

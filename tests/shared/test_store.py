@@ -152,6 +152,49 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed(tmp_path:
             assert len(s.query(Job).all()) == 4
 
 
+def test_a_current_store_opens_without_its_setup_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every open wrote `orch.db.setup.lock` beside the database: a home gone read-only for 20 s failed
+    a job ("ORCH_DATABASE_URL: cannot use ... Read-only file system beside it") and `orch status` too.
+    Only a store that needs its schema (new, or older than orch) takes the lock now."""
+    import shared.store.db as db
+
+    open_store(load_settings(tmp_path)).dispose()  # created and migrated: under the lock
+
+    def no_lock(engine: object) -> None:
+        raise AssertionError("took the setup lock to read a current store")
+    monkeypatch.setattr(db, "_setup_lock", no_lock)
+    opened = open_store(load_settings(tmp_path))
+    with opened.session() as s:
+        assert s.query(Job).count() == 0
+    opened.dispose()
+
+
+def test_a_home_gone_read_only_under_a_running_worker_can_be_read(tmp_path: Path) -> None:
+    """The same, for real: the home bind-mounted read-only while a worker's connection is open, as in
+    the walk's incident (root only; skipped elsewhere). With no process holding it open, SQLite's WAL
+    needs to create its -shm file to read at all, which a read-only folder refuses."""
+    import subprocess
+
+    home = tmp_path / "home"
+    store = open_store(load_settings(home))  # the worker's: open throughout
+    with store.session() as s:
+        store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d"))
+    bound = subprocess.run(["mount", "--bind", str(home), str(home)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bound.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(home)], check=True, capture_output=True)
+        with pytest.raises(OSError):
+            (home / "probe").write_text("")  # it is read-only
+        reader = open_store(load_settings(home))
+        with reader.session() as s:
+            assert s.query(Job).count() == 1
+        reader.dispose()
+    finally:
+        subprocess.run(["umount", "--lazy", str(home)], check=True)  # SQLite may still map its -shm file
+        store.dispose()
+
+
 def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_path: Path) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory

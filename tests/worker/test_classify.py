@@ -58,3 +58,46 @@ def test_other_errors_pass_the_boundaries_unchanged() -> None:
 
     with pytest.raises(KeyError), broker_boundary():
         raise KeyError("not a connection error")
+
+
+def _torch_style_disk_full(filename: str | None = None) -> RuntimeError:
+    """What torch.save raises on a full disk: a RuntimeError raised while handling the ENOSPC."""
+    import errno
+    import os
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 15886912 vs 15886808") \
+                from None  # torch's own: chained by context only
+    except RuntimeError as exc:
+        return exc
+
+
+def test_a_full_disk_fails_the_job_with_one_line_that_says_so() -> None:
+    """torch's "unexpected pos 15886912 vs 15886808" failed the job as an unexpected error (a traceback
+    in its history), the ENOSPC halfway down it; a decode cache's ENOSPC was retried twice."""
+    import errno
+    import os
+
+    kind, reason = classify(_torch_style_disk_full())
+    assert kind is Outcome.failed and reason.startswith("no space left on the device: free some, then `orch retry`")
+    kind, reason = classify(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/art/jobs/4/.cache.npy.1.tmp"))
+    assert kind is Outcome.failed and reason.startswith("no space left on the device (/art/jobs/4): ")
+
+
+def test_a_checkpoint_write_that_fills_the_disk_is_disk_full_naming_its_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.engine.checkpoint as checkpoint
+    from shared.errors import DiskFull
+
+    def full(state: object, fh: object) -> None:
+        raise _torch_style_disk_full()
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(DiskFull, match=f"^{tmp_path}: no space left on its device for the checkpoint c.pt; free some"):
+        checkpoint.save_atomic({"a": 1}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []  # the temp file removed
+    kind, reason = classify(DiskFull("x"))
+    assert kind is Outcome.failed and reason == "x"
