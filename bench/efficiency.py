@@ -117,7 +117,8 @@ def train_split(job: Any, n_train: int) -> str:
     steps = sum(n_train / e.images_per_s for e in job.epochs)
     validation = sum(e.seconds for e in job.epochs) - steps
     wall = wall_seconds(job)
-    # the bf16 probe too where this job measured it (the bench measured it first, so normally not)
+    # the bf16 probe too where this job measured it (the bench measured first, into the job's home: the job
+    # reads that answer where its thread count is the bench's, and measures again where it is not)
     into_job = sum(startup.get(key, 0) for key in ("take_s", "store_s", "probe_s", "build_s"))
     rest = wall - steps - validation - startup.get("data_s", 0) - into_job
     return (f"steps {steps:.1f} s, validation {validation:.1f} s, decode+cache {startup.get('data_s', 0):.1f} s, "

@@ -35,11 +35,11 @@ def leaderboard(session: Session, study_id: int | None, metric: str, limit: int)
     return [{"rank": place, **job_row(records[entry.id], entry)} for place, entry in enumerate(shown, 1)], total
 
 
-def first_by_last_epoch(session: Session, study_id: int | None) -> int | None:
+def first_by_last_epoch(session: Session, study_id: int | None) -> LeaderboardEntry | None:
     """The run that ranks first by its last epoch's val_acc, picked by nothing (the leaderboard's
     val_acc is each run's best epoch, picked on the images it is measured on)."""
     first, _ = leaderboard_entries(session, study_id, metric="last_val_acc", limit=1)
-    return first[0].id if first else None
+    return first[0] if first else None
 
 
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:

@@ -57,3 +57,21 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def exclusive_lock(lock: Path) -> Iterator[None]:
+    """An exclusive lock across processes (flock on `lock`, created if missing), for work that one
+    process does and the others then read: a decode cache's build, the bf16 probe. Where there is no
+    flock (Windows) each process does the work, and the atomic rename still keeps the result whole."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with Path(lock).open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

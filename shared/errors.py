@@ -34,6 +34,12 @@ class DiskFull(OrchError):
     fill the same disk; `orch retry`, once there is room, resumes from the last recorded epoch."""
 
 
+def disk_full_message(where: str) -> str:
+    """What a job that filled its disk says (`where`: the folder, or "" where the error does not say)."""
+    return (f"no space left on the device{f' of {where}' if where else ''}: free some, then `orch retry` the job "
+            "(a training job resumes from its last recorded epoch)")
+
+
 def disk_full_in(exc: BaseException) -> OSError | None:
     """The ENOSPC (or EDQUOT) OSError behind `exc`, if any: torch.save reports a full disk as a
     RuntimeError ("unexpected pos ...") raised while handling it."""

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import load_settings, redact
-from shared.errors import PERMANENT_ERRORS, TRANSIENT_ERRORS, DiskFull, JobCancelled, StaleLease, disk_full_in
+from shared.errors import (
+    PERMANENT_ERRORS,
+    TRANSIENT_ERRORS,
+    DiskFull,
+    JobCancelled,
+    StaleLease,
+    disk_full_in,
+    disk_full_message,
+)
 from shared.store.schema import Outcome
 
 TRACEBACK_LINES = 40  # of an unexpected error, in the job's history: its innermost frames and the error
@@ -58,15 +66,13 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     permanent: retrying does not grant the permission.
     """
     reason = redact(f"{type(exc).__name__}: {exc}".splitlines()[0])
-    full = disk_full_in(exc)
-    if full is not None and not isinstance(exc, DiskFull):  # a decode cache, a part file...: not worth a retry
-        where = f" ({Path(full.filename).parent})" if full.filename else ""
-        return Outcome.failed, (f"no space left on the device{where}: free some, then `orch retry` the job "
-                                "(a training job resumes from its last recorded epoch)")
     if isinstance(exc, JobCancelled):
         return Outcome.cancelled, "cancelled"
     if isinstance(exc, StaleLease):
         return Outcome.stale, reason
+    full = disk_full_in(exc)
+    if full is not None and not isinstance(exc, DiskFull):  # a decode cache, a part file...: not worth a retry
+        return Outcome.failed, disk_full_message(str(Path(full.filename).parent) if full.filename else "")
     if isinstance(exc, PERMANENT_ERRORS):
         return Outcome.failed, str(exc).splitlines()[0]
     if isinstance(exc, TRANSIENT_ERRORS):

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from shared.store.report_reads import RunRecord
 
 LIMIT_DEFAULT = 30
-PICKED_ON_VALIDATION = ("val_acc", "val_loss")  # a run's best epoch: picked on the images it is measured on
 CHART_NAMES = ("final", "curves", "groups", "width", "pareto", "overview")  # charts.SINGLE_CHARTS, without importing it
 NO_TEST_ACCURACY = ("--metric test_acc: no job here has a test accuracy yet; score one with "
                     "`orch submit score --job ID --data TEST_FOLDER --labels LABELS.csv`")
@@ -199,7 +198,7 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     with obj.store.session() as s:
         ranked, total = leaderboard(s, study_id, metric, limit)
         # the top row by a pick on validation (best epoch): said when the last epochs rank another first
-        by_last = first_by_last_epoch(s, study_id) if fmt == "table" and metric in PICKED_ON_VALIDATION else None
+        by_last = first_by_last_epoch(s, study_id) if fmt == "table" and metric == "val_acc" else None
         # runs, none scored: the error says how to score one; no run at all: the empty store's message, as every metric
         unscored = metric == "test_acc" and not ranked and first_by_last_epoch(s, study_id) is not None
     if unscored:
@@ -224,9 +223,9 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
             click.echo(f"note: these runs {what} {len(folders)} {key} folders ({', '.join(folders[:3])}"
                        f"{', ...' if len(folders) > 3 else ''}): accuracies compare within one; --study ID|NAME "
                        "ranks one study", err=True)
-        if by_last is not None and by_last != ranked[0]["id"]:
-            click.echo(f"note: by each run's last epoch (--metric last_val_acc) job {by_last} ranks first, not job "
-                       f"{ranked[0]['id']}: {metric} is each run's best epoch, picked on the validation images it is "
+        if by_last is not None and by_last.last_val_acc > ranked[0]["last_val_acc"]:  # not a tie for first
+            click.echo(f"note: by each run's last epoch (--metric last_val_acc) job {by_last.id} ranks first, not job "
+                       f"{ranked[0]['id']}: val_acc is each run's best epoch, picked on the validation images it is "
                        "measured on", err=True)
         if total > len(ranked):
             click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)

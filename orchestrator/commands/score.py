@@ -189,11 +189,12 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
     if labels_path:
         labels = read_labels_csv(Path(labels_path))
         check_label_classes(labels, classes)
-        check_labels_agree(labels, listing, classes)  # a labelled folder: the CSV may only say what its names say
-        mismatch = check_labels_cover(labels, listing)
+        mismatch = check_labels_cover(labels, listing)  # a CSV numbered from 1 is named as such first
+    partial = check_folder_classes(listing, classes)
+    if labels_path:  # a labelled folder: the CSV may only say what its names say
+        check_labels_agree(labels, listing, classes)
         if mismatch:
             click.echo(f"orch: note: {mismatch}", err=True)
-    partial = check_folder_classes(listing, classes)
     if partial:
         click.echo(f"orch: note: {partial}", err=True)
     check_shards(options.get("shards") or 1, listing)

@@ -92,20 +92,26 @@ def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int)
     ids = ", ".join(str(row["id"]) for row in silent)
     age = _duration(min(row["heartbeat_age_s"] for row in silent))
     which = f"job {ids} is" if len(silent) == 1 else f"jobs {ids} are"
-    spent = [row["id"] for row in silent if is_last_attempt(row, max_attempts)]
-    resumed = [row["id"] for row in silent if row["id"] not in spent]
+    cancelled = [row["id"] for row in silent if row.get("cancel_requested")]  # the sweeper ends those cancelled
+    spent = [row["id"] for row in silent if is_last_attempt(row, max_attempts) and row["id"] not in cancelled]
+    resumed = [row["id"] for row in silent if row["id"] not in spent + cancelled]
+    several = len([group for group in (resumed, spent, cancelled) if group]) > 1
     then = []
     if resumed:
-        then.append(f"takes {_jobs(resumed) if spent else 'it' if len(resumed) == 1 else 'them'} over and resumes "
-                    "from the last checkpoint")
+        then.append(f"takes {_them(resumed, several)} over and resumes from the last checkpoint")
     if spent:
-        then.append(f"fails {_jobs(spent) if resumed else 'it' if len(spent) == 1 else 'them'}, whose attempts are "
-                    f"spent (ORCH_MAX_ATTEMPTS={max_attempts}; `orch retry {spent[0]}` then resumes it)")
+        then.append(f"fails {_them(spent, several)}, whose attempts are spent (ORCH_MAX_ATTEMPTS={max_attempts}; "
+                    f"`orch retry {spent[0]}` then resumes it)")
+    if cancelled:
+        then.append(f"ends {_them(cancelled, several)} cancelled, as asked")
     return (f"running?: {which} recorded as running, but no worker has answered for {age} (the lease is "
             f"{lease_ttl:.0f} s): a live worker's sweeper {', and '.join(then)} (`orch worker` starts one)")
 
 
-def _jobs(ids: list[int]) -> str:
+def _them(ids: list[int], named: bool) -> str:
+    """'it' or 'them', or the jobs named where the note says different things of different jobs."""
+    if not named:
+        return "it" if len(ids) == 1 else "them"
     return f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(map(str, ids))}"
 
 

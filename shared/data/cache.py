@@ -9,18 +9,17 @@ the same cache at once end with one valid file.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.atomic import atomic_path
+from shared.atomic import atomic_path, exclusive_lock
 from shared.errors import DataError
 
 CACHE_VERSION = 2  # bump when the decode (resize, crop) changes, to leave old caches unused (2: 16-bit greys)
@@ -56,7 +55,7 @@ def load_or_build(files: list[Path], size: int, cache_dir: Path, *, folder: Path
     if cached is not None:
         return cached, False
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.with_suffix(".lock")):
+    with exclusive_lock(path.with_suffix(".lock")):
         cached = _open(path, len(files), size)  # another process built it while we waited
         if cached is not None:
             return cached, False
@@ -213,19 +212,3 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.relative_to(folder))
     except ValueError:
         return str(path)
-
-
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    """An exclusive lock across processes (flock); the rename alone keeps the cache valid without it."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; concurrent builders then both decode, the last rename wins
-        yield
-        return
-    with lock.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,7 +1,7 @@
 """The three folder layouts users have, read without torch or decoding a single image.
 
 - folder: torchvision ImageFolder, `train/<class>/**/*.jpg`; classes are the sorted folder names, and
-  a class folder's subfolders hold its images too (as ImageFolder reads them).
+  a class folder's subfolders hold its images too (as in ImageFolder; hidden ones are skipped).
 - flat: cats-vs-dogs, `cat.123.jpg`; the class is the name's prefix before the first dot,
   classes sorted by name (cat=0, dog=1).
 - numbered: unlabelled test folders, `0.jpg`, `1.jpg`...; the id is the file stem.
@@ -125,16 +125,18 @@ def _scan_class_folders(folder: Path, subdirs: list[Path]) -> Listing:
     return Listing(folder, "folder", files, labels, classes, list(range(len(files))))
 
 
-def _images_below(folder: Path, seen: frozenset[Path] = frozenset()) -> list[Path]:
-    """A class folder's images, its subfolders' included, in ImageFolder's order (the folder's own
-    files, then each subfolder's, by name): `cat/2019/*.jpg` was left out without a word. A linked
-    folder that leads back to one being read is read once."""
+def _images_below(folder: Path, visited: set[Path] | None = None) -> list[Path]:
+    """A class folder's images, its subfolders' included (`cat/2019/*.jpg` was left out without a word):
+    the folder's own files, then each subfolder's, depth first by name; hidden folders are skipped
+    (ImageFolder reads those too, and sorts by path string, so its order can differ). A folder reached
+    again through a link is read once: its images twice would fall on both sides of the val split."""
+    visited = {folder.resolve()} if visited is None else visited
     subdirs, images = _entries(folder)
-    if subdirs:
-        seen = seen | {folder.resolve()}
-        for sub in subdirs:
-            if sub.resolve() not in seen:
-                images += _images_below(sub, seen)
+    for sub in subdirs:
+        real = sub.resolve()
+        if real not in visited:
+            visited.add(real)
+            images += _images_below(sub, visited)
     return images
 
 

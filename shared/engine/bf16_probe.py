@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from shared.atomic import atomic_write
+from shared.atomic import atomic_write, exclusive_lock
 
 log = logging.getLogger("orch.engine")
 
@@ -74,28 +75,42 @@ def machine_key() -> str:
 
 def bf16_probe(cache_dir: Path | None) -> Bf16Probe:
     """This machine's answer: from this process's memory or `cache_dir`'s file if measured before,
-    else measured now and kept in both (without a cache folder, in memory only)."""
+    else measured now and kept in both (without a cache folder, in memory only). One process measures
+    at a time: two workers' first jobs on a new home measured together on the same cores, and could
+    have answered differently; the second waits for the first's answer and adopts it."""
     key = machine_key()
     path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
     if (key, path) in _KNOWN:
         return Bf16Probe(_KNOWN[key, path], measured_now=False)
-    kept = _read(path).get(key)
-    if kept is not None:
-        _KNOWN[key, path] = float(kept["speedup"])
-        return Bf16Probe(_KNOWN[key, path], measured_now=False)
-    started = time.perf_counter()
-    speedup = _KNOWN[key, path] = measure_speedup()
-    log.info("bf16 probe: %.2fx fp32 in %.1f s (%s)", speedup, time.perf_counter() - started, key)
-    if path is not None:
-        known = _read(path)  # another worker's answer for another machine may have landed meanwhile
-        known[key] = {"speedup": round(speedup, 3), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(path, "w") as fh:
-                json.dump(known, fh, indent=1)
-        except OSError as exc:  # a read-only cache measures again in the next job: slower, not wrong
-            log.warning("bf16 probe: could not keep the answer in %s: %s", path, exc)
-    return Bf16Probe(speedup, measured_now=True, seconds=time.perf_counter() - started)
+    with ExitStack() as held:
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                held.enter_context(exclusive_lock(path.with_name(CACHE_FILE + ".lock")))
+            except OSError as exc:  # a read-only cache: measured here, not kept
+                log.warning("bf16 probe: cannot lock %s (%s): measuring without it", path, exc)
+            kept = _read(path).get(key)
+            if kept is not None:
+                _KNOWN[key, path] = float(kept["speedup"])
+                return Bf16Probe(_KNOWN[key, path], measured_now=False)
+        started = time.perf_counter()
+        speedup = _KNOWN[key, path] = measure_speedup()
+        seconds = time.perf_counter() - started
+        log.info("bf16 probe: %.2fx fp32 in %.1f s (%s)", speedup, seconds, key)
+        if path is not None:
+            _keep(path, key, speedup)
+    return Bf16Probe(speedup, measured_now=True, seconds=seconds)
+
+
+def _keep(path: Path, key: str, speedup: float) -> None:
+    """Add this machine's answer to the file (other machines' answers stay: a lab's shared cache)."""
+    known = _read(path)
+    known[key] = {"speedup": round(speedup, 3), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        with atomic_write(path, "w") as fh:
+            json.dump(known, fh, indent=1)
+    except OSError as exc:  # a read-only cache measures again in the next job: slower, not wrong
+        log.warning("bf16 probe: could not keep the answer in %s: %s", path, exc)
 
 
 _KNOWN: dict[tuple[str, Path | None], float] = {}  # this process's answers: (machine, cache file) -> speed-up

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from shared.atomic import atomic_write
-from shared.errors import CheckpointError, DiskFull, disk_full_in
+from shared.errors import CheckpointError, DiskFull, disk_full_in, disk_full_message
 from shared.spec import TrainSpec
 
 FORMAT = 1
@@ -30,8 +30,7 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     except (OSError, RuntimeError) as exc:
         if disk_full_in(exc) is None:
             raise
-        raise DiskFull(f"{Path(path).parent}: no space left on its device for the checkpoint {Path(path).name}; "
-                       "free some, then `orch retry` the job: it resumes from its last recorded epoch") from exc
+        raise DiskFull(f"checkpoint {Path(path).name}: {disk_full_message(str(Path(path).parent))}") from exc
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:

@@ -43,9 +43,13 @@ class Precision:
         return torch.autocast(device.type, dtype=self.autocast_dtype)
 
 
-def resolve(precision: str, device: torch.device, *, scoring: bool = False, cache_dir: Path | None = None) -> Precision:
+def resolve(precision: str, device: torch.device, *, scoring: bool = False, cache_dir: Path | None = None,
+            trained_in: str | None = None) -> Precision:
     """The Precision that `precision` (auto, fp32, bf16; int8 when scoring) means on `device`;
     `cache_dir` keeps the bf16 probe's answer for the machine (without it, for this process only).
+    `trained_in`: what a checkpoint's epochs ran in (a resume, a scoring fallback), which `auto` keeps
+    on a CPU that runs it natively: a resume on a worker with other threads, or on another machine of a
+    lab, would otherwise measure again and could switch precision half-way through a job.
 
     Scoring on an x86 CPU quantizes to int8 under `auto` (see quantize.py: 2.2x bf16 and 4.6x fp32
     on an AVX512-BF16 EPYC); training, and validation during training, never do. int8 asked for
@@ -61,6 +65,8 @@ def resolve(precision: str, device: torch.device, *, scoring: bool = False, cach
             precision = "bf16" if gpu_has_bf16() else "fp16"
         elif scoring and cpu_int8:
             precision = "int8"
+        elif trained_in == "fp32" or (trained_in == "bf16" and cpu_has_native_bf16()):
+            precision = trained_in
         elif cpu_has_native_bf16():
             probe = bf16_probe(cache_dir)
             precision = "bf16" if probe.pays else "fp32"

@@ -13,7 +13,7 @@ from shared.config import load_settings
 from shared.data.augment import to_input
 from shared.data.images import ImageSet, load_listing, remap_labels
 from shared.data.layouts import Listing, scan
-from shared.engine.checkpoint import load_for_inference
+from shared.engine.checkpoint import load_checkpoint, load_for_inference
 from shared.engine.infer import probabilities
 from shared.engine.precision import Precision, default_device, resolve
 from shared.engine.progress import Progress, in_phase
@@ -48,9 +48,12 @@ def score(checkpoint: Path, folder: Path, *, batch_size: int = 64, precision: st
     device = default_device()
     prec = resolve(precision, device, scoring=True, cache_dir=cache)
 
-    def fallback() -> Precision:  # if int8 fails its check: what the job's spec trains in on this
-        # device (resolved only then: `auto` may measure bf16 first), or fp32 when int8 was asked for
-        return resolve(spec.precision if precision == "auto" else "fp32", device, cache_dir=cache)
+    def fallback() -> Precision:  # if int8 fails its check: what the job trained in (its checkpoint says,
+        # where written since it does; else what its spec trains in here), or fp32 when int8 was asked for
+        if precision != "auto":
+            return resolve("fp32", device)
+        trained_in = load_checkpoint(Path(checkpoint), mmap=True).get("precision")
+        return resolve(spec.precision, device, cache_dir=cache, trained_in=trained_in)
     clock.lap("load_s")
     # Decoding first, then the int8 conversion. Side by side they were no faster: on two threads 15%
     # slower (the conversion is Python, and the decoders take the GIL per image); with the decoding

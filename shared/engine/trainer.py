@@ -168,7 +168,8 @@ def _resume_state(path: Path | None, spec: TrainSpec, classes: list[str]) -> dic
 
 def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None, cache: Path) -> Run:
     device = default_device()
-    prec = resolve(spec.precision, device, cache_dir=cache)
+    # a resume keeps what the checkpoint's epochs ran in (auto could measure otherwise on this worker)
+    prec = resolve(spec.precision, device, cache_dir=cache, trained_in=resumed.get("precision") if resumed else None)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shapes: tune each conv once
         torch.set_float32_matmul_precision("high")  # TF32 for fp32 matmuls on Ampere and newer
@@ -311,6 +312,7 @@ def _write_checkpoints(run: Run, workdir: Path, improved: bool, name_for: Callab
         "data": dict(run.sources),
         "best_val_acc": best_acc,
         "best_epoch": best_epoch,
+        "precision": run.prec.name,  # what `auto` ran: a resume and a scoring fallback keep it
     }
     # the folder again: deleted under a running job (a clean-up by hand), the write failed the job for good
     workdir.mkdir(parents=True, exist_ok=True)

@@ -125,7 +125,7 @@ def check_labels_agree(labels: dict[int, int], listing: Listing, classes: Sequen
         return
     index = {c: i for i, c in enumerate(classes)}
     own = {i: index.get(listing.classes[y]) for i, y in zip(listing.ids, listing.labels, strict=True)}
-    differ = [i for i in listing.ids if i in labels and labels[i] != own[i]]
+    differ = [i for i in listing.ids if i in labels and own[i] is not None and labels[i] != own[i]]
     if differ:
         first = differ[0]
         file = listing.files[listing.ids.index(first)].relative_to(listing.folder).as_posix()

@@ -116,7 +116,7 @@ def _current_without_lock(engine: Engine) -> bool:
     (a new file, an older schema, or a file another process is creating and turning to WAL, whose
     open can fail meanwhile: the locked path then waits for that process and looks again)."""
     database = engine.url.database
-    if not database or not Path(database).is_file():
+    if engine.url.get_backend_name() != "sqlite" or not database or not Path(database).is_file():
         return False
     try:
         return current_revision(engine) == head_revision()

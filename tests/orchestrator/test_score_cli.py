@@ -79,6 +79,7 @@ def setup(orch: Orch, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
         (tmp_path / "labelled" / name).write_bytes(b"\xff\xd8")
     (tmp_path / "all_cats.csv").write_text("0,0\n1,0\n2,0\n3,0\n")
     (tmp_path / "as_named.csv").write_text("0,0\n1,0\n2,1\n3,1\n")
+    (tmp_path / "as_named_from_1.csv").write_text("1,0\n2,0\n3,1\n4,1\n")
     numbered(tmp_path / "named", ["0.jpg", "1.jpg", "cover.jpg"])
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "shifted.csv").write_text("".join(f"{i + 1},{i % 2}\n" for i in range(12)))
@@ -154,6 +155,8 @@ BAD = [
     ("out is a folder", ["--job", "{job}", "--out", "{tmp}"], "--out"),
     ("labels shifted by one", ["--job", "{job}", "--labels", "{tmp}/shifted.csv"],
      "--labels: its ids are the folder's shifted by +1 (1..12 against 0..11"),
+    ("labels numbered from 1 on a labelled folder", ["--job", "{job}", "--data", "{tmp}/labelled", "--labels",
+                                                     "{tmp}/as_named_from_1.csv"], "its ids are the folder's shifted by +1"),
     ("labels given a folder", ["--job", "{job}", "--labels", "{tmp}/test"], "--labels: {tmp}/test is a folder, not a file"),
     # another folder's CSV, or one that says cat of dog/3.jpg: it scored 100% and became the test accuracy
     ("labels against the folder's own", ["--job", "{job}", "--data", "{tmp}/labelled", "--labels", "{tmp}/all_cats.csv"],

@@ -218,4 +218,7 @@ def test_a_silent_job_on_its_last_attempt_is_said_to_fail_not_resume() -> None:
         "(`orch worker` starts one)")
     both = silent_note([row(1, 1), row(3, 3)], 10, 3) or ""
     assert "sweeper takes job 1 over and resumes from the last checkpoint, and fails job 3, whose attempts" in both
+    asked = {**row(4, 3), "cancel_requested": True}  # a cancel asked before the worker went: cancelled, not failed
+    assert "fails job 3, whose attempts are spent (ORCH_MAX_ATTEMPTS=3; `orch retry 3` then resumes it), and ends job 4 " \
+           "cancelled, as asked" in (silent_note([row(3, 3), asked], 10, 3) or "")
     assert "fails it, its attempts being spent" in heartbeat_line(41.0, 10, last_attempt=True)

@@ -95,3 +95,62 @@ def test_a_training_job_says_what_auto_measured(timed: list[float], tmp_path: Pa
         again = train(spec, tmp_path / "run2", cache_dir=tmp_path / "cache", on_note=note)
     assert again["precision"] == "fp32" and len(notes) == 1  # read back: no second measurement, no second note
     assert "probe_s" not in again["startup"]
+
+
+def test_a_resume_keeps_the_precision_its_checkpoint_ran_in(timed: list[float], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resumed on a worker with other threads (or another machine, or a deleted answer), auto measured
+    again and could train epochs 1-2 in fp32 and 3-4 in bf16."""
+    import shared.engine.precision as precision
+    from shared.data import write_synthetic
+    from shared.engine.precision import resolve
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_1(metrics: dict[str, Any]) -> None:
+        if metrics["epoch"] == 1:
+            raise Interrupt
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 24, "val": 8}, size=32)
+    spec = tiny_spec(tmp_path / "d" / "train", tmp_path / "d" / "val", epochs=2, precision="auto")
+    timed += [0.8, 1.9]  # this machine's first answer, then another's
+    with one_thread():
+        with pytest.raises(Interrupt):
+            train(spec, tmp_path / "run", stop_after_1, cache_dir=tmp_path / "cache")
+        resumed = train(spec, tmp_path / "run", cache_dir=tmp_path / "elsewhere")  # another home: no answer kept
+    assert resumed["precision"] == "fp32" and timed == [1.9]  # as its first epoch, and nothing measured
+    cpu = torch.device("cpu")
+    assert resolve("auto", cpu, trained_in="bf16").name == "bf16" and resolve("auto", cpu, trained_in="fp32").probe is None
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # a bf16 run resumed where bf16 is emulated
+    assert resolve("auto", cpu, trained_in="bf16").name == "fp32"
+
+
+def _probe_in_child(cache: str, results: Any) -> None:
+    import os
+    import time
+
+    def slow_and_own() -> float:  # each process would answer differently, were both to measure
+        time.sleep(0.5)
+        return 1.0 + (os.getpid() % 97) / 100
+    probe_module.measure_speedup = slow_and_own
+    probe_module._KNOWN.clear()
+    got = bf16_probe(Path(cache))
+    results.put((got.speedup, got.measured_now))
+
+
+def test_two_workers_first_jobs_measure_once_and_agree(tmp_path: Path) -> None:
+    """Two workers on a new home measured together on the same cores (and could pick bf16 for one job
+    of a study and fp32 for the next); now one measures and the other adopts its answer."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_probe_in_child, args=(str(tmp_path), results)) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    got = [results.get(timeout=30) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+    assert len({speedup for speedup, _ in got}) == 1 and sorted(now for _, now in got) == [False, True]

@@ -32,10 +32,11 @@ def test_a_class_folders_subfolders_hold_its_images_too(tmp_path: Path) -> None:
     for name in ("cat/a.jpg", "cat/batch2/b.jpg", "cat/batch2/deeper/c.jpg", "cat/.thumbs/t.jpg", "dog/2019/d.jpg"):
         write_image(tmp_path / name)
     (tmp_path / "dog" / "2019" / "loop").symlink_to(tmp_path / "dog")  # a link back up: read once, no recursion
+    (tmp_path / "cat" / "again").symlink_to(tmp_path / "cat" / "batch2" / "deeper")  # the same folder twice: once
     listing = scan_labelled(tmp_path)
     assert [f.relative_to(tmp_path).as_posix() for f in listing.files] == [
-        "cat/a.jpg", "cat/batch2/b.jpg", "cat/batch2/deeper/c.jpg", "dog/2019/d.jpg"]  # hidden folders left out
-    assert listing.labels == [0, 0, 0, 1] and listing.classes == ["cat", "dog"]
+        "cat/a.jpg", "cat/again/c.jpg", "cat/batch2/b.jpg", "dog/2019/d.jpg"]  # c.jpg once, by the first path by name;
+    assert listing.labels == [0, 0, 0, 1] and listing.classes == ["cat", "dog"]  # hidden folders left out
 
 
 def test_an_image_beside_class_folders_is_named_as_such(tmp_path: Path) -> None:
