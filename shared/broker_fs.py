@@ -25,7 +25,7 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-from shared.atomic import atomic_path, is_temp_name, temp_path
+from shared.atomic import atomic_path, is_temp_name
 from shared.config import Settings
 
 # How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
@@ -67,7 +67,9 @@ class Channel(filesystem.Channel):
         table = self._exchange_file(exchange)  # type: ignore[no-untyped-call]  # kombu ships it unannotated
         self.control_folder.mkdir(exist_ok=True)
         if not table.exists():
-            temp = temp_path(table)
+            # a name of this call's own: threads of one process (Flower's inspector) sharing a per-process
+            # temp name wrote "[]" into the table itself, which the first thread's link had made it
+            temp = table.with_name(f".{table.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
             temp.write_bytes(b"[]")
             try:
                 os.link(temp, table)  # not a rename: that would replace a table another process filled meanwhile

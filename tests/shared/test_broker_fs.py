@@ -176,3 +176,37 @@ def test_the_stock_transport_breaks_a_new_exchanges_table(tmp_path: Path) -> Non
     if broken == 0:
         pytest.skip("kombu's stock transport kept every table whole this time")
     assert broken > 0
+
+
+def thread_bind_race(tmp_path: Path, rounds: int = 15) -> int:
+    """As bind_race, with the binders threads of one process: Flower's inspector runs its methods
+    (stats, conf, active...) in threads, each binding its reply queue to pidbox's reply exchange."""
+    import threading
+
+    for sub in ("q", "done"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    broken = 0
+    for r in range(rounds):
+        start = threading.Event()
+        threads = [threading.Thread(target=bind_at_once, args=(tmp_path, Transport, f"t{r}", f"q{i}", start))
+                   for i in range(BINDERS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)
+        start.set()
+        for thread in threads:
+            thread.join(60)
+        try:
+            table = json.loads((tmp_path / "control" / f"t{r}.exchange").read_text())
+        except ValueError:
+            broken += 1
+            continue
+        broken += len(table) != BINDERS
+    return broken
+
+
+def test_threads_binding_to_a_new_exchange_at_once_leave_a_whole_table(tmp_path: Path) -> None:
+    """The first fix named its "[]" file by process only: two threads of Flower's shared it, and after the
+    first thread's link it was the table itself, which the second truncated and overwrote with "[]"
+    (the suite's "Extra data: line 1 column 3 (char 2)", again)."""
+    assert thread_bind_race(tmp_path) == 0
