@@ -137,22 +137,27 @@ def bind_at_once(folder: Path, transport: type, exchange: str, queue: str, start
         channel._queue_bind(exchange, "", "", queue)
 
 
-def bind_race(tmp_path: Path, transport: type, rounds: int = 15) -> int:
-    """Rounds in which processes binding to a new exchange at once left its table unreadable or short."""
+def bind_race(tmp_path: Path, transport: type, rounds: int = 15, *, threads: bool = False) -> int:
+    """Rounds in which processes (or threads of one process: Flower's inspector runs its methods in
+    threads, each binding its reply queue) binding to a new exchange at once left its table unreadable
+    or short."""
+    import threading
+
     for sub in ("q", "done"):
         (tmp_path / sub).mkdir(exist_ok=True)
     ctx = mp.get_context("fork")
     broken = 0
     for r in range(rounds):
-        start = ctx.Event()
-        procs = [ctx.Process(target=bind_at_once, args=(tmp_path, transport, f"reply{r}", f"q{i}", start))
-                 for i in range(BINDERS)]
-        for proc in procs:
-            proc.start()
+        start = threading.Event() if threads else ctx.Event()
+        spawn = threading.Thread if threads else ctx.Process
+        binders = [spawn(target=bind_at_once, args=(tmp_path, transport, f"reply{r}", f"q{i}", start))
+                   for i in range(BINDERS)]
+        for binder in binders:
+            binder.start()
         time.sleep(0.3)
         start.set()
-        for proc in procs:
-            proc.join(60)
+        for binder in binders:
+            binder.join(60)
         try:
             table = json.loads((tmp_path / "control" / f"reply{r}.exchange").read_text())
         except ValueError:
@@ -178,35 +183,8 @@ def test_the_stock_transport_breaks_a_new_exchanges_table(tmp_path: Path) -> Non
     assert broken > 0
 
 
-def thread_bind_race(tmp_path: Path, rounds: int = 15) -> int:
-    """As bind_race, with the binders threads of one process: Flower's inspector runs its methods
-    (stats, conf, active...) in threads, each binding its reply queue to pidbox's reply exchange."""
-    import threading
-
-    for sub in ("q", "done"):
-        (tmp_path / sub).mkdir(exist_ok=True)
-    broken = 0
-    for r in range(rounds):
-        start = threading.Event()
-        threads = [threading.Thread(target=bind_at_once, args=(tmp_path, Transport, f"t{r}", f"q{i}", start))
-                   for i in range(BINDERS)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.1)
-        start.set()
-        for thread in threads:
-            thread.join(60)
-        try:
-            table = json.loads((tmp_path / "control" / f"t{r}.exchange").read_text())
-        except ValueError:
-            broken += 1
-            continue
-        broken += len(table) != BINDERS
-    return broken
-
-
 def test_threads_binding_to_a_new_exchange_at_once_leave_a_whole_table(tmp_path: Path) -> None:
     """The first fix named its "[]" file by process only: two threads of Flower's shared it, and after the
     first thread's link it was the table itself, which the second truncated and overwrote with "[]"
     (the suite's "Extra data: line 1 column 3 (char 2)", again)."""
-    assert thread_bind_race(tmp_path) == 0
+    assert bind_race(tmp_path, Transport, threads=True) == 0
