@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from shared.errors import DiskFull, disk_full_in, disk_full_message
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -29,7 +31,8 @@ def temp_path(path: Path) -> Path:
 @contextmanager
 def atomic_path(path: Path | str, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temp path to fill (by any means: a library that wants a file name, a hard link);
-    on success it replaces `path`, on an exception it is removed."""
+    on success it replaces `path`, on an exception it is removed. A full disk, whatever reported it
+    (torch.save says "unexpected pos 15886912 vs 15886808"), is DiskFull naming the folder."""
     path = Path(path)
     tmp = temp_path(path)
     tmp.unlink(missing_ok=True)  # left by a dead process that had this pid
@@ -38,6 +41,10 @@ def atomic_path(path: Path | str, *, fsync: bool = True) -> Iterator[Path]:
         if fsync:
             _fsync(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        if isinstance(exc, DiskFull) or disk_full_in(exc) is None:
+            raise
+        raise DiskFull(f"{path.name}: {disk_full_message(str(path.parent))}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 

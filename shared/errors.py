@@ -29,14 +29,16 @@ class NonFiniteLoss(OrchError):
     """Training produced a NaN or infinite loss; the job stops with this reason."""
 
 
-class DiskFull(OrchError):
+class DiskFull(OrchError, OSError):
     """A write found its device full. Not retried: the next attempt would train the epoch again only to
-    fill the same disk; `orch retry`, once there is room, resumes from the last recorded epoch."""
+    fill the same disk; `orch retry`, once there is room, resumes from the last recorded epoch. Raised by
+    shared/atomic.py, the one write path of every file orch keeps; an OSError still, for callers that
+    catch those (the broker's sender)."""
 
 
 def disk_full_message(where: str) -> str:
     """What a job that filled its disk says (`where`: the folder, or "" where the error does not say)."""
-    return (f"no space left on the device{f' of {where}' if where else ''}: free some, then `orch retry` the job "
+    return (f"No space left on the device{f' of {where}' if where else ''}: free some, then `orch retry` the job "
             "(a training job resumes from its last recorded epoch)")
 
 

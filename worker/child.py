@@ -71,7 +71,7 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     if isinstance(exc, StaleLease):
         return Outcome.stale, reason
     full = disk_full_in(exc)
-    if full is not None and not isinstance(exc, DiskFull):  # a decode cache, a part file...: not worth a retry
+    if full is not None and not isinstance(exc, DiskFull):  # a write outside shared/atomic.py: not worth a retry either
         return Outcome.failed, disk_full_message(str(Path(full.filename).parent) if full.filename else "")
     if isinstance(exc, PERMANENT_ERRORS):
         return Outcome.failed, str(exc).splitlines()[0]

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from shared.atomic import atomic_write
-from shared.errors import CheckpointError, DiskFull, disk_full_in, disk_full_message
+from shared.errors import CheckpointError
 from shared.spec import TrainSpec
 
 FORMAT = 1
@@ -22,15 +22,10 @@ REQUIRED = ("model", "optimizer", "scheduler", "epoch", "rng", "spec", "classes"
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename: a reader sees old or new, never half.
-    A full disk is DiskFull, named with the folder (torch said "unexpected pos 15886912 vs 15886808")."""
-    try:
-        with atomic_write(path, "wb") as fh:
-            torch.save(state, fh)
-    except (OSError, RuntimeError) as exc:
-        if disk_full_in(exc) is None:
-            raise
-        raise DiskFull(f"checkpoint {Path(path).name}: {disk_full_message(str(Path(path).parent))}") from exc
+    """torch.save to a temp file in the same folder, fsync, rename: a reader sees old or new, never half
+    (a full disk: DiskFull, from atomic_write)."""
+    with atomic_write(path, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:

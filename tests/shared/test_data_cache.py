@@ -55,7 +55,7 @@ def test_every_chunk_lands_at_its_images_rows_of_a_plain_npy_file(tmp_path: Path
 
 def test_a_full_disk_is_an_error_to_retry_and_leaves_no_half_written_cache(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file write that fails (ENOSPC) raises OSError, which a job retries; a write through a memory
+    """A file write that fails (ENOSPC) raises OSError (DiskFull, which fails the job); a write through a memory
     mapping would have killed the process with SIGBUS instead. Nothing half-written is left behind."""
     import errno
     import os
@@ -67,8 +67,11 @@ def test_a_full_disk_is_an_error_to_retry_and_leaves_no_half_written_cache(tmp_p
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr("shared.data.cache.write_at", full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as raised:
         load_or_build(files, 10, tmp_path / "cache", folder=tmp_path)
+    from shared.errors import DiskFull  # one line naming the folder, which fails the job rather than retrying it
+
+    assert isinstance(raised.value, DiskFull) and f"the device of {tmp_path / 'cache'}: free some" in str(raised.value)
     assert not list((tmp_path / "cache").glob("*.npy")) and not list((tmp_path / "cache").glob(".*.tmp"))
     monkeypatch.undo()
     _, built = load_or_build(files, 10, tmp_path / "cache", folder=tmp_path)

@@ -82,12 +82,12 @@ def test_a_full_disk_fails_the_job_with_one_line_that_says_so() -> None:
     import os
 
     kind, reason = classify(_torch_style_disk_full())
-    assert kind is Outcome.failed and reason.startswith("no space left on the device: free some, then `orch retry`")
+    assert kind is Outcome.failed and reason.startswith("No space left on the device: free some, then `orch retry`")
     stale = StaleLease("token 3")
     stale.__context__ = _torch_style_disk_full()  # a lost lease found while handling a full disk: still stale
     assert classify(stale)[0] is Outcome.stale
     kind, reason = classify(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/art/jobs/4/.cache.npy.1.tmp"))
-    assert kind is Outcome.failed and reason.startswith("no space left on the device of /art/jobs/4: ")
+    assert kind is Outcome.failed and reason.startswith("No space left on the device of /art/jobs/4: ")
 
 
 def test_a_checkpoint_write_that_fills_the_disk_is_disk_full_naming_its_folder(
@@ -99,7 +99,7 @@ def test_a_checkpoint_write_that_fills_the_disk_is_disk_full_naming_its_folder(
         raise _torch_style_disk_full()
 
     monkeypatch.setattr(checkpoint.torch, "save", full)
-    with pytest.raises(DiskFull, match=f"^checkpoint c.pt: no space left on the device of {tmp_path}: free some"):
+    with pytest.raises(DiskFull, match=f"^c.pt: No space left on the device of {tmp_path}: free some"):
         checkpoint.save_atomic({"a": 1}, tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []  # the temp file removed
     kind, reason = classify(DiskFull("x"))
