@@ -94,7 +94,8 @@ def bf16_probe(cache_dir: Path | None) -> Bf16Probe:
                 _KNOWN[key, path] = float(kept["speedup"])
                 return Bf16Probe(_KNOWN[key, path], measured_now=False)
         started = time.perf_counter()
-        speedup = _KNOWN[key, path] = measure_speedup()
+        # rounded as it is kept, so the process that measured and those that read its answer decide alike
+        speedup = _KNOWN[key, path] = round(measure_speedup(), 3)
         seconds = time.perf_counter() - started
         log.info("bf16 probe: %.2fx fp32 in %.1f s (%s)", speedup, seconds, key)
         if path is not None:
@@ -105,7 +106,7 @@ def bf16_probe(cache_dir: Path | None) -> Bf16Probe:
 def _keep(path: Path, key: str, speedup: float) -> None:
     """Add this machine's answer to the file (other machines' answers stay: a lab's shared cache)."""
     known = _read(path)
-    known[key] = {"speedup": round(speedup, 3), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    known[key] = {"speedup": speedup, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         with atomic_write(path, "w") as fh:
             json.dump(known, fh, indent=1)

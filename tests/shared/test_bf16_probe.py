@@ -52,6 +52,17 @@ def test_the_answer_is_kept_for_the_machine_and_read_back(timed: list[float], tm
     assert bf16_probe(tmp_path).speedup == 0.74
 
 
+def test_the_process_that_measured_decides_as_the_ones_that_read_its_answer(timed: list[float],
+                                                                            tmp_path: Path) -> None:
+    """The answer is kept rounded; the measuring process had used the unrounded one (CI: 1.5899999999999999
+    against 1.59), which just under the threshold would pick fp32 there and bf16 in every other worker."""
+    timed.append(MIN_SPEEDUP - 0.0004)
+    measured = bf16_probe(tmp_path)
+    probe_module._KNOWN.clear()
+    read = bf16_probe(tmp_path)
+    assert (measured.speedup, measured.pays) == (read.speedup, read.pays) == (MIN_SPEEDUP, True)
+
+
 def test_a_corrupt_or_unwritable_cache_measures_again(timed: list[float], tmp_path: Path) -> None:
     (tmp_path / CACHE_FILE).write_text("{not json")
     timed += [1.9, 1.8]
