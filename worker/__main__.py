@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
                                           settings.artifacts, redact(settings.broker_url))
     supervisor.children.start()  # from the main thread: it outlives the child (see warm.py)
     queues = tuple(q.strip() for q in args.queues.split(",") if q.strip())
-    Sweeper(settings, supervisor.store, supervisor.resend, f"sweeper of {supervisor.owner}").start()
+    Sweeper(settings, supervisor.store, supervisor.resend, f"sweeper of {supervisor.owner}",
+            held_here=supervisor.holding).start()
     Relay(app, supervisor.store).start()  # sends what the outbox owes, re-sends what was lost
     # threads pool, one slot: the task thread supervises a spawned child, so nothing forks
     # and the main thread keeps heartbeating to the broker (Flower sees the worker online).

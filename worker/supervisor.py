@@ -50,6 +50,11 @@ class Supervisor:
     children: WarmPool
     shutdown: threading.Event = field(default_factory=threading.Event)
     renewed_at: float = field(default_factory=time.monotonic)  # the last heartbeat that succeeded
+    held: set[int] = field(default_factory=set)  # jobs whose lease this supervisor holds and will end
+
+    def holding(self) -> frozenset[int]:
+        """What the sweeper of this worker leaves alone (a copy: the task thread changes the set)."""
+        return frozenset(self.held)
 
     def run(self, job_id: int) -> Outcome:
         if self.shutdown.is_set():  # a message taken while stopping: the relay re-sends what is not taken
@@ -61,16 +66,21 @@ class Supervisor:
             log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
             return Outcome.skipped
         self.renewed_at = asked
-        job = self._snapshot(job_id)
-        log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
-        for attempt in range(1, TRANSIENT_TRIES + 1):
-            outcome, reason, result = self._run_child(job, lease)
-            if outcome != Outcome.transient or attempt == TRANSIENT_TRIES:
-                break
-            log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt, TRANSIENT_TRIES - 1)
-            time.sleep(2**attempt)
-            self._beat(lease)
-        return self._record(job, lease, outcome, reason, result)
+        self.held.add(job_id)
+        try:
+            job = self._snapshot(job_id)
+            log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
+            for attempt in range(1, TRANSIENT_TRIES + 1):
+                outcome, reason, result = self._run_child(job, lease)
+                if outcome != Outcome.transient or attempt == TRANSIENT_TRIES:
+                    break
+                log.warning("job %s: transient failure (%s); retry %d of %d", job_id, reason, attempt,
+                            TRANSIENT_TRIES - 1)
+                time.sleep(2**attempt)
+                self._beat(lease)
+            return self._record(job, lease, outcome, reason, result)
+        finally:
+            self.held.discard(job_id)
 
     def _snapshot(self, job_id: int) -> dict[str, Any]:
         with self.store.session() as s:
@@ -201,13 +211,16 @@ class Supervisor:
             self.resend(job["id"], job["kind"], job["queue"])
 
     def _after_fence(self, job: dict[str, Any], lease: Lease) -> None:
-        """The store is back before the TTL ran out: give the job back now rather than after it.
-        Not counted against ORCH_MAX_ATTEMPTS: the store, not the job, was at fault."""
-        try:
-            lease.add_event("warning", f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s "
-                                       "and stopped the job's process")
-            self._requeue(job, lease, lease.requeue("worker lost the store; stopped its job"))
-        except Exception as exc:  # still unreachable: another worker's sweeper requeues it after the TTL
+        """The store is back: give the job back now, not counted against ORCH_MAX_ATTEMPTS (the store,
+        not the job, was at fault). Also after the TTL: this worker's sweeper leaves its jobs to it."""
+        try:  # retried: until this returns, this worker's sweeper leaves the job to it
+            with_db_retries(lambda: lease.add_event(
+                "warning", f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s and "
+                           "stopped the job's process"))
+            self._requeue(job, lease, with_db_retries(lambda: lease.requeue("worker lost the store; stopped its job")))
+        except StaleLease:  # another worker's sweeper took the expired lease first: its requeue stands
+            log.info("job %s: taken over by another worker while the store was away", job["id"])
+        except Exception as exc:  # still unreachable: a sweeper requeues it after the TTL (counted)
             log.warning("job %s: could not requeue it (%s)", job["id"], redact(str(exc).splitlines()[0]))
 
 

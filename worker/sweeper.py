@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from shared.broker_fs import prune_broker
 from shared.config import Settings, redact
@@ -16,9 +16,10 @@ log = logging.getLogger("orch.worker")
 
 class Sweeper(threading.Thread):
     def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None],
-                 owner: str = "sweeper"):
+                 owner: str = "sweeper", held_here: Callable[[], Collection[int]] = frozenset):
         super().__init__(name="orch-sweeper", daemon=True)
         self.settings, self.store, self.resend, self.owner = settings, store, resend, owner
+        self.held_here = held_here
         self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
         self.stopping = threading.Event()
 
@@ -40,9 +41,15 @@ class Sweeper(threading.Thread):
 
     def take_expired(self) -> None:
         """Jobs whose worker stopped renewing its lease: requeued and re-sent, or ended (cancelled,
-        or failed after ORCH_MAX_ATTEMPTS attempts), under a lease the sweeper takes."""
+        or failed after ORCH_MAX_ATTEMPTS attempts), under a lease the sweeper takes.
+
+        Not the jobs this worker's own supervisor still holds: their lease expired because the store
+        took no writes (a lock held past the TTL), the supervisor's fence has stopped the process, and
+        the supervisor gives the job back uncounted as soon as the store answers. Taken here first,
+        the attempt counted against ORCH_MAX_ATTEMPTS, as if the job had killed its worker."""
         settings = self.settings
-        for job in Lease.take_expired(self.store, settings.lease_ttl, self.owner, settings.max_attempts):
+        for job in Lease.take_expired(self.store, settings.lease_ttl, self.owner, settings.max_attempts,
+                                      skip=self.held_here()):
             log.warning("job %s: lease of %s expired after attempt %d; %s", job.job_id, job.holder,
                         job.attempts, "requeued" if job.outcome == JobStatus.queued else job.outcome)
             if job.outcome == JobStatus.queued:

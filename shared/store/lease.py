@@ -13,7 +13,7 @@ is refused from that moment on, not only once another worker has leased the job 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -196,12 +196,15 @@ class Lease:
                                             Job.status == JobStatus.running).values(**values)) == 1
 
     @classmethod
-    def take_expired(cls, store: Store, ttl: float, owner: str, max_attempts: int) -> list[Expired]:
+    def take_expired(cls, store: Store, ttl: float, owner: str, max_attempts: int,
+                     skip: Collection[int] = ()) -> list[Expired]:
         """The sweeper's takeover of every lease that expired: token + 1 (the old holder's writes
-        are refused from now on), an event in the job's history, then `requeue`."""
+        are refused from now on), an event in the job's history, then `requeue`. `skip`: jobs whose
+        holder is alive in this process and ends the attempt itself (see Sweeper.take_expired)."""
         with store.session() as s:
             rows = s.execute(select(Job.id, Job.lease_token, Job.kind, Job.queue, Job.worker_host, Job.attempts)
-                             .where(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl)).all()
+                             .where(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl,
+                                    Job.id.not_in(list(skip)))).all()
         expired: list[Expired] = []
         for job_id, token, kind, queue, holder, attempts in rows:
             with store.session() as s:

@@ -205,6 +205,18 @@ def test_lease_times_come_from_the_database_clock(store: Store, monkeypatch: pyt
     assert Lease.take_expired(store, ttl=30, owner="sweeper", max_attempts=3) == []
 
 
+def test_the_sweeper_leaves_a_lease_its_own_live_supervisor_still_holds(store: Store) -> None:
+    """Both leases expired (the store took no writes past the TTL); one is held by this worker's own
+    supervisor, which gives its job back uncounted: the sweeper takes only the other one."""
+    mine, theirs = new_job(store), new_job(store, seed=1)
+    for job_id in (mine, theirs):
+        assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
+    time.sleep(0.3)
+    assert [t.job_id for t in Lease.take_expired(store, 0.1, "sweeper of w:1", 3, skip={mine})] == [theirs]
+    assert status(store, mine).status == JobStatus.running
+    assert [t.job_id for t in Lease.take_expired(store, 0.1, "sweeper of w:1", 3)] == [mine]  # once it let go
+
+
 def test_a_non_finite_metric_is_refused_with_one_clear_line(store: Store) -> None:
     lease = Lease.acquire(store, new_job(store), "w:1", ttl=30)
     with pytest.raises(NonFiniteLoss, match="epoch 1: val_loss is nan"):
