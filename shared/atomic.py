@@ -67,17 +67,18 @@ def _fsync(path: Path) -> None:
 
 
 @contextmanager
-def exclusive_lock(lock: Path) -> Iterator[None]:
+def exclusive_lock(lock: Path, *, wait: bool = True) -> Iterator[None]:
     """An exclusive lock across processes (flock on `lock`, created if missing), for work that one
     process does and the others then read: a decode cache's build, the bf16 probe. Where there is no
-    flock (Windows) each process does the work, and the atomic rename still keeps the result whole."""
+    flock (Windows) each process does the work, and the atomic rename still keeps the result whole.
+    `wait=False`: BlockingIOError at once if another process holds it."""
     try:
         import fcntl
     except ImportError:
         yield
         return
     with Path(lock).open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from orchestrator.context import CliState, pass_state
+
 
 @click.group("data")
 def data() -> None:
@@ -17,6 +19,7 @@ def data() -> None:
     \b
     Example:
       orch data synth data --train 400 --val 100 --test 100 --size 32
+      orch data cache --prune
     """
 
 
@@ -65,3 +68,67 @@ def synth(out: Path, classes: str, n_train: int, n_val: int, n_test: int, size: 
                                   progress=bar.update)
     click.echo(f"wrote {written} images ({', '.join(f'{k} {v}' for k, v in counts.items())}) "
                f"of {', '.join(names)} at {size} px to {out}")
+
+
+@data.command("cache")
+@click.option("--prune", is_flag=True,
+              help="Remove the stale caches: made by an older decode, of a folder that is gone, or unused "
+                   "for --unused-days.")
+@click.option("--unused-days", default=30.0, show_default=True, type=click.FloatRange(0), metavar="DAYS",
+              help="With --prune: a cache no job has read for this long is stale.")
+@click.option("--all", "everything", is_flag=True, help="With --prune: remove every cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the caches, or what --prune removed.")
+@pass_state
+def cache(obj: CliState, prune: bool, unused_days: float, everything: bool, as_json: bool) -> None:
+    """List the decoded-image caches under ORCH_HOME/cache, or remove the stale ones.
+
+    Every folder a job reads is decoded once per image size into one file there, which every later
+    epoch and job of that folder reads instead of the images. Nothing removes them by itself: a
+    changed folder gets a new cache and leaves the old one. A job running now keeps the cache it has
+    open; the next job of a removed cache's folder decodes the folder again.
+
+    \b
+    Examples:
+      orch data cache                                # each cache: its folder, px, images, MB, last use
+      orch data cache --prune                        # remove the stale ones
+      orch data cache --prune --unused-days 7 --json
+      orch data cache --prune --all                  # remove them all
+    """
+    import json as json_lib
+    import time
+
+    from orchestrator.tables import print_table
+    from shared.data.cache_admin import list_caches
+    from shared.data.cache_admin import prune as prune_caches
+
+    if everything and not prune:
+        raise click.BadParameter("--all removes caches only with --prune: add --prune", param_hint="--all")
+    folder = obj.settings.cache_dir
+    if prune:
+        done = prune_caches(folder, unused_days, everything)
+        if as_json:
+            click.echo(json_lib.dumps(done, indent=2))
+            return
+        for row in done["removed"]:
+            click.echo(f"removed {row['file']} ({row['mb']} MB{', ' + row['folder'] if 'folder' in row else ''}): "
+                       f"{row['why']}")
+        for name in done["busy"]:
+            click.echo(f"kept {name}: a job is building it now")
+        files, kept = len(done["removed"]), done["kept"]
+        kept_line = f"kept {kept} cache{'s' * (kept != 1)} read in the last {unused_days:g} days"
+        if files:
+            click.echo(f"{folder}: freed {done['freed_mb']} MB in {files} file{'s' * (files != 1)}"
+                       + ("" if everything else f"; {kept_line}"))
+        else:
+            click.echo(f"{folder}: nothing stale; {kept_line} (--all removes every one)" if kept
+                       else f"{folder}: no decoded-image caches")
+        return
+    now = time.time()
+    rows = [entry.as_row(now) for entry in list_caches(folder)]
+    if as_json:
+        click.echo(json_lib.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"{folder}: no decoded-image caches")
+    else:
+        n = len(rows)
+        print_table(rows, title=f"{folder}: {n} cache{'s' * (n != 1)}, {sum(r['mb'] for r in rows):.1f} MB")

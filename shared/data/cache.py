@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.atomic import atomic_path, exclusive_lock
+from shared.atomic import atomic_path, atomic_write, exclusive_lock
 from shared.errors import DataError
 
 CACHE_VERSION = 2  # bump when the decode (resize, crop) changes, to leave old caches unused (2: 16-bit greys)
@@ -53,17 +55,49 @@ def load_or_build(files: list[Path], size: int, cache_dir: Path, *, folder: Path
     path = cache_path(files, size, cache_dir)
     cached = _open(path, len(files), size)
     if cached is not None:
+        _mark_used(path)
         return cached, False
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(path.with_suffix(".lock")):
+    with exclusive_lock(lock_path(path)):
         cached = _open(path, len(files), size)  # another process built it while we waited
         if cached is not None:
             return cached, False
         _build(files, size, path, folder, progress)
-    built = _open(path, len(files), size)
+        _write_note(path, folder, size, len(files))
+        built = _open(path, len(files), size)  # under the lock: `orch data cache --prune` takes it to remove
     if built is None:
         raise DataError(f"{folder}: the image cache {path} was not readable after it was written")
     return built, True
+
+
+def lock_path(path: Path) -> Path:
+    """The lock a cache's builder holds (and `orch data cache --prune` before removing the cache)."""
+    return path.with_suffix(".lock")
+
+
+def note_path(path: Path) -> Path:
+    """The JSON note beside a cache: which folder, image size and count, and decode version made it."""
+    return path.with_suffix(".json")
+
+
+def _write_note(path: Path, folder: Path, size: int, n: int) -> None:
+    """For `orch data cache`: the cache's name is a hash, which says nothing of its folder."""
+    note = {"folder": str(Path(folder).resolve()), "size": size, "images": n, "version": CACHE_VERSION,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        with atomic_write(note_path(path), "w") as fh:
+            json.dump(note, fh)
+    except OSError:  # only informational: the cache itself is whole
+        pass
+
+
+def _mark_used(path: Path) -> None:
+    """The cache's mtime is its last read: the age `orch data cache --prune` goes by (a read-only home
+    keeps the old time)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def decode(path: Path, size: int) -> np.ndarray:

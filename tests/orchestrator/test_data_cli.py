@@ -1,6 +1,7 @@
 """`orch data synth`: writes the set, one-line errors with exit 2, and no torch on import."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,24 @@ def test_help_has_an_example_and_no_torch_is_imported() -> None:
     code = "import sys, orchestrator.cli; print('torch' in sys.modules, 'PIL' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def test_cache_lists_and_prunes_the_decode_caches(tmp_path: Path) -> None:
+    from shared.data import load_or_build, scan, write_synthetic
+
+    home, runner = tmp_path / "home", CliRunner()
+    env = {"ORCH_HOME": str(home)}
+    assert runner.invoke(main, ["data", "cache"], env=env).output.strip().endswith("no decoded-image caches")
+    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 6}, size=16)
+    load_or_build(scan(tmp_path / "d" / "train").files, 16, home / "cache", folder=tmp_path / "d" / "train")
+    listed = runner.invoke(main, ["data", "cache", "--json"], env=env)
+    [row] = json.loads(listed.output)
+    assert (row["folder"], row["px"], row["images"]) == (str((tmp_path / "d" / "train").resolve()), 16, 6)
+    assert "1 cache, 0.0 MB" in runner.invoke(main, ["data", "cache"], env={**env, "COLUMNS": "200"}).output
+    kept = runner.invoke(main, ["data", "cache", "--prune"], env=env)
+    assert kept.exit_code == 0 and "nothing stale; kept 1 cache read in the last 30 days" in kept.output
+    wrong = runner.invoke(main, ["data", "cache", "--all"], env=env)
+    assert wrong.exit_code == 2 and "--all" in wrong.output and "add --prune" in wrong.output
+    gone = runner.invoke(main, ["data", "cache", "--prune", "--all"], env=env)
+    assert gone.exit_code == 0 and f"removed {row['file']}" in gone.output and "freed" in gone.output
+    assert json.loads(runner.invoke(main, ["data", "cache", "--json"], env=env).output) == []
