@@ -44,6 +44,16 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
     return app, supervisor
 
 
+# What Celery's log and Flower show as the task's result where the job did not end here: Celery says
+# "succeeded" for every task that returns, and "succeeded: 'shutdown'" read as if the job had
+TASK_RESULTS = {
+    Outcome.shutdown: "given back: this worker is stopping; the job is requeued and resumes from its checkpoint",
+    Outcome.fenced: "given back: this worker could not reach the store; the job is requeued",
+    Outcome.stale: "not recorded here: another worker took the job over and records its end",
+    Outcome.skipped: "not taken: finished, cancelled, or leased by another worker",
+}
+
+
 class JobFailed(Exception):
     """Raised by a task after the store recorded its job as failed, so that Flower's task list shows
     FAILURE with the cause (it showed SUCCESS, the task having returned). Declared as expected
@@ -62,7 +72,7 @@ def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
                 raise JobFailed(error)
             if outcome == Outcome.crashed:  # this delivery failed; the job went back to the queue
                 raise JobFailed(f"job {job_id}'s process died; the job is requeued (orch status {job_id} says why)")
-        return str(outcome)
+        return TASK_RESULTS.get(outcome, str(outcome))
 
     run_job.__name__ = run_job.__qualname__ = name.replace(".", "_")
     app.task(name=name, bind=True, acks_late=True, ignore_result=True, throws=(JobFailed,))(run_job)

@@ -190,6 +190,8 @@ def test_ctrl_c_stops_the_worker_cleanly_and_requeues_its_job(orch: Orch, synth_
     assert first.proc.returncode == 0, first.output()[-2000:]
     detail = orch.json("status", str(job_id))
     assert detail["status"] == "queued" and "requeued" in detail["error"]
+    # Celery logs every returned task as "succeeded"; the result says what happened ('shutdown' before)
+    assert "given back: this worker is stopping" in first.output(), first.output()[-2000:]
     orch.start_worker()
     detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
     assert detail["status"] == "succeeded" and [e["epoch"] for e in detail["epochs"]] == [1, 2, 3, 4]
