@@ -27,6 +27,7 @@ from kombu.utils.json import dumps
 
 from shared.atomic import atomic_path, is_temp_name
 from shared.config import Settings
+from shared.errors import ConfigError
 
 # How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
 # over 60 s, an idle worker (its relay included) used 0.53% of a core at 0.05 s, 0.38% at 0.1 s and
@@ -109,7 +110,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu's options for the embedded broker (its folders are made here)."""
     folders = broker_folders(settings)
     for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a home on a read-only disk: the setting, not a retry (was a traceback)
+            raise ConfigError(f"--home / ORCH_HOME: cannot create the embedded broker's folder {folder} "
+                              f"({exc.strerror or type(exc).__name__})") from None
     return {
         "data_folder_in": str(folders["queue"]),
         "data_folder_out": str(folders["queue"]),

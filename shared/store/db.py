@@ -1,6 +1,7 @@
 """Opening the store: engine, sessions, SQLite pragmas and Alembic migrations."""
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,9 @@ def store_errors() -> Iterator[None]:
     try:
         yield
     except UNAVAILABLE as error:
+        if "readonly database" in _first_line(error):  # no retry helps: a read-only file or folder
+            raise ConfigError("ORCH_DATABASE_URL: the store is read-only here (its file or folder cannot be "
+                              "written): orch can read it but not change it") from None
         raise StoreUnavailable(f"database unreachable: {_first_line(error)}") from error
     except exc.DatabaseError as error:
         if type(error) is not exc.DatabaseError:  # its subclasses: a constraint, a bad statement...
@@ -124,6 +128,28 @@ def _current_without_lock(engine: Engine) -> bool:
         return False
 
 
+def _read_only_copy(engine: Engine) -> Store | None:
+    """A SQLite file in a folder this user cannot write (a backup, a read-only share, a home remounted
+    read-only) that no process holds open, opened as it is on disk. SQLite's WAL reader creates the
+    -shm file beside the database to read at all, which such a folder refuses ("unable to open
+    database file"); `immutable=1` reads the file without it. None where the file can be opened as
+    usual (the caller goes on and migrates it) or is not such a copy."""
+    database = engine.url.database
+    if (engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:"
+            or not Path(database).is_file() or os.access(Path(database).parent, os.W_OK)):
+        return None
+    from urllib.parse import quote
+
+    copy = make_engine(f"sqlite:///file:{quote(str(Path(database).resolve()))}?immutable=1&uri=true")
+    current = current_revision(copy)
+    if current != head_revision():
+        copy.dispose()
+        raise ConfigError(f"ORCH_DATABASE_URL: {database} is read-only here and its schema is at revision "
+                          f"{current}, orch needs {head_revision()}: copy it to a writable folder, where orch "
+                          "upgrades it")
+    return Store(copy)
+
+
 def alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
@@ -193,6 +219,9 @@ def _open(settings: Settings, migrate: bool | None) -> Store:
         # a file already at head needs no lock: the lock file beside it is a write, and a reader of a home
         # that went read-only (a full or remounted disk, a backup) was refused, a job failed for it
         if not _current_without_lock(engine):
+            copy = _read_only_copy(engine)
+            if copy is not None:
+                return copy
             with _setup_lock(engine):
                 if current_revision(engine) != head_revision():
                     upgrade(engine)

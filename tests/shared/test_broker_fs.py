@@ -188,3 +188,17 @@ def test_threads_binding_to_a_new_exchange_at_once_leave_a_whole_table(tmp_path:
     first thread's link it was the table itself, which the second truncated and overwrote with "[]"
     (the suite's "Extra data: line 1 column 3 (char 2)", again)."""
     assert bind_race(tmp_path, Transport, threads=True) == 0
+
+
+def test_a_home_that_cannot_hold_the_broker_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    """A read-only home (or one under a file): `orch submit` printed a traceback from mkdir."""
+    import pytest
+
+    from shared.broker_fs import transport_options
+    from shared.errors import ConfigError
+
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "broker").write_text("a file where the broker's folder goes")
+    with pytest.raises(ConfigError, match=r"^--home / ORCH_HOME: cannot create the embedded broker's folder .*"
+                                          r"broker/queue \(Not a directory\)$"):
+        transport_options(load_settings(tmp_path / "home"))

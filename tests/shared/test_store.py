@@ -195,6 +195,35 @@ def test_a_home_gone_read_only_under_a_running_worker_can_be_read(tmp_path: Path
         store.dispose()
 
 
+def test_a_read_only_copy_that_no_process_holds_open_is_read_as_it_is(tmp_path: Path) -> None:
+    """A backup or a read-only share of a home: with no process holding the database open, SQLite's
+    WAL reader must create the -shm file beside it, and `orch status` failed ("cannot use ... Read-only
+    file system beside it"). It is read as it is on disk now; a write says the store is read-only."""
+    import subprocess
+
+    from shared.errors import ConfigError
+
+    home = tmp_path / "home"
+    store = open_store(load_settings(home))
+    with store.session() as s:
+        store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d"))
+    store.dispose()  # the last connection: SQLite removes -wal and -shm
+    bound = subprocess.run(["mount", "--bind", str(home), str(home)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bound.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(home)], check=True, capture_output=True)
+        assert not list(home.glob("*-shm"))
+        reader = open_store(load_settings(home))
+        with reader.session() as s:
+            assert s.query(Job).count() == 1
+        with pytest.raises(ConfigError, match="the store is read-only here"), reader.session() as s:
+            store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d"))
+        reader.dispose()
+    finally:
+        subprocess.run(["umount", "--lazy", str(home)], check=True)
+
+
 def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_path: Path) -> None:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
