@@ -29,9 +29,9 @@ def store_errors() -> Iterator[None]:
     try:
         yield
     except UNAVAILABLE as error:
-        if "readonly database" in _first_line(error):  # no retry helps: a read-only file or folder
-            raise ConfigError("ORCH_DATABASE_URL: the store is read-only here (its file or folder cannot be "
-                              "written): orch can read it but not change it") from None
+        if "readonly database" in _first_line(error):  # still retried: a disk remounted read-only may come back
+            raise StoreUnavailable("the store is read-only here (its file or folder cannot be "
+                                   "written): orch can read it but not change it") from error
         raise StoreUnavailable(f"database unreachable: {_first_line(error)}") from error
     except exc.DatabaseError as error:
         if type(error) is not exc.DatabaseError:  # its subclasses: a constraint, a bad statement...

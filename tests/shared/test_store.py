@@ -201,7 +201,7 @@ def test_a_read_only_copy_that_no_process_holds_open_is_read_as_it_is(tmp_path: 
     file system beside it"). It is read as it is on disk now; a write says the store is read-only."""
     import subprocess
 
-    from shared.errors import ConfigError
+    from shared.errors import StoreUnavailable
 
     home = tmp_path / "home"
     store = open_store(load_settings(home))
@@ -217,7 +217,7 @@ def test_a_read_only_copy_that_no_process_holds_open_is_read_as_it_is(tmp_path: 
         reader = open_store(load_settings(home))
         with reader.session() as s:
             assert s.query(Job).count() == 1
-        with pytest.raises(ConfigError, match="the store is read-only here"), reader.session() as s:
+        with pytest.raises(StoreUnavailable, match="the store is read-only here"), reader.session() as s:
             store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d"))
         reader.dispose()
     finally:
