@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Collection
 
 from shared.broker_fs import prune_broker
@@ -14,6 +15,13 @@ from shared.store import JobStatus, Lease, Store
 log = logging.getLogger("orch.worker")
 
 
+def awake_clock() -> float:
+    """Seconds on a clock that also counts a suspend (Linux's CLOCK_BOOTTIME; monotonic elsewhere): a
+    laptop that slept past the TTL wakes with every lease expired by the database's clock."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
 class Sweeper(threading.Thread):
     def __init__(self, settings: Settings, store: Store, resend: Callable[[int, str, str], None],
                  owner: str = "sweeper", held_here: Callable[[], Collection[int]] = frozenset):
@@ -22,6 +30,8 @@ class Sweeper(threading.Thread):
         self.held_here = held_here
         self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
         self.stopping = threading.Event()
+        self.write_due: float | None = None  # awake_clock: when the next sweep's write should get through
+        self.hold_off_until = 0.0  # no lease is taken before this (awake_clock): see check_store
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -29,8 +39,12 @@ class Sweeper(threading.Thread):
             self.stopping.wait(self.interval)
 
     def sweep_once(self) -> None:
+        reached = False
         try:
-            self.take_expired()
+            self.check_store()
+            reached = True
+            if awake_clock() >= self.hold_off_until:
+                self.take_expired()
             for parent in settle_parents(self.store):
                 log.warning("score job %s: every shard ended; sent for assembly", parent.job_id)
                 self.resend(parent.job_id, parent.kind, parent.queue)
@@ -38,6 +52,26 @@ class Sweeper(threading.Thread):
                 prune_broker(self.settings)
         except Exception as exc:  # a sweep must never take the worker down
             log.warning("sweep failed: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+        finally:
+            if reached:  # a sweep that could not write leaves the time due: the next one that can sees the gap
+                self.write_due = awake_clock() + self.interval
+
+    def check_store(self) -> None:
+        """After a spell in which the store took no writes (a SQLite lock held past the TTL, a
+        PostgreSQL restart, a laptop asleep), every worker's heartbeats were refused alike: their leases read as
+        expired though the workers are alive, and taking them would count an attempt against each
+        job (ORCH_MAX_ATTEMPTS: three outages failed every running job). So when this sweeper's own
+        write gets through more than a heartbeat after it was due (it waited on a lock, or the sweeps
+        before it failed), it gives every holder one TTL from the store's return to beat again; a
+        worker that is really gone loses its jobs one TTL later. Raises StoreUnavailable while the
+        store does not answer."""
+        Lease.await_writes(self.store)
+        now = awake_clock()
+        away = 0.0 if self.write_due is None else now - self.write_due
+        if away > self.settings.heartbeat:
+            self.hold_off_until = now + self.settings.lease_ttl
+            log.warning("the store took no writes for %.0f s or more: expired leases are left %g s to their "
+                        "workers, whose heartbeats were refused too", away, self.settings.lease_ttl)
 
     def take_expired(self) -> None:
         """Jobs whose worker stopped renewing its lease: requeued and re-sent, or ended (cancelled,

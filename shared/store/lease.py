@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease
@@ -220,6 +220,13 @@ class Lease:
             if outcome is not None:
                 expired.append(Expired(job_id, str(kind), queue, holder, attempts, outcome))
         return expired
+
+    @staticmethod
+    def await_writes(store: Store) -> None:
+        """A write that changes nothing: it returns once the database takes writes (waiting on SQLite's
+        write lock as a heartbeat does) and raises StoreUnavailable where the database does not answer."""
+        with store.session() as s:
+            s.execute(update(Job).where(false()).values(lease_token=Job.lease_token))
 
     # --- a scoring run (the protocol: shared/scoring/protocol.py) ---
 
