@@ -217,6 +217,15 @@ def test_the_sweeper_leaves_a_lease_its_own_live_supervisor_still_holds(store: S
     assert [t.job_id for t in Lease.take_expired(store, 0.1, "sweeper of w:1", 3)] == [mine]  # once it let go
 
 
+def test_the_sweepers_write_probe_changes_nothing(store: Store) -> None:
+    job_id = new_job(store)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    assert lease is not None
+    before = status(store, job_id)
+    Lease.await_writes(store)
+    assert status(store, job_id) == before
+
+
 def test_a_non_finite_metric_is_refused_with_one_clear_line(store: Store) -> None:
     lease = Lease.acquire(store, new_job(store), "w:1", ttl=30)
     with pytest.raises(NonFiniteLoss, match="epoch 1: val_loss is nan"):
