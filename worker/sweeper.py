@@ -30,7 +30,7 @@ class Sweeper(threading.Thread):
         self.held_here = held_here
         self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
         self.stopping = threading.Event()
-        self.write_due: float | None = None  # awake_clock: when the next sweep's write should get through
+        self.write_due = awake_clock()  # when the next sweep's write should get through (the first: now)
         self.hold_off_until = 0.0  # no lease is taken before this (awake_clock): see check_store
 
     def run(self) -> None:
@@ -67,7 +67,7 @@ class Sweeper(threading.Thread):
         store does not answer."""
         Lease.await_writes(self.store)
         now = awake_clock()
-        away = 0.0 if self.write_due is None else now - self.write_due
+        away = now - self.write_due
         if away > self.settings.heartbeat:
             self.hold_off_until = now + self.settings.lease_ttl
             log.warning("the store took no writes for %.0f s or more: expired leases are left %g s to their "
