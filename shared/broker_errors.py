@@ -53,5 +53,6 @@ def broker_boundary() -> Iterator[None]:
             raise
         text = str(error).strip()
         what = "broker refused the connection" if answered_with_an_error(error) else "broker unreachable"
-        raise BrokerUnavailable(f"{what}: {redact(text.splitlines()[0] if text else type(error).__name__)}") \
-            from error
+        # redis-py ends its messages with a full stop: "...Connection refused." read ".; nothing was queued"
+        detail = redact(text.splitlines()[0].rstrip(".") if text else type(error).__name__)
+        raise BrokerUnavailable(f"{what}: {detail}") from error

@@ -1,6 +1,7 @@
 """Build the worker's Celery app: the shared configuration plus one thin task per job kind."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -10,12 +11,15 @@ from celery.exceptions import Ignore
 from celery.signals import worker_shutting_down
 
 from shared.celery_app import TASK_NAMES, make_celery
-from shared.config import Settings
+from shared.config import Settings, redact
 from shared.delivery import deliver_unsent
+from shared.errors import StoreUnavailable
 from shared.store import JobStatus, Outcome, open_store
 from shared.store import reads as store_reads
 from worker.supervisor import Supervisor
 from worker.warm import WarmPool
+
+log = logging.getLogger("orch.worker")
 
 
 def create_app(settings: Settings, threads: int | None = None, *, warm: bool = True,
@@ -49,6 +53,7 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
 TASK_RESULTS = {
     Outcome.shutdown: "given back: this worker is stopping; the job is requeued and resumes from its checkpoint",
     Outcome.fenced: "given back: this worker could not reach the store; the job is requeued",
+    Outcome.store_lost: "given back: the job's process could not reach the store; the job is requeued",
     Outcome.stale: "not recorded here: another worker took the job over and records its end",
     Outcome.skipped: "not taken: finished, cancelled, or leased by another worker",
 }
@@ -62,7 +67,12 @@ class JobFailed(Exception):
 
 def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
     def run_job(task: Task, job_id: int) -> str:
-        outcome = supervisor.run(int(job_id))
+        try:
+            outcome = supervisor.run(int(job_id))
+        except StoreUnavailable as exc:  # only while stopping: otherwise the supervisor waits for the store
+            log.warning("job %s: the store did not answer while this worker stopped (%s); the job's lease expires "
+                        "and a sweeper requeues it", job_id, redact(str(exc).splitlines()[0]))
+            return "not recorded: the store did not answer while this worker stopped; a sweeper requeues the job"
         if outcome == Outcome.cancelled:  # Flower: REVOKED, as for a task revoked before it ran
             task.send_event("task-revoked", terminated=True, signum="SIGTERM", expired=False)
             raise Ignore()

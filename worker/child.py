@@ -30,6 +30,7 @@ from shared.errors import (
     DiskFull,
     JobCancelled,
     StaleLease,
+    StoreUnavailable,
     disk_full_in,
     disk_full_message,
 )
@@ -75,6 +76,8 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
         return Outcome.failed, disk_full_message(str(Path(full.filename).parent) if full.filename else "")
     if isinstance(exc, PERMANENT_ERRORS):
         return Outcome.failed, str(exc).splitlines()[0]
+    if isinstance(exc, StoreUnavailable):  # the store's fault, not the job's: not one of its tries
+        return Outcome.store_lost, redact(str(exc).splitlines()[0])
     if isinstance(exc, TRANSIENT_ERRORS):
         return Outcome.transient, redact(str(exc).splitlines()[0])
     if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError)):
@@ -194,7 +197,9 @@ def _run(job: dict[str, Any], token: int, home: str, should_stop: Any) -> dict[s
     store = open_store(settings)
     opened = round(time.perf_counter() - started, 3)
     try:
-        ctx = JobContext(settings=settings, store=store, lease=Lease(store, job["id"], token), kind=job["kind"],
+        # the job's writes wait out a database restart for as long as the worker's fence allows
+        lease = Lease(store, job["id"], token, patience_s=settings.fence_after)
+        ctx = JobContext(settings=settings, store=store, lease=lease, kind=job["kind"],
                          spec=job["spec"], parent_id=job["parent_id"], source_job_id=job["source_job_id"],
                          shard=job["shard"], should_stop=should_stop)
         runner = importlib.import_module(RUNNERS[job["kind"]])

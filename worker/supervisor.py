@@ -28,19 +28,6 @@ TRANSIENT_TRIES = 3
 T = TypeVar("T")
 
 
-def with_db_retries(fn: Callable[[], T], tries: int = 5) -> T:
-    """Retry a store call through a brief database outage (StoreUnavailable; backoff 1, 2, 4... s)."""
-    for attempt in range(tries):
-        try:
-            return fn()
-        except StoreUnavailable as exc:
-            if attempt == tries - 1:
-                raise
-            log.warning("%s; retrying", exc)
-            time.sleep(2**attempt)
-    raise AssertionError("unreachable")
-
-
 @dataclass
 class Supervisor:
     settings: Settings
@@ -56,19 +43,35 @@ class Supervisor:
         """What the sweeper of this worker leaves alone (a copy: the task thread changes the set)."""
         return frozenset(self.held)
 
+    def until_store_answers(self, fn: Callable[[], T]) -> T:
+        """fn(), retried while the store does not answer (backoff 1, 2, 4, 5, 5... s), until it does or
+        this worker stops: a job's ending waits for the store, which no other worker can reach meanwhile
+        either (five tries gave up after 15 s, and a restart of 25 s left a traceback and a job for a
+        sweeper to take, counted). StoreUnavailable once the worker is stopping."""
+        delay = 1.0
+        while True:
+            try:
+                return fn()
+            except StoreUnavailable as exc:
+                if self.shutdown.is_set():
+                    raise
+                log.warning("%s; retrying in %g s", exc, delay)
+                self.shutdown.wait(delay)
+                delay = min(delay * 2, 5.0)
+
     def run(self, job_id: int) -> Outcome:
         if self.shutdown.is_set():  # a message taken while stopping: the relay re-sends what is not taken
             log.info("job %s: not taken (this worker is stopping)", job_id)
             return Outcome.skipped
         asked = time.monotonic()  # the acquire stamps the lease after this instant
-        lease = with_db_retries(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
+        lease = self.until_store_answers(lambda: Lease.acquire(self.store, job_id, self.owner, self.settings.lease_ttl))
         if lease is None:
             log.info("job %s: not taken (finished, cancelled, or leased by a live worker)", job_id)
             return Outcome.skipped
         self.renewed_at = asked
         self.held.add(job_id)
         try:
-            job = self._snapshot(job_id)
+            job = self.until_store_answers(lambda: self._snapshot(job_id))
             log.info("job %s (%s): started, lease token %s", job_id, job["kind"], lease.token)
             for attempt in range(1, TRANSIENT_TRIES + 1):
                 outcome, reason, result = self._run_child(job, lease)
@@ -183,18 +186,18 @@ class Supervisor:
             log.warning("job %s: lease lost to another worker; its results are theirs", job_id)
         elif outcome == Outcome.shutdown:
             # Give the job back and re-send it: the next worker resumes from its checkpoint.
-            self._requeue(job, lease, with_db_retries(lambda: lease.requeue("worker stopped; requeued")))
+            self._requeue(job, lease, self.until_store_answers(lambda: lease.requeue("worker stopped; requeued")))
         elif outcome == Outcome.crashed:  # maybe this job kills its process every time: ORCH_MAX_ATTEMPTS
-            self._requeue(job, lease, with_db_retries(lambda: lease.requeue(reason, self.settings.max_attempts)))
-        elif outcome == Outcome.fenced:
-            self._after_fence(job, lease)
+            self._requeue(job, lease, self.until_store_answers(lambda: lease.requeue(reason, self.settings.max_attempts)))
+        elif outcome in (Outcome.fenced, Outcome.store_lost):
+            self._give_back(job, lease, outcome, reason)
         else:
             status = outcome.job_status
             error = None if status == JobStatus.succeeded else reason
             if outcome == Outcome.transient:
-                error = f"{reason} (gave up after {TRANSIENT_TRIES} tries)"
+                error = f"{reason} (in each of this attempt's {TRANSIENT_TRIES} runs)"
             trace = result.pop("traceback", None)  # an unexpected error's: the job's history keeps it
-            if not with_db_retries(lambda: lease.finish(status, error=error, result=result, trace=trace)):
+            if not self.until_store_answers(lambda: lease.finish(status, error=error, result=result, trace=trace)):
                 # frozen (kill -STOP, a VM paused) past the lease: another worker took the job over and
                 # its ending stands; "job 18: succeeded" here read as if this one's had
                 log.warning("job %s: %s here, but its lease had been taken over meanwhile: not recorded; the "
@@ -210,18 +213,22 @@ class Supervisor:
         if status == JobStatus.queued:
             self.resend(job["id"], job["kind"], job["queue"])
 
-    def _after_fence(self, job: dict[str, Any], lease: Lease) -> None:
-        """The store is back: give the job back now, not counted against ORCH_MAX_ATTEMPTS (the store,
-        not the job, was at fault). Also after the TTL: this worker's sweeper leaves its jobs to it."""
-        try:  # retried: until this returns, this worker's sweeper leaves the job to it
-            with_db_retries(lambda: lease.add_event(
-                "warning", f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s and "
-                           "stopped the job's process"))
-            self._requeue(job, lease, with_db_retries(lambda: lease.requeue("worker lost the store; stopped its job")))
+    def _give_back(self, job: dict[str, Any], lease: Lease, outcome: Outcome, reason: str) -> None:
+        """The store, not the job, was at fault: the worker fenced its job's process (no lease renewed
+        for 0.8 TTL), or the process gave up on the store. The job goes back to the queue, not counted
+        against ORCH_MAX_ATTEMPTS, once the store answers; until then this worker's sweeper leaves it
+        alone, and the others' sweepers give its lease a TTL after the store's return."""
+        said = (f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s and stopped the job's "
+                "process" if outcome == Outcome.fenced else f"the job's process could not reach the store ({reason})")
+        cause = "worker lost the store; stopped its job" if outcome == Outcome.fenced else "the store did not answer"
+        try:
+            self.until_store_answers(lambda: lease.add_event("warning", said))
+            self._requeue(job, lease, self.until_store_answers(lambda: lease.requeue(cause)))
         except StaleLease:  # another worker's sweeper took the expired lease first: its requeue stands
             log.info("job %s: taken over by another worker while the store was away", job["id"])
-        except Exception as exc:  # still unreachable: a sweeper requeues it after the TTL (counted)
-            log.warning("job %s: could not requeue it (%s)", job["id"], redact(str(exc).splitlines()[0]))
+        except StoreUnavailable as exc:  # this worker is stopping: a sweeper requeues it once the store is back
+            log.warning("job %s: not given back (%s); a sweeper requeues it once the store answers", job["id"],
+                        redact(str(exc).splitlines()[0]))
 
 
 ChildReport = tuple[str, str, dict[str, Any]]  # (an Outcome's value, reason, result), as the child sends it

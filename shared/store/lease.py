@@ -12,22 +12,27 @@ is refused from that moment on, not only once another worker has leased the job 
 """
 from __future__ import annotations
 
+import functools
+import logging
 import math
-from collections.abc import Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.errors import NonFiniteLoss, StaleLease
+from shared.errors import NonFiniteLoss, StaleLease, StoreUnavailable
 from shared.store import outbox
 from shared.store.clock import db_now, read_now
 from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
 from shared.store.scoring_runs import fail_waiting, move_assembly
 
+log = logging.getLogger("orch.worker")
+T = TypeVar("T")
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
 
 
@@ -41,11 +46,32 @@ class EpochFile:
     broken: frozenset[str] = frozenset()  # files found unreadable at resume: a best row naming one moves
 
 
+def through_outages(method: Callable[..., T]) -> Callable[..., T]:
+    """A Lease method retried while the store does not answer, for up to the lease's `patience_s`
+    (backoff 0.5, 1, 2, 4, 5, 5... s): a job's process rides out a database restart instead of
+    ending its attempt. Each retry runs the whole transaction again, so the methods are ones
+    that may run twice (record_epoch knows its own epoch already recorded)."""
+    @functools.wraps(method)
+    def call(self: Lease, *args: Any, **kwargs: Any) -> T:
+        deadline, delay = time.monotonic() + self.patience_s, 0.5
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: %s; retrying in %g s", self.job_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+    return call
+
+
 @dataclass(frozen=True)
 class Lease:
     store: Store
     job_id: int
     token: int
+    patience_s: float = 0.0  # how long the methods marked @through_outages wait for a store that does not answer
 
     @classmethod
     def acquire(cls, store: Store, job_id: int, owner: str, ttl: float) -> Lease | None:
@@ -82,6 +108,7 @@ class Lease:
         with self.fenced() as s:
             return bool(s.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)))
 
+    @through_outages
     def record_epoch(self, metrics: dict[str, Any], written: EpochFile | None = None) -> bool:
         """Record one epoch's metrics and, with `written`, the checkpoint file that holds its model, in
         one fenced transaction: a kill between two writes left the epoch recorded and its file unknown,
@@ -98,6 +125,8 @@ class Lease:
             if row is not None and written is None:
                 return False
             attempt = s.scalar(select(Job.attempts).where(Job.id == self.job_id)) or 1
+            if row is not None and row.attempt == attempt and written is not None and _is_last(s, self.job_id, written):
+                return False  # this very write, committed before the connection dropped: a retry's second run
             if row is None:
                 s.add(Epoch(job_id=self.job_id, epoch=epoch, attempt=attempt, **values))
             else:
@@ -109,27 +138,32 @@ class Lease:
                 _advance_checkpoint(s, self.job_id, written, epoch, values.get("val_acc"))
         return True
 
+    @through_outages
     def record_checkpoint(self, tag: str, path: str, epoch: int, val_acc: float | None,
                           digest: str | None = None) -> None:
         with self.fenced() as s:
             _put_checkpoint(s, self.job_id, tag, path=path, epoch=epoch, val_acc=val_acc, digest=digest)
 
+    @through_outages
     def drop_checkpoint(self, tag: str) -> None:
         """Forget this job's `tag` checkpoint row (fenced); its file goes at the next prune unless
         another row names it."""
         with self.fenced() as s:
             s.execute(delete(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.tag == tag))
 
+    @through_outages
     def checkpoints(self) -> dict[str, Checkpoint]:
         """The store's current checkpoint rows of this job by tag (last, previous, best): a read."""
         with self.store.session() as s:
             return {r.tag: r for r in s.scalars(select(Checkpoint).where(Checkpoint.job_id == self.job_id))}
 
+    @through_outages
     def add_event(self, kind: str, message: str) -> None:
         """A line in the job's history (`orch status ID`), written under the lease like the rest."""
         with self.fenced() as s:
             s.add(Event(job_id=self.job_id, kind=kind, message=message))
 
+    @through_outages
     def update(self, **values: Any) -> None:
         """A fenced update of the job's own columns (model_info, result, progress)."""
         with self.fenced() as s:
@@ -314,6 +348,11 @@ def _advance_checkpoint(s: Session, job_id: int, written: EpochFile, epoch: int,
     new_best = written.improved or best is None or best.path in written.broken
     for tag in ("last", "best") if new_best else ("last",):
         _put_checkpoint(s, job_id, tag, path=written.path, epoch=epoch, val_acc=val_acc, digest=written.digest)
+
+
+def _is_last(s: Session, job_id: int, written: EpochFile) -> bool:
+    last = s.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.tag == "last")).one_or_none()
+    return last is not None and last.path == written.path and last.digest == written.digest
 
 
 def _put_checkpoint(s: Session, job_id: int, tag: str, **values: Any) -> None:

@@ -75,6 +75,7 @@ class Outcome(enum.StrEnum):
     shutdown = "shutdown"  # the worker is stopping: the job goes back to the queue
     crashed = "crashed"  # the job's process died without a report: requeued until ORCH_MAX_ATTEMPTS
     fenced = "fenced"  # the worker could not renew its lease and stopped the job itself: requeued
+    store_lost = "store_lost"  # the job's process gave up on a store that did not answer: requeued, uncounted
     skipped = "skipped"  # not taken: finished, cancelled, or leased by a live worker
 
     @property

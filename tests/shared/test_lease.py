@@ -320,3 +320,50 @@ def test_an_epoch_trained_again_replaces_its_row_and_a_replay_does_not(store: St
         assert [(r.epoch, r.val_acc, r.seconds) for r in rows] == [(1, 0.7, 2.0)]
         events = [e.message for e in reads.job_events(s, job_id)]
     assert any(m.startswith("epoch 1 trained again by attempt 1 (its checkpoint was lost)") for m in events)
+
+
+def flaky_store(store: Store, monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
+    """The store's next `failures` sessions raise StoreUnavailable, as a database being restarted; returns
+    the count of sessions opened (the failed ones included)."""
+    from shared.errors import StoreUnavailable
+
+    opened, real = [0], store.session
+
+    def session() -> Any:
+        opened[0] += 1
+        if opened[0] <= failures:
+            raise StoreUnavailable("database unreachable: connection refused")
+        return real()
+    monkeypatch.setattr(store, "session", session)
+    return opened
+
+
+def test_a_job_process_lease_waits_out_a_database_restart(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's writes failed its attempt at the first refused connection; with patience they wait
+    (the worker's fence bounds it), and a write whose commit did land is not recorded twice."""
+    from shared.errors import StoreUnavailable
+
+    job_id = new_job(store)
+    acquired = Lease.acquire(store, job_id, "w:1", ttl=30)
+    assert acquired is not None
+    patient = Lease(store, job_id, acquired.token, patience_s=10)
+    opened = flaky_store(store, monkeypatch, failures=2)
+    patient.add_event("info", "written through the outage")
+    assert opened[0] == 3
+    opened = flaky_store(store, monkeypatch, failures=1)
+    with pytest.raises(StoreUnavailable):
+        acquired.add_event("info", "no patience: the caller decides")  # the supervisor's own lease
+    monkeypatch.undo()
+    written = EpochFile("/x/ckpt-e1-t1.pt", "ab", True)
+    assert patient.record_epoch(METRICS, written) is True
+    assert patient.record_epoch(METRICS, written) is False  # a retry after a commit whose answer was lost
+    with store.session() as s:
+        events = [e.message for e in reads.job_events(s, job_id)]
+        assert s.scalar(select(func.count()).select_from(Epoch).where(Epoch.job_id == job_id)) == 1
+    assert events.count("written through the outage") == 1 and not any("trained again" in m for m in events)
+    opened = flaky_store(store, monkeypatch, failures=100)
+    short = Lease(store, job_id, acquired.token, patience_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        short.add_event("info", "the store stays away")
+    assert time.monotonic() - started < 3 and opened[0] >= 2  # retried, then gave up at its patience

@@ -19,7 +19,8 @@ from worker.child import classify
     (SpecError("lr", "too big"), Outcome.failed),
     (JobCancelled("stop"), Outcome.cancelled),
     (StaleLease("token 3"), Outcome.stale),
-    (StoreUnavailable("database unreachable: refused"), Outcome.transient),
+    # the store's outage is not one of the job's tries: given back uncounted once the store answers
+    (StoreUnavailable("database unreachable: refused"), Outcome.store_lost),
     (BrokerUnavailable("broker unreachable: refused"), Outcome.transient),
     (ConnectionResetError(104, "reset"), Outcome.transient),
     # a permission error on the data: retrying does not grant the permission
@@ -38,7 +39,7 @@ def test_a_database_that_does_not_answer_is_store_unavailable_with_the_password_
     with pytest.raises(StoreUnavailable, match="database unreachable") as err, store.session() as s:
         s.connection()
     assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
-    assert classify(err.value)[0] is Outcome.transient
+    assert classify(err.value)[0] is Outcome.store_lost
 
 
 def test_a_broker_that_does_not_answer_is_broker_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from shared.config import Settings, load_settings
 from shared.spec import ModelSpec, TrainSpec
-from shared.store import Job, Store, open_store
+from shared.store import Event, Job, Store, open_store
 from shared.store import jobs as store_jobs
 from worker.supervisor import Supervisor
 from worker.warm import WarmChild
@@ -114,6 +115,29 @@ def test_a_crashing_job_process_is_retried_then_fails_with_its_cause(home: tuple
         job = s.get(Job, job_id)
     assert job.status == "failed" and "SIGSEGV" in job.error and "after 2 attempts" in job.error
     assert sent == [job_id] and job.attempts == 2
+
+
+def report_the_store_lost(conn: Connection, _classes: int) -> None:
+    """A job whose process gave up on a store that did not answer (worker.child's classify)."""
+    conn.recv()
+    conn.send(("store_lost", "database unreachable: connection refused", {}))
+    conn.close()
+
+
+def test_a_process_that_lost_the_store_gives_its_job_back_uncounted(home: tuple[Settings, Store]) -> None:
+    """Before: a transient failure, run again twice in place, then the job failed for the store's outage."""
+    settings, store = home
+    job_id, sent = new_job(store), []
+    sup = supervisor(settings, store, report_the_store_lost, sent)
+    for _ in range(3):  # more times than ORCH_MAX_ATTEMPTS (2): none of them counts
+        assert run_with_timeout(sup, job_id, timeout=90) == ["store_lost"]
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        events = list(s.scalars(select(Event.message).where(Event.job_id == job_id)))
+    assert (job.status, job.attempts, job.attempts - job.retried_at_attempt) == ("queued", 3, 0)
+    assert sent == [job_id] * 3 and len(sup.children.spawned) == 3  # type: ignore[attr-defined]
+    assert job.error == "the store did not answer"
+    assert sum("could not reach the store (database unreachable: connection refused)" in m for m in events) == 3
 
 
 def report_after_a_takeover(conn: Connection, _classes: int) -> None:
