@@ -13,7 +13,7 @@ import click
 from orchestrator.context import CliState
 from orchestrator.options import option_name
 from shared.config import redact
-from shared.errors import BrokerUnavailable, OrchError, Unavailable
+from shared.errors import UNAVAILABLE_EXIT, BrokerUnavailable, OrchError, Unavailable
 
 # command name -> its module in orchestrator.commands (the command is the module's attribute of that
 # name). A command's module is imported only when it runs or `orch --help` lists it: `orch status`
@@ -38,13 +38,17 @@ class UserError(click.ClickException):
 
     exit_code = 2
 
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
+
     def show(self, file: Any = None) -> None:
         click.echo(f"Error: {redact(self.format_message())}", err=True, file=file)
 
 
 class OrchGroup(click.Group):
-    """Turns OrchError into one-line exit-2 errors: a bad input, and a database or broker that does not
-    answer (StoreUnavailable, BrokerUnavailable: the store and the senders raise them by type).
+    """Turns OrchError into one-line errors: exit 2 for a bad input, exit 3 for a database or broker that
+    does not answer (StoreUnavailable, BrokerUnavailable: the store and the senders raise them by type).
     Its commands load on first use (COMMANDS)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -61,7 +65,9 @@ class OrchGroup(click.Group):
             refuse_repeated_options(self, ctx, [*getattr(ctx, "_protected_args", []), *ctx.args])
             return super().invoke(ctx)
         except OrchError as exc:
-            raise UserError(setting_of(ctx, exc) + str(exc)) from None
+            # a database or broker that did not answer is not the input's fault: a script may try again
+            raise UserError(setting_of(ctx, exc) + str(exc),
+                            UNAVAILABLE_EXIT if isinstance(exc, Unavailable) else 2) from None
         except click.UsageError as exc:  # one line instead of usage + hint + error
             hint = f" (see orch {exc.ctx.command_path.partition(' ')[2]} --help)" if exc.ctx else ""
             raise UserError(usage_message(exc) + hint) from None

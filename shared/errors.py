@@ -63,6 +63,9 @@ class Unavailable(OrchError):
     """A service did not answer (refused, dropped, timed out): transient, worth a retry."""
 
 
+UNAVAILABLE_EXIT = 3  # the exit code of a command a database or broker did not answer (bad input: 2)
+
+
 class StoreUnavailable(Unavailable):
     """The database did not answer: raised by the store (shared/store/db.py) for the driver's
     connection errors, so no caller needs to know SQLAlchemy's or psycopg's exception types."""
