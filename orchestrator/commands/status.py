@@ -43,7 +43,9 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "attention": train.model.attention if train and train.model.attention != "none" else None,
         "width_mult": train.model.as_built().width_mult if train else None,  # 1.0 as built, not blank as defaulted
         "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
-        "progress": inside,  # for scripts: the epoch column above is a display string
+        # for scripts: the epoch column above is a display string ("2/4 +30%")
+        "epochs_done": (last[0] if last else 0) if train else None, "epochs_total": train.epochs if train else None,
+        "progress": inside,
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         # those ORCH_MAX_ATTEMPTS counts: not the ones before an `orch retry`, nor those a worker's stop ended
         "attempts_counted": job.attempts - (job.retried_at_attempt or 0),
@@ -66,7 +68,8 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
     """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), the
     last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's), and a
     running job whose worker stopped answering marked (`silent_note` says what that means)."""
-    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested", "shards", "attempts_counted")
+    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested", "shards", "attempts_counted",
+              "epochs_done", "epochs_total")
     shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
     if is_silent(row, lease_ttl):
