@@ -46,23 +46,28 @@ class EpochFile:
     broken: frozenset[str] = frozenset()  # files found unreadable at resume: a best row naming one moves
 
 
+def patiently(fn: Callable[[], T], patience_s: float, job_id: int) -> T:
+    """fn(), retried while the store does not answer, for up to `patience_s` (backoff 0.5, 1, 2, 4,
+    5, 5... s): a job's process rides out a database restart instead of ending its attempt. Each
+    retry runs fn's whole transaction again, so fn must be one that may run twice."""
+    deadline, delay = time.monotonic() + patience_s, 0.5
+    while True:
+        try:
+            return fn()
+        except StoreUnavailable as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job %s: %s; retrying in %g s", job_id, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def through_outages(method: Callable[..., T]) -> Callable[..., T]:
-    """A Lease method retried while the store does not answer, for up to the lease's `patience_s`
-    (backoff 0.5, 1, 2, 4, 5, 5... s): a job's process rides out a database restart instead of
-    ending its attempt. Each retry runs the whole transaction again, so the methods are ones
-    that may run twice (record_epoch knows its own epoch already recorded)."""
+    """A Lease method run `patiently` for the lease's `patience_s` (record_epoch knows its own epoch
+    already recorded, so a retry after a commit whose answer was lost records nothing twice)."""
     @functools.wraps(method)
     def call(self: Lease, *args: Any, **kwargs: Any) -> T:
-        deadline, delay = time.monotonic() + self.patience_s, 0.5
-        while True:
-            try:
-                return method(self, *args, **kwargs)
-            except StoreUnavailable as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("job %s: %s; retrying in %g s", self.job_id, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return patiently(lambda: method(self, *args, **kwargs), self.patience_s, self.job_id)
     return call
 
 

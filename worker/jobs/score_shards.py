@@ -31,6 +31,7 @@ from shared.scoring.csv_parts import (
 from shared.scoring.inputs import check_folder_classes, check_label_classes, pinned, verify_checkpoint, verify_folder
 from shared.spec import ScoreSpec, parse
 from shared.store import Job, Outcome
+from shared.store.lease import patiently
 from worker.child import classify
 from worker.context import JobContext
 from worker.progress import StepProgress
@@ -45,7 +46,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
 def _run_shard(ctx: JobContext) -> dict[str, Any]:
     parent, shard = _parent_of(ctx), ctx.shard or 0
     spec = parse(ScoreSpec, ctx.spec)
-    mine, to_do = protocol.shard_start(ctx.store, parent, ctx.job_id)
+    mine, to_do = patiently(lambda: protocol.shard_start(ctx.store, parent, ctx.job_id), ctx.lease.patience_s,
+                            ctx.job_id)  # reads only: safe to run again
     if not to_do and mine.result is not None:
         return mine.result  # its part is in a run already being assembled
     try:
