@@ -103,6 +103,9 @@ def cache(obj: CliState, prune: bool, unused_days: float, everything: bool, as_j
 
     if everything and not prune:
         raise click.BadParameter("--all removes caches only with --prune: add --prune", param_hint="--all")
+    given = click.get_current_context().get_parameter_source("unused_days") == click.core.ParameterSource.COMMANDLINE
+    if given and not prune:
+        raise click.BadParameter("applies to --prune only: add --prune", param_hint="--unused-days")
     folder = obj.settings.cache_dir
     if prune:
         done = prune_caches(folder, unused_days, everything)

@@ -61,6 +61,8 @@ def test_cache_lists_and_prunes_the_decode_caches(tmp_path: Path) -> None:
     assert kept.exit_code == 0 and "nothing stale; kept 1 cache read in the last 30 days" in kept.output
     wrong = runner.invoke(main, ["data", "cache", "--all"], env=env)
     assert wrong.exit_code == 2 and "--all" in wrong.output and "add --prune" in wrong.output
+    ignored = runner.invoke(main, ["data", "cache", "--unused-days", "7"], env=env)  # it listed, ignoring the option
+    assert ignored.exit_code == 2 and "--unused-days: applies to --prune only" in ignored.output
     gone = runner.invoke(main, ["data", "cache", "--prune", "--all"], env=env)
     assert gone.exit_code == 0 and f"removed {row['file']}" in gone.output and "freed" in gone.output
     assert json.loads(runner.invoke(main, ["data", "cache", "--json"], env=env).output) == []
