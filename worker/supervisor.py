@@ -5,6 +5,7 @@ Runs in the worker's task thread and never imports torch. One job at a time per 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from shared.config import Settings, redact
 from shared.errors import StaleLease, StoreUnavailable
 from shared.store import Job, JobStatus, Lease, Outcome, Store
+from shared.store.lease import patiently
 from worker.stall import StallWatch
 from worker.warm import WarmPool
 
@@ -44,20 +46,11 @@ class Supervisor:
         return frozenset(self.held)
 
     def until_store_answers(self, fn: Callable[[], T]) -> T:
-        """fn(), retried while the store does not answer (backoff 1, 2, 4, 5, 5... s), until it does or
-        this worker stops: a job's ending waits for the store, which no other worker can reach meanwhile
-        either (five tries gave up after 15 s, and a restart of 25 s left a traceback and a job for a
-        sweeper to take, counted). StoreUnavailable once the worker is stopping."""
-        delay = 1.0
-        while True:
-            try:
-                return fn()
-            except StoreUnavailable as exc:
-                if self.shutdown.is_set():
-                    raise
-                log.warning("%s; retrying in %g s", exc, delay)
-                self.shutdown.wait(delay)
-                delay = min(delay * 2, 5.0)
+        """fn(), retried while the store does not answer, until it does or this worker stops: a job's
+        ending waits for the store, which no other worker can reach meanwhile either (five tries gave up
+        after 15 s, and a restart of 25 s left a traceback and a job for a sweeper to take, counted).
+        StoreUnavailable once the worker is stopping."""
+        return patiently(fn, math.inf, stop=self.shutdown)
 
     def run(self, job_id: int) -> Outcome:
         if self.shutdown.is_set():  # a message taken while stopping: the relay re-sends what is not taken

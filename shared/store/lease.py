@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -46,19 +47,24 @@ class EpochFile:
     broken: frozenset[str] = frozenset()  # files found unreadable at resume: a best row naming one moves
 
 
-def patiently(fn: Callable[[], T], patience_s: float, job_id: int) -> T:
-    """fn(), retried while the store does not answer, for up to `patience_s` (backoff 0.5, 1, 2, 4,
-    5, 5... s): a job's process rides out a database restart instead of ending its attempt. Each
+def patiently(fn: Callable[[], T], patience_s: float, job_id: int | None = None,
+              stop: threading.Event | None = None) -> T:
+    """fn(), retried while the store does not answer (backoff 0.5, 1, 2, 4, 5, 5... s), for up to
+    `patience_s` and, with `stop`, until it is set: a job's process rides out a database restart
+    instead of ending its attempt, and a worker records a job's end once the store is back. Each
     retry runs fn's whole transaction again, so fn must be one that may run twice."""
     deadline, delay = time.monotonic() + patience_s, 0.5
     while True:
         try:
             return fn()
         except StoreUnavailable as exc:
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > deadline or (stop is not None and stop.is_set()):
                 raise
-            log.warning("job %s: %s; retrying in %g s", job_id, exc, delay)
-            time.sleep(delay)
+            log.warning("%s%s; retrying in %g s", f"job {job_id}: " if job_id is not None else "", exc, delay)
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
