@@ -105,3 +105,28 @@ def test_a_checkpoint_write_that_fills_the_disk_is_disk_full_naming_its_folder(
     assert list(tmp_path.iterdir()) == []  # the temp file removed
     kind, reason = classify(DiskFull("x"))
     assert kind is Outcome.failed and reason == "x"
+
+
+def test_an_error_raised_while_a_connection_was_lost_is_the_outage() -> None:
+    """SQLAlchemy's pre-ping on a socket the server closed: its cleanup raised psycopg's ProgrammingError
+    ("can't change 'autocommit' now"), which hid the outage, and the job failed (test_store_outage, once)."""
+    import psycopg
+    from sqlalchemy import exc
+
+    from shared.store.db import store_errors
+
+    def ping() -> None:
+        try:
+            raise psycopg.OperationalError("connection socket closed")
+        except psycopg.OperationalError:
+            try:
+                raise psycopg.ProgrammingError("can't change 'autocommit' now: connection in transaction status ACTIVE")
+            except psycopg.ProgrammingError as cleanup:
+                raise exc.ProgrammingError("SELECT 1", {}, cleanup) from cleanup
+
+    with pytest.raises(StoreUnavailable, match="database unreachable: can't change 'autocommit' now") as err, \
+            store_errors():
+        ping()
+    assert classify(err.value)[0] is Outcome.store_lost
+    with pytest.raises(exc.ProgrammingError), store_errors():  # a bad statement on a live connection stays itself
+        raise exc.ProgrammingError("SELEC 1", {}, psycopg.ProgrammingError("syntax error"))
