@@ -236,6 +236,7 @@ def _open(settings: Settings, migrate: bool | None) -> Store:
         if not _current_without_lock(engine):
             copy = _read_only_copy(engine)
             if copy is not None:
+                engine.dispose()  # its failed open may have pooled a connection to the file
                 return copy
             with _setup_lock(engine):
                 if current_revision(engine) != head_revision():
