@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.analysis import charts
 from orchestrator.analysis.configs import show
+from orchestrator.analysis.notes import precision_shown
 from orchestrator.analysis.rows import display_rows, verdict_lines
 from orchestrator.analysis.study import StudyAnalysis, scale_of
 from orchestrator.metrics import metric_title
@@ -169,8 +170,10 @@ def applies(key: str, common: dict[str, Any]) -> bool:
 
 
 def _settings(analysis: StudyAnalysis) -> str:
-    common = "".join(f"<tr><th>{escape(k)}</th><td>{escape(show(v))}</td></tr>" for k, v in analysis.common.items()
-                     if applies(k, analysis.common))
+    shared = {k: show(v) for k, v in analysis.common.items() if applies(k, analysis.common)}
+    if "precision" in shared:
+        shared["precision"] = precision_shown(analysis) or shared["precision"]
+    common = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in shared.items())
     return (f"<h2 id=\"settings\">Settings</h2>\n<p class=\"meta\">Shared by every config:</p><table>{common}</table>"
             f"\n{_submitted(analysis.study.grid if analysis.study else {})}")
 

@@ -14,6 +14,22 @@ def absent_note(absent: list[tuple[int, str]], labels: dict[int, str] | None = N
     return f"note: not in these statistics, which are over finished runs only: job{'s' if len(absent) > 1 else ''} {listed}"
 
 
+def ran_precision(analysis: StudyAnalysis) -> str | None:
+    """The precision every run of the study trained in; None where they differ (trained_precision_note
+    says how) or a run's result does not say (runs from before results recorded it)."""
+    ran = {run.result.get("precision") for run in analysis.runs}
+    return str(next(iter(ran))) if len(ran) == 1 and None not in ran else None
+
+
+def precision_shown(analysis: StudyAnalysis) -> str | None:
+    """"bf16 (auto)" where --precision auto chose what every run trained in, "fp32" where it was asked
+    for; None as ran_precision. Headlines show what ran: "auto" alone hid that the runs trained in bf16."""
+    ran = ran_precision(analysis)
+    if ran is None:
+        return None
+    return f"{ran} (auto)" if analysis.common.get("precision", "auto") == "auto" else ran
+
+
 def trained_precision_note(analysis: StudyAnalysis) -> str | None:
     """Which runs trained in which precision, where not all in one: --precision auto takes bf16 on a
     worker that has it and fp32 on one that has not, and a difference between two configs (or a

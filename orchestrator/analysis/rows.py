@@ -5,7 +5,7 @@ from typing import Any
 
 from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
-from orchestrator.analysis.notes import absent_note, scored_precision_note, trained_precision_note
+from orchestrator.analysis.notes import absent_note, precision_shown, scored_precision_note, trained_precision_note
 from orchestrator.analysis.stats import Summary, fixed
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
 from orchestrator.metrics import metric_title
@@ -150,8 +150,10 @@ def study_title(analysis: StudyAnalysis) -> str:
 
 def settings_line(analysis: StudyAnalysis) -> str:
     """The headline settings every config shares (the rest are in JSON and the HTML page)."""
-    return " ".join(f"{k}={show(v)}" for k, v in analysis.common.items()
-                    if k in ("arch", "epochs", "image_size", "batch_size", "lr", "optimizer", "schedule"))
+    shown = [f"{k}={show(v)}" for k, v in analysis.common.items()
+             if k in ("arch", "epochs", "image_size", "batch_size", "lr", "optimizer", "schedule")]
+    precision = precision_shown(analysis)  # what ran, not what was asked (auto): the numbers move with it
+    return " ".join(shown + ([f"precision={precision}"] if precision else []))
 
 
 def _digits(factor: float) -> int:

@@ -339,17 +339,23 @@ def test_runs_in_different_precisions_are_named(orch: Orch, monkeypatch: pytest.
 
     store = open_home(orch.home, monkeypatch)
     with store.session() as s:
-        for name in ("one", "mixed"):
+        for name in ("one", "mixed", "all"):
             store_jobs.add_study(s, name, {})
     ran = {"one": {("bn", 0): "bf16", ("bn", 1): "bf16", ("ln", 0): "bf16", ("ln", 1): "bf16"},
-           "mixed": {("bn", 0): "bf16", ("bn", 1): "bf16", ("ln", 0): "bf16", ("ln", 1): "fp32"}}
-    for study_id, name in ((1, "one"), (2, "mixed")):
+           "mixed": {("bn", 0): "bf16", ("bn", 1): "bf16", ("ln", 0): "bf16", ("ln", 1): "fp32"},
+           "all": {("bn", 0): "bf16", ("ln", 0): "bf16"}}
+    for study_id, name in ((1, "one"), (2, "mixed"), (3, "all")):
         for (norm, seed), precision in ran[name].items():
             add_run(store, study_id, norm, 1, seed, 2, precision=precision)
     add_run(store, 1, "in", 1, 0, 2)  # a run from before results named their precision: not counted
     store.dispose()
     one = orch.run("report", "--study", "one", check=True).stdout
-    assert "precision" not in one
+    assert "precision" not in one  # one run's precision is unknown: no headline claims one for all
+    # every run in bf16 by auto's choice: the headline says what ran (the settings alone said "auto")
+    assert "precision=bf16 (auto)" in orch.run("report", "--study", "all", check=True).stdout
+    assert "precision=bf16 (auto))" in orch.run("report", "--study", "all", "--format", "md", check=True).stdout
+    orch.run("report", "--study", "all", "--html", str(orch.home / "all.html"), check=True)
+    assert "<th>precision</th><td>bf16 (auto)</td>" in (orch.home / "all.html").read_text()
     assert {r["norm"]: r["precision"] for r in orch.json_report("--study", "one")} == {
         "bn": ["bf16"], "ln": ["bf16"], "in": []}
     mixed = orch.run("report", "--study", "mixed", check=True).stdout.replace("\n    ", " ")
@@ -358,7 +364,7 @@ def test_runs_in_different_precisions_are_named(orch: Orch, monkeypatch: pytest.
     assert {r["norm"]: r["precision"] for r in orch.json_report("--study", "mixed")} == {
         "bn": ["bf16"], "ln": ["bf16", "fp32"]}
     board = orch.json_report("--limit", "0")  # the leaderboard: what each job ran
-    assert sorted(map(str, (r["precision"] for r in board))) == ["None"] + ["bf16"] * 7 + ["fp32"]
+    assert sorted(map(str, (r["precision"] for r in board))) == ["None"] + ["bf16"] * 9 + ["fp32"]
 
 
 def test_charts_and_page_say_what_their_metric_is(study: tuple[Orch, dict], tmp_path: Path,
