@@ -46,7 +46,12 @@ def read_project(path: Path) -> dict[str, Any]:
     fields = {f.dest: f for f in TRAIN_FIELDS}
     for key, value in values.items():
         if key not in fields and key not in SCORE_KEYS:
-            raise ConfigError(f"{path}: unknown key {key!r}; allowed: {', '.join([*fields, *SCORE_KEYS])}")
+            import difflib
+
+            known = [*fields, *SCORE_KEYS]
+            close = difflib.get_close_matches(key, known, n=1)
+            meant = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{path}: unknown key {key!r}; {meant}allowed: {', '.join(known)}")
         values[key] = _checked(path, key, value, fields.get(key))
     return values
 

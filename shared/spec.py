@@ -201,8 +201,8 @@ class TrainSpec(Spec):
     seed: int = axis(0, ge=0, le=2**31 - 1, description="Random seed: weights, augmentation and batch "
                                                         "order (the val split does not depend on it).")
     precision: Precision = Field("auto", description="auto: bf16 on CUDA, and on a CPU with AMX/AVX512-BF16 "
-                                                     "where it measures faster than fp32 (timed once a "
-                                                     "machine), else fp32.")
+                                                     "where it measures at least 1.05x as fast as fp32 "
+                                                     "(timed once a machine), else fp32.")
     # torch.compile the training step: pays a compile for faster steps on a GPU. On a 2-core AVX2 CPU
     # (bench/compile_cpu.py, BENCHMARKS.md) resnet18's compile took 90 s and its steps were no faster.
     compile: bool = Field(False, description="torch.compile the training step: faster steps on a GPU after a "
@@ -253,7 +253,7 @@ class ScoreSpec(Spec):
                         "(a labelled folder's ids are positions in its sorted listing).")
     precision: ScorePrecision = Field(
         "auto", description="auto: int8 on an x86 CPU, checked against fp32 on 16 of the images first "
-        "(if they disagree: bf16 where the CPU has it, else fp32); bf16 on a GPU.")
+        "(if they disagree: the precision the job trained in); bf16 on a GPU.")
     # set by `orch submit score`, never by hand; None only in specs stored before inputs were pinned
     inputs: ScoreInputs | None = None
 

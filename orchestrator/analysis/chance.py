@@ -98,7 +98,7 @@ def chance_note(labels: list[str], total: int, chance: Chance) -> str:
     pooled = images if chance.images else ", judged on each run's last epoch"
     level = f"{100 * chance.level:.1f}% ({chance.how}{pooled})"
     if len(labels) == total:
-        among = f", with the study's {total} configs in view" if total > 1 else ""
+        among = f", with {'both' if total == 2 else f'all {total}'} configs in view" if total > 1 else ""
         return (f"no config is clearly above chance level, {level}{among}: the ranking and the comparisons "
                 "may be noise")
     return f"not clearly above chance level, {level}: {', '.join(labels)}"

@@ -252,6 +252,9 @@ def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) ->
         click.echo(f"{'model':>12}: {json.dumps(detail['model_info'])}")
     if detail["result"]:
         click.echo(f"{'result':>12}: {json.dumps(detail['result'])}")
+        ran = precision_line(detail["spec"], detail["result"])
+        if ran:
+            click.echo(f"{'precision':>12}: {ran}")
         stages = stage_line(detail["result"])
         if stages:
             click.echo(f"{'stages':>12}: {stages}")
@@ -284,3 +287,21 @@ def stage_line(result: dict[str, Any]) -> str:
                "a warm job process")
     to = " to the first step" if "first step" in laps else ""
     return f"{sum(laps.values()):.2f} s{to} ({text}; {process})"
+
+
+def precision_line(spec: dict[str, Any], result: dict[str, Any]) -> str:
+    """What a finished job ran in and why, from its spec (what was asked) and its result (what ran; the
+    bf16 probe's measure where `auto` chose by it); "" where the result does not say. Only a
+    machine's first job writes the probe's finding into its history: the jobs after it read the
+    answer kept for the machine, and said nothing of why they ran in bf16."""
+    ran = result.get("precision")
+    if not ran:
+        return ""
+    asked = spec.get("precision", "auto")
+    fallback = f"; {result['int8_fallback']}" if result.get("int8_fallback") else ""  # int8 failed its check
+    if asked != "auto":
+        return f"{ran} (--precision {asked}{'' if ran == asked else ' asked for'}{fallback})"
+    speedup = result.get("bf16_speedup")
+    if isinstance(speedup, int | float):
+        return f"{ran} (auto: bf16 steps ran {speedup:.2f}x as fast as fp32 in this machine's probe)"
+    return f"{ran} (auto{fallback})"

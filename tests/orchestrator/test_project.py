@@ -70,7 +70,11 @@ def test_init_refuses_to_overwrite_and_a_bad_file_is_one_line(orch: Orch, projec
         "(orch submit ablation --norm a,b)"]
     (project / "orch.toml").write_text('dataset = "train"\n')
     unknown = orch.run("status", cwd=project)
-    assert unknown.returncode == 2 and "unknown key 'dataset'; allowed: data, val," in unknown.stderr
+    assert unknown.returncode == 2 and "unknown key 'dataset'; did you mean 'data'? allowed: data, val," in unknown.stderr
+    (project / "orch.toml").write_text('precison = "bf16"\n')  # a misspelling gets the key it was meant to be
+    assert "unknown key 'precison'; did you mean 'precision'?" in orch.run("status", cwd=project).stderr
+    (project / "orch.toml").write_text('colour = "red"\n')  # nothing like it: the list alone
+    assert "unknown key 'colour'; allowed: data," in orch.run("status", cwd=project).stderr
 
 
 def test_init_in_an_image_folder_without_splits(orch: Orch, project: Path) -> None:

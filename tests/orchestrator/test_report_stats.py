@@ -303,7 +303,7 @@ def test_a_study_where_nothing_learned_says_its_ranking_says_nothing() -> None:
     lines = verdict_lines(analysis)
     assert lines[1] == ("note: no config is clearly above chance level, 50.0% (the most common class, judged on each "
                         "run's last epoch over its validation images, seeds that agree counting as one run), with "
-                        "the study's 2 configs in view: the ranking and the comparisons may be noise")
+                        "both configs in view: the ranking and the comparisons may be noise")
     assert [row["at_chance"] for row in data_rows(analysis)] == [True, True]
 
 

@@ -1,7 +1,7 @@
 """`orch status ID`'s stages line: a job's start-up and a scoring shard's stages, readable."""
 from __future__ import annotations
 
-from orchestrator.commands.status import stage_line
+from orchestrator.commands.status import precision_line, stage_line
 
 TRAIN = {"best_val_acc": 1.0, "startup": {"warm": True, "wait_ready_s": 2.647, "import_s": 0.0, "threads": 2,
                                           "take_s": 2.647, "store_s": 0.02, "data_s": 0.099, "build_s": 0.103,
@@ -23,6 +23,22 @@ def test_a_machines_first_job_names_its_bf16_probe() -> None:
 def test_a_scoring_shards_stages_after_its_start_up() -> None:
     assert stage_line(SHARD) == ("0.50 s (take 0.00, store 0.01, load 0.13, decode 0.01, int8 0.32, verify 0.00, "
                                  "inference 0.03; a warm job process)")
+
+
+def test_what_a_job_ran_in_and_why() -> None:
+    """Only a machine's first job wrote the probe's finding into its history: the jobs after it said
+    nothing of why they trained in bf16 (a walk on an AMX Xeon)."""
+    auto = {"precision": "auto"}
+    assert precision_line(auto, {"precision": "bf16", "bf16_speedup": 1.8}) == (
+        "bf16 (auto: bf16 steps ran 1.80x as fast as fp32 in this machine's probe)")
+    assert precision_line(auto, {"precision": "fp32", "bf16_speedup": 0.74}).startswith("fp32 (auto: bf16 steps ran 0.74x")
+    assert precision_line(auto, {"precision": "fp32"}) == "fp32 (auto)"  # a CPU without native bf16: no probe
+    assert precision_line({"precision": "fp32"}, {"precision": "fp32"}) == "fp32 (--precision fp32)"
+    fell_back = {"precision": "fp32", "int8_fallback": "int8 agreed with fp32 on 90.0% of the calibration images"}
+    assert precision_line({"precision": "int8"}, fell_back) == (
+        "fp32 (--precision int8 asked for; int8 agreed with fp32 on 90.0% of the calibration images)")
+    assert precision_line(auto, {"precision": "int8"}) == "int8 (auto)"
+    assert precision_line(auto, {"best_val_acc": 0.9}) == ""  # a result from before results said
 
 
 def test_nothing_for_a_result_without_stages() -> None:
