@@ -136,8 +136,8 @@ def main(ctx: click.Context, home: str | None) -> None:
       orch worker &                              # one worker on the CPU (or --gpus 0,1)
       orch submit train --data data/train --val data/val --model resnet18 --image-size 64 \\
           --epochs 3 --wait                      # (--image-size: the default is ImageNet's 224)
-      orch submit ablation --data data/train --val data/val --model resnet50 --image-size 64 \\
-          --norm bn,ln --groups 1,32 --seeds 0,1 --epochs 2 --wait
+      orch submit ablation --data data/train --val data/val --model resnet18 --image-size 64 \\
+          --norm bn,ln,in --seeds 0,1 --epochs 4 --wait   # the demo's study: minutes on a laptop's CPU
       orch report --study 1                      # mean ± std over seeds
       orch submit score --job 1 --data data/test --out preds.csv --wait
 

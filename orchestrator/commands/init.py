@@ -95,13 +95,17 @@ def _summary(listing: Any) -> str:
 
 def image_size(train: Path) -> int:
     """The median short side of a sample of the training images, within [32, 224]."""
+    from shared.data import scan
+
+    return image_size_of(scan(train).files)
+
+
+def image_size_of(files: list[Path]) -> int:
+    """image_size over a folder's listed files (their headers only)."""
     import statistics
 
     from PIL import Image
 
-    from shared.data import scan
-
-    files = scan(train).files
     sample = files[:: max(1, len(files) // SAMPLE)][:SAMPLE]
     sides = []
     for path in sample:

@@ -53,9 +53,10 @@ def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[.
 MODEL_HELP = {"model.arch": {"default_text": "resnet18; resnet50 when --groups asks for more than 1"}}
 
 
-def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     """Absolute paths (the worker may run elsewhere in the tree), checked before anything is queued;
-    and the fields the data decides: the class count the model is built for."""
+    the fields the data decides (the class count the model is built for); and notes on the data, for
+    the caller to print once every cell is checked (an error is one line, with no note before it)."""
     from shared.data import val_classes_note
     from shared.torch_files import not_a_torch_file
 
@@ -66,15 +67,39 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     problem = options["pretrained"] and not_a_torch_file(Path(options["pretrained"]))
     if problem:
         raise OrchError(f"--pretrained: {problem}")
-    classes = _scanned("--data", options["data"]).classes
+    listing = _scanned("--data", options["data"])
+    classes = listing.classes
+    notes = []
+    if options.get("image_size") is None:  # neither on the command line nor in an orch.toml
+        notes.append(_default_size_note(options["data"], listing.files))
     if options["val"]:
         if Path(options["val"]) == Path(options["data"]):
-            click.echo("orch: note: --val is the training folder: validation accuracy will be measured on images "
-                       "the model trains on (leave --val out to hold out --val-fraction of them)", err=True)
-        note = val_classes_note(_scanned("--val", options["val"], least=1), classes)
-        if note:
-            click.echo(f"orch: note: {note}", err=True)
-    return options, {"model.num_classes": len(classes)}
+            notes.append("--val is the training folder: validation accuracy will be measured on images the model "
+                         "trains on (leave --val out to hold out --val-fraction of them)")
+        notes.append(val_classes_note(_scanned("--val", options["val"], least=1), classes))
+    return options, {"model.num_classes": len(classes)}, [f"orch: note: {note}" for note in notes if note]
+
+
+def _default_size_note(data: str, files: list[Path]) -> str | None:
+    """Where the spec's default size (224, ImageNet's) is at least twice the training images' side:
+    32-px images upsampled to 224 cost some 49x the compute a step, for nothing they hold (a walk
+    queued 10 epochs at 224 px from 32-px images with an example from --help)."""
+    from orchestrator.commands.init import image_size_of
+    from shared.spec import ModelSpec
+
+    default = ModelSpec.model_fields["image_size"].default
+    side = image_size_of(files)
+    if 2 * side > default:
+        return None
+    return (f"no --image-size: training at the default {default} px, {default / side:.0f}x the side of {data}'s "
+            f"images ({side} px), about {(default / side) ** 2:.0f}x the compute a step; --image-size {side} "
+            "trains at their size (`orch init` writes it to orch.toml)")
+
+
+def _say(notes: list[str]) -> None:
+    """The data's notes, once the jobs are queued: a refused submit says one line, its error."""
+    for note in notes:
+        click.echo(note, err=True)
 
 
 def _scanned(option: str, folder: str, **kwargs: Any) -> Any:
@@ -102,9 +127,10 @@ def train(obj: CliState, wait: bool, as_json: bool, queue: str, **options: Any) 
       orch submit train --data data/train --val data/val --model resnet34 --epochs 10
       orch submit train --data data/train --model resnet50 --groups 32 --norm gn --wait
     """
-    options, fixed = resolve_paths(options)
+    options, fixed, notes = resolve_paths(options)
     spec = train_specs(options, TRAIN_FIELDS, fixed)[0]
     queued = queue_jobs(obj, [spec], kind="train", queue=queue)
+    _say(notes)
     from orchestrator.progress import report_queued
 
     report_queued(obj, queued.job_ids, {"job_id": queued.job_ids[0]}, wait=wait, as_json=as_json)
@@ -134,13 +160,14 @@ def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: s
       cd data && orch init && orch submit ablation --groups 1,8,32   # resnet50, data from orch.toml
       orch report --study 1
     """
-    options, fixed = resolve_paths(options)
+    options, fixed, notes = resolve_paths(options)
     specs = train_specs(options, GRID_FIELDS, fixed)
     warning = slow_cells_warning(specs)
     if warning:
         click.echo(warning, err=True)
     grid = {k: v for k, v in options.items() if v is not None}
     queued = queue_jobs(obj, specs, kind="train", queue=queue, study_name=study_name, grid=grid)
+    _say(notes)
     payload = {"study_id": queued.study_id, "job_ids": queued.job_ids, "skipped": queued.skipped}
     if not as_json:
         skipped = f"; {len(queued.skipped)} cells already queued, running or done" if queued.skipped else ""

@@ -241,3 +241,16 @@ def test_validating_on_the_training_folder_is_said(orch: Orch, synth_data: Path)
     other = orch.run("submit", "train", "--data", train, "--val", str(synth_data / "val"), "--image-size", "32",
                      "--epochs", "1", check=True)
     assert "--val is the training folder" not in other.stderr
+
+
+def test_the_default_size_upsampling_small_images_is_said(orch: Orch, synth_data: Path) -> None:
+    """The spec's default 224 px on 32-px images is some 49x the compute a step for nothing the images
+    hold: a walk queued 10 epochs of it with an example from --help, and nothing said so."""
+    train = str(synth_data / "train")
+    said = orch.run("submit", "train", "--data", train, "--epochs", "1", check=True).stderr
+    assert ("orch: note: no --image-size: training at the default 224 px, 7x the side of "
+            f"{train}'s images (32 px), about 49x the compute a step; --image-size 32 trains at their size") in said
+    assert orch.json("status", "1")["spec"]["model"]["image_size"] == 224  # said, not changed
+    assert "image-size" not in orch.run("submit", "train", "--data", train, "--image-size", "32", check=True).stderr
+    grid = orch.run("submit", "ablation", "--data", train, "--norm", "bn,ln", check=True).stderr
+    assert grid.count("no --image-size") == 1  # one note for the grid, not one per cell
