@@ -105,7 +105,8 @@ class Supervisor:
         kind, reason, result = outcome
         kind = Outcome(kind)
         if kind == Outcome.succeeded:
-            result = {**result, "wall_s": round(time.monotonic() - started, 2),
+            # a resumed job's wall time counts the epochs it resumed from (earlier attempts ran them)
+            result = {**result, "wall_s": round(time.monotonic() - started + result.get("earlier_epochs_s", 0.0), 2),
                       "startup": {**startup, **result.get("startup", {})}}
         return kind, reason, result
 

@@ -74,6 +74,7 @@ class Run:
     net: nn.Module  # what the steps call: `model`, or its torch.compile wrapper
     scaler: torch.amp.GradScaler  # a pass-through unless fp16 autocast runs
     history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_at: int = 0  # the epochs the checkpoint resumed from held (0: a fresh start)
     startup: dict[str, float] = field(default_factory=dict)  # seconds to data, model, first step
     sources: dict[str, str] = field(default_factory=dict)  # the data's decode-cache files (`data_sources`)
 
@@ -136,7 +137,11 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
             "classes": list(data.classes), **_chance_inputs(data.val), "precision": run.prec.name,
             **({"bf16_speedup": round(run.prec.probe.speedup, 2)} if run.prec.probe is not None else {}),
             "last_checkpoint": None if fenced else str(workdir / LAST),
-            "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup}
+            "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup,
+            # the epochs a resume took from the checkpoint ran in earlier attempts: the job's wall time
+            # counts them (a resumed job looked cheaper than the same job run without a kill)
+            **({"earlier_epochs_s": round(sum(m.get("seconds", 0.0) for m in run.history[:run.resumed_at]), 2)}
+               if run.resumed_at else {})}
 
 
 def _chance_inputs(val: ImageSet) -> dict[str, Any]:
@@ -189,6 +194,7 @@ def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None, cac
         scheduler.load_state_dict(resumed["scheduler"])
         set_rng_state(resumed["rng"])
         run.history = [dict(m) for m in resumed["history"]]
+        run.resumed_at = len(run.history)
     return run
 
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, false, or_, select, update
+from sqlalchemy import and_, delete, false, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease, StoreUnavailable
@@ -101,7 +101,10 @@ class Lease:
                 return None
             taken = updated(s, update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
                 status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
-                heartbeat_at=db_now(), worker_host=owner, error=None, started_at=utcnow(), progress=None))
+                heartbeat_at=db_now(), worker_host=owner, error=None, progress=None,
+                # when the job first started: a takeover or a retry resumes the same run (the history
+                # has each attempt's start)
+                started_at=func.coalesce(Job.started_at, literal(utcnow(), Job.started_at.type))))
         return cls(store, job_id, token + 1) if taken == 1 else None
 
     @contextmanager

@@ -59,6 +59,9 @@ def test_kill_9_mid_epoch_then_a_new_worker_resumes(any_orch: Orch, synth_data: 
     assert len(before["epochs"]) <= len(first_attempt) <= done_before
     assert [e["epoch"] for e in detail["epochs"] if e["attempt"] == 2] == list(range(len(first_attempt) + 1, 6))
     assert resumed and recovery_s < 60, f"recovery took {recovery_s:.1f}s"
+    # the run's wall time counts the epochs of the first attempt (it counted the last attempt's alone)
+    assert detail["result"]["wall_s"] >= sum(e["seconds"] for e in detail["epochs"])
+    assert detail["started_at"] == before["started_at"]  # when the run first started, not its takeover
     print(f"recovery started {recovery_s:.1f}s after the new worker started")
 
 

@@ -63,9 +63,15 @@ def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_
     assert result["epochs"] == 4 and result["classes"] == ["cat", "dog"]
     assert (result["val_images"], result["val_majority"]) == (16, 0.5)  # the report's chance level: 8 of each
     assert result["precision"] == spec.precision  # asked for by name, it is what ran
+    # the epochs resumed from ran in the cut run: the job's wall time counts them (the supervisor adds it)
+    assert result["earlier_epochs_s"] == pytest.approx(sum(m["seconds"] for m in resumed[:2]), abs=0.01)
+    assert result["earlier_epochs_s"] > 0 and "earlier_epochs_s" not in train(
+        spec, tmp_path / "fresh", lambda m: None, cache_dir=tmp_path / "cache")
     again: list[dict[str, Any]] = []
     replayed = train(spec, tmp_path / "cut", again.append, cache_dir=tmp_path / "cache")
-    assert {**replayed, "startup": None} == {**result, "startup": None}  # start-up timings vary by nature
+    timings = {"startup": None, "earlier_epochs_s": None}  # start-up timings vary by nature
+    assert {**replayed, **timings} == {**result, **timings}
+    assert replayed["earlier_epochs_s"] == pytest.approx(sum(m["seconds"] for m in again), abs=0.01)  # all 4 ran before
     assert metrics_only(again) == metrics_only(whole)  # a finished job only replays
 
 

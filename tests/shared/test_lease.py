@@ -118,6 +118,18 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     assert events[2].startswith("attempt 2 ended (lease of w:2 expired") and events[2].endswith("the job failed")
 
 
+def test_a_takeover_keeps_when_the_job_first_started(store: Store) -> None:
+    """`orch status` showed the takeover's time as the job's start (the history has each attempt's)."""
+    job_id = new_job(store)
+    assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
+    first = status(store, job_id).started_at
+    time.sleep(0.3)
+    (taken,) = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    assert taken.attempts == 1 and Lease.acquire(store, job_id, "w:2", ttl=30) is not None
+    job = status(store, job_id)
+    assert job.attempts == 2 and first is not None and job.started_at == first
+
+
 def test_a_crashed_attempt_counts_too(store: Store) -> None:
     job_id = new_job(store)
     outcomes = []
