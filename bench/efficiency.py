@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/efficiency.py                      # resnet18, 112 px, CPU or GPU
     .venv/bin/python bench/efficiency.py --model resnet50 --size 224 --mode train
+    .venv/bin/python bench/efficiency.py --mode score --score-n 20000   # scoring alone, after a 1-epoch job
 
 For each of training and scoring, the same model, precision and batch size run two ways:
 - the ceiling: compute only, in this process: random tensors already on the device, forward +
@@ -207,6 +208,17 @@ def run_training(orch: Orch, root: Path, args: argparse.Namespace) -> Any:
     return job
 
 
+def quick_checkpoint(orch: Orch, root: Path, args: argparse.Namespace) -> Any:
+    """--mode score: a checkpoint to score, from one short epoch (what scoring measures is the network's
+    arithmetic, not its accuracy; int8's agreement check runs on it as on any other)."""
+    synth_jpegs(root, "train", args.batch * 4, args.size)
+    synth_jpegs(root, "val", args.batch, args.size, seed=1)
+    job = orch_train(orch, root / "data", argparse.Namespace(**{**vars(args), "epochs": 1}))
+    if job.status != "succeeded":
+        raise SystemExit(f"training job {job.id} {job.status}: {job.error}")
+    return job
+
+
 def run_scoring(orch: Orch, root: Path, job: Any, args: argparse.Namespace) -> None:
     from score_throughput import seed_loop
 
@@ -242,7 +254,8 @@ def run_scoring(orch: Orch, root: Path, job: Any, args: argparse.Namespace) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("both", "train"), default="both")
+    parser.add_argument("--mode", choices=("both", "train", "score"), default="both",
+                        help="score: only scoring, of a checkpoint from one short epoch [both]")
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--size", type=int, default=112, help="pixels [112]")
     parser.add_argument("--batch", type=int, default=64, help="training batch [64]")
@@ -260,8 +273,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="orch-efficiency-") as tmp, Orch(Path(tmp) / "home") as orch:
         orch.start_worker(*args.worker_args.split())
         time.sleep(5)  # let the worker's first job process finish warming up, as a worker left running has
-        job = run_training(orch, Path(tmp), args)
-        if args.mode == "both":
+        job = quick_checkpoint(orch, Path(tmp), args) if args.mode == "score" else run_training(orch, Path(tmp), args)
+        if args.mode != "train":
             run_scoring(orch, Path(tmp), job, args)
 
 
