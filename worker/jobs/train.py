@@ -50,8 +50,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "classes": list(result["classes"]),
         **{k: result[k] for k in ("val_images", "val_majority") if k in result},  # the report's chance level
         "precision": result["precision"],  # what --precision auto ran (the spec keeps "auto")
-        **{k: result[k] for k in ("bf16_speedup",) if k in result},  # what auto measured to choose it
-        **{k: result[k] for k in ("earlier_epochs_s",) if k in result},  # the supervisor adds it to wall_s
+        # what auto measured to choose it; the epochs resumed from (the supervisor adds them to wall_s)
+        **{k: result[k] for k in ("bf16_speedup", "earlier_epochs_s") if k in result},
         "best_checkpoint": best.path,
         "startup": result["startup"],
         # what ran it: the report shows them beside the results (a worker may differ from the CLI)
