@@ -13,7 +13,7 @@ import click
 from orchestrator.context import CliState
 from orchestrator.options import option_name
 from shared.config import redact
-from shared.errors import UNAVAILABLE_EXIT, BrokerUnavailable, OrchError, Unavailable
+from shared.errors import UNAVAILABLE_EXIT, BrokerUnavailable, OrchError, StoreRefused, Unavailable
 
 # command name -> its module in orchestrator.commands (the command is the module's attribute of that
 # name). A command's module is imported only when it runs or `orch --help` lists it: `orch status`
@@ -78,7 +78,7 @@ class OrchGroup(click.Group):
 def setting_of(ctx: click.Context, exc: OrchError) -> str:
     """'ORCH_BROKER_URL (redis://host:6379/0): ' before a broker's or a database's error: "broker
     unreachable: Connection refused" named neither the setting to check nor its value (a worker's did)."""
-    if not isinstance(exc, Unavailable) or not isinstance(ctx.obj, CliState):
+    if not isinstance(exc, (Unavailable, StoreRefused)) or not isinstance(ctx.obj, CliState):
         return ""
     try:
         settings = ctx.obj.settings

@@ -59,6 +59,11 @@ class ConfigError(OrchError):
     """Bad settings (URL schemes, folders)."""
 
 
+class StoreRefused(ConfigError):
+    """The database server answered and refused the setting: a database or a role it does not have, a
+    wrong password. Exit 2, not 3: no retry helps (the message was "database unreachable", exit 3)."""
+
+
 class Unavailable(OrchError):
     """A service did not answer (refused, dropped, timed out): transient, worth a retry."""
 

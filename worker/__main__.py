@@ -13,7 +13,7 @@ from shared.broker_errors import broker_boundary
 from shared.celery_app import check_broker
 from shared.config import DEFAULT_QUEUE, check_worker_timing, load_settings, redact
 from shared.delivery import Relay
-from shared.errors import UNAVAILABLE_EXIT, BrokerUnavailable, ConfigError, StoreUnavailable
+from shared.errors import UNAVAILABLE_EXIT, BrokerUnavailable, ConfigError, StoreRefused, StoreUnavailable
 from worker.app import create_app
 from worker.sweeper import Sweeper
 
@@ -32,19 +32,19 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
         check_worker_timing(settings)
     except ConfigError as exc:  # one line and exit 2, like the CLI's user errors
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     node = host_format(default_nodename(args.hostname))  # as Celery names the node: w1@%h -> w1@HOST
     try:
         app, supervisor = create_app(settings, args.threads, warm=args.warm, name=node)
-    except StoreUnavailable as exc:  # it was a traceback; exit 3 as the CLI's: not the input's fault
-        print(f"error: ORCH_DATABASE_URL ({redact(settings.database_url)}): {exc}", file=sys.stderr)
-        raise SystemExit(UNAVAILABLE_EXIT) from None
+    except (StoreUnavailable, StoreRefused) as exc:  # it was a traceback; exit 3 as the CLI's (2: refused)
+        print(f"Error: ORCH_DATABASE_URL ({redact(settings.database_url)}): {exc}", file=sys.stderr)
+        raise SystemExit(UNAVAILABLE_EXIT if isinstance(exc, StoreUnavailable) else 2) from None
     try:  # Celery retries a broker it never reached forever, one log line every few seconds
         with broker_boundary():
             check_broker(app)
     except BrokerUnavailable as exc:
-        print(f"error: ORCH_BROKER_URL ({redact(settings.broker_url)}): {str(exc).rstrip('.')}; a worker retries a broker it "
+        print(f"Error: ORCH_BROKER_URL ({redact(settings.broker_url)}): {str(exc).rstrip('.')}; a worker retries a broker it "
               f"loses while running, not one it never reached", file=sys.stderr)
         raise SystemExit(UNAVAILABLE_EXIT) from None
     # after the checks: a refusal is its one line, not the store's migration log above it

@@ -12,13 +12,15 @@ from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, e
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, redact
-from shared.errors import ConfigError, OrchError, StoreUnavailable
+from shared.errors import ConfigError, OrchError, StoreRefused, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA_LOCK_KEY = 0x6F726368  # "orch": the PostgreSQL advisory lock held while the schema is created
 # What the driver raises when the database does not answer (refused, dropped, locked, pool timed
 # out): SQLAlchemy wraps sqlite3's and psycopg's errors in these.
 UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
+# What PostgreSQL says, while connecting, of a setting no retry fixes (its own words, after "FATAL:")
+REFUSED = re.compile(r'FATAL:\s+((?:database|role) "[^"]*" does not exist|password authentication failed for user "[^"]*")')
 
 
 @contextmanager
@@ -32,6 +34,10 @@ def store_errors() -> Iterator[None]:
         if "readonly database" in _first_line(error):  # still retried: a disk remounted read-only may come back
             raise StoreUnavailable("the store is read-only here (its file or folder cannot be "
                                    "written): orch can read it but not change it") from error
+        refused = REFUSED.search(_first_line(error))
+        if refused:
+            raise StoreRefused(f"{refused.group(1)}: the server answered and refused the setting, so no retry "
+                               "helps") from None
         raise StoreUnavailable(f"database unreachable: {_first_line(error)}") from error
     except exc.DatabaseError as error:
         if _while_connection_lost(error):

@@ -177,3 +177,23 @@ def test_a_broker_that_accepts_and_never_answers_is_given_up_on(orch: Orch, synt
         took = time.monotonic() - started
     assert proc.returncode == 3 and "broker unreachable: Timeout reading from socket" in proc.stderr, proc.stderr
     assert "nothing was recorded or queued" in proc.stderr and took < 60  # 5-s reads, one retry: 12 s here
+
+
+@pytest.mark.parametrize("command", [["status"], ["worker", "--threads", "1"]])
+@pytest.mark.parametrize("user,database,words", [
+    ("postgres", "orch_no_such_database", 'database "orch_no_such_database" does not exist'),
+    ("orch_no_such_role", "test", 'role "orch_no_such_role" does not exist')])
+def test_a_database_or_role_the_server_lacks_is_a_setting_not_an_outage(
+        orch: Orch, command: list[str], user: str, database: str, words: str) -> None:
+    """PostgreSQL answered "database ... does not exist" and orch said "database unreachable", exit 3,
+    which the README tells a script to retry: no retry creates the database."""
+    from tests.conftest import PG_ADMIN, need_service
+
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    url = f"postgresql+psycopg://{user}@{PG_ADMIN.rsplit('@', 1)[1].rsplit('/', 1)[0]}/{database}"
+    orch.env = {**orch.env, "ORCH_DATABASE_URL": url}
+    proc = orch.run(*command, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == (f"Error: ORCH_DATABASE_URL ({url}): {words}: the server answered and refused the setting, "
+                        "so no retry helps"), proc.stderr
