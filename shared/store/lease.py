@@ -250,11 +250,12 @@ class Lease:
         are refused from now on), an event in the job's history, then `requeue`. `skip`: jobs whose
         holder is alive in this process and ends the attempt itself (see Sweeper.take_expired)."""
         with store.session() as s:
-            rows = s.execute(select(Job.id, Job.lease_token, Job.kind, Job.queue, Job.worker_host, Job.attempts)
+            rows = s.execute(select(Job.id, Job.lease_token, Job.kind, Job.queue, Job.worker_host, Job.attempts,
+                                    db_now() - Job.heartbeat_at)
                              .where(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl,
                                     Job.id.not_in(list(skip)))).all()
         expired: list[Expired] = []
-        for job_id, token, kind, queue, holder, attempts in rows:
+        for job_id, token, kind, queue, holder, attempts, silent_s in rows:
             with store.session() as s:
                 taken = updated(s, update(Job).where(
                     Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.running,
@@ -262,7 +263,8 @@ class Lease:
             if not taken:
                 continue  # renewed meanwhile, or another sweeper was first
             lease = cls(store, job_id, token + 1)
-            cause = f"lease of {holder} expired (no heartbeat for {ttl:g} s)"
+            # the silence itself, not the TTL: a sweeper that was down too takes over later than that
+            cause = f"lease of {holder} expired (no heartbeat for {silent_s:.0f} s; the lease is {ttl:g} s)"
             lease.add_event("warning", f"{cause}; taken over by {owner} after attempt {attempts}")
             outcome = lease.requeue(cause, max_attempts, event=False)
             if outcome is not None:

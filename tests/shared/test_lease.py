@@ -379,3 +379,15 @@ def test_a_job_process_lease_waits_out_a_database_restart(store: Store, monkeypa
     with pytest.raises(StoreUnavailable):
         short.add_event("info", "the store stays away")
     assert time.monotonic() - started < 3 and opened[0] >= 2  # retried, then gave up at its patience
+
+
+def test_a_takeover_says_how_long_the_worker_was_silent(store: Store) -> None:
+    """The history said "no heartbeat for 30 s" (the TTL) of a worker silent for 53 s: its sweeper was
+    down too. It says the silence measured on the database's clock, and the TTL beside it."""
+    job_id = new_job(store)
+    assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
+    time.sleep(2.2)
+    Lease.take_expired(store, ttl=0.5, owner="sweeper", max_attempts=3)
+    with store.session() as s:
+        first = reads.job_events(s, job_id)[0].message
+    assert first.startswith("lease of w:1 expired (no heartbeat for 2 s; the lease is 0.5 s); taken over"), first
