@@ -75,6 +75,11 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
     return rows
 
 
+def _what_is_above(n: int) -> str:
+    """A lone config's table: one run has a value but no interval (the note claimed one of a single scored seed)."""
+    return "its mean and 95% interval are above" if n > 1 else "one run: its value is above, with no interval"
+
+
 def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     """Plain words under the table: each config against the baseline, then the convergence flags."""
     base = analysis.baseline.config.label
@@ -85,7 +90,7 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
            f"paired by seed, 95% intervals from the t distribution{adjusted}")  # `--job`: single jobs
     lines = [f"baseline: {base} ({analysis.baseline_how}); {how}" if len(analysis.results) > 1 else
-             f"one config, {base}: nothing to compare it with (its mean and 95% interval are above)"]
+             f"one config, {base}: nothing to compare it with ({_what_is_above(analysis.baseline.summary.n)})"]
     if analysis.metric == "images_per_s":
         lines.append("note: images/s is the machine's as much as the config's: a difference is the configs' own "
                      "only where their runs shared one machine and its load, and each mean counts the first "

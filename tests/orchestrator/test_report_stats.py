@@ -577,6 +577,9 @@ def test_a_study_of_one_config_says_there_is_nothing_to_compare() -> None:
 
     lines = verdict_lines(analyse([run(1, 0, [0.6], norm="bn"), run(2, 1, [0.7], norm="bn")], "val_acc"))
     assert lines[0] == "one config, all runs: nothing to compare it with (its mean and 95% interval are above)"
+    # one scored seed of two (--metric test_acc): the table's interval is "-", and the note claimed one
+    lone = verdict_lines(analyse([run(1, 0, [0.6], norm="bn")], "val_acc"))
+    assert lone[0] == "one config, all runs: nothing to compare it with (one run: its value is above, with no interval)"
 
 
 def test_a_delta_over_fewer_seeds_than_the_means_is_said() -> None:
