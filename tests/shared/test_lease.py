@@ -391,3 +391,21 @@ def test_a_takeover_says_how_long_the_worker_was_silent(store: Store) -> None:
     with store.session() as s:
         first = reads.job_events(s, job_id)[0].message
     assert first.startswith("lease of w:1 expired (no heartbeat for 2 s; the lease is 0.5 s); taken over"), first
+
+
+def test_a_scoring_run_starts_when_its_first_shard_does(store: Store) -> None:
+    """The parent's started_at was its assembly's: a scoring run of a minute showed 0.03 s."""
+    from shared.store.scoring_runs import add_score_run
+
+    with store.session() as s:
+        parent, shards = add_score_run(s, ScoreSpec(checkpoint="/c.pt", data="/d", out="/o.csv", shards=2),
+                                       queue="orch", source_job_id=None)
+        parent_id, shard_ids = parent.id, [shard.id for shard in shards]
+    assert status(store, parent_id).started_at is None
+    assert Lease.acquire(store, shard_ids[0], "w:1", ttl=30) is not None
+    first = status(store, shard_ids[0]).started_at
+    assert first is not None and status(store, parent_id).started_at == first
+    time.sleep(0.05)
+    assert Lease.acquire(store, shard_ids[1], "w:2", ttl=30) is not None  # the second shard leaves it
+    assert Lease.acquire(store, parent_id, "w:2 via shard job 2", ttl=30) is not None  # nor does the assembly
+    assert status(store, parent_id).started_at == first
