@@ -10,6 +10,7 @@ import click
 from orchestrator.context import CliState
 from shared.spec import SPEC_FOR_KIND, TrainSpec, read_stored
 from shared.store import reads
+from shared.store.clock import read_now
 from shared.store.jobs import is_finished
 
 POLL_S = 1.0
@@ -21,15 +22,21 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
     with obj.store.session() as s:
         jobs = reads.jobs_by_id(s, job_ids)
         last = reads.last_epochs(s, job_ids)
+        now = read_now(s)  # the clock heartbeats are written by
     states = {}
     for job in jobs:
         epoch, val_acc = last.get(job.id, (None, None))
         spec = read_stored(SPEC_FOR_KIND[job.kind], job.spec)
+        running = job.status == "running"
         states[job.id] = {"status": job.status, "epoch": epoch,
                           "epochs": spec.epochs if isinstance(spec, TrainSpec) else None,
                           "val_acc": val_acc, "error": job.error, "kind": job.kind, "queue": job.queue,
                           # in steps of 5%: --wait prints a line per change, not one per write
-                          "inside": inside_epoch(job.progress, epoch, step=5) if job.status == "running" else None}
+                          "inside": inside_epoch(job.progress, epoch, step=5) if running else None,
+                          # a killed worker's job read "running" until another finished it, 42 s unexplained
+                          "silent": running and job.heartbeat_at is not None
+                          and now - job.heartbeat_at > obj.settings.lease_ttl,
+                          "attempt": job.attempts if running else None, "worker": job.worker_host}
     return states
 
 
@@ -71,8 +78,12 @@ def describe_state(job_id: int, state: dict[str, Any]) -> str:
         text += f"  epoch {state['epoch']}/{state['epochs']}"
         if state["val_acc"] is not None:
             text += f"  val_acc {100 * state['val_acc']:.2f}%"  # as the tables show it
-    if state.get("inside"):
+    if state.get("silent"):  # the sweeper's takeover, or its attempt's end, is the next line
+        text += f"  (its worker {state['worker']} is not answering: a live worker's sweeper takes the job over)"
+    elif state.get("inside"):
         text += f"  ({state['inside']})"
+    if (state.get("attempt") or 0) > 1 and not state.get("silent"):  # taken over, or retried: where it runs now
+        text += f"  (attempt {state['attempt']}, on {state['worker']})"
     if state["error"] and is_finished(state["status"]) and state["status"] != "succeeded":
         text += f"  ({state['error']})"
     return text

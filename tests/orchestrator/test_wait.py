@@ -61,6 +61,17 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
         with store.session() as s:
             s.execute(update(Job).where(Job.id == ids[0]).values(heartbeat_at=time.time() - 45))
         assert not_taken_hint(obj).startswith("still queued and no worker is running a job")
+        # and --wait says so of the job it follows: it read "running" for the 42 s until a takeover
+        from orchestrator.progress import describe_state, job_states
+
+        assert describe_state(ids[0], job_states(obj, [ids[0]])[ids[0]]) == (
+            f"job {ids[0]}: running  (its worker orch-7@lab is not answering: a live worker's sweeper takes the "
+            "job over)")
+        assert Lease.take_expired(store, 30, "sweeper of orch-8@lab", 3)[0].outcome == "queued"
+        assert describe_state(ids[0], job_states(obj, [ids[0]])[ids[0]]) == f"job {ids[0]}: queued"
+        assert Lease.acquire(store, ids[0], "orch-8@lab", ttl=30) is not None  # resumed: where it runs now
+        assert describe_state(ids[0], job_states(obj, [ids[0]])[ids[0]]) == (
+            f"job {ids[0]}: running  (attempt 2, on orch-8@lab)")
     finally:
         store.dispose()
 
