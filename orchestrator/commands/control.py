@@ -33,10 +33,12 @@ def select_jobs(obj: CliState, session: Any, job_id: int | None, study_ref: str 
 @click.argument("job_id", type=int, required=False)
 @click.option("--study", "study_id", metavar="ID|NAME", help="Cancel every job of this study.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"cancelled": [...], "stopping": [...], "unchanged": [...]}: job ids by what happened.')
+              help='Print {"cancelled": [...], "stopping": [...], "unchanged": [...], "not_answering": [...]}: '
+                   "job ids by what happened (not_answering: the stopping jobs whose worker is silent).")
 @pass_state
 def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool) -> None:
-    """Cancel a job or a study: queued jobs never start; running ones stop within 15 s.
+    """Cancel a job or a study: queued jobs never start; running ones stop within 15 s (one whose worker
+    stopped answering ends cancelled when its lease expires: ORCH_LEASE_TTL, 30 s).
 
     \b
     Examples:
@@ -47,14 +49,33 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
 
     with obj.store.session() as s:
         outcome = request_cancel(s, select_jobs(obj, s, job_id, study_id))
+        silent = not_answering(s, outcome["stopping"], obj.settings.lease_ttl)
     if as_json:
-        click.echo(json.dumps(outcome))
+        click.echo(json.dumps({**outcome, "not_answering": silent}))
         return
     meaning = {"cancelled": "cancelled", "stopping": "stopping (a job that ends before it stops keeps its result)",
                "unchanged": "unchanged (already ended)"}
     for key, ids in outcome.items():
         if ids:
             click.echo(f"{meaning.get(key, key)}: {', '.join(map(str, ids))}")
+    if silent:  # nobody reads the flag: it took the lease's expiry, not the 15 s promised, unexplained
+        jobs = f"job{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))}"
+        click.echo(f"{jobs}: the worker is not answering; a live worker's sweeper ends "
+                   f"{'them' if len(silent) > 1 else 'it'} cancelled when the lease expires "
+                   f"(ORCH_LEASE_TTL, {obj.settings.lease_ttl:g} s)")
+
+
+def not_answering(session: Any, job_ids: list[int], lease_ttl: float) -> list[int]:
+    """Those of the running `job_ids` whose worker's last heartbeat is older than the lease."""
+    from sqlalchemy import select
+
+    from shared.store import Job
+    from shared.store.clock import db_now
+
+    if not job_ids:
+        return []
+    return sorted(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "running",
+                                                       Job.heartbeat_at < db_now() - lease_ttl)))
 
 
 def lost_parts(jobs: list[Job]) -> list[Job]:
@@ -86,7 +107,9 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
     require_broker(obj, unchanged="nothing was requeued")
     with obj.store.session() as s:
         selected = select_jobs(obj, s, job_id, study_id)
-        states = {job.id: str(job.status) for job in selected}
+        # a job a cancel is stopping reads "running": say why a retry of it did nothing
+        states = {job.id: "stopping after orch cancel (retry it once it has stopped)"
+                  if job.status == "running" and job.cancel_requested else str(job.status) for job in selected}
         requeued = reset_for_retry(s, selected, lost_parts(selected))
         ids = sorted(job.id for job in requeued)
         owed = [owe(s, job) for job in requeued if job.kind != "score"]  # a score job ends when its shards do

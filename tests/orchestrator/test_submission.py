@@ -133,6 +133,35 @@ def test_retry_says_why_there_is_nothing_to_retry(orch: Orch, synth_data: Path) 
     assert out == f"nothing to retry: only failed or cancelled jobs are (queued: {job})"
 
 
+def test_cancel_of_a_job_whose_worker_is_silent_says_when_it_ends(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`orch cancel` of a killed worker's job said "stopping" and it ended at the lease's expiry, not
+    within the 15 s promised; a retry meanwhile said "nothing to retry ... (running: 16)", exit 0."""
+    import time
+
+    from sqlalchemy import update
+
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import Job, Lease
+    from shared.store import jobs as store_jobs
+    from tests.orchestrator.study_builder import open_home
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        job_id = store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d")).id
+    assert Lease.acquire(store, job_id, "orch-7@lab", ttl=30) is not None
+    with store.session() as s:  # as a killed worker leaves it: running, its last beat 45 s ago
+        s.execute(update(Job).where(Job.id == job_id).values(heartbeat_at=time.time() - 45))
+    store.dispose()
+    assert orch.run("cancel", str(job_id), check=True).stdout.splitlines() == [
+        f"stopping (a job that ends before it stops keeps its result): {job_id}",
+        f"job {job_id}: the worker is not answering; a live worker's sweeper ends it cancelled when the lease "
+        "expires (ORCH_LEASE_TTL, 10 s)"]
+    assert orch.json("cancel", str(job_id))["not_answering"] == [job_id]
+    assert orch.run("retry", str(job_id), check=True).stdout.strip() == (
+        f"nothing to retry: only failed or cancelled jobs are (stopping after orch cancel (retry it once it has "
+        f"stopped): {job_id})")
+
+
 def test_retry_of_a_scoring_run_cancelled_after_its_shards_scored(orch: Orch, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """`orch cancel` of a run whose shards then finished, and `orch retry` of it: the retry requeued the
     parent (it assembles from the parts) and printed 'nothing to retry ... (cancelled: 5)'."""
