@@ -141,6 +141,8 @@ def _charts(drawn: dict[str, str], captions: dict[str, str]) -> str:
 def _runs(analysis: StudyAnalysis) -> str:
     by_job = {run.id: result.config.label for result in analysis.results for run in result.config.runs}
     rows = [_run_row(run, by_job[run.id]) for run in analysis.runs]
+    if any(run.attempts > 1 for run in analysis.runs):  # a takeover after a dead worker showed only the last worker
+        rows = [{**row, "attempts": run.attempts} for row, run in zip(rows, analysis.runs, strict=True)]
     return "<h2 id=\"runs\">Runs</h2>\n" + table(rows)
 
 

@@ -40,6 +40,7 @@ class RunRecord:
     test_precision: str | None = None  # the precision that scoring run ran in (int8: a quantized copy)
     error: str | None = None  # why it failed or was cancelled
     study: str | None = None  # its study's name (its id where it has none), for a leaderboard of every run
+    attempts: int = 1  # more than one: taken over from a worker that died, or retried
 
 
 def ended_why(status: str, error: str | None, when: str = "") -> str:
@@ -126,7 +127,7 @@ def _record(job: Job, epochs: list[dict[str, float]], test: ScoredTest | None) -
     return RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec), model_info=dict(job.model_info or {}),
                      result=dict(job.result or {}), worker_host=job.worker_host, started_at=job.started_at,
                      finished_at=job.finished_at, epochs=epochs, test_acc=test.accuracy if test else None,
-                     test_precision=test.precision if test else None, error=job.error)
+                     test_precision=test.precision if test else None, error=job.error, attempts=job.attempts)
 
 
 @dataclass(frozen=True)

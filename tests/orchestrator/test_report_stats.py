@@ -602,3 +602,19 @@ def test_the_csv_names_each_varying_field_once() -> None:
     runs = [run(1, 0, [0.5], norm="bn"), run(2, 0, [0.6], norm="ln", label_smoothing=0.1)]
     row = csv_rows(analyse(runs, "val_acc"))[0]
     assert "norm" in row and "field_norm" not in row and "field_label_smoothing" in row
+
+
+def test_the_pages_runs_table_counts_attempts_where_a_run_had_more_than_one() -> None:
+    """A run taken over after its worker died showed only the worker that finished it."""
+    from dataclasses import replace
+
+    from orchestrator.analysis.html import page
+
+    plain = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 1, [0.55, 0.7], norm="bn")], "val_acc")
+    assert "<th>attempts</th>" not in page(plain)[0]
+    taken_over = analyse([run(1, 0, [0.5, 0.6], norm="bn"), replace(run(2, 1, [0.55, 0.7], norm="bn"), attempts=2)],
+                         "val_acc")
+    html = page(taken_over)[0]
+    runs = html.split('id="runs"')[1].split("</table>")[0]
+    assert runs.count("<tr>") == 3 and "<th>attempts</th></tr>" in runs  # the last column, each row's count
+    assert '<td class="num">1</td></tr><tr><td class="num">2</td>' in runs and runs.endswith('<td class="num">2</td></tr></tbody>')
