@@ -150,11 +150,13 @@ def main(ctx: click.Context, home: str | None) -> None:
     first use; `orch db upgrade` upgrades an older one).
     """
     ctx.obj = CliState(home)
-    use_project_file(ctx)
+    if ctx.invoked_subcommand == "submit":  # a typo in orch.toml blocked every command there, `orch cancel` too
+        use_project_file(ctx)
 
 
 def use_project_file(ctx: click.Context) -> None:
-    """The nearest orch.toml upward from the working directory fills the options not given."""
+    """The nearest orch.toml upward from the working directory fills the options of `orch submit` not
+    given (the only commands it has defaults for)."""
     from orchestrator.options import PROJECT_KEY
     from orchestrator.project import default_maps, find_project, read_project
 

@@ -69,12 +69,16 @@ def test_init_refuses_to_overwrite_and_a_bad_file_is_one_line(orch: Orch, projec
         f"Error: {project / 'orch.toml'}: norm: one value per key, got a list; a grid goes on the command line "
         "(orch submit ablation --norm a,b)"]
     (project / "orch.toml").write_text('dataset = "train"\n')
-    unknown = orch.run("status", cwd=project)
+    unknown = orch.run("submit", "train", cwd=project)
     assert unknown.returncode == 2 and "unknown key 'dataset'; did you mean 'data'? allowed: data, val," in unknown.stderr
     (project / "orch.toml").write_text('precison = "bf16"\n')  # a misspelling gets the key it was meant to be
-    assert "unknown key 'precison'; did you mean 'precision'?" in orch.run("status", cwd=project).stderr
+    assert "unknown key 'precison'; did you mean 'precision'?" in orch.run("submit", "score", cwd=project).stderr
     (project / "orch.toml").write_text('colour = "red"\n')  # nothing like it: the list alone
-    assert "unknown key 'colour'; allowed: data," in orch.run("status", cwd=project).stderr
+    assert "unknown key 'colour'; allowed: data," in orch.run("submit", "ablation", cwd=project).stderr
+    # only `orch submit` takes defaults from it: a typo there blocked every command, `orch cancel` too
+    for command in (["status"], ["report"], ["cancel", "--study", "1"], ["models", "--arch", "resnet18"]):
+        proc = orch.run(*command, cwd=project)
+        assert "orch.toml" not in proc.stderr and proc.returncode in (0, 2), (command, proc.stderr)
 
 
 def test_init_in_an_image_folder_without_splits(orch: Orch, project: Path) -> None:
