@@ -59,6 +59,11 @@ def _listed(values: tuple[object, ...]) -> str:
     return ", ".join(map(str, values))
 
 
+def _or_listed(values: list[str]) -> str:
+    """'bn, ln or gn'; 'bn or ln'."""
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
 def built_width_mult(arch: str, width_mult: float | None) -> float | None:
     """The width multiplier the net is built with: 1.0 unless given; None where there is none."""
     if arch not in WIDTH_MULT_ARCHS:
@@ -169,8 +174,9 @@ def _check_attention(spec: ModelSpec) -> None:
 def _check_map_norms(spec: ModelSpec) -> None:
     """InstanceNorm normalises each channel of each image over its map: a 1x1 map has one value."""
     if spec.norm == "in" and final_map_size(spec.arch, spec.stem, spec.image_size) == 1:
+        others = [norm for norm in NORMS_FOR[spec.arch] if norm != "in"]  # gn sent a MobileNet to a second error
         raise SpecError("norm", f"in (InstanceNorm) would see one value per channel: {_tiny_maps(spec)}; use "
-                                "--stem small (or auto), a larger --image-size, or --norm bn, ln or gn")
+                                f"--stem small (or auto), a larger --image-size, or --norm {_or_listed(others)}")
 
 
 def _tiny_maps(spec: ModelSpec) -> str:

@@ -41,6 +41,11 @@ def test_cells_that_cannot_train_refuse_the_grid() -> None:
     with pytest.raises(SpecError, match=r"^--norm: in \(InstanceNorm\) would see one value per channel: resnet50 "
                                         r"at --image-size 32 with the imagenet stem ends in 1x1 maps"):
         grid_specs({**BASE, "norm": "bn,in", "stem": "imagenet"})
+    # the norms offered instead are the architecture's: gn sent a MobileNet to a second refusal
+    with pytest.raises(SpecError, match=r"use --stem small \(or auto\), a larger --image-size, or --norm bn, ln or gn$"):
+        grid_specs({**BASE, "norm": "in", "stem": "imagenet"})
+    with pytest.raises(SpecError, match=r"use --stem small \(or auto\), a larger --image-size, or --norm bn or ln$"):
+        grid_specs({**BASE, "model": "mobilenet_v2", "norm": "in", "stem": "imagenet"})
     with pytest.raises(SpecError, match=r"^--batch-size: 1 with bn"):
         grid_specs({**BASE, "batch_size": "1,8", "stem": "imagenet"})
     assert len(grid_specs({**BASE, "norm": "bn,in", "batch_size": "1,8"})) == 4  # small stem: 4x4 maps
