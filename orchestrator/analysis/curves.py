@@ -90,8 +90,10 @@ def _loss_reasons(loss: Curve, classes: int | None) -> list[str]:
     if drop >= FALL_ABS and drop >= FALL * loss.mean[since]:
         reasons.append(f"train loss -{drop:.3f} an epoch since epoch {loss.epochs[since]}")
     if classes and classes > 1 and loss.mean[-1] >= NEAR_CHANCE * math.log(classes):
-        where = "near" if loss.mean[-1] <= math.log(classes) else "above"  # 1.061 against 0.693 is not "near"
-        reasons.append(f"train loss {loss.mean[-1]:.3f} still {where} chance, ln({classes}) = {math.log(classes):.3f}")
+        # 1.061 against 0.693 is not "near"; and 0.555 read as near with no bar said (within 20%)
+        where = (f"near chance: within {1 - NEAR_CHANCE:.0%} of" if loss.mean[-1] <= math.log(classes)
+                 else "above chance's")
+        reasons.append(f"train loss {loss.mean[-1]:.3f} still {where} ln({classes}) = {math.log(classes):.3f}")
     return reasons
 
 
