@@ -239,6 +239,9 @@ def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) ->
     for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
         if detail.get(key) not in (None, ""):
             click.echo(f"{key:>12}: {named.get(key, detail[key])}")
+    wall = wall_seconds(detail)
+    if wall is not None:
+        click.echo(f"{'wall time':>12}: {wall:.1f} s" if wall < 120 else f"{'wall time':>12}: {_duration(wall)}")
     if detail.get("shards"):
         shards = detail["shards"]
         click.echo(f"{'shards':>12}: {shards['succeeded']} of {shards['total']} succeeded, {shards['running']} running")
@@ -263,6 +266,20 @@ def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) ->
     for event in detail.get("events", []):
         first, *more = event["message"].splitlines() or [""]  # a traceback's lines, indented under its own
         click.echo(f"{event['at'][:19]} {event['kind']}: {first}" + "".join(f"\n    {line}" for line in more))
+
+
+def wall_seconds(detail: dict[str, Any]) -> float | None:
+    """An ended job's wall time: a training job's own count (which keeps the epochs a resumed attempt
+    did not run again), else its first start to its end; None while it runs. It was only a number
+    inside the result's JSON line."""
+    from datetime import datetime
+
+    wall = (detail.get("result") or {}).get("wall_s")
+    if isinstance(wall, int | float):
+        return float(wall)
+    if detail.get("started_at") and detail.get("finished_at"):
+        return (datetime.fromisoformat(detail["finished_at"]) - datetime.fromisoformat(detail["started_at"])).total_seconds()
+    return None
 
 
 # result key -> {its stage: the name shown}, in order: a job's start-up, then a scoring shard's own stages
@@ -299,9 +316,12 @@ def precision_line(spec: dict[str, Any], result: dict[str, Any]) -> str:
         return ""
     asked = spec.get("precision", "auto")
     fallback = f"; {result['int8_fallback']}" if result.get("int8_fallback") else ""  # int8 failed its check
+    agreement = result.get("int8_agreement")
+    if "int8" in str(ran).split(",") and isinstance(agreement, int | float):  # int8 passed its check: say so
+        fallback += f"; int8 agreed with fp32 on {agreement:.1%} of the calibration images"
     if asked != "auto":
         return f"{ran} (--precision {asked}{'' if ran == asked else ' asked for'}{fallback})"
     speedup = result.get("bf16_speedup")
     if isinstance(speedup, int | float):
         return f"{ran} (auto: bf16 steps ran {speedup:.2f}x as fast as fp32 in this machine's probe)"
-    return f"{ran} (auto{fallback})"
+    return f"{ran} (auto{fallback.replace('; ', ': ', 1)})"

@@ -121,6 +121,9 @@ def totals(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     # what arithmetic ran: one name when every shard agreed (int8 may fall back shard by shard)
     ran = sorted({r["precision"] for r in results if r.get("precision")})
     fallbacks = sorted({r["int8_fallback"] for r in results if r.get("int8_fallback")})
+    # the int8 check's (every shard calibrates on the same images): `orch status` says why int8 ran
+    agreements = [r["int8_agreement"] for r in results if isinstance(r.get("int8_agreement"), int | float)]
     return {"n": n, "accuracy": correct / labelled if labelled else None,
             "labelled": labelled, "images_per_s": n / seconds if seconds > 0 else None,
-            "precision": ",".join(ran) or None, **({"int8_fallback": fallbacks[0]} if fallbacks else {})}
+            "precision": ",".join(ran) or None, **({"int8_fallback": fallbacks[0]} if fallbacks else {}),
+            **({"int8_agreement": min(agreements)} if agreements else {})}

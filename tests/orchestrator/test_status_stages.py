@@ -1,6 +1,8 @@
 """`orch status ID`'s stages line: a job's start-up and a scoring shard's stages, readable."""
 from __future__ import annotations
 
+import pytest
+
 from orchestrator.commands.status import precision_line, stage_line
 
 TRAIN = {"best_val_acc": 1.0, "startup": {"warm": True, "wait_ready_s": 2.647, "import_s": 0.0, "threads": 2,
@@ -38,6 +40,11 @@ def test_what_a_job_ran_in_and_why() -> None:
     assert precision_line({"precision": "int8"}, fell_back) == (
         "fp32 (--precision int8 asked for; int8 agreed with fp32 on 90.0% of the calibration images)")
     assert precision_line(auto, {"precision": "int8"}) == "int8 (auto)"
+    # int8 that passed its check says so (a scoring run read "int8 (auto)" and no why)
+    assert precision_line(auto, {"precision": "int8", "int8_agreement": 1.0}) == (
+        "int8 (auto: int8 agreed with fp32 on 100.0% of the calibration images)")
+    assert precision_line({"precision": "int8"}, {"precision": "int8", "int8_agreement": 0.9999}) == (
+        "int8 (--precision int8; int8 agreed with fp32 on 100.0% of the calibration images)")
     assert precision_line(auto, {"best_val_acc": 0.9}) == ""  # a result from before results said
 
 
@@ -239,3 +246,19 @@ def test_a_silent_job_on_its_last_attempt_is_said_to_fail_not_resume() -> None:
     assert "fails job 3, whose attempts are spent (ORCH_MAX_ATTEMPTS=3; `orch retry 3` then resumes it), and ends job 4 " \
            "cancelled, as asked" in (silent_note([row(3, 3), asked], 10, 3) or "")
     assert "fails it, its attempts being spent" in heartbeat_line(41.0, 10, last_attempt=True)
+
+
+def test_an_ended_jobs_detail_has_its_wall_time(capsys: pytest.CaptureFixture[str]) -> None:
+    """It was only a number inside the result's one-line JSON; a scoring run's parent had none at all."""
+    from orchestrator.commands.status import print_detail, wall_seconds
+
+    trained = {"id": 3, "kind": "train", "status": "succeeded", "started_at": "2026-11-30T10:00:00",
+               "finished_at": "2026-11-30T10:01:40", "spec": {}, "model_info": {}, "epochs": [],
+               "result": {"wall_s": 59.32}}  # a resumed run's own count, not its first start to its end
+    assert wall_seconds(trained) == 59.32
+    scored = {**trained, "kind": "score", "result": {"out": "p.csv"}}
+    assert wall_seconds(scored) == 100.0 and wall_seconds({**scored, "finished_at": None}) is None
+    print_detail(trained, 30.0, 3)
+    assert "   wall time: 59.3 s\n" in capsys.readouterr().out
+    print_detail({**scored, "finished_at": "2026-11-30T10:05:00"}, 30.0, 3)
+    assert "   wall time: 5 min\n" in capsys.readouterr().out

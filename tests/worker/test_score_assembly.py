@@ -142,6 +142,8 @@ def test_totals_name_the_precision_that_ran_and_any_int8_fallback() -> None:
     fell = {"n": 2, "seconds": 1.0, "precision": "bf16", "int8_fallback": "int8 agreed with fp32 on 90.0%"}
     mixed = totals([int8, fell])
     assert mixed["precision"] == "bf16,int8" and mixed["int8_fallback"] == "int8 agreed with fp32 on 90.0%"
+    checked = {**int8, "int8_agreement": 1.0}  # the run keeps its check's agreement, for `orch status`
+    assert totals([checked, checked])["int8_agreement"] == 1.0 and "int8_agreement" not in totals([int8])
 
 
 def listing(ids: list[int], classes: list[str] | None = None) -> Listing:
