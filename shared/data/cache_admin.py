@@ -100,6 +100,23 @@ def abandoned_builds(cache_dir: Path, now: float) -> list[Path]:
     return found
 
 
+def remove_orphaned_locks(cache_dir: Path, now: float) -> int:
+    """Remove the lock files of caches that are gone (`remove` leaves them, for a job that may be
+    waiting on one): those untouched for an hour that no process holds. A process that opened one
+    just before it went would build beside the next one, and the atomic rename keeps the cache whole."""
+    removed = 0
+    for lock in Path(cache_dir).glob("*.lock"):
+        try:
+            if lock.with_suffix(".npy").exists() or now - lock.stat().st_mtime <= ABANDONED_TEMP_S:
+                continue
+            with exclusive_lock(lock, wait=False):
+                lock.unlink()
+            removed += 1
+        except (OSError, BlockingIOError):
+            continue
+    return removed
+
+
 def prune(cache_dir: Path, unused_days: float, everything: bool = False) -> dict[str, Any]:
     """Remove the stale caches (all of them with `everything`) and abandoned builds' temp files.
     Returns what was removed, with why, what was left because a job is building it, how many caches
@@ -124,4 +141,5 @@ def prune(cache_dir: Path, unused_days: float, everything: bool = False) -> dict
             continue
         removed.append({"file": temp.name, "mb": round(size / 1e6, 1), "why": "a build that did not finish"})
         freed += size
-    return {"removed": removed, "busy": busy, "kept": kept, "freed_mb": round(freed / 1e6, 1)}
+    locks = remove_orphaned_locks(cache_dir, now)  # empty files: counted, not listed
+    return {"removed": removed, "busy": busy, "kept": kept, "freed_mb": round(freed / 1e6, 1), "locks_removed": locks}

@@ -66,3 +66,17 @@ def test_prune_removes_only_what_no_job_will_read_again(tmp_path: Path) -> None:
     assert all(lock_path(path).exists() for path in built.values())  # a waiting job may hold one open
     everything = prune(cache, unused_days=30, everything=True)
     assert {row["why"] for row in everything["removed"]} == {"--all"} and list_caches(cache) == []
+
+
+def test_prune_removes_the_locks_of_caches_gone_an_hour_that_no_process_holds(tmp_path: Path) -> None:
+    """`--prune` removed a gone folder's cache and left its lock file, for good."""
+    cache = tmp_path / "cache"
+    for name, n in (("old", 4), ("held", 6), ("fresh", 8)):
+        load_or_build(_folder(tmp_path, name, n), 16, cache, folder=tmp_path / name / "train")
+    locks = {e.images: lock_path(e.path) for e in list_caches(cache)}
+    assert prune(cache, unused_days=30, everything=True)["locks_removed"] == 0  # just built: a job may wait on one
+    for images in (4, 6):
+        _age(locks[images], 2 / 24)
+    with exclusive_lock(locks[6]):  # a job about to build it again
+        assert prune(cache, unused_days=30)["locks_removed"] == 1
+    assert [images for images, lock in sorted(locks.items()) if lock.exists()] == [6, 8]
