@@ -125,13 +125,13 @@ def _check_width_mult(spec: ModelSpec) -> None:
         low, high = MOBILENET_V2_MULTS
         if not low <= width <= high:
             raise SpecError("width_mult", f"mobilenet_v2 takes width_mult from {low} to {high} "
-                                          f"(the MobileNetV2 paper's range), got {width:g}")
+                                          f"(the MobileNetV2 paper's range), got {width}")
         return
     allowed = SHUFFLENET_V1_MULTS if spec.arch == "shufflenet_v1" else SHUFFLENET_V2_MULTS
     if width not in allowed:
         source = "the ShuffleNet paper's" if spec.arch == "shufflenet_v1" else "torchvision's"
         raise SpecError("width_mult", f"{spec.arch} is defined for width_mult {_listed(allowed)} ({source}), "
-                                      f"got {width:g}")
+                                      f"got {width}")
 
 
 def _check_norm(spec: ModelSpec) -> None:
