@@ -16,7 +16,7 @@ from shared.errors import SpecError
 from shared.spec import ARCHS, RESNEXT_BASE, ModelSpec
 
 # shared.models.counting.DESCRIBE_KEYS, without importing torch
-COLUMNS = ("arch", "groups", "width_per_group", "width_mult", "attention", "norm", "params", "gmacs")
+COLUMNS = ("arch", "groups", "width_per_group", "width_mult", "attention", "norm", "stem", "params", "gmacs")
 FIELDS = option_fields(ModelSpec, grid=True, exclude=("pretrained",))  # the axes take comma lists
 # options that only some architectures take: without --arch, they pick the architectures
 KNOBS = ("groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm")
@@ -82,7 +82,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain aligned columns (numbers right-aligned): readable, greppable, no terminal tricks."""
     cells = [list(COLUMNS)] + [[_cell(key, row[key]) for key in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    left = {"arch", "attention", "norm"}
+    left = {"arch", "attention", "norm", "stem"}
     return "\n".join(
         "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, c, w in zip(COLUMNS, line, widths, strict=True)).rstrip()
         for line in cells

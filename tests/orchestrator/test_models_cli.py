@@ -13,7 +13,7 @@ from orchestrator.cli import main
 from shared.spec import ARCHS
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["arch", "groups", "width_per_group", "width_mult", "attention", "norm", "params", "gmacs"]
+KEYS = ["arch", "groups", "width_per_group", "width_mult", "attention", "norm", "stem", "params", "gmacs"]
 
 
 def orch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -47,7 +47,8 @@ def test_no_arch_lists_every_architecture() -> None:
     rows = json.loads(invoke("models", "--json", "--image-size", "64"))
     assert [r["arch"] for r in rows] == list(ARCHS)
     assert rows[5] == {"arch": "mobilenet_v2", "groups": None, "width_per_group": None, "width_mult": 1.0,
-                       "attention": None, "norm": "bn", "params": 3_504_872, "gmacs": rows[5]["gmacs"]}
+                       "attention": None, "norm": "bn", "stem": "small", "params": 3_504_872,
+                       "gmacs": rows[5]["gmacs"]}
 
 
 def test_knobs_without_arch_pick_the_archs_they_apply_to() -> None:
