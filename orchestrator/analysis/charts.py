@@ -92,9 +92,9 @@ def draw_chance(ax: Axes, analysis: StudyAnalysis, vertical: bool) -> None:
                              "bbox": {"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8}}
     if vertical:
         ax.annotate(f"chance {level:.0f}%", (level, 1), xycoords=("data", "axes fraction"), xytext=(3, -10), **label)
-    else:
-        ax.annotate(f"chance {level:.0f}%", (1, level), xycoords=("axes fraction", "data"), xytext=(-3, 3),
-                    ha="right", **label)
+    else:  # beyond the axes' right edge: inside, it covered the end of a curve that finished near chance
+        ax.annotate(f"chance\n{level:.0f}%", (1, level), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    ha="left", va="center", annotation_clip=False, **label)
 
 
 def shows_test_accuracy(analysis: StudyAnalysis) -> bool:

@@ -484,9 +484,14 @@ def test_the_charts_draw_chance_level_on_a_validation_accuracy(tmp_path: Path) -
 
     runs = [with_chance(run(i + 1, i, [0.5, 0.52], norm=n)) for i, n in enumerate(["bn", "bn", "ln", "ln"])]
     for chart in ("final", "curves", "overview"):
-        out = tmp_path / f"{chart}.svg"
-        save(SINGLE_CHARTS[chart](analyse(runs, "val_acc")), out)
-        assert "chance 50%" in out.read_text(), chart
+        figure = SINGLE_CHARTS[chart](analyse(runs, "val_acc"))
+        labels = [text for ax in figure.axes for text in ax.texts if text.get_text().startswith("chance")]
+        assert {label.get_text().replace("\n", " ") for label in labels} == {"chance 50%"}, chart
+        assert len(labels) == (2 if chart == "overview" else 1), chart  # its panels: final and curves
+        if chart != "final":  # beside the curves' axis, not over the end of a curve that finished near chance
+            assert labels[-1].xy[0] == 1 and labels[-1].get_ha() == "left", chart
+        save(figure, tmp_path / f"{chart}.svg")
+        assert "chance" in (tmp_path / f"{chart}.svg").read_text(), chart
     save(SINGLE_CHARTS["final"](analyse(runs, "val_loss")), tmp_path / "loss.svg")
     assert "chance" not in (tmp_path / "loss.svg").read_text()  # a loss's axis has no such line
 
