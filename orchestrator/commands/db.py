@@ -47,7 +47,27 @@ def current(obj: CliState) -> None:
     """
     from shared.store.db import current_revision, head_revision, make_engine
 
+    missing = _missing_sqlite_file(obj.settings.database_url)
+    if missing is not None:  # a fresh home: "database unreachable: unable to open database file", exit 3
+        click.echo(f"orch: database {redact(obj.settings.database_url)}: no file yet (the first command that "
+                   "writes to the store makes it)", err=True)
+        click.echo(f"current: none  head: {head_revision()}")
+        return
     engine = make_engine(obj.settings.database_url)
+    revision = current_revision(engine)  # first: a database that refuses is its one error line, not a second
     # which database: with ORCH_DATABASE_URL unset, "current: none" read like an empty PostgreSQL
     click.echo(f"orch: database {redact(obj.settings.database_url)}", err=True)
-    click.echo(f"current: {current_revision(engine) or 'none'}  head: {head_revision()}")
+    click.echo(f"current: {revision or 'none'}  head: {head_revision()}")
+
+
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite store that does not exist yet (reading it would create an empty file, or
+    fail where its folder is missing); None for another database, or a file that is there."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return None if Path(parsed.database).exists() else parsed.database

@@ -163,6 +163,16 @@ def test_db_commands_on_a_file_that_is_no_database(orch: Orch, tmp_path: Path) -
         assert proc.stderr.splitlines()[-1] == "Error: ORCH_DATABASE_URL: not a usable database (file is not a database)"
 
 
+def test_db_current_on_a_home_not_made_yet(tmp_path: Path) -> None:
+    """It said "database unreachable: unable to open database file", exit 3, on a fresh laptop."""
+    from tests.conftest import base_env
+
+    home = tmp_path / "new-home"
+    proc = Orch(base_env(home), home).run("db", "current", timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("current: none  head: 0"), proc.stderr
+    assert "no file yet" in proc.stderr and not home.exists()  # a read made nothing
+
+
 def test_a_broker_that_accepts_and_never_answers_is_given_up_on(orch: Orch, synth_data: Path) -> None:
     """A hung Redis, or another service on its port: `orch submit` waited for ever (80 s and more)."""
     import socket
