@@ -25,6 +25,8 @@ NEAR_CHANCE = 0.8
 DIVERGED = 100.0
 RISEN = 3.0
 NOT_CONVERGED = "not converged: verdict may change with more epochs"
+# more epochs do not mend a blown-up loss: said apart from NOT_CONVERGED, which promised they might
+DIVERGED_NOTE = "diverged: its numbers are no measure of the config, and more epochs will not change that"
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,13 @@ def _diverged(loss: Curve, classes: int | None) -> str | None:
         return None
     how = (f"up from {loss.mean[0]:.4g} at epoch {loss.epochs[0]}, above {RISEN:g}" if rose and last < DIVERGED * chance
            else f"more than {DIVERGED:g}")
-    return (f"{NOT_CONVERGED}: diverged (train loss {last:.4g} at epoch {loss.epochs[-1]}, {how} x chance's "
+    return (f"{DIVERGED_NOTE} (train loss {last:.4g} at epoch {loss.epochs[-1]}, {how} x chance's "
             f"ln({classes}) = {chance:.3f}; a lower --lr)")
+
+
+def diverged(note: str | None) -> bool:
+    """Whether a convergence note is a divergence's."""
+    return bool(note) and str(note).startswith(DIVERGED_NOTE)
 
 
 def _loss_reasons(loss: Curve, classes: int | None) -> list[str]:

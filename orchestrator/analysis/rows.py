@@ -5,6 +5,7 @@ from typing import Any
 
 from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
+from orchestrator.analysis.curves import diverged
 from orchestrator.analysis.notes import absent_note, precision_shown, scored_precision_note, trained_precision_note
 from orchestrator.analysis.stats import Summary, fixed
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
@@ -70,7 +71,8 @@ def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             partial = 0 < result.test.n != result.summary.n  # some seeds scored: say over how many
             row["test %"] = _pm(result.test, 100.0) + (f" (n={result.test.n})" if partial else "")
         row["GMACs"] = result.config.info("gmacs")
-        row["conv"] = "-" if not judges_convergence(analysis.metric) else "yes" if result.convergence is None else "NO"
+        row["conv"] = ("-" if not judges_convergence(analysis.metric) else "yes" if result.convergence is None
+                       else "DIV" if diverged(result.convergence) else "NO")
         rows.append(row)
     return rows
 
@@ -84,7 +86,9 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     """Plain words under the table: each config against the baseline, then the convergence flags."""
     base = analysis.baseline.config.label
     family = sum(r.comparison.p_adjusted is not None for r in analysis.results)
-    adjusted = "" if not family else (f"; p adjusted for the {family} comparisons "
+    # "the 2 comparisons" under 3 shown: one of identical seeds has no p-value to adjust
+    which = "" if family == len(analysis.results) - 1 else " that have a p-value"
+    adjusted = "" if not family else (f"; p adjusted for the {family} comparisons{which} "
                                           "together (Holm), so that a study of equal configs calls one better "
                                           "or worse at most 5% of the time")
     how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
@@ -97,7 +101,10 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
                      "epoch's start-up")
     for result in analysis.results:
         if result is not analysis.baseline:
-            lines.append(f"{result.config.label} vs {base}: {result.comparison.verdict}")
+            # "no detectable difference" of an lr=10 that blew up read as a finding about the lr
+            blown = [r.config.label for r in (result, analysis.baseline) if diverged(r.convergence)]
+            void = f" (but {' and '.join(blown)} diverged: this compares no result)" if blown else ""
+            lines.append(f"{result.config.label} vs {base}: {result.comparison.verdict}{void}")
     for result in analysis.results:
         if result.convergence:
             lines.append(f"{result.config.label}: {result.convergence}")

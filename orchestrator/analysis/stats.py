@@ -190,7 +190,8 @@ def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjus
     n = len(seeds)
     if mean == 0:
         return Comparison(seeds, 0.0, (0.0, 0.0), None, None, "no difference",
-                          f"no difference: identical on all {n} seeds (zero variance: no p-value)")
+                          # identical seeds (two at chance, say) show no difference; they prove no equality
+                          f"no detectable difference: identical on all {n} seeds (zero variance: no p-value)")
     # No t-test without spread, and no certainty either: accuracy on 100 images moves in whole points,
     # so two seeds differing by the same point is common. What one can say is that every seed went
     # the same way: the two-sided sign test, p = 2 x 0.5^n (2 seeds 0.5; 6 seeds 0.031).

@@ -104,7 +104,7 @@ def test_a_constant_metric_divides_nothing_by_zero_and_says_so() -> None:
     assert summary.std == 0.0 and summary.ci == (1.0, 1.0) and "zero variance" in summary.note
     same = compare({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0}, ACC)
     assert same.diff == 0.0 and same.p is None and same.outcome == "no difference"
-    assert "identical on all 2 seeds" in same.verdict and "zero variance" in same.verdict
+    assert same.verdict.startswith("no detectable difference: identical on all 2 seeds (zero variance")
     # +0.1 on both seeds (to rounding): no spread is no certainty (a point is one image of 100); the
     # sign test says 2 seeds of one sign are p = 0.5, and 6 are the fewest that pass at 5%
     shifted = compare({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7}, ACC)
@@ -202,12 +202,28 @@ def test_convergence_flag() -> None:
     assert "train loss 1.061 still above chance's ln(2) = 0.693" in above
     # a run that blew up (--lr 10): one epoch read only "no trend to judge"
     blown = convergence_note(config([0.5], [22209.1], classes=2)) or ""
-    assert "diverged (train loss 2.221e+04 at epoch 1, more than 100 x chance's ln(2) = 0.693; a lower --lr)" in blown
+    assert "change that (train loss 2.221e+04 at epoch 1, more than 100 x chance's ln(2) = 0.693; a lower --lr)" in blown
     rising = convergence_note(config([0.6, 0.5, 0.5], [0.6, 9.0, 40.0], classes=2)) or ""
-    assert "diverged (train loss 40 at epoch 3, up from 0.6 at epoch 1, above 3 x chance's ln(2) = 0.693" in rising
+    assert "change that (train loss 40 at epoch 3, up from 0.6 at epoch 1, above 3 x chance's ln(2) = 0.693" in rising
     # a first epoch of ResNet-50 with LayerNorm on 2 classes averaged 7.06 and learned after: not diverged
     assert "diverged" not in (convergence_note(config([0.5], [7.062], classes=2)) or "")
     assert "diverged" not in (convergence_note(config([0.5, 0.5], [7.0, 1.5], classes=2)) or "")
+    # said apart from "not converged: verdict may change with more epochs", which more epochs do not mend
+    assert blown.startswith("diverged: its numbers are no measure of the config, and more epochs will not change")
+
+
+def test_a_comparison_with_a_diverged_config_says_it_compares_no_result() -> None:
+    """`lr=10 vs lr=0.001: no detectable difference` read as a finding about the lr; its conv column
+    said NO, as a healthy short run's does."""
+    from orchestrator.analysis.rows import display_rows, verdict_lines
+
+    runs = [run(1, 0, [0.6, 0.7], [0.6, 0.5], classes=2, lr=0.001), run(2, 1, [0.62, 0.72], [0.6, 0.5], classes=2, lr=0.001),
+            run(3, 0, [0.5, 0.5], [900.0, 1049.0], classes=2, lr=10), run(4, 1, [0.5, 0.6], [800.0, 999.0], classes=2, lr=10)]
+    analysis = analyse(runs, "val_acc")
+    lines = verdict_lines(analysis)
+    compared = next(line for line in lines if line.startswith("lr=10 vs lr=0.001: "))
+    assert compared.endswith(" (but lr=10 diverged: this compares no result)"), compared
+    assert {row["config"]: row["conv"] for row in display_rows(analysis)}["lr=10"] == "DIV"
 
 
 def test_the_baseline_defaults_to_the_studys_first_config() -> None:
@@ -623,3 +639,18 @@ def test_the_pages_runs_table_counts_attempts_where_a_run_had_more_than_one() ->
     runs = html.split('id="runs"')[1].split("</table>")[0]
     assert runs.count("<tr>") == 3 and "<th>attempts</th></tr>" in runs  # the last column, each row's count
     assert '<td class="num">1</td></tr><tr><td class="num">2</td>' in runs and runs.endswith('<td class="num">2</td></tr></tbody>')
+
+
+def test_the_holm_family_says_which_comparisons_it_holds() -> None:
+    """"p adjusted for the 2 comparisons" sat above 3 comparisons: one of identical seeds has no p-value."""
+    from orchestrator.analysis.rows import verdict_lines
+
+    runs = [run(1, 0, [0.5], norm="bn"), run(2, 1, [0.5], norm="bn"), run(3, 0, [0.5], norm="ln"),
+            run(4, 1, [0.5], norm="ln"), run(5, 0, [0.7], norm="in"), run(6, 1, [0.8], norm="in"),
+            run(7, 0, [0.6], norm="gn"), run(8, 1, [0.62], norm="gn")]
+    from shared.store.report_reads import StudyRecord
+
+    lines = verdict_lines(analyse(runs, "val_acc", StudyRecord(1, "norms", {}, None)))
+    assert "p adjusted for the 2 comparisons that have a p-value together (Holm)" in lines[0], lines[0]
+    assert any(line.startswith("norm=ln vs norm=bn: no detectable difference: identical on all 2 seeds")
+               for line in lines), lines
