@@ -9,6 +9,7 @@ import click
 
 from orchestrator.context import CliState, pass_state
 from orchestrator.tables import for_display, print_table
+from shared.config import DEFAULT_QUEUE
 from shared.errors import OrchError
 from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
 
@@ -49,7 +50,7 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "val_acc": round(last[1], 4) if last else None, "attempts": job.attempts,
         # those ORCH_MAX_ATTEMPTS counts: not the ones before an `orch retry`, nor those a worker's stop ended
         "attempts_counted": job.attempts - (job.retried_at_attempt or 0),
-        "worker": job.worker_host, "error": job.error,
+        "worker": job.worker_host, "queue": job.queue, "error": job.error,
         "cancel_requested": bool(job.cancel_requested) if job.status == "running" else None,
         "shards": asdict(shards) if shards else None,  # a scoring run's shards: succeeded, running, total
     }
@@ -72,6 +73,8 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
               "epochs_done", "epochs_total")
     shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
+    # a column only where a job is on another queue: a job no worker reads stayed queued with no clue why
+    shown["queue"] = row.get("queue") if row.get("queue") != DEFAULT_QUEUE else None
     if is_silent(row, lease_ttl):
         shown["status"] = "running?"
     elif row.get("cancel_requested"):  # `orch cancel` asked; the job's process stops at its next step
@@ -236,8 +239,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
 
 def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) -> None:
     named = {"study": f"{detail['study']} ({detail['study_name']})"} if detail.get("study_name") else {}
-    for key in ("id", "kind", "status", "study", "attempts", "worker", "created_at", "started_at", "finished_at", "error"):
-        if detail.get(key) not in (None, ""):
+    for key in ("id", "kind", "status", "study", "attempts", "worker", "queue", "created_at", "started_at",
+                "finished_at", "error"):
+        if detail.get(key) not in (None, "") and (key != "queue" or detail[key] != DEFAULT_QUEUE):
             click.echo(f"{key:>12}: {named.get(key, detail[key])}")
     wall = wall_seconds(detail)
     if wall is not None:

@@ -216,7 +216,7 @@ def test_a_width_multipliers_default_shows_as_built() -> None:
     from orchestrator.commands.status import job_summary
     from shared.spec import ModelSpec, TrainSpec
 
-    job = SimpleNamespace(id=1, kind="train", status="queued", study_id=None, progress=None, attempts=0, retried_at_attempt=0,
+    job = SimpleNamespace(id=1, kind="train", status="queued", study_id=None, progress=None, attempts=0, retried_at_attempt=0, queue="orch",
                           worker_host=None, error=None, cancel_requested=False)
     widths = {}
     for given in (None, 1.0, 0.5):
@@ -262,3 +262,21 @@ def test_an_ended_jobs_detail_has_its_wall_time(capsys: pytest.CaptureFixture[st
     assert "   wall time: 59.3 s\n" in capsys.readouterr().out
     print_detail({**scored, "finished_at": "2026-11-30T10:05:00"}, 30.0, 3)
     assert "   wall time: 5 min\n" in capsys.readouterr().out
+
+
+def test_a_job_on_another_queue_says_which(orch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A job submitted with --queue nobody reads stayed queued, and no status output named its queue."""
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import jobs as store_jobs
+    from tests.orchestrator.study_builder import open_home
+
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        spec = TrainSpec(model=ModelSpec(arch="resnet18"), data="/d")
+        plain, other = store_jobs.add_job(s, "train", spec).id, store_jobs.add_job(s, "train", spec, queue="nobody").id
+    store.dispose()
+    assert {row["id"]: row["queue"] for row in orch.json("status")} == {plain: "orch", other: "nobody"}
+    table = orch.run("status", check=True).stdout
+    assert "queue" in table.splitlines()[2] and "nobody" in table
+    assert "       queue: nobody\n" in orch.run("status", str(other), check=True).stdout
+    assert "queue:" not in orch.run("status", str(plain), check=True).stdout  # the default queue goes unsaid
