@@ -73,7 +73,10 @@ def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> No
     ax.set_ylim(0.4, len(results) + 0.6)
     draw_chance(ax, analysis, vertical=True)
     diamonds = ", \u25c7 test accuracy" if tested else ""
-    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: mean, 95% CI, seeds as dots{diamonds}")
+    # what is drawn: `orch report --job` runs are one each, and promised intervals it had none of
+    shown = ("mean, 95% CI, seeds as dots" if any(r.summary.ci is not None for r in results)
+             else "one run each: no interval" if all(r.summary.n <= 1 for r in results) else "mean, seeds as dots")
+    ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: {shown}{diamonds}")
     flagged = "; * not converged" if any(r.convergence for r in results) else ""
     # two lines: in the overview, one ran into the curves' title beside it
     ax.set_title(f"{metric_title(analysis.metric)} per config\n(best first{flagged})", loc="left")

@@ -654,3 +654,13 @@ def test_the_holm_family_says_which_comparisons_it_holds() -> None:
     assert "p adjusted for the 2 comparisons that have a p-value together (Holm)" in lines[0], lines[0]
     assert any(line.startswith("norm=ln vs norm=bn: no detectable difference: identical on all 2 seeds")
                for line in lines), lines
+
+
+def test_the_final_charts_axis_says_what_it_draws() -> None:
+    """`orch report --job 1,4,7 --chart final` drew single dots under 'mean, 95% CI, seeds as dots'."""
+    from orchestrator.analysis.charts import SINGLE_CHARTS
+
+    seeds = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 1, [0.55, 0.7], norm="bn")], "val_acc")
+    assert SINGLE_CHARTS["final"](seeds).axes[0].get_xlabel() == "val_acc (%): mean, 95% CI, seeds as dots"
+    jobs = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 0, [0.55, 0.7], norm="ln")], "val_acc", by_job=True)
+    assert SINGLE_CHARTS["final"](jobs).axes[0].get_xlabel() == "val_acc (%): one run each: no interval"
