@@ -228,7 +228,8 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
                        f"{ranked[0]['id']}: val_acc is each run's best epoch, picked on the validation images it is "
                        "measured on", err=True)
         if total > len(ranked):
-            click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all, --study ID|NAME one study", err=True)
+            one_study = ", --study ID|NAME one study" if study_id is None else ""  # not where it was given
+            click.echo(f"the best {len(ranked)} of {total} runs: --limit 0 shows all{one_study}", err=True)
 
 
 def _differing(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -549,3 +549,12 @@ def test_the_leaderboard_says_when_its_top_run_owes_its_place_to_a_pick_on_valid
     for metric in ("last_val_acc", "val_loss"):  # picked by nothing, or not by accuracy: no such note
         assert "ranks first" not in orch.run("report", "--metric", metric, check=True).stderr
     assert "ranks first" not in orch.run("report", "--format", "csv", check=True).stderr  # rows for a script
+
+
+def test_a_cut_leaderboard_offers_one_study_only_where_none_was_given(study: tuple[Orch, dict]) -> None:
+    """`orch report --study S --per-job --limit N` ended with "--study ID|NAME one study"."""
+    orch, _ = study
+    within = orch.run("report", "--study", "norms-groups", "--per-job", "--limit", "2", check=True).stderr
+    assert "the best 2 of 18 runs: --limit 0 shows all\n" in within, within
+    every = orch.run("report", "--limit", "2", check=True).stderr
+    assert "the best 2 of 18 runs: --limit 0 shows all, --study ID|NAME one study" in every, every
