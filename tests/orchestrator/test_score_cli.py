@@ -285,3 +285,33 @@ def test_ctrl_c_of_a_score_wait_names_the_scoring_run(setup: tuple[Orch, dict[st
     parent = next(row["id"] for row in cli(orch, "status") if row["kind"] == "score")
     assert proc.returncode == 130, err
     assert f"`orch status {parent}` follows it, `orch cancel {parent}` stops it" in err, err
+
+
+def test_scoring_a_job_with_a_test_accuracy_says_the_report_will_show_the_new_one(
+        setup: tuple[Orch, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sanity score of 2 images replaced the report's 59.50% on 200 with 100%, without a word."""
+    from tests.orchestrator.study_builder import add_score, open_home
+
+    orch, f = setup
+    args = ["submit", "score", "--job", f["job"], "--data", f["test"], "--out", f"{f['tmp']}/again.csv"]
+    first = orch.run(*args, "--labels", f"{f['tmp']}/labels.csv", check=True)
+    assert "latest test accuracy" not in first.stderr  # none yet
+    store = open_home(orch.home, monkeypatch)
+    add_score(store, int(f["job"]), 0.595)  # 40 images, into /out/JOB.csv
+    store.dispose()
+    again = orch.run(*args, "--labels", f"{f['tmp']}/labels.csv", check=True)
+    assert (f"orch: note: reports show job {f['job']}'s latest test accuracy: 59.50% on 40 images (/out/{f['job']}.csv) "
+            "until this run of 12 images ends, then this run's") in again.stderr, again.stderr
+    assert "latest test accuracy" not in orch.run(*args, check=True).stderr  # unlabelled: no test accuracy to replace
+
+
+def test_scoring_a_cancelled_job_says_it_stopped_part_way(setup: tuple[Orch, dict[str, str]], tmp_path: Path) -> None:
+    """A job cancelled after epoch 1 of 2 was scored as if it had trained, without a word."""
+    orch, f = setup
+    cancelled = add_trained(orch, tmp_path, 0.6, status=JobStatus.cancelled)
+    proc = orch.run("submit", "score", "--job", str(cancelled), "--data", f["test"], "--out", f"{f['tmp']}/c.csv",
+                    check=True)
+    assert (f"orch: note: job {cancelled} is cancelled: its best checkpoint is of the epochs it finished, not of the "
+            f"whole run (`orch retry {cancelled}` resumes it)") in proc.stderr, proc.stderr
+    assert "is cancelled" not in orch.run("submit", "score", "--job", f["job"], "--data", f["test"], "--out",
+                                          f"{f['tmp']}/d.csv", check=True).stderr

@@ -262,6 +262,9 @@ def test_an_ended_jobs_detail_has_its_wall_time(capsys: pytest.CaptureFixture[st
     assert "   wall time: 59.3 s\n" in capsys.readouterr().out
     print_detail({**scored, "finished_at": "2026-11-30T10:05:00"}, 30.0, 3)
     assert "   wall time: 5 min\n" in capsys.readouterr().out
+    # a shard taken over scored again from its start: its own count is its last attempt's
+    print_detail({**trained, "kind": "score_shard", "attempts": 2, "result": {"wall_s": 22.5}}, 30.0, 3)
+    assert "   wall time: 22.5 s (100.0 s from its first start to its end, over 2 attempts)\n" in capsys.readouterr().out
 
 
 def test_a_job_on_another_queue_says_which(orch, monkeypatch) -> None:  # type: ignore[no-untyped-def]
