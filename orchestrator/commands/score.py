@@ -121,8 +121,8 @@ def note_test_accuracy_replaced(obj: CliState, job_id: int, n_images: int) -> No
         last = s.execute(select(Score.accuracy, Score.n_images, Score.out)
                          .where(Score.source_job_id == job_id, Score.is_test, Score.accuracy.is_not(None))
                          .order_by(Score.id.desc()).limit(1)).first()
-    if last is not None and last[0] is not None:
-        accuracy, n, out = last
+    accuracy, n, out = last if last is not None else (None, 0, "")
+    if accuracy is not None:
         click.echo(f"orch: note: reports show job {job_id}'s latest test accuracy: {100 * accuracy:.2f}% on {n} images "
                    f"({out}) until this run of {n_images} images ends, then this run's", err=True)
 
