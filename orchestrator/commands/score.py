@@ -65,8 +65,8 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
         click.echo(f"orch: --best-of {best_of}: job {source_job_id} (the best val_acc of its succeeded jobs)", err=True)
     spec_dict, listing = check_inputs(options, classes)
     if source_job_id is not None:
-        warn_if_trained_on(obj, source_job_id, spec_dict["data"])
-        if spec_dict.get("labels") or listing.labels is not None:
+        held_out = not warn_if_trained_on(obj, source_job_id, spec_dict["data"])
+        if held_out and (spec_dict.get("labels") or listing.labels is not None):
             note_test_accuracy_replaced(obj, source_job_id, len(listing.files))
     spec = pin(parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict}), listing)
     parent_id, shard_ids = queue_score(obj, spec, source_job_id=source_job_id, queue=queue)
@@ -94,10 +94,10 @@ def _labels_for_data(ctx: click.Context, options: dict[str, Any]) -> str | None:
     return None
 
 
-def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> None:
+def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> bool:
     """A note on stderr when the scored folder is one the model saw in training: its accuracy is then
     no test accuracy, and the report leaves it out of test_acc (scoring a training set has its uses:
-    finding mislabelled images)."""
+    finding mislabelled images). True when it is."""
     from shared.scoring.inputs import trained_on
     from shared.store import reads
 
@@ -108,6 +108,7 @@ def warn_if_trained_on(obj: CliState, job_id: int, data: str) -> None:
     if role:
         click.echo(f"orch: note: {data} is job {job_id}'s {role} folder: the accuracy scored on it is not a "
                    "held-out test accuracy, and reports do not show it as test_acc", err=True)
+    return bool(role)
 
 
 def note_test_accuracy_replaced(obj: CliState, job_id: int, n_images: int) -> None:
@@ -124,7 +125,8 @@ def note_test_accuracy_replaced(obj: CliState, job_id: int, n_images: int) -> No
     accuracy, n, out = last if last is not None else (None, 0, "")
     if accuracy is not None:
         click.echo(f"orch: note: reports show job {job_id}'s latest test accuracy: {100 * accuracy:.2f}% on {n} images "
-                   f"({out}) until this run of {n_images} images ends, then this run's", err=True)
+                   f"({out}) until this run of {n_images} images ends, then this run's where every image is "
+                   "labelled", err=True)
 
 
 def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,

@@ -226,7 +226,7 @@ def test_scoring_a_jobs_own_training_or_validation_folder_says_it_is_no_test(
     store.dispose()
     state = CliState(str(tmp_path / "home"))
     for folder, role in (("/data/train", "training"), ("/data/val", "validation"), ("/data/test", None)):
-        warn_if_trained_on(state, job_id, folder)
+        assert warn_if_trained_on(state, job_id, folder) == (role is not None)
         err = capsys.readouterr().err
         assert (f"is job {job_id}'s {role} folder" in err) if role else err == ""
 
@@ -301,7 +301,7 @@ def test_scoring_a_job_with_a_test_accuracy_says_the_report_will_show_the_new_on
     store.dispose()
     again = orch.run(*args, "--labels", f"{f['tmp']}/labels.csv", check=True)
     assert (f"orch: note: reports show job {f['job']}'s latest test accuracy: 59.50% on 40 images (/out/{f['job']}.csv) "
-            "until this run of 12 images ends, then this run's") in again.stderr, again.stderr
+            "until this run of 12 images ends, then this run's where every image is labelled") in again.stderr, again.stderr
     assert "latest test accuracy" not in orch.run(*args, check=True).stderr  # unlabelled: no test accuracy to replace
 
 
