@@ -46,6 +46,7 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
       orch cancel --study 3          # or by name: orch cancel --study groups
     """
     from shared.store.jobs import request_cancel
+    from shared.store.reads import not_answering
 
     with obj.store.session() as s:
         outcome = request_cancel(s, select_jobs(obj, s, job_id, study_id))
@@ -63,19 +64,6 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
         click.echo(f"{jobs}: the worker is not answering; a live worker's sweeper ends "
                    f"{'them' if len(silent) > 1 else 'it'} cancelled when the lease expires "
                    f"(ORCH_LEASE_TTL, {obj.settings.lease_ttl:g} s)")
-
-
-def not_answering(session: Any, job_ids: list[int], lease_ttl: float) -> list[int]:
-    """Those of the running `job_ids` whose worker's last heartbeat is older than the lease."""
-    from sqlalchemy import select
-
-    from shared.store import Job
-    from shared.store.clock import db_now
-
-    if not job_ids:
-        return []
-    return sorted(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == "running",
-                                                       Job.heartbeat_at < db_now() - lease_ttl)))
 
 
 def lost_parts(jobs: list[Job]) -> list[Job]:

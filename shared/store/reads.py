@@ -41,6 +41,17 @@ def running_jobs(session: Session, alive_within: float, limit: int = 5) -> list[
         .order_by(Job.id).limit(limit))]
 
 
+def not_answering(session: Session, job_ids: Sequence[int], lease_ttl: float) -> list[int]:
+    """Those of the running `job_ids` whose worker has not beaten within `lease_ttl` seconds: the
+    complement of `running_jobs`' live ones (a cancel of them waits for the lease to expire)."""
+    from shared.store.clock import db_now
+
+    if not job_ids:
+        return []
+    return sorted(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.running,
+                                                       Job.heartbeat_at < db_now() - lease_ttl)))
+
+
 def study_names(session: Session, study_ids: Sequence[int | None]) -> dict[int, str]:
     """The names of these studies that have one (one query for a listing's rows)."""
     ids = {study_id for study_id in study_ids if study_id is not None}
