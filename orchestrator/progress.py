@@ -15,6 +15,9 @@ from shared.store.jobs import is_finished
 
 POLL_S = 1.0
 NOT_TAKEN_S = 20.0  # a followed job still queued this long gets one line on why (no worker, or busy ones)
+# then a line again where that changes (other jobs run now, fewer wait ahead), at most this often: behind
+# 30 queued jobs, --wait said why once and then nothing for 13 minutes
+REHINT_S = 120.0
 
 
 def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -97,7 +100,7 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
     the time.monotonic() the lines count from (a second wait goes on from the first's)."""
     shown: dict[int, str] = {}
     started = time.monotonic() if started is None else started
-    hinted = False
+    hint, hinted_at = "", -REHINT_S
     try:
         while True:
             states = job_states(obj, job_ids)
@@ -107,10 +110,12 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                     click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
                     shown[job_id] = line
             waited = time.monotonic() - started
-            if not hinted and waited >= NOT_TAKEN_S and all(st["status"] == "queued" for st in states.values()):
+            if waited >= max(NOT_TAKEN_S, hinted_at + REHINT_S) and all(st["status"] == "queued" for st in states.values()):
                 queues = sorted({str(st["queue"]) for st in states.values()})
-                click.echo(f"[{waited:6.0f}s] {not_taken_hint(obj, queues)}", err=True)
-                hinted = True
+                line = not_taken_hint(obj, queues, first=min(job_ids))
+                if line != hint:
+                    click.echo(f"[{waited:6.0f}s] {line}", err=True)
+                    hint, hinted_at = line, waited
             if all(is_finished(state["status"]) for state in states.values()):
                 failed = [i for i, st in states.items() if st["status"] != "succeeded"]
                 done = len(job_ids) - len(failed)
@@ -131,20 +136,22 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
         raise SystemExit(130) from None
 
 
-def not_taken_hint(obj: CliState, queues: list[str] | None = None) -> str:
-    """Why nothing started: every live worker busy (which jobs), or none running a job at all (a job
-    waits in the queue for one, silently); a queue of another name than the default needs a worker
-    that reads it."""
+def not_taken_hint(obj: CliState, queues: list[str] | None = None, first: int | None = None) -> str:
+    """Why nothing started: every live worker busy (which jobs, and how many queued jobs wait ahead of
+    job `first`), or none running a job at all (a job waits in the queue for one, silently); a queue of
+    another name than the default needs a worker that reads it."""
     from shared.config import DEFAULT_QUEUE
 
     with obj.store.session() as s:
         running = reads.running_jobs(s, obj.settings.lease_ttl)
+        ahead = reads.queued_ahead(s, first, queues or [DEFAULT_QUEUE]) if first is not None and running else 0
     other = [q for q in queues or [] if q != DEFAULT_QUEUE]
     reads_it = (f"; the queue is {', '.join(other)}: only a worker started with `orch worker --queues "
                 f"{','.join(other)}` takes it") if other else ""
     if running:
         busy = ", ".join(f"job {job_id}" + (f" on {worker}" if worker else "") for job_id, worker in running)
-        return f"still queued: the workers are busy ({busy}); it starts when one is free{reads_it}"
+        queue = f", and {ahead} queued job{'s' * (ahead != 1)} submitted before it" if ahead else ""
+        return f"still queued: the workers are busy ({busy}){queue}; it starts when one is free{reads_it}"
     return ("still queued and no worker is running a job: is a worker running? `orch worker` starts one (queued "
             f"jobs wait for it; Ctrl-C here stops waiting, not the jobs){reads_it}")
 

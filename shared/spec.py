@@ -24,7 +24,6 @@ from shared.archs import (
     GROUPED_ARCHS,
     NORMS,
     RESNET_ARCHS,
-    WIDTH_MULT_ARCHS,
     WIDTH_MULT_HELP,
     AliasArch,
     Attention,
@@ -143,8 +142,8 @@ class ModelSpec(Spec):
                 raise SpecError("width_mult", f"{data['arch']} is shufflenet_v2 at width_mult {width}; for "
                                               f"width_mult {data['width_mult']} use arch shufflenet_v2")
             data = {**data, "arch": "shufflenet_v2", "width_mult": width}
-        if data.get("width_mult") == 1.0 and data.get("arch") in WIDTH_MULT_ARCHS:
-            data = {**data, "width_mult": None}
+        if data.get("width_mult") == 1.0:  # every network's own width, whether or not it has the knob: a grid
+            data = {**data, "width_mult": None}  # of resnet18,mobilenet_v2 at --width-mult 1.0 was refused
         return data
 
     @model_validator(mode="after")

@@ -118,9 +118,11 @@ CUT = "the 95% interval is cut at what the metric can be (0 to 100%)"
 
 
 def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale,
-            adjusted: Adjusted | None = None) -> Comparison:
+            adjusted: Adjusted | None = None, tests: int = 1) -> Comparison:
     """Paired over the seeds both configs have; a seed only one of them has is left out. With
-    `adjusted` (holm: one of several comparisons against the baseline), its p decides the verdict."""
+    `adjusted` (holm: one of several comparisons against the baseline), its p decides the verdict.
+    `tests`: the comparisons the study makes (paired on 2 seeds or more), which a seed count to aim
+    for plans with: one of identical seeds has no p-value today, and will have one with more seeds."""
     seeds = sorted(set(values) & set(baseline))
     diffs = [values[s] - baseline[s] for s in seeds]
     n = len(diffs)
@@ -135,8 +137,8 @@ def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale,
                           f"from one seed; run at least 2")
     sd = _spread(diffs)
     if sd == 0:
-        return _without_spread(seeds, mean, scale, adjusted)
-    return _paired_t(seeds, mean, sd, scale, adjusted)
+        return _without_spread(seeds, mean, scale, adjusted, tests)
+    return _paired_t(seeds, mean, sd, scale, adjusted, tests)
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,12 @@ def _spread(values: list[float]) -> float:
     return 0.0 if sd <= ROUNDING * max(1.0, max(abs(v) for v in values)) else sd
 
 
-def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjusted | None) -> Comparison:
+def _planned(adjusted: Adjusted | None, tests: int) -> int:
+    """How many comparisons a larger run of the study would adjust together."""
+    return max(adjusted.family if adjusted is not None else 1, tests)
+
+
+def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjusted | None, tests: int) -> Comparison:
     """Every seed gave the same difference: the t statistic is undefined (0/0) or infinite."""
     n = len(seeds)
     if mean == 0:
@@ -202,7 +209,7 @@ def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjus
     if decides < ALPHA:
         word = _direction(mean, scale)
         return Comparison(seeds, mean, None, p, None, word, f"{word}: {same}", _p(adjusted))
-    family = adjusted.family if adjusted is not None else 1
+    family = _planned(adjusted, tests)
     more = "" if p < ALPHA / family else f"; the same sign on {sign_seeds(ALPHA / family)} seeds would be one"
     return Comparison(seeds, mean, None, p, None, "unclear",
                       f"no detectable difference with n={n} seeds ({same}){more}", _p(adjusted))
@@ -216,23 +223,23 @@ def _p(adjusted: Adjusted | None) -> float | None:
     return None if adjusted is None else adjusted.p
 
 
-def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: Adjusted | None) -> Comparison:
+def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: Adjusted | None, tests: int) -> Comparison:
     n = len(seeds)
     se = sd / math.sqrt(n)
     t = mean / se
     p = 2 * tdist.t_cdf(n - 1, -abs(t))  # two-sided: twice the t distribution's upper tail
     half = t_quantile(n - 1) * se
     ci = scale.clip(mean - half, mean + half, difference=True)
-    family = adjusted.family if adjusted is not None else 1
+    family = _planned(adjusted, tests)
     needed = seeds_for_power(abs(mean) / sd, ALPHA / family)  # Holm's first step tests at 5% / family
     cut = " (cut at the largest difference possible)" if ci != (mean - half, mean + half) else ""
     shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}, p={p:.2g}{_said(adjusted)}"
     if (p if adjusted is None else adjusted.p) < ALPHA:
         word = _direction(mean, scale)
         return Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds", _p(adjusted))
-    if p < ALPHA:  # under 5% alone, not with the others in view: its unadjusted interval may exclude 0
+    if adjusted is not None and p < ALPHA:  # under 5% alone, not with the others in view: its unadjusted interval may exclude 0
         return Comparison(seeds, mean, ci, p, needed, "unclear",
-                          f"no detectable difference once the study's {family} comparisons are counted "
+                          f"no detectable difference once the study's {adjusted.family} comparisons are counted "
                           f"({shown.replace('95% CI', 'unadjusted 95% CI')}, n={n} seeds); "
                           f"{_seeds_phrase(needed, mean, scale, family)}", _p(adjusted))
     return Comparison(seeds, mean, ci, p, needed, "unclear",

@@ -73,6 +73,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     others = [config for config in configs if config is not base]
     adjusted = dict(zip(map(id, others), holm([None if by_job else compare(c.by_seed(metric), base_values, scale).p
                                                for c in others]), strict=True))
+    planned = sum(len(set(c.by_seed(metric)) & set(base_values)) >= 2 for c in others)  # what a seed count plans for
     # validation accuracy only: the test set's most common class is not recorded
     chance = next((c for c in map(chance_of, configs) if c), None) if metric in VALIDATION_ACCURACY else None
     results, lasts = [], []
@@ -80,7 +81,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         values = config.by_seed(metric)
         comparison = (_baseline_row(values) if config is base
                       else single_difference(_only(values), _only(base_values), scale) if by_job
-                      else compare(values, base_values, scale, adjusted[id(config)]))
+                      else compare(values, base_values, scale, adjusted[id(config)], planned))
         tests = list(config.by_seed("test_acc").values())
         summary = summarize(list(values.values()), scale)
         if chance is not None and chance.images:  # a validation accuracy: its images' error too

@@ -6,6 +6,8 @@ the model zoo inside the command so `orch --help` never loads torch.
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -16,7 +18,10 @@ from shared.errors import SpecError
 from shared.spec import ARCHS, RESNEXT_BASE, ModelSpec
 
 # shared.models.counting.DESCRIBE_KEYS, without importing torch
-COLUMNS = ("arch", "groups", "width_per_group", "width_mult", "attention", "norm", "stem", "params", "gmacs")
+COLUMNS = ("arch", "groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm", "stem", "params",
+           "gmacs")
+OPTIONAL = {"attention_reduction": "reduction"}  # shown only where a row has one (se or cbam), under this name
+PROGRESS_FROM = 6  # rows: counting a deep net takes about a second, and a grid of 36 was silent for 24 s
 FIELDS = option_fields(ModelSpec, grid=True, exclude=("pretrained",))  # the axes take comma lists
 # options that only some architectures take: without --arch, they pick the architectures
 KNOBS = ("groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm")
@@ -48,7 +53,7 @@ def models(as_json: bool, **options: Any) -> None:
     from shared.archs import BOTTLENECK_ARCHS
     from shared.models import describe  # torch: only once the input is known to be good
 
-    rows = [describe(spec) for spec in specs]
+    rows = [describe(spec) for spec in _shown_progress(specs)]
     click.echo(json.dumps(rows, indent=2) if as_json else format_table(rows))
     if not as_json and any(row["arch"] in BOTTLENECK_ARCHS for row in rows):
         click.echo("note: bottleneck ResNets stride on the first 1x1 of a downsampling block, as in the ResNet "
@@ -78,13 +83,24 @@ def build_specs(options: dict[str, Any]) -> list[ModelSpec]:
     return specs
 
 
+def _shown_progress(specs: list[ModelSpec]) -> Iterator[ModelSpec]:
+    """The specs, with a bar on stderr while they are counted, where stderr is a terminal and there are
+    enough of them to wait for."""
+    if len(specs) < PROGRESS_FROM or not sys.stderr.isatty():
+        yield from specs
+        return
+    with click.progressbar(specs, label=f"counting {len(specs)} models", file=sys.stderr) as bar:
+        yield from bar
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain aligned columns (numbers right-aligned): readable, greppable, no terminal tricks."""
-    cells = [list(COLUMNS)] + [[_cell(key, row[key]) for key in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    keys = [key for key in COLUMNS if key not in OPTIONAL or any(row[key] is not None for row in rows)]
+    cells = [[OPTIONAL.get(key, key) for key in keys]] + [[_cell(key, row[key]) for key in keys] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(keys))]
     left = {"arch", "attention", "norm", "stem"}
     return "\n".join(
-        "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, c, w in zip(COLUMNS, line, widths, strict=True)).rstrip()
+        "  ".join(c.ljust(w) if k in left else c.rjust(w) for k, c, w in zip(keys, line, widths, strict=True)).rstrip()
         for line in cells
     )
 

@@ -40,7 +40,8 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
                    "measured on, so it flatters noisy runs; last_val_acc: the last epoch, picked by nothing; "
                    "val_loss (at the best val_acc epoch): lower is better.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table", show_default=True,
-              help="table for the terminal; json, csv or md (every column) for scripts and notes.")
+              help="table for the terminal and md for notes (a setting the same in every row is left out of the "
+                   "leaderboard's); json or csv (every column) for scripts.")
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json (as `orch status --json`).")
 @click.option("--limit", default=LIMIT_DEFAULT, show_default=True, help="Rows of the leaderboard (all jobs, or --per-job); 0: all.")
 @click.option("--per-job", is_flag=True, help="With --study: one row per job instead of per config.")

@@ -9,9 +9,10 @@ import click
 
 from orchestrator.context import CliState, pass_state
 from orchestrator.tables import for_display, print_table
+from shared.archs import RESNET_ARCHS
 from shared.config import DEFAULT_QUEUE
 from shared.errors import OrchError
-from shared.spec import SPEC_FOR_KIND, Spec, TrainSpec, read_stored
+from shared.spec import SPEC_FOR_KIND, ModelSpec, Spec, TrainSpec, read_stored
 
 if TYPE_CHECKING:
     from shared.store import Job
@@ -40,8 +41,9 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
         "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,
         "groups": train.model.as_built().groups if train else None,  # None (left out) where the arch has none
-        # the newer axes, empty (so the table leaves them out) where a job keeps their default
-        "attention": train.model.attention if train and train.model.attention != "none" else None,
+        # "none" where the arch takes attention (the report's value), None where it does not (the MobileNets)
+        "attention": train.model.attention if train and train.model.arch in RESNET_ARCHS else None,
+        "attention_reduction": train.model.as_built().attention_reduction if train else None,  # None without attention
         "width_mult": train.model.as_built().width_mult if train else None,  # 1.0 as built, not blank as defaulted
         "lr": train.lr if train else None, "seed": train.seed if train else None, "epoch": progress,
         # for scripts: the epoch column above is a display string ("2/4 +30%")
@@ -82,6 +84,17 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
     elif row["status"] == "queued" and row.get("shards") and row["shards"]["running"] + row["shards"]["succeeded"]:
         shown["status"] = "scoring"  # its shards run: the parent job waits in the store for the last one
     return shown
+
+
+# the newer axes' defaults: a column of nothing else is left out of the table (JSON keeps it), as a
+# column of blanks is; a study of se against none shows both
+TABLE_DEFAULTS = {"attention": "none", "attention_reduction": ModelSpec.model_fields["attention_reduction"].default}
+
+
+def without_defaults(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` without the columns of TABLE_DEFAULTS that hold nothing but the default (or no value)."""
+    same = {key for key, default in TABLE_DEFAULTS.items() if all(row.get(key) in (None, default) for row in rows)}
+    return [{k: v for k, v in row.items() if k not in same} for row in rows]
 
 
 def is_silent(row: dict[str, Any], lease_ttl: float) -> bool:
@@ -223,7 +236,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         if as_json:
             click.echo(json.dumps(rows, indent=2))
         elif rows:
-            print_table([table_row(row, obj.settings.lease_ttl) for row in for_display(rows)], title="jobs",
+            print_table([table_row(row, obj.settings.lease_ttl) for row in for_display(without_defaults(rows))], title="jobs",
                         drop_first=("worker", "attempts", "kind", "lr", "study", "seed"))
             note = silent_note(rows, obj.settings.lease_ttl, obj.settings.max_attempts)
             if note:

@@ -12,7 +12,8 @@ from shared.archs import RESNET_ARCHS, built_width_mult
 from shared.complexity import resolve_stem
 from shared.spec import ModelSpec
 
-DESCRIBE_KEYS = ("arch", "groups", "width_per_group", "width_mult", "attention", "norm", "stem", "params", "gmacs")
+DESCRIBE_KEYS = ("arch", "groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm", "stem",
+                 "params", "gmacs")
 
 
 def describe(spec: ModelSpec, build: Callable[[ModelSpec], nn.Module]) -> dict[str, Any]:
@@ -27,6 +28,8 @@ def describe(spec: ModelSpec, build: Callable[[ModelSpec], nn.Module]) -> dict[s
         "width_per_group": spec.built_width,
         "width_mult": built_width_mult(spec.arch, spec.width_mult),
         "attention": spec.attention if resnet else None,
+        # rows of se at reduction 4 and 16 differed in params alone
+        "attention_reduction": spec.attention_reduction if resnet and spec.attention != "none" else None,
         "norm": spec.norm_name,  # every architecture's own is BatchNorm
         # what `auto` chose at this image size: at 32 px two rows differed only in gmacs, with nothing to say why
         "stem": resolve_stem(spec.stem, spec.image_size),

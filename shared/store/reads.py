@@ -41,6 +41,14 @@ def running_jobs(session: Session, alive_within: float, limit: int = 5) -> list[
         .order_by(Job.id).limit(limit))]
 
 
+def queued_ahead(session: Session, job_id: int, queues: Sequence[str]) -> int:
+    """Queued jobs on `queues` submitted before `job_id`: those a worker takes first (a resumed job goes
+    ahead of them all). A scoring run's parent is not counted: its shards are the jobs that run."""
+    return int(session.scalar(select(func.count()).select_from(Job).where(
+        Job.status == JobStatus.queued, Job.id < job_id, Job.queue.in_(list(queues)),
+        Job.kind != JobKind.score)) or 0)
+
+
 def not_answering(session: Session, job_ids: Sequence[int], lease_ttl: float) -> list[int]:
     """Those of the running `job_ids` whose worker has not beaten within `lease_ttl` seconds: the
     complement of `running_jobs`' live ones (a cancel of them waits for the lease to expire)."""

@@ -13,7 +13,9 @@ from orchestrator.cli import main
 from shared.spec import ARCHS
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["arch", "groups", "width_per_group", "width_mult", "attention", "norm", "stem", "params", "gmacs"]
+KEYS = ["arch", "groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm", "stem", "params",
+        "gmacs"]
+TABLE_KEYS = [key for key in KEYS if key != "attention_reduction"]  # a column only where a row has attention
 
 
 def orch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -38,7 +40,7 @@ def test_table2_as_json() -> None:
 
 def test_table_output() -> None:
     lines = invoke("models", "--arch", "resnet18,resnet50", "--norm", "bn,ln", "--num-classes", "10").splitlines()
-    assert lines[0].split() == KEYS
+    assert lines[0].split() == TABLE_KEYS
     assert len(lines) == 1 + 4  # the cross product of 2 archs x 2 norms
     assert lines[1].split()[:6] == ["resnet18", "1", "64", "-", "none", "bn"] and "11,181,642" in lines[1]
 
@@ -47,7 +49,7 @@ def test_no_arch_lists_every_architecture() -> None:
     rows = json.loads(invoke("models", "--json", "--image-size", "64"))
     assert [r["arch"] for r in rows] == list(ARCHS)
     assert rows[5] == {"arch": "mobilenet_v2", "groups": None, "width_per_group": None, "width_mult": 1.0,
-                       "attention": None, "norm": "bn", "stem": "small", "params": 3_504_872,
+                       "attention": None, "attention_reduction": None, "norm": "bn", "stem": "small", "params": 3_504_872,
                        "gmacs": rows[5]["gmacs"]}
 
 
@@ -69,6 +71,26 @@ def test_next_weeks_models_as_json() -> None:
         ("none", 25_557_032, 3.858), ("se", 28_088_024, 3.86), ("cbam", 28_089_624, 3.864)]
     rows = json.loads(invoke("models", "--arch", "shufflenet_v1", "--groups", "1,2,3,4,8", "--json"))
     assert [round(r["gmacs"] * 1000) for r in rows] == [143, 141, 137, 134, 138]  # Table 1: 143/140/137/133/137
+
+
+def test_the_attention_reduction_tells_rows_apart() -> None:
+    """Rows of se at reduction 4 and 16 read the same but for their params: no column said why."""
+    lines = invoke("models", "--arch", "resnet18", "--attention", "none,se", "--attention-reduction", "4,16",
+                   "--image-size", "32").splitlines()
+    assert lines[0].split() == [*TABLE_KEYS[:5], "reduction", *TABLE_KEYS[5:]]
+    assert [line.split()[4:6] for line in lines[1:]] == [["none", "-"], ["se", "4"], ["se", "16"]]  # none: one row
+    rows = json.loads(invoke("models", "--arch", "resnet18", "--attention", "none,cbam", "--image-size", "32", "--json"))
+    assert [(r["attention"], r["attention_reduction"]) for r in rows] == [("none", None), ("cbam", 16)]
+
+
+def test_the_default_width_multiplier_builds_every_network() -> None:
+    """--width-mult 1.0, every network's own width, refused a grid of resnet18,mobilenet_v2 (--groups 1 and
+    --attention none, the others' defaults, were taken by every architecture)."""
+    rows = json.loads(invoke("models", "--arch", "resnet18,mobilenet_v2", "--width-mult", "1.0", "--image-size", "32",
+                             "--json"))
+    assert [(r["arch"], r["width_mult"]) for r in rows] == [("resnet18", None), ("mobilenet_v2", 1.0)]
+    result = orch("models", "--arch", "resnet18", "--width-mult", "0.5")
+    assert result.returncode == 2 and "--width-mult: width_mult applies to mobilenet_v2" in result.stderr
 
 
 def test_help_teaches_with_examples() -> None:

@@ -8,6 +8,7 @@ so the intervals and p-values of a 3-seed paired test are checked without scipy:
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -664,3 +665,20 @@ def test_the_final_charts_axis_says_what_it_draws() -> None:
     assert SINGLE_CHARTS["final"](seeds).axes[0].get_xlabel() == "val_acc (%): mean, 95% CI, seeds as dots"
     jobs = analyse([run(1, 0, [0.5, 0.6], norm="bn"), run(2, 0, [0.55, 0.7], norm="ln")], "val_acc", by_job=True)
     assert SINGLE_CHARTS["final"](jobs).axes[0].get_xlabel() == "val_acc (%): one run each: no interval"
+
+
+def test_a_seed_count_plans_for_every_comparison_the_study_makes() -> None:
+    """With se identical to the baseline on both seeds (no p-value, so no Holm family), cbam's line said
+    "about 8 seeds would detect 2.50 points": with 8 seeds se has a p-value too, and both are adjusted
+    together, at 2.5% for the first step: 10 seeds. Here ln is the identical one, gn the gain."""
+    base = [run(1, 0, [0.50], norm="bn"), run(2, 1, [0.60], norm="bn")]
+    same = [run(3, 0, [0.50], norm="ln"), run(4, 1, [0.60], norm="ln")]
+    cbam = [run(5, 0, [0.54], norm="gn"), run(6, 1, [0.61], norm="gn")]
+    results = {r.config.label: r.comparison for r in analyse(base + same + cbam, "val_acc").results}
+    gain = results["norm=gn"]
+    effect = gain.diff / statistics.stdev([0.04, 0.01])
+    assert gain.p_adjusted is None  # one comparison has a p-value: nothing to adjust today
+    assert gain.seeds_needed == seeds_for_power(effect, 0.025) > seeds_for_power(effect, 0.05)
+    assert f"about {gain.seeds_needed} seeds would detect 2.50 points at 80% power among 2 comparisons" in gain.verdict
+    alone = next(r.comparison for r in analyse(base + cbam, "val_acc").results if r.config.label == "norm=gn")
+    assert alone.seeds_needed == seeds_for_power(effect, 0.05) and "among" not in alone.verdict

@@ -227,6 +227,29 @@ def test_a_width_multipliers_default_shows_as_built() -> None:
     assert job_summary(job, resnet, None)["width_mult"] is None  # type: ignore[arg-type]  # no such knob: left out
 
 
+def test_attention_reads_as_the_report_has_it() -> None:
+    """`orch status --json` gave attention null for a plain ResNet where the report and the job's spec said
+    "none" (a script filtering on "none" missed them), and no reduction: rows of se at 4 and at 16 read the
+    same. The table leaves out a column of nothing but defaults, and shows one that tells rows apart."""
+    from types import SimpleNamespace
+
+    from orchestrator.commands.status import job_summary, without_defaults
+    from shared.spec import ModelSpec, TrainSpec
+
+    job = SimpleNamespace(id=1, kind="train", status="queued", study_id=None, progress=None, attempts=0, retried_at_attempt=0,
+                          queue="orch", worker_host=None, error=None, cancel_requested=False)
+
+    def row(**model: object) -> dict[str, object]:
+        spec = TrainSpec(model=ModelSpec(image_size=32, **model), data="/d")  # type: ignore[arg-type]
+        return job_summary(job, spec, None)  # type: ignore[arg-type]
+
+    plain, se4, mobile = row(arch="resnet18"), row(arch="resnet18", attention="se", attention_reduction=4), row(arch="mobilenet_v2")
+    assert [(r["attention"], r["attention_reduction"]) for r in (plain, se4, mobile)] == [("none", None), ("se", 4), (None, None)]
+    assert "attention" not in without_defaults([plain, mobile])[0]  # nothing but the default: no column
+    assert "attention_reduction" not in without_defaults([plain, row(arch="resnet18", attention="se")])[0]
+    assert [r["attention_reduction"] for r in without_defaults([plain, se4])] == [None, 4]
+
+
 def test_a_silent_job_on_its_last_attempt_is_said_to_fail_not_resume() -> None:
     """After a job's third lost attempt, `running?` promised a takeover and a resume; the sweeper failed it."""
     from orchestrator.commands.status import heartbeat_line, silent_note

@@ -50,6 +50,12 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
         assert Lease.acquire(store, ids[0], "orch-7@lab", ttl=30) is not None
         assert not_taken_hint(obj) == (f"still queued: the workers are busy (job {ids[0]} on orch-7@lab); it "
                                        "starts when one is free")
+        # behind a long queue --wait said why once, then nothing for 13 minutes: how many wait ahead of it
+        with store.session() as s:
+            later = store_jobs.add_job(s, "train", TrainSpec(model=ModelSpec(arch="resnet18"), data="/d")).id
+        assert not_taken_hint(obj, first=later) == (f"still queued: the workers are busy (job {ids[0]} on orch-7@lab), "
+                                                    "and 1 queued job submitted before it; it starts when one is free")
+        assert not_taken_hint(obj, first=ids[1]) == not_taken_hint(obj)  # none ahead: nothing said of the queue
         # a queue no default worker reads: the hint named no queue while a worker idled on `orch`
         assert not_taken_hint(obj, ["gpu"]).endswith("the queue is gpu: only a worker started with "
                                                      "`orch worker --queues gpu` takes it")
@@ -86,3 +92,24 @@ def test_wait_shows_a_running_jobs_place_inside_its_epoch() -> None:
     state = {"status": "running", "epoch": 1, "epochs": 4, "val_acc": 0.6, "error": None,
              "inside": inside_epoch(progress, 1, step=5)}
     assert describe_state(7, state) == "job 7: running  epoch 1/4  val_acc 60.00%  (epoch 2: 25%)"
+
+
+def test_a_long_wait_in_the_queue_says_again_what_changed(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Behind 30 queued jobs --wait said why at 20 s, then nothing until the job ran 13 minutes later: it
+    says again where the line changes (another job runs, fewer wait ahead), at most every REHINT_S."""
+    from orchestrator import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + 10.0))
+    queued = {"status": "queued", "epoch": None, "epochs": 1, "val_acc": None, "error": None, "queue": "orch"}
+    ends_at = 600.0
+    monkeypatch.setattr(progress, "job_states", lambda obj, ids: {
+        7: {**queued, "status": "succeeded"} if clock[0] >= ends_at else queued})
+    # the queue ahead shrinks by one job a minute; the busy worker's job never changes
+    monkeypatch.setattr(progress, "not_taken_hint", lambda obj, queues, first: f"{9 - int(clock[0] // 60)} ahead")
+    assert progress.wait_for(SimpleNamespace(), [7]) is True  # type: ignore[arg-type]
+    hints = [line for line in capsys.readouterr().err.splitlines() if "ahead" in line]
+    assert hints == ["[    20s] 9 ahead", "[   140s] 7 ahead", "[   260s] 5 ahead", "[   380s] 3 ahead",
+                     "[   500s] 1 ahead"]

@@ -78,7 +78,8 @@ def test_width_rule_and_override() -> None:
 
 def test_describe_has_exactly_the_documented_keys() -> None:
     row = describe(ModelSpec(arch="mobilenet_v3_small", num_classes=10, image_size=64))
-    assert list(row) == ["arch", "groups", "width_per_group", "width_mult", "attention", "norm", "stem", "params", "gmacs"]
+    assert list(row) == ["arch", "groups", "width_per_group", "width_mult", "attention", "attention_reduction", "norm",
+                         "stem", "params", "gmacs"]
     assert row["stem"] == "small" and describe(ModelSpec(arch="resnet18", image_size=224))["stem"] == "imagenet"
     assert (row["groups"], row["width_mult"], row["attention"]) == (None, None, None)  # knobs it does not take
     assert isinstance(row["params"], int) and isinstance(row["gmacs"], float)
