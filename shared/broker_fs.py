@@ -50,7 +50,11 @@ class Channel(filesystem.Channel):
         # The time is in nanoseconds: a study's cells are sent within a millisecond, and a millisecond
         # stamp left their order to the uuid. It is the wall clock: a monotonic one restarts at a
         # reboot (the messages sent after it would overtake those waiting) and differs per machine.
-        name = f"{message_rank(payload)}-{time.time_ns():020d}_{uuid.uuid4()}.{queue}.msg"
+        # A message put back (kombu restores the unacked ones of a worker that stops) keeps the time of its
+        # first send, so it goes back to its place: with a new one, a stop sent the next job behind all the
+        # jobs submitted after it.
+        sent_ns = first_sent_ns(payload)
+        name = f"{message_rank(payload)}-{sent_ns:020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         try:  # the temp file is `.<name>.<pid>.tmp` beside it: hidden, and no queue's name matches it
             with atomic_path(final, fsync=False) as temp:  # no fsync: a message is not a checkpoint
@@ -79,6 +83,19 @@ class Channel(filesystem.Channel):
             finally:
                 temp.unlink(missing_ok=True)
         super()._queue_bind(exchange, routing_key, pattern, queue)  # type: ignore[no-untyped-call]
+
+
+SENT_NS = "orch_sent_ns"  # the message property that holds the time of its first send
+
+
+def first_sent_ns(payload: Any) -> int:
+    """The time of the message's first send: its property where it has one, else now, recorded in it."""
+    properties = payload.get("properties") if isinstance(payload, dict) else None
+    if not isinstance(properties, dict):
+        return time.time_ns()
+    if not isinstance(properties.get(SENT_NS), int):
+        properties[SENT_NS] = time.time_ns()
+    return int(properties[SENT_NS])
 
 
 def message_rank(payload: Any) -> int:

@@ -19,6 +19,10 @@ DEFAULT_QUEUE = "orch"  # the Celery queue jobs go to unless --queue names anoth
 # same way). A job resuming after a crash or a worker stop goes before jobs that have not started yet, so
 # a lost worker costs its job the lease TTL, not a wait behind the whole queue.
 PRIORITY_RESUME, PRIORITY_NEW = 0, 5
+# A message a stopping worker took and did not run goes back before the jobs that have not started (it was
+# the next of them), behind those resuming (on Redis, kombu's lists step 0, 3, 6, 9: it joins the resuming
+# ones' list at its end); sent back at 5 it went behind the jobs submitted after it, and ran after them.
+PRIORITY_RETURNED = 1
 BROKER_SCHEMES = ("filesystem", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 

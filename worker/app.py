@@ -10,8 +10,8 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 from celery.signals import worker_shutting_down
 
-from shared.celery_app import TASK_NAMES, make_celery
-from shared.config import Settings, redact
+from shared.celery_app import TASK_NAMES, make_celery, send_job
+from shared.config import DEFAULT_QUEUE, PRIORITY_NEW, PRIORITY_RETURNED, Settings, redact
 from shared.delivery import deliver_unsent
 from shared.errors import StoreUnavailable
 from shared.store import JobStatus, Outcome, open_store
@@ -66,7 +66,11 @@ class JobFailed(Exception):
 
 
 def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
+    kind = next(k for k, task_name in TASK_NAMES.items() if task_name == name)
+
     def run_job(task: Task, job_id: int) -> str:
+        if supervisor.shutdown.is_set():  # Celery ran a message after the stop began: give it back in its place
+            return give_back_message(app, task, kind, int(job_id))
         try:
             outcome = supervisor.run(int(job_id))
         except StoreUnavailable as exc:  # only while stopping: otherwise the supervisor waits for the store
@@ -86,6 +90,24 @@ def _register(app: Celery, name: str, supervisor: Supervisor) -> None:
 
     run_job.__name__ = run_job.__qualname__ = name.replace(".", "_")
     app.task(name=name, bind=True, acks_late=True, ignore_result=True, throws=(JobFailed,))(run_job)
+
+
+def give_back_message(app: Celery, task: Task, kind: str, job_id: int) -> str:
+    """Send the message of a job this stopping worker will not run back to its queue, at PRIORITY_RETURNED
+    (or its own, if that is sooner: a resuming job's); the one taken is then acked. Acked as 'not taken',
+    it was gone until the relay's re-send, behind the jobs submitted after it: a worker stop ran them first."""
+    delivery = task.request.delivery_info or {}
+    queue = str(delivery.get("routing_key") or DEFAULT_QUEUE)
+    given = delivery.get("priority")
+    priority = min(PRIORITY_NEW if given is None else int(given), PRIORITY_RETURNED)
+    try:
+        send_job(app, job_id, kind, queue, getattr(task.request, "argsrepr", None), priority)
+    except Exception as exc:  # the broker is away: the relay re-sends the message it finds missing
+        log.warning("job %s: not taken (this worker is stopping), and its message could not be sent back (%s); "
+                    "the relay re-sends it", job_id, redact(str(exc).splitlines()[0] if str(exc) else repr(exc)))
+    else:
+        log.info("job %s: not taken (this worker is stopping); its message is back in the queue", job_id)
+    return "not taken: this worker is stopping; the job's message is back in its queue"
 
 
 def ended_with_error(supervisor: Supervisor, job_id: int) -> str | None:

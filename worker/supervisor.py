@@ -53,7 +53,8 @@ class Supervisor:
         return patiently(fn, math.inf, stop=self.shutdown)
 
     def run(self, job_id: int) -> Outcome:
-        if self.shutdown.is_set():  # a message taken while stopping: the relay re-sends what is not taken
+        if self.shutdown.is_set():  # the stop began since the task's own check (worker/app.py gives the message
+            # back): acked with no job taken, the relay re-sends it
             log.info("job %s: not taken (this worker is stopping)", job_id)
             return Outcome.skipped
         asked = time.monotonic()  # the acquire stamps the lease after this instant

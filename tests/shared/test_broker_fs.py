@@ -202,3 +202,25 @@ def test_a_home_that_cannot_hold_the_broker_is_one_line_naming_the_setting(tmp_p
     with pytest.raises(ConfigError, match=r"^--home / ORCH_HOME: cannot create the embedded broker's folder .*"
                                           r"broker/queue \(Not a directory\)$"):
         transport_options(load_settings(tmp_path / "home"))
+
+
+def test_a_message_put_back_keeps_its_place(tmp_path: Path) -> None:
+    """A worker that stops with a message taken and not acked puts it back (kombu restores it): with the
+    time of the put back in its name, it went behind every message sent after it, and the next worker
+    ran those jobs first."""
+    from kombu import Exchange, Queue
+
+    for sub in ("q", "done", "control"):
+        (tmp_path / sub).mkdir()
+    jobs = Queue("jobs", Exchange("jobs", type="direct"), routing_key="jobs")
+    transport = {**options(tmp_path), "control_folder": str(tmp_path / "control")}
+    with Connection("filesystem://", transport=Transport, transport_options=transport) as conn:
+        producer = conn.Producer()
+        for n in range(3):
+            producer.publish({"n": n}, exchange=jobs.exchange, routing_key="jobs", declare=[jobs])
+        taker = conn.channel()
+        first = taker.basic_get("jobs", no_ack=False)  # taken, not acked
+        assert first is not None and first.payload == {"n": 0}
+        taker.close()  # the stopping worker's channel: its unacked message goes back
+        channel = conn.channel()
+        assert [channel.basic_get("jobs", no_ack=True).payload["n"] for _ in range(3)] == [0, 1, 2]

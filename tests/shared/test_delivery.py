@@ -213,3 +213,32 @@ def test_a_job_queued_with_no_message_left_is_recovered_by_a_real_relay_thread(s
     assert setup.size() == 1
     with setup.store.session() as s:
         assert s.get(Job, owed[0].job_id).status == JobStatus.queued
+
+
+def test_a_message_a_stopping_worker_took_goes_back_in_its_place(setup: Setup) -> None:
+    """A worker stopping with SIGTERM took the next job's message, said "not taken (this worker is
+    stopping)" and acked it: the relay re-sent it 5 s later, behind the jobs submitted after it, and the
+    next worker ran those first (25, 23, 26, 24). Given back, it is the next message again; a resuming
+    job's own message keeps its place ahead of every new one."""
+    import json
+    from types import SimpleNamespace
+
+    from shared.config import PRIORITY_NEW, PRIORITY_RESUME
+    from worker.app import give_back_message
+
+    def next_job() -> int:
+        with setup.app.connection_for_write() as conn:
+            return int(json.loads(conn.default_channel.basic_get("orch", no_ack=True).body)[0][0])
+
+    def taken(priority: int) -> Any:  # the task a stopping worker ran, as Celery's request has it
+        return SimpleNamespace(request=SimpleNamespace(delivery_info={"routing_key": "orch", "priority": priority},
+                                                       argsrepr="a label"))
+
+    first, second, third = (row.job_id for row in submit(setup, 3))
+    setup.take_oldest()  # the stopping worker takes the first job's message
+    give_back_message(setup.app, taken(PRIORITY_NEW), "train", first)  # type: ignore[arg-type]
+    assert [next_job() for _ in range(3)] == [first, second, third]
+    submit(setup, 2)  # and a job the stopping worker gave back resuming goes before them
+    give_back_message(setup.app, taken(PRIORITY_RESUME), "train", third)  # type: ignore[arg-type]
+    give_back_message(setup.app, taken(PRIORITY_NEW), "train", first)  # type: ignore[arg-type]
+    assert next_job() == third and next_job() == first
