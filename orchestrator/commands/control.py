@@ -95,6 +95,10 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
     require_broker(obj, unchanged="nothing was requeued")
     with obj.store.session() as s:
         selected = select_jobs(obj, s, job_id, study_id)
+        shard = next((job for job in selected if job.id == job_id and job.kind == "score_shard"), None)
+        if shard is not None:  # requeued alone it was cancelled at once, its scoring run having ended
+            raise OrchError(f"JOB_ID: job {shard.id} is a shard of scoring run {shard.parent_id}: `orch retry "
+                            f"{shard.parent_id}` requeues the run, its failed and cancelled shards with it")
         # a job a cancel is stopping reads "running": say why a retry of it did nothing
         states = {job.id: "stopping after orch cancel (retry it once it has stopped)"
                   if job.status == "running" and job.cancel_requested else str(job.status) for job in selected}

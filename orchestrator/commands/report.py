@@ -213,7 +213,9 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     elif fmt == "md":
         click.echo(render(for_display(_differing(ranked, SETTINGS)), fmt))
     else:
-        drop_first = [column for column in LEADERBOARD_DROP_FIRST if column != metric]  # never what ranks
+        unfinished = any(row.get("status") != "succeeded" for row in ranked)  # a cancelled run ranked among the rest
+        drop_first = [column for column in LEADERBOARD_DROP_FIRST  # never what ranks, nor an unfinished run's status
+                      if column != metric and not (column == "status" and unfinished)]
         shown = _differing(ranked, ("data", "val", *SETTINGS))
         print_table(for_display(shown), title=f"leaderboard by {metric}", drop_first=drop_first,
                     every_column="--format json")

@@ -171,6 +171,9 @@ def _best_of_job(job: TrainedJob, artifacts: Path) -> tuple[str, int, list[str]]
                                  "wait for it to end, or pass --checkpoint FILE")
     if job.best is None:
         raise SpecError("--job", f"job {job.id} has no best checkpoint (status {job.status})")
+    if not Path(job.best).is_file() and Path(job.best).parent.is_dir():  # its folder is here, the file not
+        raise SpecError("--job", f"job {job.id}'s best checkpoint {job.best} is missing (deleted or moved?); "
+                                 "--checkpoint FILE scores a copy of it")
     if not Path(job.best).is_file():  # recorded by a worker whose ORCH_ARTIFACTS this host does not see
         raise SpecError("--job", f"job {job.id}'s best checkpoint {job.best} is not on this host (its ORCH_ARTIFACTS "
                                  f"here: {artifacts}); every host of a lab needs the workers' "

@@ -147,11 +147,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def heartbeat_line(age_s: float, lease_ttl: float, last_attempt: bool = False) -> str:
-    """How long ago the running job's worker last said it was alive, and what happens if it is gone."""
+def heartbeat_line(age_s: float, lease_ttl: float, last_attempt: bool = False, cancelling: bool = False) -> str:
+    """How long ago the running job's worker last said it was alive, and what happens if it is gone (as
+    `silent_note` says it under the list: a cancel asked ends it cancelled, before the attempts count)."""
     if age_s <= lease_ttl:
         return f"{age_s:.0f} s ago"
-    then = ("fails it, its attempts being spent (ORCH_MAX_ATTEMPTS); `orch retry` then resumes it from its last "
+    then = ("ends it cancelled, as `orch cancel` asked" if cancelling else
+            "fails it, its attempts being spent (ORCH_MAX_ATTEMPTS); `orch retry` then resumes it from its last "
             "checkpoint" if last_attempt else "takes the job over and it resumes from its last checkpoint")
     return f"{age_s:.0f} s ago: its worker is not answering (the lease is {lease_ttl:.0f} s); a live worker's sweeper {then}"
 
@@ -269,7 +271,8 @@ def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) ->
         click.echo(f"{'progress':>12}: {detail['progress']['said']}")
     if detail.get("heartbeat_age_s") is not None:
         last = is_last_attempt(detail, max_attempts)
-        click.echo(f"{'heartbeat':>12}: {heartbeat_line(detail['heartbeat_age_s'], lease_ttl, last)}")
+        line = heartbeat_line(detail["heartbeat_age_s"], lease_ttl, last, cancelling=bool(detail.get("cancel_requested")))
+        click.echo(f"{'heartbeat':>12}: {line}")
     click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")
     if detail["model_info"]:
         click.echo(f"{'model':>12}: {json.dumps(detail['model_info'])}")

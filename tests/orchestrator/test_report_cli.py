@@ -501,6 +501,11 @@ def test_a_studys_statistics_are_over_its_finished_runs(orch: Orch, monkeypatch:
             "epoch 3 of 3; norm=ln)") in proc.stderr
     per_job = orch.json_report("--study", "part", "--per-job", "--limit", "0")
     assert len(per_job) == 6  # every job's epochs so far, there
+    # ranked among finished runs, a cancelled one's status was the first column a narrow terminal lost
+    orch.env = {**orch.env, "COLUMNS": "100"}
+    narrow = orch.run("report", "--study", "part", "--per-job", "--limit", "0", check=True)
+    assert "narrow terminal, not shown:" in narrow.stderr and "status" not in narrow.stderr.split("not shown:")[1]
+    assert "cancelled" in narrow.stdout and "running" in narrow.stdout
 
 
 def test_the_leaderboard_of_every_run_names_each_runs_study_and_fits_columns(study: tuple[Orch, dict]) -> None:

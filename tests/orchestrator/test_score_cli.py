@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,13 @@ def setup(orch: Orch, tmp_path: Path) -> tuple[Orch, dict[str, str]]:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "shifted.csv").write_text("".join(f"{i + 1},{i % 2}\n" for i in range(12)))
     running = add_trained(orch, tmp_path, 0.9, status=JobStatus.running)
-    elsewhere = add_trained(orch, tmp_path, 0.7)
-    (tmp_path / f"job{elsewhere}-best.pt").unlink()
-    return orch, {"job": str(job_id), "running": str(running), "elsewhere": str(elsewhere), "test": str(test),
-                  "tmp": str(tmp_path)}
+    deleted = add_trained(orch, tmp_path, 0.7)
+    (tmp_path / f"job{deleted}-best.pt").unlink()
+    (tmp_path / "other-host").mkdir()
+    elsewhere = add_trained(orch, tmp_path / "other-host", 0.6)  # in a folder this host does not have
+    shutil.rmtree(tmp_path / "other-host")
+    return orch, {"job": str(job_id), "running": str(running), "elsewhere": str(elsewhere), "deleted": str(deleted),
+                  "test": str(test), "tmp": str(tmp_path)}
 
 
 def test_submit_records_a_parent_and_its_shards_and_sends_only_the_shards(setup: tuple[Orch, dict[str, str]]) -> None:
@@ -163,7 +167,11 @@ BAD = [
      "--labels: contradicts the folder's own labels on 2 of 4 images (e.g. id 2, dog/3.jpg: the folder says dog (1), "
      "the CSV 0)"),
     # a worker whose ORCH_ARTIFACTS this host does not see: it said "job N has no best checkpoint"
-    ("best checkpoint on another host", ["--job", "{elsewhere}"], "--job: job {elsewhere}'s best checkpoint "),
+    ("best checkpoint on another host", ["--job", "{elsewhere}"], "--job: job {elsewhere}'s best checkpoint "
+                                                                 "{tmp}/other-host/job{elsewhere}-best.pt is not on this host"),
+    # its folder is here, the file is not: it blamed a lab's hosts, in embedded mode
+    ("best checkpoint deleted", ["--job", "{deleted}"], "--job: job {deleted}'s best checkpoint {tmp}/job{deleted}-best.pt "
+                                                        "is missing (deleted or moved?)"),
 ]
 
 

@@ -269,6 +269,9 @@ def test_a_silent_job_on_its_last_attempt_is_said_to_fail_not_resume() -> None:
     assert "fails job 3, whose attempts are spent (ORCH_MAX_ATTEMPTS=3; `orch retry 3` then resumes it), and ends job 4 " \
            "cancelled, as asked" in (silent_note([row(3, 3), asked], 10, 3) or "")
     assert "fails it, its attempts being spent" in heartbeat_line(41.0, 10, last_attempt=True)
+    # a cancel asked of it: the list's note said "ends it cancelled", the detail "takes the job over and it resumes"
+    assert heartbeat_line(41.0, 10, last_attempt=True, cancelling=True).endswith(
+        "a live worker's sweeper ends it cancelled, as `orch cancel` asked")
 
 
 def test_an_ended_jobs_detail_has_its_wall_time(capsys: pytest.CaptureFixture[str]) -> None:

@@ -194,6 +194,11 @@ def test_retry_of_a_scoring_run_cancelled_after_its_shards_scored(orch: Orch, tm
     assert orch.json("retry", str(parent_id), "--json") == {"job_ids": []}  # queued now: nothing to retry
     events = [e["message"] for e in orch.json("status", str(parent_id))["events"]]
     assert events[-1] == "requeued by orch retry (cancelled after 0 attempts)"
+    # a shard named alone: "requeued: 22", then cancelled a second later with no word of why
+    shard = orch.run("retry", str(shard_id))
+    assert shard.returncode == 2 and shard.stderr.strip() == (
+        f"Error: JOB_ID: job {shard_id} is a shard of scoring run {parent_id}: `orch retry {parent_id}` requeues the "
+        "run, its failed and cancelled shards with it")
 
 
 def test_the_cost_warning_names_a_default_by_its_value() -> None:
