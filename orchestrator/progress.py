@@ -44,15 +44,20 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
 
 
 def current_progress(progress: dict[str, Any] | None, last_epoch: int | None) -> dict[str, Any] | None:
-    """A running job's place (jobs.progress, worker/progress.py): a pass of no epoch (decoding,
-    scoring) as written, for its writer clears it at its end; an epoch's training or validation when
-    it is the epoch after the last recorded one. None before the first write, or once that epoch is
-    recorded (its place is old news)."""
+    """A running job's place (jobs.progress, worker/progress.py): as written, for its writer clears it
+    at the end of each pass and a new attempt starts with none. An epoch up to the one after the last
+    recorded, so an epoch trained again (its checkpoint was lost: `trained_again`) shows too (it was
+    hidden for minutes while epochs 1 and 2 trained again under "2/8"). None before the first write."""
     if not progress or not progress.get("total"):
         return None
-    if progress.get("epoch") is not None and progress["epoch"] != (last_epoch or 0) + 1:
+    if progress.get("epoch") is not None and progress["epoch"] > (last_epoch or 0) + 1:
         return None
     return progress
+
+
+def trained_again(progress: dict[str, Any], last_epoch: int | None) -> bool:
+    """The place is in an epoch already recorded: a resume from an earlier checkpoint trains it again."""
+    return progress.get("epoch") is not None and progress["epoch"] <= (last_epoch or 0)
 
 
 def share(progress: dict[str, Any]) -> float:
@@ -68,8 +73,8 @@ def inside_epoch(progress: dict[str, Any] | None, last_epoch: int | None, step: 
         return None
     done = share(progress)
     phase = progress.get("phase")
-    where = {"scoring": "scoring", "decoding": "decoding images", "validation": f"epoch {progress['epoch']} validation"
-             }.get(str(phase), f"epoch {progress['epoch']}")
+    epoch = f"epoch {progress['epoch']}{' again' if trained_again(progress, last_epoch) else ''}"
+    where = {"scoring": "scoring", "decoding": "decoding images", "validation": f"{epoch} validation"}.get(str(phase), epoch)
     if step:
         return f"{where}: {step * int(done // step)}%"
     return f"{where}: {done:.0f}%, {progress['images_per_s']:g} images/s"

@@ -32,11 +32,13 @@ def job_summary(job: Job, spec: Spec, last: tuple[int, float] | None,
     progress = (f"{last[0]}/{train.epochs}" if last and train
                 else f"{shards.succeeded}/{shards.total} shards" if shards else None)
     # here: `orch --help` loads this module, and progress the store
-    from orchestrator.progress import current_progress, share
+    from orchestrator.progress import current_progress, share, trained_again
 
     inside = current_progress(job.progress, last[0] if last else None) if job.status == "running" else None
     if inside:  # inside the next epoch, a scoring shard's pass over its images, or a first decode
-        progress = _pass_column(inside["phase"], f"{share(inside):.0f}%", (progress or f"0/{train.epochs}") if train else None)
+        again = trained_again(inside, last[0] if last else None)  # resumed from an earlier checkpoint: from there
+        before = None if not train else f"{inside['epoch'] - 1}/{train.epochs}" if again else progress or f"0/{train.epochs}"
+        progress = _pass_column(inside["phase"], f"{share(inside):.0f}%", before) + (" again" if again else "")
     return {
         "id": job.id, "kind": job.kind, "status": job.status, "study": job.study_id, "study_name": study_name,
         "model": train.model.arch if train else None, "norm": train.model.norm_name if train else None,

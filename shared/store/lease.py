@@ -154,6 +154,9 @@ class Lease:
                             f"{attempt} (its checkpoint was lost): its row now holds this attempt's numbers"))
             if written is not None:
                 _advance_checkpoint(s, self.job_id, written, epoch, values.get("val_acc"))
+            # the epoch's passes are over: a place inside them left by a pass cut short read as the epoch
+            # after it, or as this one trained again
+            s.execute(update(Job).where(Job.id == self.job_id).values(progress=None))
         return True
 
     @through_outages

@@ -227,6 +227,25 @@ def test_a_width_multipliers_default_shows_as_built() -> None:
     assert job_summary(job, resnet, None)["width_mult"] is None  # type: ignore[arg-type]  # no such knob: left out
 
 
+def test_an_epoch_trained_again_shows_its_place() -> None:
+    """Resumed with no checkpoint left, a job trained epochs 1 and 2 again under "2/8 83.00%", its place
+    hidden for minutes (only the epoch after the last recorded one was shown)."""
+    from types import SimpleNamespace
+
+    from orchestrator.commands.status import job_summary
+    from orchestrator.progress import inside_epoch
+    from shared.spec import ModelSpec, TrainSpec
+
+    place = {"phase": "training", "epoch": 1, "done": 256, "total": 640, "images_per_s": 85.0}
+    job = SimpleNamespace(id=2, kind="train", status="running", study_id=None, progress=place, attempts=2,
+                          retried_at_attempt=1, queue="orch", worker_host="w", error=None, cancel_requested=False)
+    spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32), data="/d", epochs=8)
+    assert job_summary(job, spec, (2, 0.83))["epoch"] == "0/8 +40% again"  # type: ignore[arg-type]
+    assert inside_epoch(place, 2) == "epoch 1 again: 40%, 85 images/s"
+    assert inside_epoch({**place, "phase": "validation", "epoch": 3}, 2) == "epoch 3 validation: 40%, 85 images/s"
+    assert inside_epoch({**place, "epoch": 4}, 2) is None  # ahead of what can be: not shown
+
+
 def test_attention_reads_as_the_report_has_it() -> None:
     """`orch status --json` gave attention null for a plain ResNet where the report and the job's spec said
     "none" (a script filtering on "none" missed them), and no reduction: rows of se at 4 and at 16 read the
