@@ -40,6 +40,7 @@ class Supervisor:
     shutdown: threading.Event = field(default_factory=threading.Event)
     renewed_at: float = field(default_factory=time.monotonic)  # the last heartbeat that succeeded
     held: set[int] = field(default_factory=set)  # jobs whose lease this supervisor holds and will end
+    fenced_after_s: float = 0.0  # how long the lease had gone unrenewed when the fence last stopped a job
 
     def holding(self) -> frozenset[int]:
         """What the sweeper of this worker leaves alone (a copy: the task thread changes the set)."""
@@ -94,7 +95,9 @@ class Supervisor:
         log.info("job %s: in process %s", job["id"], proc.pid)  # the one `kill` would stop
         self.children.refill()  # after the send: the job starts without waiting for its successor
         stopped_for, outcome = self._watch(proc, conn, lease)
-        if stopped_for in ("stale", "shutdown", "fenced"):
+        if stopped_for == "fenced":
+            return Outcome.fenced, f"{self.fenced_after_s:.0f}", {}  # the reason: how long the lease went unrenewed
+        if stopped_for in ("stale", "shutdown"):
             return Outcome(stopped_for), stopped_for, {}
         if outcome is None:
             if stopped_for == "cancel":
@@ -124,12 +127,13 @@ class Supervisor:
         report = Report(conn)
         stall = StallWatch(proc.pid or 0, self.settings.stall_after)
         fence = SelfFence(proc, lambda: self.renewed_at, self.settings.fence_after,
-                           self.settings.fence_grace)
+                           self.settings.fence_grace, beat_within=2 * self.settings.heartbeat)
         fence.start()
         try:
             while True:
                 report.wait(proc, self.settings.heartbeat)
                 if not proc.is_alive():
+                    self.fenced_after_s = fence.silent_s
                     return ("fenced" if fence.fired.is_set() else reason), report.outcome
                 if reason is None and stall.stalled():
                     reason = "stalled"
@@ -213,7 +217,7 @@ class Supervisor:
         for 0.8 TTL), or the process gave up on the store. The job goes back to the queue, not counted
         against ORCH_MAX_ATTEMPTS, once the store answers; until then this worker's sweeper leaves it
         alone, and the others' sweepers give its lease a TTL after the store's return."""
-        said = (f"{self.owner} could not renew its lease for {self.settings.fence_after:g} s and stopped the job's "
+        said = (f"{self.owner} could not renew its lease for {reason} s and stopped the job's "
                 "process" if outcome == Outcome.fenced else f"the job's process could not reach the store ({reason})")
         cause = "worker lost the store; stopped its job" if outcome == Outcome.fenced else "the store did not answer"
         try:
@@ -256,19 +260,37 @@ class Report:
 class SelfFence(threading.Thread):
     """Stops the job's process (SIGTERM, then SIGKILL after `grace`) once the lease has not been
     renewed for `after` seconds: a worker that lost the store must not go on training while the
-    sweeper of another worker hands the job on. `after` + `grace` stays below the lease TTL."""
+    sweeper of another worker hands the job on. `after` + `grace` stays below the lease TTL.
 
-    def __init__(self, proc: BaseProcess, renewed_at: Callable[[], float], after: float, grace: float):
+    Where this whole process was stopped (kill -STOP, a VM paused), no beat was tried, not one that
+    failed: the task thread gets `beat_within` seconds to renew first. A beat that gets through keeps
+    the job (the store and its lease token are fine: it was stopped, healthy, in the middle of an
+    epoch, and its history blamed the store); one that finds the lease taken over stops it as stale."""
+
+    def __init__(self, proc: BaseProcess, renewed_at: Callable[[], float], after: float, grace: float,
+                 beat_within: float = 0.0, clock: Callable[[], float] = time.monotonic):
         super().__init__(name="orch-fence", daemon=True)
         self.proc, self.renewed_at, self.after, self.grace = proc, renewed_at, after, grace
+        self.beat_within, self.clock = beat_within, clock
         self.fired, self.done = threading.Event(), threading.Event()
+        self.silent_s = 0.0
 
     def run(self) -> None:
-        while not self.done.wait(min(0.2, self.after / 10)):
-            silent = time.monotonic() - self.renewed_at()
-            if silent > self.after and self.proc.is_alive():
+        tick = min(0.2, self.after / 10)
+        last = self.clock()
+        waking_until = 0.0
+        while not self.done.wait(tick):
+            now = self.clock()
+            if now - last > max(1.0, 10 * tick):  # this thread did not run for that long: the process was stopped
+                waking_until = now + self.beat_within
+                log.warning("this worker did not run for %.0f s (stopped, or its machine paused): renewing the lease "
+                            "before anything else", now - last)
+            last = now
+            silent = now - self.renewed_at()
+            if silent > self.after and now >= waking_until and self.proc.is_alive():
                 log.error("lease not renewed for %.1f s: stopping the job's process before another worker "
                           "may take the job", silent)
+                self.silent_s = silent
                 self.fired.set()
                 self.proc.terminate()
                 if not wait([self.proc.sentinel], self.grace):  # no reaping here: the task thread joins

@@ -241,3 +241,40 @@ def test_an_unexpected_errors_traceback_is_kept_in_the_jobs_history(home: tuple[
     assert kind == "traceback" and trace.startswith("Traceback (most recent call last):"), events
     assert "worker/child.py" in trace and trace.endswith("KeyError: 'no-such-kind'")
     assert events[-2][0] == "warning" and "the job failed" in events[-2][1]
+
+
+def test_a_worker_that_was_stopped_renews_before_it_fences() -> None:
+    """kill -STOP of the worker (not its job) for 50 s, then -CONT: its fence stopped the healthy job at
+    once and the history blamed the store ("could not renew its lease for 12 s", "worker lost the
+    store"). A gap in the fence's own ticks is the worker not running: the task thread gets its beat
+    first; where the beat gets through the job goes on, where it does not the fence stops the job."""
+    import multiprocessing as mp
+    import time
+
+    from worker.supervisor import SelfFence
+
+    def fence_after_a_pause(renew: bool) -> SelfFence:
+        proc = mp.get_context("spawn").Process(target=time.sleep, args=(30,))
+        proc.start()
+        now = [100.0]
+        renewed = [100.0]
+        fence = SelfFence(proc, lambda: renewed[0], after=8.0, grace=1.0, beat_within=0.5, clock=lambda: now[0])
+        fence.start()
+        try:
+            time.sleep(0.3)  # ticking: no gap, renewed just now
+            now[0] += 50.0  # the process was stopped for 50 s: the fence's next tick sees the gap
+            time.sleep(0.3)
+            assert not fence.fired.is_set()  # the beat goes first
+            if renew:
+                renewed[0] = now[0]  # the task thread's beat got through
+            now[0] += 1.0  # past the window
+            time.sleep(0.5)
+            return fence
+        finally:
+            fence.stop()
+            proc.kill()
+            proc.join()
+
+    assert not fence_after_a_pause(renew=True).fired.is_set()  # renewed on waking: the job goes on
+    failed = fence_after_a_pause(renew=False)
+    assert failed.fired.is_set() and failed.silent_s == 51.0  # no beat got through: stopped, and for how long
