@@ -13,9 +13,12 @@ import click
 
 from shared.errors import DataError
 
-# the folder names each split goes by, in the order they are tried
-SPLITS: dict[str, tuple[str, ...]] = {"data": ("train", "training"), "val": ("val", "valid", "validation"),
-                                      "test": ("test", "testing", "test1")}  # test1: Kaggle's cats-vs-dogs
+# the folder names each split goes by, in the order they are tried, in any case (Training/ was read as a
+# class of a 3-class set beside Validation/ and Test/); test1, training_set: Kaggle's cats-vs-dogs
+SPLITS: dict[str, tuple[str, ...]] = {
+    "data": ("train", "training", "train_set", "training_set"),
+    "val": ("val", "valid", "validation", "val_set", "validation_set", "dev"),
+    "test": ("test", "testing", "test1", "test_set", "testing_set")}
 MAX_IMAGE_SIZE = 224  # photos larger than this train at the ResNet paper's 224
 MIN_IMAGE_SIZE = 32  # the spec's minimum
 SAMPLE = 24  # image headers read to decide the size
@@ -73,19 +76,38 @@ def detect_splits(folder: Path) -> list[Split]:
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
     found = []
+    by_name = {d.name.lower(): d for d in sorted(folder.iterdir(), reverse=True) if d.is_dir()}  # train/ before Train/
     for key, names in SPLITS.items():
-        sub = next((folder / name for name in names if (folder / name).is_dir()), None)
+        sub = next((by_name[name] for name in names if name in by_name), None)
         if sub is not None:
             listing = scan(sub) if key == "test" else scan_labelled(sub)
             found.append(Split(key, sub.relative_to(folder), _summary(listing)))
+            _say_unread(sub)
     if found and found[0].key != "data":
         raise DataError(f"{folder}: has {found[0].folder}/ but no train/ folder of labelled images")
     if not found:  # the folder itself holds the labelled images, unless a data folder is below it
-        below = sorted(d.name for d in folder.iterdir() if d.is_dir() and any((d / n).is_dir() for n in SPLITS["data"]))
+        below = sorted(d.name for d in folder.iterdir() if d.is_dir() and any(
+            sub.is_dir() and sub.name.lower() in SPLITS["data"] for sub in d.iterdir()))
         if below:  # a project folder holding data/: its "class" would be data
             raise DataError(f"{folder}: no train/ folder here, but {below[0]}/ has one: orch init {folder / below[0]}")
-        found.append(Split("data", Path("."), _summary(scan_labelled(folder))))
+        listing = scan_labelled(folder)
+        found.append(Split("data", Path("."), _summary(listing)))
+        _say_unread(folder)
+        class_dirs = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        nested = [d.name for d in class_dirs if listing.layout == "folder" and not any(p.is_file() for p in d.iterdir())]
+        if nested and len(nested) == len(listing.classes):  # splits under names not known, read as classes
+            click.echo(f"orch: note: the {len(nested)} classes ({', '.join(c + '/' for c in nested[:3])}) hold folders, not "
+                       f"images: if they are the splits, name them {', '.join(names[0] for names in SPLITS.values())} "
+                       "(or edit data/val/test in orch.toml)", err=True)
     return found
+
+
+def _say_unread(folder: Path) -> None:
+    from shared.data import unread_images_note
+
+    note = unread_images_note(folder)
+    if note:
+        click.echo(f"orch: note: {note}", err=True)
 
 
 def _summary(listing: Any) -> str:

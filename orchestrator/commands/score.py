@@ -198,7 +198,7 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
     """The spec fields and the folder's listing, with every problem the folder and labels can show
     without decoding."""
     from orchestrator.paths import existing_path, output_path
-    from shared.data import read_labels_csv, scan
+    from shared.data import read_labels_csv, scan, unread_images_note
     from shared.scoring.inputs import (
         check_folder_classes,
         check_label_classes,
@@ -218,6 +218,9 @@ def check_inputs(options: dict[str, Any], classes: list[str]) -> tuple[dict[str,
         check_label_classes(labels, classes)
         mismatch = check_labels_cover(labels, listing)  # a CSV numbered from 1 is named as such first
     partial = check_folder_classes(listing, classes)
+    unread = unread_images_note(Path(data))
+    if unread:
+        click.echo(f"orch: note: --data: {unread}", err=True)
     if labels_path:  # a labelled folder: the CSV may only say what its names say
         check_labels_agree(labels, listing, classes)
         if mismatch:

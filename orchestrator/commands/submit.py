@@ -15,6 +15,7 @@ from orchestrator.paths import existing_path
 from orchestrator.submission import queue_jobs, slow_cells_warning, train_specs
 from shared.config import DEFAULT_QUEUE
 from shared.errors import OrchError
+from shared.spec import TrainSpec
 
 
 @click.group()
@@ -57,7 +58,8 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     """Absolute paths (the worker may run elsewhere in the tree), checked before anything is queued;
     the fields the data decides (the class count the model is built for); and notes on the data, for
     the caller to print once every cell is checked (an error is one line, with no note before it)."""
-    from shared.data import val_classes_note
+    from shared.data import split_indices, unread_images_note, unsplit_classes, val_classes_note
+    from shared.errors import DataError
     from shared.torch_files import not_a_torch_file
 
     options = dict(options)
@@ -69,15 +71,35 @@ def resolve_paths(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
         raise OrchError(f"--pretrained: {problem}")
     listing = _scanned("--data", options["data"])
     classes = listing.classes
-    notes = []
+    notes = [unread_images_note(Path(options["data"]))]
     if options.get("image_size") is None:  # neither on the command line nor in an orch.toml
         notes.append(_default_size_note(options["data"], listing.files))
     if options["val"]:
         if Path(options["val"]) == Path(options["data"]):
             notes.append("--val is the training folder: validation accuracy will be measured on images the model "
                          "trains on (leave --val out to hold out --val-fraction of them)")
+        if options.get("val_fraction") is not None:  # given, and taken for nothing: say which wins
+            notes.append(f"--val-fraction {options['val_fraction']} is not used: --val {options['val']} is the "
+                         "validation set")
+        notes.append(unread_images_note(Path(options["val"])))
         notes.append(val_classes_note(_scanned("--val", options["val"], least=1), classes))
+    else:  # the worker splits --data: a folder too small for it failed there, after the queue
+        fraction = options.get("val_fraction") or TrainSpec.model_fields["val_fraction"].default
+        try:
+            split_indices(listing, fraction)
+        except DataError as exc:
+            raise OrchError(f"--data: {exc}") from None
+        alone = unsplit_classes(listing)
+        if alone:
+            notes.append(f"--data: {_listed_classes(alone)} one image, which it trains on: the validation images "
+                         "split off hold none of it, and their accuracy says nothing of it (--val FOLDER sets them)")
     return options, {"model.num_classes": len(classes)}, [f"orch: note: {note}" for note in notes if note]
+
+
+def _listed_classes(names: list[str]) -> str:
+    """'class b has' or 'classes b, c have' (the first five)."""
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return f"class {shown} has" if len(names) == 1 else f"classes {shown} have each"
 
 
 def _default_size_note(data: str, files: list[Path]) -> str | None:

@@ -17,6 +17,8 @@ from shared.data.layouts import (
     scan,
     scan_labelled,
     split_indices,
+    unread_images_note,
+    unsplit_classes,
     val_classes_note,
 )
 
@@ -33,7 +35,7 @@ _LAZY = {
 }
 
 __all__ = ["IMAGE_SUFFIXES", "Listing", "check_folder", "list_numbered", "read_labels_csv", "scan",
-           "scan_labelled", "split_indices", "val_classes_note", *_LAZY]
+           "scan_labelled", "split_indices", "unread_images_note", "unsplit_classes", "val_classes_note", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

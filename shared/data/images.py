@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from shared.data.cache import load_or_build
-from shared.data.layouts import Listing, scan_labelled, split_indices
+from shared.data.layouts import Listing, class_index, scan_labelled, split_indices
 from shared.errors import DataError
 
 
@@ -67,7 +67,7 @@ def load_train_data(data: Path, val: Path | None, val_fraction: float, size: int
 
 def remap_labels(listing: Listing, classes: list[str]) -> list[int]:
     """`listing`'s labels as indices into `classes` (the model's), matched by class name."""
-    index = {c: i for i, c in enumerate(classes)}
+    index = class_index(classes)
     unknown = [c for c in listing.classes if c not in index]
     if unknown:
         raise DataError(f"{listing.folder}: class {unknown[0]!r} is not one of the model's classes "

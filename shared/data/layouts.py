@@ -14,12 +14,16 @@ import csv
 import os
 import random
 import socket
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+# image formats a user's folder may hold that orch does not read: said at submit, not left out unsaid
+OTHER_IMAGE_SUFFIXES = frozenset({".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".jp2", ".avif"})
 # The val split must not depend on the training seed: every job of a study, whatever its seed,
 # is then measured on the same held-out images, so seeds vary only what they should.
 SPLIT_SEED = 1234
@@ -74,9 +78,37 @@ def _scan(folder: Path) -> Listing:
         return _scan_class_folders(folder, subdirs)
     if not images:
         raise DataError(f"{folder}: no JPEG or PNG images found")
+    _refuse_images_beside_folders(folder, images, subdirs)
     if all("." not in p.stem for p in images):
-        return _numbered(folder, images, subdirs)
+        return _numbered(folder, images)
     return _flat(folder, images)
+
+
+def _refuse_images_beside_folders(folder: Path, images: list[Path], subdirs: list[Path]) -> None:
+    """Images here and folders of images beside them: whichever layout is read leaves the other's
+    images out (class folders beside two cat.3.jpg trained on those two; a numbered test folder with a
+    batch2/ scored without it), so neither is. A folder without images (notes, outputs) is no matter."""
+    holding = [d for d in subdirs if _images_below(d)]
+    if holding:
+        names = ", ".join(f"{d.name}/" for d in holding[:3]) + (", ..." if len(holding) > 3 else "")
+        raise DataError(f"{folder}: holds folders of images ({names}) and images beside them ({images[0].name}); "
+                        "move each image into its class folder, or the folders out of this one")
+
+
+def unread_images_note(folder: Path) -> str | None:
+    """Files below `folder` in an image format orch does not read (.webp, .bmp, ...): how many, which
+    kinds, one by name. A folder of JPEGs, PNGs and WebPs trained on 20 of its 34 images without a word."""
+    folder = Path(folder)
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files)
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in OTHER_IMAGE_SUFFIXES]
+    if not found:
+        return None
+    kinds = ", ".join(sorted({p.suffix.lower() for p in found}))
+    return (f"{len(found)} file{'s' * (len(found) != 1)} in {folder} {'are' if len(found) != 1 else 'is'} not read "
+            f"({kinds}; e.g. {found[0].relative_to(folder).as_posix()}): orch reads JPEG and PNG; convert them to use them")
 
 
 def scan_labelled(folder: Path, least: int = 2) -> Listing:
@@ -115,7 +147,7 @@ def check_folder(path: Path, *, labelled: bool) -> None:
 def _scan_class_folders(folder: Path, subdirs: list[Path]) -> Listing:
     files: list[Path] = []
     labels: list[int] = []
-    classes = [d.name for d in subdirs]
+    classes = [class_name(d.name) for d in subdirs]
     for label, d in enumerate(subdirs):
         found = _images_below(d)
         if not found:
@@ -123,6 +155,18 @@ def _scan_class_folders(folder: Path, subdirs: list[Path]) -> Listing:
         files += found
         labels += [label] * len(found)
     return Listing(folder, "folder", files, labels, classes, list(range(len(files))))
+
+
+def class_name(name: str) -> str:
+    """A class's name in Unicode's composed form (NFC): macOS writes 'café' decomposed (NFD), so a
+    validation folder copied from a Mac named a class --data did not have, though it looked the same."""
+    return unicodedata.normalize("NFC", name)
+
+
+def class_index(classes: Sequence[str]) -> dict[str, int]:
+    """Class name (as `class_name` writes it) -> its index in `classes`, a model's: a checkpoint from
+    before names were composed matches the folder's names all the same."""
+    return {class_name(c): i for i, c in enumerate(classes)}
 
 
 def _images_below(folder: Path, visited: set[Path] | None = None) -> list[Path]:
@@ -146,20 +190,16 @@ def _flat(folder: Path, images: list[Path]) -> Listing:
         prefixed = next(p.name for p in images if "." in p.stem)
         what = "numbered files" if is_number(Path(unprefixed[0]).stem) else "files without a class prefix"
         raise DataError(f"{folder}: mixes {what} ({unprefixed[0]}) with class-prefixed names ({prefixed})")
-    prefixes = [p.name.split(".", 1)[0] for p in images]
+    prefixes = [class_name(p.name.split(".", 1)[0]) for p in images]
     classes = sorted(set(prefixes))
     index = {c: i for i, c in enumerate(classes)}
     return Listing(folder, "flat", images, [index[c] for c in prefixes], classes,
                    list(range(len(images))))
 
 
-def _numbered(folder: Path, images: list[Path], subdirs: list[Path]) -> Listing:
+def _numbered(folder: Path, images: list[Path]) -> Listing:
     ids: list[int] = []
     for p in images:
-        if subdirs and not is_number(p.stem):  # an ImageFolder with a stray image beside its class folders
-            names = ", ".join(f"{d.name}/" for d in subdirs[:3]) + (", ..." if len(subdirs) > 3 else "")
-            raise DataError(f"{folder}: holds class folders ({names}) and images beside them ({p.name}); "
-                            "move each image into its class folder, or out of this one")
         if not is_number(p.stem):
             raise DataError(f"{folder}: {p.name} is not a numbered file name (expected 0.jpg, 1.jpg, ...)")
         ids.append(int(p.stem))
@@ -202,8 +242,17 @@ def split_indices(listing: Listing, fraction: float) -> tuple[list[int], list[in
         val_idx += members[:n_val]
         train_idx += members[n_val:]
     if not val_idx or not train_idx:
-        raise DataError(f"{listing.folder}: too few images to split off a validation fraction of {fraction}")
+        raise DataError(f"{listing.folder}: too few images to split off a validation fraction of {fraction} "
+                        "(a class needs 2 images or more to be on both sides)")
     return sorted(train_idx), sorted(val_idx)
+
+
+def unsplit_classes(listing: Listing) -> list[str]:
+    """The classes `split_indices` cannot put on both sides: one image, which it trains on."""
+    counts = [0] * len(listing.classes)
+    for label in listing.labels or []:
+        counts[label] += 1
+    return [name for name, n in zip(listing.classes, counts, strict=True) if n < 2]
 
 
 def read_labels_csv(path: Path) -> dict[int, int]:

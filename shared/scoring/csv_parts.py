@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.atomic import atomic_write
-from shared.data.layouts import Listing
+from shared.data.layouts import Listing, class_index
 from shared.errors import DataError
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ def truth_for(listing: Listing, classes: Sequence[str], labels: dict[int, int] |
         return labels
     if listing.labels is None:
         return None
-    index = {c: i for i, c in enumerate(classes)}
+    index = class_index(classes)
     return {i: index[listing.classes[y]] for i, y in zip(listing.ids, listing.labels, strict=True)}
 
 

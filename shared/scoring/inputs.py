@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.data.layouts import Listing
+from shared.data.layouts import Listing, class_index
 from shared.errors import CheckpointError, DataError
 from shared.scoring.csv_parts import ids_digest, listing_items
 from shared.spec import ScoreInputs, ScoreSpec
@@ -106,7 +106,7 @@ def check_folder_classes(listing: Listing, classes: Sequence[str]) -> str | None
     scoring the cats is a fair question: the accuracy is then over that class only)."""
     if listing.labels is None:
         return None
-    unknown = [c for c in listing.classes if c not in classes]
+    unknown = [c for c in listing.classes if c not in class_index(classes)]
     if unknown:
         raise DataError(f"--data: the folder's classes ({', '.join(listing.classes)}) are not the checkpoint's "
                         f"({', '.join(classes)}): {', '.join(unknown)} is not one of them; score with a checkpoint "
@@ -123,7 +123,7 @@ def check_labels_agree(labels: dict[int, int], listing: Listing, classes: Sequen
     70%, with a note only, and became the job's test accuracy."""
     if listing.labels is None:
         return
-    index = {c: i for i, c in enumerate(classes)}
+    index = class_index(classes)
     own = {i: index.get(listing.classes[y]) for i, y in zip(listing.ids, listing.labels, strict=True)}
     differ = [i for i in listing.ids if i in labels and own[i] is not None and labels[i] != own[i]]
     if differ:

@@ -147,9 +147,28 @@ def test_a_kaggle_layout_and_folders_init_does_not_read(orch: Orch, project: Pat
     (project / "notes").mkdir()
     init = orch.run("init", cwd=project, check=True)
     assert tomllib.loads((project / "orch.toml").read_text())["test"] == "test1"
-    assert "orch: note: not read: notes/ (each split is the first folder found of train, training; val" in init.stderr
+    assert "orch: note: not read: notes/ (each split is the first folder found of train, training, train_set, " \
+           "training_set; val" in init.stderr
     (project / "orch.toml").write_text("data = \"train\"\nimage_size = 32\n")  # no test key
     checkpoint = write_untrained_checkpoint(tmp_path / "best.pt", ["cat", "dog"])
     score = orch.run("submit", "score", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "p.csv"), cwd=project)
     assert score.returncode == 2 and (f"--data: required: give --data FOLDER, or a test = \"FOLDER\" line in "
                                       f"{project / 'orch.toml'}, which has none") in score.stderr
+
+
+def test_split_folders_in_another_case_or_under_other_names(orch: Orch, project: Path, tmp_path: Path) -> None:
+    """Training/ Validation/ Test/ were read as the 3 classes of one training set, with no word: a job
+    then trained on them. Any case is a split; names init does not know get a note."""
+    for old, new in (("train", "Training"), ("val", "Validation"), ("test", "Test")):
+        (project / old).rename(project / new)
+    orch.run("init", cwd=project, check=True)
+    assert tomllib.loads((project / "orch.toml").read_text()) | {"image_size": 0} == {
+        "data": "Training", "val": "Validation", "test": "Test", "test_labels": "test_labels.csv", "image_size": 0}
+    from tests.shared.data_helpers import write_image
+
+    odd = tmp_path / "odd"  # ImageFolder splits under names init does not know
+    for name in ("part_a/cat/1.jpg", "part_a/dog/2.jpg", "part_b/cat/3.jpg", "part_b/dog/4.jpg"):
+        write_image(odd / name)
+    init = orch.run("init", cwd=odd, check=True)
+    assert "orch: note: the 2 classes (part_a/, part_b/) hold folders, not images: if they are the splits, name " \
+           "them train, val, test" in init.stderr

@@ -39,12 +39,32 @@ def test_a_class_folders_subfolders_hold_its_images_too(tmp_path: Path) -> None:
     assert listing.labels == [0, 0, 0, 1] and listing.classes == ["cat", "dog"]  # hidden folders left out
 
 
-def test_an_image_beside_class_folders_is_named_as_such(tmp_path: Path) -> None:
-    """A stray cover.jpg beside cat/ and dog/ read "cover.jpg is not a numbered file name"."""
-    for name in ("cat/a.jpg", "dog/b.jpg", "cover.jpg"):
+@pytest.mark.parametrize(("names", "beside"), [
+    # a stray cover.jpg beside cat/ and dog/ read "cover.jpg is not a numbered file name"
+    (("cat/a.jpg", "dog/b.jpg", "cover.jpg"), "cover.jpg"),
+    # a stray 0.jpg read "numbered images carry no labels", naming no file
+    (("cat/a.jpg", "dog/b.jpg", "0.jpg"), "0.jpg"),
+    # two cat.3.jpg beside the class folders: trained as a flat folder of 2 images, the folders' left out
+    (("cat/a.jpg", "dog/b.jpg", "cat.3.jpg", "dog.3.png"), "cat.3.jpg"),
+])
+def test_images_beside_folders_of_images_are_refused_by_name(tmp_path: Path, names: tuple[str, ...], beside: str) -> None:
+    for name in names:
         write_image(tmp_path / name)
-    with pytest.raises(DataError, match=r"holds class folders \(cat/, dog/\) and images beside them \(cover.jpg\)"):
+    with pytest.raises(DataError, match=rf"holds folders of images \(cat/, dog/\) and images beside them \({beside}\)"):
         scan(tmp_path)
+
+
+def test_a_numbered_folder_with_a_folder_of_images_is_refused_not_scored_in_part(tmp_path: Path) -> None:
+    """A test folder of 0..9.jpg and batch2/10.jpg, 11.jpg scored 10 rows of 12 without a word; a folder
+    without images beside them (notes) is no matter."""
+    for name in [f"{i}.jpg" for i in range(3)] + ["batch2/10.jpg"]:
+        write_image(tmp_path / name)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match=r"holds folders of images \(batch2/\) and images beside them \(0.jpg\)"):
+        list_numbered(tmp_path)
+    (tmp_path / "batch2" / "10.jpg").unlink()
+    assert [i for i, _ in list_numbered(tmp_path)] == [0, 1, 2]
 
 
 def test_flat_layout_label_is_prefix_before_first_dot(tmp_path: Path) -> None:
@@ -196,3 +216,21 @@ def test_a_validation_folder_is_checked_against_the_training_classes(tmp_path: P
     assert val_classes_note(only_cats, ["cat"]) is None
     with pytest.raises(DataError, match=r"^--val: class 'cow' is not one of --data's classes \(cat, dog\)"):
         val_classes_note(scan_labelled(tmp_path / "val"), ["cat", "dog"])
+
+
+def test_class_names_in_either_unicode_form_are_one_class(tmp_path: Path) -> None:
+    """macOS writes 'café' decomposed (NFD): a validation folder copied from a Mac was refused with
+    "class 'café' is not one of --data's classes (café, dog)"."""
+    import unicodedata
+
+    from shared.data import val_classes_note
+    from shared.data.images import remap_labels
+
+    composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    for name in (f"train/{composed}/1.jpg", "train/dog/2.jpg", f"val/{decomposed}/3.jpg", "val/dog/4.jpg",
+                 f"flat/{decomposed}.5.jpg", "flat/dog.6.jpg"):
+        write_image(tmp_path / name)
+    train, val, flat = (scan_labelled(tmp_path / split) for split in ("train", "val", "flat"))
+    assert train.classes == val.classes == flat.classes == [composed, "dog"]
+    assert val_classes_note(val, train.classes) is None
+    assert remap_labels(val, [decomposed, "dog"]) == [0, 1]  # a checkpoint that kept the decomposed name
