@@ -66,6 +66,27 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
                    f"(ORCH_LEASE_TTL, {obj.settings.lease_ttl:g} s)")
 
 
+def check_pinned_inputs(run: Job) -> None:
+    """A scoring run's folder and checkpoint, where this host has them, as pinned at its submit: a run
+    whose images were fixed since (the only remedy for a corrupt one) was requeued and failed again,
+    "changed since the run was submitted"."""
+    from shared.data import scan
+    from shared.errors import CheckpointError, DataError
+    from shared.scoring.inputs import verify_checkpoint, verify_folder
+    from shared.spec import ScoreSpec, read_stored
+
+    spec = read_stored(ScoreSpec, run.spec)
+    if spec.inputs is None:
+        return
+    try:
+        if Path(spec.data).is_dir():
+            verify_folder(spec, scan(Path(spec.data)), spec.inputs)
+        if Path(spec.checkpoint).is_file():
+            verify_checkpoint(spec, spec.inputs)
+    except (DataError, CheckpointError) as exc:
+        raise OrchError(f"JOB_ID: scoring run {run.id} cannot run again: {exc}") from None
+
+
 def lost_parts(jobs: list[Job]) -> list[Job]:
     """The succeeded shards of a scoring run being retried whose part file is gone: the run cannot
     assemble without them (seen on this host; a part on another worker's disk reads as gone, and is
@@ -99,6 +120,9 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
         if shard is not None:  # requeued alone it was cancelled at once, its scoring run having ended
             raise OrchError(f"JOB_ID: job {shard.id} is a shard of scoring run {shard.parent_id}: `orch retry "
                             f"{shard.parent_id}` requeues the run, its failed and cancelled shards with it")
+        for run in selected:
+            if run.kind == "score" and run.status in ("failed", "cancelled"):
+                check_pinned_inputs(run)
         # a job a cancel is stopping reads "running": say why a retry of it did nothing
         states = {job.id: "stopping after orch cancel (retry it once it has stopped)"
                   if job.status == "running" and job.cancel_requested else str(job.status) for job in selected}

@@ -323,3 +323,37 @@ def test_submit_says_what_of_the_data_it_will_not_use(orch: Orch, tmp_path: Path
         "more to be on both sides)")
     init = orch.run("init", str(data), check=True)
     assert f"orch: note: 2 files in {data} are not read" in init.stderr
+
+
+def test_retry_of_a_scoring_run_whose_folder_changed_is_refused(orch: Orch, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A run failed on a corrupt image; the image fixed, `orch retry` said "requeued" and the run failed
+    again: "--data: ... changed since the run was submitted". The retry says so itself, and requeues nothing."""
+    from sqlalchemy import update
+
+    from shared.data import scan
+    from shared.scoring.inputs import pin
+    from shared.spec import ScoreSpec
+    from shared.store import Job
+    from shared.store.scoring_runs import add_score_run
+    from tests.orchestrator.study_builder import open_home
+    from tests.shared.data_helpers import write_image
+
+    folder = tmp_path / "test"
+    for i in range(3):
+        write_image(folder / f"{i}.jpg")
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
+    spec = pin(ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out=str(tmp_path / "p.csv")), scan(folder))
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        parent, _ = add_score_run(s, spec, queue="orch", source_job_id=None)
+        parent_id = parent.id
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == parent_id).values(status="failed", error="1 corrupt image: 2.jpg"))
+    store.dispose()
+    write_image(folder / "2.jpg", size=(24, 24))  # fixed: another file than the one pinned
+    refused = orch.run("retry", str(parent_id))
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"Error: JOB_ID: scoring run {parent_id} cannot run again: --data: {folder} changed since the run was "
+        "submitted (file names or sizes differ); the run is refused, submit it again")
+    assert orch.json("status", str(parent_id))["status"] == "failed"
