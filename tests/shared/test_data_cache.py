@@ -189,3 +189,26 @@ def test_the_crop_grid_is_affine_grids_for_a_scale_and_shift() -> None:
     for height, width in ((96, 96), (40, 72)):
         expected = torch.nn.functional.affine_grid(theta, [5, 3, height, width], align_corners=False)
         assert torch.allclose(_crop_grid(sx, cx, sy, cy, height, width), expected, atol=1e-6)
+
+
+def test_a_first_decode_tells_its_progress_as_images_are_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Told only as each chunk of 64 was done, a folder of 80 large photos showed no progress for 28 s.
+    The count rises within a chunk, never repeats (the progress writer reads that as a new pass), and
+    ends at the whole."""
+    from shared.data import cache as cache_module
+
+    write_synthetic(tmp_path / "d", classes=["cat", "dog"], counts={"train": 40}, size=24)
+    files = scan(tmp_path / "d" / "train").files
+    real_decode = cache_module.decode
+
+    def slow_decode(path: Path, size: int) -> np.ndarray:
+        time.sleep(0.03)  # a large photo's decode, in miniature
+        return real_decode(path, size)
+
+    monkeypatch.setattr(cache_module, "decode", slow_decode)
+    monkeypatch.setattr(cache_module, "PROGRESS_POLL_S", 0.05)
+    told: list[tuple[int, int]] = []
+    load_or_build(files, 16, tmp_path / "cache", folder=tmp_path, progress=lambda done, of: told.append((done, of)))
+    counts = [done for done, _ in told]
+    assert len(counts) > 2 and counts[-1] == 40 and all(of == 40 for _, of in told)  # 40 images: one chunk
+    assert counts == sorted(set(counts))  # rising, each told once
