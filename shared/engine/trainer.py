@@ -107,9 +107,11 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     data = load_train_data(Path(spec.data), Path(spec.val) if spec.val else None, spec.val_fraction,
                            spec.model.image_size, cache, progress=in_phase(on_progress, "decoding"))
     loaded = time.perf_counter()
+    _stop_if_asked(should_stop, "after decoding its images")
     workdir.mkdir(parents=True, exist_ok=True)
     resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed, cache)
+    _stop_if_asked(should_stop, "after building its model")
     probe = run.prec.probe if run.prec.probe is not None and run.prec.probe.measured_now else None
     if probe is not None and on_note is not None:  # a machine's first job: it measured what auto chose
         on_note("info", probe.says())
@@ -230,6 +232,14 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches[-2:] = [np.concatenate(batches[-2:])]
     return batches
+
+
+def _stop_if_asked(should_stop: Callable[[], bool] | None, where: str) -> None:
+    """A stop asked during a start-up phase (a decode, the bf16 probe): before the next one, not at the
+    first step. A worker stopping waited out its 10-s grace for a job still starting up, and another
+    worker took a newer job before this one was back in the queue."""
+    if should_stop is not None and should_stop():
+        raise JobCancelled(f"stopped {where}, before its first step")
 
 
 def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool] | None,

@@ -51,10 +51,12 @@ def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]
     outcome: dict[str, list[int]] = {"cancelled": [], "stopping": [], "unchanged": []}
     for job in jobs:
         run = job.kind == JobKind.score  # a scoring run's parent: queued until its shards end, which may run
-        result = _cancel_one(session, job.id, RUN_CANCELLED if run else "cancelled before it started")
+        ran = bool(job.attempts)  # queued again after an attempt (its worker stopped): it had started
+        result = _cancel_one(session, job.id, RUN_CANCELLED if run else CANCELLED_QUEUED[ran])
         outcome[result].append(job.id)
         if result in CANCEL_EVENTS:  # the job's history says who stopped it (`orch status ID`)
-            message = f"cancelled by orch cancel: {RUN_CANCELLED}" if run and result == "cancelled" else CANCEL_EVENTS[result]
+            message = (f"cancelled by orch cancel: {RUN_CANCELLED}" if run and result == "cancelled" else
+                       REQUEUED_CANCEL_EVENT if ran and result == "cancelled" else CANCEL_EVENTS[result])
             session.add(Event(job_id=job.id, kind="info", message=message))
     session.expire_all()  # the caller's Job objects were changed behind the ORM's back
     return outcome
@@ -62,6 +64,10 @@ def request_cancel(session: Session, jobs: Iterable[Job]) -> dict[str, list[int]
 
 CANCEL_EVENTS = {"cancelled": "cancelled by orch cancel while queued: it never starts",
                  "stopping": "orch cancel asked its worker to stop it"}
+# a job queued again after an attempt: "never starts" and "cancelled before it started" read as if it had not run
+CANCELLED_QUEUED = {False: "cancelled before it started", True: "cancelled while queued to resume"}
+REQUEUED_CANCEL_EVENT = ("cancelled by orch cancel while queued to resume: it does not start again (`orch retry` "
+                         "resumes it from its last checkpoint)")
 # a scoring run's parent job is queued while its shards run: "never started" was not what happened
 RUN_CANCELLED = ("its CSV is not written (shards that finish anyway keep their parts: `orch retry` scores the rest "
                  "and writes it)")

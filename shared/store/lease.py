@@ -104,11 +104,14 @@ class Lease:
                 status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
                 heartbeat_at=db_now(), worker_host=owner, error=None, progress=None,
                 # when the job first started: a takeover or a retry resumes the same run (the history
-                # has each attempt's start)
+                # has each later attempt's start)
                 started_at=func.coalesce(Job.started_at, now)))
             if taken == 1:  # a scoring run starts with its first shard (it read 0.03 s: its assembly alone)
                 parent = select(Job.parent_id).where(Job.id == job_id).scalar_subquery()
                 s.execute(update(Job).where(Job.id == parent, Job.started_at.is_(None)).values(started_at=now))
+                attempt = s.scalar(select(Job.attempts).where(Job.id == job_id)) or 1
+                if attempt > 1:  # started_at is the first attempt's: a later one's start was in no history
+                    s.add(Event(job_id=job_id, kind="info", message=f"attempt {attempt} started on {owner}"))
         return cls(store, job_id, token + 1) if taken == 1 else None
 
     @contextmanager

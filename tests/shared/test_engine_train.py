@@ -149,11 +149,23 @@ def test_nan_validation_loss_fails_with_one_clear_line(data: Path, tmp_path: Pat
 
 
 def test_should_stop_cancels_between_steps(data: Path, tmp_path: Path) -> None:
-    polls = iter(range(100))
+    polls = iter(range(100))  # asked after decoding, after building the model, then before each step
     with pytest.raises(JobCancelled, match="epoch 1 step 3"):
         train(tiny_spec(data / "train", data / "val"), tmp_path / "w", cache_dir=tmp_path / "cache",
-              should_stop=lambda: next(polls) >= 2)
+              should_stop=lambda: next(polls) >= 4)
     assert not (tmp_path / "w" / "last.pt").exists()
+
+
+def test_a_stop_during_start_up_ends_it_before_the_next_phase(data: Path, tmp_path: Path) -> None:
+    """A worker stopping while its job still decoded or probed bf16 waited out its 10-s grace: the job
+    checked for a stop at its first step only, and a newer job started elsewhere first."""
+    with pytest.raises(JobCancelled, match="stopped after decoding its images, before its first step"):
+        train(tiny_spec(data / "train", data / "val"), tmp_path / "w", cache_dir=tmp_path / "cache",
+              should_stop=lambda: True)
+    polls = iter(range(100))
+    with pytest.raises(JobCancelled, match="stopped after building its model"):
+        train(tiny_spec(data / "train", data / "val"), tmp_path / "w", cache_dir=tmp_path / "cache",
+              should_stop=lambda: next(polls) >= 1)
 
 
 def test_each_batch_decoded_trained_and_validated_is_told(data: Path, tmp_path: Path) -> None:

@@ -114,8 +114,9 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     assert job.status == "failed" and "lease of w:2 expired" in job.error and "after 2 attempts" in job.error
     with store.session() as s:
         events = [e.message for e in reads.job_events(s, job_id)]
-    assert len(events) == 3 and "taken over by sweeper" in events[0]
-    assert events[2].startswith("attempt 2 ended (lease of w:2 expired") and events[2].endswith("the job failed")
+    assert len(events) == 4 and "taken over by sweeper" in events[0]
+    assert events[1] == "attempt 2 started on w:2"  # the first attempt's start is the job's started_at
+    assert events[3].startswith("attempt 2 ended (lease of w:2 expired") and events[3].endswith("the job failed")
 
 
 def test_a_takeover_keeps_when_the_job_first_started(store: Store) -> None:
@@ -268,6 +269,7 @@ def test_cancel_retry_and_a_worker_stopping_leave_lines_in_the_jobs_history(stor
         second = [e.message for e in reads.job_events(s, running)]
     assert first == ["cancelled by orch cancel while queued: it never starts", "requeued by orch retry (cancelled after 0 attempts)"]
     assert second == ["attempt 1 ended (worker stopped; requeued): the job is queued",
+                      "attempt 2 started on w:2",  # stopped before its first checkpoint: nothing else said so
                       "orch cancel asked its worker to stop it",
                       "attempt 2 ended (cancelled by its worker): the job is cancelled",
                       "requeued by orch retry (cancelled after 2 attempts)"]
@@ -409,3 +411,19 @@ def test_a_scoring_run_starts_when_its_first_shard_does(store: Store) -> None:
     assert Lease.acquire(store, shard_ids[1], "w:2", ttl=30) is not None  # the second shard leaves it
     assert Lease.acquire(store, parent_id, "w:2 via shard job 2", ttl=30) is not None  # nor does the assembly
     assert status(store, parent_id).started_at == first
+
+
+def test_a_job_cancelled_while_queued_to_resume_is_not_said_never_to_have_started(store: Store) -> None:
+    """A job whose worker stopped mid-epoch, then cancelled while queued, read "cancelled before it
+    started" and "it never starts" beside its attempt 1 and its start time."""
+    job_id = new_job(store)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    assert lease is not None and lease.requeue("worker stopped; requeued") == JobStatus.queued
+    with store.session() as s:
+        assert store_jobs.request_cancel(s, [s.get(Job, job_id)])["cancelled"] == [job_id]
+    with store.session() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.error == "cancelled while queued to resume"
+        assert [e.message for e in reads.job_events(s, job_id)][-1] == (
+            "cancelled by orch cancel while queued to resume: it does not start again (`orch retry` resumes it from "
+            "its last checkpoint)")
