@@ -9,7 +9,7 @@ alternating so that a change in the machine's load falls on both, and takes bf16
 
 One decision per machine (CPU model, torch, threads), not per model: a study's configs must not differ
 in precision, or its comparisons would be the precision's as much as the configs'. It is kept in the
-decode cache's folder, so the first job on a machine pays for it (about two seconds) and later ones read it.
+decode cache's folder, so the first job on a machine pays for it (a few seconds) and later ones read it.
 """
 from __future__ import annotations
 
@@ -129,28 +129,39 @@ def _read(path: Path | None) -> dict[str, dict[str, float | str]]:
 
 def measure_speedup() -> float:
     """fp32's fastest step time over bf16's, alternating steps of resnet18 (channels_last, forward,
-    loss and backward, as training runs them) on random images. The fastest, not the median: on a
-    loaded machine most steps wait for a core, which says nothing of the arithmetic (medians there
-    read 0.3-1.0 where the fastest steps agreed). The global RNG is left as it was."""
+    loss and backward, as training runs them) on random images. The global RNG and torch's thread
+    count are left as they were.
+
+    Each step is timed in this thread's CPU time, on one thread: a step's wall time on a loaded
+    machine is mostly waiting for a core, which says nothing of the arithmetic, and the answer is
+    kept for good. With a lab's jobs on both cores (2026-12-01, an Ice Lake Xeon whose bf16 runs
+    0.41x quiet) five probes of two threads' wall time read 0.34 to 0.59; of one thread's CPU time,
+    0.38 to 0.43. The fastest step of each, not the median, for what CPU time still carries of the
+    load (caches shared with the other jobs)."""
     from torchvision.models import resnet18
 
-    with torch.random.fork_rng(devices=[]):
-        model = resnet18(num_classes=2).to(memory_format=torch.channels_last).train()
-        x = torch.randn(PROBE_BATCH, 3, PROBE_SIZE, PROBE_SIZE).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 2, (PROBE_BATCH,))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = resnet18(num_classes=2).to(memory_format=torch.channels_last).train()
+            x = torch.randn(PROBE_BATCH, 3, PROBE_SIZE, PROBE_SIZE).to(memory_format=torch.channels_last)
+            y = torch.randint(0, 2, (PROBE_BATCH,))
 
-        def step(bf16: bool) -> float:
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-            loss.backward()  # type: ignore[no-untyped-call]
-            model.zero_grad(set_to_none=True)
-            return time.perf_counter() - start
+            def step(bf16: bool) -> float:
+                start = time.thread_time()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+                loss.backward()  # type: ignore[no-untyped-call]
+                model.zero_grad(set_to_none=True)
+                return time.thread_time() - start
 
-        step(False), step(True)  # each precision's first step creates its kernels
-        times: dict[bool, list[float]] = {False: [], True: []}
-        deadline = time.perf_counter() + BUDGET_S
-        while len(times[True]) < PAIRS and (len(times[True]) < MIN_PAIRS or time.perf_counter() < deadline):
-            for bf16 in (False, True):
-                times[bf16].append(step(bf16))
+            step(False), step(True)  # each precision's first step creates its kernels
+            times: dict[bool, list[float]] = {False: [], True: []}
+            deadline = time.perf_counter() + BUDGET_S
+            while len(times[True]) < PAIRS and (len(times[True]) < MIN_PAIRS or time.perf_counter() < deadline):
+                for bf16 in (False, True):
+                    times[bf16].append(step(bf16))
+    finally:
+        torch.set_num_threads(threads)
     return min(times[False]) / min(times[True])

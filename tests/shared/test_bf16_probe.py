@@ -74,12 +74,17 @@ def test_a_corrupt_or_unwritable_cache_measures_again(timed: list[float], tmp_pa
     assert bf16_probe(blocked / "cache") == Bf16Probe(1.8, measured_now=True)
 
 
-def test_the_probe_measures_real_steps_and_leaves_the_rng_alone() -> None:
+def test_the_probe_measures_real_steps_and_leaves_the_rng_and_threads_alone() -> None:
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    with one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the job's; the probe itself steps on one thread
+    try:
         speedup = measure_speedup()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
     assert math.isfinite(speedup) and 0.05 < speedup < 50
     assert torch.equal(torch.rand(3), expected)  # a job's seed still decides its model's initial weights
 
