@@ -75,7 +75,8 @@ def draw_final(ax: Axes, analysis: StudyAnalysis, palette: dict[str, Any]) -> No
     diamonds = ", \u25c7 test accuracy" if tested else ""
     # what is drawn: `orch report --job` runs are one each, and promised intervals it had none of
     shown = ("mean, 95% CI, seeds as dots" if any(r.summary.ci is not None for r in results)
-             else "one run each: no interval" if all(r.summary.n <= 1 for r in results) else "mean, seeds as dots")
+             else "one run each: no interval" if all(r.summary.n == 1 for r in results)
+             else "one run or none each: no interval" if all(r.summary.n <= 1 for r in results) else "mean, seeds as dots")
     ax.set_xlabel(f"{analysis.metric}{' (%)' if scale.factor == 100 else ''}: {shown}{diamonds}")
     flagged = "; * not converged" if any(r.convergence for r in results) else ""
     # two lines: in the overview, one ran into the curves' title beside it
@@ -109,7 +110,9 @@ def shows_test_accuracy(analysis: StudyAnalysis) -> bool:
 def _tick(result: ConfigResult, analysis: StudyAnalysis) -> str:
     mark = " (baseline)" if result is analysis.baseline else ""
     flag = " *" if result.convergence else ""
-    return f"{result.config.label}{mark}{flag}"
+    # a config with no run scored (--metric test_acc) had an empty row that read as a value off the axis
+    none = " (no value)" if result.summary.mean is None else ""
+    return f"{result.config.label}{mark}{flag}{none}"
 
 
 def curves_chart(analysis: StudyAnalysis) -> Figure:

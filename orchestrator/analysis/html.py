@@ -27,7 +27,11 @@ table{border-collapse:collapse;margin:.6em 0;font-size:13px}th,td{border:1px sol
 text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .meta{color:#57606a}.verdicts li{margin:.2em 0}.flag{color:#9a6700}figure{margin:1em 0}
 figure svg{max-width:100%;height:auto}figcaption{color:#57606a;font-size:12px}code{background:#f6f8fa;padding:0 3px}
+table,pre,figure{max-width:100%;overflow-x:auto}table{display:block}figure svg{min-width:600px}
 """
+# On a phone (390 px) a wide table or chart scrolls in its own box: the page itself was 716 px wide, its
+# tables cut at the screen's edge, and a chart shrunk to the screen had 4 px text. 600 px keeps the widest
+# chart's 9 pt text near 7 px.
 CAPTIONS = {
     "final": "",  # the metric's own: final_caption
     "curves": "",  # one run or a mean over seeds: charts.curves_title

@@ -120,6 +120,8 @@ def default_baseline(configs: list[Config], metric: str, by_job: bool = False) -
     first = "the lowest job id" if by_job else "the study's first config"
     if chosen == 0:
         return configs[0], f"{first}, chosen before the results"
+    if enough == 1:  # it read "at least 1 seeds (..., and 2 to pair)" of a study whose first test_acc was scored once
+        return configs[chosen], f"the first config with a {metric} value (none has 2 seeds of it), chosen before the results"
     return configs[chosen], (f"the first config with at least {enough} seeds (half the most any config has, and "
                              f"2 to pair), chosen before the results")
 

@@ -73,3 +73,34 @@ def test_chromium_renders_every_chart(orch: Orch, monkeypatch: pytest.MonkeyPatc
     with Image.open(shot) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50  # text, tables and chart colours, not a blank page
+
+
+MEASURE_WIDTH = """<script>
+(function () {
+  var out = document.createElement("pre");
+  out.id = "width-check";
+  out.textContent = JSON.stringify({page: document.documentElement.scrollWidth, window: window.innerWidth,
+    charts: Array.prototype.map.call(document.querySelectorAll("figure svg"),
+                                     function (e) { return Math.round(e.getBoundingClientRect().width); })});
+  document.body.appendChild(out);
+})();
+</script>"""
+
+
+def test_page_fits_a_phone(orch: Orch, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """At a phone's width the page is no wider than the window (it was 716 px in a 500 px window, its tables
+    cut at the edge): a wide table or chart scrolls in its own box, and a chart keeps a readable size."""
+    browser = chromium()
+    store = open_home(orch.home, monkeypatch)
+    build_study(store)
+    store.dispose()
+    page = tmp_path / "report.html"
+    orch.run("report", "--study", "norms-groups", "--html", str(page), check=True)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", MEASURE_WIDTH + "</body>"))
+    dom = run_chromium(browser, tmp_path / "profile", "--window-size=390,2000", "--dump-dom", probe.as_uri())
+    found = re.search(r'<pre id="width-check">(.*?)</pre>', dom.stdout)
+    assert found, (dom.stdout[-500:], dom.stderr[-2000:])
+    check = json.loads(found.group(1))
+    assert check["page"] <= check["window"], check
+    assert check["charts"] and all(width >= 600 for width in check["charts"]), check

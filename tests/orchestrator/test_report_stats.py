@@ -682,3 +682,27 @@ def test_a_seed_count_plans_for_every_comparison_the_study_makes() -> None:
     assert f"about {gain.seeds_needed} seeds would detect 2.50 points at 80% power among 2 comparisons" in gain.verdict
     alone = next(r.comparison for r in analyse(base + cbam, "val_acc").results if r.config.label == "norm=gn")
     assert alone.seeds_needed == seeds_for_power(effect, 0.05) and "among" not in alone.verdict
+
+
+def test_a_baseline_chosen_for_its_only_value_says_so() -> None:
+    """One run of the study scored: its config is the baseline for --metric test_acc, and the reason
+    read "at least 1 seeds (half the most any config has, and 2 to pair)"."""
+    from dataclasses import replace
+
+    runs = [run(1, 0, [0.5], norm="bn"), run(2, 1, [0.6], norm="bn"), replace(run(3, 0, [0.7], norm="in"), test_acc=0.51)]
+    analysis = analyse(runs, "test_acc")
+    assert analysis.baseline.config.label == "norm=in"
+    assert analysis.baseline_how == ("the first config with a test_acc value (none has 2 seeds of it), chosen before "
+                                     "the results")
+
+
+def test_the_final_chart_names_configs_without_a_value() -> None:
+    """`--metric test_acc --plot` with one run scored drew the others as empty rows under 'one run each'."""
+    from dataclasses import replace
+
+    from orchestrator.analysis.charts import SINGLE_CHARTS
+
+    runs = [run(1, 0, [0.5], norm="bn"), replace(run(2, 0, [0.7], norm="in"), test_acc=0.51)]
+    ax = SINGLE_CHARTS["final"](analyse(runs, "test_acc")).axes[0]
+    assert ax.get_xlabel() == "test_acc (%): one run or none each: no interval"
+    assert [tick.get_text() for tick in ax.get_yticklabels()] == ["norm=in (baseline) *", "norm=bn * (no value)"]
