@@ -15,6 +15,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from orchestrator.options import comma_items
 from shared.errors import SpecError
 from shared.spec import RESNEXT_BASE, Spec, TrainSpec, is_axis, parse
 
@@ -122,10 +123,7 @@ def parse_list(field: OptionField, raw: Any) -> list[Any]:
     """'1,8,32' -> [1, 8, 32] (None -> [None]: the spec's default); a bad item names the option."""
     if raw is None:
         return [None]
-    items = [item.strip() for item in str(raw).split(",")]
-    if not all(items):
-        raise SpecError(field.option, f"empty item in {raw!r}; give a comma list such as "
-                                      f"{_example(field)}")
+    items = comma_items(field.option, str(raw), _example(field))
     try:
         return [field.parse_item(item) for item in items]
     except ValueError as exc:

@@ -122,6 +122,17 @@ def option_name(param: click.Parameter | None) -> str:
     return param.human_readable_name if param is not None else "input"
 
 
+def comma_items(option: str, raw: str, example: str) -> list[str]:
+    """A comma list's items, stripped; an empty item is refused in every list alike (`report --job 1,,2`
+    read 1,2 where 1,12,2 may have been meant, while `--seeds 0,,1` was refused)."""
+    from shared.errors import SpecError
+
+    items = [item.strip() for item in raw.split(",")]
+    if not all(items):
+        raise SpecError(option, f"empty item in {raw!r}; give a comma list such as {example}")
+    return items
+
+
 QUEUE_NAME = "letters, digits, '.', '_' and '-'"
 
 

@@ -14,12 +14,20 @@ def existing_path(option: str, raw: str | None, *, folder: bool, required: bool 
         if required:
             require_given(option, raw, folder=folder)
         return None
-    path = Path(raw).expanduser().resolve()
+    path = Path(not_blank(option, raw, "a folder" if folder else "a file")).expanduser().resolve()
     if folder and not path.is_dir():
         raise SpecError(option, f"{raw} is a file, not a folder" if path.is_file() else f"no such folder: {raw}")
     if not folder and not path.is_file():
         raise SpecError(option, f"{raw} is a folder, not a file" if path.is_dir() else f"no such file: {raw}")
     return str(path)
+
+
+def not_blank(option: str, raw: str, what: str) -> str:
+    """`raw`, unless empty: Path('') is the current folder, so `--data "$DATA"` with DATA unset read the
+    folder the command ran in, and `orch data synth ""` wrote its 2,800 images there."""
+    if not raw.strip():
+        raise SpecError(option, f"empty path; give {what}")
+    return raw
 
 
 def require_given(option: str, raw: str | None, *, folder: bool, project_key: str | None = None) -> None:
@@ -43,7 +51,7 @@ def require_given(option: str, raw: str | None, *, folder: bool, project_key: st
 
 def output_path(option: str, raw: str | Path, example: str) -> Path:
     """`raw` as an absolute path a file can be written to: not a folder, in a folder that exists."""
-    out = Path(raw).expanduser().resolve()
+    out = Path(not_blank(option, str(raw), f"a file name such as {example}")).expanduser().resolve()
     if out.is_dir():
         raise SpecError(option, f"{raw} is a folder; give a file name such as {Path(raw) / example}")
     if not out.parent.is_dir():

@@ -95,6 +95,7 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
     from shared.store.outbox import owe
 
     outcome = Queued()
+    study_name = _study_name(study_name)
 
     def record(s: Session) -> list[Owed]:
         owed = []
@@ -124,6 +125,18 @@ def queue_jobs(obj: CliState, specs: Sequence[Spec], *, kind: str, queue: str, s
 
     outcome.job_ids = [row.job_id for row in record_and_send(obj, queue, record)]
     return outcome
+
+
+def _study_name(name: str | None) -> str | None:
+    """--study as every other command finds it: they strip the name, so a study stored as ' norms ' was
+    found by none of them, and one named '' or '  ' (an unset shell variable) by no name at all."""
+    from shared.errors import OrchError
+
+    if name is None:
+        return None
+    if not name.strip():
+        raise OrchError(f"--study: empty name {name!r}; give a name such as norms, or leave --study out")
+    return name.strip()
 
 
 def _study_to_extend(session: Session, ref: str) -> Study | None:

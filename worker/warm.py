@@ -97,7 +97,10 @@ class WarmPool:
     def __init__(self, home: str, threads: int | None, *, warm: bool = True):
         self.home, self.threads, self.warm = home, threads, warm
         self.ready: WarmChild | None = None
-        self.lock = threading.Lock()  # the first child is forked on a thread while take() may wait
+        # the first child is forked on a thread while take() may wait. Reentrant: close() runs in a signal
+        # handler on the thread that may hold it (take() waits under it; a second SIGTERM lands in the first's
+        # close), and a plain Lock waited there for its own thread: the worker hung for ever
+        self.lock = threading.RLock()
         self.closed = False  # the worker is stopping: no child is started to wait for a next job
 
     def start(self) -> None:
@@ -123,6 +126,8 @@ class WarmPool:
         with self.lock:
             if self.warm and self.ready is None and not self.closed:
                 self.ready = spawn(self.home, self.threads)
+                if self.closed:  # a stop signal's close() ran inside spawn(), on this thread: none kept
+                    self.close()
 
     def take(self, tick: Callable[[], object], interval: float) -> tuple[WarmChild, dict[str, Any]]:
         """A ready child for a job, and how it came to be ready (for the job's start-up split).
@@ -164,6 +169,6 @@ class WarmPool:
         still running, and one waiting for a job would wait for ever."""
         with self.lock:
             self.closed = True
-            if self.ready is not None:
-                self.ready.discard()
-                self.ready = None
+            ready, self.ready = self.ready, None  # taken first: a close() run inside this one finds none
+            if ready is not None:
+                ready.discard()

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from orchestrator.context import CliState, pass_state
+from orchestrator.options import comma_items
 
 
 @click.group("data")
@@ -24,7 +25,7 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False))
 @click.option("--classes", default="cat,dog", show_default=True, metavar="A,B[,...]",
               help="Class names, comma-separated (at least two; no dots or slashes).")
 @click.option("--train", "n_train", default=2000, show_default=True, type=click.IntRange(0),
@@ -38,7 +39,7 @@ def data() -> None:
 @click.option("--layout", default="flat", show_default=True, type=click.Choice(["flat", "folder"]),
               help="flat: train/cat.12.jpg (label = name prefix); folder: train/cat/12.jpg (ImageFolder).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0), help="Same seed, same files.")
-def synth(out: Path, classes: str, n_train: int, n_val: int, n_test: int, size: int, layout: str,
+def synth(out: str, classes: str, n_train: int, n_val: int, n_test: int, size: int, layout: str,
           seed: int) -> None:
     """Write a learnable image set: OUT/train, OUT/val, OUT/test (0.jpg, 1.jpg, ...) and
     OUT/test_labels.csv (id,label; label is the class index, classes in sorted order).
@@ -54,20 +55,22 @@ def synth(out: Path, classes: str, n_train: int, n_val: int, n_test: int, size: 
       orch data synth small --train 200 --val 50 --test 50 --size 32
       orch data synth zoo --classes ant,bee,cow --layout folder --size 112
     """
+    from orchestrator.paths import not_blank
     from shared.data.synth import check_classes, check_empty, write_synthetic
 
-    names = sorted(c.strip() for c in classes.split(",") if c.strip())
+    folder = Path(not_blank("OUT", out, "a folder such as data"))
+    names = sorted(comma_items("--classes", classes, "cat,dog"))
     check_classes(names)  # a DataError: one line, exit 2, before any file is written
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if not any(counts.values()):
         raise click.BadParameter("--train, --val and --test are all 0: nothing to write", param_hint="--train")
-    check_empty(out, [split for split, n in counts.items() if n])
+    check_empty(folder, [split for split, n in counts.items() if n])
     total = sum(counts.values())
-    with click.progressbar(length=total, label=f"writing {total} images to {out}", file=sys.stderr) as bar:
-        written = write_synthetic(out, classes=names, counts=counts, size=size, layout=layout, seed=seed,
+    with click.progressbar(length=total, label=f"writing {total} images to {folder}", file=sys.stderr) as bar:
+        written = write_synthetic(folder, classes=names, counts=counts, size=size, layout=layout, seed=seed,
                                   progress=bar.update)
     click.echo(f"wrote {written} images ({', '.join(f'{k} {v}' for k, v in counts.items())}) "
-               f"of {', '.join(names)} at {size} px to {out}")
+               f"of {', '.join(names)} at {size} px to {folder}")
 
 
 @data.command("cache")

@@ -180,13 +180,13 @@ def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, b
 
 
 def _job_ids(text: str) -> list[int]:
+    from orchestrator.options import comma_items
+
+    parts = comma_items("--job", text, "1,2,3")  # a SpecError is a ValueError: not inside the try
     try:
-        ids = [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in parts]
     except ValueError:
         raise OrchError(f"--job: expected job ids like 1,2,3, got {text!r}") from None
-    if not ids:
-        raise OrchError(f"--job: expected job ids like 1,2,3, got {text!r}")
-    return ids
 
 
 def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int | None = None,

@@ -234,6 +234,8 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             if job is None:
                 raise OrchError(f"JOB_ID: no job {job_id}")
             detail = job_detail(job, shard_progress(s, [job.id]).get(job.id), now=read_now(s))
+    if job_id is not None and study_ref is not None:  # --study was ignored: job 1 shown as if in the study
+        raise OrchError("--study: give a job ID or --study S, not both (as orch cancel and orch retry)")
             detail["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
                                 for e in reads.job_events(s, job.id)]
     if job_id is None:

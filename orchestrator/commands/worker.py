@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from orchestrator.context import CliState, pass_state
-from orchestrator.options import queue_names
+from orchestrator.options import comma_items, queue_names
 from shared.config import DEFAULT_QUEUE
 from shared.errors import OrchError
 
@@ -39,8 +39,8 @@ def gpu_indices(gpus: str) -> list[str]:
     (no torch: nvidia-smi lists them)."""
     wanted = None
     if gpus.strip() != "all":
-        wanted = [g.strip() for g in gpus.split(",") if g.strip()]
-        if not wanted or not all(g.isascii() and g.isdigit() for g in wanted):
+        wanted = comma_items("--gpus", gpus, "0,1")
+        if not all(g.isascii() and g.isdigit() for g in wanted):
             raise click.BadParameter(f"expected all or GPU indices like 0,1,2; got {gpus!r}", param_hint="--gpus")
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],

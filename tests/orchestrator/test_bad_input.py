@@ -96,6 +96,16 @@ CASES = [
     ("a chart into a missing folder", ["report", "--job", "1", "--plot", "/no/such/dir/c.png"], {}, "--plot: no such folder"),
     ("a home that cannot be made", ["--home", "/proc/no/such", "status"], {}, "--home / ORCH_HOME: cannot create"),
     ("synth one class", ["data", "synth", "{tmp}/x", "--classes", "cat"], {}, "--classes"),
+    ("a blank in a comma list other than the grid's (read as 1,2; --seeds 0,,1 was refused)",
+     ["report", "--job", "1,,2"], {}, "--job: empty item in '1,,2'; give a comma list such as 1,2,3"),
+    ("a blank class name (dropped)", ["data", "synth", "{tmp}/x", "--classes", "cat,,dog"], {},
+     "--classes: empty item in 'cat,,dog'"),
+    ("a blank GPU index (dropped)", ["worker", "--gpus", "0,,1"], {}, "--gpus: empty item in '0,,1'"),
+    ("synth into '' (an unset variable: it wrote 2,800 images into the current folder)", ["data", "synth", ""], {},
+     "OUT: empty path; give a folder such as data"),
+    ("an empty --data (it read the current folder)", ["submit", "train", "--data", ""], {}, "--data: empty path"),
+    ("one job and --study (the study was ignored: any job shown as if in it)", ["status", "1", "--study", "1"], {},
+     "--study: give a job ID or --study S, not both"),
 ]
 
 

@@ -81,3 +81,18 @@ def test_status_limit_0_lists_every_job_as_the_report_does(orch: Orch, synth_dat
     assert [row["id"] for row in orch.json("status", "--limit", "2")] == ids[1:]
     negative = orch.run("status", "--limit", "-1")
     assert negative.returncode == 2 and negative.stderr.strip() == "Error: --limit: must be 0 (all) or more, got -1"
+
+
+def test_blank_study_name_is_refused_and_padding_is_stripped(orch: Orch, synth_data: Path) -> None:
+    """`--study ''` (an unset shell variable) made a study named '' and `--study '  '` one named '  ',
+    reachable by no name; ' grp ' was stored padded, and found by no command (they strip the name)."""
+    base = ("submit", "ablation", "--data", str(synth_data / "train"), "--image-size", "32", "--epochs", "1")
+    for blank in ("", "   "):
+        proc = orch.run(*base, "--study", blank)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"Error: --study: empty name {blank!r}; give a name such as norms, or leave --study out"]
+    assert orch.json("status") == []  # nothing recorded
+    padded = orch.json(*base, "--study", " grp ")
+    listed = orch.json("status", "--study", "grp")
+    assert [row["id"] for row in listed] == padded["job_ids"] and listed[0]["study_name"] == "grp"

@@ -73,3 +73,20 @@ def test_a_killed_worker_takes_its_job_processes_and_fork_server_with_it(orch: O
     while any(map(running, started)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [pid for pid in started if running(pid)], "a job process or the fork server outlived its worker"
+
+
+def test_a_second_stop_signal_during_the_first_stop_does_not_hang_the_worker(orch: Orch) -> None:
+    """Two SIGTERMs (`timeout` signals the worker, then its process group; or `kill` said twice): the
+    second ran the shutdown again inside the first, which held the pool's lock while it waited for the
+    ready job process, and waited for that lock in the same thread: the worker hung for ever."""
+    worker = orch.start_worker()
+    ready = wait_for_one_ready(worker)
+    deadline = time.monotonic() + 60
+    while " ready." not in worker.output() and time.monotonic() < deadline:  # Celery's handlers are in place
+        time.sleep(0.2)
+    os.kill(ready, signal.SIGSTOP)  # the first stop waits its 5 s for this process to end on its own
+    worker.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.wait(timeout=60)
+    assert not running(ready)
