@@ -142,11 +142,16 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
 
 
 def not_taken_hint(obj: CliState, queues: list[str] | None = None, first: int | None = None) -> str:
-    """Why nothing started: every live worker busy (which jobs, and how many queued jobs wait ahead of
-    job `first`), or none running a job at all (a job waits in the queue for one, silently); a queue of
-    another name than the default needs a worker that reads it."""
+    """Why nothing started: no running worker reads its queue (asked over the broker), every live worker
+    busy (which jobs, and how many queued jobs wait ahead of job `first`), or none running a job at all
+    (a job waits in the queue for one, silently); a queue of another name than the default needs a
+    worker that reads it."""
+    from orchestrator.workers import unread_queues
     from shared.config import DEFAULT_QUEUE
 
+    unread = unread_queues(obj, queues or [DEFAULT_QUEUE])
+    if unread:  # the busy workers read other queues: "it starts when one is free" was false
+        return f"still queued: {unread[1]} (Ctrl-C here stops waiting, not the jobs)"
     with obj.store.session() as s:
         running = reads.running_jobs(s, obj.settings.lease_ttl)
         ahead = reads.queued_ahead(s, first, queues or [DEFAULT_QUEUE]) if first is not None and running else 0

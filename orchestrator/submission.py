@@ -231,7 +231,21 @@ def record_and_send(obj: CliState, queue: str, record: Callable[[Session], list[
         send_owed(obj, owed)
     finally:
         gc.enable()
+    if owed:
+        note_unread_queue(obj, queue)
     return owed
+
+
+def note_unread_queue(obj: CliState, queue: str) -> None:
+    """A queue of another name than the default that no running worker reads, said at submit (a
+    `--queue typo` was queued with nothing said, and waited for ever). The default queue is not asked:
+    the question costs a second, and every worker reads that one unless told otherwise."""
+    from orchestrator.workers import unread_queues
+    from shared.config import DEFAULT_QUEUE
+
+    unread = unread_queues(obj, [queue]) if queue != DEFAULT_QUEUE else None
+    if unread:
+        click.echo(f"orch: note: {unread[1]}", err=True)
 
 
 def stored_hash(job: Job) -> str:

@@ -129,6 +129,24 @@ def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int)
             f"{lease_ttl:.0f} s): a live worker's sweeper {', and '.join(then)} (`orch worker` starts one)")
 
 
+def unread_note(obj: CliState, rows: list[dict[str, Any]]) -> str | None:
+    """Under the list: queued jobs on a queue no running worker reads. With the only worker of `big`
+    stopped, or `--queue typo`, the list showed them queued and nothing more. The workers are asked
+    (a second) only where no listed job runs on the queue with a live worker, which proves one reads it."""
+    from orchestrator.workers import unread_queues
+
+    served = {row["queue"] for row in rows if row["status"] == "running" and not is_silent(row, obj.settings.lease_ttl)}
+    # a scoring run's parent has no message while its shards run: they are the jobs that wait for a worker
+    waiting = {row["queue"] for row in rows if row["status"] == "queued" and row["kind"] != "score"} - served
+    if not waiting:
+        return None
+    found = unread_queues(obj, waiting)
+    if found is None:
+        return None
+    ids = [str(row["id"]) for row in rows if row["status"] == "queued" and row["queue"] in found[0]]
+    return f"queued: job{'s' * (len(ids) > 1)} {', '.join(ids)}: {found[1]}"
+
+
 def _them(ids: list[int], named: bool) -> str:
     """'it' or 'them', or the jobs named where the note says different things of different jobs."""
     if not named:
@@ -216,6 +234,8 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
 
     if limit < 0:  # as `orch report --limit`
         raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
+    if job_id is not None and study_ref is not None:  # --study was ignored: job 1 shown as if in the study
+        raise OrchError("--study: give a job ID or --study S, not both (as orch cancel and orch retry)")
     from shared.store.scoring_runs import shard_progress
 
     with obj.store.session() as s:
@@ -234,8 +254,6 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             if job is None:
                 raise OrchError(f"JOB_ID: no job {job_id}")
             detail = job_detail(job, shard_progress(s, [job.id]).get(job.id), now=read_now(s))
-    if job_id is not None and study_ref is not None:  # --study was ignored: job 1 shown as if in the study
-        raise OrchError("--study: give a job ID or --study S, not both (as orch cancel and orch retry)")
             detail["events"] = [{"at": e.at.isoformat(), "kind": e.kind, "message": e.message}
                                 for e in reads.job_events(s, job.id)]
     if job_id is None:
@@ -244,9 +262,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
         elif rows:
             print_table([table_row(row, obj.settings.lease_ttl) for row in for_display(without_defaults(rows))], title="jobs",
                         drop_first=("worker", "attempts", "kind", "lr", "study", "seed"))
-            note = silent_note(rows, obj.settings.lease_ttl, obj.settings.max_attempts)
-            if note:
-                click.echo(note)
+            for note in (silent_note(rows, obj.settings.lease_ttl, obj.settings.max_attempts), unread_note(obj, rows)):
+                if note:
+                    click.echo(note)
         else:
             click.echo("no jobs yet: orch submit train --help")
         return

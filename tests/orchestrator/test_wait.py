@@ -39,6 +39,8 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
     from shared.store import jobs as store_jobs
 
     monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
+    # no broker answered which queues its workers read: what the store tells (test_unread_queues.py asks them)
+    monkeypatch.setattr("orchestrator.workers.queues_read", lambda obj: None)
     store = open_store(load_settings(orch.home))
     try:
         obj = SimpleNamespace(store=store, settings=SimpleNamespace(lease_ttl=30.0))
