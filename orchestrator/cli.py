@@ -69,7 +69,7 @@ class OrchGroup(click.Group):
             raise UserError(setting_of(ctx, exc) + str(exc),
                             UNAVAILABLE_EXIT if isinstance(exc, Unavailable) else 2) from None
         except click.UsageError as exc:  # one line instead of usage + hint + error
-            hint = f" (see orch {exc.ctx.command_path.partition(' ')[2]} --help)" if exc.ctx else ""
+            hint = f" ({see_help(command_names(exc.ctx))})" if exc.ctx else ""
             raise UserError(usage_message(exc) + hint) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
@@ -112,13 +112,33 @@ def refuse_repeated_options(group: click.Group, ctx: click.Context, args: list[s
     for name, values in given.items():
         if len(values) > 1:
             raise UserError(f"{name}: given {len(values)} times ({', '.join(values)}); give it once "
-                            f"(see orch {' '.join(path)} --help)")
+                            f"({see_help(path)})")
+
+
+def command_names(ctx: click.Context) -> list[str]:
+    """The subcommands' names down to `ctx` (['data', 'synth']), without the program's: under
+    `python -m orchestrator` click names that 'python -m orchestrator'."""
+    names: list[str] = []
+    while ctx.parent is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return names
+
+
+def see_help(names: list[str]) -> str:
+    """'see orch data synth --help': a command to run as it reads (it read 'see orch -m orchestrator
+    worker --help' under `python -m orchestrator`, and 'see orch  --help' at the top)."""
+    return f"see {' '.join(['orch', *names, '--help'])}"
 
 
 def usage_message(exc: click.UsageError) -> str:
-    """`--lr: 'fast' is not a number`: a bad value reads like a spec error, naming the option first."""
-    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter) and exc.param:
-        return f"{option_name(exc.param)}: {exc.message}"
+    """`--lr: 'fast' is not a number`: a bad value reads like a spec error, naming the option first,
+    whether click or a command raised it (one raised with param_hint alone read "Invalid value for --all:")."""
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter):
+        hint = exc.param_hint
+        name = (hint if isinstance(hint, str) else " / ".join(hint)) if hint else exc.param and option_name(exc.param)
+        if name:
+            return f"{name}: {exc.message}"
     return exc.format_message()
 
 

@@ -128,6 +128,8 @@ def comma_items(option: str, raw: str, example: str) -> list[str]:
     from shared.errors import SpecError
 
     items = [item.strip() for item in raw.split(",")]
+    if items == [""]:  # `--gpus ''` (an unset variable): "empty item in ''" read oddly
+        raise SpecError(option, f"empty; give a comma list such as {example}")
     if not all(items):
         raise SpecError(option, f"empty item in {raw!r}; give a comma list such as {example}")
     return items

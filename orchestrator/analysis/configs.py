@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.options import comma_items
 from shared.errors import OrchError
 from shared.spec import TrainSpec, read_stored
 from shared.store.report_reads import RunRecord
@@ -167,7 +167,7 @@ def show(value: Any) -> str:
 def find_baseline(configs: list[Config], text: str) -> Config:
     """The one config matching 'norm=bn,groups=1' (field names short or dotted, '-' or '_'), or
     holding 'job=7' (with `orch report --job`, where each job is a config, no field may tell two apart)."""
-    wanted = _parse_pairs(text)
+    wanted = parse_baseline(text)
     jobs = [value for name, value in wanted if name == "job"]
     if jobs:
         if not all(value.isdigit() for value in jobs):
@@ -194,10 +194,12 @@ def find_baseline(configs: list[Config], text: str) -> Config:
     return matches[0]
 
 
-def _parse_pairs(text: str) -> list[tuple[str, str]]:
+def parse_baseline(text: str) -> list[tuple[str, str]]:
+    """--baseline's (field, value) pairs, in the form given; the fields are checked against the configs."""
     pairs = []
-    # commas, or the spaces of a label as the report prints it ('norm=bn width_mult=1')
-    for item in (part for part in re.split(r"[,\s]+", text) if part):
+    # commas (an empty item refused as in every comma list: 'groups=8,' was taken for 'groups=8'), or the
+    # spaces of a label as the report prints it ('norm=bn width_mult=1')
+    for item in (part for chunk in comma_items("--baseline", text, "'norm=bn,groups=1'") for part in chunk.split()):
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise OrchError(f"--baseline: expected FIELD=VALUE[,FIELD=VALUE...], got {text!r}")

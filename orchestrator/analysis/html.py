@@ -48,8 +48,11 @@ def final_caption(analysis: StudyAnalysis) -> str:
     """The final chart's caption, for the metric it shows (it explained val_acc under a chart of images/s)."""
     which = {"val_acc": " (each run's best epoch, the checkpoint that scoring uses)",
              "last_val_acc": " (each run's last epoch)"}.get(analysis.metric, "")
-    parts = [f"{metric_title(analysis.metric)} per config: the mean over seeds with its 95% interval "
-             f"(t distribution over seeds, or the validation images' sampling error where wider), each seed{which} as a dot"]
+    # one seed a config (or `--job`'s one run each) has no interval to caption
+    spread = ("the mean over seeds with its 95% interval (t distribution over seeds, or the validation images' "
+              "sampling error where wider), " if any(r.summary.n > 1 for r in analysis.results) else "")
+    parts = [f"{metric_title(analysis.metric)} per config: {spread}each seed{which} as a dot"
+             f"{'' if spread else ' (no config has 2 seeds: no interval)'}"]
     if charts.shows_test_accuracy(analysis):
         parts.append("a diamond marks test accuracy where the runs were scored")
     if any(r.convergence for r in analysis.results):
@@ -125,7 +128,7 @@ def _comparisons(analysis: StudyAnalysis) -> str:
             "p": "" if comp.p is None else f"{comp.p:.2g}",
             "p (Holm)": "" if comp.p_adjusted is None else f"{comp.p_adjusted:.2g}",
             "paired seeds": ",".join(map(str, comp.seeds)),
-            "seeds for 80% power": comp.seeds_needed or "", "verdict": comp.verdict})
+            "seeds for 80% power": comp.seeds_cell, "verdict": comp.verdict})
     base = escape(analysis.baseline.config.label)
     return (f"<h2 id=\"comparison\">Paired comparison against {base}</h2>\n<p class=\"meta\">Differences are "
             f"config minus baseline on each seed both have; the interval and the p-value come from the paired "

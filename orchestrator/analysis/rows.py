@@ -9,8 +9,9 @@ from orchestrator.analysis.curves import diverged
 from orchestrator.analysis.notes import absent_note, precision_shown, scored_precision_note, trained_precision_note
 from orchestrator.analysis.stats import Summary, fixed
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
+from orchestrator.fields import TRAIN_FIELDS
 from orchestrator.metrics import metric_title
-from orchestrator.report import config_columns
+from orchestrator.report import COLUMN_FOR, config_columns
 
 
 def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
@@ -54,6 +55,18 @@ def csv_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
     return rows
 
 
+def csv_header(metric: str) -> str:
+    """csv_rows' header for a study with no finished run (no field varies among configs it has none
+    of): a script reading the CSV finds the columns it reads, where a blank line had none."""
+    axes = [COLUMN_FOR.get(f.dest, f.dest) for f in TRAIN_FIELDS if f.axis and f.dest != "seed"]
+    stats = [f"{metric}_mean", f"{metric}_std", f"{metric}_ci95_low", f"{metric}_ci95_high", "n", "seeds",
+             "interval_note", "test_acc_mean", "test_acc_n", "test_precision", "params", "gmacs", "images_per_s",
+             "precision", "vs_baseline", "diff", "diff_ci95_low", "diff_ci95_high", "p_value", "p_adjusted",
+             "paired_seeds", "seeds_for_80_power", "verdict", "converged", "convergence", "at_chance", "job_ids",
+             "config_hash"]  # data_rows' own, in its order: a test holds the two together
+    return ",".join(["rank", "config", *axes, *stats])
+
+
 def display_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
     """The terminal's and Markdown's table: narrow enough for 100 columns; verdicts go below it."""
     scale = scale_of(analysis.metric)
@@ -91,8 +104,11 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     adjusted = "" if not family else (f"; p adjusted for the {family} comparisons{which} "
                                           "together (Holm), so that a study of equal configs calls one better "
                                           "or worse at most 5% of the time")
+    # one seed a config: no interval anywhere (its note says so) to be "from the t distribution"
+    intervals = (", 95% intervals from the t distribution" if any(r.summary.n > 1 for r in analysis.results)
+                 else "; no config has 2 seeds: no interval or p-value")
     how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
-           f"paired by seed, 95% intervals from the t distribution{adjusted}")  # `--job`: single jobs
+           f"paired by seed{intervals}{adjusted}")  # `--job`: single jobs
     lines = [f"baseline: {base} ({analysis.baseline_how}); {how}" if len(analysis.results) > 1 else
              f"one config, {base}: nothing to compare it with ({_what_is_above(analysis.baseline.summary.n)})"]
     if analysis.metric == "images_per_s":

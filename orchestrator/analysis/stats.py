@@ -92,6 +92,12 @@ class Comparison:
     outcome: str  # baseline | better | worse | no difference | unclear | not paired
     verdict: str
     p_adjusted: float | None = None  # Holm's, over the study's comparisons (None: one comparison, or no p)
+    beyond_max: bool = False  # seeds_needed is None because more than MAX_SEEDS would be needed
+
+    @property
+    def seeds_cell(self) -> int | str:
+        """The seed count as the verdict says it: "more than 1000" was an empty cell beside those words."""
+        return f"more than {MAX_SEEDS}" if self.beyond_max else self.seeds_needed or ""
 
 
 def t_quantile(df: int) -> float:
@@ -232,6 +238,7 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: 
     ci = scale.clip(mean - half, mean + half, difference=True)
     family = _planned(adjusted, tests)
     needed = seeds_for_power(abs(mean) / sd, ALPHA / family)  # Holm's first step tests at 5% / family
+    beyond = needed is None and mean != 0  # what _seeds_phrase calls "more than 1000"
     cut = " (cut at the largest difference possible)" if ci != (mean - half, mean + half) else ""
     shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}, p={p:.2g}{_said(adjusted)}"
     if (p if adjusted is None else adjusted.p) < ALPHA:
@@ -241,10 +248,10 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: 
         return Comparison(seeds, mean, ci, p, needed, "unclear",
                           f"no detectable difference once the study's {adjusted.family} comparisons are counted "
                           f"({shown.replace('95% CI', 'unadjusted 95% CI')}, n={n} seeds); "
-                          f"{_seeds_phrase(needed, mean, scale, family)}", _p(adjusted))
+                          f"{_seeds_phrase(needed, mean, scale, family)}", _p(adjusted), beyond)
     return Comparison(seeds, mean, ci, p, needed, "unclear",
                       f"no detectable difference with n={n} seeds ({shown}); {_seeds_phrase(needed, mean, scale, family)}",
-                      _p(adjusted))
+                      _p(adjusted), beyond)
 
 
 def _direction(mean: float, scale: Scale) -> str:

@@ -63,7 +63,7 @@ def synth(out: str, classes: str, n_train: int, n_val: int, n_test: int, size: i
     check_classes(names)  # a DataError: one line, exit 2, before any file is written
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if not any(counts.values()):
-        raise click.BadParameter("--train, --val and --test are all 0: nothing to write", param_hint="--train")
+        raise click.BadParameter("all 0: nothing to write", param_hint=["--train", "--val", "--test"])
     check_empty(folder, [split for split, n in counts.items() if n])
     total = sum(counts.values())
     with click.progressbar(length=total, label=f"writing {total} images to {folder}", file=sys.stderr) as bar:
@@ -105,7 +105,7 @@ def cache(obj: CliState, prune: bool, unused_days: float, everything: bool, as_j
     from shared.data.cache_admin import prune as prune_caches
 
     if everything and not prune:
-        raise click.BadParameter("--all removes caches only with --prune: add --prune", param_hint="--all")
+        raise click.BadParameter("removes caches only with --prune: add --prune", param_hint="--all")
     given = click.get_current_context().get_parameter_source("unused_days") == click.core.ParameterSource.COMMANDLINE
     if given and not prune:
         raise click.BadParameter("applies to --prune only: add --prune", param_hint="--unused-days")

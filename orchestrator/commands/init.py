@@ -36,9 +36,9 @@ TEST_LABELS = "test_labels.csv"  # what `orch data synth` writes beside test/
 
 
 @click.command("init")
-@click.argument("folder", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("folder", default=".")
 @click.option("--force", is_flag=True, help="Replace an existing orch.toml.")
-def init(folder: Path, force: bool) -> None:
+def init(folder: str, force: bool) -> None:
     """Write FOLDER/orch.toml from what the data folder holds: the train, val and test folders,
     their layout and the image size. Commands run in FOLDER or below take their defaults from it;
     flags still win.
@@ -49,21 +49,23 @@ def init(folder: Path, force: bool) -> None:
       orch init ~/datasets/cats-vs-dogs                # then, in that folder:
       orch submit ablation --norm bn,ln --groups 1,8,32   # resnet50 with --data/--val from orch.toml
     """
+    from orchestrator.paths import existing_path
     from orchestrator.project import PROJECT_FILE
 
-    folder = folder.expanduser().resolve()
-    target = folder / PROJECT_FILE
+    # named by FOLDER, as every error of a path is ("/x/nope: no such folder" named none; '' read ".")
+    root = Path(existing_path("FOLDER", folder, folder=True) or ".")
+    target = root / PROJECT_FILE
     if target.exists() and not force:
         raise click.BadParameter(f"{target} exists; pass --force to replace it", param_hint="FOLDER")
-    splits = detect_splits(folder)
+    splits = detect_splits(root)
     used = {str(split.folder) for split in splits}
-    unread = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in used)
+    unread = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in used)
     if unread and "." not in used:  # FOLDER itself as the train set: its subfolders are its classes
         click.echo(f"orch: note: not read: {', '.join(d + '/' for d in unread)} (each split is the first folder found "
                    f"of {'; '.join(', '.join(names) for names in SPLITS.values())}); edit orch.toml to use another",
                    err=True)
-    size = image_size(folder / splits[0].folder)
-    labels = TEST_LABELS if any(s.key == "test" for s in splits) and (folder / TEST_LABELS).is_file() else None
+    size = image_size(root / splits[0].folder)
+    labels = TEST_LABELS if any(s.key == "test" for s in splits) and (root / TEST_LABELS).is_file() else None
     target.write_text(project_text(splits, size, labels))
     click.echo(target.read_text(), nl=False)
     click.echo(f"orch: wrote {target}", err=True)

@@ -48,15 +48,15 @@ EMPTY = ("no epochs recorded yet: `orch status` shows queued and running jobs "
 @click.option("--baseline", metavar="FIELD=VALUE,...", help="The config the others are compared with "
               "(e.g. 'norm=bn,groups=1', or job=7 for the one holding job 7); default: the study's first config (the first value of each axis as "
               "listed), chosen before the results, unless it has under half the seeds of the config with the most.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--html", type=click.Path(dir_okay=False),
               help="Write one self-contained HTML page (tables, statistics, every chart inline).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", type=click.Path(dir_okay=False),
               help="Write one chart to FILE.png or FILE.svg.")
 @click.option("--chart", type=click.Choice(CHART_NAMES), help="Which chart --plot draws (overview: final "
               "beside the validation curves) [default: final for --study, curves for --job].")
 @pass_state
 def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: str, fmt: str, as_json: bool, limit: int,
-           per_job: bool, baseline: str | None, html_path: Path | None, plot_path: Path | None, chart: str | None) -> None:
+           per_job: bool, baseline: str | None, html: str | None, plot: str | None, chart: str | None) -> None:
     """Rank training runs; for a study, answer it: intervals, paired tests, charts.
 
     \b
@@ -74,12 +74,15 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         if fmt not in ("table", "json"):
             raise OrchError(f"--json: the same as --format json; drop one of them (--format {fmt} is given)")
         fmt = "json"
-    _check_options(study_ref, job_list, per_job, baseline, html_path, plot_path, chart, limit)
+    _check_options(study_ref, job_list, per_job, baseline, html, plot, chart, limit)
+    # checked as given: a Path of '' is '.', and `--html ''` said ". is a folder"
+    html_path, plot_path = (Path(given) if given is not None else None for given in (html, plot))
     if study_ref is None and job_list is None:
         _leaderboard(obj, metric, fmt, limit)
         return
     from orchestrator.analysis.study import analyse
     from orchestrator.studies import study_for
+    from shared.store import reads
     from shared.store.report_reads import job_specs, runs_without_epochs, training_runs
 
     with obj.store.session() as s:
@@ -90,7 +93,10 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         if study is not None and not per_job:  # --job: the jobs asked for, finished or not (notes say which)
             runs, absent = finished_only(runs, absent)
         absent_specs = job_specs(s, [job_id for job_id, _ in absent])
-    missing = sorted(set(job_ids or ()) - {run.id for run in runs})
+        missing = sorted(set(job_ids or ()) - {run.id for run in runs})
+        other = next(filter(None, (reads.not_training(s, job_id) for job_id in missing)), None)
+    if other is not None:  # a scoring run's id: the training job it scored is the one to give
+        raise OrchError(f"--job: {other}")
     if missing:
         raise OrchError(f"--job: no training job with recorded epochs: {', '.join(map(str, missing))}")
     if per_job:  # a study none of whose jobs has an epoch: its jobs, not the empty store's message
@@ -99,9 +105,13 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
         return
     if not runs:
         empty = _nothing_recorded(study.id, absent) if study and absent else EMPTY
-        if html_path or plot_path:
-            raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw yet: {empty}")
-        click.echo({"json": "[]", "csv": "", "md": ""}.get(fmt, empty))
+        if html_path or plot_path:  # "yet" of a study whose every job failed or was cancelled: none is coming
+            pending = not absent or any(status.startswith(("queued", "running")) for _, status in absent)
+            raise OrchError(f"{'--html' if html_path else '--plot'}: nothing to draw{' yet' if pending else ''}: {empty}")
+        if fmt != "md":  # a script's CSV has its header row (a blank line had no columns to read), md no table of nothing
+            from orchestrator.analysis.rows import csv_header
+
+            click.echo({"json": "[]", "csv": csv_header(metric)}.get(fmt, empty))
         if fmt != "table":  # `[]` alone on a study of running jobs said nothing of why
             click.echo(empty, err=True)
         return
@@ -151,7 +161,7 @@ def _nothing_recorded(study_id: int, absent: list[tuple[int, str]]) -> str:
 
 
 def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, baseline: str | None,
-                   html_path: Path | None, plot_path: Path | None, chart: str | None, limit: int) -> None:
+                   html_path: str | None, plot_path: str | None, chart: str | None, limit: int) -> None:
     if study_ref is not None and job_list is not None:
         raise OrchError("--job: give --study or --job, not both")
     selected = study_ref is not None or job_list is not None
@@ -170,13 +180,17 @@ def _check_options(study_ref: str | None, job_list: str | None, per_job: bool, b
         raise OrchError("--chart: needs --plot FILE.png|FILE.svg")
     if baseline is not None and not baseline.strip():  # it was taken as no --baseline, silently
         raise OrchError("--baseline: empty; give FIELD=VALUE,... (e.g. 'norm=bn,groups=1')")
-    if plot_path is not None and plot_path.suffix.lower() not in (".png", ".svg"):
-        raise OrchError(f"--plot: the file must end in .png or .svg, got {plot_path.name!r}")
+    if baseline is not None:  # its form before the store is read: a study with no results yet said nothing
+        from orchestrator.analysis.configs import parse_baseline
+
+        parse_baseline(baseline)
     from orchestrator.paths import output_path
 
     for name, path, example in (("--html", html_path, "report.html"), ("--plot", plot_path, "final.png")):
         if path is not None:
             output_path(name, path, example)  # before the store is read: a one-line error, not a traceback
+    if plot_path is not None and Path(plot_path).suffix.lower() not in (".png", ".svg"):
+        raise OrchError(f"--plot: the file must end in .png or .svg, got {Path(plot_path).name!r}")
 
 
 def _job_ids(text: str) -> list[int]:

@@ -141,7 +141,7 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
         if job_id is not None:
             trained = reads.training_job(s, job_id)
             if trained is None:
-                raise SpecError("--job", f"no training job {job_id}")
+                raise SpecError("--job", reads.not_training(s, job_id) or f"no training job {job_id}")
             return _best_of_job(trained, obj.settings.artifacts)
         if best_of is not None:
             return _best_of_job(_best_in_study(s, best_of), obj.settings.artifacts)

@@ -39,7 +39,7 @@ def gpu_indices(gpus: str) -> list[str]:
     (no torch: nvidia-smi lists them)."""
     wanted = None
     if gpus.strip() != "all":
-        wanted = comma_items("--gpus", gpus, "0,1")
+        wanted = comma_items("--gpus", gpus, "0,1, or all")
         if not all(g.isascii() and g.isdigit() for g in wanted):
             raise click.BadParameter(f"expected all or GPU indices like 0,1,2; got {gpus!r}", param_hint="--gpus")
     try:
@@ -98,7 +98,9 @@ def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, na
     from shared.config import check_worker_timing
 
     check_worker_timing(obj.settings)
-    indices = gpu_indices(gpus) if gpus else []
+    if name is not None and not name.strip():  # '' took the default name, as if --name were not given
+        raise OrchError("--name: empty; give a node name such as w1@HOST, or leave --name out for orch-PID@HOST")
+    indices = gpu_indices(gpus) if gpus is not None else []  # '' is refused there, not read as no --gpus
     _ = obj.store  # create or check the schema once, before any worker races to
     each = threads_each(threads, max(1, len(indices)))
     if name is not None or indices:  # orch-PID@HOST is unique; a name given (or a GPU's) may be taken

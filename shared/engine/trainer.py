@@ -93,13 +93,14 @@ class Run:
 def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None, *,
           cache_dir: Path | None = None, should_stop: Callable[[], bool] | None = None,
           resume_from: Path | None = None, name_for: Callable[[int], str] | None = None,
-          on_progress: Progress | None = None, on_note: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+          on_progress: Progress | None = None, on_note: Callable[[str, str], None] | None = None,
+          on_model: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
     """Train `spec` in `workdir`; see the module doc. With `name_for`, epoch N is written to
     workdir/name_for(N), on_epoch gets its path ("checkpoint") and whether it is the best so far
     ("best"), and the run resumes from `resume_from` only; without it, last.pt and best.pt.
     `on_progress` is told each batch decoded, trained and validated; `on_note` (kind, message) what a
     reader of the job's history should know: a resume on changed data (a warning), the precision
-    `auto` measured its way to (info)."""
+    `auto` measured its way to (info); `on_model` the data's classes once the model is built."""
     workdir = Path(workdir)
     cache = Path(cache_dir) if cache_dir is not None else load_settings().cache_dir
     started = time.perf_counter()
@@ -111,6 +112,8 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     resumed = _resume_state(resume_from if name_for is not None else workdir / LAST, spec, data.classes)
     run = _setup(spec, data, resumed, cache)
+    if on_model is not None:
+        on_model(list(data.classes))
     _stop_if_asked(should_stop, "after building its model")
     probe = run.prec.probe if run.prec.probe is not None and run.prec.probe.measured_now else None
     if probe is not None and on_note is not None:  # a machine's first job: it measured what auto chose

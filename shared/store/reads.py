@@ -117,6 +117,20 @@ def training_job(session: Session, job_id: int) -> TrainedJob | None:
     return TrainedJob.of(session, row) if row is not None and row.kind == JobKind.train else None
 
 
+def not_training(session: Session, job_id: int) -> str | None:
+    """What job `job_id` is when it is a job but not a training one ('job 15 is a scoring run that scored
+    training job 7, ...; give 7'), for a command that wants one: "no training job 15" left the user to find
+    which id to give instead. None for a training job or no job."""
+    row = session.get(Job, job_id)
+    if row is None or row.kind == JobKind.train:
+        return None
+    what = f"a shard of scoring run {row.parent_id}" if row.kind == JobKind.score_shard else "a scoring run"
+    if row.source_job_id is None:
+        return f"job {job_id} is {what} (of a checkpoint file), not a training job"
+    return (f"job {job_id} is {what} that scored training job {row.source_job_id}, not a training job; "
+            f"give {row.source_job_id}")
+
+
 def best_in_study(session: Session, study_id: int) -> TrainedJob | None:
     """The study's succeeded training job with the best val accuracy (the lowest id on a tie)."""
     rows: list[Any] = list(session.execute(

@@ -106,6 +106,27 @@ CASES = [
     ("an empty --data (it read the current folder)", ["submit", "train", "--data", ""], {}, "--data: empty path"),
     ("one job and --study (the study was ignored: any job shown as if in it)", ["status", "1", "--study", "1"], {},
      "--study: give a job ID or --study S, not both"),
+    ("a trailing blank in --baseline (read as groups=8)", ["report", "--job", "1", "--baseline", "groups=8,"], {},
+     "--baseline: empty item in 'groups=8,'"),
+    ("an empty --gpus (taken as no --gpus: a worker on the CPU)", ["worker", "--gpus", ""], {},
+     "--gpus: empty; give a comma list such as 0,1, or all"),
+    ("an empty --name (the default name taken)", ["worker", "--name", ""], {}, "--name: empty"),
+    # click's wording where a command raised the error ("Invalid value for --all: --all removes ...")
+    ("data cache --all without --prune", ["data", "cache", "--all"], {}, "Error: --all: removes caches only with --prune"),
+    ("synth of no images", ["data", "synth", "{tmp}/x", "--train", "0", "--val", "0", "--test", "0"], {},
+     "Error: --train / --val / --test: all 0: nothing to write"),
+    ("flower's auth file without user:password", ["flower", "--basic-auth-file", "{tmp}/labels.csv"], {},
+     "Error: --basic-auth-file: {tmp}/labels.csv: expected user:password"),
+    ("init of a folder that does not exist (FOLDER not named)", ["init", "{tmp}/nope"], {},
+     "Error: FOLDER: no such folder: {tmp}/nope"),
+    ("init of '' (it read the current folder)", ["init", ""], {}, "Error: FOLDER: empty path"),
+    ("an empty --html (it said '. is a folder')", ["report", "--job", "1", "--html", ""], {}, "--html: empty path"),
+    ("an empty --plot (it said the file must end in .png)", ["report", "--job", "1", "--plot", ""], {},
+     "--plot: empty path"),
+    # the tests run `python -m orchestrator`: the hint read "see orch -m orchestrator worker --help"
+    ("a hint to run, under python -m", ["worker", "--threads", "0"], {}, "--threads: 0 is not in the range x>=1. "
+     "(see orch worker --help)"),
+    ("no such command: its hint (it read 'see orch  --help' by orch)", ["nope"], {}, "(see orch --help)"),
 ]
 
 

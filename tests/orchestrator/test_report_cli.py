@@ -563,3 +563,31 @@ def test_a_cut_leaderboard_offers_one_study_only_where_none_was_given(study: tup
     assert "the best 2 of 18 runs: --limit 0 shows all\n" in within, within
     every = orch.run("report", "--limit", "2", check=True).stderr
     assert "the best 2 of 18 runs: --limit 0 shows all, --study ID|NAME one study" in every, every
+
+
+def test_a_study_with_no_finished_run_prints_each_format_whole(study: tuple[Orch, dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its CSV was one blank line, with no header for a script to read, and md a blank line; --html
+    said "nothing to draw yet" of a study whose every job was cancelled: none is coming."""
+    from sqlalchemy import update
+
+    from shared.spec import ModelSpec, TrainSpec
+    from shared.store import Job, JobStatus
+    from shared.store import jobs as store_jobs
+
+    orch, _ = study
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32, num_classes=2), data="/data/train")
+        for name in ("stopped", "waiting"):
+            job = store_jobs.add_job(s, "train", spec, study_id=store_jobs.add_study(s, name, {}).id).id
+        s.execute(update(Job).where(Job.id == job - 1).values(status=JobStatus.cancelled))
+    store.dispose()
+    header = orch.run("report", "--study", "norms-groups", "--format", "csv", check=True).stdout.splitlines()[0]
+    out = {fmt: orch.run("report", "--study", "stopped", "--format", fmt, check=True) for fmt in ("table", "json", "csv", "md")}
+    assert out["csv"].stdout.strip() == header and "val_acc_mean" in header
+    assert (out["json"].stdout.strip(), out["md"].stdout) == ("[]", "")
+    assert all("no finished run in study" in (p.stdout if fmt == "table" else p.stderr) for fmt, p in out.items())
+    for name, pending in (("stopped", False), ("waiting", True)):
+        proc = orch.run("report", "--study", name, "--html", str(orch.home / "r.html"))
+        assert proc.returncode == 2 and proc.stderr.startswith(
+            f"Error: --html: nothing to draw{' yet' if pending else ''}: no finished run in study"), proc.stderr

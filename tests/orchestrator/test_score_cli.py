@@ -323,3 +323,17 @@ def test_scoring_a_cancelled_job_says_it_stopped_part_way(setup: tuple[Orch, dic
             f"whole run (`orch retry {cancelled}` resumes it)") in proc.stderr, proc.stderr
     assert "is cancelled" not in orch.run("submit", "score", "--job", f["job"], "--data", f["test"], "--out",
                                           f"{f['tmp']}/d.csv", check=True).stderr
+
+
+def test_a_scoring_runs_id_where_a_training_job_is_wanted_names_the_job_it_scored(
+        setup: tuple[Orch, dict[str, str]]) -> None:
+    """`submit score --job 15` of a scoring run said "no training job 15": true, and no help to find the id to give."""
+    orch, f = setup
+    ids = cli(orch, "submit", "score", "--job", f["job"], "--data", f["test"], "--out", f"{f['tmp']}/p.csv")
+    run, shard = ids["job_id"], ids["shard_job_ids"][0]
+    for given, what in ((run, "a scoring run"), (shard, f"a shard of scoring run {run}")):
+        said = f"--job: job {given} is {what} that scored training job {f['job']}, not a training job; give {f['job']}"
+        for command in (["submit", "score", "--job", str(given), "--data", f["test"], "--out", f"{f['tmp']}/q.csv"],
+                        ["report", "--job", f"{f['job']},{given}"]):  # it said "no training job with recorded epochs"
+            proc = orch.run(*command)
+            assert proc.returncode == 2 and proc.stderr.splitlines() == [f"Error: {said}"], proc.stderr

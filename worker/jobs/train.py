@@ -33,11 +33,14 @@ def run(ctx: JobContext) -> dict[str, Any]:
         if written is not None:
             checkpoints.prune(ctx.lease, ctx.workdir)
 
+    def on_model(classes: list[str]) -> None:
+        # before the first epoch, not at the end: a running, cancelled or failed job had no params or GMACs
+        ctx.lease.update(model_info=describe(spec.model_for_classes(len(classes))))
+
     result = train(spec, ctx.workdir, on_epoch=on_epoch, cache_dir=ctx.settings.cache_dir,
                    should_stop=ctx.should_stop, resume_from=resume_from,
                    name_for=checkpoints.file_name(ctx.lease.token), on_progress=StepProgress(ctx.lease),
-                   on_note=ctx.lease.add_event)
-    ctx.lease.update(model_info=describe(spec.model_for_classes(len(result["classes"]))))
+                   on_note=ctx.lease.add_event, on_model=on_model)
     # Trained to the end: nothing resumes from here, so the fallback for a corrupt newest file goes
     # (a resnet50 with Adam's state is 281 MB a file; the best and the last stay).
     ctx.lease.drop_checkpoint("previous")
