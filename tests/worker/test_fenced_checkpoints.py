@@ -6,30 +6,19 @@ The training job's own code (worker.jobs.train.run) runs in this process under r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.errors import JobCancelled, StaleLease
-from shared.store import Epoch, Job, Lease, Store, open_store, reads
+from shared.store import Epoch, Job, Lease, Store, reads
 from shared.store import jobs as store_jobs
-from tests.shared.data_helpers import one_thread, tiny_spec
+from tests.shared.data_helpers import tiny_spec
 from worker import checkpoints
 from worker.context import JobContext
 from worker.jobs import train as train_job
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, Store]]:
-    for name in ("ORCH_DATABASE_URL", "ORCH_ARTIFACTS", "ORCH_BROKER_URL"):
-        monkeypatch.delenv(name, raising=False)
-    settings = load_settings(tmp_path / "home")
-    store = open_store(settings)
-    with one_thread():
-        yield settings, store
-    store.dispose()
 
 
 def submit(store: Store, data: Path, epochs: int) -> int:
@@ -59,11 +48,11 @@ def current_files(store: Store, job_id: int) -> dict[str, tuple[str, str | None]
     return {tag: (row.path, row.digest) for tag, row in Lease(store, job_id, 0).checkpoints().items()}
 
 
-def test_a_stale_attempts_files_never_become_current(home: tuple[Settings, Store], synth_data: Path,
+def test_a_stale_attempts_files_never_become_current(job_home: tuple[Settings, Store], synth_data: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the zombie's last.pt/best.pt, written before its refused store write, replaced the
     successor's, so `submit score --job` scored the zombie's weights."""
-    settings, store = home
+    settings, store = job_home
     job_id = submit(store, synth_data, epochs=2)
     zombie = Lease.acquire(store, job_id, "zombie:1", ttl=30)
     assert zombie is not None
@@ -84,10 +73,10 @@ def test_a_stale_attempts_files_never_become_current(home: tuple[Settings, Store
     assert (settings.job_dir(job_id) / f"ckpt-e1-t{zombie.token}.pt").exists()  # written, never current
 
 
-def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Settings, Store],
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(job_home: tuple[Settings, Store],
                                                                  synth_data: Path) -> None:
     """Before: a corrupt last.pt failed the job for good although an older checkpoint was fine."""
-    settings, store = home
+    settings, store = job_home
     job_id = submit(store, synth_data, epochs=4)
 
     def epochs_recorded() -> int:
@@ -128,7 +117,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(home: tuple[Set
     assert not killed_mid_write.exists()  # 100 MB each, for resnet18, left by every kill mid-write
 
 
-def test_a_train_jobs_report_unpickles_without_torch(home: tuple[Settings, Store], synth_data: Path) -> None:
+def test_a_train_jobs_report_unpickles_without_torch(job_home: tuple[Settings, Store], synth_data: Path) -> None:
     """Before: the report held torch.__version__, a TorchVersion: unpickling it imported torch in the
     supervisor, whose heartbeats stalled for seconds (enough for its fence to stop a finished job)."""
     import pickle
@@ -136,7 +125,7 @@ def test_a_train_jobs_report_unpickles_without_torch(home: tuple[Settings, Store
 
     from worker import child
 
-    settings, store = home
+    settings, store = job_home
     job_id = submit(store, synth_data, epochs=1)
     lease = Lease.acquire(store, job_id, "w:1", ttl=30)
     with store.session() as s:

@@ -5,30 +5,18 @@ The training job's own code (worker.jobs.train.run) runs in this process under a
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.errors import JobCancelled
-from shared.store import Epoch, Job, Lease, Store, open_store
+from shared.store import Epoch, Job, Lease, Store
 from shared.store import jobs as store_jobs
-from tests.shared.data_helpers import one_thread, tiny_spec
+from tests.shared.data_helpers import tiny_spec
 from worker.context import JobContext
 from worker.jobs import train as train_job
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Settings, Store]]:
-    for name in ("ORCH_DATABASE_URL", "ORCH_ARTIFACTS", "ORCH_BROKER_URL"):
-        monkeypatch.delenv(name, raising=False)
-    settings = load_settings(tmp_path / "home")
-    store = open_store(settings)
-    with one_thread():
-        yield settings, store
-    store.dispose()
 
 
 def run_job(settings: Settings, store: Store, data: Path, stop_at: int | None) -> tuple[int, list[dict[str, Any]]]:
@@ -54,8 +42,8 @@ def run_job(settings: Settings, store: Store, data: Path, stop_at: int | None) -
     return job_id, seen
 
 
-def test_a_running_or_cancelled_job_has_its_params_and_gmacs(home: tuple[Settings, Store], synth_data: Path) -> None:
-    settings, store = home
+def test_a_running_or_cancelled_job_has_its_params_and_gmacs(job_home: tuple[Settings, Store], synth_data: Path) -> None:
+    settings, store = job_home
     job_id, seen = run_job(settings, store, synth_data, stop_at=None)
     with store.session() as s:
         final = s.get(Job, job_id).model_info
