@@ -105,7 +105,9 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
     the time.monotonic() the lines count from (a second wait goes on from the first's)."""
     shown: dict[int, str] = {}
     started = time.monotonic() if started is None else started
-    hint, hinted_at = "", -REHINT_S
+    # asked at most every REHINT_S, the line said again only where it changed: an unchanged line was asked
+    # for at every poll past the first REHINT_S, and asking costs a second of waiting for the workers' answer
+    hint, asked_at = "", -REHINT_S
     try:
         while True:
             states = job_states(obj, job_ids)
@@ -115,12 +117,12 @@ def wait_for(obj: CliState, job_ids: list[int], poll: float = POLL_S, summary: b
                     click.echo(f"[{time.monotonic() - started:6.0f}s] {line}", err=True)
                     shown[job_id] = line
             waited = time.monotonic() - started
-            if waited >= max(NOT_TAKEN_S, hinted_at + REHINT_S) and all(st["status"] == "queued" for st in states.values()):
+            if waited >= max(NOT_TAKEN_S, asked_at + REHINT_S) and all(st["status"] == "queued" for st in states.values()):
                 queues = sorted({str(st["queue"]) for st in states.values()})
-                line = not_taken_hint(obj, queues, first=min(job_ids))
+                line, asked_at = not_taken_hint(obj, queues, first=min(job_ids)), waited
                 if line != hint:
                     click.echo(f"[{waited:6.0f}s] {line}", err=True)
-                    hint, hinted_at = line, waited
+                    hint = line
             if all(is_finished(state["status"]) for state in states.values()):
                 failed = [i for i, st in states.items() if st["status"] != "succeeded"]
                 done = len(job_ids) - len(failed)

@@ -117,3 +117,22 @@ def test_a_long_wait_in_the_queue_says_again_what_changed(monkeypatch: pytest.Mo
     hints = [line for line in capsys.readouterr().err.splitlines() if "ahead" in line]
     assert hints == ["[    20s] 9 ahead", "[   140s] 7 ahead", "[   260s] 5 ahead", "[   380s] 3 ahead",
                      "[   500s] 1 ahead"]
+
+
+def test_an_unchanged_line_is_asked_for_at_most_every_rehint_s(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The line asks the workers over the broker (a second's wait for their answers): a line that never
+    changed was asked for at every poll once REHINT_S had passed, 460 times in this 10-minute wait."""
+    from orchestrator import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + 1.0))
+    queued = {"status": "queued", "epoch": None, "epochs": 1, "val_acc": None, "error": None, "queue": "orch"}
+    monkeypatch.setattr(progress, "job_states", lambda obj, ids: {
+        7: {**queued, "status": "succeeded"} if clock[0] >= 600.0 else queued})
+    asked: list[float] = []
+    monkeypatch.setattr(progress, "not_taken_hint", lambda obj, queues, first: asked.append(clock[0]) or "busy")
+    assert progress.wait_for(SimpleNamespace(), [7]) is True  # type: ignore[arg-type]
+    assert asked == [20.0, 140.0, 260.0, 380.0, 500.0]
+    assert [line for line in capsys.readouterr().err.splitlines() if "busy" in line] == ["[    20s] busy"]
