@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from orchestrator.context import CliState
 from shared.config import DEFAULT_QUEUE
 
-ASK_S = 1.0  # as `orch worker --name`'s ping: a worker answered in 0.05-0.11 s, busy or not (threads pool)
+# how long the workers are given to answer (`orch worker --name`'s ping too): one answered in 0.05-0.11 s,
+# busy or not (threads pool); silence costs this, once
+ASK_S = 1.0
 
 
 def queues_read(obj: CliState) -> dict[str, list[str]] | None:

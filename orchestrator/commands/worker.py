@@ -113,20 +113,18 @@ def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, na
     supervise(procs)
 
 
-NAME_PING_S = 1.0  # a worker answered in 0.05-0.11 s on the embedded broker here; silence costs this, once
-
-
 def refuse_names_in_use(obj: CliState, names: list[str]) -> None:
     """A worker already running under one of `names` (a second `orch worker --name w1@lab`, or
     `--gpus 0` started twice): Celery and Flower saw one node for two, and a job's history read
     "taken over by sweeper of w1@lab" from w1@lab. Asked over the broker; one that does not answer
     leaves the check to the worker's own start, which says so."""
+    from orchestrator.workers import ASK_S
     from shared.broker_errors import broker_boundary
     from shared.errors import BrokerUnavailable
 
     try:
         with broker_boundary():
-            replies = obj.celery.control.ping(destination=names, timeout=NAME_PING_S)
+            replies = obj.celery.control.ping(destination=names, timeout=ASK_S)
     except BrokerUnavailable:
         return
     taken = sorted({node for reply in replies for node in reply})
