@@ -94,7 +94,7 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
             runs, absent = finished_only(runs, absent)
         absent_specs = job_specs(s, [job_id for job_id, _ in absent])
         missing = sorted(set(job_ids or ()) - {run.id for run in runs})
-        other = next(filter(None, (reads.not_training(s, job_id) for job_id in missing)), None)
+        other = next(filter(None, (reads.not_training(s, job_id, job_ids or ()) for job_id in missing)), None)
     if other is not None:  # a scoring run's id: the training job it scored is the one to give
         raise OrchError(f"--job: {other}")
     if missing:

@@ -8,7 +8,7 @@ report_reads.py.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,18 +117,19 @@ def training_job(session: Session, job_id: int) -> TrainedJob | None:
     return TrainedJob.of(session, row) if row is not None and row.kind == JobKind.train else None
 
 
-def not_training(session: Session, job_id: int) -> str | None:
+def not_training(session: Session, job_id: int, listed: Collection[int] = ()) -> str | None:
     """What job `job_id` is when it is a job but not a training one ('job 15 is a scoring run that scored
     training job 7, ...; give 7'), for a command that wants one: "no training job 15" left the user to find
-    which id to give instead. None for a training job or no job."""
+    which id to give instead. `listed`: the ids the user gave beside it, where the training job may already
+    be ('...; drop 15'). None for a training job or no job."""
     row = session.get(Job, job_id)
     if row is None or row.kind == JobKind.train:
         return None
     what = f"a shard of scoring run {row.parent_id}" if row.kind == JobKind.score_shard else "a scoring run"
     if row.source_job_id is None:
         return f"job {job_id} is {what} (of a checkpoint file), not a training job"
-    return (f"job {job_id} is {what} that scored training job {row.source_job_id}, not a training job; "
-            f"give {row.source_job_id}")
+    fix = f"drop {job_id}" if row.source_job_id in listed else f"give {row.source_job_id}"
+    return f"job {job_id} is {what} that scored training job {row.source_job_id}, not a training job; {fix}"
 
 
 def best_in_study(session: Session, study_id: int) -> TrainedJob | None:
