@@ -35,7 +35,9 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
             "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "p_adjusted": comp.p_adjusted, "paired_seeds": comp.seeds,
-            "seeds_for_80_power": comp.seeds_needed, "verdict": comp.verdict,
+            # null both where no estimate exists and where over MAX_SEEDS are needed: the flag tells them apart
+            "seeds_for_80_power": comp.seeds_needed, "seeds_for_80_power_over_max": comp.beyond_max,
+            "verdict": comp.verdict,
             "converged": result.convergence is None if judges_convergence(metric) else None,
             "convergence": result.convergence,
             "at_chance": result.at_chance,
@@ -62,7 +64,7 @@ def csv_header(metric: str) -> str:
     stats = [f"{metric}_mean", f"{metric}_std", f"{metric}_ci95_low", f"{metric}_ci95_high", "n", "seeds",
              "interval_note", "test_acc_mean", "test_acc_n", "test_precision", "params", "gmacs", "images_per_s",
              "precision", "vs_baseline", "diff", "diff_ci95_low", "diff_ci95_high", "p_value", "p_adjusted",
-             "paired_seeds", "seeds_for_80_power", "verdict", "converged", "convergence", "at_chance", "job_ids",
+             "paired_seeds", "seeds_for_80_power", "seeds_for_80_power_over_max", "verdict", "converged", "convergence", "at_chance", "job_ids",
              "config_hash"]  # data_rows' own, in its order: a test holds the two together
     return ",".join(["rank", "config", *axes, *stats])
 

@@ -2,7 +2,8 @@
 only where there is one, the seed count of the verdict in its cell too."""
 from __future__ import annotations
 
-from orchestrator.analysis.study import analyse
+from orchestrator.analysis.rows import data_rows
+from orchestrator.analysis.study import StudyAnalysis, analyse
 from shared.store.report_reads import StudyRecord
 from tests.orchestrator.test_report_stats import run
 
@@ -32,9 +33,16 @@ def test_a_need_of_over_1000_seeds_says_so_in_its_cell() -> None:
     html = page(analysis)[0]
     table = html.split('id="comparison"')[1].split("</table>")[0]
     assert "<td>more than 1000</td>" in table
+    row = next(r for r in data_rows(analysis) if r["config"] == comp_config(analysis))
+    assert row["seeds_for_80_power"] is None and row["seeds_for_80_power_over_max"] is True  # JSON and CSV said null only
     near = analyse([run(1, 0, [0.5], norm="bn"), run(2, 1, [0.5], norm="bn"),
                     run(3, 0, [0.6], norm="in"), run(4, 1, [0.52], norm="in")], "val_acc", STUDY)
     assert '<td class="num">10</td>' in page(near)[0]  # a count still reads as a number
+    assert {(r["seeds_for_80_power"], r["seeds_for_80_power_over_max"]) for r in data_rows(near)} == {(None, False), (10, False)}
+
+
+def comp_config(analysis: StudyAnalysis) -> str:
+    return next(r.config.label for r in analysis.results if r is not analysis.baseline)
 
 
 def test_a_one_seed_study_claims_no_interval() -> None:
