@@ -169,6 +169,7 @@ def _read_only_copy(engine: Engine) -> Store | None:
     current = current_revision(copy)
     if current != head_revision():
         copy.dispose()
+        refuse_newer_schema(current)
         raise ConfigError(f"ORCH_DATABASE_URL: {database} is read-only here and its schema is at revision "
                           f"{current}, orch needs {head_revision()}: copy it to a writable folder, where orch "
                           "upgrades it")
@@ -188,6 +189,7 @@ def upgrade(engine: Engine) -> str:
     """Apply every pending migration; returns the revision now current."""
     from alembic import command
 
+    refuse_newer_schema(current_revision(engine))
     cfg = alembic_config(engine)
     with store_errors(), engine.begin() as conn:
         if conn.dialect.name == "postgresql":  # two first users of an empty database: one migrates
@@ -210,17 +212,32 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def head_revision() -> str:
-    """The one revision no other migration names as its parent."""
+def _revisions() -> tuple[set[str], set[str]]:
+    """(every revision of orch's migrations, every one named as a parent)."""
     revisions, parents = set(), set()
     for path in (MIGRATIONS / "versions").glob("*.py"):
         found = dict((key, value) for key, value in REVISION_LINE.findall(path.read_text()))
         revisions.add(found["revision"])
         parents.add(found.get("down_revision", "None"))
+    return revisions, parents
+
+
+def head_revision() -> str:
+    """The one revision no other migration names as its parent."""
+    revisions, parents = _revisions()
     heads = sorted(revisions - parents)
     if len(heads) != 1:
         raise ConfigError(f"orch's migrations have {len(heads)} heads ({', '.join(heads)}): a broken install")
     return str(heads[0])
+
+
+def refuse_newer_schema(current: str | None) -> None:
+    """A schema this orch has no migration for was written by a newer orch (a lab upgrades one machine
+    at a time): alembic's "Can't locate revision" came out as a traceback, and the advice to run
+    `orch db upgrade` cannot help, since no orch downgrades a store."""
+    if current is not None and current not in _revisions()[0]:
+        raise ConfigError(f"database schema is at revision {current}, newer than this orch knows (its newest is "
+                          f"{head_revision()}): a newer orch upgraded it; upgrade orch on this machine")
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
@@ -253,6 +270,7 @@ def _open(settings: Settings, migrate: bool | None) -> Store:
                     upgrade(engine)
         return Store(engine)
     current = current_revision(engine)
+    refuse_newer_schema(current)
     if current is None:  # an empty database gets the current schema on first use, as SQLite does
         current = upgrade(engine)
     if current != head_revision():  # an older schema: upgrading it is the operator's step

@@ -236,6 +236,26 @@ def test_revisions_read_without_alembic_agree_with_alembic(store: Store, tmp_pat
     assert current_revision(make_engine(f"sqlite:///{tmp_path / 'empty.db'}")) is None
 
 
+def test_a_schema_written_by_a_newer_orch_is_refused_in_one_line(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lab upgrades one machine at a time: the older orch on the next machine met the newer schema
+    with alembic's traceback ("Can't locate revision"), or, on PostgreSQL, was told to run `orch db
+    upgrade`, which cannot downgrade. Opening the store and `orch db upgrade` both say to upgrade orch."""
+    from sqlalchemy import text
+
+    from shared.errors import ConfigError
+    from shared.store.db import upgrade
+
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_a_newer_orch'"))
+    monkeypatch.setenv("ORCH_DATABASE_URL", store.engine.url.render_as_string(hide_password=False))
+    newer = "schema is at revision 9999_from_a_newer_orch, newer than this orch knows.*upgrade orch on this"
+    with pytest.raises(ConfigError, match=newer):
+        open_store(load_settings(tmp_path))
+    with pytest.raises(ConfigError, match=newer):
+        upgrade(store.engine)
+
+
 def test_the_assembly_state_moves_only_as_the_protocol_table_allows(store: Store) -> None:
     from shared.spec import ScoreSpec
     from shared.store import Assembly
