@@ -20,20 +20,44 @@ def db() -> None:
 
 
 @db.command()
+@click.option("--with-workers-running", "workers_running", is_flag=True,
+              help="Upgrade though workers answer over the broker (each then fails the jobs it takes).")
 @pass_state
-def upgrade(obj: CliState) -> None:
-    """Create or upgrade the schema to the newest revision.
+def upgrade(obj: CliState, workers_running: bool) -> None:
+    """Create or upgrade the schema to the newest revision. Stop every worker first, and start them
+    again with the upgraded orch: a worker started before the upgrade fails each job it takes after
+    it (its orch expects the old schema), so the upgrade is refused while workers answer.
 
     \b
     Example:
       ORCH_DATABASE_URL=postgresql+psycopg://orch@db/orch orch db upgrade
     """
-    from shared.store.db import make_engine
+    from shared.store.db import current_revision, head_revision, make_engine, refuse_newer_schema
     from shared.store.db import upgrade as run_upgrade
 
     engine = make_engine(obj.settings.database_url)
+    current = current_revision(engine)
+    refuse_newer_schema(current)  # before asking the workers: no upgrade is coming at all
+    if current not in (None, head_revision()) and not workers_running:
+        _refuse_running_workers(obj, current)
     revision = run_upgrade(engine)
     click.echo(f"{redact(obj.settings.database_url)}: at revision {revision}")
+
+
+def _refuse_running_workers(obj: CliState, current: str) -> None:
+    """From a lab's upgrade: an older worker left running took the next jobs and failed each one
+    ("schema is at revision 0007_progress, orch needs 0001"). A worker answering now started against
+    `current` (a worker refuses a schema other than its own), so its orch is the older one."""
+    from orchestrator.workers import queues_read
+    from shared.errors import OrchError
+
+    running = sorted(queues_read(obj) or {})  # a broker that does not answer: nothing to ask, nothing said
+    if running:
+        plural = len(running) > 1
+        raise OrchError(f"{len(running)} worker{'s are' if plural else ' is'} running ({', '.join(running)}): stop "
+                        f"{'them' if plural else 'it'} first and start {'them' if plural else 'it'} again with "
+                        f"the upgraded orch; a worker started at revision {current} fails every job it takes "
+                        "after the upgrade (--with-workers-running upgrades anyway)")
 
 
 @db.command()
