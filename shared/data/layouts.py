@@ -56,7 +56,18 @@ def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
         entries = sorted(found, key=lambda e: os.path.normcase(e.name))
     subdirs = [folder / e.name for e in entries if not e.name.startswith(".") and e.is_dir()]
     images = [folder / e.name for e in entries if is_image_name(e.name) and e.is_file()]
+    _refuse_dangling_links(folder, [e for e in entries if is_image_name(e.name) and not e.is_file()])
     return subdirs, images
+
+
+def _refuse_dangling_links(folder: Path, not_files: list[os.DirEntry[str]]) -> None:
+    """An image's name whose link leads nowhere (a folder of links into a share this host has not
+    mounted): left out of the listing, its row was missing from the scored CSV without a word."""
+    dangling = [e for e in not_files if e.is_symlink() and not e.is_dir()]
+    if dangling:
+        more = f" (and {len(dangling) - 1} more)" if len(dangling) > 1 else ""
+        raise DataError(f"{folder}: {dangling[0].name} is a link to {os.readlink(dangling[0].path)}, which does not "
+                        f"exist on {socket.gethostname()}{more}; restore what it links to, or remove the link")
 
 
 def scan(folder: Path) -> Listing:

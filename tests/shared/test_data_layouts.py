@@ -181,6 +181,22 @@ def test_a_non_ascii_digit_name_in_a_numbered_folder_is_a_clear_error(tmp_path: 
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("link", ["5.jpg", "cat/5.jpg"])
+def test_a_link_to_an_image_that_is_gone_is_refused_by_name(tmp_path: Path, link: str) -> None:
+    """A dangling link was left out of the listing: its id was missing from the scored CSV without a
+    word. A link that leads to an image is read, and one to a folder is a folder."""
+    names = ["0.jpg", "1.jpg"] if "/" not in link else ["cat/0.jpg", "dog/1.jpg"]
+    for name in names:
+        write_image(tmp_path / name)
+    (tmp_path / link).parent.joinpath("4.jpg").symlink_to(tmp_path / names[0])
+    (tmp_path / link).symlink_to(tmp_path / "gone.jpg")
+    with pytest.raises(DataError, match=f"5.jpg is a link to {tmp_path / 'gone.jpg'}, which does not exist") as err:
+        scan(tmp_path)
+    assert str(err.value).startswith(str(tmp_path)) and "\n" not in str(err.value)
+    (tmp_path / link).unlink()
+    assert len(scan(tmp_path).files) == 3
+
+
 def test_a_folder_we_may_not_list_is_a_data_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A permission error on the data is permanent: a DataError with one line, not an OSError to retry.
 
