@@ -59,6 +59,12 @@ class ConfigError(OrchError):
     """Bad settings (URL schemes, folders)."""
 
 
+class SchemaMismatch(ConfigError):
+    """The store's schema is not the one this orch writes: older (`orch db upgrade`) or newer (a newer
+    orch upgraded it). A worker started before an upgrade meets it in its job's process: the job is not
+    at fault, so the worker gives it back uncounted and stops (worker/supervisor.py)."""
+
+
 class StoreRefused(ConfigError):
     """The database server answered and refused the setting: a database or a role it does not have, a
     wrong password. Exit 2, not 3: no retry helps (the message was "database unreachable", exit 3)."""

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     code = app.start(["worker", "--pool", "threads", "--concurrency", "1", "--queues", ",".join(queues),
                       "--hostname", args.hostname, "--loglevel", args.loglevel, "--task-events",
                       "--without-mingle", "--without-gossip"])
+    if supervisor.outdated:  # it stopped itself: say why where it was started, as it refuses at start
+        print(f"Error: ORCH_DATABASE_URL ({redact(settings.database_url)}): {supervisor.outdated}", file=sys.stderr)
+        raise SystemExit(2)
     raise SystemExit(code or 0)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings, threads: int | None = None, *, warm: bool = T
         # the message a release owes is in the outbox already: send it now (the relay covers a failure)
         resend=lambda job_id, _kind, _queue: deliver_unsent(app, store, [job_id]),
         children=WarmPool(str(settings.home), threads, warm=warm),
+        stop_worker=lambda: os.kill(os.getpid(), signal.SIGTERM),  # Celery's warm stop: this task returns first
     )
     for name in TASK_NAMES.values():
         _register(app, name, supervisor)
@@ -54,6 +56,7 @@ TASK_RESULTS = {
     Outcome.shutdown: "given back: this worker is stopping; the job is requeued and resumes from its checkpoint",
     Outcome.fenced: "given back: this worker could not reach the store; the job is requeued",
     Outcome.store_lost: "given back: the job's process could not reach the store; the job is requeued",
+    Outcome.outdated: "given back: this worker's orch cannot use the store's schema; it stops",
     Outcome.stale: "not recorded here: another worker took the job over and records its end",
     Outcome.skipped: "not taken: finished, cancelled, or leased by another worker",
 }

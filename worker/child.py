@@ -29,6 +29,7 @@ from shared.errors import (
     TRANSIENT_ERRORS,
     DiskFull,
     JobCancelled,
+    SchemaMismatch,
     StaleLease,
     StoreUnavailable,
     disk_full_in,
@@ -74,6 +75,8 @@ def classify(exc: BaseException) -> tuple[Outcome, str]:
     full = disk_full_in(exc)
     if full is not None and not isinstance(exc, DiskFull):  # a write outside shared/atomic.py: not worth a retry either
         return Outcome.failed, disk_full_message(str(Path(full.filename).parent) if full.filename else "")
+    if isinstance(exc, SchemaMismatch):  # the worker's orch, not the job: before the permanent ConfigError
+        return Outcome.outdated, str(exc).splitlines()[0]
     if isinstance(exc, PERMANENT_ERRORS):
         return Outcome.failed, str(exc).splitlines()[0]
     if isinstance(exc, StoreUnavailable):  # the store's fault, not the job's: not one of its tries

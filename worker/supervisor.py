@@ -41,6 +41,8 @@ class Supervisor:
     renewed_at: float = field(default_factory=time.monotonic)  # the last heartbeat that succeeded
     held: set[int] = field(default_factory=set)  # jobs whose lease this supervisor holds and will end
     fenced_after_s: float = 0.0  # how long the lease had gone unrenewed when the fence last stopped a job
+    stop_worker: Callable[[], None] = lambda: None  # asks the whole worker to stop, as a SIGTERM does
+    outdated: str | None = None  # why this worker stopped taking jobs: its orch cannot use the store's schema
 
     def holding(self) -> frozenset[int]:
         """What the sweeper of this worker leaves alone (a copy: the task thread changes the set)."""
@@ -188,8 +190,10 @@ class Supervisor:
             self._requeue(job, lease, self.until_store_answers(lambda: lease.requeue("worker stopped; requeued")))
         elif outcome == Outcome.crashed:  # maybe this job kills its process every time: ORCH_MAX_ATTEMPTS
             self._requeue(job, lease, self.until_store_answers(lambda: lease.requeue(reason, self.settings.max_attempts)))
-        elif outcome in (Outcome.fenced, Outcome.store_lost):
+        elif outcome in (Outcome.fenced, Outcome.store_lost, Outcome.outdated):
             self._give_back(job, lease, outcome, reason)
+            if outcome == Outcome.outdated:
+                self._stop_outdated(reason)
         else:
             status = outcome.job_status
             error = None if status == JobStatus.succeeded else reason
@@ -217,9 +221,12 @@ class Supervisor:
         for 0.8 TTL), or the process gave up on the store. The job goes back to the queue, not counted
         against ORCH_MAX_ATTEMPTS, once the store answers; until then this worker's sweeper leaves it
         alone, and the others' sweepers give its lease a TTL after the store's return."""
-        said = (f"{self.owner} could not renew its lease for {reason} s and stopped the job's "
-                "process" if outcome == Outcome.fenced else f"the job's process could not reach the store ({reason})")
-        cause = "worker lost the store; stopped its job" if outcome == Outcome.fenced else "the store did not answer"
+        said, cause = {
+            Outcome.fenced: (f"{self.owner} could not renew its lease for {reason} s and stopped the job's process",
+                             "worker lost the store; stopped its job"),
+            Outcome.outdated: (f"{self.owner} cannot use this store ({reason}): its orch is not the one that "
+                               "wrote the schema; it gave the job back and stops", "worker's orch outdated"),
+        }.get(outcome, (f"the job's process could not reach the store ({reason})", "the store did not answer"))
         try:
             self.until_store_answers(lambda: lease.add_event("warning", said))
             self._requeue(job, lease, self.until_store_answers(lambda: lease.requeue(cause)))
@@ -228,6 +235,16 @@ class Supervisor:
         except StoreUnavailable as exc:  # this worker is stopping: a sweeper requeues it once the store is back
             log.warning("job %s: not given back (%s); a sweeper requeues it once the store answers", job["id"],
                         redact(str(exc).splitlines()[0]))
+
+
+    def _stop_outdated(self, reason: str) -> None:
+        """A worker started before a `orch db upgrade` (or a newer orch's first command on the embedded
+        store) failed every job it took after it; it now stops, and the workers of the upgraded orch
+        take the job it gave back."""
+        self.outdated = reason  # what to do is in it: upgrade this machine's orch, or `orch db upgrade`
+        log.error("%s stops: %s", self.owner, reason)
+        self.shutdown.set()
+        self.stop_worker()
 
 
 ChildReport = tuple[str, str, dict[str, Any]]  # (an Outcome's value, reason, result), as the child sends it

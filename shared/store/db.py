@@ -12,7 +12,7 @@ from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, e
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings, redact
-from shared.errors import ConfigError, OrchError, StoreRefused, StoreUnavailable
+from shared.errors import ConfigError, OrchError, SchemaMismatch, StoreRefused, StoreUnavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SCHEMA_LOCK_KEY = 0x6F726368  # "orch": the PostgreSQL advisory lock held while the schema is created
@@ -236,7 +236,7 @@ def refuse_newer_schema(current: str | None) -> None:
     at a time): alembic's "Can't locate revision" came out as a traceback, and the advice to run
     `orch db upgrade` cannot help, since no orch downgrades a store."""
     if current is not None and current not in _revisions()[0]:
-        raise ConfigError(f"database schema is at revision {current}, newer than this orch knows (its newest is "
+        raise SchemaMismatch(f"database schema is at revision {current}, newer than this orch knows (its newest is "
                           f"{head_revision()}): a newer orch upgraded it; upgrade orch on this machine")
 
 
@@ -275,6 +275,6 @@ def _open(settings: Settings, migrate: bool | None) -> Store:
         current = upgrade(engine)
     if current != head_revision():  # an older schema: upgrading it is the operator's step
         engine.dispose()
-        raise ConfigError(f"database schema is at revision {current}, orch needs {head_revision()}: "
+        raise SchemaMismatch(f"database schema is at revision {current}, orch needs {head_revision()}: "
                           "run `orch db upgrade`")
     return Store(engine)

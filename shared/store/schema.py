@@ -76,6 +76,7 @@ class Outcome(enum.StrEnum):
     crashed = "crashed"  # the job's process died without a report: requeued until ORCH_MAX_ATTEMPTS
     fenced = "fenced"  # the worker could not renew its lease and stopped the job itself: requeued
     store_lost = "store_lost"  # the job's process gave up on a store that did not answer: requeued, uncounted
+    outdated = "outdated"  # the store's schema is not this worker's orch's: requeued, uncounted; the worker stops
     skipped = "skipped"  # not taken: finished, cancelled, or leased by a live worker
 
     @property
