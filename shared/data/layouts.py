@@ -107,19 +107,40 @@ def _refuse_images_beside_folders(folder: Path, images: list[Path], subdirs: lis
 
 
 def unread_images_note(folder: Path) -> str | None:
-    """Files below `folder` in an image format orch does not read (.webp, .bmp, ...): how many, which
-    kinds, one by name. A folder of JPEGs, PNGs and WebPs trained on 20 of its 34 images without a word."""
+    """Image files below `folder` that orch does not read, how many and one by name: those in a format it
+    has no decoder for (.webp, .bmp, ...: a folder of JPEGs, PNGs and WebPs trained on 20 of its 34
+    images without a word), and hidden ones (.8.jpg: skipped as .DS_Store is, and its row was missing
+    from a scored CSV unsaid). macOS's ._ files are metadata, not images; hidden folders are not looked in."""
     folder = Path(folder)
-    found: list[Path] = []
+    other: list[Path] = []
+    hidden: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / f for f in sorted(files)
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in OTHER_IMAGE_SUFFIXES]
-    if not found:
-        return None
-    kinds = ", ".join(sorted({p.suffix.lower() for p in found}))
-    return (f"{len(found)} file{'s' * (len(found) != 1)} in {folder} {'are' if len(found) != 1 else 'is'} not read "
-            f"({kinds}; e.g. {found[0].relative_to(folder).as_posix()}): orch reads JPEG and PNG; convert them to use them")
+        for name in sorted(files):
+            suffix = os.path.splitext(name)[1].lower()
+            if not name.startswith("."):
+                other += [Path(root) / name] if suffix in OTHER_IMAGE_SUFFIXES else []
+            elif not name.startswith("._") and suffix in IMAGE_SUFFIXES | OTHER_IMAGE_SUFFIXES:
+                hidden.append(Path(root) / name)
+    notes = []
+    if other:
+        kinds = ", ".join(sorted({p.suffix.lower() for p in other}))
+        notes.append(f"{_count(other, 'file')} in {folder} {_are(other)} not read ({kinds}; e.g. "
+                     f"{other[0].relative_to(folder).as_posix()}): orch reads JPEG and PNG; convert them to use them")
+    if hidden:
+        them = "them" if len(hidden) != 1 else "it"
+        notes.append(f"{_count(hidden, 'hidden image file')} in {folder} {_are(hidden)} not read (e.g. "
+                     f"{hidden[0].relative_to(folder).as_posix()}): names starting with '.' are skipped; rename {them} "
+                     f"to use {them}")
+    return "; ".join(notes) or None
+
+
+def _count(paths: list[Path], noun: str) -> str:
+    return f"{len(paths)} {noun}{'s' * (len(paths) != 1)}"
+
+
+def _are(paths: list[Path]) -> str:
+    return "are" if len(paths) != 1 else "is"
 
 
 def scan_labelled(folder: Path, least: int = 2) -> Listing:
@@ -275,7 +296,9 @@ def read_labels_csv(path: Path) -> dict[int, int]:
         with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             reader = csv.reader(fh)  # each row with its line in the file, as an editor numbers it (blank lines count)
             numbered = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:  # Excel's "Unicode text" is UTF-16: the codec's byte offsets told nothing
+        raise DataError(f"--labels: {path}: not UTF-8 text; save it as CSV UTF-8") from None
+    except OSError as exc:
         raise DataError(f"--labels: {path}: cannot read labels ({exc.__class__.__name__}: {exc})") from None
     rows = [r for _, r in numbered]
     separator = next((sep for sep in ("\t", ";") if rows and len(rows[0]) == 1 and sep in rows[0][0]), None)

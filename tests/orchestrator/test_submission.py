@@ -306,10 +306,13 @@ def test_submit_says_what_of_the_data_it_will_not_use(orch: Orch, tmp_path: Path
         write_image(data / name)
     (data / "cat" / "7.webp").write_bytes(b"RIFF")
     (data / "dog" / "8.bmp").write_bytes(b"BM")
+    write_image(data / "dog" / ".9.jpg")  # hidden: skipped, as a scored folder's row was, unsaid
+    (data / "dog" / "._4.jpg").write_bytes(b"\0\x05\x16\x07")  # macOS's metadata beside 4.jpg: no image, not said
     common = ("submit", "train", "--data", str(data), "--image-size", "32", "--epochs", "1")
     queued = orch.run(*common, check=True)
     assert (f"orch: note: 2 files in {data} are not read (.bmp, .webp; e.g. cat/7.webp): orch reads JPEG and PNG; "
-            "convert them to use them") in queued.stderr
+            f"convert them to use them; 1 hidden image file in {data} is not read (e.g. dog/.9.jpg): names starting "
+            "with '.' are skipped; rename it to use it") in queued.stderr
     assert ("orch: note: --data: class solo has one image, which it trains on: the validation images split off hold "
             "none of it") in queued.stderr
     ignored = orch.run(*common, "--val", str(data), "--val-fraction", "0.3", check=True)

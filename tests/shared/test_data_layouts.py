@@ -135,6 +135,9 @@ def test_read_labels_csv_with_and_without_header(tmp_path: Path) -> None:
     assert read_labels_csv(tmp_path / "b.csv") == {3: 1, 4: 0}
     (tmp_path / "excel.csv").write_bytes("id,label\r\n0,1\r\n".encode("utf-8-sig"))  # Excel's "CSV UTF-8"
     assert read_labels_csv(tmp_path / "excel.csv") == {0: 1}
+    (tmp_path / "utf16.csv").write_bytes("id,label\r\n0,1\r\n".encode("utf-16"))  # Excel's "Unicode text"
+    with pytest.raises(DataError, match=r"^--labels: .*utf16.csv: not UTF-8 text; save it as CSV UTF-8$"):
+        read_labels_csv(tmp_path / "utf16.csv")  # it said "(UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff..."
 
 
 @pytest.mark.parametrize("text, message", [("id,label\n0,cat\n", "bad line 2"), ("id,label\n", "no id,label rows"),
