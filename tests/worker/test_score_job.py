@@ -1,6 +1,7 @@
 """Score shards run in-process against a real store and engine: assembly, order, redelivery, failures."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,17 @@ def test_assembly_checks_every_pinned_id_appears_once(env: tuple[Settings, Store
     fake_parts(env, shards, fake_parts_ok)
     assert run_job(settings, store, parent) is not None and out.read_text() == "".join(fake_parts_ok)
     assert job(store, parent).assembly == "done"
+
+
+def test_a_shard_stops_at_the_next_batch_once_its_worker_is_stopping(env: tuple[Settings, Store], data: Path,
+                                                                     checkpoint: Path, tmp_path: Path) -> None:
+    """SIGTERM to a worker during a shard: the shard scored on through the 10-s grace (and a longer one
+    was killed there, its work thrown away); a shard has no checkpoint to write, so it stops at once."""
+    settings, store = env
+    _, (shard,) = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(data / "test"),
+                                          out=str(tmp_path / "o.csv"), batch_size=4, precision="fp32"))
+    ctx = _ctx(settings, store, Lease.acquire(store, shard, "stopping", ttl=60))
+    ctx = dataclasses.replace(ctx, should_stop=lambda: True)  # the stop came while it decoded
+    with pytest.raises(JobCancelled, match=r"^stopped while scoring, 4 of 23 images done$"):
+        score_job.run(ctx)
+    assert not list(Path(settings.artifacts).rglob("*.csv")) and not (tmp_path / "o.csv").exists()  # no part, no CSV

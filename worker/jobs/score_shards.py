@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 
 from shared.data import Listing, scan
-from shared.errors import DataError, StaleLease
+from shared.engine.progress import Progress
+from shared.errors import DataError, JobCancelled, StaleLease
 from shared.scoring import protocol
 from shared.scoring.csv_parts import (
     count_correct,
@@ -110,9 +111,20 @@ def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]], li
         return [], [], [], [], {}
     out = score(Path(spec.checkpoint), Path(spec.data), batch_size=spec.batch_size, precision=spec.precision,
                 items=items, cache_dir=ctx.settings.cache_dir, listing=listing, before_inference=before_inference,
-                on_progress=StepProgress(ctx.lease))
+                on_progress=stops_while_scoring(StepProgress(ctx.lease), ctx.should_stop))
     ran = {k: out[k] for k in ("precision", "int8_agreement", "int8_fallback", "timings") if k in out}
     return out["ids"], out["labels"], out["probs"], out["classes"], ran
+
+
+def stops_while_scoring(progress: Progress, should_stop: Callable[[], bool]) -> Progress:
+    """`progress`, which also ends the shard at the next batch once its worker is stopping: a shard has no
+    checkpoint to write, and it scored on through the 10 s grace, then was killed there (the worker's
+    stop waited out the grace for work thrown away). Not while decoding: the cache is being written."""
+    def told(phase: str, epoch: int | None, done: int, total: int) -> None:
+        if phase == "scoring" and done < total and should_stop():
+            raise JobCancelled(f"stopped while scoring, {done} of {total} images done")
+        progress(phase, epoch, done, total)
+    return told
 
 
 def _check_classes(listing: Any, labels: dict[int, int] | None, classes: list[str]) -> None:
