@@ -87,6 +87,20 @@ def check_pinned_inputs(run: Job) -> None:
         raise OrchError(f"JOB_ID: scoring run {run.id} cannot run again: {exc}") from None
 
 
+def check_training_folders(job: Job) -> None:
+    """A training job's folders, which submit found on this host: a retry of a job that failed because
+    its folder was gone said "requeued", and the job failed again with the same cause."""
+    import socket
+
+    from shared.spec import TrainSpec, read_stored
+
+    spec = read_stored(TrainSpec, job.spec)
+    for option, folder in (("--data", spec.data), ("--val", spec.val)):
+        if folder is not None and not Path(folder).is_dir():
+            raise OrchError(f"JOB_ID: job {job.id} cannot run again: {option} {folder}: no such folder on "
+                            f"{socket.gethostname()}; restore it, or submit the job again with another folder")
+
+
 def lost_parts(jobs: list[Job]) -> list[Job]:
     """The succeeded shards of a scoring run being retried whose part file is gone: the run cannot
     assemble without them (seen on this host; a part on another worker's disk reads as gone, and is
@@ -123,6 +137,8 @@ def retry(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool
         for run in selected:
             if run.kind == "score" and run.status in ("failed", "cancelled"):
                 check_pinned_inputs(run)
+            elif run.kind == "train" and run.status in ("failed", "cancelled"):
+                check_training_folders(run)
         # a job a cancel is stopping reads "running": say why a retry of it did nothing
         states = {job.id: "stopping after orch cancel (retry it once it has stopped)"
                   if job.status == "running" and job.cancel_requested else str(job.status) for job in selected}

@@ -360,3 +360,24 @@ def test_retry_of_a_scoring_run_whose_folder_changed_is_refused(orch: Orch, tmp_
         f"Error: JOB_ID: scoring run {parent_id} cannot run again: --data: {folder} changed since the run was "
         "submitted (file names or sizes differ); the run is refused, submit it again")
     assert orch.json("status", str(parent_id))["status"] == "failed"
+
+
+def test_retry_of_a_training_job_whose_folder_is_gone_is_refused(orch: Orch, synth_data: Path, tmp_path: Path) -> None:
+    """From the upgrade walk: `orch retry 8` of a job that failed with "no such folder" said "requeued: 8",
+    and the job failed again with the same cause."""
+    import shutil
+    import socket
+
+    data = tmp_path / "doomed"
+    shutil.copytree(synth_data / "train", data)
+    job = orch.json("submit", "train", "--data", str(data), "--val", str(synth_data / "val"), "--image-size", "32",
+                    "--epochs", "1")["job_id"]
+    orch.run("cancel", str(job), check=True)
+    shutil.rmtree(data)
+    refused = orch.run("retry", str(job))
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        f"Error: JOB_ID: job {job} cannot run again: --data {data}: no such folder on {socket.gethostname()}; "
+        "restore it, or submit the job again with another folder"), refused.stderr
+    assert orch.json("status", str(job))["status"] == "cancelled"
+    shutil.copytree(synth_data / "train", data)  # restored: the retry requeues it
+    assert orch.json("retry", str(job)) == {"job_ids": [job]}
