@@ -58,6 +58,8 @@ def load_or_build(files: list[Path], size: int, cache_dir: Path, *, folder: Path
     cached = _open(path, len(files), size)
     if cached is not None:
         _mark_used(path)
+        if not note_path(path).exists():  # built before caches had notes: this read proves it current
+            _write_note(path, folder, size, len(files), built=False)
         return cached, False
     path.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock_path(path)):
@@ -82,10 +84,11 @@ def note_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _write_note(path: Path, folder: Path, size: int, n: int) -> None:
-    """For `orch data cache`: the cache's name is a hash, which says nothing of its folder."""
+def _write_note(path: Path, folder: Path, size: int, n: int, built: bool = True) -> None:
+    """For `orch data cache`: the cache's name is a hash, which says nothing of its folder. A cache
+    with no note is one no orch that writes them has read (`--prune` removes it)."""
     note = {"folder": str(Path(folder).resolve()), "size": size, "images": n, "version": CACHE_VERSION,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z") if built else None}
     try:
         with atomic_write(note_path(path), "w") as fh:
             json.dump(note, fh)

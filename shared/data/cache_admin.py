@@ -32,13 +32,15 @@ class CacheEntry:
     last_used: float  # seconds since the epoch: the file's mtime, touched by every job that reads it
     size: int  # px
     images: int
-    folder: str | None  # None: built before orch kept a note (or the note was lost)
+    folder: str | None  # None: built before orch kept a note, and not read since (or the note was lost)
     version: int | None
 
     def stale_because(self, now: float, unused_s: float) -> str | None:
         """Why no job will read this cache again (or is unlikely to), or None to keep it."""
         if self.version is not None and self.version != CACHE_VERSION:
             return f"made by an older decode (v{self.version}; now v{CACHE_VERSION})"
+        if self.version is None:  # mostly the first decode's (v1): no read by an orch since, which notes each
+            return "made by an older orch, and not read since (no note)"
         if self.folder is not None and not Path(self.folder).is_dir():
             return "its folder is gone"
         if now - self.last_used > unused_s:

@@ -35,17 +35,22 @@ def test_a_cache_notes_its_folder_and_every_read_marks_it_used(tmp_path: Path) -
     assert list_caches(cache)[0].last_used < time.time() - 39 * DAY_S
     _, built = load_or_build(files, 16, cache, folder=tmp_path / "a" / "train")  # a job reads it
     assert not built and time.time() - list_caches(cache)[0].last_used < 60
+    note_path(entry.path).unlink()  # as an orch before notes left it: a read proves it current, and notes it
+    load_or_build(files, 16, cache, folder=tmp_path / "a" / "train")
+    again = json.loads(note_path(entry.path).read_text())
+    assert again == {**note, "built_at": None} and prune(cache, unused_days=30)["kept"] == 1
 
 
 def test_prune_removes_only_what_no_job_will_read_again(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     built = {}
-    for name, n in (("recent", 4), ("unused", 6), ("older_decode", 8), ("gone", 10), ("building", 12)):
+    for name, n in (("recent", 4), ("unused", 6), ("older_decode", 8), ("gone", 10), ("building", 12), ("no_note", 14)):
         load_or_build(_folder(tmp_path, name, n), 16, cache, folder=tmp_path / name / "train")
         built[name] = next(e.path for e in list_caches(cache) if e.images == n)
     _age(built["unused"], 31)
     note = note_path(built["older_decode"])
     note.write_text(json.dumps({**json.loads(note.read_text()), "version": CACHE_VERSION - 1}))
+    note_path(built["no_note"]).unlink()  # the upgrade walk: the first orch's caches, which none reads now
     (tmp_path / "gone" / "train").rename(tmp_path / "moved")
     _age(built["building"], 99)
     dead_build, live_build = cache / f".{built['recent'].name}.4242.tmp", cache / f".{built['gone'].name}.4343.tmp"
@@ -58,6 +63,7 @@ def test_prune_removes_only_what_no_job_will_read_again(tmp_path: Path) -> None:
     assert why == {built["unused"].name: "unused for 31 days",
                    built["older_decode"].name: f"made by an older decode (v{CACHE_VERSION - 1}; now v{CACHE_VERSION})",
                    built["gone"].name: "its folder is gone",
+                   built["no_note"].name: "made by an older orch, and not read since (no note)",
                    dead_build.name: "a build that did not finish"}, why
     assert done["busy"] == [built["building"].name] and done["kept"] == 1
     left = sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
