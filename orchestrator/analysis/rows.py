@@ -7,6 +7,7 @@ from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.curves import diverged
 from orchestrator.analysis.notes import absent_note, precision_shown, scored_precision_note, trained_precision_note
+from orchestrator.analysis.running_stats import running_stats_note
 from orchestrator.analysis.stats import Summary, fixed
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
 from orchestrator.fields import TRAIN_FIELDS
@@ -126,6 +127,8 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     for result in analysis.results:
         if result.convergence:
             lines.append(f"{result.config.label}: {result.convergence}")
+    if judges_convergence(analysis.metric):  # an accuracy or loss measured in evaluation, not a speed
+        lines += [f"note: {r.config.label}: {note}" for r in analysis.results if (note := running_stats_note(r.config))]
     at_chance = [r.config.label for r in analysis.results if r.at_chance]
     if analysis.nothing_learned:
         at_chance = [r.config.label for r in analysis.results]

@@ -13,6 +13,7 @@ import shared.engine.trainer as engine_train
 from shared.data import write_synthetic
 from shared.engine import load_for_inference, train
 from shared.errors import CheckpointError, DataError, JobCancelled, NonFiniteLoss
+from shared.spec import ModelSpec
 from tests.shared.data_helpers import one_thread, tiny_spec, write_image
 
 TIMING = ("images_per_s", "seconds")
@@ -62,6 +63,7 @@ def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert result["epochs"] == 4 and result["classes"] == ["cat", "dog"]
     assert (result["val_images"], result["val_majority"]) == (16, 0.5)  # the report's chance level: 8 of each
+    assert (result["bn_momentum"], result["steps_per_epoch"]) == (0.1, 3)  # 40 images at 16: how far BN's stats moved
     assert result["precision"] == spec.precision  # asked for by name, it is what ran
     # the epochs resumed from ran in the cut run: the job's wall time counts them (the supervisor adds it)
     assert result["earlier_epochs_s"] == pytest.approx(sum(m["seconds"] for m in resumed[:2]), abs=0.01)
@@ -294,3 +296,15 @@ def test_a_resume_on_changed_images_is_said(tmp_path: Path) -> None:
     train(spec, tmp_path / "changed", cache_dir=tmp_path / "cache", on_note=note)
     assert notes == ["warning: resumed from epoch 1 on changed data: the training or validation folder's files (names, sizes "
                      "or modification times) differ from those the checkpoint was trained on"]
+
+
+def test_a_net_keeps_its_own_batchnorm_momentum_in_its_result(data: Path, tmp_path: Path) -> None:
+    """What the report judges BatchNorm's running statistics by: torchvision's MobileNetV3 moves them 0.01
+    a step (analysis/running_stats.py), and a net without BatchNorm records none."""
+    mobile = tiny_spec(data / "train", data / "val", epochs=1,
+                       model=ModelSpec(arch="mobilenet_v3_small", image_size=32))
+    result = train(mobile, tmp_path / "m", cache_dir=tmp_path / "cache")
+    assert (result["bn_momentum"], result["steps_per_epoch"]) == (0.01, 3)
+    grouped = tiny_spec(data / "train", data / "val", epochs=1,
+                        model=ModelSpec(arch="resnet18", image_size=32, stem="imagenet", norm="gn"))
+    assert "bn_momentum" not in train(grouped, tmp_path / "g", cache_dir=tmp_path / "cache")

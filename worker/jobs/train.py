@@ -52,6 +52,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
         "epochs": result["epochs"],
         "classes": list(result["classes"]),
         **{k: result[k] for k in ("val_images", "val_majority") if k in result},  # the report's chance level
+        # and how far BatchNorm's running statistics moved from their start (analysis/running_stats.py)
+        **{k: result[k] for k in ("bn_momentum", "steps_per_epoch") if k in result},
         "precision": result["precision"],  # what --precision auto ran (the spec keeps "auto")
         # what auto measured to choose it; the epochs resumed from (the supervisor adds them to wall_s)
         **{k: result[k] for k in ("bf16_speedup", "earlier_epochs_s") if k in result},
