@@ -73,22 +73,27 @@ RUN_CANCELLED = ("its CSV is not written (shards that finish anyway keep their p
                  "and writes it)")
 
 
+# request_cancel expires the session's jobs once at the end: synchronizing each UPDATE with the session
+# instead compared its criteria with every job loaded (a study's), and cancelling a 1000-job study took 9 s
+NO_SYNC = {"synchronize_session": False}
+
+
 def _fail_assembly(session: Session, job_id: int) -> None:
     """A cancelled scoring run's parent: its CSV will not be written (the protocol's move to failed)."""
     sources = [Assembly.waiting, Assembly.sent]
     check_moves(sources, Assembly.failed)
     session.execute(update(Job).where(Job.id == job_id, Job.kind == JobKind.score, Job.assembly.in_(sources))
-                    .values(assembly=Assembly.failed))
+                    .values(assembly=Assembly.failed).execution_options(**NO_SYNC))
 
 
 def _cancel_one(session: Session, job_id: int, error: str) -> str:
     for _ in range(3):  # queued -> running -> queued again within one call is as far as a race goes
         if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.queued).values(
-                status=JobStatus.cancelled, finished_at=utcnow(), error=error)):
+                status=JobStatus.cancelled, finished_at=utcnow(), error=error).execution_options(**NO_SYNC)):
             _fail_assembly(session, job_id)
             return "cancelled"
         if updated(session, update(Job).where(Job.id == job_id, Job.status == JobStatus.running)
-                   .values(cancel_requested=True)):
+                   .values(cancel_requested=True).execution_options(**NO_SYNC)):
             return "stopping"
         if session.scalar(select(Job.status).where(Job.id == job_id)) not in (JobStatus.queued, JobStatus.running):
             return "unchanged"
