@@ -41,7 +41,8 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
               help="Celery queue to send to.")
 @click.option("--no-labels", is_flag=True, help="Score without labels, where orch.toml gives test_labels.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
-@click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"job_id": N, "shard_job_ids": [...]}: the scoring run and its shards.')
 @pass_state
 def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
           no_labels: bool, wait: bool, as_json: bool, **options: Any) -> None:

@@ -216,7 +216,9 @@ def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, 
 @click.argument("job_id", type=int, required=False)
 @click.option("--limit", default=30, show_default=True, help="How many recent jobs to list; 0: all.")
 @click.option("--study", "study_ref", metavar="ID|NAME", help="Only this study's jobs.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: a list of jobs (or JOB_ID's, with its spec, epochs and events), each with its "
+                   "status: queued, running, succeeded, failed or cancelled.")
 @pass_state
 def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None, as_json: bool) -> None:
     """Show recent jobs, or one job with its spec and per-epoch metrics.
@@ -240,7 +242,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
 
     with obj.store.session() as s:
         if job_id is None:
-            jobs = reads.recent_jobs(s, limit, study_for(s, study_ref).id if study_ref is not None else None)
+            study_id = study_for(s, study_ref).id if study_ref is not None else None
+            jobs = reads.recent_jobs(s, limit, study_id)
+            total = reads.count_jobs(s, study_id) if limit and len(jobs) == limit else len(jobs)
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
             # one query for every row's last epoch: job.epochs here cost a query per row (30 round trips)
             last = reads.last_epochs(s, [job.id for job in jobs])
@@ -267,11 +271,19 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
                     click.echo(note)
         else:
             click.echo("no jobs yet: orch submit train --help")
+        if total > len(rows):  # on stderr, JSON or not: a study's 36 jobs listed 30, with nothing said
+            click.echo(cut_note(len(rows), total, of_study=study_ref is not None), err=True)
         return
     if as_json:
         click.echo(json.dumps(detail, indent=2))
         return
     print_detail(detail, obj.settings.lease_ttl, obj.settings.max_attempts)
+
+
+def cut_note(shown: int, total: int, of_study: bool) -> str:
+    """The listing's --limit left jobs out (as `orch report` says of its leaderboard)."""
+    whose = "the study's " if of_study else ""
+    return f"the newest {shown} of {whose}{total} jobs: --limit 0 shows all"
 
 
 def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) -> None:

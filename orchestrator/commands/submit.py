@@ -30,13 +30,14 @@ def submit() -> None:
     """
 
 
-def command_options(listable: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """What train and ablation add to the spec's own options: where to send, and how to report."""
+def command_options(listable: bool, json_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """What train and ablation add to the spec's own options: where to send, and how to report
+    (`json_help`: the keys --json prints, for a script's writer)."""
     options = [
         click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", callback=queue_names,
                      help="Celery queue to send to."),
         click.option("--wait", is_flag=True, help="Follow progress until every job ends; exit 0 only if all succeeded."),
-        click.option("--json", "as_json", is_flag=True, help="Print the ids as JSON."),
+        click.option("--json", "as_json", is_flag=True, help=json_help),
     ]
     if listable:
         options.append(click.option("--study", "study_name", metavar="NAME",
@@ -138,7 +139,8 @@ def _scanned(option: str, folder: str, **kwargs: Any) -> Any:
 
 @submit.command()
 @spec_options(TRAIN_FIELDS, MODEL_HELP)
-@command_options(listable=False)
+@command_options(listable=False, json_help='Print {"job_id": N} (with --wait, before it follows the job; '
+                 "the exit code says how it ended).")
 @pass_state
 def train(obj: CliState, wait: bool, as_json: bool, queue: str, **options: Any) -> None:
     """Queue one training job. Options not given come from the nearest orch.toml (see orch init),
@@ -161,7 +163,8 @@ def train(obj: CliState, wait: bool, as_json: bool, queue: str, **options: Any) 
 
 @submit.command()
 @spec_options(GRID_FIELDS, MODEL_HELP)
-@command_options(listable=True)
+@command_options(listable=True, json_help='Print {"study_id": N, "job_ids": [...], "skipped": [...]}: the '
+                 "jobs queued now, and the cells already queued, running or done (--study NAME again).")
 @pass_state
 def ablation(obj: CliState, wait: bool, as_json: bool, queue: str, study_name: str | None, **options: Any) -> None:
     """Queue a study: one training job per cell of the grid.

@@ -30,6 +30,14 @@ def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> li
     return list(reversed(session.scalars(query).all()))
 
 
+def count_jobs(session: Session, study_id: int | None = None) -> int:
+    """Every job (of one study): what a listing cut by `recent_jobs`' limit left out is said from it."""
+    query = select(func.count()).select_from(Job)
+    if study_id is not None:
+        query = query.where(Job.study_id == study_id)
+    return int(session.scalar(query) or 0)
+
+
 def running_jobs(session: Session, alive_within: float, limit: int = 5) -> list[tuple[int, str | None]]:
     """(id, worker) of the oldest running jobs whose worker beat within `alive_within` seconds (the
     lease TTL): what keeps the workers from a queued job. A dead worker's job is no busy worker."""

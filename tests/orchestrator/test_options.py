@@ -121,6 +121,18 @@ def test_help_shows_defaults_allowed_values_and_examples() -> None:
     assert "Allowed: resnet18, resnet34, resnet50" in text and "Examples:" in text
 
 
+def test_json_help_names_what_a_script_reads() -> None:
+    """`orch submit ... --json` said "Print the ids as JSON." and `orch status --json` "Print JSON.": a
+    script's writer had to run them to learn the keys (cancel, retry and models named theirs)."""
+    printed = {("submit", "train"): ["job_id"], ("submit", "ablation"): ["study_id", "job_ids", "skipped"],
+               ("submit", "score"): ["job_id", "shard_job_ids"]}
+    for command, keys in printed.items():
+        text = " ".join(CliRunner().invoke(main, [*command, "--help"]).stdout.split())
+        assert [key for key in keys if f'"{key}"' not in text] == [], command
+    status = " ".join(CliRunner().invoke(main, ["status", "--help"]).stdout.split())
+    assert "status: queued, running, succeeded, failed or cancelled" in status
+
+
 def test_submit_help_loads_no_torch_and_no_store() -> None:
     code = ("import sys; from orchestrator.cli import main\n"
             "try: main(['submit', 'ablation', '--help'])\nexcept SystemExit: pass\n"

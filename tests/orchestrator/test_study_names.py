@@ -83,6 +83,20 @@ def test_status_limit_0_lists_every_job_as_the_report_does(orch: Orch, synth_dat
     assert negative.returncode == 2 and negative.stderr.strip() == "Error: --limit: must be 0 (all) or more, got -1"
 
 
+def test_a_listing_cut_by_limit_says_how_many_it_left_out(orch: Orch, synth_data: Path) -> None:
+    """`orch status --study S --json` listed the newest 30 of a study's jobs with nothing said: a script
+    waiting for the study to end never saw the rest (`orch report` says 'the best 30 of N runs')."""
+    ids = orch.json("submit", "ablation", "--data", str(synth_data / "train"), "--image-size", "32",
+                    "--seeds", "0,1,2", "--study", "three")["job_ids"]
+    cut = orch.run("status", "--study", "three", "--limit", "2", "--json", check=True)
+    assert [row["id"] for row in json.loads(cut.stdout)] == ids[1:]  # stdout stays JSON: the note is on stderr
+    assert cut.stderr.strip() == "the newest 2 of the study's 3 jobs: --limit 0 shows all"
+    table = orch.run("status", "--limit", "1", check=True)
+    assert table.stderr.strip() == "the newest 1 of 3 jobs: --limit 0 shows all" and "the newest" not in table.stdout
+    for whole in (["--limit", "3"], ["--limit", "0"], ["--study", "three"]):
+        assert orch.run("status", *whole, "--json", check=True).stderr == ""
+
+
 def test_blank_study_name_is_refused_and_padding_is_stripped(orch: Orch, synth_data: Path) -> None:
     """`--study ''` (an unset shell variable) made a study named '' and `--study '  '` one named '  ',
     reachable by no name; ' grp ' was stored padded, and found by no command (they strip the name)."""
