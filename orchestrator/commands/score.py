@@ -70,6 +70,9 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
         if held_out and (spec_dict.get("labels") or listing.labels is not None):
             note_test_accuracy_replaced(obj, source_job_id, len(listing.files))
     spec = pin(parse_option(ScoreSpec, SCORE_FIELDS, {"checkpoint": ckpt, **spec_dict}), listing)
+    if source_job_id is not None:
+        option = "--job" if job_id is not None else "--best-of" if best_of is not None else "--checkpoint"
+        check_written_by(obj, option, source_job_id, ckpt, spec.inputs.checkpoint_sha256 if spec.inputs else "")
     parent_id, shard_ids = queue_score(obj, spec, source_job_id=source_job_id, queue=queue)
     payload = {"job_id": parent_id, "shard_job_ids": shard_ids}
     if not as_json:
@@ -128,6 +131,20 @@ def note_test_accuracy_replaced(obj: CliState, job_id: int, n_images: int) -> No
         click.echo(f"orch: note: reports show job {job_id}'s latest test accuracy: {100 * accuracy:.2f}% on {n} images "
                    f"({out}) until this run of {n_images} images ends, then this run's where every image is "
                    "labelled", err=True)
+
+
+def check_written_by(obj: CliState, option: str, job_id: int, path: str, found: str) -> None:
+    """The checkpoint file is the one job `job_id` wrote, by the sha256 it recorded: two stores sharing
+    one ORCH_ARTIFACTS (ORCH_DATABASE_URL changed, ORCH_HOME kept) number their jobs alike, and the
+    other store's job 1 wrote over this one's checkpoints: its model was scored as this job's, unsaid."""
+    from shared.store import reads
+
+    with obj.store.session() as s:
+        recorded = reads.recorded_digest(s, job_id, path)
+    if recorded is not None and recorded != found:
+        raise SpecError(option, f"{path} is not the file job {job_id} wrote (sha256 {found[:12]}, recorded "
+                                f"{recorded[:12]}): something wrote over it, such as another store's job {job_id} "
+                                "where two stores share one ORCH_ARTIFACTS folder; the run is refused")
 
 
 def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None,

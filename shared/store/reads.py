@@ -152,6 +152,13 @@ def best_in_study(session: Session, study_id: int) -> TrainedJob | None:
     return TrainedJob.of(session, max(rows, key=lambda row: (row[1], -row[0].id))[0])
 
 
+def recorded_digest(session: Session, job_id: int, path: str) -> str | None:
+    """The sha256 job `job_id` recorded for the checkpoint file at `path` as it wrote it (None: not its
+    file, or written before digests were recorded)."""
+    return session.scalar(select(Checkpoint.digest).where(Checkpoint.job_id == job_id, Checkpoint.path == path,
+                                                          Checkpoint.digest.is_not(None)).limit(1))
+
+
 def job_of_checkpoint(session: Session, path: str) -> TrainedJob | None:
     """The training job that wrote this checkpoint file, when the store knows it."""
     job_id = session.scalar(select(Checkpoint.job_id).where(Checkpoint.path == path).limit(1))

@@ -340,3 +340,33 @@ def test_a_scoring_runs_id_where_a_training_job_is_wanted_names_the_job_it_score
                 (["report", "--job", f"{f['job']},{given}"], f"drop {given}")):  # "give 1" of a listed 1
             proc = orch.run(*command)
             assert proc.returncode == 2 and proc.stderr.splitlines() == [f"Error: {said}{fix}"], proc.stderr
+
+
+def test_a_checkpoint_written_over_since_its_job_wrote_it_is_refused(setup: tuple[Orch, dict[str, str]],
+                                                                     tmp_path: Path) -> None:
+    """From the scripting walk: a second store (ORCH_DATABASE_URL changed, ORCH_HOME kept) numbered its jobs
+    from 1 too, wrote its job 1's checkpoints over this store's, and `submit score --job 1` scored the
+    other model as job 1's without a word. The store recorded each file's sha256 as it was written."""
+    import hashlib
+
+    from sqlalchemy import update
+
+    orch, f = setup
+    (tmp_path / "rec").mkdir()
+    job = add_trained(orch, tmp_path / "rec", 0.75)
+    best = tmp_path / "rec" / f"job{job}-best.pt"
+    store = open_store(load_settings(orch.home))
+    with store.session() as s:
+        s.execute(update(Checkpoint).where(Checkpoint.job_id == job)
+                  .values(digest=hashlib.sha256(best.read_bytes()).hexdigest()))
+    store.dispose()
+    args = ["--data", f["test"], "--out", f"{f['tmp']}/w.csv"]
+    assert orch.run("submit", "score", "--job", str(job), *args).returncode == 0  # the file it wrote
+    best.write_bytes(b"another store's weights")
+    found, recorded = hashlib.sha256(best.read_bytes()).hexdigest(), hashlib.sha256(b"weights").hexdigest()
+    for option, value in (("--job", str(job)), ("--checkpoint", str(best))):
+        refused = orch.run("submit", "score", option, value, *args)
+        assert refused.returncode == 2 and refused.stderr.splitlines() == [
+            f"Error: {option}: {best} is not the file job {job} wrote (sha256 {found[:12]}, recorded {recorded[:12]}): "
+            f"something wrote over it, such as another store's job {job} where two stores share one ORCH_ARTIFACTS "
+            "folder; the run is refused"], refused.stderr
