@@ -59,8 +59,10 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
     from rich.console import Console
     from rich.table import Table
 
-    # a pipe has no width: 200, unless COLUMNS says (rich reads it; `COLUMNS=100 orch report` printed 200)
-    console = Console(width=None if _is_tty() or os.environ.get("COLUMNS") else 200)
+    # a pipe or a file has no width: the table's own, unless COLUMNS says (rich reads it; `COLUMNS=100 orch
+    # report` printed 200), so that `orch report --limit 0 > runs.txt` keeps every column
+    piped = not _is_tty() and not os.environ.get("COLUMNS")
+    console = Console(width=None if not piped else 200)
     keys = [key for key in (rows[0].keys() if rows else []) if any(_cell(row.get(key)) for row in rows)]
     dropped: list[str] = []
 
@@ -73,10 +75,12 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
             table.add_row(*(_cell(row.get(key)) for key in shown))
         return table
 
-    def fits(table: Table) -> bool:  # measured unbounded: rich clamps a measurement to the console's width
-        return console.measure(table, options=console.options.update_width(100_000)).maximum <= console.width
+    def fits(table: Table) -> bool:
+        return _width(console, table) <= console.width
 
     table = build()
+    if piped:
+        console = Console(width=max(200, _width(console, table)))
     for key in (k for k in drop_first if k in keys):
         if fits(table):
             break
@@ -87,6 +91,11 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
         sys.stdout.flush()  # the table first: in one pipe (2>&1) the note landed on its last border
         Console(stderr=True).print(f"[dim]narrow terminal, not shown: {', '.join(dropped)} ({every_column} shows all)[/dim]",
                                    highlight=False)
+
+
+def _width(console: Any, table: Any) -> int:
+    """The table's natural width, measured unbounded: rich clamps a measurement to the console's width."""
+    return int(console.measure(table, options=console.options.update_width(100_000)).maximum)
 
 
 def _is_tty() -> bool:

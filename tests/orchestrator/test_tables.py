@@ -58,3 +58,10 @@ def test_a_narrow_terminal_leaves_out_the_columns_named_first(capsys: pytest.Cap
     print_table(rows, title="jobs", drop_first=("worker", "attempts", "model"))
     out, err = capsys.readouterr()
     assert "lab-gpu-1.example.org:12345" in out and err == ""
+    # a file has no width (`orch report --limit 0 > runs.txt` lost columns, "narrow terminal" on stderr)
+    monkeypatch.setattr("orchestrator.tables._is_tty", lambda: False)
+    monkeypatch.delenv("COLUMNS")
+    wide = [{**rows[0], "worker": "w" * 300}]
+    print_table(wide, title="jobs", drop_first=("worker", "attempts", "model"))
+    out, err = capsys.readouterr()
+    assert "w" * 300 in out and "attempts" in out and err == ""
