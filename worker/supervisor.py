@@ -218,9 +218,10 @@ class Supervisor:
 
     def _give_back(self, job: dict[str, Any], lease: Lease, outcome: Outcome, reason: str) -> None:
         """The store, not the job, was at fault: the worker fenced its job's process (no lease renewed
-        for 0.8 TTL), or the process gave up on the store. The job goes back to the queue, not counted
-        against ORCH_MAX_ATTEMPTS, once the store answers; until then this worker's sweeper leaves it
-        alone, and the others' sweepers give its lease a TTL after the store's return."""
+        for 0.8 TTL), the process gave up on the store, or this worker's orch cannot use its schema. The
+        job goes back to the queue, not counted against ORCH_MAX_ATTEMPTS, once the store answers; until
+        then this worker's sweeper leaves it alone, and the others' sweepers give its lease a TTL after
+        the store's return."""
         said, cause = {
             Outcome.fenced: (f"{self.owner} could not renew its lease for {reason} s and stopped the job's process",
                              "worker lost the store; stopped its job"),
@@ -236,9 +237,8 @@ class Supervisor:
             log.warning("job %s: not given back (%s); a sweeper requeues it once the store answers", job["id"],
                         redact(str(exc).splitlines()[0]))
 
-
     def _stop_outdated(self, reason: str) -> None:
-        """A worker started before a `orch db upgrade` (or a newer orch's first command on the embedded
+        """A worker started before an `orch db upgrade` (or a newer orch's first command on the embedded
         store) failed every job it took after it; it now stops, and the workers of the upgraded orch
         take the job it gave back."""
         self.outdated = reason  # what to do is in it: upgrade this machine's orch, or `orch db upgrade`

@@ -237,7 +237,7 @@ def refuse_newer_schema(current: str | None) -> None:
     `orch db upgrade` cannot help, since no orch downgrades a store."""
     if current is not None and current not in _revisions()[0]:
         raise SchemaMismatch(f"database schema is at revision {current}, newer than this orch knows (its newest is "
-                          f"{head_revision()}): a newer orch upgraded it; upgrade orch on this machine")
+                             f"{head_revision()}): a newer orch upgraded it; upgrade orch on this machine")
 
 
 def open_store(settings: Settings, *, migrate: bool | None = None) -> Store:
@@ -276,5 +276,5 @@ def _open(settings: Settings, migrate: bool | None) -> Store:
     if current != head_revision():  # an older schema: upgrading it is the operator's step
         engine.dispose()
         raise SchemaMismatch(f"database schema is at revision {current}, orch needs {head_revision()}: "
-                          "run `orch db upgrade`")
+                             "run `orch db upgrade`")
     return Store(engine)
