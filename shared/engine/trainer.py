@@ -160,7 +160,7 @@ def _running_stats_inputs(run: Run, data: TrainData) -> dict[str, Any]:
     if not momenta:
         return {}
     return {"bn_momentum": float(min(momenta)),
-            "steps_per_epoch": len(_batches(np.arange(len(data.train)), run.spec.batch_size))}
+            "steps_per_epoch": _steps_per_epoch(len(data.train), run.spec.batch_size)}
 
 
 def _chance_inputs(val: ImageSet) -> dict[str, Any]:
@@ -202,7 +202,7 @@ def _setup(spec: TrainSpec, data: TrainData, resumed: dict[str, Any] | None, cac
     if prec.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = _optimizer(spec, model)
-    total_steps = spec.epochs * len(_batches(np.arange(len(data.train)), spec.batch_size))
+    total_steps = spec.epochs * _steps_per_epoch(len(data.train), spec.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(spec.schedule, total_steps))
     net: nn.Module = torch.compile(model) if spec.compile else model  # type: ignore[assignment]
     scaler = torch.amp.GradScaler(device.type, enabled=prec.needs_grad_scaler)
@@ -241,6 +241,11 @@ def _lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
         return 0.1 ** sum(step >= m * total_steps for m in STEP_MILESTONES)
 
     return {"cosine": cosine, "step": step_decay}.get(schedule, lambda step: 1.0)
+
+
+def _steps_per_epoch(images: int, batch_size: int) -> int:
+    """The optimizer steps of one epoch over `images`: the lr schedule's unit and the BN note's."""
+    return len(_batches(np.arange(images), batch_size))
 
 
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
