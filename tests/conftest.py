@@ -1,6 +1,7 @@
 """Fixtures: an isolated ORCH_HOME, the orch CLI as a subprocess, real worker processes, services."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,6 +162,13 @@ def cluster(tmp_path: Path, broker_url: str) -> Iterator[Orch]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path, broker_url: str) -> Iterator[Orch]:
+    """`cluster` for a test's own broker: `with`, so its workers and database go when the test
+    fails too (a `for` over the generator left them to the garbage collector, after the traceback)."""
+    yield from cluster(tmp_path, broker_url)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -177,9 +185,11 @@ def _with_workers(orch: Orch) -> Iterator[Orch]:
         return worker
 
     orch.start_worker = tracked  # type: ignore[method-assign]
-    yield orch
-    for worker in started:
-        worker.kill()
+    try:
+        yield orch
+    finally:  # a failed assertion too: a worker left running kept training into the next tests
+        for worker in started:
+            worker.kill()
 
 
 @pytest.fixture(scope="session")

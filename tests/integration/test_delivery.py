@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Orch, cluster
+from tests.conftest import REPO, Orch, running_cluster
 from tests.integration.test_faults import SLOW_JOB, private_redis, submit_train, wait_epochs  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_a_submit_killed_between_commit_and_send_runs_once(any_orch: Orch, synth
 def test_jobs_waiting_in_a_redis_that_restarts_without_persistence_still_run_once(
         private_redis, tmp_path: Path, synth_data: Path) -> None:  # noqa: F811
     url, restart = private_redis
-    for orch in cluster(tmp_path, url):
+    with running_cluster(tmp_path, url) as orch:
         first = submit_train(orch, synth_data, epochs=2)
         waiting = [submit_train(orch, synth_data, 1, "--seed", str(seed)) for seed in (1, 2)]
         worker = orch.start_worker()
