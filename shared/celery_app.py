@@ -23,13 +23,20 @@ TASK_NAMES: dict[str, str] = {"train": "orch.train", "score": "orch.score", "sco
 REDIS_VISIBILITY_TIMEOUT = 3600
 
 
-CLIENT_SOCKET_TIMEOUT = 5.0  # the CLI's wait for a Redis answer; a worker's long-polls need 30
+CLIENT_SOCKET_TIMEOUT = 5.0  # the CLI's wait for a Redis answer
 
 
 def transport_options(settings: Settings, client: bool = False) -> dict[str, Any]:
-    """A worker's blocking reads wait up to 30 s for a message and retry a timeout; the CLI (`client`)
-    sends and checks only: a broker that accepts connections and never answers (hung, or another
-    service on its port) held `orch submit` for ever, where this gives up after a few seconds."""
+    """A worker waits up to 30 s for a Redis answer; the CLI (`client`) sends and checks only: a broker
+    that accepts connections and never answers (hung, or another service on its port) held `orch submit`
+    for ever, where this gives up after a few seconds.
+
+    No retry inside redis-py, for either (`retry_on_timeout` gave every connection one retry, of a
+    lost connection too): after a Redis restart the worker's pub/sub read (remote control) reconnected
+    within the read and then waited for a reply that never came, with no timeout, holding Celery's
+    event loop: the worker took no job again and logged nothing (a CI failure, reproduced by pausing
+    the worker across the restart). A lost connection must reach Celery, which reconnects everything;
+    a pooled connection that went stale is reconnected by the pool when it is next taken."""
     if settings.embedded_broker:
         return broker_fs.transport_options(settings)
     return {
@@ -37,7 +44,7 @@ def transport_options(settings: Settings, client: bool = False) -> dict[str, Any
         "unacked_restore_interval": 10,
         "socket_connect_timeout": 5,
         "socket_timeout": CLIENT_SOCKET_TIMEOUT if client else 30,
-        "retry_on_timeout": not client,
+        "retry_on_timeout": False,
     }
 
 
