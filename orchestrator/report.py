@@ -5,7 +5,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from orchestrator.fields import axis_values, setting_values
+from orchestrator.fields import SETTINGS, TRAIN_FIELDS, axis_values, setting_values
 from orchestrator.metrics import METRICS
 from shared.spec import TrainSpec, read_stored
 from shared.store.report_reads import LeaderboardEntry, RunRecord, jobs_by_id, leaderboard_entries
@@ -40,6 +40,16 @@ def first_by_last_epoch(session: Session, study_id: int | None) -> LeaderboardEn
     val_acc is each run's best epoch, picked on the images it is measured on)."""
     first, _ = leaderboard_entries(session, study_id, metric="last_val_acc", limit=1)
     return first[0] if first else None
+
+
+def leaderboard_header() -> list[str]:
+    """job_row's columns, with rank first, for a leaderboard of no runs: a script reading its CSV
+    finds the columns it reads (an empty store's CSV was no line at all). A test holds the two
+    together."""
+    axes = [COLUMN_FOR.get(f.dest, f.dest) for f in TRAIN_FIELDS if f.axis]
+    settings = [f.dest for f in TRAIN_FIELDS if f.dest in SETTINGS]
+    return ["rank", "id", "study", "status", *axes, "data", "val", *settings, "params", "gmacs", "val_acc",
+            "last_val_acc", "val_loss", "test_acc", "test_precision", "epochs", "precision", "images_per_s", "wall_s"]
 
 
 def job_row(run: RunRecord, entry: LeaderboardEntry) -> dict[str, Any]:

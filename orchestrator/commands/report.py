@@ -221,6 +221,10 @@ def _leaderboard(obj: CliState, metric: str, fmt: str, limit: int, study_id: int
     if fmt == "json":
         click.echo(json.dumps(ranked, indent=2))
     elif not ranked:  # a md table of no columns printed '|  |' then '|'; the reason goes to stderr
+        if fmt == "csv":  # as a study's CSV of no finished run: the header row, for a script
+            from orchestrator.report import leaderboard_header
+
+            click.echo(",".join(leaderboard_header()))
         click.echo(empty, err=fmt != "table")
     elif fmt == "csv":  # numbers for a script (0.8333, 11169858), as the study's CSV has them
         click.echo(render(ranked, fmt))

@@ -262,8 +262,12 @@ def test_cells_without_an_epoch_are_named_beside_the_statistics(orch: Orch, monk
 def test_the_leaderboards_csv_holds_numbers_a_script_can_read(study: tuple[Orch, dict]) -> None:
     """It held the table's display strings ('63.33%', '0.91M'), where the study's CSV had numbers."""
     orch, _ = study
-    rows = list(csv.DictReader(io.StringIO(orch.run("report", "--format", "csv", check=True).stdout)))
+    text = orch.run("report", "--format", "csv", check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(text)))
     assert rows and all(0 <= float(r["val_acc"]) <= 1 and int(r["params"]) > 1_000_000 for r in rows)
+    from orchestrator.report import leaderboard_header
+
+    assert text.splitlines()[0] == ",".join(leaderboard_header())  # what an empty store's CSV prints
     md = orch.run("report", "--format", "md", check=True).stdout
     assert "%" in md and "M |" in md  # Markdown is for people: the table's formats
 
@@ -432,15 +436,19 @@ def test_a_test_accuracy_scored_in_int8_says_so(orch: Orch, monkeypatch: pytest.
 
 
 def test_an_empty_store_prints_no_table_of_nothing(orch: Orch) -> None:
-    """`--format md` printed '|  |' and '|': a broken table."""
-    for fmt in ("md", "csv"):
+    """`--format md` printed '|  |' and '|': a broken table. The CSV is its header row alone, the
+    columns a leaderboard of runs has (test_the_leaderboards_csv_holds_numbers_a_script_can_read)."""
+    from orchestrator.report import leaderboard_header
+
+    header = ",".join(leaderboard_header())
+    for fmt, stdout in (("md", ""), ("csv", header + "\n")):
         proc = orch.run("report", "--format", fmt, check=True)
-        assert proc.stdout == "" and "no epochs recorded yet" in proc.stderr, (fmt, proc)
+        assert proc.stdout == stdout and "no epochs recorded yet" in proc.stderr, (fmt, proc)
     assert orch.json_report() == []
     # by test accuracy too: nothing recorded is the news, not that nothing was scored (it exited 2 on an empty store)
     assert "no epochs recorded yet" in orch.run("report", "--metric", "test_acc", check=True).stdout
     proc = orch.run("report", "--metric", "test_acc", "--format", "csv", check=True)
-    assert proc.stdout == "" and "no epochs recorded yet" in proc.stderr
+    assert proc.stdout == header + "\n" and "no epochs recorded yet" in proc.stderr
 
 
 def test_the_leaderboard_says_when_its_runs_trained_on_different_data(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
