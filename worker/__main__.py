@@ -15,6 +15,7 @@ from shared.config import DEFAULT_QUEUE, check_worker_timing, load_settings, red
 from shared.delivery import Relay
 from shared.errors import UNAVAILABLE_EXIT, BrokerUnavailable, ConfigError, StoreRefused, StoreUnavailable
 from worker.app import create_app
+from worker.artifacts_owner import claim_artifacts
 from worker.sweeper import Sweeper
 
 
@@ -37,9 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     node = host_format(default_nodename(args.hostname))  # as Celery names the node: w1@%h -> w1@HOST
     try:
         app, supervisor = create_app(settings, args.threads, warm=args.warm, name=node)
+        claim_artifacts(settings.artifacts, supervisor.store)
     except (StoreUnavailable, StoreRefused) as exc:  # it was a traceback; exit 3 as the CLI's (2: refused)
         print(f"Error: ORCH_DATABASE_URL ({redact(settings.database_url)}): {exc}", file=sys.stderr)
         raise SystemExit(UNAVAILABLE_EXIT if isinstance(exc, StoreUnavailable) else 2) from None
+    except ConfigError as exc:  # an artifacts folder of another store's
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:  # Celery retries a broker it never reached forever, one log line every few seconds
         with broker_boundary():
             check_broker(app)

@@ -15,7 +15,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.store.schema import Checkpoint, Epoch, Event, Job, JobKind, JobStatus, Study
+from shared.store.schema import Checkpoint, Epoch, Event, Job, JobKind, JobStatus, StoreInfo, Study
+
+
+def store_id(session: Session) -> str:
+    """The store's identity, made with its schema (migration 0008)."""
+    found = session.scalar(select(StoreInfo.store_id).where(StoreInfo.id == 1))
+    if found is None:  # only a schema made without orch's migrations lacks it
+        raise RuntimeError("the store has no store_info row: its schema was not made by `orch db upgrade`")
+    return found
 
 
 def job(session: Session, job_id: int) -> Job | None:

@@ -86,6 +86,15 @@ class Outcome(enum.StrEnum):
             self, JobStatus.failed)
 
 
+class StoreInfo(Base):
+    """One row: the store's identity, made once with its schema. A worker writes it into the artifacts
+    folder it uses (worker/artifacts_owner.py), so that a second store pointed at the same folder is
+    refused: job ids are the store's own, and its job 1 would write over the first store's job 1."""
+    __tablename__ = "store_info"
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1
+    store_id: Mapped[str] = mapped_column(String(36))  # a uuid4
+
+
 GRID_SUBMISSIONS = "_submissions"  # Study.grid's key: each submission's options, in order (an extended study)
 
 
