@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,10 +111,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL is the file's own, once set: asked again on every connection, the switch wanted the whole
     # file and failed at once ("database is locked", no busy wait) while another process wrote, so
     # one of four processes opening a fresh home together lost (1 in 48 trials on a loaded CPU)
-    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-        cursor.execute("PRAGMA journal_mode=WAL")
+    if not _in_wal(cursor):
+        _switch_to_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+WAL_SWITCH_WAIT_S = 30.0  # as the busy timeout: what a writer waits for the file
+
+
+def _in_wal(cursor: Any) -> bool:
+    return str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Turn a new file to WAL, waiting while another process holds it. The switch takes no busy wait:
+    a process that had just made a fresh home's file (under the setup lock) found it not yet in WAL,
+    and its switch failed at once while a second process, which saw the file appear and opened it
+    without the lock, was switching it too (2 in 78 trials of four processes, a quiet CPU)."""
+    deadline = time.monotonic() + WAL_SWITCH_WAIT_S
+    while True:
+        try:
+            if _in_wal(cursor):  # the other process switched it
+                return
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)
 
 
 @contextmanager
