@@ -89,6 +89,21 @@ def part_path(parent_dir: Path, shard: int) -> Path:
     return Path(parent_dir) / "shards" / f"{shard}.csv"
 
 
+def remove_parts(parts: Iterable[Path]) -> None:
+    """Delete part files once the run's CSV and its success are recorded (the CSV kept in the run's
+    folder holds the same rows: the parts doubled what a finished scoring run kept on disk), and
+    their `shards/` folder when that leaves it empty. Best effort: a part left behind is only disk."""
+    folders = set()
+    for part in parts:
+        part.unlink(missing_ok=True)
+        folders.add(part.parent)
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a file someone else put there) or already gone
+            pass
+
+
 def check_rows(texts: Sequence[str], files: int, ids_sha256: str) -> None:
     """The parts hold every pinned id exactly once, in order: `files` rows whose ids hash to `ids_sha256`."""
     # read as CSV: a quoted file name may hold a line break (or U+2028, which splitlines() splits at)

@@ -13,8 +13,8 @@ table of allowed moves (shared/store/schema.py ASSEMBLY_MOVES), so two movers ne
     waiting    -> failed      a shard ended without its part: the shard itself fails the parent at once
                               (shard_failed); if its process died, the sweeper does (settle_parents)
     assembling -> done        CSV written, then the Score row and the parent's success in one fenced
-                              transaction (assemble_run)
-    assembling -> failed      an assembly check failed; --out is left as it was
+                              transaction (assemble_run); then the parts are deleted
+    assembling -> failed      an assembly check failed; --out is left as it was, the parts kept
     assembling -> assembling  its lease holder died: the sweeper requeues and re-sends the parent
     any but done -> failed    `orch cancel PARENT` (shared/store/jobs.py request_cancel)
     failed     -> waiting     `orch retry PARENT` (shared/store/jobs.py reset_for_retry)
@@ -31,7 +31,7 @@ from typing import Any
 
 from shared.config import redact
 from shared.errors import DataError, JobCancelled, OrchError, StaleLease, Unavailable
-from shared.scoring.csv_parts import check_rows, header_line, totals, write_atomic
+from shared.scoring.csv_parts import check_rows, header_line, remove_parts, totals, write_atomic
 from shared.scoring.inputs import pinned, trained_on
 from shared.spec import ScoreSpec
 from shared.store import scoring_runs as runs
@@ -153,6 +153,8 @@ def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[
     score = {"source_job_id": source_job_id, "out": spec.out, "n_images": counts["n"],
              "accuracy": counts["accuracy"], "images_per_s": counts["images_per_s"], "is_test": not not_test}
     lease.complete_score(result, score)
+    # only now: until the success is recorded, a new holder of the lease may assemble again from them
+    remove_parts(Path(s.result["part"]) for s in shards if s.result)
     return result
 
 

@@ -81,7 +81,7 @@ def check_retry_scores_a_lost_part_again(orch: Orch, run: dict[str, Any], tmp_pa
 
     done, lost = run["shard_job_ids"]
     part = Path(orch.json("status", str(lost))["result"]["part"])
-    part.unlink()
+    assert not part.exists() and not part.parent.exists()  # deleted once the run succeeded: its kept CSV has the rows
     (tmp_path / "two.csv").unlink()
     store = open_home(orch.home, pytest.MonkeyPatch())
     with store.session() as s:  # as the assembler left it: the run failed, its other shard failed with it
@@ -95,7 +95,7 @@ def check_retry_scores_a_lost_part_again(orch: Orch, run: dict[str, Any], tmp_pa
     while orch.json("status", str(run["job_id"]))["status"] not in ("succeeded", "failed"):
         assert time.monotonic() < deadline
         time.sleep(1)
-    assert orch.json("status", str(run["job_id"]))["status"] == "succeeded" and part.is_file()
+    assert orch.json("status", str(run["job_id"]))["status"] == "succeeded" and not part.exists()
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     events = [e["message"] for e in orch.json("status", str(lost))["events"]]
     assert "requeued by orch retry (its part file is missing: scored again)" in events

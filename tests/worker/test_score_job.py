@@ -100,7 +100,9 @@ def test_sharded_equals_unsharded_in_numeric_id_order(env: tuple[Settings, Store
     assert all(r[1] in ("0", "1") and len(r) == 2 for r in rows)
     settings, store = env
     assert [job(store, s).status for s in shards] == ["succeeded"] * 3
-    assert sorted(p.name for p in (settings.job_dir(three) / "shards").iterdir()) == ["0.csv", "1.csv", "2.csv"]
+    # the parts are gone once the run succeeded: the CSV kept in the run's folder holds their rows
+    assert not (settings.job_dir(three) / "shards").exists()
+    assert (settings.job_dir(three) / "three.csv").read_text() == text
     with store.session() as s:
         scores = {row.job_id: row for row in s.query(Score)}
     assert scores[one].n_images == scores[three].n_images == 23
@@ -281,6 +283,7 @@ def test_assembly_checks_every_pinned_id_appears_once(env: tuple[Settings, Store
     failed = job(store, parent)
     assert failed.status == "failed" and failed.assembly == "failed" and message in failed.error
     assert not out.exists()
+    assert all(Path(job(store, shard).result["part"]).is_file() for shard in shards)  # kept for a retry
     fake_parts_ok = ["0,1\n1,0\n2,1\n", "3,0\n4,0\n5,1\n"]  # the same run with sound parts assembles
     parent, shards = submit(store, ScoreSpec(checkpoint=str(checkpoint), data=str(folder), out=str(out), shards=2))
     fake_parts(env, shards, fake_parts_ok)
