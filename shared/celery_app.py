@@ -85,6 +85,7 @@ def send_job(app: Celery, job_id: int, kind: str, queue: str, label: str | None 
     `label` (shared.task_label) is what Flower shows in place of the arguments; the worker ignores it.
     """
     app.send_task(TASK_NAMES[kind], args=[job_id], queue=queue, argsrepr=label, priority=priority,
+                  headers={broker_fs.JOB_HEADER: job_id},  # the embedded broker's janitor reads it (broker_fs)
                   retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
 
 

@@ -1,5 +1,6 @@
 """Background upkeep in every worker: requeue jobs whose lease expired, send score jobs for assembly,
-prune the embedded broker. Messages those changes owe are in the outbox; the relay re-sends lost ones."""
+prune the embedded broker (monitors' queues, and the messages of jobs that ended without them).
+Messages those changes owe are in the outbox; the relay re-sends lost ones."""
 from __future__ import annotations
 
 import logging
@@ -7,10 +8,10 @@ import threading
 import time
 from collections.abc import Callable, Collection
 
-from shared.broker_fs import prune_broker
+from shared.broker_fs import drop_finished_messages, prune_broker
 from shared.config import Settings, redact
 from shared.scoring.protocol import settle_parents
-from shared.store import JobStatus, Lease, Store
+from shared.store import JobStatus, Lease, Store, reads
 
 log = logging.getLogger("orch.worker")
 
@@ -50,11 +51,16 @@ class Sweeper(threading.Thread):
                 self.resend(parent.job_id, parent.kind, parent.queue)
             if self.settings.embedded_broker:
                 prune_broker(self.settings)
+                drop_finished_messages(self.settings, self.finished_among)
         except Exception as exc:  # a sweep must never take the worker down
             log.warning("sweep failed: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
         finally:
             if reached:  # a sweep that could not write leaves the time due: the next one that can sees the gap
                 self.write_due = awake_clock() + self.interval
+
+    def finished_among(self, job_ids: Collection[int]) -> set[int]:
+        with self.store.session() as session:
+            return reads.finished_among(session, job_ids)
 
     def check_store(self) -> None:
         """After a spell in which the store took no writes (a SQLite lock held past the TTL, a

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.store.schema import Checkpoint, Epoch, Event, Job, JobKind, JobStatus, StoreInfo, Study
+from shared.store.schema import FINISHED, Checkpoint, Epoch, Event, Job, JobKind, JobStatus, StoreInfo, Study
 
 
 def store_id(session: Session) -> str:
@@ -74,6 +74,16 @@ def not_answering(session: Session, job_ids: Sequence[int], lease_ttl: float) ->
         return []
     return sorted(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.running,
                                                        Job.heartbeat_at < db_now() - lease_ttl)))
+
+
+def finished_among(session: Session, job_ids: Collection[int]) -> set[int]:
+    """Which of these jobs have ended (succeeded, failed, cancelled): no message of theirs is owed."""
+    ids = sorted(set(job_ids))
+    found: set[int] = set()
+    for start in range(0, len(ids), 500):  # bounded IN lists (SQLite's variable limit on old builds)
+        found.update(session.scalars(select(Job.id).where(Job.id.in_(ids[start:start + 500]),
+                                                          Job.status.in_(FINISHED))))
+    return found
 
 
 def study_names(session: Session, study_ids: Sequence[int | None]) -> dict[int, str]:

@@ -2,9 +2,11 @@
 restarted (without persistence) while jobs wait in it. Each job runs, once."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,24 @@ def test_jobs_waiting_in_a_redis_that_restarts_without_persistence_still_run_onc
             detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=240)
             assert detail["status"] == "succeeded" and detail["attempts"] == 1, detail["error"]
         assert all(f"job {job_id}: re-sent its message" in worker.output() for job_id in waiting)
+
+
+def test_a_running_worker_drops_the_message_of_a_job_cancelled_on_a_queue_nobody_reads(
+        orch: Orch, synth_data: Path) -> None:
+    """The message of a job cancelled while queued stays in its queue until a worker of that queue takes
+    it; on a queue nobody reads it stayed for good (listed by every poll, counted by the relay as a
+    queued job's). The worker's janitor drops it, and leaves the message of a job still queued there."""
+    cancelled, waiting = (submit_train(orch, synth_data, 1, "--queue", "nobody", "--seed", str(seed))
+                          for seed in (1, 2))
+    orch.run("cancel", str(cancelled), check=True)
+    folder = orch.home / "broker" / "queue"
+    by_job = {job_id: next(folder.glob(f"*_j{job_id}_*.nobody.msg")) for job_id in (cancelled, waiting)}
+    old = time.time() - 120  # past the minute a finished job's message is given before it is dropped
+    for path in by_job.values():
+        os.utime(path, (old, old))
+    worker = orch.start_worker()  # reads the default queue only
+    deadline = time.monotonic() + 60
+    while by_job[cancelled].exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not by_job[cancelled].exists(), worker.output()[-3000:]
+    assert by_job[waiting].exists() and orch.json("status", str(waiting))["status"] == "queued"

@@ -1,5 +1,5 @@
 """The embedded broker never hands a consumer a half-written message, and its janitor empties the
-queues of monitors that went away.
+queues of monitors that went away and drops the messages of jobs that ended without them.
 
 kombu's stock filesystem transport creates the message file before writing it; a consumer that
 polls in between takes an empty file and the message is lost (35 of 3000 in a tight loop here).
@@ -11,12 +11,14 @@ import multiprocessing as mp
 import os
 import time
 from pathlib import Path
+from queue import Empty
 
+import pytest
 from kombu import Connection
 from kombu.transport.filesystem import Transport as StockTransport
 
-from shared.broker_fs import Transport, broker_folders, prune_broker
-from shared.celery_app import make_celery
+from shared.broker_fs import JOB_IN_NAME, Transport, broker_folders, drop_finished_messages, prune_broker
+from shared.celery_app import make_celery, send_job
 from shared.config import load_settings
 
 SENDS = 3000
@@ -76,7 +78,6 @@ def test_the_stock_transport_loses_messages_to_the_same_race(tmp_path: Path) -> 
     got, broken = race(tmp_path, StockTransport)
     assert got + broken <= SENDS
     if broken == 0:
-        import pytest
         pytest.skip("kombu's stock transport did not lose a message this time")
     assert got < SENDS
 
@@ -224,3 +225,45 @@ def test_a_message_put_back_keeps_its_place(tmp_path: Path) -> None:
         taker.close()  # the stopping worker's channel: its unacked message goes back
         channel = conn.channel()
         assert [channel.basic_get("jobs", no_ack=True).payload["n"] for _ in range(3)] == [0, 1, 2]
+
+
+def test_a_queue_is_served_in_order_behind_many_messages_of_other_queues(tmp_path: Path) -> None:
+    """orch's `_get` picks its queue's names out before sorting (kombu's pops the sorted folder from the
+    front: quadratic in the other queues' messages ahead); it takes the same message kombu's would."""
+    for sub in ("q", "done"):
+        (tmp_path / sub).mkdir()
+    with Connection("filesystem://", transport=Transport, transport_options=options(tmp_path)) as conn:
+        channel = conn.channel()
+        for i in range(30):
+            channel._put("other", {"n": -i})
+            channel._put("jobs", {"n": i, "properties": {"priority": 9 if i == 3 else 0}})
+        taken = [channel._get("jobs")["n"] for _ in range(30)]
+        assert taken == [i for i in range(30) if i != 3] + [3]  # priority first (0 before 9), then sent order
+        assert len(list((tmp_path / "q").iterdir())) == 30  # the other queue's, untouched
+        with pytest.raises(Empty):
+            channel._get("jobs")
+
+
+def test_the_janitor_drops_the_messages_of_finished_jobs_only(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ORCH_BROKER_URL", raising=False)
+    settings = load_settings(tmp_path)
+    app = make_celery(settings)
+    for job_id, queue in ((1, "nobody"), (2, "nobody"), (3, "orch"), (4, "nobody")):
+        send_job(app, job_id, "train", queue)
+    folder = broker_folders(settings)["queue"]
+    by_job = {int(JOB_IN_NAME.match(p.name).group(1)): p for p in folder.iterdir()}
+    assert sorted(by_job) == [1, 2, 3, 4]  # each message's name carries its job's id
+    old = time.time() - 120
+    for job_id in (1, 2, 3):  # job 4's message was sent a moment ago: left however its job stands
+        os.utime(by_job[job_id], (old, old))
+    legacy = write_message(folder, "nobody", age_s=3600)  # sent before names carried a job's id
+    asked: list[set[int]] = []
+
+    def finished_among(ids):
+        asked.append(set(ids))
+        return {1, 3, 4} & set(ids)  # 2 is still queued
+
+    assert drop_finished_messages(settings, finished_among) == 2
+    assert asked == [{1, 2, 3}]
+    assert not by_job[1].exists() and not by_job[3].exists()
+    assert by_job[2].exists() and by_job[4].exists() and legacy.exists()
