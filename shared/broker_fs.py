@@ -19,6 +19,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -32,12 +33,14 @@ from shared.atomic import atomic_path, is_temp_name
 from shared.config import Settings
 from shared.errors import ConfigError
 
-# How often a worker looks for a new message (one listdir of the queue folder). Measured with /proc
+# How often a worker looks for a new message (a stat of the queue folder; a listing when it changed). Measured with /proc
 # over 60 s, an idle worker (its relay included) used 0.53% of a core at 0.05 s, 0.38% at 0.1 s and
 # 0.25% at 0.2 s; a submitted job waits 25 ms for the poll on average instead of 100 ms.
 POLLING_INTERVAL_S = 0.05
 STALE_MESSAGE_S = 300.0  # an event or reply nobody read for this long belongs to a monitor that went away
 PROCESSED_KEEP_S = 60.0  # a taken message's file is kept this long (kombu renames it; nobody reads it)
+RELIST_S = 1.0  # a queue folder is listed at least this often, changed or not (Channel._listing)
+SAME_TICK_NS = 100_000_000  # a listing made this soon after the folder's change is not kept (coarse mtime ticks)
 FINISHED_MESSAGE_S = 60.0  # a message whose job ended is dropped once this old (it is never needed)
 
 
@@ -45,6 +48,22 @@ def is_temp_message(name: str) -> bool:
     """A message still being written (atomic_path's temp name: kombu matches only
     `name.partition('.')[2] == '<queue>.msg'`, which a leading dot never does)."""
     return is_temp_name(name)
+
+
+@dataclass
+class FolderListing:
+    changed_ns: int  # the folder's mtime, read before it was listed
+    listed_ns: int  # when it was listed, on the wall clock (as mtimes are)
+    listed_at: float  # and on the monotonic one: a wall clock set back cannot stretch the once-a-second listing
+    names: list[str]
+    by_queue: dict[str, list[str]] = field(default_factory=dict)
+
+    def of_queue(self, queue: str) -> list[str]:
+        """This queue's names in the order they are taken (kombu's rule: the first in sorted order)."""
+        if queue not in self.by_queue:
+            wanted = f"{queue}.msg"
+            self.by_queue[queue] = sorted(name for name in self.names if name.partition(".")[2] == wanted)
+        return self.by_queue[queue]
 
 
 class Channel(filesystem.Channel):
@@ -75,9 +94,7 @@ class Channel(filesystem.Channel):
         # 20,000 of them, 20 polls a second). The same rule, with this queue's names picked out first.
         if not self.store_processed:  # orch always keeps them (transport_options): the rename is then the take
             return super()._get(queue)  # type: ignore[no-untyped-call]
-        wanted = f"{queue}.msg"
-        names = sorted(name for name in os.listdir(self.data_folder_in) if name.partition(".")[2] == wanted)
-        for name in names:
+        for name in self._listing().of_queue(queue):
             taken = os.path.join(self.processed_folder, name)
             try:  # the rename is the take: of two consumers, one wins and the other tries the next name
                 os.rename(os.path.join(self.data_folder_in, name), taken)
@@ -90,6 +107,27 @@ class Channel(filesystem.Channel):
                 raise ChannelError(f"Cannot read file {taken!r} from queue.") from exc
             return loads(bytes_to_str(payload))  # type: ignore[no-untyped-call]  # kombu ships them unannotated
         raise Empty()
+
+    def _listing(self) -> FolderListing:
+        """The queue folder's names, listed again only when the folder changed, and at least once a second.
+
+        An idle worker polls 20 times a second (POLLING_INTERVAL_S), each poll one listing per queue
+        it reads: beside 1,000 messages of a queue it does not read that was 5.4% of a core, taken
+        from the job another worker on the machine trains (BENCHMARKS.md). A name added or removed
+        changes the folder's mtime; the listing is kept only while the mtime is what it was and was
+        already a while old when it was listed (a change in the same clock tick as the listing could
+        leave it equal), and the once-a-second listing bounds what a missed change could cost to a
+        second's wait: a message is never left behind.
+        """
+        now_ns, now = time.time_ns(), time.monotonic()
+        changed = os.stat(self.data_folder_in).st_mtime_ns  # before the listing: a later change differs
+        kept: FolderListing | None = getattr(self, "_kept_listing", None)
+        if (kept is not None and kept.changed_ns == changed and now - kept.listed_at < RELIST_S
+                and kept.listed_ns - changed > SAME_TICK_NS):
+            return kept
+        self._kept_listing = FolderListing(changed_ns=changed, listed_ns=now_ns, listed_at=now,
+                                           names=os.listdir(self.data_folder_in))
+        return self._kept_listing
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         # kombu makes an exchange's table with open("wb") before taking its lock: two processes binding

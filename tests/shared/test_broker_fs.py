@@ -267,3 +267,52 @@ def test_the_janitor_drops_the_messages_of_finished_jobs_only(tmp_path: Path, mo
     assert asked == [{1, 2, 3}]
     assert not by_job[1].exists() and not by_job[3].exists()
     assert by_job[2].exists() and by_job[4].exists() and legacy.exists()
+
+
+def idle_channel(tmp_path: Path, conn: Connection):
+    """A channel whose queue folder last changed 10 s ago, with one message of another queue in it."""
+    channel = conn.channel()
+    channel._put("other", {"n": 0})
+    old = time.time_ns() - 10 * 10**9
+    os.utime(tmp_path / "q", ns=(old, old))
+    return channel, old
+
+
+def test_an_idle_poll_lists_the_folder_only_when_it_changed(tmp_path: Path, monkeypatch) -> None:
+    """An idle worker polls 20 times a second; a stat tells it whether there is anything new to list."""
+    for sub in ("q", "done"):
+        (tmp_path / sub).mkdir()
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listings.append(path) or real_listdir(path))
+    with Connection("filesystem://", transport=Transport, transport_options=options(tmp_path)) as conn:
+        channel, _ = idle_channel(tmp_path, conn)
+        for _ in range(20):
+            with pytest.raises(Empty):
+                channel._get("jobs")
+        assert len(listings) == 1
+        channel._put("jobs", {"n": 1})  # a new name changes the folder's mtime: seen at the next poll
+        assert channel._get("jobs")["n"] == 1 and len(listings) == 2
+
+
+def test_a_change_the_folders_mtime_missed_is_seen_within_a_second(tmp_path: Path) -> None:
+    """A message whose arrival left the folder's mtime as it was (a change in the listing's own clock
+    tick) is not left behind: the folder is listed at least once a second."""
+    for sub in ("q", "done"):
+        (tmp_path / sub).mkdir()
+    with Connection("filesystem://", transport=Transport, transport_options=options(tmp_path)) as conn:
+        channel, old = idle_channel(tmp_path, conn)
+        with pytest.raises(Empty):
+            channel._get("jobs")  # listed, and the listing kept
+        channel._put("jobs", {"n": 1})
+        os.utime(tmp_path / "q", ns=(old, old))  # as if the change had not moved the mtime
+        with pytest.raises(Empty):
+            channel._get("jobs")  # the kept listing: the case this test is about is real
+        started = time.monotonic()
+        while True:
+            try:
+                assert channel._get("jobs")["n"] == 1
+                break
+            except Empty:
+                assert time.monotonic() - started < 1.5
+                time.sleep(0.05)
