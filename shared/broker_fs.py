@@ -78,10 +78,7 @@ class Channel(filesystem.Channel):
         # jobs submitted after it.
         # The job's id is in the name too (never read by a consumer): the janitor drops the messages of
         # jobs that ended without one (cancelled while queued) without opening a file.
-        sent_ns = first_sent_ns(payload)
-        job = message_job(payload)
-        name = f"{message_rank(payload)}-{sent_ns:020d}_{'' if job is None else f'j{job}_'}{uuid.uuid4()}.{queue}.msg"
-        final = os.path.join(self.data_folder_out, name)
+        final = os.path.join(self.data_folder_out, message_name(payload, queue))
         try:  # the temp file is `.<name>.<pid>.tmp` beside it: hidden, and no queue's name matches it
             with atomic_path(final, fsync=False) as temp:  # no fsync: a message is not a checkpoint
                 temp.write_bytes(str_to_bytes(dumps(payload)))  # type: ignore[no-untyped-call]
@@ -92,8 +89,7 @@ class Channel(filesystem.Channel):
         # kombu's own lists the whole folder, sorts it and pops names from the front until one is this
         # queue's: quadratic in the messages of other queues that sort ahead of it (94 ms a poll with
         # 20,000 of them, 20 polls a second). The same rule, with this queue's names picked out first.
-        if not self.store_processed:  # orch always keeps them (transport_options): the rename is then the take
-            return super()._get(queue)  # type: ignore[no-untyped-call]
+        # A take is a rename into the processed folder (transport_options: store_processed, one filesystem).
         for name in self._listing().of_queue(queue):
             taken = os.path.join(self.processed_folder, name)
             try:  # the rename is the take: of two consumers, one wins and the other tries the next name
@@ -166,7 +162,13 @@ def first_sent_ns(payload: Any) -> int:
 
 
 JOB_HEADER = "orch_job"  # the message header that holds the job's id (shared.celery_app.send_job)
-JOB_IN_NAME = re.compile(r"^\d-\d+_j(\d+)_")
+JOB_IN_NAME = re.compile(r"^\d-\d+_j(\d+)_")  # message_name's job id
+
+
+def message_name(payload: Any, queue: str) -> str:
+    """`<rank>-<sent ns>_j<job id>_<uuid>.<queue>.msg` (no `j<id>_` for a message of no job)."""
+    job = message_job(payload)
+    return f"{message_rank(payload)}-{first_sent_ns(payload):020d}_{'' if job is None else f'j{job}_'}{uuid.uuid4()}.{queue}.msg"
 
 
 def message_job(payload: Any) -> int | None:

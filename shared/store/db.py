@@ -94,9 +94,12 @@ class Store:
         self.engine.dispose()
 
 
+SQLITE_BUSY_S = 30.0  # what a SQLite writer waits for another process's lock (and the WAL switch, for the file)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # pre_ping: a PostgreSQL restart must not leave dead connections in the pool.
@@ -107,7 +110,7 @@ def make_engine(url: str) -> Engine:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # WAL lets the CLI read while a worker writes; the busy timeout makes writers wait, not fail.
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_S * 1000)}")
     # WAL is the file's own, once set: asked again on every connection, the switch wanted the whole
     # file and failed at once ("database is locked", no busy wait) while another process wrote, so
     # one of four processes opening a fresh home together lost (1 in 48 trials on a loaded CPU)
@@ -115,9 +118,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         _switch_to_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-WAL_SWITCH_WAIT_S = 30.0  # as the busy timeout: what a writer waits for the file
 
 
 def _in_wal(cursor: Any) -> bool:
@@ -129,7 +129,7 @@ def _switch_to_wal(cursor: Any) -> None:
     a process that had just made a fresh home's file (under the setup lock) found it not yet in WAL,
     and its switch failed at once while a second process, which saw the file appear and opened it
     without the lock, was switching it too (2 in 78 trials of four processes, a quiet CPU)."""
-    deadline = time.monotonic() + WAL_SWITCH_WAIT_S
+    deadline = time.monotonic() + SQLITE_BUSY_S
     while True:
         try:
             if _in_wal(cursor):  # the other process switched it
