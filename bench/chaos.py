@@ -5,8 +5,8 @@ CLIs, the broker and the database connections are killed at random instants.
     python -m bench.chaos --cluster        # a private redis-server (another port) and a fresh PostgreSQL database
     python -m bench.chaos --jobs 4 --epochs 1 --worker-kills 2 --cli-kills 2 --ttl 10   # the test suite's size
 
-Two workers run the study. A driver SIGKILLs a random worker's whole process group at random instants and
-starts a new one; it SIGKILLs submit CLIs, some at a random instant and some exactly between their commit
+Two workers run the study. A driver SIGKILLs a worker's whole process group at random instants (one that
+holds a job: it waits up to BUSY_WAIT_S for one, then takes an idle one) and starts a new one; it SIGKILLs submit CLIs, some at a random instant and some exactly between their commit
 and their send (the CLI kills itself where it would send), then re-runs the command as a user would; in the
 cluster run it also restarts Redis (no persistence: the queued messages go with it) and terminates the
 workers' database connections. It prints jobs succeeded / failed / lost, epochs recorded by a stale
@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from bench.harness import REPO, Orch
 
 PG_ADMIN = os.environ.get("ORCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 STUDY = "chaos"
+BUSY_WAIT_S = 20.0  # how long a kill waits for a worker that holds a job
 # `orch ARGS`, except that the process SIGKILLs itself where it would send its first message: after its
 # commit, before any send (the window the outbox closes).
 KILLED_AT_SEND = ("import os, signal, sys\nimport shared.delivery\n"
@@ -113,13 +115,19 @@ class Kill:
 
 
 @dataclass
+class Worker:
+    name: str  # the node name: what the store records as the holder of the jobs it runs
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
 class Run:
     orch: Orch
     args: argparse.Namespace
     services: Services | None
     data: Path
     rng: random.Random
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
     kills: list[Kill] = field(default_factory=list)
     events: dict[str, int] = field(default_factory=dict)
     submitted: threading.Event = field(default_factory=threading.Event)
@@ -127,19 +135,28 @@ class Run:
     def spawn_worker(self) -> None:
         n = self.events.get("worker started", 0)
         log = (self.orch.home / f"worker-{n}.log").open("w")
-        self.workers.append(subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "worker", "--name", f"chaos{n}"], env=self.orch.env, cwd=REPO,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        # the node name in full: it is what the worker records as a job's holder (jobs_of_worker)
+        name = f"chaos{n}@{socket.gethostname()}"
+        self.workers.append(Worker(name, subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "worker", "--name", name], env=self.orch.env, cwd=REPO,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)))
         self.count("worker started")
 
     def count(self, event: str) -> None:
         self.events[event] = self.events.get(event, 0) + 1
 
     def kill_worker(self, store: Any) -> None:
-        victim = self.rng.choice(self.workers)
-        running = jobs_of_worker(store, victim.pid)
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.wait()
+        """SIGKILL a worker's process group, one that holds a job if one does within BUSY_WAIT_S: a kill of
+        an idle worker tests no recovery (on a fast CPU a one-epoch job is over in seconds)."""
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            holding = [(w, jobs) for w in self.workers if (jobs := jobs_of_worker(store, w.name))]
+            if holding or time.monotonic() > deadline or study_done(store, self.args.jobs):
+                break
+            time.sleep(0.2)
+        victim, running = self.rng.choice(holding) if holding else (self.rng.choice(self.workers), [])
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
         now = time.time()
         self.kills += [Kill(now, job_id, attempts) for job_id, attempts in running]
         self.workers.remove(victim)
@@ -223,27 +240,36 @@ class Run:
         from sqlalchemy import func, select
 
         from shared.store import Job
-        from shared.store.schema import Outbox
+        from shared.store.schema import Event, Outbox
 
         with store.session() as s:
             for kill in (k for k in self.kills if k.back_after is None):
                 job = s.get(Job, kill.job_id)
-                if job is not None and job.attempts > kill.attempts and job.started_at is not None:
-                    kill.back_after = max(0.0, job.started_at.timestamp() - kill.at)
+                if job is None or job.attempts <= kill.attempts:
+                    continue
+                # the next attempt's start is in the job's history (started_at stays the first attempt's)
+                next_start = s.scalar(select(Event.at).where(
+                    Event.job_id == kill.job_id, Event.message.like(f"attempt {kill.attempts + 1} started%")))
+                if next_start is not None:
+                    kill.back_after = max(0.0, unix_time(next_start) - kill.at)
                     owed = s.scalar(select(func.min(Outbox.created_at)).where(
                         Outbox.job_id == kill.job_id, Outbox.created_at > kill.at))
                     kill.requeued_after = owed - kill.at if owed is not None else None
 
 
-def jobs_of_worker(store: Any, pid: int) -> list[tuple[int, int]]:
-    """(job id, attempts) of the jobs a worker process holds a lease on."""
+def unix_time(at: datetime) -> float:
+    """A stored time as a unix time: SQLite gives it back without its zone, which is UTC."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def jobs_of_worker(store: Any, name: str) -> list[tuple[int, int]]:
+    """(job id, attempts) of the jobs the worker named `name` (its node name) holds a lease on."""
     from sqlalchemy import select
 
     from shared.store import Job, JobStatus
 
-    owner = f"{socket.gethostname()}:{pid}"
     with store.session() as s:
-        rows = s.execute(select(Job.id, Job.attempts).where(Job.status == JobStatus.running, Job.worker_host == owner))
+        rows = s.execute(select(Job.id, Job.attempts).where(Job.status == JobStatus.running, Job.worker_host == name))
         return [(job_id, attempts) for job_id, attempts in rows]
 
 
@@ -289,6 +315,7 @@ def targets_met(out: dict[str, Any], args: argparse.Namespace) -> bool:
     return (out["succeeded"] == args.jobs and out["lost"] == 0 and out["stale_attempt_epochs"] == 0
             and out["checkpoint_mismatches"] == 0 and kills >= args.worker_kills
             and out["recovered"] == out["kills_with_a_running_job"]
+            and (out["kills_with_a_running_job"] > 0 or not args.worker_kills)  # else no recovery was measured
             and (out["recovery_p95_s"] is None or out["recovery_p95_s"] < 60))
 
 
@@ -344,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             orch.cli("db", "upgrade")
         orch.cli("data", "synth", str(tmp / "data"), "--train", "64", "--val", "32", "--test", "8", "--size", "32")
         run = Run(orch, args, services, tmp / "data", random.Random(args.seed))
-        stack.callback(lambda: [os.killpg(w.pid, signal.SIGKILL) for w in run.workers if w.poll() is None])
+        stack.callback(lambda: [os.killpg(w.process.pid, signal.SIGKILL) for w in run.workers if w.process.poll() is None])
         for _ in range(args.workers):
             run.spawn_worker()
         threading.Thread(target=run.submit_study, daemon=True).start()

@@ -28,5 +28,8 @@ def test_a_small_study_survives_killed_workers_and_clis(tmp_path: Path) -> None:
     assert result["stale_attempt_epochs"] == 0 and result["checkpoint_mismatches"] == 0, result
     assert result["events"].get("submit killed between commit and send") == 1, result
     assert result["events"].get("worker killed", 0) + result["events"].get("worker killed (idle)", 0) == 2, result
-    assert result["recovered"] == result["kills_with_a_running_job"], result
+    # a kill waits for a worker that holds a job: one of an idle worker tests no recovery (the bench counted
+    # every kill as idle for days, its workers' names not matching the holder the store records)
+    assert result["kills_with_a_running_job"] >= 1 and result["recovered"] == result["kills_with_a_running_job"], result
+    assert 0 < result["recovery_p50_s"] < 60, result  # a lease of 10 s found expired, the job leased again
     assert proc.returncode == 0 and result["targets_met"], result
