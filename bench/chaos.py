@@ -6,12 +6,13 @@ CLIs, the broker and the database connections are killed at random instants.
     python -m bench.chaos --jobs 4 --epochs 1 --worker-kills 2 --cli-kills 2 --ttl 10   # the test suite's size
 
 Two workers run the study. A driver SIGKILLs a worker's whole process group at random instants (one that
-holds a job: it waits up to BUSY_WAIT_S for one, then takes an idle one) and starts a new one; it SIGKILLs submit CLIs, some at a random instant and some exactly between their commit
-and their send (the CLI kills itself where it would send), then re-runs the command as a user would; in the
-cluster run it also restarts Redis (no persistence: the queued messages go with it) and terminates the
-workers' database connections. It prints jobs succeeded / failed / lost, epochs recorded by a stale
-attempt, checkpoint files that disagree with the store's row, and the p50/p95 time from a worker kill to
-its job running again. Exit status 0 when every target is met.
+holds a job: it waits up to BUSY_WAIT_S for one, then takes an idle one) and starts a new one; it SIGKILLs
+submit CLIs, some at a random instant and some exactly between their commit and their send (the CLI kills
+itself where it would send), then re-runs the command as a user would; in the cluster run it also restarts
+Redis (no persistence: the queued messages go with it) and terminates the workers' database connections.
+It prints jobs succeeded / failed / lost, epochs recorded by a stale attempt, checkpoint files that disagree
+with the store's row, and the p50/p95 time from a worker kill to its job running again. Exit status 0 when
+every target is met.
 """
 from __future__ import annotations
 
