@@ -241,6 +241,7 @@ class Run:
         from sqlalchemy import func, select
 
         from shared.store import Job
+        from shared.store.lease import ATTEMPT_STARTED
         from shared.store.schema import Event, Outbox
 
         with store.session() as s:
@@ -250,7 +251,7 @@ class Run:
                     continue
                 # the next attempt's start is in the job's history (started_at stays the first attempt's)
                 next_start = s.scalar(select(Event.at).where(
-                    Event.job_id == kill.job_id, Event.message.like(f"attempt {kill.attempts + 1} started%")))
+                    Event.job_id == kill.job_id, Event.message.like(ATTEMPT_STARTED.format(kill.attempts + 1) + "%")))
                 if next_start is not None:
                     kill.back_after = max(0.0, unix_time(next_start) - kill.at)
                     owed = s.scalar(select(func.min(Outbox.created_at)).where(

@@ -35,6 +35,8 @@ from shared.store.scoring_runs import fail_waiting, move_assembly
 log = logging.getLogger("orch.worker")
 T = TypeVar("T")
 EPOCH_FIELDS = ("train_loss", "val_loss", "val_acc", "images_per_s", "seconds", "lr")
+# a later attempt's start in the job's history, "attempt 2 started on w1@lab" (bench/chaos.py reads it back)
+ATTEMPT_STARTED = "attempt {} started on "
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class Lease:
                 s.execute(update(Job).where(Job.id == parent, Job.started_at.is_(None)).values(started_at=now))
                 attempt = s.scalar(select(Job.attempts).where(Job.id == job_id)) or 1
                 if attempt > 1:  # started_at is the first attempt's: a later one's start was in no history
-                    s.add(Event(job_id=job_id, kind="info", message=f"attempt {attempt} started on {owner}"))
+                    s.add(Event(job_id=job_id, kind="info", message=ATTEMPT_STARTED.format(attempt) + owner))
         return cls(store, job_id, token + 1) if taken == 1 else None
 
     @contextmanager
