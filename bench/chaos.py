@@ -155,9 +155,12 @@ class Run:
             if holding or time.monotonic() > deadline or study_done(store, self.args.jobs):
                 break
             time.sleep(0.2)
-        victim, running = self.rng.choice(holding) if holding else (self.rng.choice(self.workers), [])
+        victim = self.rng.choice(holding)[0] if holding else self.rng.choice(self.workers)
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
+        # read after the kill: a job that ended between the look and the kill was not killed, and would
+        # have waited for a recovery that never comes
+        running = jobs_of_worker(store, victim.name)
         now = time.time()
         self.kills += [Kill(now, job_id, attempts) for job_id, attempts in running]
         self.workers.remove(victim)
