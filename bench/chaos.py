@@ -112,7 +112,7 @@ class Kill:
     job_id: int
     attempts: int  # the job's attempts when its worker was killed
     back_after: float | None = None  # seconds until it ran again
-    requeued_after: float | None = None  # seconds until its lease was found expired and its message owed
+    requeued_after: float | None = None  # seconds until a sweeper took its lease (expired, or its holder gone) and owed its message
 
 
 @dataclass

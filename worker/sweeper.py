@@ -1,4 +1,5 @@
-"""Background upkeep in every worker: requeue jobs whose lease expired, send score jobs for assembly,
+"""Background upkeep in every worker: requeue jobs whose lease expired or whose worker on this machine
+died (shared/store/takeover.py), send score jobs for assembly,
 prune the embedded broker (monitors' queues, and the messages of jobs that ended without them).
 Messages those changes owe are in the outbox; the relay re-sends lost ones."""
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Collection
 from shared.broker_fs import drop_finished_messages, prune_broker
 from shared.config import Settings, redact
 from shared.scoring.protocol import settle_parents
-from shared.store import JobStatus, Lease, Store, reads
+from shared.store import JobStatus, Lease, Store, reads, takeover
 
 log = logging.getLogger("orch.worker")
 
@@ -30,33 +31,48 @@ class Sweeper(threading.Thread):
         self.settings, self.store, self.resend, self.owner = settings, store, resend, owner
         self.held_here = held_here
         self.interval = min(10.0, max(1.0, settings.lease_ttl / 3))
+        # a dead holder is checked for between sweeps too, as often as a heartbeat: it costs one read
+        self.orphan_interval = min(self.interval, settings.heartbeat)
         self.stopping = threading.Event()
         self.write_due = awake_clock()  # when the next sweep's write should get through (the first: now)
         self.hold_off_until = 0.0  # no lease is taken before this (awake_clock): see check_store
 
     def run(self) -> None:
+        sweep_at = 0.0
         while not self.stopping.is_set():
-            self.sweep_once()
-            self.stopping.wait(self.interval)
+            if time.monotonic() >= sweep_at:
+                self.sweep_once()
+                sweep_at = time.monotonic() + self.interval
+            else:
+                self.guarded(self.take_orphaned)
+            self.stopping.wait(self.orphan_interval)
 
     def sweep_once(self) -> None:
-        reached = False
+        if self.guarded(self.check_store):
+            self.guarded(self.sweep_after_check)
+            # a sweep that could not write leaves the time due: the next one that can sees the gap
+            self.write_due = awake_clock() + self.interval
+
+    def sweep_after_check(self) -> None:
+        self.take_orphaned()  # no hold-off: a process that ended beats no more after the store's return
+        if awake_clock() >= self.hold_off_until:
+            self.take_expired()
+        for parent in settle_parents(self.store):
+            log.warning("score job %s: every shard ended; sent for assembly", parent.job_id)
+            self.resend(parent.job_id, parent.kind, parent.queue)
+        if self.settings.embedded_broker:
+            prune_broker(self.settings)
+            drop_finished_messages(self.settings, self.finished_among)
+
+    @staticmethod
+    def guarded(step: Callable[[], None]) -> bool:
+        """step(); False, with a line in the log, if it failed: a sweep must never take the worker down."""
         try:
-            self.check_store()
-            reached = True
-            if awake_clock() >= self.hold_off_until:
-                self.take_expired()
-            for parent in settle_parents(self.store):
-                log.warning("score job %s: every shard ended; sent for assembly", parent.job_id)
-                self.resend(parent.job_id, parent.kind, parent.queue)
-            if self.settings.embedded_broker:
-                prune_broker(self.settings)
-                drop_finished_messages(self.settings, self.finished_among)
-        except Exception as exc:  # a sweep must never take the worker down
+            step()
+            return True
+        except Exception as exc:
             log.warning("sweep failed: %s", redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
-        finally:
-            if reached:  # a sweep that could not write leaves the time due: the next one that can sees the gap
-                self.write_due = awake_clock() + self.interval
+            return False
 
     def finished_among(self, job_ids: Collection[int]) -> set[int]:
         with self.store.session() as session:
@@ -88,9 +104,17 @@ class Sweeper(threading.Thread):
         the supervisor gives the job back uncounted as soon as the store answers. Taken here first,
         the attempt counted against ORCH_MAX_ATTEMPTS, as if the job had killed its worker."""
         settings = self.settings
-        for job in Lease.take_expired(self.store, settings.lease_ttl, self.owner, settings.max_attempts,
-                                      skip=self.held_here()):
-            log.warning("job %s: lease of %s expired after attempt %d; %s", job.job_id, job.holder,
-                        job.attempts, "requeued" if job.outcome == JobStatus.queued else job.outcome)
+        self.requeued(takeover.take_expired(self.store, settings.lease_ttl, self.owner, settings.max_attempts,
+                                            skip=self.held_here()))
+
+    def take_orphaned(self) -> None:
+        """Jobs whose worker was a process of this machine that ended (kill -9, the out-of-memory
+        killer) without ending them: taken at once, not a TTL later."""
+        self.requeued(takeover.take_orphaned(self.store, self.owner, self.settings.max_attempts))
+
+    def requeued(self, taken: list[takeover.TakenOver]) -> None:
+        for job in taken:
+            log.warning("job %s: %s after attempt %d; %s", job.job_id, job.cause, job.attempts,
+                        "requeued" if job.outcome == JobStatus.queued else job.outcome)
             if job.outcome == JobStatus.queued:
                 self.resend(job.job_id, job.kind, job.queue)

@@ -7,8 +7,9 @@ job (token + 1), every write of the old holder is refused with StaleLease, so a 
 never overwrite its successor's results. CLI readers never write through a lease.
 
 Lease times are the database's clock (clock.db_now), never a host's. The sweeper takes an expired
-lease too (`take_expired`: token + 1, then requeue or end the job), so a holder that lost its lease
-is refused from that moment on, not only once another worker has leased the job again.
+lease too, or one whose holder is a process of its machine that no longer runs (shared/store/takeover.py:
+token + 1, then requeue or end the job), so a holder that lost its lease is refused from that moment
+on, not only once another worker has leased the job again.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from sqlalchemy import and_, delete, false, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.errors import NonFiniteLoss, StaleLease, StoreUnavailable
-from shared.store import outbox
+from shared.store import holder, outbox
 from shared.store.clock import db_now, read_now
 from shared.store.db import Store, updated
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
@@ -104,7 +105,8 @@ class Lease:
                 return None
             taken = updated(s, update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
                 status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
-                heartbeat_at=db_now(), worker_host=owner, error=None, progress=None,
+                heartbeat_at=db_now(), worker_host=owner, holder_process=holder.this_process(), error=None,
+                progress=None,
                 # when the job first started: a takeover or a retry resumes the same run (the history
                 # has each later attempt's start)
                 started_at=func.coalesce(Job.started_at, now)))
@@ -255,34 +257,6 @@ class Lease:
         return updated(s, update(Job).where(Job.id == self.job_id, Job.lease_token == self.token,
                                             Job.status == JobStatus.running).values(**values)) == 1
 
-    @classmethod
-    def take_expired(cls, store: Store, ttl: float, owner: str, max_attempts: int,
-                     skip: Collection[int] = ()) -> list[Expired]:
-        """The sweeper's takeover of every lease that expired: token + 1 (the old holder's writes
-        are refused from now on), an event in the job's history, then `requeue`. `skip`: jobs whose
-        holder is alive in this process and ends the attempt itself (see Sweeper.take_expired)."""
-        with store.session() as s:
-            rows = s.execute(select(Job.id, Job.lease_token, Job.kind, Job.queue, Job.worker_host, Job.attempts,
-                                    db_now() - Job.heartbeat_at)
-                             .where(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl,
-                                    Job.id.not_in(list(skip)))).all()
-        expired: list[Expired] = []
-        for job_id, token, kind, queue, holder, attempts, silent_s in rows:
-            with store.session() as s:
-                taken = updated(s, update(Job).where(
-                    Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.running,
-                    Job.heartbeat_at < db_now() - ttl).values(lease_token=token + 1, heartbeat_at=db_now())) == 1
-            if not taken:
-                continue  # renewed meanwhile, or another sweeper was first
-            lease = cls(store, job_id, token + 1)
-            # the silence itself, not the TTL: a sweeper that was down too takes over later than that
-            cause = f"lease of {holder} expired (no heartbeat for {silent_s:.0f} s; the lease is {ttl:g} s)"
-            lease.add_event("warning", f"{cause}; taken over by {owner} after attempt {attempts}")
-            outcome = lease.requeue(cause, max_attempts, event=False)
-            if outcome is not None:
-                expired.append(Expired(job_id, str(kind), queue, holder, attempts, outcome))
-        return expired
-
     @staticmethod
     def await_writes(store: Store) -> None:
         """A write that changes nothing: it returns once the database takes writes (waiting on SQLite's
@@ -333,18 +307,6 @@ class Lease:
             s.add(Event(job_id=self.job_id, kind="info", message="its shards' predictions assembled: the job succeeded"))
 
 
-@dataclass(frozen=True)
-class Expired:
-    """A job whose lease the sweeper took: `outcome` queued means its task must be re-sent."""
-
-    job_id: int
-    kind: str
-    queue: str
-    holder: str | None
-    attempts: int
-    outcome: JobStatus
-
-
 ENDED = {JobStatus.succeeded: "succeeded", JobStatus.failed: "failed", JobStatus.cancelled: "is cancelled"}
 
 
@@ -362,7 +324,7 @@ def _after_attempt(cause: str, attempts: int, retried_at: int, cancel: bool,
         return JobStatus.failed, {"finished_at": utcnow(), "error": f"{cause}; gave up after {counted} attempts"
                                                                     f"{since} (ORCH_MAX_ATTEMPTS)"}
     # queued again: no worker holds it (the history names the one that did); `error` says why it ran again
-    return JobStatus.queued, {"heartbeat_at": None, "error": cause, "worker_host": None}
+    return JobStatus.queued, {"heartbeat_at": None, "error": cause, "worker_host": None, "holder_process": None}
 
 
 def _advance_checkpoint(s: Session, job_id: int, written: EpochFile, epoch: int, val_acc: float | None) -> None:

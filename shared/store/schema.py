@@ -126,6 +126,8 @@ class Job(Base):
     # attempts when `orch retry` last requeued it: ORCH_MAX_ATTEMPTS counts those since
     retried_at_attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worker_host: Mapped[str | None] = mapped_column(String(200))
+    # the process holding the lease, for a same-machine check that it still runs (shared/store/holder.py)
+    holder_process: Mapped[str | None] = mapped_column(String(120))
     lease_token: Mapped[int] = mapped_column(Integer, default=0)  # fencing token, +1 per lease taken
     # unix seconds of the last heartbeat: plain numbers compare the same way on SQLite and PostgreSQL
     heartbeat_at: Mapped[float | None] = mapped_column(Float)

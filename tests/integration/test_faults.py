@@ -65,6 +65,29 @@ def test_kill_9_mid_epoch_then_a_new_worker_resumes(any_orch: Orch, synth_data: 
     print(f"recovery started {recovery_s:.1f}s after the new worker started")
 
 
+def test_a_sibling_worker_takes_a_killed_workers_job_over_at_once(orch: Orch, synth_data: Path) -> None:
+    """One worker per GPU on one box: when one is killed, the next sweep of another takes its job
+    (the holder's process is gone, and this machine can tell), not the lease's TTL later."""
+    orch.env["ORCH_LEASE_TTL"] = "120"  # far longer than the takeover may take
+    job_id = submit_train(orch, synth_data, epochs=4)
+    first = orch.start_worker(log_name="first")
+    wait_epochs(orch, job_id, 1)
+    second = orch.start_worker(log_name="second")
+    assert wait_until(lambda: ", artifacts " in second.output(), timeout=60), second.output()[-3000:]  # it sweeps
+    first.kill(signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_until(lambda: orch.json("status", str(job_id))["attempts"] == 2, timeout=60), second.output()[-3000:]
+    recovery_s = time.monotonic() - killed
+    detail = orch.wait_status(job_id, {"succeeded", "failed"}, timeout=300)
+    assert detail["status"] == "succeeded", detail["error"] + second.output()[-3000:]
+    assert [e["epoch"] for e in detail["epochs"]] == [1, 2, 3, 4]
+    said = [e["message"] for e in detail["events"]]
+    assert any(" is gone (its process " in m and "on this machine ended); taken over by sweeper of " in m
+               for m in said), said
+    assert recovery_s < 30, f"recovery took {recovery_s:.1f}s with a 120 s lease"
+    print(f"taken over and started again {recovery_s:.1f}s after the kill")
+
+
 def wait_until(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

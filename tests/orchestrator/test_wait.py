@@ -37,6 +37,7 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
     from shared.spec import ModelSpec, TrainSpec
     from shared.store import Lease, open_store
     from shared.store import jobs as store_jobs
+    from shared.store.takeover import take_expired
 
     monkeypatch.delenv("ORCH_DATABASE_URL", raising=False)
     # no broker answered which queues its workers read: what the store tells (test_unread_queues.py asks them)
@@ -75,7 +76,7 @@ def test_a_job_nobody_takes_says_why(orch: Orch, monkeypatch: pytest.MonkeyPatch
         assert describe_state(ids[0], job_states(obj, [ids[0]])[ids[0]]) == (
             f"job {ids[0]}: running  (its worker orch-7@lab is not answering: a live worker's sweeper takes the "
             "job over)")
-        assert Lease.take_expired(store, 30, "sweeper of orch-8@lab", 3)[0].outcome == "queued"
+        assert take_expired(store, 30, "sweeper of orch-8@lab", 3)[0].outcome == "queued"
         assert describe_state(ids[0], job_states(obj, [ids[0]])[ids[0]]) == f"job {ids[0]}: queued"
         assert Lease.acquire(store, ids[0], "orch-8@lab", ttl=30) is not None  # resumed: where it runs now
         assert describe_state(ids[0], job_states(obj, [ids[0]])[ids[0]]) == (

@@ -19,6 +19,7 @@ from shared.spec import ModelSpec, TrainSpec
 from shared.store import Job, JobStatus, Lease, Store, open_store, outbox
 from shared.store import jobs as store_jobs
 from shared.store.schema import Outbox
+from shared.store.takeover import take_expired
 from tests.conftest import REDIS_DB, REDIS_URL, need_service
 
 
@@ -161,7 +162,7 @@ def test_release_requeue_and_assembly_owe_their_message_in_the_same_transaction(
     assert open_rows(setup.store) == []  # both leased: their messages did their work
     assert lease.release("worker stopped; requeued")
     time.sleep(0.05)
-    assert [j.job_id for j in Lease.take_expired(setup.store, 0.01, "sweeper", max_attempts=3)] == [expired]
+    assert [j.job_id for j in take_expired(setup.store, 0.01, "sweeper", max_attempts=3)] == [expired]
     rows = open_rows(setup.store)
     assert [(r.job_id, r.sent_at) for r in rows] == [(released, None), (expired, None)]
     delivery.deliver_unsent(setup.app, setup.store, [released, expired])  # what the worker does next

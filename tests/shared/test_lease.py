@@ -15,6 +15,7 @@ from shared.errors import NonFiniteLoss, StaleLease
 from shared.spec import ScoreSpec
 from shared.store import Assembly, Checkpoint, Epoch, EpochFile, Event, Job, JobStatus, Lease, Score, Store, reads
 from shared.store import jobs as store_jobs
+from shared.store.takeover import take_expired
 from tests.shared.test_store import new_job, status
 
 METRICS = {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "val_acc": 0.5, "images_per_s": 1.0, "seconds": 1.0}
@@ -55,7 +56,7 @@ def expire(store: Store, job_id: int) -> Lease:
     old = Lease.acquire(store, job_id, "zombie:1", ttl=30)
     assert old is not None
     time.sleep(0.3)
-    taken = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    taken = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
     assert [(t.job_id, t.outcome) for t in taken] == [(job_id, JobStatus.queued)]
     return old
 
@@ -107,7 +108,7 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     for attempt in (1, 2):
         assert Lease.acquire(store, job_id, f"w:{attempt}", ttl=30) is not None
         time.sleep(0.3)
-        (taken,) = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=2)
+        (taken,) = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=2)
         assert taken.attempts == attempt
     assert taken.outcome == JobStatus.failed
     job = status(store, job_id)
@@ -125,7 +126,7 @@ def test_a_takeover_keeps_when_the_job_first_started(store: Store) -> None:
     assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
     first = status(store, job_id).started_at
     time.sleep(0.3)
-    (taken,) = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    (taken,) = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
     assert taken.attempts == 1 and Lease.acquire(store, job_id, "w:2", ttl=30) is not None
     job = status(store, job_id)
     assert job.attempts == 2 and first is not None and job.started_at == first
@@ -187,7 +188,7 @@ def test_a_cancel_that_meets_a_release_or_requeue_ends_the_job_cancelled(store: 
         assert lease.release("worker stopped; requeued")
     else:
         time.sleep(0.3)
-        assert [t.outcome for t in Lease.take_expired(store, 0.1, "sweeper", 3)] == [JobStatus.cancelled]
+        assert [t.outcome for t in take_expired(store, 0.1, "sweeper", 3)] == [JobStatus.cancelled]
     job = status(store, job_id)
     assert (job.status, job.cancel_requested) == ("cancelled", False) and job.finished_at is not None
 
@@ -215,7 +216,7 @@ def test_lease_times_come_from_the_database_clock(store: Store, monkeypatch: pyt
     with store.session() as s:
         beat, now = status(store, job_id).heartbeat_at, read_now(s)
     assert abs(beat - now) < 5 and abs(now - real()) < 5
-    assert Lease.take_expired(store, ttl=30, owner="sweeper", max_attempts=3) == []
+    assert take_expired(store, ttl=30, owner="sweeper", max_attempts=3) == []
 
 
 def test_the_sweeper_leaves_a_lease_its_own_live_supervisor_still_holds(store: Store) -> None:
@@ -225,9 +226,9 @@ def test_the_sweeper_leaves_a_lease_its_own_live_supervisor_still_holds(store: S
     for job_id in (mine, theirs):
         assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
     time.sleep(0.3)
-    assert [t.job_id for t in Lease.take_expired(store, 0.1, "sweeper of w:1", 3, skip={mine})] == [theirs]
+    assert [t.job_id for t in take_expired(store, 0.1, "sweeper of w:1", 3, skip={mine})] == [theirs]
     assert status(store, mine).status == JobStatus.running
-    assert [t.job_id for t in Lease.take_expired(store, 0.1, "sweeper of w:1", 3)] == [mine]  # once it let go
+    assert [t.job_id for t in take_expired(store, 0.1, "sweeper of w:1", 3)] == [mine]  # once it let go
 
 
 def test_the_sweepers_write_probe_changes_nothing(store: Store) -> None:
@@ -389,7 +390,7 @@ def test_a_takeover_says_how_long_the_worker_was_silent(store: Store) -> None:
     job_id = new_job(store)
     assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
     time.sleep(2.2)
-    Lease.take_expired(store, ttl=0.5, owner="sweeper", max_attempts=3)
+    take_expired(store, ttl=0.5, owner="sweeper", max_attempts=3)
     with store.session() as s:
         first = reads.job_events(s, job_id)[0].message
     assert first.startswith("lease of w:1 expired (no heartbeat for 2 s; the lease is 0.5 s); taken over"), first

@@ -15,6 +15,7 @@ from shared.errors import StaleLease
 from shared.spec import ModelSpec, TrainSpec
 from shared.store import Epoch, Event, Job, JobStatus, Lease, Score, Store, open_store
 from shared.store import jobs as store_jobs
+from shared.store.takeover import take_expired
 
 
 def new_job(store: Store, seed: int = 0) -> int:
@@ -44,7 +45,7 @@ def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> 
     job_id = new_job(store)
     old = Lease.acquire(store, job_id, "a:1", ttl=30)
     time.sleep(0.3)
-    requeued = Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    requeued = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
     assert [(j.job_id, j.outcome) for j in requeued] == [(job_id, "queued")]
     assert status(store, job_id).status == "queued"
     new = Lease.acquire(store, job_id, "b:2", ttl=30)

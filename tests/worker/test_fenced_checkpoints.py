@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.errors import JobCancelled, StaleLease
 from shared.store import Epoch, Job, Lease, Store, reads
 from shared.store import jobs as store_jobs
+from shared.store.takeover import take_expired
 from tests.shared.data_helpers import tiny_spec
 from worker import checkpoints
 from worker.context import JobContext
@@ -38,7 +39,7 @@ def run_attempt(settings: Settings, store: Store, lease: Lease, should_stop: Cal
 def take_over(store: Store, job_id: int, owner: str) -> Lease:
     """The holder's lease expires; the sweeper takes it and requeues; `owner` leases the job."""
     time.sleep(0.3)
-    assert [t.job_id for t in Lease.take_expired(store, ttl=0.1, owner="sweeper", max_attempts=5)] == [job_id]
+    assert [t.job_id for t in take_expired(store, ttl=0.1, owner="sweeper", max_attempts=5)] == [job_id]
     lease = Lease.acquire(store, job_id, owner, ttl=30)
     assert lease is not None
     return lease

@@ -18,6 +18,7 @@ from shared.config import Settings, load_settings
 from shared.spec import ModelSpec, TrainSpec
 from shared.store import Event, Job, Store, open_store
 from shared.store import jobs as store_jobs
+from shared.store.takeover import take_expired
 from worker.supervisor import Supervisor
 from worker.warm import WarmChild
 
@@ -144,10 +145,10 @@ def report_after_a_takeover(conn: Connection, _classes: int) -> None:
     """A job that ends while its worker was frozen past the lease: another worker's sweeper took it."""
     job, _token = conn.recv()
     from shared.config import load_settings
-    from shared.store import Lease, open_store
+    from shared.store import open_store
 
     store = open_store(load_settings())
-    Lease.take_expired(store, ttl=-1, owner="sweeper-of-w3", max_attempts=3)  # as if the TTL had run out
+    take_expired(store, ttl=-1, owner="sweeper-of-w3", max_attempts=3)  # as if the TTL had run out
     store.dispose()
     conn.send(("succeeded", "", {"classes": ["a", "b"], "startup": {}}))
     conn.close()
