@@ -83,8 +83,9 @@ def worker(obj: CliState, queues: str, gpus: str | None, threads: int | None, na
     """Run jobs: a Celery worker that runs one job at a time, each in a fresh child process.
 
     Without --gpus it trains on the GPU if there is one, else on the CPU. A killed worker
-    loses nothing: its job goes back to the queue when its lease expires and resumes from
-    its last checkpoint. Ctrl-C stops cleanly (the running job is requeued). The worker keeps
+    loses nothing: its job goes back to the queue and resumes from its last checkpoint, within
+    a heartbeat when another worker runs on the same machine (it sees the process gone), else
+    when its lease expires (ORCH_LEASE_TTL). Ctrl-C stops cleanly (the running job is requeued). The worker keeps
     the next job's process started and ready, so jobs follow each other without a start-up wait.
 
     \b
