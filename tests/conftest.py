@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from shared.procstat import stat_fields
+
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("ORCH_TEST_REDIS", "redis://127.0.0.1:6379")
 PG_ADMIN = os.environ.get("ORCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -111,10 +113,8 @@ class WorkerProcess:
 
 def running(pid: int) -> bool:
     """Alive: a zombie (dead, not yet reaped by whoever inherited it) is not."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def base_env(home: Path, **extra: str) -> dict[str, str]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+
+from shared.procstat import stat_fields
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -19,12 +20,8 @@ TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of process `pid` (all its threads), or None where the kernel does not
     say (not Linux, or the process is gone): no stall is then ever called."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # past the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime: fields 14 and 15 of proc(5)
+    fields = stat_fields(pid)
+    return None if fields is None else (int(fields[11]) + int(fields[12])) / TICK  # utime, stime: proc(5)'s 14, 15
 
 
 class StallWatch:

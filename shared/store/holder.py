@@ -23,6 +23,8 @@ import functools
 import os
 from pathlib import Path
 
+from shared.procstat import stat_fields
+
 PROC = Path("/proc")
 
 
@@ -83,10 +85,7 @@ def _machine() -> str | None:
 
 def _start_ticks(pid: int) -> str | None:
     """Process `pid`'s start time (ticks since boot); None if it does not run or is a zombie."""
-    try:
-        stat = (PROC / str(pid) / "stat").read_text()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):  # the state
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # the name before ")" may hold spaces and parentheses
-    state, start = fields[0], fields[19]  # stat's 3rd and 22nd fields
-    return None if state in ("Z", "X") else start
+    return fields[19]  # starttime, proc(5)'s field 22
