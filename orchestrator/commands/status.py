@@ -12,6 +12,7 @@ from orchestrator.tables import for_display, print_table
 from shared.archs import RESNET_ARCHS
 from shared.config import DEFAULT_QUEUE
 from shared.errors import OrchError
+from shared.job_status import JobStatus
 from shared.spec import SPEC_FOR_KIND, ModelSpec, Spec, TrainSpec, read_stored
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
         shown["status"] = "scoring"  # its shards run: the parent job waits in the store for the last one
     return shown
 
+
+STATES = tuple(JobStatus)  # --state's choices, in a job's order
 
 # the newer axes' defaults: a column of nothing else is left out of the table (JSON keeps it), as a
 # column of blanks is; a study of se against none shows both
@@ -216,11 +219,14 @@ def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, 
 @click.argument("job_id", type=int, required=False)
 @click.option("--limit", default=30, show_default=True, help="How many recent jobs to list; 0: all.")
 @click.option("--study", "study_ref", metavar="ID|NAME", help="Only this study's jobs.")
+@click.option("--state", "state_list", metavar="STATE[,STATE]",
+              help=f"Only jobs in these states: {', '.join(STATES)}.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON: a list of jobs (or JOB_ID's, with its spec, epochs and events), each with its "
                    "status: queued, running, succeeded, failed or cancelled.")
 @pass_state
-def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None, as_json: bool) -> None:
+def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None, state_list: str | None,
+           as_json: bool) -> None:
     """Show recent jobs, or one job with its spec and per-epoch metrics.
 
     \b
@@ -229,6 +235,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
       orch status 7          # job 7: spec, epochs, error
       orch status 7 --json
       orch status --study groups   # one study's jobs, by name or id
+      orch status --state failed,cancelled --limit 0   # every job `orch retry` would requeue
     """
     from orchestrator.studies import study_for
     from shared.store import reads
@@ -236,15 +243,17 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
 
     if limit < 0:  # as `orch report --limit`
         raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
-    if job_id is not None and study_ref is not None:  # --study was ignored: job 1 shown as if in the study
-        raise OrchError("--study: give a job ID or --study S, not both (as orch cancel and orch retry)")
+    for option, given in (("--study", study_ref), ("--state", state_list)):
+        if job_id is not None and given is not None:  # it was ignored: job 1 shown as if in the study
+            raise OrchError(f"{option}: give a job ID or {option}, not both (it selects from the list)")
+    states = parse_states(state_list)
     from shared.store.scoring_runs import shard_progress
 
     with obj.store.session() as s:
         if job_id is None:
             study_id = study_for(s, study_ref).id if study_ref is not None else None
-            jobs = reads.recent_jobs(s, limit, study_id)
-            total = reads.count_jobs(s, study_id) if limit and len(jobs) == limit else len(jobs)
+            jobs = reads.recent_jobs(s, limit, study_id, states)
+            total = reads.count_jobs(s, study_id, states) if limit and len(jobs) == limit else len(jobs)
             shards = shard_progress(s, [job.id for job in jobs if job.kind == "score"])
             # one query for every row's last epoch: job.epochs here cost a query per row (30 round trips)
             last = reads.last_epochs(s, [job.id for job in jobs])
@@ -269,10 +278,12 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             for note in (silent_note(rows, obj.settings.lease_ttl, obj.settings.max_attempts), unread_note(obj, rows)):
                 if note:
                     click.echo(note)
+        elif states or study_ref is not None:
+            click.echo(f"no {state_words(states)}jobs{' in this study' if study_ref is not None else ''}")
         else:
             click.echo("no jobs yet: orch submit train --help")
         if total > len(rows):  # on stderr, JSON or not: a study's 36 jobs listed 30, with nothing said
-            click.echo(cut_note(len(rows), total, of_study=study_ref is not None), err=True)
+            click.echo(cut_note(len(rows), total, of_study=study_ref is not None, states=states), err=True)
         return
     if as_json:
         click.echo(json.dumps(detail, indent=2))
@@ -280,10 +291,27 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
     print_detail(detail, obj.settings.lease_ttl, obj.settings.max_attempts)
 
 
-def cut_note(shown: int, total: int, of_study: bool) -> str:
+def cut_note(shown: int, total: int, of_study: bool, states: list[str] | None = None) -> str:
     """The listing's --limit left jobs out (as `orch report` says of its leaderboard)."""
     whose = "the study's " if of_study else ""
-    return f"the newest {shown} of {whose}{total} jobs: --limit 0 shows all"
+    return f"the newest {shown} of {whose}{total} {state_words(states or [])}jobs: --limit 0 shows all"
+
+
+def state_words(states: list[str]) -> str:
+    """'failed or running ' before 'jobs' in what the listing says; '' for a listing of every state."""
+    return f"{' or '.join(states)} " if states else ""
+
+
+def parse_states(given: str | None) -> list[str]:
+    """--state's comma-separated states, each one of STATES."""
+    if given is None:
+        return []
+    states = [part.strip() for part in given.split(",")]
+    for state in states:
+        if state not in STATES:
+            raise OrchError(f"--state: unknown state {state!r}; give one or more of {', '.join(STATES)} "
+                            "(comma-separated)")
+    return list(dict.fromkeys(states))
 
 
 def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from shared.store.schema import FINISHED, Checkpoint, Epoch, Event, Job, JobKind, JobStatus, StoreInfo, Study
@@ -30,20 +30,24 @@ def job(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def recent_jobs(session: Session, limit: int, study_id: int | None = None) -> list[Job]:
-    """The newest `limit` jobs (0: all; of one study), oldest first."""
-    query = select(Job).order_by(Job.id.desc()).limit(limit or None)
-    if study_id is not None:
-        query = query.where(Job.study_id == study_id)
+def recent_jobs(session: Session, limit: int, study_id: int | None = None,
+                states: Sequence[str] = ()) -> list[Job]:
+    """The newest `limit` jobs (0: all; of one study; in one of `states`, if given), oldest first."""
+    query = _listed(select(Job), study_id, states).order_by(Job.id.desc()).limit(limit or None)
     return list(reversed(session.scalars(query).all()))
 
 
-def count_jobs(session: Session, study_id: int | None = None) -> int:
-    """Every job (of one study): what a listing cut by `recent_jobs`' limit left out is said from it."""
-    query = select(func.count()).select_from(Job)
+def count_jobs(session: Session, study_id: int | None = None, states: Sequence[str] = ()) -> int:
+    """Every job `recent_jobs` would list without its limit: what the limit left out is said from it."""
+    return int(session.scalar(_listed(select(func.count()).select_from(Job), study_id, states)) or 0)
+
+
+def _listed(query: Select[Any], study_id: int | None, states: Sequence[str]) -> Select[Any]:
     if study_id is not None:
         query = query.where(Job.study_id == study_id)
-    return int(session.scalar(query) or 0)
+    if states:
+        query = query.where(Job.status.in_(list(states)))
+    return query
 
 
 def running_jobs(session: Session, alive_within: float, limit: int = 5) -> list[tuple[int, str | None]]:

@@ -10,6 +10,10 @@ from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# defined apart from the tables (the CLI's light modules name them), imported from here with them
+from shared.job_status import FINISHED as FINISHED
+from shared.job_status import JobStatus as JobStatus
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -23,17 +27,6 @@ class JobKind(enum.StrEnum):
     train = "train"
     score = "score"  # the parent of a scoring run: assembles the CSV when its shards are done
     score_shard = "score_shard"
-
-
-class JobStatus(enum.StrEnum):
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-FINISHED = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
 class Assembly(enum.StrEnum):

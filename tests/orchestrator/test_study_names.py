@@ -97,6 +97,31 @@ def test_a_listing_cut_by_limit_says_how_many_it_left_out(orch: Orch, synth_data
         assert orch.run("status", *whole, "--json", check=True).stderr == ""
 
 
+def test_status_lists_the_jobs_in_the_states_asked_for(orch: Orch, synth_data: Path) -> None:
+    """`orch status --state failed,cancelled`: the jobs a retry would requeue, out of a listing of many."""
+    ids = orch.json("submit", "ablation", "--data", str(synth_data / "train"), "--image-size", "32",
+                    "--seeds", "0,1,2,3", "--study", "four")["job_ids"]
+    orch.run("cancel", str(ids[0]), check=True)
+    orch.run("cancel", str(ids[2]), check=True)
+    assert [row["id"] for row in orch.json("status", "--state", "cancelled")] == [ids[0], ids[2]]
+    assert [row["id"] for row in orch.json("status", "--state", "queued,cancelled")] == ids
+    assert [row["id"] for row in orch.json("status", "--state", "queued", "--study", "four")] == [ids[1], ids[3]]
+    cut = orch.run("status", "--state", "queued", "--limit", "1", "--json", check=True)
+    assert [row["id"] for row in json.loads(cut.stdout)] == [ids[3]]
+    assert cut.stderr.strip() == "the newest 1 of 2 queued jobs: --limit 0 shows all"
+    assert orch.json("status", "--state", "failed") == []
+    assert orch.run("status", "--state", "failed,running", check=True).stdout.strip() == "no failed or running jobs"
+    table = orch.run("status", "--state", "cancelled", check=True).stdout
+    listed_ids = [line.split("│")[1].strip() for line in table.splitlines() if line.startswith("│")]
+    assert str(ids[0]) in listed_ids and str(ids[2]) in listed_ids and str(ids[1]) not in listed_ids
+    for bad, message in ((["--state", "done"], "--state: unknown state 'done'; give one or more of queued, running, "
+                                                "succeeded, failed, cancelled (comma-separated)"),
+                         (["--state", "queued,"], "--state: unknown state ''"),
+                         ([str(ids[0]), "--state", "queued"], "--state: give a job ID or --state, not both")):
+        proc = orch.run("status", *bad)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"Error: {message}") and "Traceback" not in proc.stderr
+
+
 def test_blank_study_name_is_refused_and_padding_is_stripped(orch: Orch, synth_data: Path) -> None:
     """`--study ''` (an unset shell variable) made a study named '' and `--study '  '` one named '  ',
     reachable by no name; ' grp ' was stored padded, and found by no command (they strip the name)."""
