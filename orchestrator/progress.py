@@ -38,7 +38,7 @@ def job_states(obj: CliState, job_ids: list[int]) -> dict[int, dict[str, Any]]:
                           "inside": inside_epoch(job.progress, epoch, step=5) if running else None,
                           # a killed worker's job read "running" until another finished it, 42 s unexplained
                           "silent": running and job.heartbeat_at is not None
-                          and now - job.heartbeat_at > obj.settings.lease_ttl,
+                          and now - job.heartbeat_at > reads.lease_of(job.lease_ttl, obj.settings.lease_ttl),
                           "attempt": job.attempts if running else None, "worker": job.worker_host}
     return states
 

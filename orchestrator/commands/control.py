@@ -38,7 +38,8 @@ def select_jobs(obj: CliState, session: Any, job_id: int | None, study_ref: str 
 @pass_state
 def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: bool) -> None:
     """Cancel a job or a study: queued jobs never start; running ones stop within 15 s (one whose worker
-    stopped answering ends cancelled when its lease expires: ORCH_LEASE_TTL, 30 s).
+    stopped answering ends cancelled when its lease expires: the ORCH_LEASE_TTL its worker took it
+    with, 30 s by default).
 
     \b
     Examples:
@@ -52,7 +53,7 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
         outcome = request_cancel(s, select_jobs(obj, s, job_id, study_id))
         silent = not_answering(s, outcome["stopping"], obj.settings.lease_ttl)
     if as_json:
-        click.echo(json.dumps({**outcome, "not_answering": silent}))
+        click.echo(json.dumps({**outcome, "not_answering": list(silent)}))
         return
     meaning = {"cancelled": "cancelled", "stopping": "stopping (a job that ends before it stops keeps its result)",
                "unchanged": "unchanged (already ended)"}
@@ -63,7 +64,7 @@ def cancel(obj: CliState, job_id: int | None, study_id: str | None, as_json: boo
         jobs = f"job{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))}"
         click.echo(f"{jobs}: the worker is not answering; a live worker's sweeper ends "
                    f"{'them' if len(silent) > 1 else 'it'} cancelled when the lease expires "
-                   f"(ORCH_LEASE_TTL, {obj.settings.lease_ttl:g} s)")
+                   f"(ORCH_LEASE_TTL, {' or '.join(f'{ttl:g}' for ttl in sorted(set(silent.values())))} s)")
 
 
 def check_pinned_inputs(run: Job) -> None:

@@ -74,7 +74,7 @@ def table_row(row: dict[str, Any], lease_ttl: float) -> dict[str, Any]:
     """A listing row as the terminal shows it: the study by name where it has one (its id in JSON), the
     last epoch's val_acc named so (progress, where the leaderboard ranks by the best epoch's), and a
     running job whose worker stopped answering marked (`silent_note` says what that means)."""
-    hidden = ("study_name", "progress", "heartbeat_age_s", "cancel_requested", "shards", "attempts_counted",
+    hidden = ("study_name", "progress", "heartbeat_age_s", "lease_s", "cancel_requested", "shards", "attempts_counted",
               "epochs_done", "epochs_total")
     shown = {("last val_acc" if k == "val_acc" else k): v for k, v in row.items() if k not in hidden}
     shown["study"] = row["study_name"] or row["study"]
@@ -103,7 +103,13 @@ def without_defaults(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def is_silent(row: dict[str, Any], lease_ttl: float) -> bool:
-    return row["status"] == "running" and (row.get("heartbeat_age_s") or 0) > lease_ttl
+    return row["status"] == "running" and (row.get("heartbeat_age_s") or 0) > lease_s(row, lease_ttl)
+
+
+def lease_s(row: dict[str, Any], lease_ttl: float) -> float:
+    """The running job's lease as its holder took it (`liveness`), or this CLI's ORCH_LEASE_TTL: a worker
+    started with ORCH_LEASE_TTL=120 was said not answering after 30 s of a CLI's default."""
+    return float(row.get("lease_s") or lease_ttl)
 
 
 def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int) -> str | None:
@@ -116,6 +122,9 @@ def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int)
     ids = ", ".join(str(row["id"]) for row in silent)
     age = _duration(min(row["heartbeat_age_s"] for row in silent))
     which = f"job {ids} is" if len(silent) == 1 else f"jobs {ids} are"
+    leases = sorted({lease_s(row, lease_ttl) for row in silent})
+    lease = f"the lease is {leases[0]:.0f} s" if len(leases) == 1 else \
+        f"the leases are {', '.join(f'{s:.0f}' for s in leases)} s"
     cancelled = [row["id"] for row in silent if row.get("cancel_requested")]  # the sweeper ends those cancelled
     spent = [row["id"] for row in silent if is_last_attempt(row, max_attempts) and row["id"] not in cancelled]
     resumed = [row["id"] for row in silent if row["id"] not in spent + cancelled]
@@ -128,8 +137,8 @@ def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int)
                     f"`orch retry {spent[0]}` then resumes it)")
     if cancelled:
         then.append(f"ends {_them(cancelled, several)} cancelled, as asked")
-    return (f"running?: {which} recorded as running, but no worker has answered for {age} (the lease is "
-            f"{lease_ttl:.0f} s): a live worker's sweeper {', and '.join(then)} (`orch worker` starts one)")
+    return (f"running?: {which} recorded as running, but no worker has answered for {age} ({lease}): "
+            f"a live worker's sweeper {', and '.join(then)} (`orch worker` starts one)")
 
 
 def unread_note(obj: CliState, rows: list[dict[str, Any]]) -> str | None:
@@ -184,9 +193,12 @@ def heartbeat_line(age_s: float, lease_ttl: float, last_attempt: bool = False, c
 STEP_QUIET_S = 60.0  # progress is written every 5 s of steps: a minute without one is said (validation, or stuck)
 
 
-def heartbeat_age(job: Job, now: float) -> float | None:
-    """Seconds since a running job's worker last beat, on the database's clock; None when not running."""
-    return round(now - job.heartbeat_at, 1) if job.status == "running" and job.heartbeat_at else None
+def liveness(job: Job, now: float) -> dict[str, float | None]:
+    """Seconds since a running job's worker last beat, on the database's clock, and the lease its holder
+    took (its ORCH_LEASE_TTL; None for a lease taken by an older orch); both None when not running."""
+    beating = job.status == "running" and job.heartbeat_at is not None
+    return {"heartbeat_age_s": round(now - job.heartbeat_at, 1) if beating and job.heartbeat_at else None,
+            "lease_s": job.lease_ttl if beating else None}
 
 
 def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, Any]:
@@ -198,7 +210,6 @@ def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, 
              (("created_at", job.created_at), ("started_at", job.started_at), ("finished_at", job.finished_at))}
     spec = typed_spec(job)
     last = (job.epochs[-1].epoch, job.epochs[-1].val_acc) if job.epochs else None
-    beat = heartbeat_age(job, now)
     name = job.study.name if job.study is not None else None
     from orchestrator.progress import inside_epoch  # here: `orch --help` loads this module, and progress the store
 
@@ -212,7 +223,7 @@ def job_detail(job: Job, shards: ShardCount | None, *, now: float) -> dict[str, 
     return {**job_summary(job, spec, last, shards, name), "spec": spec.model_dump(mode="json"), "spec_hash": job.spec_hash, "parent_id": job.parent_id,
             "progress": {**(job.progress or {}), "said": inside} if inside else None,
             "source_job_id": job.source_job_id, "model_info": job.model_info, "result": job.result,
-            **times, "heartbeat_age_s": beat, "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
+            **times, **liveness(job, now), "epochs": epochs, **({"assembly": job.assembly} if job.assembly else {})}
 
 
 @click.command()
@@ -261,7 +272,7 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
             now = read_now(s)
             rows = [{**job_summary(job, typed_spec(job), last.get(job.id), shards.get(job.id),
                                    names.get(job.study_id) if job.study_id is not None else None),
-                     "heartbeat_age_s": heartbeat_age(job, now)} for job in jobs]
+                     **liveness(job, now)} for job in jobs]
         else:
             job = reads.job(s, job_id)
             if job is None:
@@ -333,7 +344,8 @@ def print_detail(detail: dict[str, Any], lease_ttl: float, max_attempts: int) ->
         click.echo(f"{'progress':>12}: {detail['progress']['said']}")
     if detail.get("heartbeat_age_s") is not None:
         last = is_last_attempt(detail, max_attempts)
-        line = heartbeat_line(detail["heartbeat_age_s"], lease_ttl, last, cancelling=bool(detail.get("cancel_requested")))
+        line = heartbeat_line(detail["heartbeat_age_s"], lease_s(detail, lease_ttl), last,
+                              cancelling=bool(detail.get("cancel_requested")))
         click.echo(f"{'heartbeat':>12}: {line}")
     click.echo(f"{'spec':>12}: {json.dumps(detail['spec'], sort_keys=True)}")
     if detail["model_info"]:

@@ -30,6 +30,7 @@ from shared.errors import NonFiniteLoss, StaleLease, StoreUnavailable
 from shared.store import holder, outbox
 from shared.store.clock import db_now, read_now
 from shared.store.db import Store, updated
+from shared.store.reads import lease_expired
 from shared.store.schema import Assembly, Checkpoint, Epoch, Event, Job, JobStatus, Score, utcnow
 from shared.store.scoring_runs import fail_waiting, move_assembly
 
@@ -96,7 +97,7 @@ class Lease:
         """
         takeable = or_(
             and_(Job.status == JobStatus.queued, Job.cancel_requested.is_(False)),
-            and_(Job.status == JobStatus.running, Job.heartbeat_at < db_now() - ttl),
+            and_(Job.status == JobStatus.running, lease_expired(ttl)),
         )
         now = literal(utcnow(), Job.started_at.type)
         with store.session() as s:
@@ -105,7 +106,8 @@ class Lease:
                 return None
             taken = updated(s, update(Job).where(Job.id == job_id, Job.lease_token == token, takeable).values(
                 status=JobStatus.running, lease_token=token + 1, attempts=Job.attempts + 1,
-                heartbeat_at=db_now(), worker_host=owner, holder_process=holder.this_process(), error=None,
+                heartbeat_at=db_now(), lease_ttl=ttl, worker_host=owner, holder_process=holder.this_process(),
+                error=None,
                 progress=None,
                 # when the job first started: a takeover or a retry resumes the same run (the history
                 # has each later attempt's start)

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from shared.store.schema import FINISHED, Checkpoint, Epoch, Event, Job, JobKind, JobStatus, StoreInfo, Study
@@ -50,14 +50,24 @@ def _listed(query: Select[Any], study_id: int | None, states: Sequence[str]) -> 
     return query
 
 
-def running_jobs(session: Session, alive_within: float, limit: int = 5) -> list[tuple[int, str | None]]:
-    """(id, worker) of the oldest running jobs whose worker beat within `alive_within` seconds (the
-    lease TTL): what keeps the workers from a queued job. A dead worker's job is no busy worker."""
+def lease_expired(fallback_ttl: float) -> ColumnElement[bool]:
+    """A job's lease ran out: no heartbeat for its holder's TTL (jobs.lease_ttl), or `fallback_ttl` (the
+    caller's ORCH_LEASE_TTL) for a lease taken before that was recorded. Times are the database's."""
     from shared.store.clock import db_now
 
+    return Job.heartbeat_at < db_now() - func.coalesce(Job.lease_ttl, fallback_ttl)
+
+
+def lease_of(job_ttl: float | None, fallback_ttl: float) -> float:
+    """The TTL a job's lease is judged by, as `lease_expired` does in SQL."""
+    return job_ttl if job_ttl is not None else fallback_ttl
+
+
+def running_jobs(session: Session, lease_ttl: float, limit: int = 5) -> list[tuple[int, str | None]]:
+    """(id, worker) of the oldest running jobs whose worker beat within its lease (`lease_expired`):
+    what keeps the workers from a queued job. A dead worker's job is no busy worker."""
     return [(job_id, worker) for job_id, worker in session.execute(
-        select(Job.id, Job.worker_host).where(Job.status == JobStatus.running,
-                                              Job.heartbeat_at >= db_now() - alive_within)
+        select(Job.id, Job.worker_host).where(Job.status == JobStatus.running, ~lease_expired(lease_ttl))
         .order_by(Job.id).limit(limit))]
 
 
@@ -69,15 +79,15 @@ def queued_ahead(session: Session, job_id: int, queues: Sequence[str]) -> int:
         Job.kind != JobKind.score)) or 0)
 
 
-def not_answering(session: Session, job_ids: Sequence[int], lease_ttl: float) -> list[int]:
-    """Those of the running `job_ids` whose worker has not beaten within `lease_ttl` seconds: the
-    complement of `running_jobs`' live ones (a cancel of them waits for the lease to expire)."""
-    from shared.store.clock import db_now
-
+def not_answering(session: Session, job_ids: Sequence[int], lease_ttl: float) -> dict[int, float]:
+    """Those of the running `job_ids` whose lease expired (`lease_expired`), each with the TTL it was
+    judged by: the complement of `running_jobs`' live ones (a cancel of them waits for a sweeper)."""
     if not job_ids:
-        return []
-    return sorted(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.running,
-                                                       Job.heartbeat_at < db_now() - lease_ttl)))
+        return {}
+    rows = session.execute(select(Job.id, Job.lease_ttl).where(Job.id.in_(list(job_ids)),
+                                                                Job.status == JobStatus.running,
+                                                                lease_expired(lease_ttl)).order_by(Job.id))
+    return {job_id: lease_of(ttl, lease_ttl) for job_id, ttl in rows}
 
 
 def finished_among(session: Session, job_ids: Collection[int]) -> set[int]:

@@ -124,6 +124,10 @@ class Job(Base):
     lease_token: Mapped[int] = mapped_column(Integer, default=0)  # fencing token, +1 per lease taken
     # unix seconds of the last heartbeat: plain numbers compare the same way on SQLite and PostgreSQL
     heartbeat_at: Mapped[float | None] = mapped_column(Float)
+    # the holder's own ORCH_LEASE_TTL, taken with the lease: every sweeper and reader judges the lease by
+    # it, so a 30 s worker never takes the job of a 120 s one that it thinks silent (before the holder
+    # fences itself, at 0.8 of its own TTL); None: a lease taken before this column (the reader's TTL)
+    lease_ttl: Mapped[float | None] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

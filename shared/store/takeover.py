@@ -22,6 +22,7 @@ from shared.store import holder
 from shared.store.clock import db_now
 from shared.store.db import Store, updated
 from shared.store.lease import Lease
+from shared.store.reads import lease_expired, lease_of
 from shared.store.schema import Job, JobStatus
 
 
@@ -42,11 +43,12 @@ def take_expired(store: Store, ttl: float, owner: str, max_attempts: int,
                  skip: Collection[int] = ()) -> list[TakenOver]:
     """Every job whose lease expired. `skip`: jobs whose holder is alive in this process and ends
     the attempt itself (see worker/sweeper.py)."""
-    expired = Job.heartbeat_at < db_now() - ttl
+    expired = lease_expired(ttl)
     taken = []
     for row in _running(store, expired, skip):
         # the silence itself, not the TTL: a sweeper that was down too takes over later than that
-        cause = f"lease of {row.worker_host} expired (no heartbeat for {row.silent_s:.0f} s; the lease is {ttl:g} s)"
+        cause = (f"lease of {row.worker_host} expired (no heartbeat for {row.silent_s:.0f} s; the lease is "
+                 f"{lease_of(row.lease_ttl, ttl):g} s)")
         taken.append(_take(store, row, expired, cause, owner, max_attempts))
     return [t for t in taken if t is not None]
 
@@ -67,7 +69,7 @@ def take_orphaned(store: Store, owner: str, max_attempts: int) -> list[TakenOver
 def _running(store: Store, reason: ColumnElement[bool], skip: Collection[int] = ()) -> list[Any]:
     with store.session() as s:
         return list(s.execute(select(Job.id, Job.lease_token, Job.kind, Job.queue, Job.worker_host, Job.attempts,
-                                     Job.holder_process, (db_now() - Job.heartbeat_at).label("silent_s"))
+                                     Job.holder_process, Job.lease_ttl, (db_now() - Job.heartbeat_at).label("silent_s"))
                               .where(Job.status == JobStatus.running, reason, Job.id.not_in(list(skip)))).all())
 
 

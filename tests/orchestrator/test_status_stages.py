@@ -269,6 +269,21 @@ def test_attention_reads_as_the_report_has_it() -> None:
     assert [r["attention_reduction"] for r in without_defaults([plain, se4])] == [None, 4]
 
 
+def test_a_job_is_judged_silent_by_its_holders_lease_not_the_clis() -> None:
+    """A worker started with ORCH_LEASE_TTL=120 beats every 2 s but may be away for 40 s: a CLI of the
+    default 30 s (here 10 s) called it `running?` and its worker gone."""
+    from orchestrator.commands.status import silent_note, table_row
+
+    long_lease = {"id": 5, "status": "running", "heartbeat_age_s": 40.0, "lease_s": 120.0, "study": None,
+                  "study_name": None, "val_acc": None}
+    assert silent_note([long_lease], 10, 3) is None and table_row(long_lease, 10)["status"] == "running"
+    short = {**long_lease, "id": 6, "lease_s": 20.0}
+    old = {**long_lease, "id": 7, "lease_s": None}  # a lease taken by an older orch: the CLI's own TTL
+    note = silent_note([long_lease, short, old], 10, 3) or ""
+    assert note.startswith("running?: jobs 6, 7 are recorded as running, but no worker has answered for 40 s "
+                           "(the leases are 10, 20 s)"), note
+
+
 def test_a_silent_job_on_its_last_attempt_is_said_to_fail_not_resume() -> None:
     """After a job's third lost attempt, `running?` promised a takeover and a resume; the sweeper failed it."""
     from orchestrator.commands.status import heartbeat_line, silent_note

@@ -160,7 +160,7 @@ def test_cancel_of_a_job_whose_worker_is_silent_says_when_it_ends(orch: Orch, mo
     assert orch.run("cancel", str(job_id), check=True).stdout.splitlines() == [
         f"stopping (a job that ends before it stops keeps its result): {job_id}",
         f"job {job_id}: the worker is not answering; a live worker's sweeper ends it cancelled when the lease "
-        "expires (ORCH_LEASE_TTL, 10 s)"]
+        "expires (ORCH_LEASE_TTL, 30 s)"]  # its worker's (ttl=30 above), not this CLI's 10 s
     assert orch.json("cancel", str(job_id))["not_answering"] == [job_id]
     assert orch.run("retry", str(job_id), check=True).stdout.strip() == (
         f"nothing to retry: only failed or cancelled jobs are (stopping after orch cancel (retry it once it has "

@@ -53,7 +53,7 @@ def footprint(store: Store, job_id: int, parent_id: int) -> tuple[Any, ...]:
 
 def expire(store: Store, job_id: int) -> Lease:
     """A running job whose holder stopped beating; the sweeper takes its lease. Returns the old lease."""
-    old = Lease.acquire(store, job_id, "zombie:1", ttl=30)
+    old = Lease.acquire(store, job_id, "zombie:1", ttl=0.1)  # its holder's TTL, which the sweeper judges by
     assert old is not None
     time.sleep(0.3)
     taken = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
@@ -106,7 +106,7 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
     """A job that kills its worker every time is not requeued forever."""
     job_id = new_job(store)
     for attempt in (1, 2):
-        assert Lease.acquire(store, job_id, f"w:{attempt}", ttl=30) is not None
+        assert Lease.acquire(store, job_id, f"w:{attempt}", ttl=0.1) is not None
         time.sleep(0.3)
         (taken,) = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=2)
         assert taken.attempts == attempt
@@ -123,7 +123,7 @@ def test_takeover_leaves_an_event_and_a_crashing_job_fails_after_max_attempts(st
 def test_a_takeover_keeps_when_the_job_first_started(store: Store) -> None:
     """`orch status` showed the takeover's time as the job's start (the history has each attempt's)."""
     job_id = new_job(store)
-    assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
+    assert Lease.acquire(store, job_id, "w:1", ttl=0.1) is not None
     first = status(store, job_id).started_at
     time.sleep(0.3)
     (taken,) = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
@@ -181,7 +181,7 @@ def test_a_worker_stop_does_not_count_against_max_attempts(store: Store) -> None
 def test_a_cancel_that_meets_a_release_or_requeue_ends_the_job_cancelled(store: Store, ending: str) -> None:
     """Before: the job went back to queued with cancel_requested set, and nobody ever took it."""
     job_id = new_job(store)
-    lease = Lease.acquire(store, job_id, "w:1", ttl=30)
+    lease = Lease.acquire(store, job_id, "w:1", ttl=0.1)
     with store.session() as s:
         assert store_jobs.request_cancel(s, [s.get(Job, job_id)])["stopping"] == [job_id]
     if ending == "release":
@@ -224,7 +224,7 @@ def test_the_sweeper_leaves_a_lease_its_own_live_supervisor_still_holds(store: S
     supervisor, which gives its job back uncounted: the sweeper takes only the other one."""
     mine, theirs = new_job(store), new_job(store, seed=1)
     for job_id in (mine, theirs):
-        assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
+        assert Lease.acquire(store, job_id, "w:1", ttl=0.1) is not None
     time.sleep(0.3)
     assert [t.job_id for t in take_expired(store, 0.1, "sweeper of w:1", 3, skip={mine})] == [theirs]
     assert status(store, mine).status == JobStatus.running
@@ -388,12 +388,29 @@ def test_a_takeover_says_how_long_the_worker_was_silent(store: Store) -> None:
     """The history said "no heartbeat for 30 s" (the TTL) of a worker silent for 53 s: its sweeper was
     down too. It says the silence measured on the database's clock, and the TTL beside it."""
     job_id = new_job(store)
-    assert Lease.acquire(store, job_id, "w:1", ttl=30) is not None
+    assert Lease.acquire(store, job_id, "w:1", ttl=0.5) is not None
     time.sleep(2.2)
-    take_expired(store, ttl=0.5, owner="sweeper", max_attempts=3)
+    take_expired(store, ttl=30, owner="sweeper", max_attempts=3)  # a sweeper of another TTL: the holder's counts
     with store.session() as s:
         first = reads.job_events(s, job_id)[0].message
     assert first.startswith("lease of w:1 expired (no heartbeat for 2 s; the lease is 0.5 s); taken over"), first
+
+
+def test_a_lease_is_judged_by_its_holders_ttl_not_the_sweepers(store: Store) -> None:
+    """Workers of one lab may set ORCH_LEASE_TTL apart (120 s on a box whose store is far away). A 0.1 s
+    sweeper took a 120 s holder's job after 0.1 s of silence while the holder, which fences itself at 0.8
+    of its own TTL, ran on: two processes on one job. Every judge now reads the holder's TTL."""
+    long_job, short_job = new_job(store), new_job(store, seed=1)
+    assert Lease.acquire(store, long_job, "w:120", ttl=120) is not None
+    assert Lease.acquire(store, short_job, "w:0.1", ttl=0.1) is not None
+    time.sleep(0.3)
+    assert Lease.acquire(store, long_job, "thief:1", ttl=0.1) is None
+    with store.session() as s:
+        assert reads.not_answering(s, [long_job, short_job], lease_ttl=30) == {short_job: 0.1}
+        assert reads.running_jobs(s, lease_ttl=0.1) == [(long_job, "w:120")]
+    taken = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
+    assert [t.job_id for t in taken] == [short_job] and "the lease is 0.1 s" in taken[0].cause
+    assert status(store, long_job).status == JobStatus.running and status(store, long_job).lease_ttl == 120
 
 
 def test_a_scoring_run_starts_when_its_first_shard_does(store: Store) -> None:

@@ -43,7 +43,7 @@ def test_one_lease_per_job_and_stale_tokens_are_refused(store: Store) -> None:
 
 def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> None:
     job_id = new_job(store)
-    old = Lease.acquire(store, job_id, "a:1", ttl=30)
+    old = Lease.acquire(store, job_id, "a:1", ttl=0.1)
     time.sleep(0.3)
     requeued = take_expired(store, ttl=0.1, owner="sweeper", max_attempts=3)
     assert [(j.job_id, j.outcome) for j in requeued] == [(job_id, "queued")]
@@ -60,9 +60,9 @@ def test_expired_lease_is_requeued_and_the_zombie_cannot_write(store: Store) -> 
 
 def test_expired_running_lease_can_be_taken_directly(store: Store) -> None:
     job_id = new_job(store)
-    Lease.acquire(store, job_id, "a:1", ttl=30)
+    Lease.acquire(store, job_id, "a:1", ttl=0.1)
     time.sleep(0.3)
-    assert Lease.acquire(store, job_id, "b:2", ttl=0.1) == Lease(store, job_id, 2)
+    assert Lease.acquire(store, job_id, "b:2", ttl=30) == Lease(store, job_id, 2)  # by a:1's TTL, not its own
 
 
 def test_each_epoch_is_recorded_once(store: Store) -> None:

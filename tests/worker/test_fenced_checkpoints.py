@@ -55,7 +55,7 @@ def test_a_stale_attempts_files_never_become_current(job_home: tuple[Settings, S
     successor's, so `submit score --job` scored the zombie's weights."""
     settings, store = job_home
     job_id = submit(store, synth_data, epochs=2)
-    zombie = Lease.acquire(store, job_id, "zombie:1", ttl=30)
+    zombie = Lease.acquire(store, job_id, "zombie:1", ttl=0.1)
     assert zombie is not None
     successor = take_over(store, job_id, "next:2")
     done = run_attempt(settings, store, successor)
@@ -84,7 +84,7 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(job_home: tuple
         with store.session() as s:
             return s.query(Epoch).filter_by(job_id=job_id).count()
 
-    first = Lease.acquire(store, job_id, "w:1", ttl=30)
+    first = Lease.acquire(store, job_id, "w:1", ttl=0.1)
     with pytest.raises(JobCancelled):  # the worker dies after epoch 3 (its process is stopped)
         run_attempt(settings, store, first, should_stop=lambda: epochs_recorded() >= 3)
     rows = current_files(store, job_id)
