@@ -254,9 +254,9 @@ def status(obj: CliState, job_id: int | None, limit: int, study_ref: str | None,
 
     if limit < 0:  # as `orch report --limit`
         raise OrchError(f"--limit: must be 0 (all) or more, got {limit}")
-    for option, given in (("--study", study_ref), ("--state", state_list)):
+    for option, given in (("--study S", study_ref), ("--state STATE", state_list)):
         if job_id is not None and given is not None:  # it was ignored: job 1 shown as if in the study
-            raise OrchError(f"{option}: give a job ID or {option}, not both (it selects from the list)")
+            raise OrchError(f"{option.split()[0]}: give a job ID or {option}, not both (it selects from the list)")
     states = parse_states(state_list)
     from shared.store.scoring_runs import shard_progress
 

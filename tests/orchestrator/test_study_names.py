@@ -117,7 +117,7 @@ def test_status_lists_the_jobs_in_the_states_asked_for(orch: Orch, synth_data: P
     for bad, message in ((["--state", "done"], "--state: unknown state 'done'; give one or more of queued, running, "
                                                 "succeeded, failed, cancelled (comma-separated)"),
                          (["--state", "queued,"], "--state: unknown state ''"),
-                         ([str(ids[0]), "--state", "queued"], "--state: give a job ID or --state, not both")):
+                         ([str(ids[0]), "--state", "queued"], "--state: give a job ID or --state STATE, not both")):
         proc = orch.run("status", *bad)
         assert proc.returncode == 2 and proc.stderr.startswith(f"Error: {message}") and "Traceback" not in proc.stderr
 
