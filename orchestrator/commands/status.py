@@ -109,7 +109,9 @@ def is_silent(row: dict[str, Any], lease_ttl: float) -> bool:
 def lease_s(row: dict[str, Any], lease_ttl: float) -> float:
     """The running job's lease as its holder took it (`liveness`), or this CLI's ORCH_LEASE_TTL: a worker
     started with ORCH_LEASE_TTL=120 was said not answering after 30 s of a CLI's default."""
-    return float(row.get("lease_s") or lease_ttl)
+    from shared.store.reads import lease_of  # here: `orch --help` loads this module, and reads the store
+
+    return lease_of(row.get("lease_s"), lease_ttl)
 
 
 def silent_note(rows: list[dict[str, Any]], lease_ttl: float, max_attempts: int) -> str | None:
