@@ -207,7 +207,8 @@ class Supervisor:
                             "worker that took it over ends it", job_id, outcome)
                 return Outcome.stale
         level = logging.WARNING if outcome in (Outcome.failed, Outcome.transient, Outcome.crashed) else logging.INFO
-        log.log(level, "job %s: %s%s", job_id, outcome, f" ({reason})" if outcome != Outcome.succeeded else "")
+        said = outcome == Outcome.succeeded or reason == outcome.value  # "job 4: stale (stale)" said it twice
+        log.log(level, "job %s: %s%s", job_id, outcome, "" if said else f" ({reason})")
         return outcome
 
     def _requeue(self, job: dict[str, Any], lease: Lease, status: JobStatus | None) -> None:
