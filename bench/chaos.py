@@ -363,7 +363,8 @@ def targets_met(out: dict[str, Any], args: argparse.Namespace) -> bool:
             and out["recovered"] == out["kills_with_a_running_job"]
             and (out["kills_with_a_running_job"] > 0 or not args.worker_kills)  # else no recovery was measured
             and (out["recovery_p95_s"] is None or out["recovery_p95_s"] < 60)
-            and out["taken_before_the_holders_ttl"] == 0 and len(out["pauses"]) == args.pauses)
+            and out["taken_before_the_holders_ttl"] == 0 and len(out["pauses"]) == args.pauses
+            and (out["freezes_of_a_holder"] > 0 or not args.pauses))  # else no frozen holder was tested
 
 
 def _p95(values: list[float]) -> float:

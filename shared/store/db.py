@@ -36,6 +36,11 @@ def store_errors() -> Iterator[None]:
         if "readonly database" in _first_line(error):  # still retried: a disk remounted read-only may come back
             raise StoreUnavailable("the store is read-only here (its file or folder cannot be "
                                    "written): orch can read it but not change it") from error
+        if _first_line(error) == "database is locked":  # SQLite, after its busy wait
+            raise StoreUnavailable(
+                f"the store is locked: another process has held its write lock for {SQLITE_BUSY_S:g} s or more (a "
+                "stopped orch process, after Ctrl-Z? a database browser with a change not yet written?); "
+                "`fuser -v` on the store's file lists the processes that have it open") from error
         refused = REFUSED.search(_first_line(error))
         if refused:
             raise StoreRefused(f"{refused.group(1)}: the server answered and refused the setting, so no retry "

@@ -303,3 +303,38 @@ def test_the_assembly_state_moves_only_as_the_protocol_table_allows(store: Store
     assert (status(store, parent_id).status, status(store, parent_id).assembly) == ("succeeded", "done")
     with store.session() as s:
         assert s.query(Score).filter_by(job_id=parent_id).count() == 1
+
+
+def test_a_write_lock_held_by_another_process_is_named_with_what_to_do(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that holds SQLite's write lock (stopped with Ctrl-Z mid-write, or a database browser with
+    a change not yet written) made every write wait 30 s, then fail with "database unreachable: database is
+    locked", which read as if the file were gone. It now says what holds it and how to find it; once the
+    lock goes, writes go through and nothing recorded before is lost."""
+    import subprocess
+    import sys
+
+    from shared.errors import StoreUnavailable
+    from shared.store import db
+
+    home = tmp_path / "home"
+    store = open_store(load_settings(home))
+    first = new_job(store)
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys\n"
+                               f"c = sqlite3.connect({str(home / 'orch.db')!r}, isolation_level=None)\n"
+                               "c.execute('BEGIN IMMEDIATE'); print('held', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(db, "SQLITE_BUSY_S", 0.3)  # the real wait is 30 s
+        locked = open_store(load_settings(home))
+        with pytest.raises(StoreUnavailable, match=r"the store is locked: another process has held its write "
+                                                   r"lock for 0\.3 s or more .* `fuser -v` on the store's file"):
+            new_job(locked)
+        with locked.session() as s:  # reads go on (WAL)
+            assert [job.id for job in s.query(Job)] == [first]
+    finally:
+        holder.communicate("\n", timeout=10)
+    assert new_job(locked) == first + 1
+    locked.dispose()
+    store.dispose()
