@@ -122,6 +122,9 @@ class Run:
         deadline = time.monotonic() + BUSY_WAIT_S
         while True:
             awake = [w for w in self.workers if w.name not in self.frozen]
+            if not awake:  # every worker frozen: the first wakes within 2 of its TTLs
+                time.sleep(0.2)
+                continue
             holding = [w for w in awake if jobs_of_worker(store, w.name)]
             top = max(w.ttl for w in awake)
             wanted = [w for w in holding if w.ttl == top or not longest_ttl]
@@ -348,7 +351,10 @@ def summarize(run: Run, store: Any, wall_s: float) -> dict[str, Any]:
         # a takeover before the frozen holder's own TTL had run from its last heartbeat (the sweeper's
         # own TTL, if shorter, must not decide): 0 is the target
         "taken_before_the_holders_ttl": sum(after < p.ttl for p in held for after in p.taken_after),
-        "pauses": [{"ttl_s": p.ttl, "frozen_s": round(p.seconds, 1), "jobs": [job for job, _, _ in p.leases],
+        "kills": [{"job": k.job_id, "at": round(k.at, 1), "back_after_s": _round(k.back_after),
+                   "requeued_after_s": _round(k.requeued_after)} for k in run.kills],
+        "pauses": [{"at": round(p.at, 1), "ttl_s": p.ttl, "frozen_s": round(p.seconds, 1),
+                    "jobs": [job for job, _, _ in p.leases],
                     "taken_after_last_beat_s": [round(a, 1) for a in p.taken_after]} for p in run.pauses],
         "events": dict(sorted(run.events.items())),
     }
@@ -365,6 +371,10 @@ def targets_met(out: dict[str, Any], args: argparse.Namespace) -> bool:
             and (out["recovery_p95_s"] is None or out["recovery_p95_s"] < 60)
             and out["taken_before_the_holders_ttl"] == 0 and len(out["pauses"]) == args.pauses
             and (out["freezes_of_a_holder"] > 0 or not args.pauses))  # else no frozen holder was tested
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _p95(values: list[float]) -> float:
