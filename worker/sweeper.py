@@ -92,8 +92,10 @@ class Sweeper(threading.Thread):
         away = now - self.write_due
         if away > self.settings.heartbeat:
             self.hold_off_until = now + self.settings.lease_ttl
-            log.warning("the store took no writes for %.0f s or more: expired leases are left %g s to their "
-                        "workers, whose heartbeats were refused too", away, self.settings.lease_ttl)
+            # its own stop looks the same from here (a woken Ctrl-Z, or a laptop asleep with its store)
+            log.warning("this sweeper's write came %.0f s late (the store took no writes, or this worker was "
+                        "stopped): expired leases are left %g s to their workers, whose heartbeats may have been "
+                        "refused too", away, self.settings.lease_ttl)
 
     def take_expired(self) -> None:
         """Jobs whose worker stopped renewing its lease: requeued and re-sent, or ended (cancelled,
