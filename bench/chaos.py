@@ -70,13 +70,13 @@ class Pause:
     worker: str
     ttl: float  # the frozen worker's ORCH_LEASE_TTL
     seconds: float
-    leases: list[tuple[int, int, float]]  # (job id, attempts, last heartbeat) of the jobs it held when frozen
+    leases: dict[int, float]  # the jobs it held when frozen: job id -> its last heartbeat (unix seconds)
     taken_after: list[float] = field(default_factory=list)  # seconds from the last heartbeat to a takeover
 
     @property
     def outlived_the_lease(self) -> bool:
         """Woken after a lease it held had expired (a TTL from its last heartbeat, which came before the freeze)."""
-        return any(self.at + self.seconds > beat + self.ttl for _job, _attempts, beat in self.leases)
+        return any(self.at + self.seconds > beat + self.ttl for beat in self.leases.values())
 
 
 @dataclass
@@ -154,7 +154,8 @@ class Run:
         victim = self.rng.choice(self.awake_holders(store, longest_ttl=True))
         os.killpg(victim.process.pid, signal.SIGSTOP)
         self.frozen.add(victim.name)
-        leases = leases_of_worker(store, victim.name)  # read after the freeze: its last heartbeat is in
+        # read after the freeze: its last heartbeat is in
+        leases = {job: beat for job, _attempts, beat in leases_of_worker(store, victim.name)}
         seconds = victim.ttl * self.rng.uniform(*self.args.pause_ttls)
         self.pauses.append(Pause(time.time(), victim.name, victim.ttl, seconds, leases))
         self.count("worker frozen" + ("" if leases else " (idle)"))
@@ -283,7 +284,7 @@ def note_takeovers(run: Run, store: Any) -> None:
         for pause in run.pauses:
             from_holder = or_(Event.message.startswith(f"lease of {pause.worker} expired", autoescape=True),
                               Event.message.startswith(f"{pause.worker} is gone", autoescape=True))
-            for job_id, _attempts, beat in pause.leases:
+            for job_id, beat in pause.leases.items():
                 taken = s.scalars(select(Event.at).where(Event.job_id == job_id, from_holder,
                                                          Event.message.contains("taken over by", autoescape=True)))
                 pause.taken_after += [unix_time(at) - beat for at in taken
@@ -354,7 +355,7 @@ def summarize(run: Run, store: Any, wall_s: float) -> dict[str, Any]:
         "kills": [{"job": k.job_id, "at": round(k.at, 1), "back_after_s": _round(k.back_after),
                    "requeued_after_s": _round(k.requeued_after)} for k in run.kills],
         "pauses": [{"at": round(p.at, 1), "ttl_s": p.ttl, "frozen_s": round(p.seconds, 1),
-                    "jobs": [job for job, _, _ in p.leases],
+                    "jobs": list(p.leases),
                     "taken_after_last_beat_s": [round(a, 1) for a in p.taken_after]} for p in run.pauses],
         "events": dict(sorted(run.events.items())),
     }
