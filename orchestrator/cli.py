@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "cancel": "control",
     "retry": "control",
+    "delete": "delete",
     "worker": "worker",
     "flower": "worker",
     "models": "models",

@@ -27,6 +27,9 @@ BROKER_SCHEMES = ("filesystem", "redis", "rediss")
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
+ARTIFACTS_OWNER_FILE = "store-id"
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -63,6 +66,11 @@ class Settings:
 
     def job_dir(self, job_id: int) -> Path:
         return self.artifacts / "jobs" / str(job_id)
+
+    @property
+    def artifacts_owner(self) -> Path:
+        """The file naming the store whose job folders ORCH_ARTIFACTS holds (worker/artifacts_owner.py)."""
+        return self.artifacts / ARTIFACTS_OWNER_FILE
 
 
 def load_settings(home: str | os.PathLike[str] | None = None) -> Settings:

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 from shared.atomic import temp_path
+from shared.config import ARTIFACTS_OWNER_FILE
 from shared.errors import ConfigError
 from shared.store import Store, reads
 
-OWNER_FILE = "store-id"
+OWNER_FILE = ARTIFACTS_OWNER_FILE
 
 
 def claim_artifacts(artifacts: Path, store: Store) -> None:

@@ -46,8 +46,27 @@ def run_ablation(orch: Orch, data: Path) -> None:
     table = orch.run("report", "--study", str(ids["study_id"]), check=True).stdout
     assert "±" in table and "resnet50" in table
     check_study_page(orch, ids["study_id"], grouped)
+    delete_one_and_train_again(orch, data, ids["job_ids"])
     worker.stop()
     assert worker.proc.returncode is not None
+
+
+def delete_one_and_train_again(orch: Orch, data: Path, job_ids: list[int]) -> None:
+    """`orch delete` beside a live worker: the last job's rows and checkpoints go, the others' stay, and
+    the next job (SQLite gives it the deleted job's id again) trains into a folder of its own."""
+    last, kept = max(job_ids), sorted(set(job_ids) - {max(job_ids)})
+    folder = Path(orch.json("status", str(last))["result"]["best_checkpoint"]).parent
+    deleted = orch.json("delete", str(last), "--yes")
+    assert deleted["job_ids"] == [last] and deleted["mb"] > 1 and not folder.exists()
+    assert sorted(job["id"] for job in orch.json("status")) == kept
+    assert all(Path(orch.json("status", str(j))["result"]["best_checkpoint"]).is_file() for j in kept)
+    again = orch.run("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"), "--model",
+                     "resnet18", "--image-size", "32", "--epochs", "1", "--wait", "--json", timeout=300)
+    assert again.returncode == 0, again.stderr
+    new_id = json.loads(again.stdout.splitlines()[0])["job_id"]
+    detail = orch.json("status", str(new_id))
+    assert detail["status"] == "succeeded" and [e["epoch"] for e in detail["epochs"]] == [1]
+    assert Path(detail["result"]["best_checkpoint"]).is_file()
 
 
 def check_study_page(orch: Orch, study_id: int, grouped: list[dict]) -> None:
