@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from shared.config import load_settings
-from shared.store import Checkpoint, Epoch, Event, Job, Lease, Score, Store, Study, open_store
+from shared.spec import ModelSpec, TrainSpec
+from shared.store import Checkpoint, Epoch, Event, Job, JobKind, Lease, Score, Store, Study, open_store
 from shared.store import jobs as store_jobs
 from shared.store.schema import Outbox
 from tests.conftest import REPO, Orch
@@ -41,10 +42,11 @@ def two_studies(orch: Orch, store: Store) -> tuple[list[int], list[int]]:
     by_study: dict[str, list[int]] = {"wrong": [], "kept": []}
     with store.session() as s:
         jobs = list(s.scalars(select(Job).order_by(Job.id)))
-        study_of = {job.id: job.study.name if job.study else None for job in jobs}
-        for job in jobs:  # a scoring run belongs with its training job's study
-            owner = job.source_job_id or (s.get(Job, job.parent_id).source_job_id if job.parent_id else None)
-            by_study[study_of[owner] if owner else study_of[job.id]].append(job.id)
+        by_id = {job.id: job for job in jobs}
+        for job in jobs:  # a scoring run (and its shard) belongs with its training job's study
+            run = by_id[job.parent_id] if job.parent_id else job
+            trained = by_id[run.source_job_id] if run.source_job_id else run
+            by_study[trained.study.name if trained.study and trained.study.name else "?"].append(job.id)
             if job.kind != "score_shard":
                 folder = settings.job_dir(job.id)
                 folder.mkdir(parents=True)
@@ -52,7 +54,7 @@ def two_studies(orch: Orch, store: Store) -> tuple[list[int], list[int]]:
     return by_study["wrong"], by_study["kept"]
 
 
-def counts(store: Store, job_ids: list[int]) -> dict[str, int]:
+def counts(store: Store, job_ids: list[int]) -> dict[str, int | None]:
     """Rows that name these jobs, by table."""
     with store.session() as s:
         out = {table.__tablename__: s.scalar(select(func.count()).select_from(table).where(table.job_id.in_(job_ids)))
@@ -106,7 +108,8 @@ def test_a_running_job_refuses_the_whole_delete(orch: Orch, monkeypatch: pytest.
     wrong, _ = two_studies(orch, store)
     with store.session() as s:
         study_id = s.scalar(select(Study.id).where(Study.name == "wrong"))
-        running = store_jobs.add_job(s, *_a_train_spec(), study_id=study_id).id
+        spec = TrainSpec(model=ModelSpec(arch="resnet18", image_size=32, num_classes=2), data="/d/train", epochs=1)
+        running = store_jobs.add_job(s, JobKind.train, spec, study_id=study_id).id
     assert Lease.acquire(store, running, "lab-gpu-1:100", ttl=30) is not None
     before = counts(store, [*wrong, running])
     proc = orch.run("delete", "--study", "wrong", "--yes")
@@ -174,14 +177,6 @@ def test_a_shard_alone_is_refused_naming_its_run(orch: Orch, monkeypatch: pytest
     missing = orch.run("delete", "999", "--yes")
     assert missing.returncode == 2 and missing.stderr == "Error: JOB_ID: no job 999\n"
     assert counts(store, kept)["jobs"] == 3
-
-
-def _a_train_spec() -> tuple[object, object]:
-    from shared.spec import ModelSpec, TrainSpec
-    from shared.store import JobKind
-
-    return JobKind.train, TrainSpec(model=ModelSpec(arch="resnet18", image_size=32, num_classes=2), data="/d/train",
-                                    val="/d/val", epochs=1)
 
 
 def test_a_job_requeued_after_it_was_read_rolls_the_delete_back(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
