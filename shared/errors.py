@@ -38,8 +38,9 @@ class DiskFull(OrchError, OSError):
 
 def disk_full_message(where: str) -> str:
     """What a job that filled its disk says (`where`: the folder, or "" where the error does not say)."""
-    return (f"No space left on the device{f' of {where}' if where else ''}: free some, then `orch retry` the job "
-            "(a training job resumes from its last recorded epoch)")
+    return (f"No space left on the device{f' of {where}' if where else ''}: free some (`orch delete --study S` "
+            "removes a finished study's checkpoints, `orch data cache --prune` stale decoded images), then `orch "
+            "retry` the job (a training job resumes from its last recorded epoch)")
 
 
 def disk_full_in(exc: BaseException) -> OSError | None:

@@ -83,7 +83,10 @@ def test_a_full_disk_fails_the_job_with_one_line_that_says_so() -> None:
     import os
 
     kind, reason = classify(_torch_style_disk_full())
-    assert kind is Outcome.failed and reason.startswith("No space left on the device: free some, then `orch retry`")
+    assert kind is Outcome.failed and reason == ("No space left on the device: free some (`orch delete --study S` removes "
+                                                     "a finished study's checkpoints, `orch data cache --prune` stale "
+                                                     "decoded images), then `orch retry` the job (a training job "
+                                                     "resumes from its last recorded epoch)")
     stale = StaleLease("token 3")
     stale.__context__ = _torch_style_disk_full()  # a lost lease found while handling a full disk: still stale
     assert classify(stale)[0] is Outcome.stale
