@@ -132,7 +132,8 @@ def _comparisons(analysis: StudyAnalysis) -> str:
     base = escape(analysis.baseline.config.label)
     return (f"<h2 id=\"comparison\">Paired comparison against {base}</h2>\n<p class=\"meta\">Differences are "
             f"config minus baseline on each seed both have; the interval and the p-value come from the paired "
-            f"t-test, unadjusted; p (Holm) is adjusted for the study's comparisons together and decides the "
+            f"t-test, unadjusted, or, where every run recorded which validation images it got right and those "
+            f"images' own sampling error is the larger, from the seeds-by-images analysis that counts it; p (Holm) is adjusted for the study's comparisons together and decides the "
             f"verdict (the leaderboard's p); the seed count is the fewest that would detect the observed "
             f"difference with 80% power at 5% divided by the number of comparisons (a rough figure).</p>\n"
             + table(rows))

@@ -36,8 +36,12 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
             "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "p_adjusted": comp.p_adjusted, "paired_seeds": comp.seeds,
-            # null both where no estimate exists and where over MAX_SEEDS are needed: the flag tells them apart
+            # the validation images whose sampling error p and the interval count (null: hits not recorded),
+            # and the p-value over the seeds alone beside it
+            "images_counted": comp.images, "p_seeds_only": comp.p_seeds,
+            # null both where no estimate exists and where over MAX_SEEDS are needed: the flags tell them apart
             "seeds_for_80_power": comp.seeds_needed, "seeds_for_80_power_over_max": comp.beyond_max,
+            "seeds_for_80_power_too_few_images": comp.too_few_images,
             "verdict": comp.verdict,
             "converged": result.convergence is None if judges_convergence(metric) else None,
             "convergence": result.convergence,
@@ -65,7 +69,8 @@ def csv_header(metric: str) -> str:
     stats = [f"{metric}_mean", f"{metric}_std", f"{metric}_ci95_low", f"{metric}_ci95_high", "n", "seeds",
              "interval_note", "test_acc_mean", "test_acc_n", "test_precision", "params", "gmacs", "images_per_s",
              "precision", "vs_baseline", "diff", "diff_ci95_low", "diff_ci95_high", "p_value", "p_adjusted",
-             "paired_seeds", "seeds_for_80_power", "seeds_for_80_power_over_max", "verdict", "converged", "convergence", "at_chance", "job_ids",
+             "paired_seeds", "images_counted", "p_seeds_only", "seeds_for_80_power", "seeds_for_80_power_over_max",
+             "seeds_for_80_power_too_few_images", "verdict", "converged", "convergence", "at_chance", "job_ids",
              "config_hash"]  # data_rows' own, in its order: a test holds the two together
     return ",".join(["rank", "config", *axes, *stats])
 
@@ -110,8 +115,11 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
     # one seed a config: no interval anywhere (its note says so) to be "from the t distribution"
     intervals = (", 95% intervals from the t distribution" if any(r.summary.n > 1 for r in analysis.results)
                  else "; no config has 2 seeds: no interval or p-value")
+    counted = sorted({r.comparison.images for r in analysis.results if r.comparison.images})
+    images = ("" if not counted else f"; the comparisons count the sampling error of the "
+              f"{' or '.join(map(str, counted))} validation images too (every run recorded which it got right)")
     how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
-           f"paired by seed{intervals}{adjusted}")  # `--job`: single jobs
+           f"paired by seed{intervals}{images}{adjusted}")  # `--job`: single jobs
     lines = [f"baseline: {base} ({analysis.baseline_how}); {how}" if len(analysis.results) > 1 else
              f"one config, {base}: nothing to compare it with ({_what_is_above(analysis.baseline.summary.n)})"]
     if analysis.metric == "images_per_s":

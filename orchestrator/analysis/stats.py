@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from orchestrator.analysis import tdist
+
+if TYPE_CHECKING:
+    from orchestrator.analysis.image_error import ImageError
 
 LEVEL = 0.95  # the intervals' confidence
 ALPHA = 0.05  # a two-sided paired t-test's threshold for "better" or "worse"
@@ -93,10 +97,15 @@ class Comparison:
     verdict: str
     p_adjusted: float | None = None  # Holm's, over the study's comparisons (None: one comparison, or no p)
     beyond_max: bool = False  # seeds_needed is None because more than MAX_SEEDS would be needed
+    images: int | None = None  # the validation images whose sampling error p and the interval count
+    p_seeds: float | None = None  # with `images`: the p-value over the seeds alone
+    too_few_images: bool = False  # seeds_needed is None because no number of seeds would do on these images
 
     @property
     def seeds_cell(self) -> int | str:
         """The seed count as the verdict says it: "more than 1000" was an empty cell beside those words."""
+        if self.too_few_images:
+            return "none: too few validation images"
         return f"more than {MAX_SEEDS}" if self.beyond_max else self.seeds_needed or ""
 
 
@@ -124,11 +133,13 @@ CUT = "the 95% interval is cut at what the metric can be (0 to 100%)"
 
 
 def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale,
-            adjusted: Adjusted | None = None, tests: int = 1) -> Comparison:
+            adjusted: Adjusted | None = None, tests: int = 1, images: ImageError | None = None) -> Comparison:
     """Paired over the seeds both configs have; a seed only one of them has is left out. With
     `adjusted` (holm: one of several comparisons against the baseline), its p decides the verdict.
     `tests`: the comparisons the study makes (paired on 2 seeds or more), which a seed count to aim
-    for plans with: one of identical seeds has no p-value today, and will have one with more seeds."""
+    for plans with: one of identical seeds has no p-value today, and will have one with more seeds.
+    `images`: the same seeds' per-image hits on the validation set, whose sampling error the p-value
+    and interval then count too (the larger of the two analyses': counting it never makes a claim bolder)."""
     seeds = sorted(set(values) & set(baseline))
     diffs = [values[s] - baseline[s] for s in seeds]
     n = len(diffs)
@@ -142,9 +153,10 @@ def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale,
                           f"{scale.delta(mean)} on the one common seed ({seeds[0]}): no interval or p-value "
                           f"from one seed; run at least 2")
     sd = _spread(diffs)
+    images = images if images is not None and images.seeds == n else None
     if sd == 0:
-        return _without_spread(seeds, mean, scale, adjusted, tests)
-    return _paired_t(seeds, mean, sd, scale, adjusted, tests)
+        return _without_spread(seeds, mean, scale, adjusted, tests, images)
+    return _paired_t(seeds, mean, sd, scale, adjusted, tests, images)
 
 
 @dataclass(frozen=True)
@@ -198,7 +210,8 @@ def _planned(adjusted: Adjusted | None, tests: int) -> int:
     return max(adjusted.family if adjusted is not None else 1, tests)
 
 
-def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjusted | None, tests: int) -> Comparison:
+def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjusted | None, tests: int,
+                    images: ImageError | None = None) -> Comparison:
     """Every seed gave the same difference: the t statistic is undefined (0/0) or infinite."""
     n = len(seeds)
     if mean == 0:
@@ -208,17 +221,42 @@ def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjus
     # No t-test without spread, and no certainty either: accuracy on 100 images moves in whole points,
     # so two seeds differing by the same point is common. What one can say is that every seed went
     # the same way: the two-sided sign test, p = 2 x 0.5^n (2 seeds 0.5; 6 seeds 0.031).
-    p = min(1.0, 2 * 0.5 ** n)
+    sign_p = min(1.0, 2 * 0.5 ** n)
+    p = sign_p if images is None else max(sign_p, images.p)
     decides = p if adjusted is None else adjusted.p
-    same = (f"{scale.delta(mean)} on every one of {n} seeds (zero spread: no t interval; sign test p={p:.2g}"
-            f"{_said(adjusted)})")
+    counted = "" if images is None or images.p <= sign_p else f"; {_counting(images)} p={images.p:.2g}"
+    same = (f"{scale.delta(mean)} on every one of {n} seeds (zero spread: no t interval; sign test p={sign_p:.2g}"
+            f"{counted}{_said(adjusted)})")
     if decides < ALPHA:
         word = _direction(mean, scale)
-        return Comparison(seeds, mean, None, p, None, word, f"{word}: {same}", _p(adjusted))
+        return _noted(Comparison(seeds, mean, None, p, None, word, f"{word}: {same}", _p(adjusted)), images, sign_p)
     family = _planned(adjusted, tests)
-    more = "" if p < ALPHA / family else f"; the same sign on {sign_seeds(ALPHA / family)} seeds would be one"
-    return Comparison(seeds, mean, None, p, None, "unclear",
-                      f"no detectable difference with n={n} seeds ({same}){more}", _p(adjusted))
+    too_few = images is not None and images.blocked(mean, ALPHA / family)
+    if images is not None and too_few:
+        more = f"; {_too_few_images(images, mean, scale, family)}"
+    else:
+        more = "" if p < ALPHA / family else f"; the same sign on {sign_seeds(ALPHA / family)} seeds would be one"
+    return _noted(Comparison(seeds, mean, None, p, None, "unclear",
+                             f"no detectable difference with n={n} seeds ({same}){more}", _p(adjusted)),
+                  images, sign_p, too_few)
+
+
+def _counting(images: ImageError) -> str:
+    return f"counting the sampling error of the {images.images} validation images"
+
+
+def _noted(comparison: Comparison, images: ImageError | None, p_seeds: float, too_few: bool = False) -> Comparison:
+    """The comparison with what counting the validation images added (nothing without them)."""
+    if images is None:
+        return comparison
+    return replace(comparison, images=images.images, p_seeds=p_seeds, too_few_images=too_few)
+
+
+def _too_few_images(images: ImageError, mean: float, scale: Scale, family: int) -> str:
+    among = f" among {family} comparisons" if family > 1 else ""
+    return (f"no number of seeds would detect {scale.magnitude(mean)} at 80% power{among} on these {images.images} "
+            f"validation images (their own sampling error of the difference is ±{scale.magnitude(images.floor_half_width())}"
+            "); more validation images would")
 
 
 def _said(adjusted: Adjusted | None) -> str:
@@ -229,29 +267,43 @@ def _p(adjusted: Adjusted | None) -> float | None:
     return None if adjusted is None else adjusted.p
 
 
-def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: Adjusted | None, tests: int) -> Comparison:
+def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: Adjusted | None, tests: int,
+              images: ImageError | None = None) -> Comparison:
     n = len(seeds)
     se = sd / math.sqrt(n)
     t = mean / se
-    p = 2 * tdist.t_cdf(n - 1, -abs(t))  # two-sided: twice the t distribution's upper tail
+    p_seeds = 2 * tdist.t_cdf(n - 1, -abs(t))  # two-sided: twice the t distribution's upper tail
     half = t_quantile(n - 1) * se
+    p = p_seeds if images is None else max(p_seeds, images.p)
+    half = half if images is None else max(half, images.half_width())
     ci = scale.clip(mean - half, mean + half, difference=True)
     family = _planned(adjusted, tests)
     needed = seeds_for_power(abs(mean) / sd, ALPHA / family)  # Holm's first step tests at 5% / family
-    beyond = needed is None and mean != 0  # what _seeds_phrase calls "more than 1000"
+    too_few = images is not None and images.blocked(mean, ALPHA / family)
+    if too_few:
+        needed = None
+    elif images is not None and needed is not None:
+        more = images.seeds_needed(mean, ALPHA / family, MAX_SEEDS)
+        needed = None if more is None else max(needed, more)
+    beyond = needed is None and mean != 0 and not too_few  # what _seeds_phrase calls "more than 1000"
     cut = " (cut at the largest difference possible)" if ci != (mean - half, mean + half) else ""
-    shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}, p={p:.2g}{_said(adjusted)}"
+    counted = "" if images is None or images.p <= p_seeds else f" {_counting(images)}"
+    alone = "" if not counted else f" (over the seeds alone p={p_seeds:.2g})"
+    shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}{counted}, p={p:.2g}{alone}{_said(adjusted)}"
+    phrase = (_too_few_images(images, mean, scale, family) if images is not None and too_few
+              else _seeds_phrase(needed, mean, scale, family))
     if (p if adjusted is None else adjusted.p) < ALPHA:
         word = _direction(mean, scale)
-        return Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds", _p(adjusted))
+        return _noted(Comparison(seeds, mean, ci, p, needed, word, f"{word}: {shown}, paired over {n} seeds",
+                                 _p(adjusted)), images, p_seeds)
     if adjusted is not None and p < ALPHA:  # under 5% alone, not with the others in view: its unadjusted interval may exclude 0
-        return Comparison(seeds, mean, ci, p, needed, "unclear",
-                          f"no detectable difference once the study's {adjusted.family} comparisons are counted "
-                          f"({shown.replace('95% CI', 'unadjusted 95% CI')}, n={n} seeds); "
-                          f"{_seeds_phrase(needed, mean, scale, family)}", _p(adjusted), beyond)
-    return Comparison(seeds, mean, ci, p, needed, "unclear",
-                      f"no detectable difference with n={n} seeds ({shown}); {_seeds_phrase(needed, mean, scale, family)}",
-                      _p(adjusted), beyond)
+        return _noted(Comparison(seeds, mean, ci, p, needed, "unclear",
+                                 f"no detectable difference once the study's {adjusted.family} comparisons are counted "
+                                 f"({shown.replace('95% CI', 'unadjusted 95% CI')}, n={n} seeds); {phrase}",
+                                 _p(adjusted), beyond), images, p_seeds, too_few)
+    return _noted(Comparison(seeds, mean, ci, p, needed, "unclear",
+                             f"no detectable difference with n={n} seeds ({shown}); {phrase}", _p(adjusted), beyond),
+                  images, p_seeds, too_few)
 
 
 def _direction(mean: float, scale: Scale) -> str:

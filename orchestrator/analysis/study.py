@@ -9,6 +9,7 @@ from typing import Any
 from orchestrator.analysis.chance import Chance, at_chance, chance_of, family_z, with_image_error
 from orchestrator.analysis.configs import Config, common_fields, find_baseline, group_with_absent, varying_fields
 from orchestrator.analysis.curves import convergence_note
+from orchestrator.analysis.image_error import paired_hits
 from orchestrator.analysis.stats import Comparison, Scale, Summary, compare, holm, single_difference, summarize
 from orchestrator.metrics import METRICS
 from shared.store.report_reads import RunRecord, StudyRecord
@@ -71,7 +72,10 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     base_values = base.by_seed(metric)
     # the comparisons' p-values, adjusted together: each decides its verdict with the others in view
     others = [config for config in configs if config is not base]
-    adjusted = dict(zip(map(id, others), holm([None if by_job else compare(c.by_seed(metric), base_values, scale).p
+    # which validation images each seed got right, where recorded: their own sampling error counts too
+    images = {id(c): None if by_job else paired_hits(c, base, metric) for c in others}
+    adjusted = dict(zip(map(id, others), holm([None if by_job else compare(c.by_seed(metric), base_values, scale,
+                                                                           images=images[id(c)]).p
                                                for c in others]), strict=True))
     planned = sum(len(set(c.by_seed(metric)) & set(base_values)) >= 2 for c in others)  # what a seed count plans for
     # validation accuracy only: the test set's most common class is not recorded
@@ -81,7 +85,7 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         values = config.by_seed(metric)
         comparison = (_baseline_row(values) if config is base
                       else single_difference(_only(values), _only(base_values), scale) if by_job
-                      else compare(values, base_values, scale, adjusted[id(config)], planned))
+                      else compare(values, base_values, scale, adjusted[id(config)], planned, images[id(config)]))
         tests = list(config.by_seed("test_acc").values())
         summary = summarize(list(values.values()), scale)
         if chance is not None and chance.images:  # a validation accuracy: its images' error too

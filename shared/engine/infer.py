@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,21 +36,29 @@ def logits(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
                 on_images(int(positions[-1]) + 1, len(images))
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    loss: float  # mean cross-entropy
+    accuracy: float
+    hits: np.ndarray  # bool per image, in the set's order: which ones the model got right
+
+
 def evaluate(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,
-             device: torch.device, on_images: ImagesDone | None = None) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) on a labelled set, with one host sync at the end; `on_images`: as
-    logits' (a long validation pass's progress)."""
+             device: torch.device, on_images: ImagesDone | None = None) -> Evaluation:
+    """Loss, accuracy and per-image hits on a labelled set, with one host sync at the end; `on_images`:
+    as logits' (a long validation pass's progress)."""
     if images.labels is None:
         raise ValueError("evaluate needs a labelled ImageSet")
     labels = torch.from_numpy(images.labels).to(device)
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    hits = []
     for positions, out in logits(model, images, batch_size, prec, device, on_images):
         y = labels[positions[0]:positions[-1] + 1]
         loss_sum += F.cross_entropy(out, y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
+        hits.append(out.argmax(1) == y)
     n = len(images)
-    return float(loss_sum.item()) / n, float(correct.item()) / n
+    right = torch.cat(hits).cpu().numpy() if hits else np.zeros(0, dtype=bool)
+    return Evaluation(float(loss_sum.item()) / n, float(right.sum()) / n, right)
 
 
 def probabilities(model: nn.Module, images: ImageSet, batch_size: int, prec: Precision,

@@ -52,8 +52,10 @@ from shared.engine.precision import Precision, default_device, resolve
 from shared.engine.progress import Progress, in_phase
 from shared.errors import CheckpointError, JobCancelled, NonFiniteLoss
 from shared.spec import TrainSpec
+from shared.val_hits import pack, set_identity
 
 LAST, BEST = "last.pt", "best.pt"
+HITS = "val_hits"  # an epoch's metrics: which validation images it got right (shared/val_hits.py)
 FINITE_CHECK_EVERY = 16  # steps between loss checks: each check is one host sync on a GPU
 STEP_MILESTONES = (0.5, 0.75)  # the ResNet paper's /10 points, as fractions of training
 
@@ -127,20 +129,21 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
                 f"(names, sizes or modification times) differ from those the checkpoint was trained on")
     for metrics in run.history:  # repairs a crash between the checkpoint and the store's write
         if on_epoch is not None:
-            on_epoch(dict(metrics))
+            on_epoch(_reported(metrics))
     while run.epoch < spec.epochs:
         metrics = _epoch(run, data, run.epoch + 1, should_stop, on_progress)
         improved = metrics["val_acc"] > run.best()[0] or run.epoch == 0
         run.history.append(metrics)
+        _keep_hits_of_best_and_last(run)
         written = _write_checkpoints(run, workdir, improved, name_for)
         if on_epoch is not None:
             files = {"checkpoint": str(written), "best": improved} if name_for is not None else {}
-            on_epoch({**metrics, **files})
+            on_epoch({**_reported(metrics), **files})
     best_acc, best_epoch = run.best()
     fenced = name_for is not None  # the worker knows which file is the best: the store names it
     return {"best_val_acc": best_acc, "best_epoch": best_epoch, "epochs": run.epoch,
             "classes": list(data.classes), **_chance_inputs(data.val), **_running_stats_inputs(run, data),
-            "precision": run.prec.name,
+            "precision": run.prec.name, **_val_hits(run, data.val),
             **({"bf16_speedup": round(run.prec.probe.speedup, 2)} if run.prec.probe is not None else {}),
             "last_checkpoint": None if fenced else str(workdir / LAST),
             "best_checkpoint": None if fenced else str(workdir / BEST), "startup": run.startup,
@@ -148,6 +151,32 @@ def train(spec: TrainSpec, workdir: Path, on_epoch: EpochCallback | None = None,
             # counts them (a resumed job looked cheaper than the same job run without a kill)
             **({"earlier_epochs_s": round(sum(m.get("seconds", 0.0) for m in run.history[:run.resumed_at]), 2)}
                if run.resumed_at else {})}
+
+
+def _reported(metrics: dict[str, Any]) -> dict[str, Any]:
+    """An epoch as on_epoch gets it: its numbers (the hits go to the result, for two epochs only)."""
+    return {k: v for k, v in metrics.items() if k != HITS}
+
+
+def _keep_hits_of_best_and_last(run: Run) -> None:
+    """The history (in every checkpoint) keeps the hits the result will name, not one set an epoch."""
+    keep = {run.best()[1], run.epoch}
+    for metrics in run.history:
+        if metrics["epoch"] not in keep:
+            metrics.pop(HITS, None)
+
+
+def _val_hits(run: Run, val: ImageSet) -> dict[str, Any]:
+    """{"val_hits": which validation images the best and the last epoch got right, and the set they
+    are of}: the report pairs runs image by image with them. {} where an epoch lacks them (its
+    checkpoint came from an orch before them)."""
+    best, last = (next(m for m in run.history if m["epoch"] == e) for e in (run.best()[1], run.epoch))
+    if HITS not in best or HITS not in last or val.labels is None:
+        return {}
+    source = Path(str(getattr(val.array, "filename", "") or "")).name
+    return {"val_hits": {"set": set_identity(source, val.ids, val.labels.tolist()), "images": len(val),
+                         "best": best[HITS], "last": last[HITS], "best_epoch": best["epoch"],
+                         "last_epoch": last["epoch"]}}
 
 
 def _running_stats_inputs(run: Run, data: TrainData) -> dict[str, Any]:
@@ -272,13 +301,13 @@ def _epoch(run: Run, data: TrainData, epoch: int, should_stop: Callable[[], bool
     train_seconds = time.perf_counter() - start
     if should_stop is not None and should_stop():
         raise JobCancelled(f"cancelled at epoch {epoch} before validation")
-    val_loss, val_acc = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device,
-                                 in_phase(on_progress, "validation", epoch))
-    if not math.isfinite(val_loss):  # a diverged model: retrying cannot help
-        raise NonFiniteLoss(f"validation loss is {val_loss} at epoch {epoch}: the model diverged; try a lower --lr")
-    return {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
+    checked = evaluate(run.net, data.val, run.spec.batch_size * VAL_BATCH_FACTOR, run.prec, run.device,
+                       in_phase(on_progress, "validation", epoch))
+    if not math.isfinite(checked.loss):  # a diverged model: retrying cannot help
+        raise NonFiniteLoss(f"validation loss is {checked.loss} at epoch {epoch}: the model diverged; try a lower --lr")
+    return {"epoch": epoch, "train_loss": train_loss, "val_loss": checked.loss, "val_acc": checked.accuracy,
             "images_per_s": len(data.train) / train_seconds, "seconds": time.perf_counter() - start,
-            "lr": lr}
+            "lr": lr, HITS: pack(checked.hits.tolist())}
 
 
 def _train_epoch(run: Run, images: ImageSet, epoch: int, should_stop: Callable[[], bool] | None,

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, undefer
 
 from shared.store.schema import Epoch, Job, JobKind, Score, Study
 
@@ -41,6 +41,7 @@ class RunRecord:
     error: str | None = None  # why it failed or was cancelled
     study: str | None = None  # its study's name (its id where it has none), for a leaderboard of every run
     attempts: int = 1  # more than one: taken over from a worker that died, or retried
+    val_hits: dict[str, Any] | None = None  # which validation images its best and last epoch got right
 
 
 def ended_why(status: str, error: str | None, when: str = "") -> str:
@@ -85,7 +86,7 @@ def training_runs(session: Session, study_id: int | None = None, job_ids: list[i
                                            .join(Job, Job.id == Epoch.job_id).where(*selected)
                                            .order_by(Epoch.job_id, Epoch.epoch)):
         epochs.setdefault(job_id, []).append(dict(zip(EPOCH_COLUMNS, values, strict=True)))
-    jobs = session.scalars(select(Job).where(*selected).order_by(Job.id))
+    jobs = session.scalars(select(Job).options(undefer(Job.val_hits)).where(*selected).order_by(Job.id))
     tests = _latest_test_accuracy(session, study_id=study_id, job_ids=job_ids)
     return [_record(job, epochs[job.id], tests.get(job.id)) for job in jobs if job.id in epochs]
 
@@ -127,7 +128,8 @@ def _record(job: Job, epochs: list[dict[str, float]], test: ScoredTest | None) -
     return RunRecord(id=job.id, status=str(job.status), spec=dict(job.spec), model_info=dict(job.model_info or {}),
                      result=dict(job.result or {}), worker_host=job.worker_host, started_at=job.started_at,
                      finished_at=job.finished_at, epochs=epochs, test_acc=test.accuracy if test else None,
-                     test_precision=test.precision if test else None, error=job.error, attempts=job.attempts)
+                     test_precision=test.precision if test else None, error=job.error, attempts=job.attempts,
+                     val_hits=job.val_hits)
 
 
 @dataclass(frozen=True)

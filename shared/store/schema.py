@@ -139,6 +139,9 @@ class Job(Base):
     # of real data runs for minutes to hours, and --wait and `orch status` said nothing meanwhile
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     assembly: Mapped[Assembly | None] = mapped_column(String(20))  # a scoring run's parent only
+    # a finished training job's validation hits at its best and last epoch (shared/val_hits.py): kB a
+    # run, read by a study's report only, so not loaded with the row
+    val_hits: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
     study: Mapped[Study | None] = relationship(back_populates="jobs")
     epochs: Mapped[list[Epoch]] = relationship(order_by="Epoch.epoch", cascade="all, delete-orphan")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.val_hits import unpack
 from tests.conftest import REPO, Orch
 from tests.orchestrator.test_report_cli import assert_offline
 
@@ -43,12 +44,23 @@ def run_ablation(orch: Orch, data: Path) -> None:
         assert Path(detail["result"]["best_checkpoint"]).is_file()
         assert (detail["result"]["val_images"], detail["result"]["val_majority"]) == (32, 0.5)  # 16 cats, 16 dogs
         assert detail["result"]["precision"] in ("bf16", "fp32")  # what --precision auto ran here
+        hits = recorded_hits(orch, job_id)  # which validation images it got right, in its own column
+        assert (hits["images"], hits["best_epoch"], hits["last_epoch"]) == (32, 1, 1)
+        assert sum(unpack(hits["best"], 32)) == round(detail["epochs"][0]["val_acc"] * 32)
     table = orch.run("report", "--study", str(ids["study_id"]), check=True).stdout
     assert "±" in table and "resnet50" in table
     check_study_page(orch, ids["study_id"], grouped)
     delete_one_and_train_again(orch, data, ids["job_ids"])
     worker.stop()
     assert worker.proc.returncode is not None
+
+
+def recorded_hits(orch: Orch, job_id: int) -> dict:
+    """jobs.val_hits as the worker wrote it, read in a process of the test's environment (its store)."""
+    code = ("import json; from shared.config import load_settings; from shared.store import Job, open_store; "
+            f"s = open_store(load_settings()); c = s.session().__enter__(); print(json.dumps(c.get(Job, {job_id}).val_hits))")
+    return json.loads(subprocess.run([sys.executable, "-c", code], env=orch.env, cwd=REPO, capture_output=True,
+                                     text=True, check=True, timeout=60).stdout)
 
 
 def delete_one_and_train_again(orch: Orch, data: Path, job_ids: list[int]) -> None:

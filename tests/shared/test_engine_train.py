@@ -62,6 +62,8 @@ def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_
     b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert result["epochs"] == 4 and result["classes"] == ["cat", "dog"]
+    check_hits(result, resumed)
+    assert result["val_hits"] == train(spec, tmp_path / "whole", lambda m: None, cache_dir=tmp_path / "cache")["val_hits"]
     assert (result["val_images"], result["val_majority"]) == (16, 0.5)  # the report's chance level: 8 of each
     assert (result["bn_momentum"], result["steps_per_epoch"]) == (0.1, 3)  # 40 images at 16: how far BN's stats moved
     assert result["precision"] == spec.precision  # asked for by name, it is what ran
@@ -77,6 +79,20 @@ def test_resume_after_epoch_2_of_4_matches_an_uninterrupted_run(data: Path, tmp_
     assert metrics_only(again) == metrics_only(whole)  # a finished job only replays
 
 
+def check_hits(result: dict[str, Any], epochs: list[dict[str, Any]]) -> None:
+    """The result's validation hits: one bit an image, as many right as the epoch's accuracy says, at
+    the best epoch (the earliest of the highest val_acc) and the last."""
+    from shared.val_hits import unpack
+
+    hits = result["val_hits"]
+    best = max(epochs, key=lambda m: (m["val_acc"], -m["epoch"]))
+    assert (hits["best_epoch"], hits["last_epoch"]) == (best["epoch"], epochs[-1]["epoch"])
+    assert hits["images"] == result["val_images"] and len(hits["set"]) == 16
+    for which, epoch in (("best", best), ("last", epochs[-1])):
+        bits = unpack(hits[which], hits["images"])
+        assert sum(bits) == round(epoch["val_acc"] * hits["images"])
+
+
 def test_checkpoint_contents_load_weights_only_and_best(data: Path, tmp_path: Path) -> None:
     spec = tiny_spec(data / "train", optimizer="sgd", epochs=2, val_fraction=0.25)  # val split off train
     seen: list[dict[str, Any]] = []
@@ -84,7 +100,10 @@ def test_checkpoint_contents_load_weights_only_and_best(data: Path, tmp_path: Pa
     state = torch.load(result["last_checkpoint"], weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng", "spec", "classes", "history", "best_val_acc"} <= set(state)
     assert state["spec"] == spec.model_dump(mode="json") and state["classes"] == ["cat", "dog"]
-    assert state["history"] == seen and state["epoch"] == 2
+    # the history keeps the validation hits of the best and the last epoch, which on_epoch is not given
+    assert [{k: v for k, v in m.items() if k != "val_hits"} for m in state["history"]] == seen and state["epoch"] == 2
+    assert all("val_hits" in m for m in state["history"] if m["epoch"] in (result["best_epoch"], 2))
+    check_hits(result, seen)
     assert all(v.dtype in (torch.float32, torch.int64) for v in state["model"].values())
     assert isinstance(state["rng"]["torch"], torch.Tensor)
     best = torch.load(result["best_checkpoint"], weights_only=True)

@@ -45,6 +45,8 @@ def run(ctx: JobContext) -> dict[str, Any]:
     # (a resnet50 with Adam's state is 281 MB a file; the best and the last stay).
     ctx.lease.drop_checkpoint("previous")
     checkpoints.prune(ctx.lease, ctx.workdir)
+    if "val_hits" in result:  # its own column: kB a run, which the result (read by every listing) need not carry
+        ctx.lease.update(val_hits=result["val_hits"])
     best = ctx.lease.checkpoints()["best"]
     return {
         "best_val_acc": result["best_val_acc"],
