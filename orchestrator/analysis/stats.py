@@ -273,9 +273,9 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: 
     se = sd / math.sqrt(n)
     t = mean / se
     p_seeds = 2 * tdist.t_cdf(n - 1, -abs(t))  # two-sided: twice the t distribution's upper tail
-    half = t_quantile(n - 1) * se
+    half_seeds = t_quantile(n - 1) * se
     p = p_seeds if images is None else max(p_seeds, images.p)
-    half = half if images is None else max(half, images.half_width())
+    half = half_seeds if images is None else max(half_seeds, images.half_width())
     ci = scale.clip(mean - half, mean + half, difference=True)
     family = _planned(adjusted, tests)
     needed = seeds_for_power(abs(mean) / sd, ALPHA / family)  # Holm's first step tests at 5% / family
@@ -287,7 +287,8 @@ def _paired_t(seeds: list[int], mean: float, sd: float, scale: Scale, adjusted: 
         needed = None if more is None else max(needed, more)
     beyond = needed is None and mean != 0 and not too_few  # what _seeds_phrase calls "more than 1000"
     cut = " (cut at the largest difference possible)" if ci != (mean - half, mean + half) else ""
-    counted = "" if images is None or images.p <= p_seeds else f" {_counting(images)}"
+    # said where the images widened the interval or raised p: the numbers shown are not the t-test's
+    counted = "" if images is None or (images.p <= p_seeds and half == half_seeds) else f" {_counting(images)}"
     alone = "" if not counted else f" (over the seeds alone p={p_seeds:.2g})"
     shown = f"{scale.delta(mean)}, 95% CI {scale.interval(*ci)}{cut}{counted}, p={p:.2g}{alone}{_said(adjusted)}"
     phrase = (_too_few_images(images, mean, scale, family) if images is not None and too_few
