@@ -22,7 +22,7 @@ class Folders:
     present: dict[int, Path] = field(default_factory=dict)
     missing: list[int] = field(default_factory=list)  # no folder here (never written, or on another machine)
     bytes: int = 0
-    others: bool = False  # ORCH_ARTIFACTS is not this store's (no store-id of its own): nothing there is touched
+    others: bool = False  # ORCH_ARTIFACTS holds another store's store-id: nothing there is touched
 
     @property
     def mb(self) -> float:
@@ -46,10 +46,20 @@ def job_folders(settings: Settings, store_id: str, job_ids: list[int]) -> Folder
 
 
 def described(study: str | None, by_kind: dict[str, list[int]]) -> str:
-    """What goes, as one phrase: "study groups: 4 training runs (5, 6, 7, 8), 1 scoring run (9)"."""
-    parts = [f"{len(ids)} {kind if len(ids) != 1 else kind[:-1]} ({', '.join(map(str, ids))})"
-             for kind, ids in by_kind.items()]
+    """What goes, as one phrase: "study groups: 4 training runs (5-8), 1 scoring run (9)"."""
+    parts = [f"{len(ids)} {kind if len(ids) != 1 else kind[:-1]} ({id_ranges(ids)})" for kind, ids in by_kind.items()]
     return (f"study {study}: " if study else "") + ", ".join(parts)
+
+
+def id_ranges(ids: list[int]) -> str:
+    """Sorted ids with each run of consecutive ones as first-last: a study of 90 jobs is "12-101", not 90 numbers."""
+    spans: list[list[int]] = []
+    for job_id in sorted(ids):
+        if spans and job_id == spans[-1][1] + 1:
+            spans[-1][1] = job_id
+        else:
+            spans.append([job_id, job_id])
+    return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}" for a, b in spans)
 
 
 def confirm_or_refuse(what: str, yes: bool) -> None:

@@ -97,7 +97,8 @@ def test_dry_run_says_what_would_go_and_deletes_nothing(orch: Orch, monkeypatch:
     before = counts(store, wrong)
     out = orch.run("delete", "--study", "wrong", "--dry-run", check=True).stdout
     train, score, shard = wrong[:4], wrong[4], wrong[5]
-    assert out.startswith(f"would delete study wrong: 4 training runs ({', '.join(map(str, train))}), 1 scoring run "
+    assert train == list(range(train[0], train[0] + 4))  # consecutive: said as a range
+    assert out.startswith(f"would delete study wrong: 4 training runs ({train[0]}-{train[-1]}), 1 scoring run "
                           f"({score}), 1 shard ({shard}); would free 1.5 MB (5 job folders under "), out
     assert counts(store, wrong) == before
     assert all(load_settings(orch.home).job_dir(j).is_dir() for j in (*train, score))
