@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.analysis import tdist
@@ -26,7 +27,8 @@ from orchestrator.analysis.configs import SEED
 if TYPE_CHECKING:
     from orchestrator.analysis.configs import Config
 
-Z_POWER = 0.8416212335729143  # the standard normal's 80% quantile: power to aim for
+NORMAL = NormalDist()
+POWER = 0.80  # the power a seed count aims for, as stats.POWER
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,13 @@ class ImageError:
 
     def floor_half_width(self, level: float = 0.95) -> float:
         """What no number of seeds removes: the images' own part of the interval (normal)."""
-        return tdist.t_quantile(1e6, 0.5 + level / 2) * math.sqrt(self.image_var / self.images)
+        return NORMAL.inv_cdf(0.5 + level / 2) * math.sqrt(self.image_var / self.images)
 
     def seeds_needed(self, effect: float, alpha: float, most: int) -> int | None:
         """The fewest seeds (at least 2) at which a difference of `effect` reaches 80% power at `alpha`
         with these images (normal approximation); None when more than `most`, or none would: the
         images' own error alone is too large (`blocked`)."""
-        target = (abs(effect) / (tdist.t_quantile(1e6, 1 - alpha / 2) + Z_POWER)) ** 2
-        room = target - self.image_var / self.images
+        room = self._room(effect, alpha)
         if effect == 0 or room <= 0:
             return None
         needed = max(2, math.ceil((self.seed_var + self.residual / self.images) / room))
@@ -76,9 +77,12 @@ class ImageError:
 
     def blocked(self, effect: float, alpha: float) -> bool:
         """No number of seeds would detect `effect` on these images at 80% power."""
-        target = (abs(effect) / (tdist.t_quantile(1e6, 1 - alpha / 2) + Z_POWER)) ** 2
-        return effect != 0 and self.image_var / self.images >= target
+        return effect != 0 and self._room(effect, alpha) <= 0
 
+    def _room(self, effect: float, alpha: float) -> float:
+        """The variance 80% power at `alpha` allows the mean, less the part no number of seeds removes."""
+        allowed = (abs(effect) / (NORMAL.inv_cdf(1 - alpha / 2) + NORMAL.inv_cdf(POWER))) ** 2
+        return allowed - self.image_var / self.images
 
 def image_error(hits: list[tuple[list[bool], list[bool]]]) -> ImageError | None:
     """From each paired seed's (config's hits, baseline's hits) on the same images; None with fewer
