@@ -63,8 +63,8 @@ def chance_error(level: float, images: int, summary: Summary) -> float:
     return math.sqrt(max(binomial - spread, 0.0) + spread / n)
 
 
-def with_image_error(summary: Summary, images: int, scale: Scale) -> Summary:
-    """A validation accuracy's 95% interval that counts the images' own sampling error: over seeds
+def with_image_error(summary: Summary, images: int, scale: Scale, kind: str = "validation") -> Summary:
+    """A validation (or test) accuracy's 95% interval that counts the images' own sampling error: over seeds
     alone, two seeds at 68% each on 100 images read "68.0..68.0", where scoring 100 other images of
     the same kind moves one run by about 9 points. Its half-width is the larger of the seeds' t
     interval and 1.96 standard errors of `chance_error`'s mean (with the seeds' accuracy in place of
@@ -77,7 +77,7 @@ def with_image_error(summary: Summary, images: int, scale: Scale) -> Summary:
     if half <= seeds_half:
         return summary
     low, high = scale.clip(summary.mean - half, summary.mean + half)
-    note = f"the 95% interval counts the sampling error of the {images} validation images, wider than the seeds' spread"
+    note = f"the 95% interval counts the sampling error of the {images} {kind} images, wider than the seeds' spread"
     return replace(summary, ci=(low, high), note=note)
 
 

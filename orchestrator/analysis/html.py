@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.analysis import charts
 from orchestrator.analysis.configs import show
+from orchestrator.analysis.image_error import images_kind
 from orchestrator.analysis.notes import precision_shown
 from orchestrator.analysis.rows import display_rows, verdict_lines
 from orchestrator.analysis.study import StudyAnalysis, scale_of
@@ -49,8 +50,10 @@ def final_caption(analysis: StudyAnalysis) -> str:
     which = {"val_acc": " (each run's best epoch, the checkpoint that scoring uses)",
              "last_val_acc": " (each run's last epoch)"}.get(analysis.metric, "")
     # one seed a config (or `--job`'s one run each) has no interval to caption
-    spread = ("the mean over seeds with its 95% interval (t distribution over seeds, or the validation images' "
-              "sampling error where wider), " if any(r.summary.n > 1 for r in analysis.results) else "")
+    images = (f", or the {images_kind(analysis.metric)} images' sampling error where wider"
+              if analysis.metric in ("val_acc", "last_val_acc", "test_acc") else "")  # a loss or a speed has none
+    spread = (f"the mean over seeds with its 95% interval (t distribution over seeds{images}), "
+              if any(r.summary.n > 1 for r in analysis.results) else "")
     parts = [f"{metric_title(analysis.metric)} per config: {spread}each seed{which} as a dot"
              f"{'' if spread else ' (no config has 2 seeds: no interval)'}"]
     if charts.shows_test_accuracy(analysis):
@@ -132,7 +135,7 @@ def _comparisons(analysis: StudyAnalysis) -> str:
     base = escape(analysis.baseline.config.label)
     return (f"<h2 id=\"comparison\">Paired comparison against {base}</h2>\n<p class=\"meta\">Differences are "
             f"config minus baseline on each seed both have; the interval and the p-value come from the paired "
-            f"t-test, unadjusted, or, where every run recorded which validation images it got right and those "
+            f"t-test, unadjusted, or, where every run recorded which {images_kind(analysis.metric)} images it got right and those "
             f"images' own sampling error is the larger, from the seeds-by-images analysis that counts it; p (Holm) is adjusted for the study's comparisons together and decides the "
             f"verdict (the leaderboard's p); the seed count is the fewest that would detect the observed "
             f"difference with 80% power at 5% divided by the number of comparisons (a rough figure).</p>\n"

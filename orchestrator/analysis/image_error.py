@@ -8,8 +8,10 @@ the same kind, consistently over seeds. With 200 images and 5 seeds, a paired t-
 called such configs "better" or "worse" in 17% of simulated studies where they were equal on the
 images' population (28% with 10 seeds); this analysis, 4.2-6.8%.
 
+The same holds for a test set: every seed's best checkpoint is scored on the same test folder.
 The worker records which validation images each run got right at its best and its last epoch
-(shared/val_hits.py). A comparison's runs, seeds by images, form a two-way crossed design: the
+(shared/val_hits.py), and a scoring run that is a job's test accuracy which test images it got right
+(scores.hits). A comparison's runs, seeds by images, form a two-way crossed design: the
 difference of the two configs on seed s and image i, D[s, i] in {-1, 0, 1}, is a seed effect, an
 image effect and a residual. The mean difference's variance is sa/n + sb/N + se/(nN) (n seeds, N
 images), estimated from the design's mean squares, with Satterthwaite's degrees of freedom.
@@ -17,15 +19,16 @@ images), estimated from the design's mean squares, with Satterthwaite's degrees 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator.analysis import tdist
 from orchestrator.analysis.configs import SEED
 
 if TYPE_CHECKING:
     from orchestrator.analysis.configs import Config
+    from shared.store.report_reads import RunRecord
 
 NORMAL = NormalDist()
 POWER = 0.80  # the power a seed count aims for, as stats.POWER
@@ -35,13 +38,14 @@ POWER = 0.80  # the power a seed count aims for, as stats.POWER
 class ImageError:
     """One comparison's seeds-by-images design, reduced to what its verdict needs."""
 
-    images: int  # N: validation images (the same on every seed)
+    images: int  # N: images (the same on every seed)
     seeds: int  # n: seeds paired
     mean: float  # the mean difference (config - baseline), as a fraction
     seed_var: float  # sa: between seeds, beyond what their images explain
     image_var: float  # sb: between images, the same on every seed
     residual: float  # se: seed-by-image
     df: float  # Satterthwaite's, for the mean's t
+    kind: str = "validation"  # which images: "validation", or "test" (test_acc's scoring runs)
 
     def var_with(self, seeds: int) -> float:
         """The mean difference's variance with this many seeds on the same images."""
@@ -111,37 +115,58 @@ def image_error(hits: list[tuple[list[bool], list[bool]]]) -> ImageError | None:
 HITS_OF = {"val_acc": "best", "last_val_acc": "last"}  # the metric -> the epoch whose hits it is
 
 
+def images_kind(metric: str) -> str:
+    """Which images a metric's hits are of, as its verdicts name them."""
+    return "test" if metric == "test_acc" else "validation"
+
+
 def paired_hits(config: Config, baseline: Config, metric: str) -> ImageError | None:
     """The two configs' design over the seeds both have, where every one of those runs recorded its
-    hits at the epoch `metric` takes, on one validation set; None otherwise (another metric, a run from
-    an orch before the hits, two runs of one seed, or another validation set)."""
-    which = HITS_OF.get(metric)
-    if which is None:
-        return None
-    mine, theirs = _hits_by_seed(config, which), _hits_by_seed(baseline, which)
+    hits (at the epoch `metric` takes, or in the scoring run that is its test_acc) on one image set;
+    None otherwise (another metric, a run from an orch before the hits, two runs of one seed, or
+    another image set)."""
+    mine, theirs = _hits_by_seed(config, metric), _hits_by_seed(baseline, metric)
     if mine is None or theirs is None:
         return None
     seeds = sorted(set(mine) & set(theirs))
     recorded = [mine[s] for s in seeds] + [theirs[s] for s in seeds]
-    if len({(h["set"], h["images"]) for h in recorded}) != 1:
+    if len({(h.set, h.images) for h in recorded}) != 1:
         return None
     from shared.val_hits import unpack
 
-    images = int(recorded[0]["images"])
-    return image_error([(unpack(mine[s][which], images), unpack(theirs[s][which], images)) for s in seeds])
+    images = recorded[0].images
+    design = image_error([(unpack(mine[s].bits, images), unpack(theirs[s].bits, images)) for s in seeds])
+    return None if design is None else replace(design, kind=images_kind(metric))
 
 
-def _hits_by_seed(config: Config, which: str) -> dict[int, dict[str, Any]] | None:
-    """seed -> its run's hits, each taken at the epoch the report takes (best: the highest val_acc,
-    the earliest on a tie; last: the last recorded); None where a run lacks them or a seed has two runs."""
-    found: dict[int, dict[str, Any]] = {}
+class Hits(NamedTuple):
+    set: str  # the image set's identity: hits of the same set pair image by image
+    images: int
+    bits: str  # packed (shared/val_hits.py)
+
+
+def _hits_by_seed(config: Config, metric: str) -> dict[int, Hits] | None:
+    """seed -> its run's hits for `metric`; None where a run lacks them or a seed has two runs."""
+    found: dict[int, Hits] = {}
     for run in config.runs:
         seed = int(run.spec.get(SEED, 0))
-        hits = run.val_hits
-        if seed in found or not hits or not run.epochs:
+        hits = _run_hits(run, metric)
+        if seed in found or hits is None:
             return None
-        best = max(run.epochs, key=lambda e: (e["val_acc"], -e["epoch"]))["epoch"]
-        if (hits.get("best_epoch"), hits.get("last_epoch")) != (best, run.epochs[-1]["epoch"]):
-            return None  # recorded for other epochs than the store's (an epoch trained again since)
         found[seed] = hits
     return found
+
+
+def _run_hits(run: RunRecord, metric: str) -> Hits | None:
+    """A validation accuracy's hits at the epoch the report takes (best: the highest val_acc, the
+    earliest on a tie; last: the last recorded); test_acc's from its scoring run."""
+    if metric == "test_acc":
+        scored = run.test_hits
+        return Hits(scored["set"], int(scored["images"]), scored["hits"]) if scored else None
+    which, recorded = HITS_OF.get(metric), run.val_hits
+    if which is None or not recorded or not run.epochs:
+        return None
+    best = max(run.epochs, key=lambda e: (e["val_acc"], -e["epoch"]))["epoch"]
+    if (recorded.get("best_epoch"), recorded.get("last_epoch")) != (best, run.epochs[-1]["epoch"]):
+        return None  # recorded for other epochs than the store's (an epoch trained again since)
+    return Hits(recorded["set"], int(recorded["images"]), recorded[which])

@@ -6,6 +6,7 @@ from typing import Any
 from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.curves import diverged
+from orchestrator.analysis.image_error import images_kind
 from orchestrator.analysis.notes import absent_note, precision_shown, scored_precision_note, trained_precision_note
 from orchestrator.analysis.running_stats import running_stats_note
 from orchestrator.analysis.stats import Summary, fixed
@@ -36,7 +37,8 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
             "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "p_adjusted": comp.p_adjusted, "paired_seeds": comp.seeds,
-            # the validation images whose sampling error p and the interval count (null: hits not recorded),
+            # the validation images (test_acc: test images) whose sampling error p and the interval count (null:
+            # hits not recorded),
             # and the p-value over the seeds alone beside it
             "images_counted": comp.images, "p_seeds_only": comp.p_seeds,
             # null both where no estimate exists and where over MAX_SEEDS are needed: the flags tell them apart
@@ -117,7 +119,8 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
                  else "; no config has 2 seeds: no interval or p-value")
     counted = sorted({r.comparison.images for r in analysis.results if r.comparison.images})
     images = ("" if not counted else f"; the comparisons count the sampling error of the "
-              f"{' or '.join(map(str, counted))} validation images too (every run recorded which it got right)")
+              f"{' or '.join(map(str, counted))} {images_kind(analysis.metric)} images too (every run recorded "
+              "which it got right)")
     how = ("one run each: differences only, no interval or p-value" if analysis.study is None else
            f"paired by seed{intervals}{images}{adjusted}")  # `--job`: single jobs
     lines = [f"baseline: {base} ({analysis.baseline_how}); {how}" if len(analysis.results) > 1 else

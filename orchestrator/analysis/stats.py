@@ -97,7 +97,8 @@ class Comparison:
     verdict: str
     p_adjusted: float | None = None  # Holm's, over the study's comparisons (None: one comparison, or no p)
     beyond_max: bool = False  # seeds_needed is None because more than MAX_SEEDS would be needed
-    images: int | None = None  # the validation images whose sampling error p and the interval count
+    images: int | None = None  # the images whose sampling error p and the interval count
+    images_of: str = "validation"  # which: "validation", or "test" (test_acc)
     p_seeds: float | None = None  # with `images`: the p-value over the seeds alone
     too_few_images: bool = False  # seeds_needed is None because no number of seeds would do on these images
 
@@ -105,7 +106,7 @@ class Comparison:
     def seeds_cell(self) -> int | str:
         """The seed count as the verdict says it: "more than 1000" was an empty cell beside those words."""
         if self.too_few_images:
-            return "none: too few validation images"
+            return f"none: too few {self.images_of} images"
         return f"more than {MAX_SEEDS}" if self.beyond_max else self.seeds_needed or ""
 
 
@@ -138,7 +139,7 @@ def compare(values: dict[int, float], baseline: dict[int, float], scale: Scale,
     `adjusted` (holm: one of several comparisons against the baseline), its p decides the verdict.
     `tests`: the comparisons the study makes (paired on 2 seeds or more), which a seed count to aim
     for plans with: one of identical seeds has no p-value today, and will have one with more seeds.
-    `images`: the same seeds' per-image hits on the validation set, whose sampling error the p-value
+    `images`: the same seeds' per-image hits on the validation (or test) set, whose sampling error the p-value
     and interval then count too (the larger of the two analyses': counting it never makes a claim bolder)."""
     seeds = sorted(set(values) & set(baseline))
     diffs = [values[s] - baseline[s] for s in seeds]
@@ -242,21 +243,21 @@ def _without_spread(seeds: list[int], mean: float, scale: Scale, adjusted: Adjus
 
 
 def _counting(images: ImageError) -> str:
-    return f"counting the sampling error of the {images.images} validation images"
+    return f"counting the sampling error of the {images.images} {images.kind} images"
 
 
 def _noted(comparison: Comparison, images: ImageError | None, p_seeds: float, too_few: bool = False) -> Comparison:
-    """The comparison with what counting the validation images added (nothing without them)."""
+    """The comparison with what counting the images added (nothing without them)."""
     if images is None:
         return comparison
-    return replace(comparison, images=images.images, p_seeds=p_seeds, too_few_images=too_few)
+    return replace(comparison, images=images.images, images_of=images.kind, p_seeds=p_seeds, too_few_images=too_few)
 
 
 def _too_few_images(images: ImageError, mean: float, scale: Scale, family: int) -> str:
     among = f" among {family} comparisons" if family > 1 else ""
     return (f"no number of seeds would detect {scale.magnitude(mean)} at 80% power{among} on these {images.images} "
-            f"validation images (their own sampling error of the difference is ±{scale.magnitude(images.floor_half_width())}"
-            "); more validation images would")
+            f"{images.kind} images (their own sampling error of the difference is ±{scale.magnitude(images.floor_half_width())}"
+            f"); more {images.kind} images would")
 
 
 def _said(adjusted: Adjusted | None) -> str:

@@ -90,6 +90,8 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
         summary = summarize(list(values.values()), scale)
         if chance is not None and chance.images:  # a validation accuracy: its images' error too
             summary = with_image_error(summary, chance.images, scale)
+        elif metric == "test_acc" and (tested := test_images(config)):  # a test accuracy: its images' too
+            summary = with_image_error(summary, tested, scale, "test")
         convergence = convergence_note(config) if judges_convergence(metric) else None
         # judged on each run's last epoch: the best epoch is picked on the very images it is judged
         # on, and a config at chance reads "above" it more often the more epochs it had to pick from
@@ -102,6 +104,12 @@ def analyse(runs: list[RunRecord], metric: str, study: StudyRecord | None = None
     return StudyAnalysis(study, metric, results, next(r for r in results if r.config is base), how,
                          common_fields(configs), varying_fields(configs), chance, _first_by_last_epoch(configs, metric),
                          absent_labels, nothing_learned=nothing)
+
+
+def test_images(config: Config) -> int | None:
+    """How many test images each of the config's scored runs was scored on, where they all agree."""
+    counts = {run.test_images for run in config.runs if run.test_acc is not None}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def judges_convergence(metric: str) -> bool:

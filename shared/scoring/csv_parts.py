@@ -57,6 +57,34 @@ def count_correct(ids: Sequence[int], predicted: Sequence[int], truth: dict[int,
     return sum(p == y for p, y in pairs), len(pairs)
 
 
+def shard_hits(ids: Sequence[int], predicted: Sequence[int], truth: dict[int, int] | None,
+               classes: Sequence[str]) -> dict[str, Any]:
+    """Which of a shard's images it got right (shared/val_hits.py), where every one is labelled: the
+    report pairs two training jobs' test scores image by image (orchestrator/analysis/image_error.py).
+    `truth_sum`: the (id, true class name) pairs' digest, summed so that it does not depend on how the
+    images were split into shards; the assembly adds the shards' up, mod 2^64."""
+    if not ids or truth is None or any(i not in truth for i in ids):
+        return {}
+    from shared.val_hits import pack
+
+    digest = sum(int.from_bytes(hashlib.sha256(f"{i}:{classes[truth[i]]}".encode()).digest()[:8], "big") for i in ids)
+    return {"hits": pack([p == truth[i] for i, p in zip(ids, predicted, strict=True)]), "truth_sum": digest % 2 ** 64}
+
+
+def assembled_hits(results: Sequence[dict[str, Any]], files_sha256: str) -> dict[str, Any] | None:
+    """The run's hits over every shard's images in id order ({"set", "images", "hits"}: Score.hits),
+    or None where a non-empty shard has none (an unlabelled image, or a shard from an orch before)."""
+    from shared.val_hits import pack, unpack
+
+    scored = [r for r in results if r.get("n")]
+    if not scored or any("hits" not in r for r in scored):
+        return None
+    bits = [hit for r in scored for hit in unpack(r["hits"], r["n"])]
+    truth = sum(r["truth_sum"] for r in scored) % 2 ** 64
+    identity = hashlib.sha256(f"{files_sha256}|{truth}".encode()).hexdigest()[:16]
+    return {"set": identity, "images": len(bits), "hits": pack(bits)}
+
+
 def header_line(classes: Sequence[str], probs: bool, names: bool = False) -> str:
     """The header row; a class named `big, cat` is quoted, as the rows' file names are (it made 6 columns of 5)."""
     return "id,label" + (",file" if names else "") + "".join(f",{_field(f'prob_{c}')}" for c in classes if probs) + "\n"

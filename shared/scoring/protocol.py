@@ -31,7 +31,7 @@ from typing import Any
 
 from shared.config import redact
 from shared.errors import DataError, JobCancelled, OrchError, StaleLease, Unavailable
-from shared.scoring.csv_parts import check_rows, header_line, remove_parts, totals, write_atomic
+from shared.scoring.csv_parts import assembled_hits, check_rows, header_line, remove_parts, totals, write_atomic
 from shared.scoring.inputs import pinned, trained_on
 from shared.spec import ScoreSpec
 from shared.store import scoring_runs as runs
@@ -151,7 +151,10 @@ def _assemble(lease: Lease, spec: ScoreSpec, source_job_id: int | None) -> dict[
     if not_test:
         result["not_test_acc"] = not_test  # `--wait` says why the report does not show it
     score = {"source_job_id": source_job_id, "out": spec.out, "n_images": counts["n"],
-             "accuracy": counts["accuracy"], "images_per_s": counts["images_per_s"], "is_test": not not_test}
+             "accuracy": counts["accuracy"], "images_per_s": counts["images_per_s"], "is_test": not not_test,
+             # which test images it got right: the report counts their sampling error in test_acc's comparisons
+             "hits": None if not_test else assembled_hits([s.result or {} for s in shards],
+                                                          pinned(spec, lease.job_id).files_sha256)}
     lease.complete_score(result, score)
     # only now: until the success is recorded, a new holder of the lease may assemble again from them
     remove_parts(Path(s.result["part"]) for s in shards if s.result)

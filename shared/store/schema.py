@@ -205,6 +205,9 @@ class Score(Base):
     is_test: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
     images_per_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # a test score's hits: which images it got right ({"set", "images", "hits"}: shared/val_hits.py),
+    # for the report's test_acc comparisons; kB a run, loaded only by a study's report
+    hits: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
 
 
 class Outbox(Base):

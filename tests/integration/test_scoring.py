@@ -61,6 +61,8 @@ def test_score_a_trained_job(orch: Orch, synth_data: Path, tmp_path: Path) -> No
     assert parent["result"]["precision"] == "int8" or parent["result"]["int8_fallback"], parent["result"]
     row = next(r for r in orch.json_report() if r["id"] == job)
     assert row["test_acc"] == pytest.approx(agree) and row["val_acc"] is not None
+    check_hits_are_the_csvs(orch, [one["job_id"], two["job_id"]], lines, truth)
+    assert "images, 1 bit each>" in orch.run("status", str(two["shard_job_ids"][0]), check=True).stdout
     assert "test_acc" in orch.run("report", check=True).stdout
     check_not_test_accuracies(orch, job, synth_data, tmp_path, agree)
 
@@ -99,6 +101,22 @@ def check_retry_scores_a_lost_part_again(orch: Orch, run: dict[str, Any], tmp_pa
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     events = [e["message"] for e in orch.json("status", str(lost))["events"]]
     assert "requeued by orch retry (its part file is missing: scored again)" in events
+
+
+def check_hits_are_the_csvs(orch: Orch, runs: list[int], lines: list[str], truth: dict[str, str]) -> None:
+    """Each test score recorded which images it got right, as its CSV says (the report pairs two jobs'
+    scores image by image); one shard or two, the same set and the same bits."""
+    from shared.store import Score
+    from shared.val_hits import unpack
+    from tests.orchestrator.study_builder import open_home
+
+    store = open_home(orch.home, pytest.MonkeyPatch())
+    with store.session() as s:
+        recorded = [s.query(Score).filter_by(job_id=run).one().hits for run in runs]
+    store.dispose()
+    right = [truth[i] == y for i, y in (line.split(",") for line in lines)]
+    assert recorded[0] == recorded[1] and recorded[0]["images"] == 40, recorded
+    assert unpack(recorded[0]["hits"], 40) == right
 
 
 def check_not_test_accuracies(orch: Orch, job: int, synth_data: Path, tmp_path: Path, test_acc: float) -> None:

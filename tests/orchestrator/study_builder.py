@@ -91,7 +91,8 @@ def add_run(store: Store, study_id: int | None, norm: str, groups: int, seed: in
     return job_id
 
 
-def add_score(store: Store, source_job_id: int, accuracy: float, precision: str | None = None) -> None:
+def add_score(store: Store, source_job_id: int, accuracy: float, precision: str | None = None,
+              hits: dict[str, Any] | None = None) -> None:
     spec = ScoreSpec(checkpoint="/ckpt/best.pt", data="/data/test", out=f"/out/{source_job_id}.csv")
     with store.session() as s:  # a scoring run as the protocol records it, its one shard done
         job_id = add_score_run(s, spec, queue="orch", source_job_id=source_job_id)[0].id
@@ -99,4 +100,5 @@ def add_score(store: Store, source_job_id: int, accuracy: float, precision: str 
     assert lease is not None
     lease.begin_assembly()
     lease.complete_score({"accuracy": accuracy, **({"precision": precision} if precision else {})}, {
-        "source_job_id": source_job_id, "out": spec.out, "n_images": 40, "accuracy": accuracy, "images_per_s": 500.0})
+        "source_job_id": source_job_id, "out": spec.out, "n_images": hits["images"] if hits else 40, "accuracy": accuracy, "images_per_s": 500.0,
+        "hits": hits})

@@ -1,4 +1,4 @@
-"""A comparison that counts the validation images' own sampling error (orchestrator/analysis/image_error.py).
+"""A comparison that counts the validation (or test) images' own sampling error (orchestrator/analysis/image_error.py).
 
 The simulations draw a population of images and two configs that are equally accurate on it but
 make different, stable mistakes (each image has its own chance of being right under each config);
@@ -17,7 +17,7 @@ from orchestrator.analysis.study import scale_of
 from shared.store import Job
 from shared.val_hits import pack, unpack
 from tests.conftest import Orch
-from tests.orchestrator.study_builder import add_run, open_home
+from tests.orchestrator.study_builder import add_run, add_score, open_home
 
 SCALE = scale_of("val_acc")
 
@@ -120,3 +120,39 @@ def test_the_report_counts_the_images_where_every_run_recorded_its_hits(orch: Or
     table = orch.run("report", "--study", "hits", check=True).stdout
     assert "on these 100 validation images" in " ".join(table.split()), table
     assert json.loads(orch.run("report", "--study", "hits", "--format", "json", check=True).stdout)[0]["n"] == 3
+
+
+def test_test_acc_comparisons_count_the_test_images_of_the_scoring_runs(orch: Orch,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--metric test_acc`: every seed's best checkpoint is scored on the same test folder, so the test
+    images' own sampling error repeats on each seed as the validation images' does. Scored on another
+    folder (another set), a config falls back to the seeds alone."""
+    store = open_home(orch.home, monkeypatch)
+    with store.session() as s:
+        from shared.store import Study
+
+        study = Study(name="tested", grid={"norm": "bn,ln,in", "seeds": "0,1,2,3,4,5"})
+        s.add(study)
+        s.flush()
+        study_id = study.id
+    for norm, right in {"bn": 60, "ln": 62, "in": 70}.items():
+        for seed in range(6):
+            got = right + (norm == "in") * (seed % 2)  # a spread over seeds: a t-test, p far below 0.05
+            job_id = add_run(store, study_id, norm, 1, seed, 1, val_accs=[0.5])
+            folder = "b" * 16 if norm == "in" and seed == 5 else "a" * 16  # one seed scored elsewhere
+            add_score(store, job_id, got / 100, hits={"set": folder, "images": 100,
+                                                       "hits": pack([i < got for i in range(100)])})
+    rows = {r["config"]: r for r in orch.json_report("--study", "tested", "--metric", "test_acc")}
+    ln = rows["norm=ln"]
+    assert ln["images_counted"] == 100 and ln["p_seeds_only"] == pytest.approx(0.03125), ln
+    assert ln["vs_baseline"] == "unclear" and ln["seeds_for_80_power_too_few_images"] is True, ln  # over seeds alone: better
+    assert ln["verdict"].endswith("on these 100 test images (their own sampling error of the difference is ±2.76 "
+                                  "points); more test images would"), ln["verdict"]
+    assert rows["norm=in"]["images_counted"] is None and rows["norm=in"]["vs_baseline"] == "better"
+    # six seeds at 60 of the same 100 images: 60.0..60.0 over the seeds, about ±9.5 points on the images
+    bn = rows["norm=bn"]
+    assert bn["test_acc_ci95_low"] == pytest.approx(0.505, abs=0.01) and bn["test_acc_ci95_high"] == pytest.approx(0.695, abs=0.01)
+    assert bn["interval_note"] == ("the 95% interval counts the sampling error of the 100 test images, wider than the "
+                                   "seeds' spread"), bn
+    table = " ".join(orch.run("report", "--study", "tested", "--metric", "test_acc", check=True).stdout.split())
+    assert "count the sampling error of the 100 test images too" in table, table

@@ -25,6 +25,7 @@ from shared.scoring.csv_parts import (
     format_rows,
     listing_items,
     part_path,
+    shard_hits,
     shard_slice,
     truth_for,
     write_atomic,
@@ -90,7 +91,8 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     if classes:
         _check_classes(listing, labels, classes)
-    correct, labelled = count_correct(ids, predicted, truth_for(listing, classes, labels))
+    truth = truth_for(listing, classes, labels)
+    correct, labelled = count_correct(ids, predicted, truth)
     part = part_path(ctx.settings.job_dir(_parent_of(ctx)), ctx.shard or 0)
     part.parent.mkdir(parents=True, exist_ok=True)
     files = None
@@ -99,7 +101,8 @@ def _score_part(ctx: JobContext, spec: ScoreSpec) -> dict[str, Any]:
         files = [by_id[i].relative_to(listing.folder).as_posix() for i in ids]
     write_atomic(part, [format_rows(ids, predicted, probs if spec.probs else None, files)])
     return {"part": str(part), "n": len(ids), "correct": correct, "labelled": labelled,
-            "seconds": round(seconds, 3), "classes": list(classes), **ran}
+            "seconds": round(seconds, 3), "classes": list(classes), **ran,
+            **shard_hits(ids, predicted, truth, classes)}
 
 
 def _predict(ctx: JobContext, spec: ScoreSpec, items: list[tuple[int, Path]], listing: Listing,
