@@ -51,7 +51,7 @@ def _is_number(value: Any) -> bool:
 def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Sequence[str] = (),
                 every_column: str = "--json") -> None:
     """The rows as a terminal table, without the columns that are empty in every row (a leaderboard of
-    ResNets has no width_mult): they only squeeze the others. --format csv, md and json keep them all.
+    ResNets has no width_mult): they only squeeze the others. --format csv and json keep them all.
 
     In a terminal too narrow for the table, the columns of `drop_first` are left out, in that order,
     until it fits (rich would fold every cell instead: 'succ/eede/d'), and a line on stderr says which
@@ -63,7 +63,7 @@ def print_table(rows: Sequence[dict[str, Any]], title: str = "", drop_first: Seq
     # report` printed 200), so that `orch report --limit 0 > runs.txt` keeps every column
     piped = not _is_tty() and not os.environ.get("COLUMNS")
     console = Console(width=None if not piped else 200)
-    keys = [key for key in (rows[0].keys() if rows else []) if any(_cell(row.get(key)) for row in rows)]
+    keys = filled_columns(rows)
     dropped: list[str] = []
 
     def build() -> Table:
@@ -98,6 +98,11 @@ def _width(console: Any, table: Any) -> int:
     return int(console.measure(table, options=console.options.update_width(100_000)).maximum)
 
 
+def filled_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The first row's keys, less those empty in every row."""
+    return [key for key in (rows[0].keys() if rows else []) if any(_cell(row.get(key)) for row in rows)]
+
+
 def _is_tty() -> bool:
     return sys.stdout.isatty()
 
@@ -113,8 +118,20 @@ def render(rows: Sequence[dict[str, Any]], fmt: str) -> str:
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
         return out.getvalue().rstrip("\n")
-    if fmt == "md":
+    if fmt == "md":  # for people, as the table: a column empty in every row is left out (csv and json keep it)
+        keys = filled_columns(rows)
         lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(_cell(v) for v in row.values()) + " |" for row in rows]
+        lines += ["| " + " | ".join(_cell(row.get(k)) for k in keys) + " |" for row in rows]
         return "\n".join(lines)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def id_ranges(ids: list[int]) -> str:
+    """Sorted ids with each run of consecutive ones as first-last: a study of 90 jobs is "12-101", not 90 numbers."""
+    spans: list[list[int]] = []
+    for job_id in sorted(ids):
+        if spans and job_id == spans[-1][1] + 1:
+            spans[-1][1] = job_id
+        else:
+            spans.append([job_id, job_id])
+    return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}" for a, b in spans)
