@@ -11,6 +11,7 @@ import click
 
 from orchestrator.commands.control import select_jobs
 from orchestrator.context import CliState, pass_state
+from orchestrator.tables import id_ranges
 from shared.config import Settings
 from shared.errors import OrchError
 
@@ -49,17 +50,6 @@ def described(study: str | None, by_kind: dict[str, list[int]]) -> str:
     """What goes, as one phrase: "study groups: 4 training runs (5-8), 1 scoring run (9)"."""
     parts = [f"{len(ids)} {kind if len(ids) != 1 else kind[:-1]} ({id_ranges(ids)})" for kind, ids in by_kind.items()]
     return (f"study {study}: " if study else "") + ", ".join(parts)
-
-
-def id_ranges(ids: list[int]) -> str:
-    """Sorted ids with each run of consecutive ones as first-last: a study of 90 jobs is "12-101", not 90 numbers."""
-    spans: list[list[int]] = []
-    for job_id in sorted(ids):
-        if spans and job_id == spans[-1][1] + 1:
-            spans[-1][1] = job_id
-        else:
-            spans.append([job_id, job_id])
-    return ", ".join(str(a) if a == b else f"{a}, {b}" if b == a + 1 else f"{a}-{b}" for a, b in spans)
 
 
 def confirm_or_refuse(what: str, yes: bool) -> None:

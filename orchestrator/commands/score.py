@@ -30,12 +30,18 @@ if TYPE_CHECKING:
 
 
 SCORE_FIELDS = option_fields(ScoreSpec, grid=False)
+EXACTLY_ONE = "give exactly one of --job ID, --checkpoint FILE, --best-of STUDY, --study STUDY"
 SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint file (written by orch)."}}
 
 
 @click.command()
 @click.option("--job", "job_id", type=int, help="Score this training job's best checkpoint.")
 @click.option("--best-of", metavar="ID|NAME", help="Score the best job of this study (id or name) by val accuracy.")
+@click.option("--study", "study_ref", metavar="ID|NAME",
+              help="Score every succeeded job of this study (one run each, --out a folder: <job id>.csv), "
+                   "for `orch report --study S --metric test_acc`. Jobs with a test accuracy on this folder "
+                   "already are skipped.")
+@click.option("--again", is_flag=True, help="With --study: score the jobs already scored on this folder too.")
 @spec_options(SCORE_FIELDS, SOURCE_HELP)
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, metavar="NAME", callback=queue_names,
               help="Celery queue to send to.")
@@ -44,8 +50,8 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"job_id": N, "shard_job_ids": [...]}: the scoring run and its shards.')
 @pass_state
-def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, queue: str,
-          no_labels: bool, wait: bool, as_json: bool, **options: Any) -> None:
+def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, study_ref: str | None,
+          again: bool, queue: str, no_labels: bool, wait: bool, as_json: bool, **options: Any) -> None:
     """Queue a scoring run: one `id,label` row per image, in numeric id order.
 
     \b
@@ -53,6 +59,7 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
       orch submit score --job 7 --data data/test --out cat_dog.csv --wait
       orch submit score --best-of 3 --data data/test --out preds.csv --labels test_labels.csv
       orch submit score --checkpoint best.pt --data data/test --out p.csv --shards 4 --probs --header
+      orch submit score --study norms --data data/test --labels test_labels.csv --out preds/ --wait
     """
     from orchestrator.paths import require_given
     from orchestrator.progress import report_queued
@@ -61,6 +68,14 @@ def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: st
     if no_labels and click.get_current_context().get_parameter_source("labels") is ParameterSource.COMMANDLINE:
         raise OrchError("--no-labels: give --labels or --no-labels, not both")
     options["labels"] = None if no_labels else _labels_for_data(click.get_current_context(), options)
+    if study_ref is not None:
+        if any(x is not None for x in (job_id, checkpoint, best_of)):
+            raise OrchError(EXACTLY_ONE)
+        from orchestrator.commands.score_study import score_study
+
+        return score_study(obj, study_ref, options, again=again, queue=queue, wait=wait, as_json=as_json)
+    if again:
+        raise OrchError("--again: only with --study (it scores again the jobs already scored on the folder)")
     ckpt, source_job_id, classes = resolve_checkpoint(obj, job_id, checkpoint, best_of)
     if best_of is not None:
         click.echo(f"orch: --best-of {best_of}: job {source_job_id} (the best val_acc of its succeeded jobs)", err=True)
@@ -151,7 +166,7 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
                        best_of: str | None) -> tuple[str, int | None, list[str]]:
     """(checkpoint path, the training job it came from, its class names) for exactly one source."""
     if sum(x is not None for x in (job_id, checkpoint, best_of)) != 1:
-        raise OrchError("give exactly one of --job ID, --checkpoint FILE, --best-of STUDY")
+        raise OrchError(EXACTLY_ONE)
     from orchestrator.paths import existing_path
     from shared.store import reads
 
@@ -160,9 +175,9 @@ def resolve_checkpoint(obj: CliState, job_id: int | None, checkpoint: str | None
             trained = reads.training_job(s, job_id)
             if trained is None:
                 raise SpecError("--job", reads.not_training(s, job_id) or f"no training job {job_id}")
-            return _best_of_job(trained, obj.settings.artifacts)
+            return best_checkpoint_of(trained, obj.settings.artifacts)
         if best_of is not None:
-            return _best_of_job(_best_in_study(s, best_of), obj.settings.artifacts)
+            return best_checkpoint_of(_best_in_study(s, best_of), obj.settings.artifacts)
         path = existing_path("--checkpoint", checkpoint, folder=False) or ""
         owner = reads.job_of_checkpoint(s, path)
     if owner is not None and owner.classes:
@@ -183,7 +198,7 @@ def _best_in_study(session: Any, ref: str) -> TrainedJob:
     return best
 
 
-def _best_of_job(job: TrainedJob, artifacts: Path) -> tuple[str, int, list[str]]:
+def best_checkpoint_of(job: TrainedJob, artifacts: Path) -> tuple[str, int, list[str]]:
     if job.status in ("queued", "running"):
         raise SpecError("--job", f"job {job.id} is {job.status}: its best checkpoint may still change; "
                                  "wait for it to end, or pass --checkpoint FILE")

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from shared.store.schema import FINISHED, Checkpoint, Epoch, Event, Job, JobKind, JobStatus, StoreInfo, Study
+from shared.store.schema import FINISHED, Checkpoint, Epoch, Event, Job, JobKind, JobStatus, Score, StoreInfo, Study
 
 
 def store_id(session: Session) -> str:
@@ -182,6 +182,21 @@ def best_in_study(session: Session, study_id: int) -> TrainedJob | None:
     if not rows:
         return None
     return TrainedJob.of(session, max(rows, key=lambda row: (row[1], -row[0].id))[0])
+
+
+def study_training_jobs(session: Session, study_id: int) -> list[TrainedJob]:
+    """The study's training jobs, by id, as checkpoint sources."""
+    rows = session.scalars(select(Job).where(Job.study_id == study_id, Job.kind == JobKind.train).order_by(Job.id))
+    return [TrainedJob.of(session, row) for row in rows]
+
+
+def tested_on(session: Session, job_ids: list[int], data: str) -> set[int]:
+    """Those of `job_ids` that have a test accuracy scored on the folder `data` (Score.is_test)."""
+    if not job_ids:
+        return set()
+    rows = session.execute(select(Score.source_job_id, Job.spec).join(Job, Job.id == Score.job_id).where(
+        Score.source_job_id.in_(job_ids), Score.is_test, Score.accuracy.is_not(None)))
+    return {source for source, spec in rows if source is not None and (spec or {}).get("data") == data}
 
 
 def recorded_digest(session: Session, job_id: int, path: str) -> str | None:

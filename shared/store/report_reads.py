@@ -77,7 +77,7 @@ def resolve_study(session: Session, ref: str) -> StudyRecord | None:
 
 def study_names(session: Session) -> list[tuple[int, str | None]]:
     """Every study's (id, name), for an error that lists what exists."""
-    return list(session.execute(select(Study.id, Study.name).order_by(Study.id)).tuples())
+    return [(study_id, name) for study_id, name in session.execute(select(Study.id, Study.name).order_by(Study.id))]
 
 
 def training_runs(session: Session, study_id: int | None = None, job_ids: list[int] | None = None) -> list[RunRecord]:

@@ -50,6 +50,7 @@ def run_ablation(orch: Orch, data: Path) -> None:
     table = orch.run("report", "--study", str(ids["study_id"]), check=True).stdout
     assert "±" in table and "resnet50" in table
     check_study_page(orch, ids["study_id"], grouped)
+    score_the_study(orch, data, ids["study_id"], ids["job_ids"])
     delete_one_and_train_again(orch, data, ids["job_ids"])
     worker.stop()
     assert worker.proc.returncode is not None
@@ -63,14 +64,33 @@ def recorded_hits(orch: Orch, job_id: int) -> dict:
                                      text=True, check=True, timeout=60).stdout)
 
 
+def score_the_study(orch: Orch, data: Path, study_id: int, job_ids: list[int]) -> None:
+    """`orch submit score --study`: every job's best checkpoint on the test folder, one CSV each; run
+    again, it scores nothing (each already has its test accuracy there)."""
+    out = orch.home / "preds"
+    args = ("submit", "score", "--study", str(study_id), "--data", str(data / "test"), "--labels",
+            str(data / "test_labels.csv"), "--out", str(out), "--wait", "--json")
+    scored = orch.run(*args, timeout=600)
+    assert scored.returncode == 0, scored.stderr
+    runs = json.loads(scored.stdout.splitlines()[0])["runs"]
+    assert sorted(r["source_job_id"] for r in runs) == sorted(job_ids)
+    assert all(len((out / f"{r['source_job_id']}.csv").read_text().splitlines()) == 40 for r in runs)
+    tested = orch.json_report("--study", str(study_id), "--metric", "test_acc")
+    assert all(r["test_acc_n"] == 1 and 0 <= r["test_acc_mean"] <= 1 for r in tested), tested
+    again = orch.run(*args, timeout=120)
+    assert again.returncode == 0 and json.loads(again.stdout) == {
+        "study": str(study_id), "runs": [], "already_scored": sorted(job_ids)}, again.stdout + again.stderr
+
+
 def delete_one_and_train_again(orch: Orch, data: Path, job_ids: list[int]) -> None:
     """`orch delete` beside a live worker: the last job's rows and checkpoints go, the others' stay, and
     the next job (SQLite gives it the deleted job's id again) trains into a folder of its own."""
     last, kept = max(job_ids), sorted(set(job_ids) - {max(job_ids)})
     folder = Path(orch.json("status", str(last))["result"]["best_checkpoint"]).parent
     deleted = orch.json("delete", str(last), "--yes")
-    assert deleted["job_ids"] == [last] and deleted["mb"] > 1 and not folder.exists()
-    assert sorted(job["id"] for job in orch.json("status")) == kept
+    # with it went its scoring run (score_the_study) and that run's shard
+    assert deleted["job_ids"][0] == last and len(deleted["job_ids"]) == 3 and deleted["mb"] > 1 and not folder.exists()
+    assert sorted(job["id"] for job in orch.json("status") if job["kind"] == "train") == kept
     assert all(Path(orch.json("status", str(j))["result"]["best_checkpoint"]).is_file() for j in kept)
     again = orch.run("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"), "--model",
                      "resnet18", "--image-size", "32", "--epochs", "1", "--wait", "--json", timeout=300)

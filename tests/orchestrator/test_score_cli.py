@@ -172,6 +172,10 @@ BAD = [
     # its folder is here, the file is not: it blamed a lab's hosts, in embedded mode
     ("best checkpoint deleted", ["--job", "{deleted}"], "--job: job {deleted}'s best checkpoint {tmp}/job{deleted}-best.pt "
                                                         "is missing (deleted or moved?)"),
+    ("a study and a job", ["--study", "1", "--job", "{job}"], "exactly one of --job ID, --checkpoint FILE, --best-of "
+                                                              "STUDY, --study STUDY"),
+    ("again without a study", ["--job", "{job}", "--again"], "--again: only with --study"),
+    ("unknown study to score", ["--study", "nope"], "--study: no study with id or name 'nope'"),
 ]
 
 
@@ -370,3 +374,34 @@ def test_a_checkpoint_written_over_since_its_job_wrote_it_is_refused(setup: tupl
             f"Error: {option}: {best} is not the file job {job} wrote (sha256 {found[:12]}, recorded {recorded[:12]}): "
             f"something wrote over it, such as another store's job {job} where two stores share one ORCH_ARTIFACTS "
             "folder; the run is refused"], refused.stderr
+
+
+def test_a_study_scores_each_succeeded_job_into_a_folder(setup: tuple[Orch, dict[str, str]], tmp_path: Path) -> None:
+    """`--study`: one scoring run per succeeded job, `--out` a folder of <job id>.csv; a job that is not
+    succeeded is named and left out; a missing checkpoint refuses the whole study, nothing queued."""
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    orch, f = setup
+    study = add_study(orch, "seeds")
+    jobs = [add_trained(orch, tmp_path, acc, study) for acc in (0.61, 0.62)]
+    failed = add_trained(orch, tmp_path, 0.63, study, status=JobStatus.failed)
+    out = tmp_path / "preds"
+    args = ["submit", "score", "--study", "seeds", "--data", f["test"], "--labels", f"{f['tmp']}/labels.csv"]
+    refused = orch.run(*args, "--out", str(tmp_path / "p.csv"))
+    assert refused.returncode == 2 and "--out: with --study, a folder for one CSV per job" in refused.stderr
+    queued = orch.run(*args, "--out", str(out), "--json", check=True)
+    assert f"orch: note: study seeds: not scored, not succeeded: jobs {failed} (failed)" in queued.stderr
+    runs = json.loads(queued.stdout)["runs"]
+    assert [r["source_job_id"] for r in runs] == jobs and all(r["out"] == str(out / f"{j}.csv") for r, j in zip(runs, jobs, strict=True))
+    for run, job in zip(runs, jobs, strict=True):
+        parent = cli(orch, "status", str(run["job_id"]))
+        assert parent["source_job_id"] == job and parent["spec"]["checkpoint"].endswith(f"job{job}-best.pt")
+    # a third job whose checkpoint is gone: refused before anything is queued
+    gone = add_trained(orch, tmp_path, 0.64, study)
+    (tmp_path / f"job{gone}-best.pt").unlink()
+    before = cli(orch, "status")
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--again"], env=orch.env)
+    assert result.exit_code == 2 and f"--study: job {gone}'s best checkpoint" in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("; nothing was queued") and cli(orch, "status") == before
