@@ -149,6 +149,8 @@ def _hits_by_seed(config: Config, metric: str) -> dict[int, Hits] | None:
     """seed -> its run's hits for `metric`; None where a run lacks them or a seed has two runs."""
     found: dict[int, Hits] = {}
     for run in config.runs:
+        if metric == "test_acc" and run.test_acc is None:
+            continue  # not scored: not in the comparison at all
         seed = int(run.spec.get(SEED, 0))
         hits = _run_hits(run, metric)
         if seed in found or hits is None:

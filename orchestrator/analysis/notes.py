@@ -61,3 +61,19 @@ def scored_precision_note(analysis: StudyAnalysis) -> str | None:
     return (f"test accuracy was scored in {listed}: an int8 score is a quantized copy's, near the checkpoint's "
             f"own; `orch submit score --precision fp32` scores the checkpoint as trained"
             if any("int8" in name for name in scored) else f"test accuracy was scored in {listed}")
+
+
+def unscored_note(analysis: StudyAnalysis) -> str | None:
+    """A study's runs without a test accuracy, by --metric test_acc: missing from its numbers (a config
+    of 5 seeds was compared on the 2 scored), and the one command that scores the rest."""
+    if analysis.metric != "test_acc" or analysis.study is None:
+        return None
+    missing = [run.id for run in analysis.runs if run.test_acc is None]
+    if not missing:
+        return None
+    from orchestrator.tables import id_ranges
+
+    study = analysis.study.name or analysis.study.id
+    return (f"no test accuracy, so not in these numbers: job{'s' if len(missing) > 1 else ''} {id_ranges(missing)}; "
+            f"`orch submit score --study {study} --data TEST_FOLDER --labels LABELS.csv --out preds/` scores the "
+            "succeeded ones not scored on that folder yet")

@@ -7,7 +7,13 @@ from orchestrator.analysis.chance import chance_note
 from orchestrator.analysis.configs import short_names, show
 from orchestrator.analysis.curves import diverged
 from orchestrator.analysis.image_error import images_kind
-from orchestrator.analysis.notes import absent_note, precision_shown, scored_precision_note, trained_precision_note
+from orchestrator.analysis.notes import (
+    absent_note,
+    precision_shown,
+    scored_precision_note,
+    trained_precision_note,
+    unscored_note,
+)
 from orchestrator.analysis.running_stats import running_stats_note
 from orchestrator.analysis.stats import Summary, fixed
 from orchestrator.analysis.study import StudyAnalysis, judges_convergence, scale_of
@@ -162,7 +168,8 @@ def verdict_lines(analysis: StudyAnalysis) -> list[str]:
         lines.append(f"note: by each run's last epoch (--metric last_val_acc) {analysis.first_by_last_epoch.label} "
                      f"ranks first, not {analysis.results[0].config.label}: the best epochs are picked on the "
                      f"validation images they are measured on")
-    lines += [f"note: {said}" for said in (trained_precision_note(analysis), scored_precision_note(analysis)) if said]
+    lines += [f"note: {said}" for said in (trained_precision_note(analysis), scored_precision_note(analysis),
+                                           unscored_note(analysis)) if said]
     unfinished = [f"{run.id} ({run.status})" for run in analysis.runs if run.status != "succeeded"]
     if unfinished:
         lines.append(f"note: not finished, so their numbers may change or stop here: jobs {', '.join(unfinished)}")

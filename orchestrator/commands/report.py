@@ -116,7 +116,10 @@ def report(obj: CliState, study_ref: str | None, job_list: str | None, metric: s
             click.echo(empty, err=True)
         return
     if metric == "test_acc" and all(run.test_acc is None for run in runs):  # a table and charts of nothing
-        raise OrchError(NO_TEST_ACCURACY)
+        raise OrchError(NO_TEST_ACCURACY if study is None else
+                        f"--metric test_acc: no job of study {study.name or study.id} has a test accuracy yet; score "
+                        f"them with `orch submit score --study {study.name or study.id} --data TEST_FOLDER "
+                        "--labels LABELS.csv --out preds/`")
     analysis = replace(analyse(runs, metric, study, baseline, by_job=job_ids is not None, absent=absent_specs),
                        absent=absent)
     if html_path or plot_path:

@@ -142,7 +142,9 @@ def test_test_acc_comparisons_count_the_test_images_of_the_scoring_runs(orch: Or
             folder = "b" * 16 if norm == "in" and seed == 5 else "a" * 16  # one seed scored elsewhere
             add_score(store, job_id, got / 100, hits={"set": folder, "images": 100,
                                                        "hits": pack([i < got for i in range(100)])})
+    unscored = add_run(store, study_id, "bn", 1, 6, 1, val_accs=[0.5])  # the baseline's seed 6: not scored yet
     rows = {r["config"]: r for r in orch.json_report("--study", "tested", "--metric", "test_acc")}
+    assert rows["norm=bn"]["n"] == 6
     ln = rows["norm=ln"]
     assert ln["images_counted"] == 100 and ln["p_seeds_only"] == pytest.approx(0.03125), ln
     assert ln["vs_baseline"] == "unclear" and ln["seeds_for_80_power_too_few_images"] is True, ln  # over seeds alone: better
@@ -156,3 +158,6 @@ def test_test_acc_comparisons_count_the_test_images_of_the_scoring_runs(orch: Or
                                    "seeds' spread"), bn
     table = " ".join(orch.run("report", "--study", "tested", "--metric", "test_acc", check=True).stdout.split())
     assert "count the sampling error of the 100 test images too" in table, table
+    assert (f"note: no test accuracy, so not in these numbers: job {unscored}; `orch submit score --study tested "
+            "--data TEST_FOLDER --labels LABELS.csv --out preds/` scores the succeeded ones not scored on that folder "
+            "yet") in table, table

@@ -300,9 +300,11 @@ def test_a_study_with_no_epoch_or_no_test_accuracy_says_what_to_do(orch: Orch, m
     for extra in ([], ["--plot", str(orch.home / "t.png")], None):
         where = ["--study", str(scored)] if extra is not None else []  # None: the leaderboard of every job
         proc = orch.run("report", *where, "--metric", "test_acc", *(extra or []))
-        assert proc.returncode == 2 and proc.stderr.strip() == (
-            "Error: --metric test_acc: no job here has a test accuracy yet; score one with `orch submit score "
-            "--job ID --data TEST_FOLDER --labels LABELS.csv`")
+        # a study's: the command that scores every job of it
+        said = ("no job here has a test accuracy yet; score one with `orch submit score --job ID --data TEST_FOLDER "
+                "--labels LABELS.csv`" if extra is None else "no job of study scored has a test accuracy yet; score "
+                "them with `orch submit score --study scored --data TEST_FOLDER --labels LABELS.csv --out preds/`")
+        assert proc.returncode == 2 and proc.stderr.strip() == f"Error: --metric test_acc: {said}", proc.stderr
 
 
 def test_last_epoch_ranks_without_the_pick_on_validation(orch: Orch, monkeypatch: pytest.MonkeyPatch) -> None:
