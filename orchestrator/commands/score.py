@@ -317,11 +317,18 @@ def wait_for_score(obj: CliState, parent_id: int, shard_ids: list[int]) -> bool:
     # the shards' line said how many succeeded
     if not wait_for(obj, [parent_id], summary=False, named=[parent_id], started=started):
         return False
+    click.echo(written_line(obj, parent_id), err=True)
+    return True
+
+
+def written_line(obj: CliState, parent_id: int, explain_int8: bool = True) -> str:
+    """'wrote preds.csv: 100 rows; ...' of a succeeded scoring run, its CSV delivered to this host."""
+    from shared.scoring.protocol import observe
+
     parent, _, _ = observe(obj.store, parent_id)
     result = (parent.result if parent is not None else None) or {}
     where = deliver_here(result, assembled_by(obj, parent_id))
-    click.echo(f"wrote {result.get('out')}{where}: {score_line(result)}", err=True)
-    return True
+    return f"wrote {result.get('out')}{where}: {score_line(result, explain_int8)}"
 
 
 def assembled_by(obj: CliState, parent_id: int) -> str | None:
@@ -357,7 +364,7 @@ INT8_SAID = (" (a quantized copy of the network: a few predictions may differ fr
              "--precision fp32 scores it as trained)")
 
 
-def score_line(result: dict[str, Any]) -> str:
+def score_line(result: dict[str, Any], explain_int8: bool = True) -> str:
     """'100 rows; accuracy 56.00% (50 of 100 labelled)': how many images the accuracy stands on."""
     n = int(result.get("n") or 0)
     line = f"{n} row{'' if n == 1 else 's'}"
@@ -365,7 +372,7 @@ def score_line(result: dict[str, Any]) -> str:
     if result.get("int8_fallback"):  # --precision int8 asked for it: say what ran instead, and why
         line += f"; ran {precision}, not int8: {result['int8_fallback']}"
     elif precision:  # int8 said every time: its predictions can differ from the checkpoint's on a few images
-        line += f"; scored in {precision}" + (INT8_SAID if "int8" in precision else "")
+        line += f"; scored in {precision}" + (INT8_SAID if "int8" in precision and explain_int8 else "")
     if result.get("accuracy") is None:
         return line
     labelled = result.get("labelled")

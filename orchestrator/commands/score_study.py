@@ -9,6 +9,7 @@ so running it again after more seeds finished scores only the new ones.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,11 @@ def score_study(obj: CliState, ref: str, options: dict[str, Any], *, again: bool
         data = str(Path(options["data"]).expanduser().resolve())
         done = set() if again else reads.tested_on(s, [j.id for j in jobs if j.status == "succeeded"], data)
     name = study.name or str(study.id)
-    folder = _out_folder(options["out"])
     chosen = [j for j in jobs if j.status == "succeeded" and j.id not in done]
     _say_left_out(name, jobs, done)
     if not chosen and not done:
         raise OrchError(f"--study: study {name} has no succeeded training job to score")
+    folder = _out_folder(options["out"])
     if not chosen:  # run again once every job is scored: nothing to do is no failure
         if as_json:
             click.echo(json.dumps({"study": name, "runs": [], "already_scored": sorted(done)}))
@@ -121,12 +122,33 @@ def _queue(obj: CliState, planned: list[Planned], queue: str) -> list[dict[str, 
 
 
 def _wait_all(obj: CliState, name: str, runs: list[dict[str, Any]]) -> None:
-    """Follow each run to its CSV; exit 1 if any failed (after following the rest)."""
-    from orchestrator.commands.score import wait_for_score
+    """Follow every run's shards together, then the runs; one line each; exit 1 if any failed. As
+    `orch submit score --wait`, it only reads: a run whose shard failed is failed by that shard or a sweeper."""
+    from orchestrator.commands.score import INT8_SAID, written_line
+    from orchestrator.progress import wait_for
+    from shared.scoring.protocol import Verdict, observe
 
-    failed = [run["job_id"] for run in runs if not wait_for_score(obj, run["job_id"], run["shard_job_ids"])]
+    started, parents = time.monotonic(), [run["job_id"] for run in runs]
+    wait_for(obj, [i for run in runs for i in run["shard_job_ids"]], named=parents, noun="shard", started=started)
+    assembling = [p for p in parents if observe(obj.store, p)[1] == Verdict.complete]
+    if assembling:  # a run with a failed shard is not waited for: it has nothing to assemble
+        wait_for(obj, assembling, summary=False, named=parents, started=started)
+    failed, int8 = [], False
+    for run in runs:
+        parent, verdict, reason = observe(obj.store, run["job_id"])
+        if parent is not None and parent.status == "succeeded":
+            line = written_line(obj, parent.job_id, explain_int8=False)
+            int8 = int8 or "scored in int8" in line
+            click.echo(f"job {run['source_job_id']}: {line}", err=True)
+            continue
+        failed.append(run["job_id"])
+        why = reason or (parent.error if parent is not None else None) or "`orch status ID` says why"
+        click.echo(f"job {run['source_job_id']}: score job {run['job_id']} failed: {why}; no CSV written", err=True)
+    if int8:
+        click.echo(f"orch: note: int8{INT8_SAID}", err=True)
     if failed:
-        click.echo(f"study {name}: scoring runs {id_ranges(failed)} did not finish; `orch status ID` says why", err=True)
+        runs_word = "scoring runs" if len(failed) > 1 else "scoring run"
+        click.echo(f"study {name}: {runs_word} {id_ranges(failed)} wrote no CSV (why: the line of each above)", err=True)
         raise SystemExit(1)
     click.echo(f"study {name}: every job scored; `orch report --study {name} --metric test_acc` compares them",
                err=True)
