@@ -80,6 +80,31 @@ def score_the_study(orch: Orch, data: Path, study_id: int, job_ids: list[int]) -
     again = orch.run(*args, timeout=120)
     assert again.returncode == 0 and json.loads(again.stdout) == {
         "study": str(study_id), "runs": [], "already_scored": sorted(job_ids)}, again.stdout + again.stderr
+    check_a_failed_run_is_named(orch, args, min(job_ids))
+
+
+def check_a_failed_run_is_named(orch: Orch, args: tuple[str, ...], broken: int) -> None:
+    """`--again --wait` where one job's checkpoint changes after submit: its run fails in its shard, the
+    others write their CSVs, and the command exits 1 naming the one that did not. Sent to a queue no
+    worker reads until the checkpoint has changed."""
+    waiting = subprocess.Popen([sys.executable, "-m", "orchestrator", *args, "--again", "--queue", "late"],
+                               env=orch.env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert waiting.stdout is not None
+    runs = json.loads(waiting.stdout.readline())["runs"]  # printed once queued, before the wait
+    checkpoint = Path(orch.json("status", str(broken))["result"]["best_checkpoint"])
+    kept = checkpoint.read_bytes()
+    checkpoint.write_bytes(kept + b"changed")
+    late = orch.start_worker("--queues", "late", log_name="late")
+    try:
+        _, said = waiting.communicate(timeout=600)
+    finally:
+        late.stop()
+        checkpoint.write_bytes(kept)
+    failed = next(r["job_id"] for r in runs if r["source_job_id"] == broken)
+    assert waiting.returncode == 1, said
+    assert f"job {broken}: score job {failed} failed: shard 0 (job {failed + 1}): --checkpoint: {checkpoint} changed " \
+           "since the run was submitted" in said, said
+    assert said.count(": wrote ") == len(runs) - 1 and f"scoring run {failed} wrote no CSV" in said, said
 
 
 def delete_one_and_train_again(orch: Orch, data: Path, job_ids: list[int]) -> None:
@@ -88,8 +113,8 @@ def delete_one_and_train_again(orch: Orch, data: Path, job_ids: list[int]) -> No
     last, kept = max(job_ids), sorted(set(job_ids) - {max(job_ids)})
     folder = Path(orch.json("status", str(last))["result"]["best_checkpoint"]).parent
     deleted = orch.json("delete", str(last), "--yes")
-    # with it went its scoring run (score_the_study) and that run's shard
-    assert deleted["job_ids"][0] == last and len(deleted["job_ids"]) == 3 and deleted["mb"] > 1 and not folder.exists()
+    # with it went its two scoring runs (score_the_study), each with its shard
+    assert deleted["job_ids"][0] == last and len(deleted["job_ids"]) == 5 and deleted["mb"] > 1 and not folder.exists()
     assert sorted(job["id"] for job in orch.json("status") if job["kind"] == "train") == kept
     assert all(Path(orch.json("status", str(j))["result"]["best_checkpoint"]).is_file() for j in kept)
     again = orch.run("submit", "train", "--data", str(data / "train"), "--val", str(data / "val"), "--model",
