@@ -15,6 +15,7 @@ from orchestrator.analysis.image_error import image_error
 from orchestrator.analysis.stats import compare
 from orchestrator.analysis.study import scale_of
 from shared.store import Job
+from shared.store.jobs import add_study
 from shared.val_hits import pack, unpack
 from tests.conftest import Orch
 from tests.orchestrator.study_builder import add_run, add_score, open_home
@@ -92,12 +93,7 @@ def test_the_report_counts_the_images_where_every_run_recorded_its_hits(orch: Or
     image by image; a config with a run from before the hits falls back to the seeds alone."""
     store = open_home(orch.home, monkeypatch)
     with store.session() as s:
-        from shared.store import Study
-
-        study = Study(name="hits", grid={"norm": "bn,ln,in", "seeds": "0,1,2"})
-        s.add(study)
-        s.flush()
-        study_id = study.id
+        study_id = add_study(s, "hits", {"norm": "bn,ln,in", "seeds": "0,1,2"}).id
     accuracies = {"bn": 0.60, "ln": 0.62, "in": 0.63}
     for norm, acc in accuracies.items():
         for seed in range(3):
@@ -129,12 +125,7 @@ def test_test_acc_comparisons_count_the_test_images_of_the_scoring_runs(orch: Or
     folder (another set), a config falls back to the seeds alone."""
     store = open_home(orch.home, monkeypatch)
     with store.session() as s:
-        from shared.store import Study
-
-        study = Study(name="tested", grid={"norm": "bn,ln,in", "seeds": "0,1,2,3,4,5"})
-        s.add(study)
-        s.flush()
-        study_id = study.id
+        study_id = add_study(s, "tested", {"norm": "bn,ln,in", "seeds": "0,1,2,3,4,5"}).id
     for norm, right in {"bn": 60, "ln": 62, "in": 70}.items():
         for seed in range(6):
             got = right + (norm == "in") * (seed % 2)  # a spread over seeds: a t-test, p far below 0.05
