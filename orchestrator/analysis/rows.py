@@ -43,9 +43,8 @@ def data_rows(analysis: StudyAnalysis) -> list[dict[str, Any]]:
             "images_per_s": _mean(config.by_seed("images_per_s")), "precision": list(config.precisions()),
             "vs_baseline": comp.outcome, "diff": comp.diff, "diff_ci95_low": _at(comp.ci, 0),
             "diff_ci95_high": _at(comp.ci, 1), "p_value": comp.p, "p_adjusted": comp.p_adjusted, "paired_seeds": comp.seeds,
-            # the validation images (test_acc: test images) whose sampling error p and the interval count (null:
-            # hits not recorded),
-            # and the p-value over the seeds alone beside it
+            # the validation images (test_acc: test images) whose sampling error p and the interval count
+            # (null: hits not recorded), and the p-value over the seeds alone beside it
             "images_counted": comp.images, "p_seeds_only": comp.p_seeds,
             # null both where no estimate exists and where over MAX_SEEDS are needed: the flags tell them apart
             "seeds_for_80_power": comp.seeds_needed, "seeds_for_80_power_over_max": comp.beyond_max,

@@ -19,6 +19,7 @@ import click
 from orchestrator.context import CliState
 from orchestrator.tables import id_ranges
 from shared.errors import OrchError, SpecError
+from shared.spec import ScoreSpec
 from shared.store.reads import TrainedJob
 
 
@@ -27,7 +28,7 @@ class Planned:
     """One job's scoring run, checked, not yet queued."""
 
     job_id: int
-    spec: Any  # a pinned ScoreSpec
+    spec: ScoreSpec  # pinned
 
 
 def score_study(obj: CliState, ref: str, options: dict[str, Any], *, again: bool, queue: str,
@@ -91,7 +92,6 @@ def _plan(obj: CliState, jobs: list[TrainedJob], options: dict[str, Any], folder
     from orchestrator.commands.score import SCORE_FIELDS, best_checkpoint_of, check_inputs, check_written_by
     from orchestrator.fields import parse_option
     from shared.scoring.inputs import pin
-    from shared.spec import ScoreSpec
 
     checked: dict[tuple[str, ...], tuple[dict[str, Any], Any]] = {}
     planned = []
@@ -135,7 +135,7 @@ def _wait_all(obj: CliState, name: str, runs: list[dict[str, Any]]) -> None:
         wait_for(obj, assembling, summary=False, named=parents, started=started)
     failed, int8 = [], False
     for run in runs:
-        parent, verdict, reason = observe(obj.store, run["job_id"])
+        parent, _, reason = observe(obj.store, run["job_id"])
         if parent is not None and parent.status == "succeeded":
             line = written_line(obj, parent.job_id, explain_int8=False)
             int8 = int8 or "scored in int8" in line
