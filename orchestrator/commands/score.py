@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 SCORE_FIELDS = option_fields(ScoreSpec, grid=False)
 EXACTLY_ONE = "give exactly one of --job ID, --checkpoint FILE, --best-of STUDY, --study STUDY"
-SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint file (written by orch)."}}
+SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint file (written by orch)."},
+               "out": {"help": "CSV to write (atomically, when every shard is done); with --study, a folder for "
+                               "one <job id>.csv each."}}
 
 
 @click.command()
@@ -48,7 +50,8 @@ SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint 
 @click.option("--no-labels", is_flag=True, help="Score without labels, where orch.toml gives test_labels.")
 @click.option("--wait", is_flag=True, help="Follow progress until the CSV is written; exit 0 only if it was.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"job_id": N, "shard_job_ids": [...]}: the scoring run and its shards.')
+              help='Print {"job_id": N, "shard_job_ids": [...]}: the scoring run and its shards (with --study: '
+                   '{"study", "runs": [{"source_job_id", "job_id", "shard_job_ids", "out"}], "already_scored"}).')
 @pass_state
 def score(obj: CliState, job_id: int | None, checkpoint: str | None, best_of: str | None, study_ref: str | None,
           again: bool, queue: str, no_labels: bool, wait: bool, as_json: bool, **options: Any) -> None:
