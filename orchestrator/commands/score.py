@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 SCORE_FIELDS = option_fields(ScoreSpec, grid=False)
 EXACTLY_ONE = "give exactly one of --job ID, --checkpoint FILE, --best-of STUDY, --study STUDY"
-SOURCE_HELP = {"checkpoint": {"required": False, "help": "Score this checkpoint file (written by orch)."},
+SOURCE_HELP: dict[str, dict[str, Any]] = {"checkpoint": {"required": False, "help": "Score this checkpoint file (written by orch)."},
                "out": {"help": "CSV to write (atomically, when every shard is done); with --study, a folder for "
                                "one <job id>.csv each."}}
 
